@@ -1,0 +1,67 @@
+package tunnel
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// OuterRule says how a tunnel-mode SA picks the outer (tunnel header)
+// addresses. This file is the one place RFC 3554 §2's three cases live.
+//
+// RFC 3554 §2 suggests that "if, during SA setup, the inner and outer
+// address of either side is the same, rather than explicitly store the
+// corresponding address of the tunnel, it sets a flag that marks the SA to
+// use the same address in the tunnel header as in the inner header": that
+// flag is SrcFromInner / DstFromInner.
+type OuterRule struct {
+	SrcFromInner bool       // outer source = inner source
+	DstFromInner bool       // outer destination = inner destination
+	Src          netip.Addr // configured outer source, when !SrcFromInner
+	Dst          netip.Addr // configured outer destination, when !DstFromInner
+}
+
+// HostToHost: "where the end hosts are also the tunnel endpoints ... the
+// outer addresses MUST be the same as the inner addresses of the tunnel."
+func HostToHost() OuterRule { return OuterRule{SrcFromInner: true, DstFromInner: true} }
+
+// GatewayToGateway: "(security gateways) there is no special processing;
+// address selection proceeds as it would for two distinct sets of end
+// hosts": the gateways' configured addresses.
+func GatewayToGateway(local, peer netip.Addr) OuterRule {
+	return OuterRule{Src: local, Dst: peer}
+}
+
+// RoadWarriorToGateway: "the `road warrior' uses the security gateway's
+// address as the tunnel destination address, and MUST use the same source
+// address as that of the inner packet."
+func RoadWarriorToGateway(gateway netip.Addr) OuterRule {
+	return OuterRule{SrcFromInner: true, Dst: gateway}
+}
+
+// GatewayToRoadWarrior: "the security gateway uses its own address as the
+// source address of the tunnel, and MUST use the same destination address
+// in the outer header as that of the inner packet."
+func GatewayToRoadWarrior(own netip.Addr) OuterRule {
+	return OuterRule{Src: own, DstFromInner: true}
+}
+
+// OuterAddrs returns the outer source and destination for an inner packet
+// from innerSrc to innerDst. It is pure: the same inputs always give the
+// same outputs. The outer family must be one family; mixing is refused
+// because ESP over raw IP cannot carry a v6 header from a v4 source.
+func OuterAddrs(r OuterRule, innerSrc, innerDst netip.Addr) (src, dst netip.Addr, err error) {
+	src, dst = r.Src, r.Dst
+	if r.SrcFromInner {
+		src = innerSrc
+	}
+	if r.DstFromInner {
+		dst = innerDst
+	}
+	if !src.IsValid() || !dst.IsValid() {
+		return netip.Addr{}, netip.Addr{}, fmt.Errorf("outer address not set (src %v, dst %v)", src, dst)
+	}
+	if src.Is4() != dst.Is4() {
+		return netip.Addr{}, netip.Addr{}, fmt.Errorf("outer addresses of different families: %v -> %v", src, dst)
+	}
+	return src, dst, nil
+}

@@ -1,0 +1,240 @@
+package tunnel
+
+import (
+	"crypto/cipher"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Direction of an SA: SAs are one-way (RFC 4301 §4.1).
+type Direction uint8
+
+const (
+	Inbound Direction = iota + 1
+	Outbound
+)
+
+func (d Direction) String() string {
+	switch d {
+	case Inbound:
+		return "in"
+	case Outbound:
+		return "out"
+	}
+	return "?"
+}
+
+// Limit is one lifetime bound; a zero field is no bound.
+type Limit struct {
+	Time    time.Duration
+	Bytes   uint64 // inner bytes
+	Packets uint64
+}
+
+// Lifetimes are the soft (rekey) and hard (die) bounds of an SA
+// (RFC 4301 §4.4.2.1).
+type Lifetimes struct{ Soft, Hard Limit }
+
+// LifetimeEvent tells the key manager an SA reached a bound.
+type LifetimeEvent struct {
+	SA     *SA
+	Hard   bool   // false: soft, time to rekey; true: the SA is dead
+	Reason string // "time", "bytes", "packets" or "sequence"
+}
+
+// SAConfig describes an SA to create. Addresses are sets (RFC 3554 §2).
+type SAConfig struct {
+	SPI       uint32
+	Dir       Direction
+	Transform Transform
+	Key       []byte // cipher key followed by the 4-byte salt; copied, the caller should zero its copy
+	ESN       bool   // extended (64-bit) sequence numbers, RFC 4303 §2.2.1
+	// ReplayWindow is the inbound anti-replay window in packets; 0 means
+	// DefaultReplayWindow.
+	ReplayWindow int
+
+	// LocalAddrs are our outer addresses this SA is reachable on. Inbound,
+	// a SAD lookup with any of them finds the SA (RFC 3554 §2). Empty means
+	// any.
+	LocalAddrs AddrSet
+	// PeerAddrs is the peer's outer address pool. Inbound, ESP whose outer
+	// source is outside it is dropped (seed 000: the peer may move anywhere
+	// inside the pool with the same SA). Empty means any.
+	PeerAddrs AddrSet
+
+	// Selector is the traffic this SA carries, from this host's view.
+	Selector Selector
+	// Outer picks outbound tunnel header addresses (RFC 3554 §2).
+	Outer OuterRule
+
+	Lifetimes  Lifetimes
+	OnLifetime func(LifetimeEvent) // called from a packet path or a timer: must not block
+}
+
+// SA is a tunnel-mode ESP Security Association. All methods are safe for
+// concurrent use: many goroutines may seal or open on one SA at once.
+type SA struct {
+	SPI        uint32
+	Dir        Direction
+	Transform  Transform
+	ESN        bool
+	LocalAddrs AddrSet
+	PeerAddrs  AddrSet
+	Selector   Selector
+	Outer      OuterRule
+	Created    time.Time
+
+	Counters Counters
+
+	keys       atomic.Pointer[saKeys] // nil once the SA is closed
+	seq        atomic.Uint64          // last sequence number sent
+	maxSeq     uint64
+	replay     *replayWindow
+	lifetimes  Lifetimes
+	onLifetime func(LifetimeEvent)
+	softFired  atomic.Bool
+	hardFired  atomic.Bool
+	timerMu    sync.Mutex // a timer may fire before NewSA has stored it
+	timers     []*time.Timer
+	closeOnce  sync.Once
+}
+
+type saKeys struct {
+	aead cipher.AEAD
+	salt [saltLen]byte
+	raw  []byte // our copy of the keying material, zeroed on Close
+}
+
+// NewSA validates cfg and creates the SA, starting its time lifetimes.
+func NewSA(cfg SAConfig) (*SA, error) {
+	if cfg.Dir != Inbound && cfg.Dir != Outbound {
+		return nil, errors.New("sa: direction must be in or out")
+	}
+	if cfg.SPI < 256 {
+		// RFC 4303 §2.1: 1-255 are reserved by IANA, 0 is local-only.
+		return nil, fmt.Errorf("sa: SPI %#x is reserved (must be >= 256)", cfg.SPI)
+	}
+	if !cfg.Outer.SrcFromInner && !cfg.Outer.Src.IsValid() && cfg.Dir == Outbound {
+		return nil, errors.New("sa: outbound SA needs an outer source address or the same-as-inner flag")
+	}
+	if !cfg.Outer.DstFromInner && !cfg.Outer.Dst.IsValid() && cfg.Dir == Outbound {
+		return nil, errors.New("sa: outbound SA needs an outer destination address or the same-as-inner flag")
+	}
+	raw := append([]byte(nil), cfg.Key...)
+	aead, err := cfg.Transform.newAEAD(raw)
+	if err != nil {
+		clear(raw)
+		return nil, fmt.Errorf("sa %#x: %w", cfg.SPI, err)
+	}
+	k := &saKeys{aead: aead, raw: raw}
+	copy(k.salt[:], raw[len(raw)-saltLen:])
+
+	sa := &SA{
+		SPI: cfg.SPI, Dir: cfg.Dir, Transform: cfg.Transform, ESN: cfg.ESN,
+		LocalAddrs: cfg.LocalAddrs, PeerAddrs: cfg.PeerAddrs,
+		Selector: cfg.Selector, Outer: cfg.Outer, Created: time.Now(),
+		lifetimes: cfg.Lifetimes, onLifetime: cfg.OnLifetime,
+		maxSeq: 1<<32 - 1,
+	}
+	if cfg.ESN {
+		sa.maxSeq = 1<<64 - 1
+	}
+	if cfg.Dir == Inbound {
+		if sa.replay, err = newReplayWindow(cfg.ReplayWindow, cfg.ESN); err != nil {
+			clear(raw)
+			return nil, fmt.Errorf("sa %#x: %w", cfg.SPI, err)
+		}
+	}
+	sa.keys.Store(k)
+	sa.timerMu.Lock()
+	defer sa.timerMu.Unlock()
+	if d := cfg.Lifetimes.Soft.Time; d > 0 {
+		sa.timers = append(sa.timers, time.AfterFunc(d, func() { sa.fire(false, "time") }))
+	}
+	if d := cfg.Lifetimes.Hard.Time; d > 0 {
+		sa.timers = append(sa.timers, time.AfterFunc(d, func() { sa.fire(true, "time") }))
+	}
+	return sa, nil
+}
+
+// Alive reports whether the SA can still carry traffic.
+func (sa *SA) Alive() bool { return sa.keys.Load() != nil && !sa.hardFired.Load() }
+
+// Close kills the SA: its timers stop, its copy of the keying material is
+// zeroed and dropped, and every later Seal or Open fails with DropExpired.
+// A packet already inside Seal or Open may finish with the old state.
+// (The AES key schedule inside crypto/cipher cannot be reached to zero; it
+// becomes garbage with the AEAD.)
+func (sa *SA) Close() {
+	sa.closeOnce.Do(func() {
+		sa.timerMu.Lock()
+		for _, t := range sa.timers {
+			t.Stop()
+		}
+		sa.timerMu.Unlock()
+		if k := sa.keys.Swap(nil); k != nil {
+			clear(k.raw)
+		}
+	})
+}
+
+// LastSeq is the last sequence number sent (outbound) or the highest
+// accepted (inbound).
+func (sa *SA) LastSeq() uint64 {
+	if sa.Dir == Inbound {
+		sa.replay.mu.Lock()
+		defer sa.replay.mu.Unlock()
+		return sa.replay.top
+	}
+	return min(sa.seq.Load(), sa.maxSeq)
+}
+
+// fire reports a lifetime bound once per kind. A hard bound kills the SA.
+func (sa *SA) fire(hard bool, reason string) {
+	flag := &sa.softFired
+	if hard {
+		flag = &sa.hardFired
+	}
+	if !flag.CompareAndSwap(false, true) {
+		return
+	}
+	if hard {
+		sa.Close()
+	}
+	if sa.onLifetime != nil {
+		sa.onLifetime(LifetimeEvent{SA: sa, Hard: hard, Reason: reason})
+	}
+}
+
+// account adds one packet of n inner bytes and fires the byte and packet
+// bounds it reaches. The packet that reaches a hard bound still passes;
+// the SA is dead for the next one.
+func (sa *SA) account(n int) {
+	pk := sa.Counters.Packets.Add(1)
+	by := sa.Counters.Bytes.Add(uint64(n))
+	l := &sa.lifetimes
+	if r := reached(l.Soft, pk, by); r != "" && !sa.softFired.Load() {
+		sa.fire(false, r)
+	}
+	if r := reached(l.Hard, pk, by); r != "" && !sa.hardFired.Load() {
+		sa.fire(true, r)
+	}
+}
+
+func reached(l Limit, packets, bytes uint64) string {
+	switch {
+	case l.Packets != 0 && packets >= l.Packets:
+		return "packets"
+	case l.Bytes != 0 && bytes >= l.Bytes:
+		return "bytes"
+	}
+	return ""
+}
+
+// String is safe for logs: it never shows key material.
+func (sa *SA) String() string {
+	return fmt.Sprintf("SA{spi=%#08x %s %s local=%s peer=%s sel=[%s]}", sa.SPI, sa.Dir, sa.Transform, sa.LocalAddrs, sa.PeerAddrs, sa.Selector)
+}
