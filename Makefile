@@ -1,0 +1,41 @@
+# roamsec — the two commands of the README are `make demo` and `make test`.
+# Both run as root on a fresh Debian 12 machine and install what they need.
+export PATH := /usr/local/go/bin:$(PATH)
+GO ?= go
+FUZZTIME ?= 5s
+
+.PHONY: deps demo test fuzz bench-esp build vet
+
+deps:
+	@bash scripts/deps.sh
+
+build: deps
+	$(GO) build ./...
+
+vet: deps
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# The main job, shown.
+demo: deps
+	$(GO) run ./test/demo
+
+# Every test: unit, known-answer, tshark, network-namespace end-to-end
+# (needs root), with the race detector, then a short run of every fuzz target.
+test: deps vet
+	$(GO) test -race -count=1 ./...
+	$(MAKE) --no-print-directory fuzz
+
+fuzz: deps
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/func //'); do \
+	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+	    $(GO) test $$pkg -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) >/tmp/roamsec-fuzz.log 2>&1 || { cat /tmp/roamsec-fuzz.log; exit 1; }; \
+	  done; \
+	done
+
+# Go benchmarks of the ESP core (figures in the issue notes come from here).
+bench-esp: deps
+	$(GO) test ./tunnel/ -run '^$$' -bench . -benchtime 1s
