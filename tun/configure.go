@@ -1,0 +1,136 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Route is a route into the TUN device.
+type Route struct {
+	Dst    netip.Prefix
+	Src    netip.Addr // preferred source address (e.g. the virtual IP); optional
+	Metric int
+}
+
+// Configure sets the link up and adds addrs (address with prefix length) and
+// routes through the device, in the device's namespace. It remembers what it
+// added so Unconfigure removes exactly that: an address that was already on
+// the link is left alone. It may be called again to add more. If it fails,
+// what this call added is removed again.
+//
+// Addresses come before routes because the kernel rejects a route whose Src
+// is not a local address.
+func (d *Device) Configure(addrs []netip.Prefix, routes []Route) error {
+	d.cfgMu.Lock()
+	defer d.cfgMu.Unlock()
+	link, err := d.nl.LinkByIndex(d.index)
+	if err != nil {
+		return fmt.Errorf("tun %s: %w", d.name, err)
+	}
+	nAddrs, nRoutes, wasUp := len(d.addrs), len(d.routes), d.setUp
+	fail := func(err error) error {
+		rerr := d.remove(link, nAddrs, nRoutes, wasUp)
+		return errors.Join(fmt.Errorf("tun %s: %w", d.name, err), rerr)
+	}
+
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		if err := d.nl.LinkSetUp(link); err != nil {
+			return fail(fmt.Errorf("link up: %w", err))
+		}
+		d.setUp = true
+	}
+	for _, p := range addrs {
+		if !p.IsValid() {
+			return fail(fmt.Errorf("invalid address %v", p))
+		}
+		a := netlink.Addr{IPNet: ipNet(p)}
+		if p.Addr().Is6() {
+			a.Flags = unix.IFA_F_NODAD // usable at once; TUN is NOARP, nothing to detect
+		}
+		switch err := d.nl.AddrAdd(link, &a); {
+		case errors.Is(err, syscall.EEXIST):
+			continue // not ours to remove
+		case err != nil:
+			return fail(fmt.Errorf("add address %v: %w", p, err))
+		}
+		d.addrs = append(d.addrs, a)
+		d.log.Debug("address added", "addr", p)
+	}
+	for _, r := range routes {
+		if !r.Dst.IsValid() || r.Src.IsValid() && r.Src.Is4() != r.Dst.Addr().Is4() {
+			return fail(fmt.Errorf("invalid route %v src %v", r.Dst, r.Src))
+		}
+		nr := netlink.Route{
+			LinkIndex: d.index,
+			Dst:       ipNet(r.Dst.Masked()),
+			Scope:     netlink.SCOPE_LINK, // point-to-point: no gateway
+			Protocol:  unix.RTPROT_STATIC,
+			Priority:  r.Metric,
+		}
+		if r.Src.IsValid() {
+			nr.Src = r.Src.AsSlice()
+		}
+		if err := d.nl.RouteAdd(&nr); err != nil {
+			return fail(fmt.Errorf("add route %v: %w", r.Dst, err))
+		}
+		d.routes = append(d.routes, nr)
+		d.log.Debug("route added", "dst", r.Dst, "src", r.Src, "metric", r.Metric)
+	}
+	return nil
+}
+
+// Unconfigure removes the routes and addresses Configure added, newest first,
+// and sets the link down if Configure brought it up. Entries the kernel has
+// already dropped (IPv6 routes vanish when the link goes down) are skipped.
+func (d *Device) Unconfigure() error {
+	d.cfgMu.Lock()
+	defer d.cfgMu.Unlock()
+	link, err := d.nl.LinkByIndex(d.index)
+	if err != nil {
+		return fmt.Errorf("tun %s: %w", d.name, err)
+	}
+	if err := d.remove(link, 0, 0, false); err != nil {
+		return fmt.Errorf("tun %s: %w", d.name, err)
+	}
+	return nil
+}
+
+// remove undoes additions beyond the first nAddrs addresses and nRoutes
+// routes, and restores the link state to setUp.
+func (d *Device) remove(link netlink.Link, nAddrs, nRoutes int, setUp bool) error {
+	var errs []error
+	var keepR []netlink.Route
+	for i := len(d.routes) - 1; i >= nRoutes; i-- {
+		if err := d.nl.RouteDel(&d.routes[i]); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("delete route %v: %w", d.routes[i].Dst, err))
+			keepR = append(keepR, d.routes[i])
+		}
+	}
+	d.routes = append(d.routes[:nRoutes], keepR...)
+	var keepA []netlink.Addr
+	for i := len(d.addrs) - 1; i >= nAddrs; i-- {
+		if err := d.nl.AddrDel(link, &d.addrs[i]); err != nil && !errors.Is(err, syscall.EADDRNOTAVAIL) {
+			errs = append(errs, fmt.Errorf("delete address %v: %w", d.addrs[i].IPNet, err))
+			keepA = append(keepA, d.addrs[i])
+		}
+	}
+	d.addrs = append(d.addrs[:nAddrs], keepA...)
+	if d.setUp && !setUp {
+		if err := d.nl.LinkSetDown(link); err != nil {
+			errs = append(errs, fmt.Errorf("link down: %w", err))
+		} else {
+			d.setUp = false
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
