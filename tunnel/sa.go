@@ -69,6 +69,10 @@ type SAConfig struct {
 	Selector Selector
 	// Outer picks outbound tunnel header addresses (RFC 3554 §2).
 	Outer OuterRule
+	// UDPEncap carries this SA's ESP in UDP (RFC 3948) to PeerPort
+	// (default 4500) instead of raw IP protocol 50.
+	UDPEncap bool
+	PeerPort uint16
 
 	Lifetimes  Lifetimes
 	OnLifetime func(LifetimeEvent) // called from a packet path or a timer: must not block
@@ -85,6 +89,8 @@ type SA struct {
 	PeerAddrs  AddrSet
 	Selector   Selector
 	Outer      OuterRule
+	UDPEncap   bool
+	PeerPort   uint16
 	Created    time.Time
 
 	Counters Counters
@@ -136,11 +142,15 @@ func NewSA(cfg SAConfig) (*SA, error) {
 		SPI: cfg.SPI, Dir: cfg.Dir, Transform: cfg.Transform, ESN: cfg.ESN,
 		LocalAddrs: cfg.LocalAddrs, PeerAddrs: cfg.PeerAddrs,
 		Selector: cfg.Selector, Outer: cfg.Outer, Created: time.Now(),
+		UDPEncap: cfg.UDPEncap, PeerPort: cfg.PeerPort,
 		lifetimes: cfg.Lifetimes, onLifetime: cfg.OnLifetime,
 		maxSeq: 1<<32 - 1,
 	}
 	if cfg.ESN {
 		sa.maxSeq = 1<<64 - 1
+	}
+	if sa.UDPEncap && sa.PeerPort == 0 {
+		sa.PeerPort = 4500 // RFC 3948 §3
 	}
 	if cfg.Dir == Inbound {
 		if sa.replay, err = newReplayWindow(cfg.ReplayWindow, cfg.ESN); err != nil {
