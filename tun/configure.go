@@ -16,6 +16,10 @@ type Route struct {
 	Dst    netip.Prefix
 	Src    netip.Addr // preferred source address (e.g. the virtual IP); optional
 	Metric int
+	// Table is the routing table (0: main). RFC 3554 mode puts the tunnel
+	// routes in their own table, consulted by a rule (see AddBypassRule),
+	// because there the inner and outer addresses are the same.
+	Table int
 }
 
 // Configure sets the link up and adds addrs (address with prefix length) and
@@ -72,6 +76,7 @@ func (d *Device) Configure(addrs []netip.Prefix, routes []Route) error {
 			Scope:     netlink.SCOPE_LINK, // point-to-point: no gateway
 			Protocol:  unix.RTPROT_STATIC,
 			Priority:  r.Metric,
+			Table:     r.Table,
 		}
 		if r.Src.IsValid() {
 			nr.Src = r.Src.AsSlice()
@@ -105,6 +110,14 @@ func (d *Device) Unconfigure() error {
 // routes, and restores the link state to setUp.
 func (d *Device) remove(link netlink.Link, nAddrs, nRoutes int, setUp bool) error {
 	var errs []error
+	if nAddrs == 0 && nRoutes == 0 {
+		for _, r := range d.rules {
+			if err := d.nl.RuleDel(r); err != nil && !errors.Is(err, syscall.ENOENT) {
+				errs = append(errs, fmt.Errorf("delete rule: %w", err))
+			}
+		}
+		d.rules = nil
+	}
 	var keepR []netlink.Route
 	for i := len(d.routes) - 1; i >= nRoutes; i-- {
 		if err := d.nl.RouteDel(&d.routes[i]); err != nil && !errors.Is(err, syscall.ESRCH) {
@@ -133,4 +146,29 @@ func (d *Device) remove(link netlink.Link, nAddrs, nRoutes int, setUp bool) erro
 
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// AddBypassRule installs, for IPv4 and IPv6, the rule "not fwmark mark
+// lookup table" at priority prio: every packet consults the tunnel's table
+// first, except the ESP packets our own sockets mark with mark (SO_MARK).
+// That is how a packet to a peer address goes into the TUN while the ESP
+// carrying it goes to the same address on the wire (RFC 3554's outer =
+// inner case). Unconfigure removes the rules.
+func (d *Device) AddBypassRule(mark uint32, table, prio int) error {
+	d.cfgMu.Lock()
+	defer d.cfgMu.Unlock()
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		r := netlink.NewRule()
+		r.Family = fam
+		r.Mark = mark
+		r.Mask = func() *uint32 { m := ^uint32(0); return &m }()
+		r.Invert = true
+		r.Table = table
+		r.Priority = prio
+		if err := d.nl.RuleAdd(r); err != nil {
+			return fmt.Errorf("tun %s: add rule not fwmark %#x lookup %d: %w", d.name, mark, table, err)
+		}
+		d.rules = append(d.rules, r)
+	}
+	return nil
 }

@@ -91,6 +91,7 @@ type Device struct {
 	cfgMu  sync.Mutex // guards addrs, routes, setUp: what Configure installed
 	addrs  []netlink.Addr
 	routes []netlink.Route
+	rules  []*netlink.Rule
 	setUp  bool // Configure brought the link up
 
 	done      chan struct{} // closed by Close; stops watchMTU

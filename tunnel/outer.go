@@ -13,11 +13,15 @@ import (
 // corresponding address of the tunnel, it sets a flag that marks the SA to
 // use the same address in the tunnel header as in the inner header": that
 // flag is SrcFromInner / DstFromInner.
+//
+// When a flag is set the inner packet decides the outer family, so an SA
+// carrying IPv4 and IPv6 holds a configured address per family; the one
+// of the inner packet's family is used.
 type OuterRule struct {
-	SrcFromInner bool       // outer source = inner source
-	DstFromInner bool       // outer destination = inner destination
-	Src          netip.Addr // configured outer source, when !SrcFromInner
-	Dst          netip.Addr // configured outer destination, when !DstFromInner
+	SrcFromInner bool         // outer source = inner source
+	DstFromInner bool         // outer destination = inner destination
+	Src          []netip.Addr // configured outer sources, when !SrcFromInner (at most one per family)
+	Dst          []netip.Addr // configured outer destinations, when !DstFromInner
 }
 
 // HostToHost: "where the end hosts are also the tunnel endpoints ... the
@@ -28,20 +32,20 @@ func HostToHost() OuterRule { return OuterRule{SrcFromInner: true, DstFromInner:
 // address selection proceeds as it would for two distinct sets of end
 // hosts": the gateways' configured addresses.
 func GatewayToGateway(local, peer netip.Addr) OuterRule {
-	return OuterRule{Src: local, Dst: peer}
+	return OuterRule{Src: []netip.Addr{local}, Dst: []netip.Addr{peer}}
 }
 
 // RoadWarriorToGateway: "the `road warrior' uses the security gateway's
 // address as the tunnel destination address, and MUST use the same source
 // address as that of the inner packet."
-func RoadWarriorToGateway(gateway netip.Addr) OuterRule {
+func RoadWarriorToGateway(gateway ...netip.Addr) OuterRule {
 	return OuterRule{SrcFromInner: true, Dst: gateway}
 }
 
 // GatewayToRoadWarrior: "the security gateway uses its own address as the
 // source address of the tunnel, and MUST use the same destination address
 // in the outer header as that of the inner packet."
-func GatewayToRoadWarrior(own netip.Addr) OuterRule {
+func GatewayToRoadWarrior(own ...netip.Addr) OuterRule {
 	return OuterRule{Src: own, DstFromInner: true}
 }
 
@@ -50,7 +54,13 @@ func GatewayToRoadWarrior(own netip.Addr) OuterRule {
 // same outputs. The outer family must be one family; mixing is refused
 // because ESP over raw IP cannot carry a v6 header from a v4 source.
 func OuterAddrs(r OuterRule, innerSrc, innerDst netip.Addr) (src, dst netip.Addr, err error) {
-	src, dst = r.Src, r.Dst
+	// The family: the inner packet's when a flag ties outer to inner,
+	// else the first configured source's (two gateways pick their own).
+	v4 := innerSrc.Is4()
+	if !r.SrcFromInner && !r.DstFromInner && len(r.Src) > 0 {
+		v4 = r.Src[0].Is4()
+	}
+	src, dst = ofFamily(r.Src, v4), ofFamily(r.Dst, v4)
 	if r.SrcFromInner {
 		src = innerSrc
 	}
@@ -64,4 +74,13 @@ func OuterAddrs(r OuterRule, innerSrc, innerDst netip.Addr) (src, dst netip.Addr
 		return netip.Addr{}, netip.Addr{}, fmt.Errorf("outer addresses of different families: %v -> %v", src, dst)
 	}
 	return src, dst, nil
+}
+
+func ofFamily(as []netip.Addr, v4 bool) netip.Addr {
+	for _, a := range as {
+		if a.Is4() == v4 {
+			return a
+		}
+	}
+	return netip.Addr{}
 }

@@ -35,6 +35,12 @@ func TestRFC3554_2_OuterAddresses(t *testing.T) {
 			GatewayToRoadWarrior(gw), srv, rw2, gw, rw2},
 		{"IPv6 road warrior",
 			RoadWarriorToGateway(a("2001:db8:1::1")), a("2001:db8:1::2"), a("2001:db8:3::2"), a("2001:db8:1::2"), a("2001:db8:1::1")},
+		{"dual-stack road warrior: the outer family follows the inner source, v6",
+			RoadWarriorToGateway(gw, a("2001:db8:1::1")), a("2001:db8:2::2"), a("2001:db8:3::2"), a("2001:db8:2::2"), a("2001:db8:1::1")},
+		{"dual-stack road warrior: v4",
+			RoadWarriorToGateway(gw, a("2001:db8:1::1")), rw2, srv, rw2, gw},
+		{"dual-stack gateway: own address of the inner destination's family",
+			GatewayToRoadWarrior(gw, a("2001:db8:1::1")), a("2001:db8:3::2"), a("2001:db8:2::2"), a("2001:db8:1::1"), a("2001:db8:2::2")},
 	}
 	for _, c := range cases {
 		t.Run(c.rule, func(t *testing.T) {

@@ -123,10 +123,10 @@ func NewSA(cfg SAConfig) (*SA, error) {
 		// RFC 4303 §2.1: 1-255 are reserved by IANA, 0 is local-only.
 		return nil, fmt.Errorf("sa: SPI %#x is reserved (must be >= 256)", cfg.SPI)
 	}
-	if !cfg.Outer.SrcFromInner && !cfg.Outer.Src.IsValid() && cfg.Dir == Outbound {
+	if !cfg.Outer.SrcFromInner && len(cfg.Outer.Src) == 0 && cfg.Dir == Outbound {
 		return nil, errors.New("sa: outbound SA needs an outer source address or the same-as-inner flag")
 	}
-	if !cfg.Outer.DstFromInner && !cfg.Outer.Dst.IsValid() && cfg.Dir == Outbound {
+	if !cfg.Outer.DstFromInner && len(cfg.Outer.Dst) == 0 && cfg.Dir == Outbound {
 		return nil, errors.New("sa: outbound SA needs an outer destination address or the same-as-inner flag")
 	}
 	raw := append([]byte(nil), cfg.Key...)
