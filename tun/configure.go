@@ -98,7 +98,15 @@ func (d *Device) Unconfigure() error {
 	defer d.cfgMu.Unlock()
 	link, err := d.nl.LinkByIndex(d.index)
 	if err != nil {
-		return fmt.Errorf("tun %s: %w", d.name, err)
+		// The link is gone (closed): its addresses and routes went with
+		// it, but rules belong to no link and must still go.
+		rerr := d.removeRules()
+		d.addrs, d.routes, d.setUp = nil, nil, false
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) || errors.Is(err, unix.ENODEV) {
+			return rerr
+		}
+		return errors.Join(fmt.Errorf("tun %s: %w", d.name, err), rerr)
 	}
 	if err := d.remove(link, 0, 0, false); err != nil {
 		return fmt.Errorf("tun %s: %w", d.name, err)
@@ -111,12 +119,9 @@ func (d *Device) Unconfigure() error {
 func (d *Device) remove(link netlink.Link, nAddrs, nRoutes int, setUp bool) error {
 	var errs []error
 	if nAddrs == 0 && nRoutes == 0 {
-		for _, r := range d.rules {
-			if err := d.nl.RuleDel(r); err != nil && !errors.Is(err, syscall.ENOENT) {
-				errs = append(errs, fmt.Errorf("delete rule: %w", err))
-			}
+		if err := d.removeRules(); err != nil {
+			errs = append(errs, err)
 		}
-		d.rules = nil
 	}
 	var keepR []netlink.Route
 	for i := len(d.routes) - 1; i >= nRoutes; i-- {
@@ -171,4 +176,15 @@ func (d *Device) AddBypassRule(mark uint32, table, prio int) error {
 		d.rules = append(d.rules, r)
 	}
 	return nil
+}
+
+func (d *Device) removeRules() error {
+	var errs []error
+	for _, r := range d.rules {
+		if err := d.nl.RuleDel(r); err != nil && !errors.Is(err, syscall.ENOENT) {
+			errs = append(errs, fmt.Errorf("delete rule: %w", err))
+		}
+	}
+	d.rules = nil
+	return errors.Join(errs...)
 }
