@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -29,7 +30,9 @@ type Route struct {
 // what this call added is removed again.
 //
 // Addresses come before routes because the kernel rejects a route whose Src
-// is not a local address.
+// is not a local address. Configure returns once the addresses are usable,
+// i.e. packets to them written into the device are delivered locally (see
+// waitLocal).
 func (d *Device) Configure(addrs []netip.Prefix, routes []Route) error {
 	d.cfgMu.Lock()
 	defer d.cfgMu.Unlock()
@@ -66,6 +69,13 @@ func (d *Device) Configure(addrs []netip.Prefix, routes []Route) error {
 		d.addrs = append(d.addrs, a)
 		d.log.Debug("address added", "addr", p)
 	}
+	for _, a := range d.addrs[nAddrs:] {
+		if a.IP.To4() == nil {
+			if err := d.waitLocal(a.IP); err != nil {
+				return fail(err)
+			}
+		}
+	}
 	for _, r := range routes {
 		if !r.Dst.IsValid() || r.Src.IsValid() && r.Src.Is4() != r.Dst.Addr().Is4() {
 			return fail(fmt.Errorf("invalid route %v src %v", r.Dst, r.Src))
@@ -88,6 +98,39 @@ func (d *Device) Configure(addrs []netip.Prefix, routes []Route) error {
 		d.log.Debug("route added", "dst", r.Dst, "src", r.Src, "metric", r.Metric)
 	}
 	return nil
+}
+
+// localWait bounds how long Configure waits for an IPv6 address to become
+// usable; the kernel normally needs microseconds to a few milliseconds.
+const localWait = 3 * time.Second
+
+// waitLocal waits until a packet to the IPv6 address ip arriving on the
+// device is delivered locally. The kernel installs the local route of a new
+// IPv6 address (the "local ADDR table local" entry) not in RTM_NEWADDR but
+// asynchronously, from the addrconf DAD work item, even for IFA_F_NODAD
+// addresses that are never tentative; IPv4 does it synchronously. Until it
+// is there, a packet to the address matches the on-link prefix route, is
+// taken for one to forward and dropped (Ip6InAddrErrors when forwarding is
+// off): an echo request or a decrypted packet written right after Configure
+// would silently vanish. The check is the lookup the kernel makes for such a
+// packet: an input route lookup from the device.
+func (d *Device) waitLocal(ip net.IP) error {
+	deadline := time.Now().Add(localWait)
+	pause := 50 * time.Microsecond
+	for {
+		rs, err := d.nl.RouteGetWithOptions(ip, &netlink.RouteGetOptions{IifIndex: d.index})
+		if err != nil {
+			return fmt.Errorf("address %v: route lookup: %w", ip, err)
+		}
+		if len(rs) > 0 && rs[0].Type == unix.RTN_LOCAL {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("address %v: not usable (no local route) after %v", ip, localWait)
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, 10*time.Millisecond)
+	}
 }
 
 // Unconfigure removes the routes and addresses Configure added, newest first,
