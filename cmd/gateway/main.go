@@ -1,20 +1,10 @@
-// Command gateway is the roamsec gateway daemon. The data path (TUN devices, ESP
-// transports, YAML config) is being built; today this binary reports its
-// version and refuses to start rather than pretend to run a tunnel.
+// Command gateway is the roamsec gateway daemon; see -help.
 package main
 
 import (
-	"fmt"
 	"os"
 
-	"github.com/roamsec/roamsec/internal/version"
+	"github.com/roamsec/roamsec/internal/daemon"
 )
 
-func main() {
-	if len(os.Args) > 1 && (os.Args[1] == "--version" || os.Args[1] == "version") {
-		fmt.Printf("%s gateway %s\n", version.Product, version.Version)
-		return
-	}
-	fmt.Fprintf(os.Stderr, "%s gateway %s: the tunnel data path is not available in this build yet (only the ESP core is); see README\n", version.Product, version.Version)
-	os.Exit(2)
-}
+func main() { os.Exit(daemon.Main("gateway", os.Args[1:], os.Stdout, os.Stderr)) }

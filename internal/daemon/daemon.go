@@ -1,0 +1,225 @@
+// Package daemon runs what the gateway and road-warrior daemons share: it
+// creates the TUN device, installs addresses, routes and the routing rule,
+// opens the ESP transports, runs the data path, and on shutdown removes
+// everything it installed and zeroes the SAs' keys.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/roamsec/roamsec/internal/datapath"
+	"github.com/roamsec/roamsec/tun"
+	"github.com/roamsec/roamsec/tunnel"
+	"github.com/roamsec/roamsec/tunnel/transport"
+)
+
+// Rule is the policy routing of RFC 3554 mode: tunnel routes live in
+// their own table, consulted first by every packet that is not one of our
+// own ESP packets (marked), because there the peer's inner and outer
+// addresses are the same and only the mark tells "into the tunnel" from
+// "onto the wire".
+type Rule struct {
+	Mark     uint32
+	Table    int
+	Priority int
+}
+
+// Setup is everything a daemon needs, already validated and built.
+type Setup struct {
+	TUN      tun.Config
+	Addrs    []netip.Prefix // installed on the TUN device
+	Routes   []tun.Route    // into the TUN; with a Rule, routes in table 0 go to the rule's table
+	UDPPort  uint16         // RFC 3948 port for UDP-encapsulated SAs
+	SPD      *tunnel.SPD
+	SAD      *tunnel.SAD
+	Outbound []*tunnel.SA // the outbound SAs (inbound ones are in SAD)
+	// KeepAlive sends RFC 3948 NAT keep-alives on UDP SAs; 0 = off.
+	KeepAlive time.Duration
+	Rule      *Rule // nil: plain routes, unmarked sockets
+	Log       *slog.Logger
+	// Ready, if set, is called once the tunnel is up.
+	Ready func(*Running)
+}
+
+// Running is a daemon whose tunnel is up.
+type Running struct {
+	Device   *tun.Device
+	Datapath *datapath.Datapath
+	setup    *Setup
+}
+
+// Run brings the tunnel up and runs it until ctx ends. It returns after
+// removing what it installed.
+func Run(ctx context.Context, s Setup) (err error) {
+	if s.Log == nil {
+		s.Log = slog.Default()
+	}
+	if s.UDPPort == 0 {
+		s.UDPPort = transport.NATTPort
+	}
+	log := s.Log
+	defer func() {
+		for _, sa := range s.Outbound {
+			sa.Close()
+		}
+		for _, sa := range s.SAD.All() {
+			s.SAD.Remove(sa.SPI)
+		}
+	}()
+
+	dev, err := tun.Open(s.TUN)
+	if err != nil {
+		return fmt.Errorf("open TUN device %q: %w (is /dev/net/tun there, and do we have CAP_NET_ADMIN?)", s.TUN.Name, err)
+	}
+	// Closing the device (the datapath does it on exit; a second Close is
+	// harmless) deletes the link and with it its addresses and routes;
+	// Unconfigure removes the rules, which do not belong to the link.
+	defer dev.Close()
+	defer func() {
+		if uerr := dev.Unconfigure(); uerr != nil {
+			log.Warn("cleanup", "err", uerr)
+		}
+	}()
+	routes := make([]tun.Route, len(s.Routes))
+	for i, r := range s.Routes {
+		if s.Rule != nil && r.Table == 0 {
+			r.Table = s.Rule.Table
+		}
+		routes[i] = r
+	}
+	if err := dev.Configure(s.Addrs, routes); err != nil {
+		return err
+	}
+	if s.Rule != nil {
+		if err := dev.AddBypassRule(s.Rule.Mark, s.Rule.Table, s.Rule.Priority); err != nil {
+			return err
+		}
+	}
+
+	cfg := datapath.Config{TUN: dev, SPD: s.SPD, SAD: s.SAD, Log: log}
+	needESP, needUDP := false, false
+	for _, sa := range append(s.Outbound, s.SAD.All()...) {
+		if sa.UDPEncap {
+			needUDP = true
+		} else {
+			needESP = true
+		}
+	}
+	var conns []interface {
+		transport.Conn
+		SetMark(uint32) error
+	}
+	closeAll := func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	if needESP {
+		e4, err := transport.ListenRawESP(netip.IPv4Unspecified())
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("raw ESP socket (IPv4): %w (needs CAP_NET_RAW)", err)
+		}
+		conns = append(conns, e4)
+		cfg.ESP4 = e4
+		if e6, err := transport.ListenRawESP(netip.IPv6Unspecified()); err == nil {
+			conns = append(conns, e6)
+			cfg.ESP6 = e6
+		} else {
+			log.Warn("no IPv6 ESP socket", "err", err)
+		}
+	}
+	if needUDP {
+		u4, err := transport.ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), s.UDPPort))
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("UDP port %d (IPv4): %w", s.UDPPort, err)
+		}
+		conns = append(conns, u4)
+		cfg.UDP4 = u4
+		if u6, err := transport.ListenUDP(netip.AddrPortFrom(netip.IPv6Unspecified(), s.UDPPort)); err == nil {
+			conns = append(conns, u6)
+			cfg.UDP6 = u6
+		} else {
+			log.Warn("no IPv6 UDP socket", "err", err)
+		}
+	}
+	for _, c := range conns {
+		if s.Rule == nil {
+			break
+		}
+		if err := c.SetMark(s.Rule.Mark); err != nil {
+			closeAll()
+			return err
+		}
+	}
+	dp, err := datapath.New(cfg)
+	if err != nil {
+		closeAll()
+		return err
+	}
+
+	for _, sa := range s.Outbound {
+		log.Info("SA installed", "spi", fmt.Sprintf("%#08x", sa.SPI), "dir", "out", "transform", sa.Transform.String(), "encap", encapName(sa), "selector", sa.Selector.String())
+	}
+	for _, sa := range s.SAD.All() {
+		log.Info("SA installed", "spi", fmt.Sprintf("%#08x", sa.SPI), "dir", "in", "transform", sa.Transform.String(), "encap", encapName(sa), "peer", sa.PeerAddrs.String())
+	}
+	log.Info("tunnel up", "tun", dev.Name(), "mtu", dev.MTU(), "backend", string(s.TUN.Backend))
+	if s.Ready != nil {
+		s.Ready(&Running{Device: dev, Datapath: dp, setup: &s})
+	}
+	if s.KeepAlive > 0 && cfg.UDP4 != nil {
+		go keepalives(ctx, s, cfg)
+	}
+	err = dp.Run(ctx)
+	st := dp.Stats()
+	log.Info("tunnel down", "tun_read", st.TunRead, "tun_written", st.TunWritten, "esp_sent", st.ESPSent, "esp_received", st.ESPReceived)
+	for _, sa := range s.SAD.All() {
+		c := sa.Counters.Snapshot()
+		log.Info("SA counters", "spi", fmt.Sprintf("%#08x", sa.SPI), "packets", c.Packets, "bytes", c.Bytes, "drops", c.DropsByName())
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// keepalives sends an RFC 3948 §2.3 NAT keep-alive on every UDP SA.
+func keepalives(ctx context.Context, s Setup, cfg datapath.Config) {
+	t := time.NewTicker(s.KeepAlive)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, sa := range s.Outbound {
+			if !sa.UDPEncap || len(sa.Outer.Dst) == 0 {
+				continue
+			}
+			for _, dst := range sa.Outer.Dst {
+				c, _ := cfg.UDP4.(*transport.UDPConn)
+				if dst.Is6() {
+					c, _ = cfg.UDP6.(*transport.UDPConn)
+				}
+				if c != nil {
+					c.SendKeepalive(netip.Addr{}, netip.AddrPortFrom(dst, sa.PeerPort))
+				}
+			}
+		}
+	}
+}
+
+func encapName(sa *tunnel.SA) string {
+	if sa.UDPEncap {
+		return fmt.Sprintf("udp:%d", sa.PeerPort)
+	}
+	return "esp"
+}

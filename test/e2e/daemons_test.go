@@ -1,0 +1,192 @@
+// Package e2e runs the real gateway and road-warrior binaries, built from
+// this tree, in the namespaces of the test bed, with the example configs.
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roamsec/roamsec/test/netns"
+	"github.com/roamsec/roamsec/test/rig"
+)
+
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "roamsec-e2e-")
+	if err != nil {
+		panic(err)
+	}
+	if os.Geteuid() == 0 {
+		if err := rig.Build(dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	bin = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// up starts the gateway and the road warrior with the example configs.
+func up(t *testing.T, bed *netns.Bed, gwCfg, rwCfg string) (gw, rw *rig.Proc) {
+	t.Helper()
+	var err error
+	gw, err = rig.Start(bed.GW, filepath.Join(bin, "gateway"), 15*time.Second, "-config", gwCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Stop(5 * time.Second) })
+	rw, err = rig.Start(bed.RW, filepath.Join(bin, "roadwarrior"), 15*time.Second, "-config", rwCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rw.Stop(5 * time.Second) })
+	return gw, rw
+}
+
+// The daemons with the shipped example configs carry ping (IPv4 and
+// IPv6) and a TCP transfer from the road warrior to the server behind the
+// gateway; on SIGTERM they exit 0 and leave no TUN device and no routing
+// rule behind.
+func TestDaemonsCarryTrafficAndCleanUp(t *testing.T) {
+	bed := netns.New(t)
+	gw, rw := up(t, bed, rig.ExampleConfig("gateway.yaml"), rig.ExampleConfig("roadwarrior.yaml"))
+	for _, dst := range []string{netns.Srv4.String(), netns.Srv6.String()} {
+		if out, err := bed.RW.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", dst); err != nil {
+			state := netState(bed)
+			rw.Stop(5 * time.Second)
+			gw.Stop(5 * time.Second)
+			t.Fatalf("ping %s through the tunnel: %v\n%s\ngw:\n%s\nrw:\n%s\n%s", dst, err, out, gw.Log(), rw.Log(), state)
+		}
+	}
+	tcpTransfer(t, bed, 8<<20)
+
+	for _, p := range []*rig.Proc{rw, gw} {
+		if err := p.Stop(10 * time.Second); err != nil {
+			t.Fatalf("%s: %v\n%s", p.Name, err, p.Log())
+		}
+		if !strings.Contains(p.Log(), "stopped cleanly") || !strings.Contains(p.Log(), "spi=0xc0de000") {
+			t.Fatalf("%s log:\n%s", p.Name, p.Log())
+		}
+	}
+	for _, ns := range []*netns.NS{bed.RW, bed.GW} {
+		links, _ := ns.Run("ip", "-br", "link")
+		rules4, _ := ns.Run("ip", "-4", "rule")
+		rules6, _ := ns.Run("ip", "-6", "rule")
+		if strings.Contains(links, "roamsec0") || strings.Contains(rules4+rules6, "fwmark") {
+			t.Fatalf("%s: left behind:\n%s\n%s\n%s", ns.Name, links, rules4, rules6)
+		}
+	}
+	// The gateway's inbound SA counted the packets it delivered.
+	if !strings.Contains(gw.Log(), "SA counters") {
+		t.Fatalf("gateway log has no SA counters:\n%s", gw.Log())
+	}
+}
+
+func tcpTransfer(t *testing.T, bed *netns.Bed, size int) {
+	t.Helper()
+	var ln net.Listener
+	if err := bed.Srv.Do(func() (err error) {
+		ln, err = net.Listen("tcp", net.JoinHostPort(netns.Srv4.String(), "5201"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	sum := make(chan [32]byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		h := sha256.New()
+		io.Copy(h, c)
+		c.Close()
+		sum <- [32]byte(h.Sum(nil))
+	}()
+	data := make([]byte, size)
+	rand.Read(data)
+	var c net.Conn
+	if err := bed.RW.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp", net.JoinHostPort(netns.Srv4.String(), "5201"), 5*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	select {
+	case got := <-sum:
+		if got != sha256.Sum256(data) {
+			t.Fatal("TCP data corrupted in the tunnel")
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("TCP transfer did not finish")
+	}
+}
+
+// A bad config is refused with the file, the line, the field and the
+// reason, exit code 3, and never echoes key material.
+func TestBadConfigIsRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (binaries are built by TestMain as root)")
+	}
+	good, err := os.ReadFile(rig.ExampleConfig("gateway.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, from, to, want string
+	}{
+		{"short key", `key: "0x4558414d504c45206b65792072772d3e67772c204e4f5420534543524554212121212121"`, `key: "0x4558414d504c45206b65792072772d3e67772c204e4f542053454352455421212121"`, "inbound.key"},
+		{"unknown transform", "transform: aes256gcm16", "transform: aes512gcm16", "transform"},
+		{"typo in a field", "replay_window:", "replay_windw:", "replay_windw"},
+	}
+	dir := t.TempDir()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if !strings.Contains(string(good), c.from) {
+				t.Fatalf("example config no longer contains %q", c.from)
+			}
+			path, err := rig.WriteFile(dir, strings.ReplaceAll(c.name, " ", "-")+".yaml", strings.Replace(string(good), c.from, c.to, 1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, code, err := rig.Run(context.Background(), nil, filepath.Join(bin, "gateway"), "-config", path, "-check")
+			if err != nil || code != 3 {
+				t.Fatalf("exit %d (%v), want 3:\n%s", code, err, out)
+			}
+			if !strings.Contains(out, path+":") || !strings.Contains(out, c.want) {
+				t.Fatalf("error does not name file:line and %q:\n%s", c.want, out)
+			}
+			if strings.Contains(out, "4558414d504c45") {
+				t.Fatalf("error shows key material:\n%s", out)
+			}
+		})
+	}
+}
+
+// netState is the routing state of both ends, for failure messages.
+func netState(bed *netns.Bed) string {
+	var b strings.Builder
+	for _, ns := range []*netns.NS{bed.RW, bed.GW} {
+		for _, args := range [][]string{{"ip", "rule"}, {"ip", "route", "show", "table", "all"}, {"ip", "-s", "-br", "link"}} {
+			out, _ := ns.Run(args...)
+			fmt.Fprintf(&b, "%s$ %s\n%s\n", ns.Name, strings.Join(args, " "), out)
+		}
+	}
+	return b.String()
+}

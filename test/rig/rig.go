@@ -1,0 +1,136 @@
+// Package rig builds the roamsec daemons and runs them inside the
+// namespaces of a test bed (test/netns), for end-to-end tests and the demo.
+package rig
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/roamsec/roamsec/test/netns"
+)
+
+// Root is the repository root (where go.mod is).
+func Root() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// Build compiles cmd/gateway and cmd/roadwarrior into dir.
+func Build(dir string) error {
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/gateway", "./cmd/roadwarrior")
+	cmd.Dir = Root()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// Proc is a daemon running in a namespace.
+type Proc struct {
+	Name string
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	log  bytes.Buffer
+	done chan struct{}
+	err  error
+}
+
+type lockedWriter struct{ p *Proc }
+
+func (w lockedWriter) Write(b []byte) (int, error) {
+	w.p.mu.Lock()
+	defer w.p.mu.Unlock()
+	return w.p.log.Write(b)
+}
+
+// Start runs bin with args inside ns and waits until its log says the
+// tunnel is up (or it exits, or timeout passes).
+func Start(ns *netns.NS, bin string, timeout time.Duration, args ...string) (*Proc, error) {
+	p := &Proc{Name: filepath.Base(bin), done: make(chan struct{})}
+	p.cmd = ns.Command(bin, args...)
+	p.cmd.Stdout = lockedWriter{p}
+	p.cmd.Stderr = lockedWriter{p}
+	if err := p.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	deadline := time.After(timeout)
+	for !strings.Contains(p.Log(), "tunnel up") {
+		select {
+		case <-p.done:
+			return p, fmt.Errorf("%s exited before the tunnel came up (%v):\n%s", p.Name, p.err, p.Log())
+		case <-deadline:
+			p.Kill()
+			return p, fmt.Errorf("%s: tunnel not up after %v:\n%s", p.Name, timeout, p.Log())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return p, nil
+}
+
+// Log is everything the daemon wrote so far.
+func (p *Proc) Log() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+// Stop sends SIGTERM and waits for the exit; it returns the exit error
+// (nil for exit status 0).
+func (p *Proc) Stop(timeout time.Duration) error {
+	select {
+	case <-p.done:
+		return p.err
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(timeout):
+		p.Kill()
+		return errors.New(p.Name + ": did not stop on SIGTERM")
+	}
+}
+
+// Kill ends the daemon at once.
+func (p *Proc) Kill() {
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Run runs bin with args in ns to completion (for -check, bad configs).
+func Run(ctx context.Context, ns *netns.NS, bin string, args ...string) (string, int, error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	if ns != nil {
+		cmd = ns.Command(bin, args...)
+	}
+	out, err := cmd.CombinedOutput()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code, err = ee.ExitCode(), nil
+	}
+	return string(out), code, err
+}
+
+// ExampleConfig is the path of a config under packaging/examples.
+func ExampleConfig(name string) string {
+	return filepath.Join(Root(), "packaging", "examples", name)
+}
+
+// WriteFile writes data to dir/name with mode 0600 and returns the path.
+func WriteFile(dir, name, data string) (string, error) {
+	p := filepath.Join(dir, name)
+	return p, os.WriteFile(p, []byte(data), 0o600)
+}
