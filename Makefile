@@ -4,7 +4,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 FUZZTIME ?= 5s
 
-.PHONY: deps demo test fuzz bench-esp build vet
+.PHONY: deps demo test fuzz bench bench-esp build vet
 
 deps:
 	@bash scripts/deps.sh
@@ -35,6 +35,10 @@ fuzz: deps
 	    $(GO) test $$pkg -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) >/tmp/roamsec-fuzz.log 2>&1 || { cat /tmp/roamsec-fuzz.log; exit 1; }; \
 	  done; \
 	done
+
+# Throughput side by side on one test bed: bare veth, roamsec, wireguard-go.
+bench: deps
+	bash scripts/bench.sh
 
 # Go benchmarks of the ESP core (figures in the issue notes come from here).
 bench-esp: deps

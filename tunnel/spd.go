@@ -32,7 +32,8 @@ func (r PortRange) String() string {
 // Selector is an SPD/SA traffic selector (RFC 4301 §4.4.1.1) whose address
 // fields are sets, as RFC 3554 §2 requires for multihomed SCTP endpoints.
 // Local and Remote are seen from this host: for a packet leaving through
-// the tunnel, Local matches its source.
+// the tunnel, Local matches its source. Both SAs of a pair on one host
+// carry the same selector; MatchInbound swaps source and destination.
 type Selector struct {
 	Local, Remote AddrSet
 	Proto         uint8 // ProtoAny, ProtoTCP, ProtoUDP, ProtoICMP, ProtoSCTP, ...
