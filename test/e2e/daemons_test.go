@@ -190,3 +190,41 @@ func netState(bed *netns.Bed) string {
 	}
 	return b.String()
 }
+
+// The other two switches a config offers, together: the water TUN backend
+// and ESP in UDP 4500 (RFC 3948). Ping both families and move data.
+func TestDaemonsWaterBackendAndUDPEncap(t *testing.T) {
+	bed := netns.New(t)
+	dir := t.TempDir()
+	var paths []string
+	for _, name := range []string{"gateway.yaml", "roadwarrior.yaml"} {
+		data, err := os.ReadFile(rig.ExampleConfig(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(data)
+		for from, to := range map[string]string{"backend: wireguard": "backend: water", "encap: esp": "encap: udp"} {
+			if !strings.Contains(s, from) {
+				t.Fatalf("%s no longer contains %q", name, from)
+			}
+			s = strings.Replace(s, from, to, 1)
+		}
+		p, err := rig.WriteFile(dir, name, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+	gw, rw := up(t, bed, paths[0], paths[1])
+	for _, p := range []*rig.Proc{gw, rw} {
+		if !strings.Contains(p.Log(), "encap=udp:4500") || !strings.Contains(p.Log(), "backend=water") {
+			t.Fatalf("%s did not take the config:\n%s", p.Name, p.Log())
+		}
+	}
+	for _, dst := range []string{netns.Srv4.String(), netns.Srv6.String()} {
+		if out, err := bed.RW.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", dst); err != nil {
+			t.Fatalf("ping %s: %v\n%s\n%s", dst, err, out, netState(bed))
+		}
+	}
+	tcpTransfer(t, bed, 2<<20)
+}
