@@ -56,7 +56,7 @@ type options struct {
 func main() {
 	var o options
 	var paths string
-	flag.StringVar(&paths, "paths", "a,b,c", "paths to measure: a (bare veth), b (roamsec), c (wireguard-go)")
+	flag.StringVar(&paths, "paths", "a,b,c,d", "paths to measure: a (bare veth), b (roamsec, ESP in UDP), c (wireguard-go), d (roamsec, raw ESP)")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each iperf3 TCP run")
 	flag.IntVar(&o.runs, "runs", 3, "iperf3 TCP runs per path")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the results as JSON instead of a table")
@@ -74,7 +74,7 @@ func main() {
 			continue
 		}
 		if _, ok := pathNames[p]; !ok {
-			fmt.Fprintf(os.Stderr, "bench: unknown path %q (want a, b or c)\n", p)
+			fmt.Fprintf(os.Stderr, "bench: unknown path %q (want a, b, c or d)\n", p)
 			os.Exit(2)
 		}
 		o.paths = append(o.paths, p)

@@ -13,8 +13,9 @@ import (
 
 var pathNames = map[string]string{
 	"a": "bare veth",
-	"b": "roamsec",
+	"b": "roamsec (ESP in UDP 4500)",
 	"c": "wireguard-go",
+	"d": "roamsec (raw ESP)",
 }
 
 // pathEnv is what a path's start function gets.
@@ -43,14 +44,16 @@ type starter func(env *pathEnv) (*setup, error)
 // (roamsec.go).
 var starters = map[string]starter{
 	"a": startBare,
-	"b": startRoamsec,
+	"b": func(env *pathEnv) (*setup, error) { return startRoamsec(env, "udp") },
 	"c": startWireGuard,
+	"d": func(env *pathEnv) (*setup, error) { return startRoamsec(env, "esp") },
 }
 
 // builds are the go build commands each path needs, run in the module
 // root with -bin as $BIN.
 var builds = map[string][][]string{
 	"b": {{"build", "-o", "$BIN/", "./cmd/gateway", "./cmd/roadwarrior"}},
+	"d": {{"build", "-o", "$BIN/", "./cmd/gateway", "./cmd/roadwarrior"}},
 	"c": {{"build", "-o", "$BIN/wireguard-go", "golang.zx2c4.com/wireguard"}},
 }
 

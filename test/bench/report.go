@@ -35,6 +35,7 @@ type pathResult struct {
 	TCPGbps       []float64  `json:"tcp_gbps,omitempty"`
 	TCPMedianGbps float64    `json:"tcp_median_gbps,omitempty"`
 	RatioToBare   *float64   `json:"ratio_to_bare,omitempty"`
+	RatioToWG     *float64   `json:"ratio_to_wireguard_go,omitempty"`
 	CPU           *cpuResult `json:"cpu,omitempty"`
 	UDP64         *udpResult `json:"udp64,omitempty"`
 	UDPError      string     `json:"udp64_error,omitempty"`
@@ -124,6 +125,14 @@ func (rep *report) finish() {
 			}
 		}
 	}
+	if c := rep.path("c"); c != nil && c.Available && c.TCPMedianGbps > 0 {
+		for i := range rep.Paths {
+			if p := &rep.Paths[i]; p.ID != "a" && p.ID != "c" && p.Available {
+				v := p.TCPMedianGbps / c.TCPMedianGbps
+				p.RatioToWG = &v
+			}
+		}
+	}
 	if b, c := rep.path("b"), rep.path("c"); b != nil && c != nil {
 		v := b.TCPMedianGbps / c.TCPMedianGbps
 		met := v >= rep.Goal
@@ -142,7 +151,7 @@ func (rep *report) printTable(w io.Writer) {
 		rep.Runs, rep.DurationSec, maxLoss*100)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "path\tTCP Gbit/s per run\tmedian\t/bare\tb/c\tCPU µs/pkt rw\tgw\tall CPUs\t64B UDP pps\t")
+	fmt.Fprintln(tw, "path\tTCP Gbit/s per run\tmedian\t/bare\t/wg-go\tCPU µs/pkt rw\tgw\tall CPUs\t64B UDP pps\t")
 	for _, p := range rep.Paths {
 		label := p.ID + " " + p.Name
 		if !p.Available {
@@ -154,8 +163,8 @@ func (rep *report) printTable(w io.Writer) {
 			runs[i] = fmt.Sprintf("%.2f", g)
 		}
 		bc := "-"
-		if p.ID == "b" && rep.RoamsecOverWireGuard != nil {
-			bc = fmt.Sprintf("%.2f", *rep.RoamsecOverWireGuard)
+		if p.RatioToWG != nil {
+			bc = fmt.Sprintf("%.2f", *p.RatioToWG)
 		}
 		rwc, gwc, all := "n/a", "n/a", "n/a"
 		if p.CPU != nil {

@@ -22,7 +22,9 @@ import (
 // route to the server net itself; the path is up once rw reaches srv.
 // Any failure (missing binary, daemon exiting, no connectivity) is an error
 // that the table prints as "roamsec: not available (<error>)".
-func startRoamsec(env *pathEnv) (_ *setup, err error) {
+// startRoamsec runs the daemons with encap esp (raw IP protocol 50) or
+// udp (RFC 3948, where UDP GSO batches the sends as wireguard-go's do).
+func startRoamsec(env *pathEnv, encap string) (_ *setup, err error) {
 	gwBin := filepath.Join(env.bin, "gateway")
 	rwBin := filepath.Join(env.bin, "roadwarrior")
 	how := "go build -o $BIN/ ./cmd/gateway ./cmd/roadwarrior"
@@ -32,7 +34,7 @@ func startRoamsec(env *pathEnv) (_ *setup, err error) {
 	if err := checkBinary(rwBin, how); err != nil {
 		return nil, err
 	}
-	gwConf, rwConf, err := writeRoamsecConfigs(env)
+	gwConf, rwConf, err := writeRoamsecConfigs(env, encap)
 	if err != nil {
 		return nil, err
 	}
@@ -78,6 +80,7 @@ type roamsecParams struct {
 	SPIOut, SPIIn           string // as the road warrior sees them, 0x-hex
 	KeyOut, KeyIn           string // aes256gcm16 key + 4-byte salt, hex (RFC 4106)
 	RWSocket, GWSocket      string // control sockets, in the path's scratch directory
+	Encap                   string // esp or udp
 }
 
 // The templates are packaging/examples/{gateway,roadwarrior}.yaml cut down
@@ -112,7 +115,7 @@ sas:
   - name: bench-rw
     transform: aes256gcm16
     esn: true
-    encap: esp
+    encap: {{.Encap}}
     inbound:  {spi: {{.SPIOut}}, key: {{.KeyOut}}}
     outbound: {spi: {{.SPIIn}}, key: {{.KeyIn}}}
     local_addrs: [{{.GWPrimary}}, {{.GWSecondary}}]
@@ -143,7 +146,7 @@ sas:
   - name: bench-gw
     transform: aes256gcm16
     esn: true
-    encap: esp
+    encap: {{.Encap}}
     outbound: {spi: {{.SPIOut}}, key: {{.KeyOut}}}
     inbound:  {spi: {{.SPIIn}}, key: {{.KeyIn}}}
     local_addrs: [{{.RWPrimary}}, {{.RWSecondary}}]
@@ -154,8 +157,10 @@ sas:
     selector: "local {{.RWPrimary}},{{.RWSecondary}} remote {{.ServerNet}}"
 `
 
-func writeRoamsecConfigs(env *pathEnv) (gw, rw string, err error) {
-	gwText, rwText, err := renderRoamsecConfigs(newRoamsecParams(env.dir))
+func writeRoamsecConfigs(env *pathEnv, encap string) (gw, rw string, err error) {
+	p := newRoamsecParams(env.dir)
+	p.Encap = encap
+	gwText, rwText, err := renderRoamsecConfigs(p)
 	if err != nil {
 		return "", "", err
 	}
@@ -179,6 +184,7 @@ func newRoamsecParams(dir string) roamsecParams {
 		KeyOut: randHex(36), KeyIn: randHex(36),
 		RWSocket: filepath.Join(dir, "roadwarrior.sock"),
 		GWSocket: filepath.Join(dir, "gateway.sock"),
+		Encap:    "udp",
 	}
 }
 
