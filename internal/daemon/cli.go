@@ -12,6 +12,7 @@ import (
 
 	"github.com/roamsec/roamsec/internal/config"
 	"github.com/roamsec/roamsec/internal/version"
+	"github.com/roamsec/roamsec/tunnel"
 )
 
 // Exit codes shared by both daemons, so scripts and systemd can tell a
@@ -75,6 +76,16 @@ Flags:
 		fmt.Fprintf(stderr, "%s: %s: role is %q, but this is the %s daemon\n", role, *cfgPath, c.Role, role)
 		return ExitConfig
 	}
+	log := slog.New(c.Log.Handler(stderr)).With("daemon", role)
+	// With static keys nobody can rekey: a soft bound is a warning to the
+	// operator, a hard bound ends that SA's traffic.
+	c.OnLifetime = func(e tunnel.LifetimeEvent) {
+		lvl := slog.LevelWarn
+		if e.Hard {
+			lvl = slog.LevelError
+		}
+		log.Log(context.Background(), lvl, "SA lifetime reached", "spi", fmt.Sprintf("%#08x", e.SA.SPI), "dir", e.SA.Dir.String(), "hard", e.Hard, "reason", e.Reason)
+	}
 	b, err := c.Build()
 	c.Wipe() // the SAs hold their own copies now
 	if err != nil {
@@ -82,7 +93,6 @@ Flags:
 		return ExitConfig
 	}
 	defer b.Close()
-	log := slog.New(b.Log.Handler(stderr)).With("daemon", role)
 	for _, w := range b.Warnings {
 		log.Warn("config", "warning", w)
 	}
