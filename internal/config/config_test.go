@@ -82,7 +82,7 @@ func TestExamplesParseAndBuild(t *testing.T) {
 			if b.SAD.Len() != 1 || b.SAD.All()[0] != b.SAs[0].In || b.SAs[0].In.Dir != tunnel.Inbound {
 				t.Fatal("SAD does not hold the inbound SA")
 			}
-			if b.TUN.Config.MTU != 1500-40-37 || b.TUN.Config.Name != "roamsec0" || b.TUN.Config.Backend != "wireguard" {
+			if b.TUN.Config.MTU != 1500-40-8-37 || b.TUN.Config.Name != "roamsec0" || b.TUN.Config.Backend != "wireguard" {
 				t.Fatalf("tun %+v", b.TUN.Config)
 			}
 			if r := b.TUN.BypassRule; r == nil || r.Mark != 0x5253 || r.Table != 220 || r.Priority != 100 || b.Transport.Mark != 0x5253 {
@@ -94,7 +94,7 @@ func TestExamplesParseAndBuild(t *testing.T) {
 				}
 			}
 			if len(b.Transport.Listen) != 4 || b.Transport.UDPPort != 4500 || b.Transport.NATKeepalive.Seconds() != 20 ||
-				!b.Transport.RawESP || b.Transport.UDP {
+				b.Transport.RawESP || !b.Transport.UDP {
 				t.Fatalf("transport %+v", b.Transport)
 			}
 			if b.Log.Level != slog.LevelInfo || b.Log.Format != "text" {
@@ -224,6 +224,7 @@ sas:
     inbound: {spi: 0x1001, key: "` + k2 + `"}
     outer: {mode: road-warrior, gateway: 192.0.2.1}
     selector: "local 192.0.2.2 remote 203.0.113.0/24"
+    encap: esp
 `
 
 func TestBaseIsValid(t *testing.T) {
@@ -448,7 +449,7 @@ func TestAllErrorsReported(t *testing.T) {
 		`x.yaml:1: role: want gateway or roadwarrior, got "router"`,
 		`x.yaml:4: transport.udp_prot: unknown field (did you mean "udp_port"?)`,
 		`x.yaml:8: sas[0].inbound.key: want 72 hex digits`,
-		`x.yaml:13: sas[1].inbound.key: same key as sas[0].outbound.key`,
+		`x.yaml:14: sas[1].inbound.key: same key as sas[0].outbound.key`,
 	}
 	j, ok := err.(interface{ Unwrap() []error })
 	if !ok || len(j.Unwrap()) != len(want) {
@@ -653,7 +654,8 @@ func TestMTU(t *testing.T) {
 		want int
 	}{
 		{nil, 1500 - 20 - 37},
-		{appendLines("    encap: udp\n"), 1500 - 20 - 8 - 37},
+		{replace("    encap: esp\n", "    encap: udp\n"), 1500 - 20 - 8 - 37},
+		{replace("    encap: esp\n", ""), 1500 - 20 - 8 - 37}, // udp is the default
 		{appendLines("tun: {path_mtu: 9000}\n"), 9000 - 20 - 37},
 		{appendLines("tun: {mtu: 1400}\n"), 1400},
 		{replace(`"local 192.0.2.2 remote 203.0.113.0/24"`, `"local 192.0.2.2,2001:db8:1::2 remote 203.0.113.0/24,2001:db8:3::/64"`), 0},
