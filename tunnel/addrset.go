@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -203,12 +204,7 @@ func v4num(a netip.Addr) uint32 {
 
 func v6num(a netip.Addr) u128 {
 	b := a.As16()
-	var x u128
-	for i := range 8 {
-		x.hi = x.hi<<8 | uint64(b[i])
-		x.lo = x.lo<<8 | uint64(b[8+i])
-	}
-	return x
+	return u128{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
 }
 
 func u128mask(bits int) u128 {
