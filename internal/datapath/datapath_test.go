@@ -3,10 +3,8 @@ package datapath
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -22,6 +20,7 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/roamsec/roamsec/test/netns"
+	"github.com/roamsec/roamsec/test/rig"
 	"github.com/roamsec/roamsec/tun"
 	"github.com/roamsec/roamsec/tunnel"
 	"github.com/roamsec/roamsec/tunnel/transport"
@@ -470,44 +469,7 @@ func espFromFrame(t *testing.T, file string) []byte {
 func TestTCPTransferThroughTunnel(t *testing.T) {
 	bed := netns.New(t)
 	startPair(t, bed, pairOpts{})
-	var ln net.Listener
-	if err := bed.Srv.Do(func() (err error) {
-		ln, err = net.Listen("tcp", net.JoinHostPort(netns.Srv4.String(), "5001"))
-		return err
-	}); err != nil {
+	if _, err := rig.TCPTransfer(bed, 4<<20); err != nil {
 		t.Fatal(err)
-	}
-	defer ln.Close()
-	sum := make(chan [32]byte, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		h := sha256.New()
-		io.Copy(h, c)
-		c.Close()
-		sum <- [32]byte(h.Sum(nil))
-	}()
-	data := make([]byte, 4<<20)
-	rand.Read(data)
-	var c net.Conn
-	if err := bed.RW.Do(func() (err error) {
-		c, err = net.DialTimeout("tcp", net.JoinHostPort(netns.Srv4.String(), "5001"), 5*time.Second)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	c.Close()
-	select {
-	case got := <-sum:
-		if got != sha256.Sum256(data) {
-			t.Fatal("data corrupted in the tunnel")
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("transfer did not finish")
 	}
 }

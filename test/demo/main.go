@@ -8,11 +8,7 @@
 package main
 
 import (
-	"crypto/rand"
-	"crypto/sha256"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -98,10 +94,11 @@ func run() error {
 	}
 
 	step("TCP transfer of 32 MiB to the server")
-	secs, err := tcpTransfer(bed, 32<<20)
+	took, err := rig.TCPTransfer(bed, 32<<20)
 	if err != nil {
 		return err
 	}
+	secs := took.Seconds()
 	fmt.Printf("    32 MiB arrived intact (SHA-256 checked) in %.2f s: %.0f Mbit/s\n", secs, 32*8*1.048576/secs)
 
 	step("the second uplink, same SA: ping from %v", netns.RWSecondary4)
@@ -144,48 +141,3 @@ func lastLines(s string, n int) string {
 }
 
 func indent(s string) string { return "    " + strings.ReplaceAll(s, "\n", "\n    ") }
-
-func tcpTransfer(bed *netns.Bed, size int) (float64, error) {
-	var ln net.Listener
-	if err := bed.Srv.Do(func() (err error) {
-		ln, err = net.Listen("tcp", net.JoinHostPort(netns.Srv4.String(), "5201"))
-		return err
-	}); err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	sum := make(chan [32]byte, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		h := sha256.New()
-		io.Copy(h, c)
-		c.Close()
-		sum <- [32]byte(h.Sum(nil))
-	}()
-	data := make([]byte, size)
-	rand.Read(data)
-	var c net.Conn
-	if err := bed.RW.Do(func() (err error) {
-		c, err = net.DialTimeout("tcp", net.JoinHostPort(netns.Srv4.String(), "5201"), 5*time.Second)
-		return err
-	}); err != nil {
-		return 0, err
-	}
-	start := time.Now()
-	if _, err := c.Write(data); err != nil {
-		return 0, err
-	}
-	c.Close()
-	select {
-	case got := <-sum:
-		if got != sha256.Sum256(data) {
-			return 0, fmt.Errorf("TCP data corrupted in the tunnel")
-		}
-	case <-time.After(60 * time.Second):
-		return 0, fmt.Errorf("TCP transfer did not finish")
-	}
-	return time.Since(start).Seconds(), nil
-}

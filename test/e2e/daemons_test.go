@@ -4,11 +4,7 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,7 +66,9 @@ func TestDaemonsCarryTrafficAndCleanUp(t *testing.T) {
 			t.Fatalf("ping %s through the tunnel: %v\n%s\ngw:\n%s\nrw:\n%s\n%s", dst, err, out, gw.Log(), rw.Log(), state)
 		}
 	}
-	tcpTransfer(t, bed, 8<<20)
+	if _, err := rig.TCPTransfer(bed, 8<<20); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, p := range []*rig.Proc{rw, gw} {
 		if err := p.Stop(10 * time.Second); err != nil {
@@ -91,50 +89,6 @@ func TestDaemonsCarryTrafficAndCleanUp(t *testing.T) {
 	// The gateway's inbound SA counted the packets it delivered.
 	if !strings.Contains(gw.Log(), "SA counters") {
 		t.Fatalf("gateway log has no SA counters:\n%s", gw.Log())
-	}
-}
-
-func tcpTransfer(t *testing.T, bed *netns.Bed, size int) {
-	t.Helper()
-	var ln net.Listener
-	if err := bed.Srv.Do(func() (err error) {
-		ln, err = net.Listen("tcp", net.JoinHostPort(netns.Srv4.String(), "5201"))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	sum := make(chan [32]byte, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		h := sha256.New()
-		io.Copy(h, c)
-		c.Close()
-		sum <- [32]byte(h.Sum(nil))
-	}()
-	data := make([]byte, size)
-	rand.Read(data)
-	var c net.Conn
-	if err := bed.RW.Do(func() (err error) {
-		c, err = net.DialTimeout("tcp", net.JoinHostPort(netns.Srv4.String(), "5201"), 5*time.Second)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	c.Close()
-	select {
-	case got := <-sum:
-		if got != sha256.Sum256(data) {
-			t.Fatal("TCP data corrupted in the tunnel")
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("TCP transfer did not finish")
 	}
 }
 
@@ -226,5 +180,7 @@ func TestDaemonsWaterBackendAndRawESP(t *testing.T) {
 			t.Fatalf("ping %s: %v\n%s\n%s", dst, err, out, netState(bed))
 		}
 	}
-	tcpTransfer(t, bed, 2<<20)
+	if _, err := rig.TCPTransfer(bed, 2<<20); err != nil {
+		t.Fatal(err)
+	}
 }

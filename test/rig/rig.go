@@ -5,8 +5,12 @@ package rig
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,4 +137,53 @@ func ExampleConfig(name string) string {
 func WriteFile(dir, name, data string) (string, error) {
 	p := filepath.Join(dir, name)
 	return p, os.WriteFile(p, []byte(data), 0o600)
+}
+
+// TCPTransfer sends size random bytes over TCP from the road warrior to
+// the server (port 5201) and checks they arrive intact (SHA-256). It
+// returns how long the transfer took.
+func TCPTransfer(bed *netns.Bed, size int) (time.Duration, error) {
+	var ln net.Listener
+	if err := bed.Srv.Do(func() (err error) {
+		ln, err = net.Listen("tcp", net.JoinHostPort(netns.Srv4.String(), "5201"))
+		return err
+	}); err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	sum := make(chan [32]byte, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		h := sha256.New()
+		io.Copy(h, c)
+		c.Close()
+		sum <- [32]byte(h.Sum(nil))
+	}()
+	data := make([]byte, size)
+	rand.Read(data)
+	var c net.Conn
+	if err := bed.RW.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp", net.JoinHostPort(netns.Srv4.String(), "5201"), 5*time.Second)
+		return err
+	}); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	if _, err := c.Write(data); err != nil {
+		c.Close()
+		return 0, err
+	}
+	c.Close()
+	select {
+	case got := <-sum:
+		if got != sha256.Sum256(data) {
+			return 0, errors.New("TCP data corrupted in the tunnel")
+		}
+	case <-time.After(60 * time.Second):
+		return 0, errors.New("TCP transfer did not finish in 60 s")
+	}
+	return time.Since(start), nil
 }
