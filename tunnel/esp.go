@@ -157,6 +157,9 @@ func (sa *SA) Open(src netip.Addr, pkt []byte) ([]byte, error) {
 	if !sa.Selector.MatchInbound(&f) {
 		return nil, sa.Counters.Drop(DropPolicy)
 	}
+	if sa.peer != nil {
+		sa.peer.seen(src) // authenticated: the ICV verified
+	}
 	sa.account(length)
 	return inner[:length], nil
 }

@@ -3,6 +3,7 @@ package tunnel
 import (
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 )
 
 // OuterRule says how a tunnel-mode SA picks the outer (tunnel header)
@@ -22,6 +23,40 @@ type OuterRule struct {
 	DstFromInner bool         // outer destination = inner destination
 	Src          []netip.Addr // configured outer sources, when !SrcFromInner (at most one per family)
 	Dst          []netip.Addr // configured outer destinations, when !DstFromInner
+	// FollowPeer, when set, overrides Dst with the address the peer last
+	// sent authenticated ESP from (of the same family), once there is one.
+	// It is how a gateway follows a road warrior in virtual-address mode,
+	// where the inner address says nothing about the path. Not an RFC 3554
+	// case: mobility's.
+	FollowPeer *PeerTracker
+}
+
+// PeerTracker holds the outer address a peer was last seen at, per
+// family. Only an inbound SA writes it, after the ICV verified.
+type PeerTracker struct{ v4, v6 atomic.Pointer[netip.Addr] }
+
+func (p *PeerTracker) seen(a netip.Addr) {
+	slot := &p.v6
+	if a.Is4() {
+		slot = &p.v4
+	}
+	// Compare first: the common case (no move) must not write a shared
+	// cache line on every packet.
+	if cur := slot.Load(); cur == nil || *cur != a {
+		slot.Store(&a)
+	}
+}
+
+// Addr returns the last address seen of one family (IPv4 if v4).
+func (p *PeerTracker) Addr(v4 bool) netip.Addr {
+	slot := &p.v6
+	if v4 {
+		slot = &p.v4
+	}
+	if a := slot.Load(); a != nil {
+		return *a
+	}
+	return netip.Addr{}
 }
 
 // HostToHost: "where the end hosts are also the tunnel endpoints ... the
@@ -54,6 +89,10 @@ func GatewayToRoadWarrior(own ...netip.Addr) OuterRule {
 // same outputs. The outer family must be one family; mixing is refused
 // because ESP over raw IP cannot carry a v6 header from a v4 source.
 func OuterAddrs(r OuterRule, innerSrc, innerDst netip.Addr) (src, dst netip.Addr, err error) {
+	return r.addrs(innerSrc, innerDst)
+}
+
+func (r *OuterRule) addrs(innerSrc, innerDst netip.Addr) (src, dst netip.Addr, err error) {
 	// The family: the inner packet's when a flag ties outer to inner,
 	// else the first configured source's (two gateways pick their own).
 	v4 := innerSrc.Is4()
@@ -66,6 +105,11 @@ func OuterAddrs(r OuterRule, innerSrc, innerDst netip.Addr) (src, dst netip.Addr
 	}
 	if r.DstFromInner {
 		dst = innerDst
+	}
+	if r.FollowPeer != nil {
+		if a := r.FollowPeer.Addr(v4); a.IsValid() {
+			dst = a
+		}
 	}
 	if !src.IsValid() || !dst.IsValid() {
 		return netip.Addr{}, netip.Addr{}, fmt.Errorf("outer address not set (src %v, dst %v)", src, dst)

@@ -73,6 +73,11 @@ type SAConfig struct {
 	// (default 4500) instead of raw IP protocol 50.
 	UDPEncap bool
 	PeerPort uint16
+	// Peer, on an inbound SA, learns where the peer sends from: the outer
+	// source of every packet that passed the ICV (never an unauthenticated
+	// one). An outbound SA whose OuterRule.FollowPeer is the same tracker
+	// sends there (mobility; see OuterRule).
+	Peer *PeerTracker
 
 	Lifetimes  Lifetimes
 	OnLifetime func(LifetimeEvent) // called from a packet path or a timer: must not block
@@ -88,7 +93,6 @@ type SA struct {
 	LocalAddrs AddrSet
 	PeerAddrs  AddrSet
 	Selector   Selector
-	Outer      OuterRule
 	UDPEncap   bool
 	PeerPort   uint16
 	Created    time.Time
@@ -96,7 +100,9 @@ type SA struct {
 	Counters Counters
 
 	keys       atomic.Pointer[saKeys] // nil once the SA is closed
-	seq        atomic.Uint64          // last sequence number sent
+	outer      atomic.Pointer[OuterRule]
+	peer       *PeerTracker
+	seq        atomic.Uint64 // last sequence number sent
 	maxSeq     uint64
 	replay     *replayWindow
 	lifetimes  Lifetimes
@@ -141,7 +147,7 @@ func NewSA(cfg SAConfig) (*SA, error) {
 	sa := &SA{
 		SPI: cfg.SPI, Dir: cfg.Dir, Transform: cfg.Transform, ESN: cfg.ESN,
 		LocalAddrs: cfg.LocalAddrs, PeerAddrs: cfg.PeerAddrs,
-		Selector: cfg.Selector, Outer: cfg.Outer, Created: time.Now(),
+		Selector: cfg.Selector, Created: time.Now(), peer: cfg.Peer,
 		UDPEncap: cfg.UDPEncap, PeerPort: cfg.PeerPort,
 		lifetimes: cfg.Lifetimes, onLifetime: cfg.OnLifetime,
 		maxSeq: 1<<32 - 1,
@@ -159,6 +165,7 @@ func NewSA(cfg SAConfig) (*SA, error) {
 		}
 	}
 	sa.keys.Store(k)
+	sa.SetOuter(cfg.Outer)
 	sa.timerMu.Lock()
 	defer sa.timerMu.Unlock()
 	if d := cfg.Lifetimes.Soft.Time; d > 0 {
@@ -169,6 +176,14 @@ func NewSA(cfg SAConfig) (*SA, error) {
 	}
 	return sa, nil
 }
+
+// Outer returns the SA's current outer-address rule.
+func (sa *SA) Outer() OuterRule { return *sa.outer.Load() }
+
+// SetOuter replaces the outer-address rule, atomically for packets in
+// flight: a path switch moves the tunnel to other addresses while the SA,
+// its SPI, sequence numbers and replay window stay.
+func (sa *SA) SetOuter(r OuterRule) { sa.outer.Store(&r) }
 
 // Alive reports whether the SA can still carry traffic.
 func (sa *SA) Alive() bool { return sa.keys.Load() != nil && !sa.hardFired.Load() }

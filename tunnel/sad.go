@@ -162,7 +162,7 @@ func (d *SPD) Encapsulate(buf []byte, n int, counters *Counters) (Sealed, Action
 	if sa == nil {
 		return Sealed{}, Protect, countDrop(counters, DropNoSA)
 	}
-	src, dst, err := OuterAddrs(sa.Outer, f.Src, f.Dst)
+	src, dst, err := sa.outer.Load().addrs(f.Src, f.Dst)
 	if err != nil {
 		return Sealed{}, Protect, sa.Counters.Drop(DropPolicy)
 	}

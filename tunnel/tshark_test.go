@@ -55,7 +55,7 @@ func TestTsharkDecryptsOurESP(t *testing.T) {
 			}
 			for _, inner := range inners {
 				esp := sealPacket(t, out, inner)
-				src, dst, err := OuterAddrs(out.Outer, rwAddr, srvAddr)
+				src, dst, err := OuterAddrs(out.Outer(), rwAddr, srvAddr)
 				if err != nil {
 					t.Fatal(err)
 				}
