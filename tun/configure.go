@@ -231,3 +231,27 @@ func (d *Device) removeRules() error {
 	d.rules = nil
 	return errors.Join(errs...)
 }
+
+// SetRouteSource gives every installed route that has a preferred source
+// of src's family the source src instead. In RFC 3554 mode the inner
+// source is an uplink address, so when the road warrior moves to another
+// uplink, new flows through the TUN must start from that uplink's address.
+func (d *Device) SetRouteSource(src netip.Addr) error {
+	d.cfgMu.Lock()
+	defer d.cfgMu.Unlock()
+	var errs []error
+	for i := range d.routes {
+		r := &d.routes[i]
+		if r.Src == nil || (r.Src.To4() != nil) != src.Is4() {
+			continue
+		}
+		nr := *r
+		nr.Src = src.AsSlice()
+		if err := d.nl.RouteReplace(&nr); err != nil {
+			errs = append(errs, fmt.Errorf("tun %s: route %v src %v: %w", d.name, r.Dst, src, err))
+			continue
+		}
+		*r = nr
+	}
+	return errors.Join(errs...)
+}

@@ -17,6 +17,7 @@ type Built struct {
 	ControlSocket string
 	TUN           BuiltTUN
 	Transport     Transport
+	Mobility      *Mobility // nil: no mobility section
 
 	// SPD: the extra policies in file order, then one PROTECT entry per
 	// SA, bound to its outbound SA.
@@ -76,6 +77,7 @@ func (c *Config) Build() (b *Built, err error) {
 		Log:           c.Log,
 		ControlSocket: c.ControlSocket,
 		Transport:     c.Transport,
+		Mobility:      c.Mobility,
 		SPD:           new(tunnel.SPD),
 		SAD:           new(tunnel.SAD),
 		Warnings:      slices.Clone(c.Warnings),

@@ -107,6 +107,7 @@ Flags:
 		TUN: b.TUN.Config, Addrs: b.TUN.Addresses, Routes: b.TUN.Routes,
 		UDPPort: b.Transport.UDPPort, KeepAlive: b.Transport.NATKeepalive,
 		SPD: b.SPD, SAD: b.SAD, Outbound: b.Outbound, Log: log,
+		Mobility: b.Mobility,
 	}
 	if r := b.TUN.BypassRule; r != nil {
 		s.Rule = &Rule{Mark: r.Mark, Table: r.Table, Priority: r.Priority}

@@ -12,7 +12,9 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/roamsec/roamsec/internal/config"
 	"github.com/roamsec/roamsec/internal/datapath"
+	"github.com/roamsec/roamsec/mobility"
 	"github.com/roamsec/roamsec/tun"
 	"github.com/roamsec/roamsec/tunnel"
 	"github.com/roamsec/roamsec/tunnel/transport"
@@ -42,6 +44,8 @@ type Setup struct {
 	KeepAlive time.Duration
 	Rule      *Rule // nil: plain routes, unmarked sockets
 	Log       *slog.Logger
+	// Mobility, if set, moves the outbound SAs between paths.
+	Mobility *config.Mobility
 	// Ready, if set, is called once the tunnel is up.
 	Ready func(*Running)
 }
@@ -177,7 +181,21 @@ func Run(ctx context.Context, s Setup) (err error) {
 	if s.KeepAlive > 0 && cfg.UDP4 != nil {
 		go keepalives(ctx, s, cfg)
 	}
+	mctx, stopMobility := context.WithCancel(ctx)
+	mdone := make(chan struct{})
+	if s.Mobility != nil {
+		go func() {
+			defer close(mdone)
+			if err := runMobility(mctx, s, dev); err != nil {
+				log.Error("mobility stopped: the SA stays on its current path", "err", err)
+			}
+		}()
+	} else {
+		close(mdone)
+	}
 	err = dp.Run(ctx)
+	stopMobility()
+	<-mdone
 	st := dp.Stats()
 	log.Info("tunnel down", "tun_read", st.TunRead, "tun_written", st.TunWritten, "esp_sent", st.ESPSent, "esp_received", st.ESPReceived)
 	for _, sa := range s.SAD.All() {
@@ -188,6 +206,46 @@ func Run(ctx context.Context, s Setup) (err error) {
 		return err
 	}
 	return nil
+}
+
+// runMobility feeds the path set from its detector and applies the
+// switches it decides, until ctx ends.
+func runMobility(ctx context.Context, s Setup, dev *tun.Device) error {
+	m := s.Mobility
+	set, err := mobility.NewSet(m.Paths, m.Primary, m.Policy, time.Now())
+	if err != nil {
+		return err
+	}
+	mover := &mobility.Mover{SAs: s.Outbound, Routes: dev, Log: s.Log}
+	events := make(chan mobility.Event, 64)
+	errc := make(chan error, 1)
+	// Netlink alone confirms a path that comes up; with heartbeats it
+	// would wait for them.
+	go func() { errc <- mobility.WatchLinks(ctx, m.Paths, mobility.Active, events) }()
+	s.Log.Info("mobility", "detector", m.Detector, "primary", m.Paths[m.Primary].String(), "paths", len(m.Paths),
+		"note", "netlink sees links and addresses only; a path that stays up but drops everything needs heartbeats")
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	apply := func(sw mobility.Switch, ok bool) {
+		if ok {
+			if err := mover.Apply(sw); err != nil {
+				s.Log.Error("path switch", "err", err)
+			}
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			return err
+		case ev := <-events:
+			s.Log.Debug("path event", "local", ev.Local, "peer", ev.Peer, "link", ev.Link, "state", ev.State.String(), "source", ev.Source)
+			apply(set.Update(ev))
+		case now := <-tick.C:
+			apply(set.Tick(now))
+		}
+	}
 }
 
 // keepalives sends an RFC 3948 §2.3 NAT keep-alive on every UDP SA.
@@ -201,10 +259,11 @@ func keepalives(ctx context.Context, s Setup, cfg datapath.Config) {
 		case <-t.C:
 		}
 		for _, sa := range s.Outbound {
-			if !sa.UDPEncap || len(sa.Outer.Dst) == 0 {
+			r := sa.Outer()
+			if !sa.UDPEncap || len(r.Dst) == 0 {
 				continue
 			}
-			for _, dst := range sa.Outer.Dst {
+			for _, dst := range r.Dst {
 				c, _ := cfg.UDP4.(*transport.UDPConn)
 				if dst.Is6() {
 					c, _ = cfg.UDP6.(*transport.UDPConn)

@@ -1,0 +1,87 @@
+package config
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/roamsec/roamsec/mobility"
+)
+
+// Mobility is the mobility section: the road warrior's paths to the
+// gateway and the rules for moving its SAs between them.
+type Mobility struct {
+	Paths   []mobility.Path
+	Primary int // index into Paths
+	Policy  mobility.Policy
+	// Detector finds dead paths: "netlink" (link and address events; it
+	// cannot see a path that stays up but drops everything).
+	Detector string
+}
+
+const (
+	DetectorNetlink   = "netlink"
+	DefaultSwitchBack = 10 * time.Second
+)
+
+func (p *parser) mobility(top *fields, c *Config) {
+	n := top.get("mobility")
+	if n == nil {
+		return
+	}
+	f := p.fields(n, top.lineOf("mobility"), "mobility", "paths", "primary", "switch_back", "leave_on_pf", "detector")
+	m := &Mobility{}
+	var names []string
+	for i, pn := range f.list("paths") {
+		path := elem("mobility.paths", i)
+		pf := p.fields(pn, pn.Line, path, "name", "local", "peer", "link")
+		var pa mobility.Path
+		pa.Name = pf.str("name", "")
+		if pa.Name == "" {
+			pf.missing("name", "")
+		} else if slices.Contains(names, pa.Name) {
+			p.errf(pf.lineOf("name"), path+".name", "%s: name used twice", show(pa.Name))
+		}
+		names = append(names, pa.Name)
+		for _, k := range []struct {
+			name string
+			to   *netip.Addr
+		}{{"local", &pa.Local}, {"peer", &pa.Peer}} {
+			if an := pf.get(k.name); an == nil {
+				pf.missing(k.name, "")
+			} else if a, ok := p.addr(an, path+"."+k.name); ok {
+				*k.to = a
+			}
+		}
+		if pa.Local.IsValid() && pa.Peer.IsValid() && pa.Local.Is4() != pa.Peer.Is4() {
+			p.errf(pn.Line, path, "local %v and peer %v are of different families", pa.Local, pa.Peer)
+		}
+		if pa.Local.IsValid() && len(c.Transport.Listen) > 0 && !slices.Contains(c.Transport.Listen, pa.Local) {
+			p.errf(pf.lineOf("local"), path+".local", "%v is not in transport.listen", pa.Local)
+		}
+		pa.Link = pf.str("link", "")
+		m.Paths = append(m.Paths, pa)
+	}
+	if len(m.Paths) < 2 {
+		p.errf(f.lineOf("paths"), "mobility.paths", "want at least two paths (a primary and an alternate), got %d", len(m.Paths))
+	}
+	if pri := f.str("primary", ""); pri != "" {
+		if i := slices.Index(names, pri); i >= 0 {
+			m.Primary = i
+		} else {
+			p.errf(f.lineOf("primary"), "mobility.primary", "%s is not the name of a path", show(pri))
+		}
+	}
+	// Back to the primary once it has answered this long; "never" stays.
+	if f.str("switch_back", "") == "never" {
+		m.Policy.SwitchBack = -1
+	} else if d, ok := f.duration("switch_back", DefaultSwitchBack); ok {
+		m.Policy.SwitchBack = d
+	}
+	m.Policy.LeaveOnPF = f.boolean("leave_on_pf", true)
+	m.Detector, _ = f.enum("detector", DetectorNetlink, DetectorNetlink)
+	if c.Role == RoleGateway {
+		p.errf(top.lineOf("mobility"), "mobility", "only a road warrior has paths to move between; a gateway follows it (RFC 3554: outer destination = inner destination)")
+	}
+	c.Mobility = m
+}

@@ -1,0 +1,128 @@
+package mobility
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/roamsec/roamsec/tunnel"
+)
+
+// MoveRule returns the outer rule an outbound SA uses on path p, and
+// whether it differs from r. Only the addresses of p's family change:
+//   - host-to-host (outer = inner on both sides, RFC 3554 §2 case 1):
+//     unchanged; such traffic, SCTP heartbeats among it, tests its own path;
+//   - a rule whose destination follows the inner packet (the gateway's
+//     side): unchanged, it follows by itself;
+//   - otherwise (road warrior): the outer destination becomes p's peer
+//     address; and where the source is configured rather than taken from
+//     the inner packet (virtual-address mode), the source becomes p's
+//     local address.
+func MoveRule(r tunnel.OuterRule, p Path) (tunnel.OuterRule, bool) {
+	if r.DstFromInner {
+		return r, false
+	}
+	out := r
+	out.Dst = replaceFamily(r.Dst, p.Peer)
+	if !r.SrcFromInner {
+		out.Src = replaceFamily(r.Src, p.Local)
+	}
+	return out, !equalAddrs(out.Dst, r.Dst) || !equalAddrs(out.Src, r.Src)
+}
+
+func replaceFamily(as []netip.Addr, a netip.Addr) []netip.Addr {
+	out := make([]netip.Addr, 0, len(as)+1)
+	done := false
+	for _, x := range as {
+		if x.Is4() == a.Is4() {
+			if !done {
+				out = append(out, a)
+				done = true
+			}
+			continue
+		}
+		out = append(out, x)
+	}
+	if !done {
+		out = append(out, a)
+	}
+	return out
+}
+
+func equalAddrs(a, b []netip.Addr) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// RouteSourcer is the TUN device's SetRouteSource.
+type RouteSourcer interface {
+	SetRouteSource(netip.Addr) error
+}
+
+// Mover applies switches on the road warrior: it moves the outbound SAs'
+// outer addresses and, in RFC 3554 mode (inner source = an uplink
+// address), the preferred source of the routes into the TUN, so new flows
+// start from the live uplink. The SAs, SPIs and sequence numbers stay.
+type Mover struct {
+	SAs    []*tunnel.SA // outbound SAs to the peer
+	Routes RouteSourcer // nil in virtual-address mode
+	Log    *slog.Logger
+
+	mu   sync.Mutex
+	last *Switch
+	took time.Duration
+}
+
+// Apply moves to sw.To and logs how long the whole switch took, from the
+// detector's event.
+func (m *Mover) Apply(sw Switch) error {
+	var errs []error
+	rfc3554 := false
+	for _, sa := range m.SAs {
+		r := sa.Outer()
+		if r.SrcFromInner && !r.DstFromInner {
+			rfc3554 = true
+		}
+		if nr, changed := MoveRule(r, sw.To); changed {
+			sa.SetOuter(nr)
+		}
+	}
+	if rfc3554 && m.Routes != nil {
+		if err := m.Routes.SetRouteSource(sw.To.Local); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	done := time.Now()
+	m.mu.Lock()
+	m.last, m.took = &sw, done.Sub(sw.Detected)
+	m.mu.Unlock()
+	if m.Log != nil {
+		m.Log.Info("path switch", "from", sw.From.String(), "to", sw.To.String(), "reason", sw.Reason,
+			"since_event", done.Sub(sw.Detected).Round(time.Millisecond).String())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("mobility: switch to %s: %w", sw.To.Name, err)
+	}
+	return nil
+}
+
+// Last is the last switch applied and how long it took from the event
+// that caused it.
+func (m *Mover) Last() (Switch, time.Duration, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.last == nil {
+		return Switch{}, 0, false
+	}
+	return *m.last, m.took, true
+}
