@@ -14,12 +14,16 @@ type Mobility struct {
 	Paths   []mobility.Path
 	Primary int // index into Paths
 	Policy  mobility.Policy
-	// Detector finds dead paths: "netlink" (link and address events; it
-	// cannot see a path that stays up but drops everything).
-	Detector string
+	// Detector finds dead paths: "probe" (RFC 4960 §8 heartbeats carried
+	// as ICMP echo through a host-to-host SA, plus netlink) or "netlink"
+	// alone (link and address events; it cannot see a path that stays up
+	// but drops everything).
+	Detector  string
+	Heartbeat mobility.Heartbeat
 }
 
 const (
+	DetectorProbe     = "probe"
 	DetectorNetlink   = "netlink"
 	DefaultSwitchBack = 10 * time.Second
 )
@@ -29,7 +33,7 @@ func (p *parser) mobility(top *fields, c *Config) {
 	if n == nil {
 		return
 	}
-	f := p.fields(n, top.lineOf("mobility"), "mobility", "paths", "primary", "switch_back", "leave_on_pf", "detector")
+	f := p.fields(n, top.lineOf("mobility"), "mobility", "paths", "primary", "switch_back", "leave_on_pf", "detector", "heartbeat")
 	m := &Mobility{}
 	var names []string
 	for i, pn := range f.list("paths") {
@@ -79,7 +83,30 @@ func (p *parser) mobility(top *fields, c *Config) {
 		m.Policy.SwitchBack = d
 	}
 	m.Policy.LeaveOnPF = f.boolean("leave_on_pf", true)
-	m.Detector, _ = f.enum("detector", DetectorNetlink, DetectorNetlink)
+	m.Detector, _ = f.enum("detector", DetectorProbe, DetectorProbe, DetectorNetlink)
+	m.Heartbeat = mobility.DefaultHeartbeat
+	if hn := f.get("heartbeat"); hn != nil {
+		hf := p.fields(hn, f.lineOf("heartbeat"), "mobility.heartbeat", "interval", "rto_initial", "rto_min", "rto_max", "path_max_retrans", "pf_threshold")
+		hb := &m.Heartbeat
+		hb.Interval, _ = hf.duration("interval", hb.Interval)
+		hb.RTOInitial, _ = hf.duration("rto_initial", hb.RTOInitial)
+		hb.RTOMin, _ = hf.duration("rto_min", hb.RTOMin)
+		hb.RTOMax, _ = hf.duration("rto_max", hb.RTOMax)
+		pmr, _ := hf.uint("path_max_retrans", uint64(hb.PathMaxRetrans), 0, 100)
+		hb.PathMaxRetrans = int(pmr)
+		if hf.str("pf_threshold", "") == "off" {
+			hb.PFThreshold = -1
+		} else {
+			pf, _ := hf.uint("pf_threshold", uint64(max(hb.PFThreshold, 0)), 0, 100)
+			hb.PFThreshold = int(pf)
+		}
+		if hb.Interval <= 0 || hb.RTOMin <= 0 || hb.RTOMin > hb.RTOMax || hb.RTOInitial < hb.RTOMin || hb.RTOInitial > hb.RTOMax {
+			p.errf(f.lineOf("heartbeat"), "mobility.heartbeat", "want interval > 0 and 0 < rto_min <= rto_initial <= rto_max")
+		}
+		if hb.PFThreshold > hb.PathMaxRetrans {
+			p.errf(f.lineOf("heartbeat"), "mobility.heartbeat.pf_threshold", "must not exceed path_max_retrans (RFC 7829 §3)")
+		}
+	}
 	if c.Role == RoleGateway {
 		p.errf(top.lineOf("mobility"), "mobility", "only a road warrior has paths to move between; a gateway follows it (RFC 3554: outer destination = inner destination)")
 	}

@@ -219,11 +219,20 @@ func runMobility(ctx context.Context, s Setup, dev *tun.Device) error {
 	mover := &mobility.Mover{SAs: s.Outbound, Routes: dev, Log: s.Log}
 	events := make(chan mobility.Event, 64)
 	errc := make(chan error, 1)
-	// Netlink alone confirms a path that comes up; with heartbeats it
-	// would wait for them.
-	go func() { errc <- mobility.WatchLinks(ctx, m.Paths, mobility.Active, events) }()
-	s.Log.Info("mobility", "detector", m.Detector, "primary", m.Paths[m.Primary].String(), "paths", len(m.Paths),
-		"note", "netlink sees links and addresses only; a path that stays up but drops everything needs heartbeats")
+	// Netlink alone confirms a path that comes up; with heartbeats the
+	// heartbeats do.
+	up := mobility.Active
+	if m.Detector == config.DetectorProbe {
+		up = mobility.Unconfirmed
+		pr := &mobility.Prober{Paths: m.Paths, HB: m.Heartbeat}
+		go func() { errc <- pr.Run(ctx, events) }()
+		s.Log.Info("mobility", "detector", "ESP-level probes (RFC 4960 §8 path management on ICMP echo through the SA) and netlink",
+			"kernel_sctp", "not used by this detector", "heartbeat", m.Heartbeat.Interval.String(), "path_max_retrans", m.Heartbeat.PathMaxRetrans, "pf_threshold", m.Heartbeat.PFThreshold)
+	} else {
+		s.Log.Warn("mobility", "detector", "netlink only", "note", "a path that stays up but drops everything is not detected without heartbeats")
+	}
+	go func() { errc <- mobility.WatchLinks(ctx, m.Paths, up, events) }()
+	s.Log.Info("mobility paths", "primary", m.Paths[m.Primary].String(), "paths", len(m.Paths))
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	apply := func(sw mobility.Switch, ok bool) {
