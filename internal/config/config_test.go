@@ -75,12 +75,24 @@ func TestExamplesParseAndBuild(t *testing.T) {
 				t.Fatal("second Build worked on wiped keys")
 			}
 			pol := b.SPD.Policies()
-			if len(pol) != 2 || pol[0].Name != tc.extra || pol[0].Action != tunnel.Discard ||
-				pol[1].Name != tc.saName || pol[1].Action != tunnel.Protect || pol[1].SA.Load() != b.Outbound[0] {
+			// The extra policy first, then one PROTECT entry per SA pair
+			// (the traffic pair and the host-to-host pair), in file order.
+			if len(pol) != 3 || pol[0].Name != tc.extra || pol[0].Action != tunnel.Discard ||
+				pol[1].Name != tc.saName || pol[1].Action != tunnel.Protect || pol[1].SA.Load() != b.Outbound[0] ||
+				pol[2].Action != tunnel.Protect || pol[2].SA.Load() != b.Outbound[1] || b.Outbound[1].Outer().DstFromInner != true {
 				t.Fatalf("SPD order: %v", pol)
 			}
-			if b.SAD.Len() != 1 || b.SAD.All()[0] != b.SAs[0].In || b.SAs[0].In.Dir != tunnel.Inbound {
-				t.Fatal("SAD does not hold the inbound SA")
+			if b.SAD.Len() != 2 {
+				t.Fatalf("SAD holds %d SAs, want the 2 inbound ones", b.SAD.Len())
+			}
+			for _, in := range []*tunnel.SA{b.SAs[0].In, b.SAs[1].In} {
+				found := false
+				for _, sa := range b.SAD.All() {
+					found = found || sa == in
+				}
+				if !found {
+					t.Fatalf("SAD lacks inbound SA %#x", in.SPI)
+				}
 			}
 			if b.TUN.Config.MTU != 1500-40-8-37 || b.TUN.Config.Name != "roamsec0" || b.TUN.Config.Backend != "wireguard" {
 				t.Fatalf("tun %+v", b.TUN.Config)
