@@ -16,10 +16,10 @@ import (
 type State uint8
 
 const (
-	Unconfirmed State = iota // never answered yet (or came back and not yet confirmed)
-	Active                   // answering
-	PotentiallyFailed        // missed heartbeats, below the failure threshold (RFC 7829)
-	Inactive                 // failed: link down, address gone, or Path.Max.Retrans exceeded
+	Unconfirmed       State = iota // never answered yet (or came back and not yet confirmed)
+	Active                         // answering
+	PotentiallyFailed              // missed heartbeats, below the failure threshold (RFC 7829)
+	Inactive                       // failed: link down, address gone, or Path.Max.Retrans exceeded
 )
 
 func (s State) String() string {
@@ -192,7 +192,7 @@ func (s *Set) decide(now time.Time, source string) (Switch, bool) {
 	cur := s.active
 	pri := &s.paths[s.primary]
 	if cur != s.primary && pri.state == Active && s.policy.SwitchBack >= 0 && now.Sub(pri.since) >= s.policy.SwitchBack {
-		return s.switchTo(s.primary, fmt.Sprintf("primary %s active since %s", pri.Name, pri.since.Format(time.StampMilli)), pri.since, now), true
+		return s.switchTo(s.primary, fmt.Sprintf("%s (the primary) active since %s", pri.Name, pri.since.Format(time.StampMilli)), pri.since, now), true
 	}
 	if s.usable(cur) {
 		return Switch{}, false

@@ -1,104 +1,15 @@
 package e2e
 
 import (
-	"net"
-	"net/netip"
 	"os"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/roamsec/roamsec/test/netns"
 	"github.com/roamsec/roamsec/test/rig"
 )
-
-// stream sends a numbered UDP datagram every interval from the road
-// warrior to the server's echo port and records when each answer came
-// back. The socket is not bound to an address, so every datagram takes
-// the source the routing gives it at that moment.
-type answer struct{ sent, got time.Time }
-
-type stream struct {
-	mu      sync.Mutex
-	sent    map[uint32]time.Time
-	replies []answer
-	conn    *net.UDPConn
-	stop    chan struct{}
-	done    sync.WaitGroup
-}
-
-func startStream(t *testing.T, bed *netns.Bed, interval time.Duration) *stream {
-	t.Helper()
-	s := &stream{sent: map[uint32]time.Time{}, stop: make(chan struct{})}
-	if err := bed.RW.Do(func() (err error) {
-		s.conn, err = net.ListenUDP("udp4", nil)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	dst := net.UDPAddrFromAddrPort(netip.AddrPortFrom(netns.Srv4, 7))
-	s.done.Go(func() {
-		buf := make([]byte, 64)
-		for {
-			n, err := s.conn.Read(buf)
-			if err != nil {
-				return
-			}
-			if n == 4 {
-				seq := uint32(buf[0])<<24 | uint32(buf[1])<<16 | uint32(buf[2])<<8 | uint32(buf[3])
-				now := time.Now()
-				s.mu.Lock()
-				if sent, ok := s.sent[seq]; ok {
-					s.replies = append(s.replies, answer{sent, now})
-				}
-				s.mu.Unlock()
-			}
-		}
-	})
-	s.done.Go(func() {
-		tk := time.NewTicker(interval)
-		defer tk.Stop()
-		for seq := uint32(0); ; seq++ {
-			select {
-			case <-s.stop:
-				return
-			case <-tk.C:
-			}
-			b := []byte{byte(seq >> 24), byte(seq >> 16), byte(seq >> 8), byte(seq)}
-			s.mu.Lock()
-			s.sent[seq] = time.Now()
-			s.mu.Unlock()
-			s.conn.WriteToUDP(b, dst) // errors (no route for a moment) are lost datagrams
-		}
-	})
-	t.Cleanup(s.close)
-	return s
-}
-
-func (s *stream) close() {
-	select {
-	case <-s.stop:
-	default:
-		close(s.stop)
-		s.conn.Close()
-		s.done.Wait()
-	}
-}
-
-// firstReplyAfter is when the first answer to a datagram sent after t0
-// came back, or zero: an answer already in flight at t0 does not count.
-func (s *stream) firstReplyAfter(t0 time.Time) time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, r := range s.replies {
-		if r.sent.After(t0) {
-			return r.got
-		}
-	}
-	return time.Time{}
-}
 
 func waitFor(d time.Duration, cond func() bool) bool {
 	end := time.Now().Add(d)
@@ -133,7 +44,9 @@ func TestFailoverKeepsTheSA(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			bed := netns.New(t)
-			udpEchoServer(t, bed)
+			if err := rig.EchoServer(bed); err != nil {
+				t.Fatal(err)
+			}
 			rwText, err := os.ReadFile(rig.ExampleConfig("roadwarrior.yaml"))
 			if err != nil {
 				t.Fatal(err)
@@ -146,8 +59,12 @@ func TestFailoverKeepsTheSA(t *testing.T) {
 				t.Fatal(err)
 			}
 			gw, rw := up(t, bed, rig.ExampleConfig("gateway.yaml"), rwCfg)
-			s := startStream(t, bed, 10*time.Millisecond)
-			if !waitFor(5*time.Second, func() bool { return !s.firstReplyAfter(time.Time{}).IsZero() }) {
+			s, err := rig.StartStream(bed, 10*time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(s.Close)
+			if !waitFor(5*time.Second, func() bool { return !s.FirstReplyAfter(time.Time{}).IsZero() }) {
 				t.Fatalf("no traffic through the tunnel before the failover\n%s\n%s", rw.Log(), netState(bed))
 			}
 			// Give the heartbeats a moment to confirm the secondary path: a
@@ -161,10 +78,10 @@ func TestFailoverKeepsTheSA(t *testing.T) {
 				t.Fatal(err)
 			}
 			killed := time.Now()
-			if !waitFor(10*time.Second, func() bool { return !s.firstReplyAfter(killed).IsZero() }) {
+			if !waitFor(10*time.Second, func() bool { return !s.FirstReplyAfter(killed).IsZero() }) {
 				t.Fatalf("no traffic after the primary path died\nrw:\n%s\n%s", rw.Log(), netState(bed))
 			}
-			resumed := s.firstReplyAfter(killed).Sub(killed)
+			resumed := s.FirstReplyAfter(killed).Sub(killed)
 			if !strings.Contains(rw.Log(), "path switch") || !strings.Contains(rw.Log(), "to=\"secondary") {
 				t.Fatalf("no path switch logged:\n%s", rw.Log())
 			}
@@ -184,10 +101,10 @@ func TestFailoverKeepsTheSA(t *testing.T) {
 			}
 			back := time.Since(restored)
 			t0 := time.Now()
-			if !waitFor(5*time.Second, func() bool { return !s.firstReplyAfter(t0).IsZero() }) {
+			if !waitFor(5*time.Second, func() bool { return !s.FirstReplyAfter(t0).IsZero() }) {
 				t.Fatalf("no traffic after switching back:\n%s", rw.Log())
 			}
-			s.close()
+			s.Close()
 
 			// The same SAs all along: the SPIs logged at start are the only
 			// ones, and both daemons stop cleanly with their counters.
@@ -214,26 +131,4 @@ func TestFailoverKeepsTheSA(t *testing.T) {
 				c.name, resumed.Round(time.Millisecond), back.Round(time.Millisecond))
 		})
 	}
-}
-
-func udpEchoServer(t *testing.T, bed *netns.Bed) {
-	t.Helper()
-	var c *net.UDPConn
-	if err := bed.Srv.Do(func() (err error) {
-		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netns.Srv4, 7)))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := c.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			c.WriteToUDPAddrPort(buf[:n], from)
-		}
-	}()
 }

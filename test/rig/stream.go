@@ -1,0 +1,120 @@
+package rig
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/roamsec/roamsec/test/netns"
+)
+
+// EchoServer answers UDP datagrams on the server's port 7 until the bed
+// is torn down.
+func EchoServer(bed *netns.Bed) error {
+	var c *net.UDPConn
+	if err := bed.Srv.Do(func() (err error) {
+		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netns.Srv4, 7)))
+		return err
+	}); err != nil {
+		return err
+	}
+	go func() {
+		defer c.Close()
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			c.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	return nil
+}
+
+type answer struct{ sent, got time.Time }
+
+// Stream sends a numbered UDP datagram every interval from the road
+// warrior to the server's echo port (EchoServer) and records when each
+// answer came back. Its socket is not bound to an address, so every
+// datagram takes the source the routing gives it at that moment.
+type Stream struct {
+	mu      sync.Mutex
+	sent    map[uint32]time.Time
+	replies []answer
+	conn    *net.UDPConn
+	stop    chan struct{}
+	done    sync.WaitGroup
+	once    sync.Once
+}
+
+// StartStream starts sending; Close stops it.
+func StartStream(bed *netns.Bed, interval time.Duration) (*Stream, error) {
+	s := &Stream{sent: map[uint32]time.Time{}, stop: make(chan struct{})}
+	if err := bed.RW.Do(func() (err error) {
+		s.conn, err = net.ListenUDP("udp4", nil)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	dst := net.UDPAddrFromAddrPort(netip.AddrPortFrom(netns.Srv4, 7))
+	s.done.Go(func() {
+		buf := make([]byte, 64)
+		for {
+			n, err := s.conn.Read(buf)
+			if err != nil {
+				return
+			}
+			if n != 4 {
+				continue
+			}
+			seq := uint32(buf[0])<<24 | uint32(buf[1])<<16 | uint32(buf[2])<<8 | uint32(buf[3])
+			now := time.Now()
+			s.mu.Lock()
+			if sent, ok := s.sent[seq]; ok {
+				s.replies = append(s.replies, answer{sent, now})
+			}
+			s.mu.Unlock()
+		}
+	})
+	s.done.Go(func() {
+		tk := time.NewTicker(interval)
+		defer tk.Stop()
+		for seq := uint32(0); ; seq++ {
+			select {
+			case <-s.stop:
+				return
+			case <-tk.C:
+			}
+			b := []byte{byte(seq >> 24), byte(seq >> 16), byte(seq >> 8), byte(seq)}
+			s.mu.Lock()
+			s.sent[seq] = time.Now()
+			s.mu.Unlock()
+			s.conn.WriteToUDP(b, dst) // an error (no route for a moment) is a lost datagram
+		}
+	})
+	return s, nil
+}
+
+// Close stops the stream; it is safe to call twice.
+func (s *Stream) Close() {
+	s.once.Do(func() {
+		close(s.stop)
+		s.conn.Close()
+		s.done.Wait()
+	})
+}
+
+// FirstReplyAfter is when the first answer to a datagram sent after t0
+// came back, or zero: an answer already in flight at t0 does not count.
+func (s *Stream) FirstReplyAfter(t0 time.Time) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.replies {
+		if r.sent.After(t0) {
+			return r.got
+		}
+	}
+	return time.Time{}
+}
