@@ -4,7 +4,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 FUZZTIME ?= 5s
 
-.PHONY: deps demo test fuzz bench bench-esp build vet
+.PHONY: deps demo test fuzz bench bench-esp bench-failover build vet
 
 deps:
 	@bash scripts/deps.sh
@@ -39,6 +39,10 @@ fuzz: deps
 # Throughput side by side on one test bed: bare veth, roamsec, wireguard-go.
 bench: deps
 	bash scripts/bench.sh
+
+# Failover timings: path death to traffic on the secondary, and back.
+bench-failover: deps
+	$(GO) run ./test/failbench -trials 10
 
 # Go benchmarks of the ESP core (figures in the issue notes come from here).
 bench-esp: deps
