@@ -17,6 +17,11 @@ want ip iproute2
 want curl curl
 want unzip unzip
 want gcc gcc
+# test/vm: boots Debian's kernel (which has SCTP) in qemu; depmod indexes
+# its modules. The kernel and busybox-static are fetched by the tests with
+# apt-get download, never installed.
+want qemu-system-x86_64 qemu-system-x86
+want depmod kmod
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	echo "deps: apt-get install ${need_pkgs[*]}"
 	export DEBIAN_FRONTEND=noninteractive
