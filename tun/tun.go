@@ -27,6 +27,7 @@ import (
 	"github.com/songgao/water"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
@@ -148,7 +149,7 @@ func Open(cfg Config) (*Device, error) {
 		d.name, d.batch, d.water = ifce.Name(), 1, ifce.ReadWriteCloser
 	}
 	if err == nil {
-		d.nl, err = netlink.NewHandleAt(ns)
+		d.nl, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE) // route only: a kernel without xfrm_user or nfnetlink must still work
 	}
 	if err == nil {
 		var l netlink.Link

@@ -48,7 +48,7 @@ func (n *NS) init() error {
 	if n.handle, err = vnetns.GetFromName(n.Name); err != nil {
 		return fmt.Errorf("open netns %s: %w", n.Name, err)
 	}
-	if n.nl, err = netlink.NewHandleAt(n.handle); err != nil {
+	if n.nl, err = netlink.NewHandleAt(n.handle, unix.NETLINK_ROUTE); err != nil {
 		return fmt.Errorf("netlink in %s: %w", n.Name, err)
 	}
 	if err := n.LinkUp("lo"); err != nil {

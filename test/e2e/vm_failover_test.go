@@ -1,0 +1,93 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roamsec/roamsec/test/rig"
+	"github.com/roamsec/roamsec/test/vm"
+)
+
+// vmFailover runs the failover scenario (test/vm/internal/failover) inside
+// Debian's kernel in qemu, where kernel SCTP exists, with the example
+// configs edited by edit. It returns the scenario's output.
+func vmFailover(t *testing.T, edit func(name, text string) string, trials string) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots a VM")
+	}
+	if err := vm.Available(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("the VM cannot run: %v", err)
+		}
+		t.Skipf("the VM cannot run here: %v", err)
+	}
+	dir := t.TempDir()
+	files := map[string]string{}
+	for _, p := range []string{"gateway", "roadwarrior"} {
+		out := filepath.Join(dir, p)
+		if err := vm.BuildStatic("github.com/roamsec/roamsec/cmd/"+p, out, false); err != nil {
+			t.Fatal(err)
+		}
+		files["/usr/local/bin/"+p] = out
+	}
+	scen := filepath.Join(dir, "failover")
+	if err := vm.BuildStatic("github.com/roamsec/roamsec/test/vm/internal/failover", scen, false); err != nil {
+		t.Fatal(err)
+	}
+	files["/usr/local/bin/failover"] = scen
+	for _, prog := range []string{"ip", "tc"} {
+		fs, err := vm.HostBinary(prog)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range fs {
+			files[k] = v
+		}
+	}
+	for _, name := range []string{"gateway.yaml", "roadwarrior.yaml"} {
+		data, err := os.ReadFile(rig.ExampleConfig(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := rig.WriteFile(dir, name, edit(name, string(data)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files["/etc/roamsec/"+name] = p
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	res, err := vm.Run(ctx, vm.Options{
+		Files:   files,
+		Script:  "ip link set lo up; /usr/local/bin/failover -trials " + trials,
+		Timeout: 7 * time.Minute,
+		Modules: []string{"sch_netem"},
+		Memory:  1024,
+	})
+	if err != nil {
+		t.Fatalf("VM: %v\n%s", err, res.Console)
+	}
+	t.Logf("VM boot %v, scenario %v", res.BootTime.Round(time.Millisecond), res.RunTime.Round(time.Millisecond))
+	if res.ExitCode != 0 || !strings.Contains(res.Output, "PASS") {
+		t.Fatalf("scenario failed (exit %d):\n%s", res.ExitCode, res.Output)
+	}
+	for _, l := range strings.Split(res.Output, "\n") {
+		if strings.HasPrefix(l, "RESULT") || strings.HasPrefix(l, "PASS") {
+			t.Log(l)
+		}
+	}
+	return res.Output
+}
+
+// The failover scenario on a real kernel in the VM, with the example
+// configs as shipped (ESP-level probe heartbeats).
+func TestVMFailoverProbe(t *testing.T) {
+	vmFailover(t, func(name, text string) string {
+		return strings.Replace(text, "switch_back: 10s", "switch_back: 1s", 1)
+	}, "2")
+}
