@@ -66,7 +66,7 @@ func equalAddrs(a, b []netip.Addr) bool {
 
 // RouteSourcer is the TUN device's SetRouteSource.
 type RouteSourcer interface {
-	SetRouteSource(netip.Addr) error
+	SetRouteSource(src netip.Addr, keep func(dst netip.Prefix) bool) error
 }
 
 // Mover applies switches on the road warrior: it moves the outbound SAs'
@@ -76,6 +76,7 @@ type RouteSourcer interface {
 type Mover struct {
 	SAs    []*tunnel.SA // outbound SAs to the peer
 	Routes RouteSourcer // nil in virtual-address mode
+	Paths  []Path       // host routes to their peer addresses keep their sources
 	Log    *slog.Logger
 
 	mu   sync.Mutex
@@ -98,7 +99,15 @@ func (m *Mover) Apply(sw Switch) error {
 		}
 	}
 	if rfc3554 && m.Routes != nil {
-		if err := m.Routes.SetRouteSource(sw.To.Local); err != nil {
+		keep := func(dst netip.Prefix) bool {
+			for _, p := range m.Paths {
+				if dst.IsSingleIP() && dst.Addr() == p.Peer {
+					return true
+				}
+			}
+			return false
+		}
+		if err := m.Routes.SetRouteSource(sw.To.Local, keep); err != nil {
 			errs = append(errs, err)
 		}
 	}

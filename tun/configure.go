@@ -232,17 +232,23 @@ func (d *Device) removeRules() error {
 	return errors.Join(errs...)
 }
 
-// SetRouteSource gives every installed route that has a preferred source
-// of src's family the source src instead. In RFC 3554 mode the inner
-// source is an uplink address, so when the road warrior moves to another
-// uplink, new flows through the TUN must start from that uplink's address.
-func (d *Device) SetRouteSource(src netip.Addr) error {
+// SetRouteSource gives the installed routes that have a preferred source
+// of src's family, except those keep says to keep, the source src
+// instead. In RFC 3554 mode the inner source is an uplink address, so when
+// the road warrior moves to another uplink, new flows through the TUN must
+// start from that uplink's address; the host routes to the peer's
+// per-path addresses keep their own sources, so each path's heartbeats
+// keep testing that path.
+func (d *Device) SetRouteSource(src netip.Addr, keep func(dst netip.Prefix) bool) error {
 	d.cfgMu.Lock()
 	defer d.cfgMu.Unlock()
 	var errs []error
 	for i := range d.routes {
 		r := &d.routes[i]
 		if r.Src == nil || (r.Src.To4() != nil) != src.Is4() {
+			continue
+		}
+		if dst, ok := prefixOf(r.Dst); ok && keep != nil && keep(dst) {
 			continue
 		}
 		nr := *r
@@ -254,4 +260,16 @@ func (d *Device) SetRouteSource(src netip.Addr) error {
 		*r = nr
 	}
 	return errors.Join(errs...)
+}
+
+func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	bits, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), bits), true
 }

@@ -373,7 +373,7 @@ func TestBadConfigs(t *testing.T) {
 		{"ESP route loop in the main table", "gw", func(s string) string {
 			s = replace("  table: 220\n", "")(s)
 			return replace("  bypass_rule:\n    mark: 0x5253    # 32-bit, hex or decimal, not 0\n    priority: 100   # 1-32765; default 100\n", "")(s)
-		}, "- { dst: 192.0.2.2/32 }", "tun.routes[0].dst", "sends its ESP to the inner destination"},
+		}, "- { dst: 192.0.2.2/32, src: 192.0.2.1 }", "tun.routes[0].dst", "sends its ESP to the inner destination"},
 		{"gateway-to-road-warrior source not ours", "gw", replace(`local: [192.0.2.1, "2001:db8:1::1"] }`, `local: [192.0.2.1, "2001:db8:9::1"] }`), "mode: gateway-to-road-warrior", "sas[0].outer.local[1]", "2001:db8:9::1 is not one of transport.listen"},
 		{"protect policy without sa", "", appendLines("policies:\n  - {name: p, action: protect, selector: \"remote 203.0.113.5\"}\n"), "name: p", "policies[0].sa", "missing"},
 		{"protect policy with unknown sa", "", appendLines("policies:\n  - {name: p, action: protect, sa: gw9, selector: \"remote 203.0.113.5\"}\n"), "name: p", "policies[0].sa", `no sas entry is named "gw9"`},

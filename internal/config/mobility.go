@@ -20,9 +20,15 @@ type Mobility struct {
 	// but drops everything).
 	Detector  string
 	Heartbeat mobility.Heartbeat
+	// SCTPPort is the gateway's port for the path-monitoring association.
+	SCTPPort int
+	// SCTPListen (gateway only) are the addresses the gateway listens on,
+	// one per uplink network the road warriors reach it by.
+	SCTPListen []netip.Addr
 }
 
 const (
+	DetectorSCTP      = "sctp"
 	DetectorProbe     = "probe"
 	DetectorNetlink   = "netlink"
 	DefaultSwitchBack = 10 * time.Second
@@ -33,7 +39,7 @@ func (p *parser) mobility(top *fields, c *Config) {
 	if n == nil {
 		return
 	}
-	f := p.fields(n, top.lineOf("mobility"), "mobility", "paths", "primary", "switch_back", "leave_on_pf", "detector", "heartbeat")
+	f := p.fields(n, top.lineOf("mobility"), "mobility", "paths", "primary", "switch_back", "leave_on_pf", "detector", "heartbeat", "sctp_port", "sctp_listen")
 	m := &Mobility{}
 	var names []string
 	for i, pn := range f.list("paths") {
@@ -66,8 +72,11 @@ func (p *parser) mobility(top *fields, c *Config) {
 		pa.Link = pf.str("link", "")
 		m.Paths = append(m.Paths, pa)
 	}
-	if len(m.Paths) < 2 {
+	if c.Role == RoleRoadWarrior && len(m.Paths) < 2 {
 		p.errf(f.lineOf("paths"), "mobility.paths", "want at least two paths (a primary and an alternate), got %d", len(m.Paths))
+	}
+	if c.Role == RoleGateway && len(m.Paths) > 0 {
+		p.errf(f.lineOf("paths"), "mobility.paths", "a gateway has no paths to move between: it follows the road warrior (RFC 3554: outer destination = inner destination)")
 	}
 	if pri := f.str("primary", ""); pri != "" {
 		if i := slices.Index(names, pri); i >= 0 {
@@ -83,7 +92,18 @@ func (p *parser) mobility(top *fields, c *Config) {
 		m.Policy.SwitchBack = d
 	}
 	m.Policy.LeaveOnPF = f.boolean("leave_on_pf", true)
-	m.Detector, _ = f.enum("detector", DetectorProbe, DetectorProbe, DetectorNetlink)
+	m.Detector, _ = f.enum("detector", DetectorSCTP, DetectorSCTP, DetectorProbe, DetectorNetlink)
+	port, _ := f.uint("sctp_port", mobility.DefaultSCTPPort, 1, 65535)
+	m.SCTPPort = int(port)
+	if f.has("sctp_listen") {
+		if c.Role != RoleGateway {
+			p.errf(f.lineOf("sctp_listen"), "mobility.sctp_listen", "only a gateway listens; a road warrior binds its paths' local addresses")
+		}
+		m.SCTPListen, _ = f.addrs("sctp_listen")
+	}
+	if c.Role == RoleGateway && m.Detector == DetectorSCTP && len(m.SCTPListen) == 0 {
+		f.missing("sctp_listen", ": the gateway's addresses the road warriors' SCTP association reaches")
+	}
 	m.Heartbeat = mobility.DefaultHeartbeat
 	if hn := f.get("heartbeat"); hn != nil {
 		hf := p.fields(hn, f.lineOf("heartbeat"), "mobility.heartbeat", "interval", "rto_initial", "rto_min", "rto_max", "path_max_retrans", "pf_threshold")
@@ -106,9 +126,6 @@ func (p *parser) mobility(top *fields, c *Config) {
 		if hb.PFThreshold > hb.PathMaxRetrans {
 			p.errf(f.lineOf("heartbeat"), "mobility.heartbeat.pf_threshold", "must not exceed path_max_retrans (RFC 7829 §3)")
 		}
-	}
-	if c.Role == RoleGateway {
-		p.errf(top.lineOf("mobility"), "mobility", "only a road warrior has paths to move between; a gateway follows it (RFC 3554: outer destination = inner destination)")
 	}
 	c.Mobility = m
 }

@@ -208,27 +208,55 @@ func Run(ctx context.Context, s Setup) (err error) {
 	return nil
 }
 
-// runMobility feeds the path set from its detector and applies the
-// switches it decides, until ctx ends.
+// runMobility feeds the path set from its detectors and applies the
+// switches it decides, until ctx ends. On a gateway it only answers the
+// road warriors' SCTP path monitoring.
 func runMobility(ctx context.Context, s Setup, dev *tun.Device) error {
 	m := s.Mobility
+	if len(m.Paths) == 0 { // gateway
+		if m.Detector != config.DetectorSCTP {
+			return nil
+		}
+		r := &mobility.SCTPResponder{Local: m.SCTPListen, Port: m.SCTPPort, HB: m.Heartbeat, Log: s.Log}
+		err := r.Run(ctx)
+		if errors.Is(err, mobility.ErrNoKernelSCTP) {
+			s.Log.Warn("mobility: NO KERNEL SCTP on this host: not answering SCTP path monitoring; road warriors fall back to ESP-level probes, which this host answers (ICMP echo)")
+			return nil
+		}
+		return err
+	}
 	set, err := mobility.NewSet(m.Paths, m.Primary, m.Policy, time.Now())
 	if err != nil {
 		return err
 	}
-	mover := &mobility.Mover{SAs: s.Outbound, Routes: dev, Log: s.Log}
+	mover := &mobility.Mover{SAs: s.Outbound, Routes: dev, Paths: m.Paths, Log: s.Log}
 	events := make(chan mobility.Event, 64)
-	errc := make(chan error, 1)
-	// Netlink alone confirms a path that comes up; with heartbeats the
-	// heartbeats do.
-	up := mobility.Active
-	if m.Detector == config.DetectorProbe {
-		up = mobility.Unconfirmed
+	errc := make(chan error, 2)
+	probe := func(why string) {
 		pr := &mobility.Prober{Paths: m.Paths, HB: m.Heartbeat}
 		go func() { errc <- pr.Run(ctx, events) }()
-		s.Log.Info("mobility", "detector", "ESP-level probes (RFC 4960 §8 path management on ICMP echo through the SA) and netlink",
-			"kernel_sctp", "not used by this detector", "heartbeat", m.Heartbeat.Interval.String(), "path_max_retrans", m.Heartbeat.PathMaxRetrans, "pf_threshold", m.Heartbeat.PFThreshold)
-	} else {
+		s.Log.Info("mobility", "detector", "ESP-level probes: RFC 4960 §8 path management on ICMP echo through the host-to-host SA", "why", why,
+			"heartbeat", m.Heartbeat.Interval.String(), "path_max_retrans", m.Heartbeat.PathMaxRetrans, "pf_threshold", m.Heartbeat.PFThreshold)
+	}
+	up := mobility.Unconfirmed // heartbeats confirm a path that comes up
+	switch m.Detector {
+	case config.DetectorSCTP:
+		d := &mobility.SCTPDetector{Paths: m.Paths, Port: m.SCTPPort, HB: m.Heartbeat, Log: s.Log}
+		go func() {
+			err := d.Run(ctx, events)
+			if errors.Is(err, mobility.ErrNoKernelSCTP) {
+				s.Log.Warn("mobility: NO KERNEL SCTP on this host: path failure detection falls back to ESP-level probes with the same RFC 4960 rules")
+				probe("no kernel SCTP")
+				return
+			}
+			errc <- err
+		}()
+		s.Log.Info("mobility", "detector", "kernel SCTP association, RFC 4960 §8 heartbeats", "port", m.SCTPPort,
+			"heartbeat", m.Heartbeat.Interval.String(), "path_max_retrans", m.Heartbeat.PathMaxRetrans, "pf_threshold", m.Heartbeat.PFThreshold)
+	case config.DetectorProbe:
+		probe("configured")
+	default:
+		up = mobility.Active // netlink alone confirms a path that comes up
 		s.Log.Warn("mobility", "detector", "netlink only", "note", "a path that stays up but drops everything is not detected without heartbeats")
 	}
 	go func() { errc <- mobility.WatchLinks(ctx, m.Paths, up, events) }()
@@ -247,7 +275,9 @@ func runMobility(ctx context.Context, s Setup, dev *tun.Device) error {
 		case <-ctx.Done():
 			return nil
 		case err := <-errc:
-			return err
+			if err != nil {
+				return err
+			}
 		case ev := <-events:
 			s.Log.Debug("path event", "local", ev.Local, "peer", ev.Peer, "link", ev.Link, "state", ev.State.String(), "source", ev.Source)
 			apply(set.Update(ev))

@@ -77,17 +77,37 @@ func vmFailover(t *testing.T, edit func(name, text string) string, trials string
 		t.Fatalf("scenario failed (exit %d):\n%s", res.ExitCode, res.Output)
 	}
 	for _, l := range strings.Split(res.Output, "\n") {
-		if strings.HasPrefix(l, "RESULT") || strings.HasPrefix(l, "PASS") {
+		if strings.HasPrefix(l, "RESULT") || strings.HasPrefix(l, "PASS") || strings.Contains(l, "path switch") || strings.Contains(l, "SCTP association") {
 			t.Log(l)
 		}
 	}
 	return res.Output
 }
 
-// The failover scenario on a real kernel in the VM, with the example
-// configs as shipped (ESP-level probe heartbeats).
-func TestVMFailoverProbe(t *testing.T) {
-	vmFailover(t, func(name, text string) string {
+// The failover scenario on a real kernel in the VM with the example
+// configs as shipped: a kernel SCTP association between road warrior and
+// gateway, carried in the host-to-host SA, drives the path switches, for
+// both kinds of path death; the SPIs stay the same (the scenario checks).
+func TestVMFailoverKernelSCTP(t *testing.T) {
+	out := vmFailover(t, func(name, text string) string {
 		return strings.Replace(text, "switch_back: 10s", "switch_back: 1s", 1)
-	}, "2")
+	}, "3")
+	if !strings.Contains(out, "SCTP association up") {
+		t.Fatalf("the road warrior's SCTP association never came up:\n%s", out)
+	}
+	if strings.Contains(out, "NO KERNEL SCTP") {
+		t.Fatalf("the VM kernel has SCTP, yet a daemon fell back:\n%s", out)
+	}
+	// The silent drop is invisible to netlink: its switches must come
+	// from the SCTP notifications.
+	sctpSwitches := 0
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "path switch") && strings.Contains(l, "(sctp)") {
+			sctpSwitches++
+		}
+	}
+	t.Logf("%d switches from SCTP notifications", sctpSwitches)
+	if sctpSwitches < 3 {
+		t.Fatalf("%d path switches caused by SCTP notifications, want at least one per silent-drop trial:\n%s", sctpSwitches, out)
+	}
 }
