@@ -111,3 +111,40 @@ func TestVMFailoverKernelSCTP(t *testing.T) {
 		t.Fatalf("%d path switches caused by SCTP notifications, want at least one per silent-drop trial:\n%s", sctpSwitches, out)
 	}
 }
+
+// The kernel tests of mobility/sctp (association on loopback, path
+// failover between two namespaces, association loss, dial deadline) need
+// kernel SCTP: they run inside the VM, where they must pass, not skip.
+func TestVMSCTPKernelTests(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a VM")
+	}
+	if err := vm.Available(); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("the VM cannot run: %v", err)
+		}
+		t.Skipf("the VM cannot run here: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "sctp.test")
+	if err := vm.BuildStatic("github.com/roamsec/roamsec/mobility/sctp", bin, true); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	res, err := vm.Run(ctx, vm.Options{
+		Files:   map[string]string{"/usr/local/bin/sctp.test": bin},
+		Script:  "/usr/local/bin/sctp.test -test.run Kernel -test.v -test.count 1",
+		Timeout: 5 * time.Minute,
+	})
+	if err != nil {
+		t.Fatalf("VM: %v\n%s", err, res.Console)
+	}
+	if res.ExitCode != 0 || strings.Contains(res.Output, "--- SKIP") || !strings.Contains(res.Output, "--- PASS: TestKernel") {
+		t.Fatalf("kernel SCTP tests (exit %d):\n%s", res.ExitCode, res.Output)
+	}
+	for _, l := range strings.Split(res.Output, "\n") {
+		if strings.HasPrefix(l, "--- ") || strings.Contains(l, "after") {
+			t.Log(l)
+		}
+	}
+}
