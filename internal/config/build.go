@@ -118,6 +118,12 @@ func (c *Config) Build() (b *Built, err error) {
 		// Same selector: tunnel.Selector is always from this host's view,
 		// and MatchInbound swaps source and destination itself.
 		ic.Dir, ic.SPI, ic.Key, ic.Selector = tunnel.Inbound, s.Inbound.SPI, s.Inbound.Key, s.Selector
+		if s.Outer.FollowPeer {
+			// The inbound SA learns, the outbound SA follows: only ESP that
+			// passed the ICV moves it (tunnel.PeerTracker).
+			tr := new(tunnel.PeerTracker)
+			ic.Peer, oc.Outer.FollowPeer = tr, tr
+		}
 		bs := BuiltSA{Name: s.Name}
 		if bs.Out, err = tunnel.NewSA(oc); err != nil {
 			return b, fmt.Errorf("config: %s: SA %s outbound: %v", c.File, s.Name, redact(err.Error()))

@@ -169,6 +169,11 @@ type SA struct {
 type Outer struct {
 	Mode OuterMode
 	Rule tunnel.OuterRule
+	// FollowPeer (gateway-gateway only): send to wherever the peer last
+	// sent authenticated ESP from, instead of peer. A gateway serving a
+	// road warrior in virtual-address mode sets it: the inner address says
+	// nothing about the road warrior's current uplink.
+	FollowPeer bool
 }
 
 // Policy is one extra SPD entry.
@@ -519,7 +524,7 @@ func (p *parser) outer(saf *fields, sapath string, sa *SA, selOK bool) Outer {
 		saf.missing("outer", ": {mode: host | gateway-gateway | road-warrior | gateway-to-road-warrior, ...}")
 		return Outer{}
 	}
-	f := p.fields(on, on.Line, path, "mode", "local", "peer", "gateway")
+	f := p.fields(on, on.Line, path, "mode", "local", "peer", "gateway", "follow_peer")
 	mode, ok := f.enum("mode", "", string(OuterHost), string(OuterGatewayGateway), string(OuterRoadWarrior), string(OuterGatewayToRoadWarrior))
 	if !ok {
 		return Outer{}
@@ -563,12 +568,13 @@ func (p *parser) outer(saf *fields, sapath string, sa *SA, selOK bool) Outer {
 	}
 	switch o.Mode {
 	case OuterHost:
-		for _, x := range []string{"local", "peer", "gateway"} {
+		for _, x := range []string{"local", "peer", "gateway", "follow_peer"} {
 			f.forbid(x, "not used with mode host (the outer addresses are the inner ones)")
 		}
 		o.Rule = tunnel.HostToHost()
 	case OuterGatewayGateway:
 		f.forbid("gateway", "not used with mode gateway-gateway (it takes local and peer)")
+		o.FollowPeer = f.boolean("follow_peer", false)
 		one := func(name, what string) (netip.Addr, bool) {
 			n := f.get(name)
 			if n == nil {
@@ -586,10 +592,12 @@ func (p *parser) outer(saf *fields, sapath string, sa *SA, selOK bool) Outer {
 			o.Rule = tunnel.GatewayToGateway(l, r)
 		}
 	case OuterRoadWarrior:
+		f.forbid("follow_peer", "only with mode gateway-gateway")
 		f.forbid("local", "not used with mode road-warrior (the outer source is the inner source)")
 		f.forbid("peer", "not used with mode road-warrior (it takes gateway)")
 		o.Rule = tunnel.RoadWarriorToGateway(perFamily("gateway", "the gateway's outer address, one per family")...)
 	case OuterGatewayToRoadWarrior:
+		f.forbid("follow_peer", "only with mode gateway-gateway (here the outer destination is the inner one, RFC 3554)")
 		f.forbid("gateway", "not used with mode gateway-to-road-warrior (it takes local)")
 		f.forbid("peer", "not used with mode gateway-to-road-warrior (the outer destination is the inner destination)")
 		o.Rule = tunnel.GatewayToRoadWarrior(perFamily("local", "our outer source address, one per family")...)
