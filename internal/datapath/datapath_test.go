@@ -9,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -254,53 +253,15 @@ func echoFrom(t *testing.T, ns *netns.NS, src, dst netip.Addr, n int) int {
 	return got
 }
 
-// capture records every frame on the interfaces inside ns until stop is
-// called, and returns a pcap file for tshark to read. It uses AF_PACKET
-// sockets opened before it returns, so the capture is live at once
-// (tshark says "Capturing on" before its capture really runs).
+// capture records the interfaces' frames (rig.Capture) until stop.
 func capture(t *testing.T, ns *netns.NS, ifnames ...string) (stop func() string) {
 	t.Helper()
 	if _, err := exec.LookPath("tshark"); err != nil {
 		t.Fatal("tshark not installed: run `make deps`")
 	}
-	file := filepath.Join(t.TempDir(), "wire.pcap")
-	f, err := os.Create(file)
+	stop, err := rig.Capture(ns, t.TempDir(), ifnames...)
 	if err != nil {
 		t.Fatal(err)
-	}
-	w := pcapgo.NewWriter(f)
-	w.WriteFileHeader(65535, layers.LinkTypeEthernet)
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	var handles []*pcapgo.EthernetHandle
-	for _, ifname := range ifnames {
-		var h *pcapgo.EthernetHandle
-		if err := ns.Do(func() (err error) { h, err = pcapgo.NewEthernetHandle(ifname); return err }); err != nil {
-			t.Fatal(err)
-		}
-		handles = append(handles, h)
-		wg.Go(func() {
-			for {
-				data, ci, err := h.ReadPacketData()
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				w.WritePacket(ci, data)
-				mu.Unlock()
-			}
-		})
-	}
-	var once sync.Once
-	stop = func() string {
-		once.Do(func() {
-			for _, h := range handles {
-				h.Close()
-			}
-			wg.Wait()
-			f.Close()
-		})
-		return file
 	}
 	t.Cleanup(func() { stop() })
 	return stop

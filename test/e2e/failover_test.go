@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -59,6 +60,12 @@ func TestFailoverKeepsTheSA(t *testing.T) {
 				t.Fatal(err)
 			}
 			gw, rw := up(t, bed, rig.ExampleConfig("gateway.yaml"), rwCfg)
+			// Watch both uplinks from the gateway's side for the whole test.
+			stopCapture, err := rig.Capture(bed.GW, t.TempDir(), netns.IfPrimary, netns.IfSecondary)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stopCapture()
 			s, err := rig.StartStream(bed, 10*time.Millisecond)
 			if err != nil {
 				t.Fatal(err)
@@ -106,6 +113,11 @@ func TestFailoverKeepsTheSA(t *testing.T) {
 			}
 			s.Close()
 
+			// On the wire, on both links, before and after the switch: only
+			// ESP in UDP 4500 with the configured SPIs, and no IKE at all (no
+			// renegotiation); ESP on the secondary link after the switch.
+			checkWire(t, stopCapture())
+
 			// The same SAs all along: the SPIs logged at start are the only
 			// ones, and both daemons stop cleanly with their counters.
 			for _, p := range []*rig.Proc{rw, gw} {
@@ -131,4 +143,45 @@ func TestFailoverKeepsTheSA(t *testing.T) {
 				c.name, resumed.Round(time.Millisecond), back.Round(time.Millisecond))
 		})
 	}
+}
+
+// checkWire reads the capture with tshark: every IP packet between road
+// warrior and gateway must be ESP in UDP 4500 with one of the example
+// configs' SPIs, none may be IKE, and both links must have carried ESP.
+func checkWire(t *testing.T, file string) {
+	t.Helper()
+	out, err := exec.Command("tshark", "-n", "-r", file, "-Y", "ip and not icmp", "-T", "fields", "-E", "separator=|",
+		"-e", "ip.src", "-e", "ip.dst", "-e", "udp.dstport", "-e", "udp.srcport", "-e", "esp.spi", "-e", "isakmp.ispi").Output()
+	if err != nil {
+		t.Fatalf("tshark: %v", err)
+	}
+	spis := map[string]bool{"0xc0de0001": true, "0xc0de0002": true, "0xc0de0003": true, "0xc0de0004": true}
+	links := map[string]int{}
+	n := 0
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if l == "" {
+			continue
+		}
+		f := strings.Split(l, "|")
+		src, dst, dport, sport, spi, ike := f[0], f[1], f[2], f[3], f[4], f[5]
+		if ike != "" || dport == "500" || sport == "500" {
+			t.Fatalf("an IKE packet on the wire: %q", l)
+		}
+		if dport != "4500" || !spis[spi] {
+			t.Fatalf("not ESP with a configured SPI: %q", l)
+		}
+		n++
+		for _, a := range []string{src, dst} {
+			switch {
+			case strings.HasPrefix(a, "192.0.2."):
+				links["primary"]++
+			case strings.HasPrefix(a, "198.51.100."):
+				links["secondary"]++
+			}
+		}
+	}
+	if n == 0 || links["primary"] == 0 || links["secondary"] == 0 {
+		t.Fatalf("ESP on the wire: %d packets, per link %v", n, links)
+	}
+	t.Logf("wire: %d ESP packets, all with the configured SPIs, none IKE; addresses per link %v", n, links)
 }
