@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/roamsec/roamsec/internal/config"
+	"github.com/roamsec/roamsec/internal/control"
 	"github.com/roamsec/roamsec/internal/version"
 	"github.com/roamsec/roamsec/tunnel"
 )
@@ -34,6 +36,7 @@ func Main(role string, args []string, stdout, stderr io.Writer) int {
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `Usage: %s [-config FILE] [-check] [-version]
+       %s status [-config FILE] [-json]
 
 roamsec %s daemon: carries the traffic of a TUN device in ESP tunnel mode
 (RFC 4303) over raw IP or UDP 4500, with SAs keyed by the configuration
@@ -45,11 +48,14 @@ Needs CAP_NET_ADMIN and CAP_NET_RAW (and CAP_NET_BIND_SERVICE for UDP 4500).
 Exit codes: 0 clean shutdown, 2 usage, 3 configuration error, 4 failure at run time.
 
 Flags:
-`, role, role)
+`, role, role, role)
 		fs.PrintDefaults()
 	}
 	if len(args) > 0 && args[0] == "version" {
 		args = []string{"-version"}
+	}
+	if len(args) > 0 && args[0] == "status" {
+		return statusCmd(role, args[1:], stdout, stderr)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -107,7 +113,7 @@ Flags:
 		TUN: b.TUN.Config, Addrs: b.TUN.Addresses, Routes: b.TUN.Routes,
 		UDPPort: b.Transport.UDPPort, KeepAlive: b.Transport.NATKeepalive,
 		SPD: b.SPD, SAD: b.SAD, Outbound: b.Outbound, Log: log,
-		Mobility: b.Mobility,
+		Mobility: b.Mobility, ControlSocket: b.ControlSocket, Role: role,
 	}
 	if r := b.TUN.BypassRule; r != nil {
 		s.Rule = &Rule{Mark: r.Mark, Table: r.Table, Priority: r.Priority}
@@ -118,5 +124,36 @@ Flags:
 		return ExitRuntime
 	}
 	log.Info("stopped cleanly")
+	return ExitOK
+}
+
+// statusCmd asks the running daemon for its status over the control
+// socket named in the config.
+func statusCmd(role string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet(role+" status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "/etc/roamsec/"+role+".yaml", "configuration file (for the control socket's path)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return ExitUsage
+	}
+	c, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s status: configuration refused:\n%v\n", role, err)
+		return ExitConfig
+	}
+	c.Wipe()
+	var st Status
+	if err := control.Query(c.ControlSocket, "status", &st); err != nil {
+		fmt.Fprintf(stderr, "%s status: %v\n", role, err)
+		return ExitRuntime
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(st)
+		return ExitOK
+	}
+	PrintStatus(stdout, st)
 	return ExitOK
 }

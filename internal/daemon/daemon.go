@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/roamsec/roamsec/internal/config"
+	"github.com/roamsec/roamsec/internal/control"
 	"github.com/roamsec/roamsec/internal/datapath"
 	"github.com/roamsec/roamsec/mobility"
 	"github.com/roamsec/roamsec/tun"
@@ -46,6 +47,9 @@ type Setup struct {
 	Log       *slog.Logger
 	// Mobility, if set, moves the outbound SAs between paths.
 	Mobility *config.Mobility
+	// ControlSocket, if set, serves `status` there (root only).
+	ControlSocket string
+	Role          string
 	// Ready, if set, is called once the tunnel is up.
 	Ready func(*Running)
 }
@@ -183,10 +187,29 @@ func Run(ctx context.Context, s Setup) (err error) {
 	}
 	mctx, stopMobility := context.WithCancel(ctx)
 	mdone := make(chan struct{})
+	var mob *mobilityState
+	if s.Mobility != nil {
+		mob = new(mobilityState)
+	}
+	if s.ControlSocket != "" {
+		running := &Running{Device: dev, Datapath: dp, setup: &s}
+		started := time.Now()
+		go func() {
+			err := control.Serve(mctx, s.ControlSocket, func(cmd string) (any, error) {
+				if cmd != "status" {
+					return nil, fmt.Errorf("unknown command %q (want status)", cmd)
+				}
+				return running.status(s.Role, started, mob), nil
+			})
+			if err != nil {
+				log.Warn("control socket", "err", err)
+			}
+		}()
+	}
 	if s.Mobility != nil {
 		go func() {
 			defer close(mdone)
-			if err := runMobility(mctx, s, dev); err != nil {
+			if err := runMobility(mctx, s, dev, mob); err != nil {
 				log.Error("mobility stopped: the SA stays on its current path", "err", err)
 			}
 		}()
@@ -211,15 +234,18 @@ func Run(ctx context.Context, s Setup) (err error) {
 // runMobility feeds the path set from its detectors and applies the
 // switches it decides, until ctx ends. On a gateway it only answers the
 // road warriors' SCTP path monitoring.
-func runMobility(ctx context.Context, s Setup, dev *tun.Device) error {
+func runMobility(ctx context.Context, s Setup, dev *tun.Device, st *mobilityState) error {
 	m := s.Mobility
 	if len(m.Paths) == 0 { // gateway
 		if m.Detector != config.DetectorSCTP {
+			st.setDetector("none (the gateway follows the road warrior)", "not used")
 			return nil
 		}
+		st.setDetector("answers road warriors' SCTP path monitoring", "yes")
 		r := &mobility.SCTPResponder{Local: m.SCTPListen, Port: m.SCTPPort, HB: m.Heartbeat, Log: s.Log}
 		err := r.Run(ctx)
 		if errors.Is(err, mobility.ErrNoKernelSCTP) {
+			st.setDetector("none: NO KERNEL SCTP on this host (road warriors fall back to ESP-level probes, answered by the kernel)", "no")
 			s.Log.Warn("mobility: NO KERNEL SCTP on this host: not answering SCTP path monitoring; road warriors fall back to ESP-level probes, which this host answers (ICMP echo)")
 			return nil
 		}
@@ -230,9 +256,17 @@ func runMobility(ctx context.Context, s Setup, dev *tun.Device) error {
 		return err
 	}
 	mover := &mobility.Mover{SAs: s.Outbound, Routes: dev, Paths: m.Paths, Log: s.Log}
+	st.mu.Lock()
+	st.set, st.mover = set, mover
+	st.mu.Unlock()
 	events := make(chan mobility.Event, 64)
 	errc := make(chan error, 2)
 	probe := func(why string) {
+		kernel := "not used"
+		if why == "no kernel SCTP" {
+			kernel = "no"
+		}
+		st.setDetector("ESP-level probes (RFC 4960 path management on ICMP echo)", kernel)
 		pr := &mobility.Prober{Paths: m.Paths, HB: m.Heartbeat}
 		go func() { errc <- pr.Run(ctx, events) }()
 		s.Log.Info("mobility", "detector", "ESP-level probes: RFC 4960 §8 path management on ICMP echo through the host-to-host SA", "why", why,
@@ -241,6 +275,7 @@ func runMobility(ctx context.Context, s Setup, dev *tun.Device) error {
 	up := mobility.Unconfirmed // heartbeats confirm a path that comes up
 	switch m.Detector {
 	case config.DetectorSCTP:
+		st.setDetector("kernel SCTP association (RFC 4960 heartbeats)", "yes")
 		d := &mobility.SCTPDetector{Paths: m.Paths, Port: m.SCTPPort, HB: m.Heartbeat, Log: s.Log}
 		go func() {
 			err := d.Run(ctx, events)
@@ -256,6 +291,7 @@ func runMobility(ctx context.Context, s Setup, dev *tun.Device) error {
 	case config.DetectorProbe:
 		probe("configured")
 	default:
+		st.setDetector("netlink only (cannot see a path that stays up but drops everything)", "not used")
 		up = mobility.Active // netlink alone confirms a path that comes up
 		s.Log.Warn("mobility", "detector", "netlink only", "note", "a path that stays up but drops everything is not detected without heartbeats")
 	}

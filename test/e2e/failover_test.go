@@ -1,13 +1,17 @@
 package e2e
 
 import (
+	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/roamsec/roamsec/internal/daemon"
 	"github.com/roamsec/roamsec/test/netns"
 	"github.com/roamsec/roamsec/test/rig"
 )
@@ -78,6 +82,7 @@ func TestFailoverKeepsTheSA(t *testing.T) {
 			// path nobody has heard from is never a failover destination.
 			time.Sleep(500 * time.Millisecond)
 			spisBefore := spiRe.FindAllString(rw.Log(), -1)
+			stBefore := status(t, "roadwarrior", rwCfg)
 
 			// The path is dead once kill returns (nft takes a few ms; what
 			// was sent before then may still get through).
@@ -112,6 +117,20 @@ func TestFailoverKeepsTheSA(t *testing.T) {
 				t.Fatalf("no traffic after switching back:\n%s", rw.Log())
 			}
 			s.Close()
+
+			// Status tells the same story: the same SPIs, the detector in
+			// use (and plainly that this kernel has no SCTP), the failover.
+			stAfter := status(t, "roadwarrior", rwCfg)
+			if spisOf(stBefore) != spisOf(stAfter) || len(stAfter.SAs) != 4 {
+				t.Fatalf("SPIs in status: %s before, %s after", spisOf(stBefore), spisOf(stAfter))
+			}
+			m := stAfter.Mobility
+			if m == nil || m.KernelSCTP != "no" || !strings.Contains(m.Detector, "ESP-level probes") || m.LastSwitch == nil || m.Switches < 2 || len(m.Paths) != 2 {
+				t.Fatalf("mobility status %+v", m)
+			}
+			var human strings.Builder
+			daemon.PrintStatus(&human, stAfter)
+			t.Logf("roadwarrior status:\n%s", human.String())
 
 			// On the wire, on both links, before and after the switch: only
 			// ESP in UDP 4500 with the configured SPIs, and no IKE at all (no
@@ -184,4 +203,26 @@ func checkWire(t *testing.T, file string) {
 		t.Fatalf("ESP on the wire: %d packets, per link %v", n, links)
 	}
 	t.Logf("wire: %d ESP packets, all with the configured SPIs, none IKE; addresses per link %v", n, links)
+}
+
+// status runs `<role> status -json` against the running daemon.
+func status(t *testing.T, role, cfg string) daemon.Status {
+	t.Helper()
+	out, code, err := rig.Run(context.Background(), nil, filepath.Join(bin, role), "status", "-config", cfg, "-json")
+	if err != nil || code != 0 {
+		t.Fatalf("%s status: exit %d %v\n%s", role, code, err, out)
+	}
+	var st daemon.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("%s status: %v\n%s", role, err, out)
+	}
+	return st
+}
+
+func spisOf(st daemon.Status) string {
+	var s []string
+	for _, sa := range st.SAs {
+		s = append(s, sa.SPI+"/"+sa.Dir)
+	}
+	return strings.Join(s, " ")
 }
