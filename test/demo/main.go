@@ -124,7 +124,7 @@ func run() error {
 			return err
 		}
 		dead := time.Now()
-		if !waitFor(10*time.Second, func() bool { return !stream.FirstReplyAfter(dead).IsZero() }) {
+		if !rig.WaitFor(10*time.Second, func() bool { return !stream.FirstReplyAfter(dead).IsZero() }) {
 			return fmt.Errorf("%s: traffic did not resume", death.what)
 		}
 		fmt.Printf("    %s: traffic back, over the secondary uplink, %v later\n", death.what, stream.FirstReplyAfter(dead).Sub(dead).Round(time.Millisecond))
@@ -136,7 +136,7 @@ func run() error {
 			return err
 		}
 		back := time.Now()
-		if !waitFor(20*time.Second, func() bool {
+		if !rig.WaitFor(20*time.Second, func() bool {
 			out, _ := bed.RW.Run("ip", "route", "get", netns.Srv4.String())
 			return strings.Contains(out, "src "+netns.RWPrimary4.String())
 		}) {
@@ -184,14 +184,3 @@ func lastLines(s string, n int) string {
 }
 
 func indent(s string) string { return "    " + strings.ReplaceAll(s, "\n", "\n    ") }
-
-func waitFor(d time.Duration, cond func() bool) bool {
-	end := time.Now().Add(d)
-	for time.Now().Before(end) {
-		if cond() {
-			return true
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return cond()
-}

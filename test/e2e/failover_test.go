@@ -16,17 +16,6 @@ import (
 	"github.com/roamsec/roamsec/test/rig"
 )
 
-func waitFor(d time.Duration, cond func() bool) bool {
-	end := time.Now().Add(d)
-	for time.Now().Before(end) {
-		if cond() {
-			return true
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return cond()
-}
-
 var spiRe = regexp.MustCompile(`spi=(0x[0-9a-f]+)`)
 
 // One SA across an interface switch, for both kinds of path death: the
@@ -75,7 +64,7 @@ func TestFailoverKeepsTheSA(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(s.Close)
-			if !waitFor(5*time.Second, func() bool { return !s.FirstReplyAfter(time.Time{}).IsZero() }) {
+			if !rig.WaitFor(5*time.Second, func() bool { return !s.FirstReplyAfter(time.Time{}).IsZero() }) {
 				t.Fatalf("no traffic through the tunnel before the failover\n%s\n%s", rw.Log(), netState(bed))
 			}
 			// Give the heartbeats a moment to confirm the secondary path: a
@@ -90,7 +79,7 @@ func TestFailoverKeepsTheSA(t *testing.T) {
 				t.Fatal(err)
 			}
 			killed := time.Now()
-			if !waitFor(10*time.Second, func() bool { return !s.FirstReplyAfter(killed).IsZero() }) {
+			if !rig.WaitFor(10*time.Second, func() bool { return !s.FirstReplyAfter(killed).IsZero() }) {
 				t.Fatalf("no traffic after the primary path died\nrw:\n%s\n%s", rw.Log(), netState(bed))
 			}
 			resumed := s.FirstReplyAfter(killed).Sub(killed)
@@ -105,7 +94,7 @@ func TestFailoverKeepsTheSA(t *testing.T) {
 				t.Fatal(err)
 			}
 			restored := time.Now()
-			if !waitFor(10*time.Second, func() bool {
+			if !rig.WaitFor(10*time.Second, func() bool {
 				out, _ := bed.RW.Run("ip", "route", "get", netns.Srv4.String())
 				return strings.Contains(out, "src "+netns.RWPrimary4.String())
 			}) {
@@ -113,7 +102,7 @@ func TestFailoverKeepsTheSA(t *testing.T) {
 			}
 			back := time.Since(restored)
 			t0 := time.Now()
-			if !waitFor(5*time.Second, func() bool { return !s.FirstReplyAfter(t0).IsZero() }) {
+			if !rig.WaitFor(5*time.Second, func() bool { return !s.FirstReplyAfter(t0).IsZero() }) {
 				t.Fatalf("no traffic after switching back:\n%s", rw.Log())
 			}
 			s.Close()

@@ -181,7 +181,7 @@ func TestVirtualAddressModeTCPSurvivesFailover(t *testing.T) {
 		}
 		dead := time.Now()
 		before := got.Load()
-		if !waitFor(10*time.Second, func() bool {
+		if !rig.WaitFor(10*time.Second, func() bool {
 			return got.Load() > before+4096 && time.Unix(0, lastByte.Load()).After(dead)
 		}) {
 			t.Fatalf("%s: the TCP connection stalled\nrw:\n%s\ngw:\n%s", d.name, rw.Log(), gw.Log())

@@ -124,7 +124,7 @@ func run(trials int) ([]result, error) {
 		r := result{Death: d.name}
 		for i := range trials {
 			fmt.Fprintf(os.Stderr, "failbench: %s, trial %d/%d\n", d.name, i+1, trials)
-			if !waitFor(10*time.Second, onPrimary) {
+			if !rig.WaitFor(10*time.Second, onPrimary) {
 				return nil, fmt.Errorf("not on the primary before the trial:\n%s", rw.Log())
 			}
 			time.Sleep(300 * time.Millisecond)
@@ -132,7 +132,7 @@ func run(trials int) ([]result, error) {
 				return nil, err
 			}
 			dead := time.Now()
-			if !waitFor(10*time.Second, func() bool { return !stream.FirstReplyAfter(dead).IsZero() }) {
+			if !rig.WaitFor(10*time.Second, func() bool { return !stream.FirstReplyAfter(dead).IsZero() }) {
 				r.Failed++
 				d.restore()
 				continue
@@ -143,12 +143,12 @@ func run(trials int) ([]result, error) {
 				return nil, err
 			}
 			restored := time.Now()
-			if !waitFor(10*time.Second, onPrimary) {
+			if !rig.WaitFor(10*time.Second, onPrimary) {
 				r.Failed++
 				continue
 			}
 			switched := time.Now()
-			if !waitFor(5*time.Second, func() bool { return !stream.FirstReplyAfter(switched).IsZero() }) {
+			if !rig.WaitFor(5*time.Second, func() bool { return !stream.FirstReplyAfter(switched).IsZero() }) {
 				r.Failed++
 				continue
 			}
@@ -160,14 +160,3 @@ func run(trials int) ([]result, error) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func waitFor(d time.Duration, cond func() bool) bool {
-	end := time.Now().Add(d)
-	for time.Now().Before(end) {
-		if cond() {
-			return true
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	return cond()
-}

@@ -118,3 +118,16 @@ func (s *Stream) FirstReplyAfter(t0 time.Time) time.Time {
 	}
 	return time.Time{}
 }
+
+// WaitFor polls cond every few milliseconds until it holds or d passes,
+// and reports whether it held.
+func WaitFor(d time.Duration, cond func() bool) bool {
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		if cond() {
+			return true
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return cond()
+}

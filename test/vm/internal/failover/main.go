@@ -60,12 +60,12 @@ func run(bin, gwCfg, rwCfg string, trials int) error {
 		return err
 	}
 	defer stream.Close()
-	if !waitFor(30*time.Second, func() bool { return !stream.FirstReplyAfter(time.Time{}).IsZero() }) {
+	if !rig.WaitFor(30*time.Second, func() bool { return !stream.FirstReplyAfter(time.Time{}).IsZero() }) {
 		return fmt.Errorf("no traffic through the tunnel:\n%s\n%s", rw.Log(), gw.Log())
 	}
 	// The detector must have confirmed the secondary before it can be a
 	// failover destination.
-	if !waitFor(30*time.Second, func() bool { return strings.Contains(rw.Log(), "path up") || strings.Contains(rw.Log(), "detector") }) {
+	if !rig.WaitFor(30*time.Second, func() bool { return strings.Contains(rw.Log(), "path up") || strings.Contains(rw.Log(), "detector") }) {
 		return fmt.Errorf("mobility did not start:\n%s", rw.Log())
 	}
 	time.Sleep(2 * time.Second)
@@ -97,7 +97,7 @@ func run(bin, gwCfg, rwCfg string, trials int) error {
 	for _, d := range deaths {
 		var over, back []time.Duration
 		for i := range trials {
-			if !waitFor(30*time.Second, onPrimary) {
+			if !rig.WaitFor(30*time.Second, onPrimary) {
 				return fmt.Errorf("%s trial %d: not on the primary before the trial:\n%s", d.name, i+1, rw.Log())
 			}
 			time.Sleep(time.Second)
@@ -105,7 +105,7 @@ func run(bin, gwCfg, rwCfg string, trials int) error {
 				return err
 			}
 			dead := time.Now()
-			if !waitFor(20*time.Second, func() bool { return !stream.FirstReplyAfter(dead).IsZero() }) {
+			if !rig.WaitFor(20*time.Second, func() bool { return !stream.FirstReplyAfter(dead).IsZero() }) {
 				fmt.Printf("RESULT death=%s trial=%d failover=none\n", d.name, i+1)
 				failed++
 				d.restore()
@@ -117,13 +117,13 @@ func run(bin, gwCfg, rwCfg string, trials int) error {
 				return err
 			}
 			restored := time.Now()
-			if !waitFor(30*time.Second, onPrimary) {
+			if !rig.WaitFor(30*time.Second, onPrimary) {
 				fmt.Printf("RESULT death=%s trial=%d failover_ms=%d back=none\n", d.name, i+1, o.Milliseconds())
 				failed++
 				continue
 			}
 			switched := time.Now()
-			if !waitFor(10*time.Second, func() bool { return !stream.FirstReplyAfter(switched).IsZero() }) {
+			if !rig.WaitFor(10*time.Second, func() bool { return !stream.FirstReplyAfter(switched).IsZero() }) {
 				failed++
 				continue
 			}
@@ -157,15 +157,4 @@ func median(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[len(s)/2].Round(time.Millisecond)
-}
-
-func waitFor(d time.Duration, cond func() bool) bool {
-	end := time.Now().Add(d)
-	for time.Now().Before(end) {
-		if cond() {
-			return true
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return cond()
 }
