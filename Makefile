@@ -6,7 +6,7 @@ GO ?= go
 # report its own deadline as a failure (golang/go#75804, fixed in 1.27).
 FUZZTIME ?= 20000x
 
-.PHONY: deps demo test fuzz bench bench-esp bench-failover build vet
+.PHONY: deps demo test fuzz bench bench-esp bench-failover bench-strongswan build vet
 
 deps:
 	@bash scripts/deps.sh
@@ -45,6 +45,11 @@ bench: deps
 # Failover timings: path death to traffic on the secondary, and back.
 bench-failover: deps
 	$(GO) run ./test/failbench -trials 10
+
+# The same failover measurement with strongSwan (DPD + MOBIKE, kernel-libipsec).
+bench-strongswan: deps
+	bash scripts/deps-strongswan.sh
+	$(GO) run ./test/swanbench -trials 10
 
 # Go benchmarks of the ESP core (figures in the issue notes come from here).
 bench-esp: deps
