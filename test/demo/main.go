@@ -8,6 +8,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -151,6 +152,13 @@ func run() error {
 		}
 	}
 	fmt.Println("    The SPIs never changed and no key exchange ran: the same SA pair carried it all.")
+
+	step("roadwarrior status")
+	out, _, err := rig.Run(context.Background(), nil, filepath.Join(dir, "roadwarrior"), "status", "-config", cfg["roadwarrior.yaml"])
+	if err != nil {
+		return err
+	}
+	fmt.Println(indent(strings.TrimRight(out, "\n")))
 
 	step("stopping (SIGTERM): counters and cleanup")
 	for _, p := range []*rig.Proc{rw, gw} {
