@@ -256,7 +256,7 @@ func TestMalformedIsCountedDrop(t *testing.T) {
 	if _, err := out.Seal(make([]byte, HeaderLen+1, 100), 1); !errors.Is(err, DropMalformed) {
 		t.Fatalf("non-IP inner: %v", err)
 	}
-	if _, err := out.Seal(make([]byte, HeaderLen+60, HeaderLen+60), 60); !errors.Is(err, DropMalformed) {
+	if _, err := out.Seal(make([]byte, HeaderLen+60), 60); !errors.Is(err, DropMalformed) {
 		t.Fatalf("no trailer room: %v", err)
 	}
 }

@@ -123,11 +123,3 @@ func (w *replayWindow) commit(seq uint64) bool {
 	w.ring[(seq>>6)&w.mask] |= 1 << (seq & 63)
 	return true
 }
-
-// reset forgets everything (a rekeyed SA starts a fresh window).
-func (w *replayWindow) reset() {
-	w.mu.Lock()
-	clear(w.ring)
-	w.top = 0
-	w.mu.Unlock()
-}
