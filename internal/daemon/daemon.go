@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/roamsec/roamsec/internal/config"
@@ -251,20 +252,53 @@ func runMobility(ctx context.Context, s Setup, dev *tun.Device, st *mobilityStat
 		}
 		return err
 	}
-	set, err := mobility.NewSet(m.Paths, m.Primary, m.Policy, time.Now())
-	if err != nil {
-		return err
+	// One path set per address family: a switch moves only the outer
+	// addresses and routes of its own family, so IPv4 and IPv6 fail over
+	// independently (each keeps its own primary).
+	type family struct {
+		set   *mobility.Set
+		mover *mobility.Mover
+		paths []mobility.Path
 	}
-	mover := &mobility.Mover{SAs: s.Outbound, Routes: dev, Paths: m.Paths, Log: s.Log}
+	var fams []family
+	for _, v4 := range []bool{true, false} {
+		var paths []mobility.Path
+		primary := 0
+		for i, p := range m.Paths {
+			if p.Local.Is4() != v4 {
+				continue
+			}
+			if i == m.Primary {
+				primary = len(paths)
+			}
+			paths = append(paths, p)
+		}
+		if len(paths) == 0 {
+			continue
+		}
+		set, err := mobility.NewSet(paths, primary, m.Policy, time.Now())
+		if err != nil {
+			return err
+		}
+		fams = append(fams, family{set, &mobility.Mover{SAs: s.Outbound, Routes: dev, Paths: paths, Log: s.Log}, paths})
+	}
 	st.mu.Lock()
-	st.set, st.mover = set, mover
+	for _, f := range fams {
+		st.sets, st.movers = append(st.sets, f.set), append(st.movers, f.mover)
+	}
 	st.mu.Unlock()
 	events := make(chan mobility.Event, 64)
-	errc := make(chan error, 2)
+	errc := make(chan error, 2+len(fams))
+	var probeOnce sync.Once
+	var startProbe func(why string)
 	probe := func(why string) {
+		probeOnce.Do(func() { startProbe(why) })
+	}
+	startProbe = func(why string) {
 		kernel := "not used"
 		if why == "no kernel SCTP" {
 			kernel = "no"
+			s.Log.Warn("mobility: NO KERNEL SCTP on this host: path failure detection falls back to ESP-level probes with the same RFC 4960 rules")
 		}
 		st.setDetector("ESP-level probes (RFC 4960 path management on ICMP echo)", kernel)
 		pr := &mobility.Prober{Paths: m.Paths, HB: m.Heartbeat}
@@ -276,16 +310,17 @@ func runMobility(ctx context.Context, s Setup, dev *tun.Device, st *mobilityStat
 	switch m.Detector {
 	case config.DetectorSCTP:
 		st.setDetector("kernel SCTP association (RFC 4960 heartbeats)", "yes")
-		d := &mobility.SCTPDetector{Paths: m.Paths, Port: m.SCTPPort, HB: m.Heartbeat, Log: s.Log}
-		go func() {
-			err := d.Run(ctx, events)
-			if errors.Is(err, mobility.ErrNoKernelSCTP) {
-				s.Log.Warn("mobility: NO KERNEL SCTP on this host: path failure detection falls back to ESP-level probes with the same RFC 4960 rules")
-				probe("no kernel SCTP")
-				return
-			}
-			errc <- err
-		}()
+		for _, f := range fams { // one association per family
+			d := &mobility.SCTPDetector{Paths: f.paths, Port: m.SCTPPort, HB: m.Heartbeat, Log: s.Log}
+			go func() {
+				err := d.Run(ctx, events)
+				if errors.Is(err, mobility.ErrNoKernelSCTP) {
+					probe("no kernel SCTP")
+					return
+				}
+				errc <- err
+			}()
+		}
 		s.Log.Info("mobility", "detector", "kernel SCTP association, RFC 4960 §8 heartbeats", "port", m.SCTPPort,
 			"heartbeat", m.Heartbeat.Interval.String(), "path_max_retrans", m.Heartbeat.PathMaxRetrans, "pf_threshold", m.Heartbeat.PFThreshold)
 	case config.DetectorProbe:
@@ -296,12 +331,12 @@ func runMobility(ctx context.Context, s Setup, dev *tun.Device, st *mobilityStat
 		s.Log.Warn("mobility", "detector", "netlink only", "note", "a path that stays up but drops everything is not detected without heartbeats")
 	}
 	go func() { errc <- mobility.WatchLinks(ctx, m.Paths, up, events) }()
-	s.Log.Info("mobility paths", "primary", m.Paths[m.Primary].String(), "paths", len(m.Paths))
+	s.Log.Info("mobility paths", "primary", m.Paths[m.Primary].String(), "paths", len(m.Paths), "families", len(fams))
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	apply := func(sw mobility.Switch, ok bool) {
+	apply := func(f family, sw mobility.Switch, ok bool) {
 		if ok {
-			if err := mover.Apply(sw); err != nil {
+			if err := f.mover.Apply(sw); err != nil {
 				s.Log.Error("path switch", "err", err)
 			}
 		}
@@ -316,9 +351,15 @@ func runMobility(ctx context.Context, s Setup, dev *tun.Device, st *mobilityStat
 			}
 		case ev := <-events:
 			s.Log.Debug("path event", "local", ev.Local, "peer", ev.Peer, "link", ev.Link, "state", ev.State.String(), "source", ev.Source)
-			apply(set.Update(ev))
+			for _, f := range fams {
+				sw, ok := f.set.Update(ev)
+				apply(f, sw, ok)
+			}
 		case now := <-tick.C:
-			apply(set.Tick(now))
+			for _, f := range fams {
+				sw, ok := f.set.Tick(now)
+				apply(f, sw, ok)
+			}
 		}
 	}
 }

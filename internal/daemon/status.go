@@ -72,8 +72,8 @@ type SwitchInfo struct {
 // mobilityState is shared between runMobility and the status handler.
 type mobilityState struct {
 	mu         sync.Mutex
-	set        *mobility.Set
-	mover      *mobility.Mover
+	sets       []*mobility.Set // one per address family
+	movers     []*mobility.Mover
 	detector   string
 	kernelSCTP string
 }
@@ -88,15 +88,15 @@ func (m *mobilityState) status() *MobilityStatus {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := &MobilityStatus{Detector: m.detector, KernelSCTP: m.kernelSCTP}
-	if m.set != nil {
-		for _, p := range m.set.Status() {
+	for _, set := range m.sets {
+		for _, p := range set.Status() {
 			st.Paths = append(st.Paths, PathStatus{Name: p.Name, Local: p.Local.String(), Peer: p.Peer.String(),
 				State: p.State.String(), Since: p.Since, Primary: p.Primary, InUse: p.InUse, Source: p.Source})
 		}
-		st.Switches = len(m.set.History())
+		st.Switches += len(set.History())
 	}
-	if m.mover != nil {
-		if sw, took, ok := m.mover.Last(); ok {
+	for _, mv := range m.movers {
+		if sw, took, ok := mv.Last(); ok && (st.LastSwitch == nil || sw.Time.After(st.LastSwitch.At)) {
 			st.LastSwitch = &SwitchInfo{From: sw.From.Name, To: sw.To.Name, Reason: sw.Reason, At: sw.Time, TookMs: float64(took.Microseconds()) / 1000}
 		}
 	}

@@ -215,3 +215,69 @@ func spisOf(st daemon.Status) string {
 	}
 	return strings.Join(s, " ")
 }
+
+// Dual stack: IPv4 and IPv6 each have their own path set, so when the
+// primary uplink dies both families move to the secondary, each with its
+// own SA addresses, and neither waits for the other.
+func TestFailoverDualStack(t *testing.T) {
+	bed := netns.New(t)
+	if err := rig.EchoServer(bed); err != nil {
+		t.Fatal(err)
+	}
+	rwText, err := os.ReadFile(rig.ExampleConfig("roadwarrior.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v4paths := "    - { name: secondary, local: 198.51.100.2, peer: 198.51.100.1, link: rsb-sec }\n"
+	if !strings.Contains(string(rwText), v4paths) {
+		t.Fatal("example config changed: no secondary path line")
+	}
+	text := strings.Replace(string(rwText), v4paths, v4paths+
+		"    - { name: primary6, local: \"2001:db8:1::2\", peer: \"2001:db8:1::1\", link: rsb-pri }\n"+
+		"    - { name: secondary6, local: \"2001:db8:2::2\", peer: \"2001:db8:2::1\", link: rsb-sec }\n", 1)
+	rwCfg, err := rig.WriteFile(t.TempDir(), "roadwarrior.yaml", text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rw := up(t, bed, rig.ExampleConfig("gateway.yaml"), rwCfg)
+	s4, err := rig.StartStreamTo(bed, netns.Srv4, 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s4.Close)
+	s6, err := rig.StartStreamTo(bed, netns.Srv6, 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s6.Close)
+	for name, s := range map[string]*rig.Stream{"IPv4": s4, "IPv6": s6} {
+		if !rig.WaitFor(5*time.Second, func() bool { return !s.FirstReplyAfter(time.Time{}).IsZero() }) {
+			t.Fatalf("%s: no traffic before the failover\n%s\n%s", name, rw.Log(), netState(bed))
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	if err := bed.Blackhole(netns.IfPrimary); err != nil {
+		t.Fatal(err)
+	}
+	dead := time.Now()
+	for name, s := range map[string]*rig.Stream{"IPv4": s4, "IPv6": s6} {
+		if !rig.WaitFor(10*time.Second, func() bool { return !s.FirstReplyAfter(dead).IsZero() }) {
+			t.Fatalf("%s: no traffic after the silent death of the primary\n%s\n%s", name, rw.Log(), netState(bed))
+		}
+		t.Logf("%s: traffic on the secondary %v after the death", name, s.FirstReplyAfter(dead).Sub(dead).Round(time.Millisecond))
+	}
+	for _, want := range []string{`to="secondary (198.51.100.2`, `to="secondary6 (2001:db8:2::2`} {
+		if !strings.Contains(rw.Log(), want) {
+			t.Fatalf("no switch %s:\n%s", want, rw.Log())
+		}
+	}
+	st := status(t, "roadwarrior", rwCfg)
+	if len(st.Mobility.Paths) != 4 {
+		t.Fatalf("status shows %d paths, want 4", len(st.Mobility.Paths))
+	}
+	for _, sa := range st.SAs {
+		if sa.SPI == "0xc0de0001" && (!strings.Contains(sa.Outer, "198.51.100.1") || !strings.Contains(sa.Outer, "2001:db8:2::1")) {
+			t.Fatalf("outbound SA not moved in both families: %s", sa.Outer)
+		}
+	}
+}

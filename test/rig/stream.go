@@ -9,12 +9,21 @@ import (
 	"github.com/roamsec/roamsec/test/netns"
 )
 
-// EchoServer answers UDP datagrams on the server's port 7 until the bed
-// is torn down.
+// EchoServer answers UDP datagrams on the server's port 7 (IPv4 and
+// IPv6) until the bed is torn down.
 func EchoServer(bed *netns.Bed) error {
+	for _, a := range []netip.Addr{netns.Srv4, netns.Srv6} {
+		if err := echoOn(bed, a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func echoOn(bed *netns.Bed, a netip.Addr) error {
 	var c *net.UDPConn
 	if err := bed.Srv.Do(func() (err error) {
-		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netns.Srv4, 7)))
+		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 7)))
 		return err
 	}); err != nil {
 		return err
@@ -49,16 +58,25 @@ type Stream struct {
 	once    sync.Once
 }
 
-// StartStream starts sending; Close stops it.
+// StartStream starts sending to the server's IPv4 address; Close stops it.
 func StartStream(bed *netns.Bed, interval time.Duration) (*Stream, error) {
+	return StartStreamTo(bed, netns.Srv4, interval)
+}
+
+// StartStreamTo is StartStream to the server address srv (IPv4 or IPv6).
+func StartStreamTo(bed *netns.Bed, srv netip.Addr, interval time.Duration) (*Stream, error) {
 	s := &Stream{sent: map[uint32]time.Time{}, stop: make(chan struct{})}
+	network := "udp6"
+	if srv.Is4() {
+		network = "udp4"
+	}
 	if err := bed.RW.Do(func() (err error) {
-		s.conn, err = net.ListenUDP("udp4", nil)
+		s.conn, err = net.ListenUDP(network, nil)
 		return err
 	}); err != nil {
 		return nil, err
 	}
-	dst := net.UDPAddrFromAddrPort(netip.AddrPortFrom(netns.Srv4, 7))
+	dst := net.UDPAddrFromAddrPort(netip.AddrPortFrom(srv, 7))
 	s.done.Go(func() {
 		buf := make([]byte, 64)
 		for {
