@@ -6,7 +6,7 @@ GO ?= go
 # report its own deadline as a failure (golang/go#75804, fixed in 1.27).
 FUZZTIME ?= 20000x
 
-.PHONY: deps demo test fuzz bench bench-esp bench-failover bench-strongswan build vet
+.PHONY: deps demo test fuzz bench bench-esp bench-failover bench-strongswan deb build vet
 
 deps:
 	@bash scripts/deps.sh
@@ -50,6 +50,10 @@ bench-failover: deps
 bench-strongswan: deps
 	bash scripts/deps-strongswan.sh
 	$(GO) run ./test/swanbench -trials 10
+
+# Debian packages into dist/, checked with lintian and systemd-analyze.
+deb: deps
+	bash scripts/deb.sh -check
 
 # Go benchmarks of the ESP core (figures in the issue notes come from here).
 bench-esp: deps

@@ -26,7 +26,6 @@ import (
 
 	"github.com/songgao/water"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	wgtun "golang.zx2c4.com/wireguard/tun"
 )
@@ -118,15 +117,15 @@ func Open(cfg Config) (*Device, error) {
 		return nil, fmt.Errorf("tun: unknown backend %q", cfg.Backend)
 	}
 
-	// Pin the thread so the device, its netlink handle and the wireguard
-	// backend's listener sockets all land in the same namespace.
+	// Pin the thread so the device, its netlink handle and sockets and the
+	// wireguard backend's listener sockets all land in the thread's
+	// namespace. They are all created here, on this thread, rather than
+	// with "in namespace X" netlink calls: those call setns(2) even for the
+	// current namespace, which a hardened unit (RestrictNamespaces=yes)
+	// forbids.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	ns, err := netns.Get()
-	if err != nil {
-		return nil, fmt.Errorf("tun: current netns: %w", err)
-	}
-	defer ns.Close()
+	var err error
 
 	d := &Device{backend: cfg.Backend}
 	switch cfg.Backend {
@@ -149,7 +148,7 @@ func Open(cfg Config) (*Device, error) {
 		d.name, d.batch, d.water = ifce.Name(), 1, ifce.ReadWriteCloser
 	}
 	if err == nil {
-		d.nl, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE) // route only: a kernel without xfrm_user or nfnetlink must still work
+		d.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE) // route only: a kernel without xfrm_user or nfnetlink must still work
 	}
 	if err == nil {
 		var l netlink.Link
@@ -169,7 +168,7 @@ func Open(cfg Config) (*Device, error) {
 	if d.wg != nil {
 		go d.events()
 	}
-	if err := d.watchMTU(ns); err != nil {
+	if err := d.watchMTU(); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("tun: open %q: %w", cfg.Name, err)
 	}
@@ -194,10 +193,10 @@ func (d *Device) events() {
 
 // watchMTU follows MTU changes made outside, via a netlink subscription in
 // the device's namespace; it stops when Close closes d.done.
-func (d *Device) watchMTU(ns netns.NsHandle) error {
+func (d *Device) watchMTU() error {
 	d.done = make(chan struct{})
 	updates := make(chan netlink.LinkUpdate, 8)
-	err := netlink.LinkSubscribeWithOptions(updates, d.done, netlink.LinkSubscribeOptions{Namespace: &ns})
+	err := netlink.LinkSubscribeWithOptions(updates, d.done, netlink.LinkSubscribeOptions{})
 	if err != nil {
 		return err
 	}

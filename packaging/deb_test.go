@@ -1,0 +1,306 @@
+package packaging_test
+
+// TestDeb builds both packages with scripts/deb.sh (its -check mode runs
+// lintian and systemd-analyze too) and then checks them again here, from
+// the outside: the files and their modes, the conffiles, the control
+// fields, the units' hardening, lintian's verdict, systemd-analyze
+// verify, the man pages and the packaged binaries themselves.
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"debug/elf"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+const testVersion = "9.8.7-test" // stamped via VERSION; the packages get 9.8.7~test-1
+
+type entry struct {
+	mode string // as dpkg-deb -c prints it, e.g. -rw-------
+	path string
+}
+
+func TestDeb(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipped: building and checking the .debs needs root (dpkg-deb --root-owner-group, lintian installed with apt-get); run as root")
+	}
+	if testing.Short() {
+		t.Skip("skipped in -short mode: builds both packages and runs lintian (about 20 s)")
+	}
+	for _, tool := range []string{"dpkg-deb", "bash"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("skipped: %s not found (not a Debian system)", tool)
+		}
+	}
+	repo, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	cmd := exec.Command("bash", filepath.Join(repo, "scripts/deb.sh"), "-o", out, "-check")
+	cmd.Env = append(os.Environ(), "VERSION="+testVersion, "DEB_REVISION=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("scripts/deb.sh -check: %v\n%s", err, stderr.String())
+	}
+	debs := strings.Fields(stdout.String())
+	if len(debs) != 2 {
+		t.Fatalf("deb.sh printed %q, want two .deb paths", debs)
+	}
+	_, licensed := os.Stat(filepath.Join(repo, "LICENSE"))
+	for i, role := range []string{"gateway", "roadwarrior"} {
+		t.Run(role, func(t *testing.T) {
+			checkDeb(t, debs[i], role, licensed == nil)
+		})
+	}
+}
+
+func checkDeb(t *testing.T, deb, role string, licensed bool) {
+	pkg := "roamsec-" + role
+	wantVersion := "9.8.7~test-1"
+	if base := filepath.Base(deb); base != pkg+"_"+wantVersion+"_amd64.deb" {
+		t.Errorf("package file %s, want %s_%s_amd64.deb", base, pkg, wantVersion)
+	}
+
+	// Control fields.
+	for field, want := range map[string]string{
+		"Package": pkg, "Version": wantVersion, "Architecture": "amd64",
+		"Section": "net", "Priority": "optional", "Source": "roamsec",
+	} {
+		if got := strings.TrimSpace(run(t, "dpkg-deb", "-f", deb, field)); got != want {
+			t.Errorf("control %s = %q, want %q", field, got, want)
+		}
+	}
+
+	// Files and modes: exactly these regular files, owned by root.
+	want := map[string]string{
+		"./usr/sbin/" + pkg:                               "-rwxr-xr-x",
+		"./etc/roamsec/" + role + ".yaml":                 "-rw-------",
+		"./lib/systemd/system/" + pkg + ".service":        "-rw-r--r--",
+		"./usr/share/man/man8/" + pkg + ".8.gz":           "-rw-r--r--",
+		"./usr/share/doc/" + pkg + "/copyright":           "-rw-r--r--",
+		"./usr/share/doc/" + pkg + "/changelog.Debian.gz": "-rw-r--r--",
+		"./usr/share/lintian/overrides/" + pkg:            "-rw-r--r--",
+	}
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(run(t, "dpkg-deb", "-c", deb)), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 6 {
+			t.Fatalf("dpkg-deb -c line %q", line)
+		}
+		mode, owner, path := f[0], f[1], f[5]
+		if owner != "root/root" {
+			t.Errorf("%s owned by %s, want root/root", path, owner)
+		}
+		switch mode[0] {
+		case 'd':
+			if mode != "drwxr-xr-x" {
+				t.Errorf("directory %s has mode %s, want drwxr-xr-x", path, mode)
+			}
+		case '-':
+			got[path] = mode
+		default:
+			t.Errorf("unexpected entry %s", line)
+		}
+	}
+	for path, mode := range want {
+		if got[path] != mode {
+			t.Errorf("%s: mode %q, want %q", path, got[path], mode)
+		}
+	}
+	for path := range got {
+		if _, ok := want[path]; !ok {
+			t.Errorf("unexpected file %s", path)
+		}
+	}
+
+	// Conffiles and maintainer scripts.
+	if c := strings.TrimSpace(run(t, "dpkg-deb", "-I", deb, "conffiles")); c != "/etc/roamsec/"+role+".yaml" {
+		t.Errorf("conffiles = %q, want /etc/roamsec/%s.yaml", c, role)
+	}
+	for _, s := range []string{"postinst", "prerm", "postrm"} {
+		body := run(t, "dpkg-deb", "-I", deb, s)
+		if !strings.HasPrefix(body, "#!/bin/sh") || !strings.Contains(body, "set -e") || strings.Contains(body, "@PKG@") {
+			t.Errorf("%s: not a finished sh script:\n%s", s, body)
+		}
+		if strings.Contains(body, "enable --now") || strings.Contains(body, "invoke start") {
+			t.Errorf("%s starts the service, but the shipped config has public keys", s)
+		}
+	}
+
+	// lintian: no errors (the script already required that; from here too).
+	if _, err := exec.LookPath("lintian"); err != nil {
+		t.Fatal("lintian missing after deb.sh -check")
+	}
+	lint, _ := exec.Command("lintian", deb).CombinedOutput()
+	for _, line := range strings.Split(string(lint), "\n") {
+		if strings.HasPrefix(line, "E:") {
+			t.Errorf("lintian error: %s", line)
+		}
+		if strings.HasPrefix(line, "W:") {
+			t.Logf("lintian warning: %s", line)
+		}
+	}
+
+	// Extract and look inside.
+	root := t.TempDir()
+	run(t, "dpkg-deb", "-x", deb, root)
+	bin := filepath.Join(root, "usr/sbin", pkg)
+
+	// Static: no program interpreter, no shared libraries.
+	ef, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	libs, _ := ef.ImportedLibraries()
+	if ef.Section(".interp") != nil || len(libs) > 0 {
+		t.Errorf("%s is dynamically linked (libs %v)", bin, libs)
+	}
+	if ef.Section(".symtab") != nil {
+		t.Errorf("%s is not stripped", bin)
+	}
+	ef.Close()
+
+	if v := strings.TrimSpace(run(t, bin, "-version")); v != "roamsec "+role+" "+testVersion {
+		t.Errorf("%s -version = %q, want %q", pkg, v, "roamsec "+role+" "+testVersion)
+	}
+	if out := run(t, bin, "-check", "-config", filepath.Join(root, "etc/roamsec", role+".yaml")); !strings.Contains(out, "configuration OK") {
+		t.Errorf("-check of the shipped configuration: %s", out)
+	}
+	if example, err := os.ReadFile(filepath.Join("examples", role+".yaml")); err != nil {
+		t.Error(err)
+	} else if shipped, _ := os.ReadFile(filepath.Join(root, "etc/roamsec", role+".yaml")); !bytes.Equal(example, shipped) {
+		t.Errorf("/etc/roamsec/%s.yaml differs from packaging/examples/%s.yaml", role, role)
+	}
+
+	// The unit: hardening directives present, and systemd-analyze verify
+	// clean against the extracted package (the host's units beside it).
+	unitPath := filepath.Join(root, "lib/systemd/system", pkg+".service")
+	unit := readUnit(t, unitPath)
+	for key, want := range map[string]string{
+		"ExecStart":               "/usr/sbin/" + pkg + " -config /etc/roamsec/" + role + ".yaml",
+		"Restart":                 "on-failure",
+		"CapabilityBoundingSet":   "CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE",
+		"AmbientCapabilities":     "CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE",
+		"NoNewPrivileges":         "yes",
+		"ProtectSystem":           "strict",
+		"ProtectHome":             "yes",
+		"PrivateTmp":              "yes",
+		"RuntimeDirectory":        "roamsec",
+		"DeviceAllow":             "/dev/net/tun rw",
+		"DevicePolicy":            "closed",
+		"ProtectKernelModules":    "yes",
+		"ProtectKernelTunables":   "yes",
+		"ProtectControlGroups":    "yes",
+		"RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+		"ReadWritePaths":          "/run/roamsec",
+		"WantedBy":                "multi-user.target",
+	} {
+		if got := unit[key]; got != want {
+			t.Errorf("%s.service: %s=%q, want %q", pkg, key, got, want)
+		}
+	}
+	if _, ok := unit["PrivateDevices"]; ok {
+		t.Errorf("%s.service: PrivateDevices= would hide /dev/net/tun", pkg)
+	}
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		t.Fatal("systemd-analyze missing")
+	}
+	run(t, "cp", "-an", "/lib/systemd/system/.", filepath.Join(root, "lib/systemd/system")+"/")
+	va, err := exec.Command("systemd-analyze", "verify", "--man=no", "--generators=no", "--root="+root, unitPath).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(va)) > 0 {
+		t.Errorf("systemd-analyze verify %s.service: %v\n%s", pkg, err, va)
+	}
+
+	// Man page: the sections the brief asks for, and the exit codes.
+	man := gunzip(t, filepath.Join(root, "usr/share/man/man8", pkg+".8.gz"))
+	for _, s := range []string{".TH " + strings.ToUpper(pkg) + " 8", ".SH SYNOPSIS", ".SH OPTIONS", ".SH FILES", ".SH EXIT STATUS", ".SH EXAMPLES",
+		"\\-config", "\\-check", "\\-version", "status", "/etc/roamsec/" + role + ".yaml", "roamsec " + testVersion} {
+		if !strings.Contains(man, s) {
+			t.Errorf("man page lacks %q", s)
+		}
+	}
+	if !regexp.MustCompile(`(?s)\.B 0\n.*\.B 2\n.*\.B 3\n.*\.B 4\n`).MatchString(man) {
+		t.Error("man page: EXIT STATUS does not list 0, 2, 3, 4")
+	}
+
+	// copyright: machine-readable; proprietary unless a LICENSE appears.
+	cr, err := os.ReadFile(filepath.Join(root, "usr/share/doc", pkg, "copyright"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(cr), "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n") {
+		t.Error("copyright is not in the machine-readable format")
+	}
+	if unlicensed := strings.Contains(string(cr), "UNLICENSED — proprietary, all rights reserved"); unlicensed == licensed {
+		t.Errorf("copyright says UNLICENSED=%v but the repository has a LICENSE=%v: update packaging/debian/copyright", unlicensed, licensed)
+	}
+
+	// changelog.Debian.gz names this version.
+	cl := gunzip(t, filepath.Join(root, "usr/share/doc", pkg, "changelog.Debian.gz"))
+	if first, _, _ := strings.Cut(cl, "\n"); first != "roamsec ("+wantVersion+") unstable; urgency=medium" {
+		t.Errorf("changelog.Debian.gz starts %q", first)
+	}
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("%s %s: %v\n%s%s", name, strings.Join(args, " "), err, out, stderr)
+	}
+	return string(out)
+}
+
+func gunzip(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	z, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// readUnit returns a unit file's settings, the last value of each key
+// (enough for keys set once).
+func readUnit(t *testing.T, path string) map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' || line[0] == ';' || line[0] == '[' {
+			continue
+		}
+		if k, v, ok := strings.Cut(line, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}

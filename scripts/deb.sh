@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# Deb packages of the two daemons: roamsec-gateway and roamsec-roadwarrior
+# (amd64, static binaries), built with dpkg-deb from the files in
+# packaging/ (systemd units, man pages, copyright, maintainer scripts) and
+# the example configurations in packaging/examples/.
+#
+#   bash scripts/deb.sh [-o DIR] [-check]
+#
+#   -o DIR   where the .debs go (default dist/)
+#   -check   then check them: lintian (installed with apt-get if missing)
+#            must report no errors, systemd-analyze verify must pass on
+#            both units in the extracted package, the packaged binaries
+#            must run -version and -check their shipped configuration.
+#
+# Environment: VERSION overrides the version stamped into the binaries
+# (default: the git tag vX.Y.Z at HEAD, else internal/version's Version
+# plus +git<date>.<commit>); DEB_REVISION (default 1); MAINTAINER;
+# SOURCE_DATE_EPOCH (default: the last commit's time).
+#
+# Prints the paths of the built packages, one a line, on stdout; progress
+# goes to stderr.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=/usr/local/go/bin:$PATH:/usr/sbin:/sbin
+
+out=dist
+check=0
+while [ $# -gt 0 ]; do
+	case "$1" in
+	-o) out="$2"; shift 2 ;;
+	-check|--check) check=1; shift ;;
+	-h|-help|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+	*) echo "deb.sh: unknown argument $1 (see -help)" >&2; exit 2 ;;
+	esac
+done
+
+log() { echo "deb.sh: $*" >&2; }
+
+for tool in go dpkg-deb gzip; do
+	command -v "$tool" >/dev/null || { log "needs $tool"; exit 1; }
+done
+
+arch=amd64
+module=github.com/roamsec/roamsec
+maintainer=${MAINTAINER:-"roamsec maintainers <roamsec@roamsec.invalid>"}
+revision=${DEB_REVISION:-1}
+
+# Version: the binaries get e.g. 0.1.0-dev+git20260101.aa25964, the
+# packages the Debian form 0.1.0~dev+git20260101.aa25964-1 (~ sorts a
+# pre-release before the release).
+in_git=0
+git rev-parse --git-dir >/dev/null 2>&1 && in_git=1
+if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+	if [ $in_git = 1 ]; then SOURCE_DATE_EPOCH=$(git log -1 --format=%ct); else SOURCE_DATE_EPOCH=$(date +%s); fi
+fi
+export SOURCE_DATE_EPOCH
+commit=unknown
+[ $in_git = 1 ] && commit=$(git rev-parse --short=7 HEAD)
+if [ -z "${VERSION:-}" ]; then
+	tag=""
+	[ $in_git = 1 ] && tag=$(git describe --tags --exact-match --match 'v[0-9]*' 2>/dev/null || true)
+	if [ -n "$tag" ]; then
+		VERSION=${tag#v}
+	else
+		VERSION=$(sed -n 's/^var Version = "\(.*\)"$/\1/p' internal/version/version.go)
+		[ -n "$VERSION" ] || { log "no Version in internal/version/version.go"; exit 1; }
+		if [ $in_git = 1 ]; then
+			VERSION="$VERSION+git$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d).$commit"
+		fi
+	fi
+fi
+case "$VERSION" in
+[0-9]*) ;;
+*) log "version $VERSION must start with a digit"; exit 2 ;;
+esac
+debversion="$(printf %s "$VERSION" | tr -- - '~' | tr -c -d 'A-Za-z0-9.+~')-$revision"
+log "version $VERSION, package version $debversion"
+
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+work=$(mktemp -d /tmp/roamsec-deb.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+log "building static binaries"
+CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -buildvcs=false \
+	-ldflags "-s -w -buildid= -X $module/internal/version.Version=$VERSION" \
+	-o "$work/bin/" ./cmd/gateway ./cmd/roadwarrior
+
+changelog_date=$(LC_ALL=C date -u -R -d "@$SOURCE_DATE_EPOCH")
+mandate=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%d)
+years=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y)
+if [ $in_git = 1 ]; then
+	first=$(git log --max-parents=0 --format=%cd --date=format:%Y | tail -n 1)
+	[ -n "$first" ] && [ "$first" != "$years" ] && years="$first-$years"
+fi
+
+# install MODE SRC DST: a file with its parent directories at 0755.
+put() {
+	install -d -m 0755 "$(dirname "$2")"
+	install -m "$1" "$3" "$2"
+}
+
+build_pkg() { # build_pkg ROLE
+	local role=$1 pkg=roamsec-$1 root summary long
+	root="$work/$pkg"
+	case $role in
+	gateway)
+		summary="userspace IPsec VPN gateway with RFC 3554 address sets"
+		long=" roamsec carries TUN traffic in ESP tunnel mode (RFC 4303) over raw IP or
+ UDP 4500 (RFC 3948). Its SAs hold sets of addresses and whole prefixes
+ (RFC 3554), so a road warrior uses one SA on all of its uplinks and moves
+ between them without renegotiating.
+ .
+ This package contains the gateway daemon, its systemd unit (not enabled
+ on installation) and an example configuration with static keys." ;;
+	roadwarrior)
+		summary="userspace IPsec VPN client that keeps its SA across uplinks"
+		long=" roamsec carries TUN traffic in ESP tunnel mode (RFC 4303) over raw IP or
+ UDP 4500 (RFC 3948). Its SAs hold sets of addresses and whole prefixes
+ (RFC 3554), so a laptop with Wi-Fi and LTE uses one SA on both uplinks;
+ SCTP path heartbeats (or ESP-level probes) switch it from one to the
+ other without renegotiating.
+ .
+ This package contains the road-warrior daemon, its systemd unit (not
+ enabled on installation) and an example configuration with static keys." ;;
+	esac
+
+	put 0755 "$root/usr/sbin/$pkg" "$work/bin/$role"
+	put 0600 "$root/etc/roamsec/$role.yaml" "packaging/examples/$role.yaml"
+	put 0644 "$root/lib/systemd/system/$pkg.service" "packaging/systemd/$pkg.service"
+	install -d -m 0755 "$root/usr/share/man/man8" "$root/usr/share/doc/$pkg"
+	sed "1s/^\.TH \([^ ]*\) 8 \"\" \"roamsec\"/.TH \1 8 \"$mandate\" \"roamsec $VERSION\"/" \
+		"packaging/man/$pkg.8" | gzip -9n >"$root/usr/share/man/man8/$pkg.8.gz"
+	sed "s/@YEARS@/$years/" packaging/debian/copyright >"$root/usr/share/doc/$pkg/copyright"
+	install -d -m 0755 "$root/usr/share/lintian/overrides"
+	sed "s/@PKG@/$pkg/g; s/@ROLE@/$role/g" packaging/debian/lintian-overrides >"$root/usr/share/lintian/overrides/$pkg"
+	chmod 0644 "$root/usr/share/doc/$pkg/copyright" "$root/usr/share/lintian/overrides/$pkg"
+	{
+		printf 'roamsec (%s) unstable; urgency=medium\n\n' "$debversion"
+		printf '  * Build of roamsec %s (commit %s).\n\n' "$VERSION" "$commit"
+		printf ' -- %s  %s\n' "$maintainer" "$changelog_date"
+	} | gzip -9n >"$root/usr/share/doc/$pkg/changelog.Debian.gz"
+	chmod 0644 "$root/usr/share/doc/$pkg/changelog.Debian.gz" "$root/usr/share/man/man8/$pkg.8.gz"
+
+	install -d -m 0755 "$root/DEBIAN"
+	for s in postinst prerm postrm; do
+		sed "s/@PKG@/$pkg/g; s/@ROLE@/$role/g" "packaging/debian/$s" >"$root/DEBIAN/$s"
+		chmod 0755 "$root/DEBIAN/$s"
+	done
+	printf '/etc/roamsec/%s.yaml\n' "$role" >"$root/DEBIAN/conffiles"
+	(cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z | xargs -0 md5sum) >"$root/DEBIAN/md5sums"
+	cat >"$root/DEBIAN/control" <<EOF
+Package: $pkg
+Source: roamsec
+Version: $debversion
+Architecture: $arch
+Maintainer: $maintainer
+Installed-Size: $(du -sk --exclude=DEBIAN "$root" | cut -f1)
+Section: net
+Priority: optional
+Homepage: https://github.com/roamsec/roamsec
+Description: $summary
+$long
+EOF
+	chmod 0644 "$root/DEBIAN/conffiles" "$root/DEBIAN/md5sums" "$root/DEBIAN/control"
+	# Same timestamps everywhere, for reproducible packages.
+	find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+
+	local deb="$out/${pkg}_${debversion}_${arch}.deb"
+	dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
+	log "built $deb"
+	echo "$deb"
+}
+
+debs=()
+for role in gateway roadwarrior; do
+	debs+=("$(build_pkg $role)")
+done
+printf '%s\n' "${debs[@]}"
+
+[ $check = 1 ] || exit 0
+
+# --- checks -----------------------------------------------------------
+if ! command -v lintian >/dev/null; then
+	log "apt-get install lintian"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends lintian >/dev/null
+fi
+command -v systemd-analyze >/dev/null || { log "needs systemd-analyze (apt-get install systemd)"; exit 1; }
+
+fail=0
+for deb in "${debs[@]}"; do
+	pkg=$(dpkg-deb -f "$deb" Package)
+	role=${pkg#roamsec-}
+	log "== $pkg: contents"
+	dpkg-deb -c "$deb" >&2
+	log "== $pkg: conffiles"
+	dpkg-deb -I "$deb" conffiles >&2
+
+	log "== $pkg: lintian"
+	# --fail-on error: warnings are shown, only errors fail.
+	# (--show-overrides would make overridden errors fail: listed apart.)
+	if ! lintian --fail-on error --info "$deb" >&2; then
+		log "lintian: errors in $deb"; fail=1
+	fi
+	lintian --show-overrides "$deb" 2>/dev/null | grep '^O:' >&2 || true
+
+	x="$work/x-$pkg"
+	dpkg-deb -x "$deb" "$x"
+	log "== $pkg: systemd-analyze verify"
+	# In the extracted package, so ExecStart= finds the packaged binary;
+	# the host's units are copied beside it for the dependencies
+	# (sysinit.target, network-online.target, ...). Any message fails.
+	cp -an /lib/systemd/system/. "$x/lib/systemd/system/"
+	if ! msg=$(systemd-analyze verify --man=no --generators=no --root="$x" "$x/lib/systemd/system/$pkg.service" 2>&1) || [ -n "$msg" ]; then
+		printf '%s\n' "$msg" >&2
+		log "systemd-analyze verify failed for $pkg.service"; fail=1
+	else
+		log "systemd-analyze verify: OK"
+	fi
+	log "== $pkg: the packaged binary"
+	"$x/usr/sbin/$pkg" -version >&2 || { log "$pkg -version failed"; fail=1; }
+	"$x/usr/sbin/$pkg" -check -config "$x/etc/roamsec/$role.yaml" >&2 || { log "$pkg -check of the shipped config failed"; fail=1; }
+done
+if [ $fail != 0 ]; then
+	log "checks FAILED"
+	exit 1
+fi
+log "checks passed"
