@@ -182,8 +182,8 @@ func (sa *SA) open(src netip.Addr, pkt []byte) ([]byte, byte, error) {
 	if !sa.PeerAddrs.IsEmpty() && !sa.PeerAddrs.Contains(src) {
 		return nil, 0, sa.Counters.Drop(DropNotInPool)
 	}
-	seq, ok := sa.replay.infer(binary.BigEndian.Uint32(pkt[4:8]))
-	if !ok || !sa.replay.check(seq) {
+	seq, ok := sa.replay.precheck(binary.BigEndian.Uint32(pkt[4:8]))
+	if !ok {
 		return nil, 0, sa.Counters.Drop(DropReplay)
 	}
 

@@ -49,17 +49,32 @@ func newReplayWindow(size int, esn bool) (*replayWindow, error) {
 	}, nil
 }
 
+// precheck infers the full sequence number of a received packet and
+// reports whether it may be new, under one lock: the per-packet pre-check
+// before the ICV (the window only moves in commit, after it).
+func (w *replayWindow) precheck(seql uint32) (uint64, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	seq, ok := w.inferLocked(seql)
+	return seq, ok && w.checkLocked(seq)
+}
+
 // infer returns the full sequence number for a received low 32 bits.
-// Without ESN it is the low bits themselves. With ESN it follows RFC 4303
-// Appendix A2.2 (cases A and B); a wrong guess fails the ICV because the
-// high bits are part of the AAD, so guessing cannot be abused.
 func (w *replayWindow) infer(seql uint32) (uint64, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.inferLocked(seql)
+}
+
+// inferLocked: without ESN the full number is the low bits themselves.
+// With ESN it follows RFC 4303 Appendix A2.2 (cases A and B); a wrong
+// guess fails the ICV because the high bits are part of the AAD, so
+// guessing cannot be abused.
+func (w *replayWindow) inferLocked(seql uint32) (uint64, bool) {
 	if !w.esn {
 		return uint64(seql), true
 	}
-	w.mu.Lock()
 	top := w.top
-	w.mu.Unlock()
 	tl, th := uint32(top), uint32(top>>32)
 	ws := uint32(w.size)
 	bl := tl - ws + 1 // modulo 2^32

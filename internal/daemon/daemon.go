@@ -112,11 +112,13 @@ func Run(ctx context.Context, s Setup) (err error) {
 
 	cfg := datapath.Config{TUN: dev, SPD: s.SPD, SAD: s.SAD, Log: log}
 	needESP, needUDP := false, false
-	for _, sa := range append(s.Outbound, s.SAD.All()...) {
-		if sa.UDPEncap {
-			needUDP = true
-		} else {
-			needESP = true
+	for _, sas := range [][]*tunnel.SA{s.Outbound, s.SAD.All()} {
+		for _, sa := range sas {
+			if sa.UDPEncap {
+				needUDP = true
+			} else {
+				needESP = true
+			}
 		}
 	}
 	var conns []interface {
@@ -289,22 +291,22 @@ func runMobility(ctx context.Context, s Setup, dev *tun.Device, st *mobilityStat
 	st.mu.Unlock()
 	events := make(chan mobility.Event, 64)
 	errc := make(chan error, 2+len(fams))
+	// The prober starts at most once: when configured, or when any
+	// family's SCTP detector finds no kernel SCTP.
 	var probeOnce sync.Once
-	var startProbe func(why string)
 	probe := func(why string) {
-		probeOnce.Do(func() { startProbe(why) })
-	}
-	startProbe = func(why string) {
-		kernel := "not used"
-		if why == "no kernel SCTP" {
-			kernel = "no"
-			s.Log.Warn("mobility: NO KERNEL SCTP on this host: path failure detection falls back to ESP-level probes with the same RFC 4960 rules")
-		}
-		st.setDetector("ESP-level probes (RFC 4960 path management on ICMP echo)", kernel)
-		pr := &mobility.Prober{Paths: m.Paths, HB: m.Heartbeat}
-		go func() { errc <- pr.Run(ctx, events) }()
-		s.Log.Info("mobility", "detector", "ESP-level probes: RFC 4960 §8 path management on ICMP echo through the host-to-host SA", "why", why,
-			"heartbeat", m.Heartbeat.Interval.String(), "path_max_retrans", m.Heartbeat.PathMaxRetrans, "pf_threshold", m.Heartbeat.PFThreshold)
+		probeOnce.Do(func() {
+			kernel := "not used"
+			if why == "no kernel SCTP" {
+				kernel = "no"
+				s.Log.Warn("mobility: NO KERNEL SCTP on this host: path failure detection falls back to ESP-level probes with the same RFC 4960 rules")
+			}
+			st.setDetector("ESP-level probes (RFC 4960 path management on ICMP echo)", kernel)
+			pr := &mobility.Prober{Paths: m.Paths, HB: m.Heartbeat}
+			go func() { errc <- pr.Run(ctx, events) }()
+			s.Log.Info("mobility", "detector", "ESP-level probes: RFC 4960 §8 path management on ICMP echo through the host-to-host SA", "why", why,
+				"heartbeat", m.Heartbeat.Interval.String(), "path_max_retrans", m.Heartbeat.PathMaxRetrans, "pf_threshold", m.Heartbeat.PFThreshold)
+		})
 	}
 	up := mobility.Unconfirmed // heartbeats confirm a path that comes up
 	switch m.Detector {
