@@ -114,26 +114,20 @@ func run() error {
 	}
 	defer stream.Close()
 	time.Sleep(700 * time.Millisecond) // heartbeats confirm both paths
-	for _, death := range []struct {
-		what          string
-		kill, restore func() error
-	}{
-		{"primary link set down", func() error { return bed.RW.LinkDown(netns.IfPrimary) }, func() error { return bed.RW.LinkUp(netns.IfPrimary) }},
-		{"primary path silently drops everything (link stays up, nftables drop)", func() error { return bed.Blackhole(netns.IfPrimary) }, func() error { return bed.Unblackhole(netns.IfPrimary) }},
-	} {
-		if err := death.kill(); err != nil {
+	for _, death := range rig.Deaths(bed) {
+		if err := death.Kill(); err != nil {
 			return err
 		}
 		dead := time.Now()
 		if !rig.WaitFor(10*time.Second, func() bool { return !stream.FirstReplyAfter(dead).IsZero() }) {
-			return fmt.Errorf("%s: traffic did not resume", death.what)
+			return fmt.Errorf("%s: traffic did not resume", death.Name)
 		}
-		fmt.Printf("    %s: traffic back, over the secondary uplink, %v later\n", death.what, stream.FirstReplyAfter(dead).Sub(dead).Round(time.Millisecond))
+		fmt.Printf("    %s: traffic back, over the secondary uplink, %v later\n", death.Name, stream.FirstReplyAfter(dead).Sub(dead).Round(time.Millisecond))
 		out, _ := bed.RW.Run("ip", "route", "get", netns.Srv4.String())
 		if m := srcRe.FindStringSubmatch(out); m != nil {
 			fmt.Printf("    new flows into the tunnel now start from %s (RFC 3554 mode: the route's source moved)\n", m[1])
 		}
-		if err := death.restore(); err != nil {
+		if err := death.Restore(); err != nil {
 			return err
 		}
 		back := time.Now()

@@ -11,6 +11,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -108,51 +109,20 @@ func run(trials int) ([]result, error) {
 	defer stream.Close()
 	time.Sleep(time.Second)
 
-	onPrimary := func() bool {
-		out, _ := bed.RW.Run("ip", "route", "get", netns.Srv4.String())
-		return strings.Contains(out, "src "+netns.RWPrimary4.String())
-	}
-	deaths := []struct {
-		name          string
-		kill, restore func() error
-	}{
-		{"link down", func() error { return bed.RW.LinkDown(netns.IfPrimary) }, func() error { return bed.RW.LinkUp(netns.IfPrimary) }},
-		{"silent drop (link up, nftables drop)", func() error { return bed.Blackhole(netns.IfPrimary) }, func() error { return bed.Unblackhole(netns.IfPrimary) }},
-	}
 	var out []result
-	for _, d := range deaths {
-		r := result{Death: d.name}
+	for _, d := range rig.Deaths(bed) {
+		r := result{Death: d.Name}
 		for i := range trials {
-			fmt.Fprintf(os.Stderr, "failbench: %s, trial %d/%d\n", d.name, i+1, trials)
-			if !rig.WaitFor(10*time.Second, onPrimary) {
-				return nil, fmt.Errorf("not on the primary before the trial:\n%s", rw.Log())
-			}
-			time.Sleep(300 * time.Millisecond)
-			if err := d.kill(); err != nil {
-				return nil, err
-			}
-			dead := time.Now()
-			if !rig.WaitFor(10*time.Second, func() bool { return !stream.FirstReplyAfter(dead).IsZero() }) {
-				r.Failed++
-				d.restore()
-				continue
-			}
-			r.Over = append(r.Over, ms(stream.FirstReplyAfter(dead).Sub(dead)))
-			time.Sleep(300 * time.Millisecond)
-			if err := d.restore(); err != nil {
-				return nil, err
-			}
-			restored := time.Now()
-			if !rig.WaitFor(10*time.Second, onPrimary) {
+			fmt.Fprintf(os.Stderr, "failbench: %s, trial %d/%d\n", d.Name, i+1, trials)
+			over, back, err := rig.Trial(bed, stream, d, 300*time.Millisecond, 10*time.Second)
+			switch {
+			case errors.Is(err, rig.ErrTrial):
 				r.Failed++
 				continue
+			case err != nil:
+				return nil, fmt.Errorf("%w\n%s", err, rw.Log())
 			}
-			switched := time.Now()
-			if !rig.WaitFor(5*time.Second, func() bool { return !stream.FirstReplyAfter(switched).IsZero() }) {
-				r.Failed++
-				continue
-			}
-			r.Back = append(r.Back, ms(stream.FirstReplyAfter(switched).Sub(restored)))
+			r.Over, r.Back = append(r.Over, ms(over)), append(r.Back, ms(back))
 		}
 		out = append(out, r)
 	}

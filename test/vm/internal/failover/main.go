@@ -9,6 +9,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -71,10 +72,6 @@ func run(bin, gwCfg, rwCfg string, trials int) error {
 	time.Sleep(2 * time.Second)
 	spis := slices.Compact(slices.Sorted(slices.Values(spiRe.FindAllString(rw.Log(), -1))))
 
-	onPrimary := func() bool {
-		out, _ := bed.RW.Run("ip", "route", "get", netns.Srv4.String())
-		return strings.Contains(out, "src "+netns.RWPrimary4.String())
-	}
 	netem := func(verb string) func() error {
 		return func() error {
 			for _, ns := range []*netns.NS{bed.RW, bed.GW} {
@@ -85,53 +82,26 @@ func run(bin, gwCfg, rwCfg string, trials int) error {
 			return nil
 		}
 	}
-	deaths := []struct {
-		name          string
-		kill, restore func() error
-	}{
-		{"link-down", func() error { return bed.RW.LinkDown(netns.IfPrimary) }, func() error { return bed.RW.LinkUp(netns.IfPrimary) }},
-		{"silent-drop", netem("add"), netem("del")},
-	}
+	// No nftables in the VM: the silent drop is netem's, just as silent.
+	deaths := []rig.Death{rig.Deaths(bed)[0], {Name: "silent-drop (netem)", Kill: netem("add"), Restore: netem("del")}}
 	failed := 0
 	var summary []string
 	for _, d := range deaths {
-		var over, back []time.Duration
+		var overs, backs []time.Duration
 		for i := range trials {
-			if !rig.WaitFor(30*time.Second, onPrimary) {
-				return fmt.Errorf("%s trial %d: not on the primary before the trial:\n%s", d.name, i+1, rw.Log())
-			}
-			time.Sleep(time.Second)
-			if err := d.kill(); err != nil {
-				return err
-			}
-			dead := time.Now()
-			if !rig.WaitFor(20*time.Second, func() bool { return !stream.FirstReplyAfter(dead).IsZero() }) {
-				fmt.Printf("RESULT death=%s trial=%d failover=none\n", d.name, i+1)
-				failed++
-				d.restore()
-				continue
-			}
-			o := stream.FirstReplyAfter(dead).Sub(dead)
-			time.Sleep(time.Second)
-			if err := d.restore(); err != nil {
-				return err
-			}
-			restored := time.Now()
-			if !rig.WaitFor(30*time.Second, onPrimary) {
-				fmt.Printf("RESULT death=%s trial=%d failover_ms=%d back=none\n", d.name, i+1, o.Milliseconds())
+			over, back, err := rig.Trial(bed, stream, d, time.Second, 30*time.Second)
+			if errors.Is(err, rig.ErrTrial) {
+				fmt.Printf("RESULT death=%q trial=%d failed: %v\n", d.Name, i+1, err)
 				failed++
 				continue
 			}
-			switched := time.Now()
-			if !rig.WaitFor(10*time.Second, func() bool { return !stream.FirstReplyAfter(switched).IsZero() }) {
-				failed++
-				continue
+			if err != nil {
+				return fmt.Errorf("%s trial %d: %w\n%s", d.Name, i+1, err, rw.Log())
 			}
-			b := stream.FirstReplyAfter(switched).Sub(restored)
-			over, back = append(over, o), append(back, b)
-			fmt.Printf("RESULT death=%s trial=%d failover_ms=%d back_ms=%d\n", d.name, i+1, o.Milliseconds(), b.Milliseconds())
+			overs, backs = append(overs, over), append(backs, back)
+			fmt.Printf("RESULT death=%q trial=%d failover_ms=%d back_ms=%d\n", d.Name, i+1, over.Milliseconds(), back.Milliseconds())
 		}
-		summary = append(summary, fmt.Sprintf("%s: failover median %v, back median %v (%d trials)", d.name, median(over), median(back), len(over)))
+		summary = append(summary, fmt.Sprintf("%s: failover median %v, back median %v (%d trials)", d.Name, median(overs), median(backs), len(overs)))
 	}
 	stream.Close()
 	after := slices.Compact(slices.Sorted(slices.Values(spiRe.FindAllString(rw.Log(), -1))))
