@@ -47,6 +47,9 @@ type batchConn struct {
 	local netip.AddrPort
 	v6    bool
 	udp   bool
+	// ikeOnly: port 500, where every datagram is an IKE message and none
+	// carries the non-ESP marker (RFC 7296 §2.23).
+	ikeOnly bool
 
 	rxMu sync.Mutex
 	rx   mmsgBatch
@@ -249,7 +252,9 @@ func (c *batchConn) deliver(msgs []Datagram, k int) int {
 		}
 		var p []byte
 		isIKE := false
-		if c.udp {
+		if c.ikeOnly {
+			p, isIKE = buf[:n], true
+		} else if c.udp {
 			switch {
 			case n >= 4 && buf[0]|buf[1]|buf[2]|buf[3] == 0:
 				if n == 4 {
@@ -446,7 +451,7 @@ func (c *batchConn) packTx(msgs []Datagram, gso bool) (nh, nd int, err error) {
 		}
 		iov := b.iovs[iv:]
 		k := 0
-		if d.IKE {
+		if d.IKE && !c.ikeOnly {
 			iov[0].Base = &nonESPMarker[0]
 			iov[0].SetLen(len(nonESPMarker))
 			k++

@@ -17,6 +17,10 @@ type ESPConn struct{ batchConn }
 // UDPConn carries ESP in UDP and IKE behind the non-ESP marker (RFC 3948).
 type UDPConn struct{ batchConn }
 
+// IKEConn carries IKE alone, without the non-ESP marker: the socket of UDP
+// port 500 (RFC 7296 §2.23). Every datagram read is delivered with IKE set.
+type IKEConn struct{ batchConn }
+
 var (
 	_ Conn = (*ESPConn)(nil)
 	_ Conn = (*UDPConn)(nil)
@@ -76,6 +80,31 @@ func ListenUDP(local netip.AddrPort) (*UDPConn, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// ListenIKE opens the IKE socket of port 500 (or local's port) bound to
+// local; see IKEConn.
+func ListenIKE(local netip.AddrPort) (*IKEConn, error) {
+	u, err := ListenUDP(local)
+	if err != nil {
+		return nil, err
+	}
+	c := &IKEConn{batchConn: batchConn{}}
+	// Re-initialise around the same socket: batchConn binds closures to
+	// its own address, so it cannot be copied.
+	if err := c.init(u.pc, u.v6, true); err != nil {
+		return nil, err
+	}
+	c.ikeOnly = true
+	return c, nil
+}
+
+// SendIKE sends msg, an IKE message, from local (zero Addr: the kernel's
+// choice) to remote.
+func (c *IKEConn) SendIKE(msg []byte, local netip.Addr, remote netip.AddrPort) error {
+	d := [1]Datagram{{Buf: msg, Local: local, Remote: remote, IKE: true}}
+	_, err := c.WriteBatch(d[:])
+	return err
 }
 
 func listen(network, address string, v6 bool) (net.PacketConn, error) {

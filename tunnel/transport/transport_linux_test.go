@@ -669,3 +669,37 @@ func TestNoDFAndLocalFragmentation(t *testing.T) {
 		})
 	}
 }
+
+// TestIKEPort500NoMarker_RFC7296 checks the port-500 socket: IKE travels
+// there without the non-ESP marker (RFC 7296 §2.23), so every datagram is
+// delivered as IKE, as is, even one whose first four bytes are zero, and a
+// send carries no marker.
+func TestIKEPort500NoMarker_RFC7296(t *testing.T) {
+	bed := newTestbed(t)
+	var a, b *IKEConn
+	inNS(t, bed.nsA, func() (err error) { a, err = ListenIKE(netip.AddrPortFrom(netip.IPv4Unspecified(), 0)); return })
+	t.Cleanup(func() { a.Close() })
+	inNS(t, bed.nsB, func() (err error) { b, err = ListenIKE(netip.AddrPortFrom(netip.IPv4Unspecified(), 500)); return })
+	t.Cleanup(func() { b.Close() })
+	msgs := [][]byte{
+		bytes.Repeat([]byte{0xab}, 28),
+		append([]byte{0, 0, 0, 0}, bytes.Repeat([]byte{0xcd}, 40)...),
+	}
+	for _, m := range msgs {
+		if err := a.SendIKE(m, netip.Addr{}, netip.AddrPortFrom(addrB4[0], 500)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := readN(t, b, len(msgs))
+	for i, m := range msgs {
+		if i >= len(got) || !bytes.Equal(got[i].Buf, m) || !got[i].IKE {
+			t.Fatalf("datagram %d: got %+v, want % x delivered as IKE", i, got, head(m))
+		}
+		if got[i].Remote != netip.AddrPortFrom(addrA4[0], a.LocalAddr().Port()) || got[i].Local != addrB4[0] {
+			t.Errorf("datagram %d: Remote %v Local %v", i, got[i].Remote, got[i].Local)
+		}
+	}
+	if s := b.Stats(); s.IKE != 2 || s.Malformed != 0 {
+		t.Errorf("Stats = %+v, want IKE 2", s)
+	}
+}

@@ -1,0 +1,862 @@
+package ike
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/roamsec/roamsec/ike/message"
+	"github.com/roamsec/roamsec/tunnel"
+)
+
+// Child is a Child SA pair as the data path sees it.
+type Child struct {
+	// Name is stable across rekeys: the data path swaps the SAs of the
+	// policy with this name.
+	Name string
+	// Peer is the peer's identity.
+	Peer     string
+	In, Out  *tunnel.SA
+	Selector tunnel.Selector
+	// VirtualIP: on an initiator the addresses the gateway assigned us
+	// (install them on the TUN device); on a responder the peer's.
+	VirtualIP []netip.Addr
+	DNS       []netip.Addr
+	// HostToHost: outer = inner (RFC 3554 §2 case 1).
+	HostToHost bool
+	Created    time.Time
+	Proposal   string
+
+	ike      *ikeSA
+	localTS  []message.TrafficSelector
+	remoteTS []message.TrafficSelector
+	rekeying bool
+	replaced bool
+	ours     bool   // created by an exchange we initiated
+	nonceMin []byte // the lowest nonce of the exchange that created it (§2.8.1)
+	timer    *time.Timer
+}
+
+// childErr carries the notify a refused Child SA answers with.
+type childErr struct {
+	t   message.NotifyType
+	msg string
+}
+
+func (e *childErr) Error() string { return fmt.Sprintf("%v: %s", e.t, e.msg) }
+
+func childError(err error) message.Payload {
+	var ce *childErr
+	if errors.As(err, &ce) {
+		return notify(ce.t, nil)
+	}
+	return notify(message.NO_PROPOSAL_CHOSEN, nil)
+}
+
+// childOffer is an initiator's Child SA request in flight.
+type childOffer struct {
+	spi        uint32
+	hostToHost bool
+	ni         []byte
+	dh         *dhKey
+	rekeys     *Child
+	// The offered TSi (our side) and TSr.
+	ltsi, ltsr []message.TrafficSelector
+}
+
+func (c *childOffer) tsi() *message.TS { return &message.TS{Selectors: c.ltsi} }
+func (c *childOffer) tsr() *message.TS { return &message.TS{Responder: true, Selectors: c.ltsr} }
+
+// allocSPI picks a free inbound ESP SPI (RFC 4303 §2.1: 1-255 are
+// reserved).
+func (e *Endpoint) allocSPI() uint32 {
+	for {
+		spi := binary.BigEndian.Uint32(randomBytes(4))
+		if spi < 256 || e.spiTaken(spi) {
+			continue
+		}
+		return spi
+	}
+}
+
+func (e *Endpoint) spiTaken(spi uint32) bool {
+	for _, s := range e.sas {
+		for _, c := range s.children {
+			if c.In.SPI == spi {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func hostTS(addrs []netip.Addr) []message.TrafficSelector {
+	var out []message.TrafficSelector
+	for _, a := range addrs {
+		if a.IsValid() && !a.IsUnspecified() {
+			out = append(out, message.TrafficSelector{Start: a, End: a, EndPort: 65535})
+		}
+	}
+	return out
+}
+
+func (s *ikeSA) peerOuterAddrs() []netip.Addr {
+	out := []netip.Addr{s.remote.Addr()}
+	for _, a := range s.peerAddrs {
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func (s *ikeSA) ourOuterAddrs() []netip.Addr {
+	out := []netip.Addr{s.local}
+	for _, a := range s.e.cfg.LocalAddrs {
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// newChildOffer is what an initiator asks for: RFC 3554 mode offers its
+// own addresses and pools (§3: the address set), virtual-address mode the
+// whole range for the gateway to narrow to the assigned address (§2.9).
+func (s *ikeSA) newChildOffer(hostToHost bool) *childOffer {
+	cfg := &s.e.cfg
+	c := &childOffer{spi: s.e.allocSPI(), hostToHost: hostToHost}
+	all := toTS
+	switch {
+	case hostToHost:
+		c.ltsi, c.ltsr = hostTS(s.ourOuterAddrs()), hostTS(s.peerOuterAddrs())
+	case cfg.Mode == ModeVirtual:
+		v6 := slices.ContainsFunc(cfg.RemoteTS, func(p netip.Prefix) bool { return p.Addr().Is6() })
+		ps := []netip.Prefix{allOf(true)}
+		if v6 {
+			ps = append(ps, allOf(false))
+		}
+		c.ltsi, c.ltsr = all(ps, 0, tunnel.AnyPort), all(cfg.RemoteTS, 0, tunnel.AnyPort)
+	default:
+		c.ltsi, c.ltsr = all(cfg.LocalTS, 0, tunnel.AnyPort), all(cfg.RemoteTS, 0, tunnel.AnyPort)
+	}
+	return c
+}
+
+func (s *ikeSA) offerSA(c *childOffer) *message.SA {
+	return espSAPayload(s.e.cfg.ESPProposals, c.spi, c.dh != nil)
+}
+
+// outerRule is where RFC 3554 §2's three cases meet the negotiated Child
+// SA: host-to-host SAs use outer = inner; a road warrior sends from the
+// inner source (RFC 3554 mode) or its current uplink (virtual mode) to the
+// gateway; a gateway sends from its own address to the inner destination
+// (RFC 3554 mode) or to wherever the road warrior last sent authenticated
+// ESP from (virtual mode).
+func (s *ikeSA) outerRule(hostToHost, virtual bool, tracker *tunnel.PeerTracker) tunnel.OuterRule {
+	switch {
+	case hostToHost:
+		return tunnel.HostToHost()
+	case s.initiator && !virtual:
+		return tunnel.RoadWarriorToGateway(onePerFamily(s.peerOuterAddrs())...)
+	case s.initiator:
+		return tunnel.GatewayToGateway(s.local, s.remote.Addr())
+	case !virtual:
+		return tunnel.GatewayToRoadWarrior(onePerFamily(s.ourOuterAddrs())...)
+	}
+	r := tunnel.GatewayToGateway(s.local, s.remote.Addr())
+	r.FollowPeer = tracker
+	return r
+}
+
+func onePerFamily(as []netip.Addr) []netip.Addr {
+	var out []netip.Addr
+	var v4, v6 bool
+	for _, a := range as {
+		if a.Is4() && !v4 || a.Is6() && !v6 {
+			out = append(out, a)
+			v4, v6 = v4 || a.Is4(), v6 || a.Is6()
+		}
+	}
+	return out
+}
+
+// buildChild creates the two tunnel SAs of a negotiated Child SA.
+func (s *ikeSA) buildChild(esp ESPProposal, spiIn, spiOut uint32, i2r, r2i []byte, weInitiated bool,
+	localTS, remoteTS []message.TrafficSelector, hostToHost bool, vip []netip.Addr) (*Child, error) {
+	cfg := &s.e.cfg
+	defer clear(i2r)
+	defer clear(r2i)
+	inKey, outKey := i2r, r2i
+	if weInitiated {
+		inKey, outKey = r2i, i2r
+	}
+	sel, err := selectorOf(localTS, remoteTS)
+	if err != nil {
+		return nil, err
+	}
+	// The peer's outer pool (seed 000): its IKE address and announced
+	// addresses, and on a gateway in RFC 3554 mode every address the
+	// road warrior has authority for, so it may move inside them.
+	var pool []netip.Prefix
+	for _, a := range s.peerOuterAddrs() {
+		pool = append(pool, netip.PrefixFrom(a, a.BitLen()))
+	}
+	virtual := len(vip) > 0
+	if !s.initiator && !virtual {
+		pool = append(pool, s.authority...)
+	}
+	peerSet, err := tunnel.NewAddrSet(pool...)
+	if err != nil {
+		return nil, err
+	}
+	var tracker *tunnel.PeerTracker
+	if !s.initiator && virtual && !hostToHost {
+		tracker = new(tunnel.PeerTracker)
+	}
+	peerPort := uint16(4500)
+	if s.natT {
+		peerPort = s.remote.Port()
+	}
+	base := tunnel.SAConfig{
+		Transform:    esp.transform(),
+		ESN:          esp.esn,
+		ReplayWindow: cfg.ReplayWindow,
+		PeerAddrs:    peerSet,
+		Selector:     sel,
+		UDPEncap:     cfg.UDPEncap || s.natHere || s.natThere,
+		PeerPort:     peerPort,
+		OnLifetime:   cfg.OnLifetime,
+	}
+	in, out := base, base
+	in.Dir, in.SPI, in.Key, in.Peer = tunnel.Inbound, spiIn, inKey, tracker
+	out.Dir, out.SPI, out.Key, out.Outer = tunnel.Outbound, spiOut, outKey, s.outerRule(hostToHost, virtual, tracker)
+	c := &Child{Peer: s.peerID.String(), Selector: sel, VirtualIP: vip, DNS: s.dns, HostToHost: hostToHost,
+		Created: time.Now(), Proposal: esp.String(), ike: s, localTS: localTS, remoteTS: remoteTS, ours: weInitiated}
+	if c.In, err = tunnel.NewSA(in); err != nil {
+		return nil, err
+	}
+	if c.Out, err = tunnel.NewSA(out); err != nil {
+		c.In.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// install hands a new Child SA to the data path and arms its rekey.
+func (s *ikeSA) install(c *Child, rekeyOf *Child) error {
+	cfg := &s.e.cfg
+	switch {
+	case rekeyOf != nil:
+		c.Name = rekeyOf.Name
+	case c.HostToHost:
+		c.Name = fmt.Sprintf("%s/hosts", s.name())
+	default:
+		c.Name = fmt.Sprintf("%s/net", s.name())
+	}
+	if err := cfg.Install(c); err != nil {
+		c.In.Close()
+		c.Out.Close()
+		return err
+	}
+	s.children = append(s.children, c)
+	if d := cfg.ChildLifetime; d > 0 {
+		c.timer = s.afterLocked(jitter(d), func() { s.rekeyChild(c) })
+	}
+	verb := "Child SA installed"
+	if rekeyOf != nil {
+		verb = "Child SA rekeyed"
+	}
+	cfg.Log.Info(verb, "ike", s.name(), "child", c.Name, "spi_in", fmt.Sprintf("%#08x", c.In.SPI), "spi_out", fmt.Sprintf("%#08x", c.Out.SPI),
+		"proposal", c.Proposal, "local_ts", tsString(c.localTS), "remote_ts", tsString(c.remoteTS), "encap", c.Out.UDPEncap, "vip", c.VirtualIP)
+	s.e.progress(Progress{Step: "CHILD_SA", Peer: s.remote, Info: fmt.Sprintf("%s: SPIs in %#08x out %#08x, %s <=> %s",
+		c.Name, c.In.SPI, c.Out.SPI, tsString(c.localTS), tsString(c.remoteTS))})
+	return nil
+}
+
+// removeChild takes a Child SA out of the data path and zeroes its keys.
+func (s *ikeSA) removeChild(c *Child) {
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	s.children = slices.DeleteFunc(s.children, func(x *Child) bool { return x == c })
+	s.e.cfg.Remove(c)
+	c.In.Close()
+	c.Out.Close()
+}
+
+// acceptChild is the responder's Child SA negotiation (IKE_AUTH or
+// CREATE_CHILD_SA): proposal, PFS, traffic selectors narrowed (§2.9) and
+// authorized (RFC 3554 §4), configuration payload. It returns the
+// response payloads that describe the Child SA.
+func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE, rekeyOf *Child, inAuth bool) ([]message.Payload, error) {
+	cfg := &s.e.cfg
+	sa := message.Find[*message.SA](ps)
+	var tsi, tsr *message.TS
+	for _, t := range message.FindAll[*message.TS](ps) {
+		if t.Responder {
+			tsr = t
+		} else {
+			tsi = t
+		}
+	}
+	if sa == nil || tsi == nil || tsr == nil {
+		return nil, &childErr{message.INVALID_SYNTAX, "no SA, TSi or TSr"}
+	}
+	if len(filterNotify(ps, message.USE_TRANSPORT_MODE)) > 0 {
+		return nil, &childErr{message.NO_PROPOSAL_CHOSEN, "transport mode asked for; tunnel mode only"}
+	}
+	var dh dhGroup
+	if ke != nil {
+		dh = dhGroup(ke.Group)
+	}
+	if ke != nil && dh.curve() == nil {
+		return nil, &childErr{message.INVALID_KE_PAYLOAD, fmt.Sprintf("DH group %d not supported", dh)}
+	}
+	esp, chosen, ok := chooseESP(cfg.ESPProposals, sa, dh)
+	if !ok && ke != nil {
+		// PFS with any group we support, whatever our proposals name.
+		esp, chosen, ok = chooseESP(withDH(cfg.ESPProposals, dh), sa, dh)
+	}
+	if !ok {
+		return nil, &childErr{message.NO_PROPOSAL_CHOSEN, "no ESP proposal in common"}
+	}
+	var out []message.Payload
+	var vip []netip.Addr
+	var tsiN, tsrN []message.TrafficSelector
+	cp := message.Find[*message.CP](ps)
+	hostToHost := false
+	switch {
+	case rekeyOf != nil:
+		// A rekey keeps what the old Child SA covered (§2.8); TSi is the
+		// side of whoever started this exchange.
+		vip, hostToHost = rekeyOf.VirtualIP, rekeyOf.HostToHost
+		tsiN = narrow(tsi.Selectors, tsPrefixes(rekeyOf.remoteTS))
+		tsrN = narrow(tsr.Selectors, tsPrefixes(rekeyOf.localTS))
+	case s.initiator:
+		// A road warrior takes no new Child SAs from its gateway.
+		return nil, &childErr{message.NO_ADDITIONAL_SAS, "the road warrior creates its own Child SAs"}
+	case inAuth && cp != nil && cp.CfgType == 1:
+		reply := &message.CP{CfgType: 2}
+		for _, want := range cp.Attrs {
+			var pool netip.Prefix
+			switch want.Type {
+			case message.INTERNAL_IP4_ADDRESS:
+				pool = s.peer.VirtualPool
+			case message.INTERNAL_IP6_ADDRESS:
+				pool = s.peer.VirtualPool6
+			case message.INTERNAL_IP4_DNS, message.INTERNAL_IP6_DNS:
+				for _, d := range s.peer.DNS {
+					if d.Is4() == (want.Type == message.INTERNAL_IP4_DNS) {
+						reply.Attrs = append(reply.Attrs, message.CPAttr{Type: want.Type, Value: d.AsSlice()})
+					}
+				}
+				continue
+			default:
+				continue
+			}
+			if !pool.IsValid() {
+				continue
+			}
+			a, err := s.e.lease(s.peerID.String(), pool)
+			if err != nil {
+				return nil, &childErr{message.INTERNAL_ADDRESS_FAILURE, err.Error()}
+			}
+			v := a.AsSlice()
+			if a.Is6() {
+				v = append(v, 128)
+			}
+			reply.Attrs = append(reply.Attrs, message.CPAttr{Type: want.Type, Value: v})
+			vip = append(vip, a)
+		}
+		if len(vip) == 0 {
+			return nil, &childErr{message.INTERNAL_ADDRESS_FAILURE, fmt.Sprintf("no virtual address pool for %v", s.peerID)}
+		}
+		tsiN = narrow(tsi.Selectors, prefixesOf(vip))
+		out = append(out, reply)
+	default:
+		// RFC 3554 §4: every claimed address must be the peer's.
+		tsiN = uniform(tsi.Selectors)
+		if u := unauthorized(tsiN, s.authority); u != nil {
+			return nil, &childErr{message.TS_UNACCEPTABLE, fmt.Sprintf("%v claims %s, which it has no authority for (RFC 3554 §4)", s.peerID, tsString([]message.TrafficSelector{*u}))}
+		}
+	}
+	if rekeyOf == nil {
+		allowed := append(slices.Clone(cfg.LocalTS), prefixesOf(s.ourOuterAddrs())...)
+		tsrN = narrow(tsr.Selectors, allowed)
+		hostToHost = len(vip) == 0 && sameHosts(tsiN, s.peerOuterAddrs()) && sameHosts(tsrN, s.ourOuterAddrs())
+	}
+	if len(tsiN) == 0 || len(tsrN) == 0 {
+		return nil, &childErr{message.TS_UNACCEPTABLE, fmt.Sprintf("nothing left of TSi %s / TSr %s after narrowing", tsString(tsi.Selectors), tsString(tsr.Selectors))}
+	}
+	var shared []byte
+	if ke != nil {
+		k, err := newDH(dh)
+		if err != nil {
+			return nil, &childErr{message.NO_PROPOSAL_CHOSEN, err.Error()}
+		}
+		if shared, err = k.shared(ke.Data); err != nil {
+			return nil, &childErr{message.INVALID_SYNTAX, err.Error()}
+		}
+		defer clear(shared)
+		out = append(out, &message.KE{Group: uint16(dh), Data: k.public()})
+	}
+	spiIn := s.e.allocSPI()
+	spiOut := binary.BigEndian.Uint32(chosen.SPI)
+	i2r, r2i := childKeys(s.prop.prf, esp.encr, s.keys.d, shared, ni, nr)
+	c, err := s.buildChild(esp, spiIn, spiOut, i2r, r2i, false, tsrN, tsiN, hostToHost, vip)
+	if err != nil {
+		return nil, &childErr{message.NO_PROPOSAL_CHOSEN, err.Error()}
+	}
+	c.nonceMin = minNonce(ni, nr)
+	if err := s.install(c, rekeyOf); err != nil {
+		return nil, &childErr{message.TEMPORARY_FAILURE, err.Error()}
+	}
+	chosen.SPI = binary.BigEndian.AppendUint32(nil, spiIn)
+	out = append(out, &message.SA{Proposals: []message.Proposal{chosen}},
+		&message.TS{Selectors: tsiN}, &message.TS{Responder: true, Selectors: tsrN})
+	return out, nil
+}
+
+func withDH(ps []ESPProposal, g dhGroup) []ESPProposal {
+	out := slices.Clone(ps)
+	for i := range out {
+		out[i].dh = g
+	}
+	return out
+}
+
+func prefixesOf(as []netip.Addr) []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range as {
+		if a.IsValid() && !a.IsUnspecified() {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	return out
+}
+
+func minNonce(a, b []byte) []byte {
+	if bytes.Compare(a, b) < 0 {
+		return a
+	}
+	return b
+}
+
+// childResponse is the initiator's handling of the Child SA part of an
+// IKE_AUTH or CREATE_CHILD_SA response.
+func (s *ikeSA) childResponse(ps []message.Payload, c *childOffer, nr []byte) error {
+	cfg := &s.e.cfg
+	for _, n := range message.FindAll[*message.Notify](ps) {
+		if n.NotifyType < 16384 {
+			return fmt.Errorf("gateway refused the Child SA: %v", n.NotifyType)
+		}
+	}
+	ni := c.ni
+	if nr == nil { // IKE_AUTH: the IKE_SA_INIT nonces (§2.17)
+		ni, nr = s.ni, s.nr
+	}
+	var dh dhGroup
+	var shared []byte
+	if c.dh != nil {
+		ke := message.Find[*message.KE](ps)
+		if ke == nil || dhGroup(ke.Group) != c.dh.group {
+			return errors.New("CREATE_CHILD_SA response without the KE we asked for (PFS)")
+		}
+		var err error
+		if shared, err = c.dh.shared(ke.Data); err != nil {
+			return err
+		}
+		defer clear(shared)
+		dh = c.dh.group
+	}
+	esp, spiOut, err := acceptESP(cfg.ESPProposals, message.Find[*message.SA](ps), dh)
+	if err != nil && dh != 0 {
+		esp, spiOut, err = acceptESP(withDH(cfg.ESPProposals, dh), message.Find[*message.SA](ps), dh)
+	}
+	if err != nil {
+		return err
+	}
+	var tsi, tsr []message.TrafficSelector
+	for _, t := range message.FindAll[*message.TS](ps) {
+		if t.Responder {
+			tsr = t.Selectors
+		} else {
+			tsi = t.Selectors
+		}
+	}
+	// The responder may only narrow (§2.9).
+	if len(tsi) == 0 || len(tsr) == 0 || unauthorized(tsi, tsPrefixes(c.ltsi)) != nil || unauthorized(tsr, tsPrefixes(c.ltsr)) != nil {
+		return fmt.Errorf("gateway answered traffic selectors %s / %s outside what we offered", tsString(tsi), tsString(tsr))
+	}
+	tsi, tsr = uniform(tsi), uniform(tsr)
+	var vip []netip.Addr
+	if !c.hostToHost && cfg.Mode == ModeVirtual {
+		vip = s.vip
+	}
+	i2r, r2i := childKeys(s.prop.prf, esp.encr, s.keys.d, shared, ni, nr)
+	child, err := s.buildChild(esp, c.spi, spiOut, i2r, r2i, true, tsi, tsr, c.hostToHost, vip)
+	if err != nil {
+		return err
+	}
+	child.nonceMin = minNonce(ni, nr)
+	return s.install(child, c.rekeys)
+}
+
+func tsPrefixes(ts []message.TrafficSelector) []netip.Prefix {
+	var out []netip.Prefix
+	for _, t := range ts {
+		out = append(out, rangePrefixes(tsRange(t))...)
+	}
+	return out
+}
+
+// createChild sends CREATE_CHILD_SA for a new or rekeyed Child SA.
+func (s *ikeSA) createChild(c *childOffer) {
+	cfg := &s.e.cfg
+	c.ni = randomBytes(minNonceLen)
+	if cfg.PFS {
+		g := s.prop.dh
+		for _, p := range cfg.ESPProposals {
+			if p.dh != 0 {
+				g = p.dh
+				break
+			}
+		}
+		c.dh, _ = newDH(g)
+	}
+	var ps []message.Payload
+	if c.rekeys != nil {
+		ps = append(ps, &message.Notify{Protocol: message.ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, c.rekeys.In.SPI), NotifyType: message.REKEY_SA})
+	}
+	sa := espSAPayload(cfg.ESPProposals, c.spi, c.dh != nil)
+	if c.dh != nil {
+		sa = espSAPayload(withDH(cfg.ESPProposals, c.dh.group), c.spi, true)
+	}
+	ps = append(ps, sa, &message.Nonce{Data: c.ni})
+	if c.dh != nil {
+		ps = append(ps, &message.KE{Group: uint16(c.dh.group), Data: c.dh.public()})
+	}
+	ps = append(ps, c.tsi(), c.tsr())
+	s.start(&request{exch: message.CREATE_CHILD_SA, payloads: ps,
+		onReply: func(m *message.Message, rps []message.Payload) {
+			nr := message.Find[*message.Nonce](rps)
+			if c.rekeys != nil {
+				c.rekeys.rekeying = false
+			}
+			if nr == nil {
+				err := s.childResponse(rps, c, nil) // reports the refusal
+				if err == nil {
+					err = errors.New("no nonce")
+				}
+				s.childFailed(c, err)
+				return
+			}
+			if err := s.childResponse(rps, c, nr.Data); err != nil {
+				s.childFailed(c, err)
+				return
+			}
+			if old := c.rekeys; old != nil {
+				if old.replaced {
+					// A collision (§2.8.1): the peer rekeyed it too. The SA
+					// made with the lowest of the four nonces is redundant,
+					// and whoever made it deletes it.
+					mine := s.children[len(s.children)-1]
+					if theirs := s.rekeyedByPeer(old); theirs != nil && bytes.Compare(minNonce(c.ni, nr.Data), theirs.nonceMin) < 0 {
+						s.deleteChild(mine, "rekey collision: redundant")
+						return
+					}
+				}
+				old.replaced = true
+				s.deleteChild(old, "rekeyed")
+			}
+		},
+		onFail: s.failed})
+}
+
+func (s *ikeSA) rekeyedByPeer(old *Child) *Child {
+	for _, c := range s.children {
+		if c != old && c.Name == old.Name && !c.ours {
+			return c
+		}
+	}
+	return nil
+}
+
+func (s *ikeSA) childFailed(c *childOffer, err error) {
+	s.e.cfg.Log.Warn("CREATE_CHILD_SA failed", "ike", s.name(), "err", err)
+	if c.rekeys == nil {
+		s.e.progress(Progress{Step: "failed", Peer: s.remote, Err: err})
+	}
+}
+
+// rekeyChild replaces a Child SA with a new one (§2.8); the old one is
+// deleted once the new one is in.
+func (s *ikeSA) rekeyChild(c *Child) {
+	if c.rekeying || c.replaced || s.state != stEstablished || !slices.Contains(s.children, c) {
+		return
+	}
+	c.rekeying = true
+	o := &childOffer{spi: s.e.allocSPI(), hostToHost: c.HostToHost, rekeys: c}
+	o.ltsi, o.ltsr = c.localTS, c.remoteTS
+	if !s.initiator {
+		o.ltsi, o.ltsr = c.localTS, c.remoteTS // TSi is always the exchange initiator's side
+	}
+	s.createChild(o)
+}
+
+// deleteChild deletes a Child SA with INFORMATIONAL (§1.4.1); it stops
+// being used at once.
+func (s *ikeSA) deleteChild(c *Child, why string) {
+	spi := c.In.SPI
+	s.e.cfg.Log.Info("Child SA deleted", "ike", s.name(), "child", c.Name, "spi_in", fmt.Sprintf("%#08x", spi), "why", why)
+	s.removeChild(c)
+	s.start(&request{exch: message.INFORMATIONAL,
+		payloads: []message.Payload{&message.Delete{Protocol: message.ProtoESP, SPISize: 4, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, spi)}}},
+		onReply:  func(*message.Message, []message.Payload) {},
+		onFail:   s.failed})
+}
+
+// respondCreateChild answers CREATE_CHILD_SA: a new or rekeyed Child SA,
+// or an IKE SA rekey (§1.3).
+func (s *ikeSA) respondCreateChild(msgID uint32, ps []message.Payload) {
+	cfg := &s.e.cfg
+	reply := func(out ...message.Payload) { s.respond(message.CREATE_CHILD_SA, msgID, out) }
+	if s.state != stEstablished {
+		reply(notify(message.TEMPORARY_FAILURE, nil))
+		return
+	}
+	sa := message.Find[*message.SA](ps)
+	ni := message.Find[*message.Nonce](ps)
+	ke := message.Find[*message.KE](ps)
+	if sa == nil || ni == nil || len(sa.Proposals) == 0 {
+		reply(notify(message.INVALID_SYNTAX, nil))
+		return
+	}
+	if sa.Proposals[0].Protocol == message.ProtoIKE {
+		s.respondRekeyIKE(msgID, sa, ni, ke)
+		return
+	}
+	var old *Child
+	for _, n := range filterNotify(ps, message.REKEY_SA) {
+		if len(n.SPI) == 4 {
+			spi := binary.BigEndian.Uint32(n.SPI)
+			for _, c := range s.children {
+				if c.Out.SPI == spi {
+					old = c
+				}
+			}
+			if old == nil {
+				reply(&message.Notify{Protocol: message.ProtoESP, SPI: n.SPI, NotifyType: message.CHILD_SA_NOT_FOUND})
+				return
+			}
+		}
+	}
+	nr := randomBytes(minNonceLen)
+	out, err := s.acceptChild(ps, ni.Data, nr, ke, old, false)
+	if err != nil {
+		cfg.Log.Warn("CREATE_CHILD_SA refused", "ike", s.name(), "err", err)
+		var ce *childErr
+		if errors.As(err, &ce) && ce.t == message.INVALID_KE_PAYLOAD {
+			var g [2]byte
+			binary.BigEndian.PutUint16(g[:], uint16(s.prop.dh))
+			reply(notify(message.INVALID_KE_PAYLOAD, g[:]))
+			return
+		}
+		reply(childError(err))
+		return
+	}
+	if old != nil {
+		old.replaced = true // the peer deletes it (§2.8)
+	}
+	// Nonce after SA (§1.3.1 order: SA, Nonce, [KE], TSi, TSr).
+	var sorted []message.Payload
+	for _, p := range out {
+		if _, ok := p.(*message.SA); ok {
+			sorted = append(sorted, p, &message.Nonce{Data: nr})
+			continue
+		}
+		sorted = append(sorted, p)
+	}
+	reply(sorted...)
+}
+
+// rekeyIKE replaces the IKE SA (§2.18): the children move to the new one
+// and the old one is deleted.
+func (s *ikeSA) rekeyIKE() {
+	cfg := &s.e.cfg
+	if s.state != stEstablished || s.replacedBy != nil {
+		return
+	}
+	dh, err := newDH(s.prop.dh)
+	if err != nil {
+		return
+	}
+	n := s.e.newSA(true, s.local, s.remote, s.natT)
+	delete(s.e.sas, n.spiI) // registered once the exchange completes
+	ni := randomBytes(minNonceLen)
+	spi := binary.BigEndian.AppendUint64(nil, n.spiI)
+	ps := []message.Payload{ikeSAPayload(cfg.IKEProposals, spi), &message.Nonce{Data: ni}, &message.KE{Group: uint16(dh.group), Data: dh.public()}}
+	s.start(&request{exch: message.CREATE_CHILD_SA, payloads: ps,
+		onReply: func(m *message.Message, rps []message.Payload) {
+			sa := message.Find[*message.SA](rps)
+			nr := message.Find[*message.Nonce](rps)
+			ke := message.Find[*message.KE](rps)
+			prop, err := acceptIKE(cfg.IKEProposals, sa)
+			if err != nil || nr == nil || ke == nil || len(sa.Proposals[0].SPI) != 8 {
+				cfg.Log.Warn("IKE SA rekey failed", "ike", s.name(), "err", err, "notify", firstError(rps))
+				s.armIKERekeyRetry()
+				return
+			}
+			shared, err := dh.shared(ke.Data)
+			if err != nil {
+				s.armIKERekeyRetry()
+				return
+			}
+			n.spiR = binary.BigEndian.Uint64(sa.Proposals[0].SPI)
+			s.e.sas[n.spiI] = n
+			s.handOver(n, prop, shared, ni, nr.Data)
+			clear(shared)
+			s.deleteIKE("rekeyed")
+		},
+		onFail: s.failed})
+}
+
+func (s *ikeSA) armIKERekeyRetry() {
+	s.ikeRekeyTimer = s.afterLocked(10*time.Second, func() { s.rekeyIKE() })
+}
+
+func firstError(ps []message.Payload) string {
+	for _, n := range message.FindAll[*message.Notify](ps) {
+		if n.NotifyType < 16384 {
+			return n.NotifyType.String()
+		}
+	}
+	return ""
+}
+
+// handOver moves everything from s to its replacement n, keyed from the
+// rekey exchange: SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr).
+func (s *ikeSA) handOver(n *ikeSA, prop IKEProposal, shared, ni, nr []byte) {
+	n.prop, n.ni, n.nr = prop, ni, nr
+	n.keys = deriveIKE(prop.prf, prop.encr, s.keys.d, shared, ni, nr, n.spiI, n.spiR)
+	n.setCiphers()
+	n.peerID, n.peer, n.authority = s.peerID, s.peer, s.authority
+	n.peerFrag, n.peerHashes, n.peerMOBIKE, n.peerAddrs = s.peerFrag, s.peerHashes, s.peerMOBIKE, s.peerAddrs
+	n.natHere, n.natThere, n.natT = s.natHere, s.natThere, s.natT
+	n.local, n.remote = s.local, s.remote
+	n.vip, n.dns = s.vip, s.dns
+	n.id = s.id
+	n.children = s.children
+	for _, c := range n.children {
+		c.ike = n
+	}
+	s.children = nil
+	s.replacedBy = n
+	if s.ikeRekeyTimer != nil {
+		s.ikeRekeyTimer.Stop()
+	}
+	n.established()
+	s.e.cfg.Log.Info("IKE SA rekeyed", "ike", n.name(), "spi_i", fmt.Sprintf("%016x", n.spiI), "spi_r", fmt.Sprintf("%016x", n.spiR))
+}
+
+// respondRekeyIKE is the responder's half of an IKE SA rekey.
+func (s *ikeSA) respondRekeyIKE(msgID uint32, sa *message.SA, ni *message.Nonce, ke *message.KE) {
+	cfg := &s.e.cfg
+	reply := func(out ...message.Payload) { s.respond(message.CREATE_CHILD_SA, msgID, out) }
+	prop, chosen, ok := chooseIKE(cfg.IKEProposals, sa)
+	if !ok || len(chosen.SPI) != 8 {
+		reply(notify(message.NO_PROPOSAL_CHOSEN, nil))
+		return
+	}
+	if ke == nil || dhGroup(ke.Group) != prop.dh {
+		var g [2]byte
+		binary.BigEndian.PutUint16(g[:], uint16(prop.dh))
+		reply(notify(message.INVALID_KE_PAYLOAD, g[:]))
+		return
+	}
+	dh, err := newDH(prop.dh)
+	if err != nil {
+		reply(notify(message.NO_PROPOSAL_CHOSEN, nil))
+		return
+	}
+	shared, err := dh.shared(ke.Data)
+	if err != nil {
+		reply(notify(message.INVALID_SYNTAX, nil))
+		return
+	}
+	defer clear(shared)
+	n := s.e.newSA(false, s.local, s.remote, s.natT)
+	n.spiI = binary.BigEndian.Uint64(chosen.SPI)
+	nr := randomBytes(minNonceLen)
+	chosen.SPI = binary.BigEndian.AppendUint64(nil, n.spiR)
+	reply(&message.SA{Proposals: []message.Proposal{chosen}}, &message.Nonce{Data: nr}, &message.KE{Group: uint16(prop.dh), Data: dh.public()})
+	s.handOver(n, prop, shared, bytes.Clone(ni.Data), nr)
+	s.state = stDeleting // the peer deletes the old SA
+}
+
+// respondInformational answers DELETE, liveness checks and MOBIKE's
+// UPDATE_SA_ADDRESSES.
+func (s *ikeSA) respondInformational(msgID uint32, ps []message.Payload, remote netip.AddrPort) {
+	var out []message.Payload
+	deleteIKE := false
+	for _, d := range message.FindAll[*message.Delete](ps) {
+		switch d.Protocol {
+		case message.ProtoIKE:
+			deleteIKE = true
+		case message.ProtoESP:
+			var ours [][]byte
+			for _, b := range d.SPIs {
+				if len(b) != 4 {
+					continue
+				}
+				spi := binary.BigEndian.Uint32(b)
+				for _, c := range slices.Clone(s.children) {
+					if c.Out.SPI == spi {
+						ours = append(ours, binary.BigEndian.AppendUint32(nil, c.In.SPI))
+						s.e.cfg.Log.Info("Child SA deleted by the peer", "ike", s.name(), "child", c.Name, "spi_in", fmt.Sprintf("%#08x", c.In.SPI))
+						s.removeChild(c)
+					}
+				}
+			}
+			if len(ours) > 0 {
+				out = append(out, &message.Delete{Protocol: message.ProtoESP, SPISize: 4, SPIs: ours})
+			}
+		}
+	}
+	if len(filterNotify(ps, message.UPDATE_SA_ADDRESSES)) > 0 {
+		// RFC 4555 §3.5: the addresses of this authenticated request are
+		// the peer's new ones.
+		s.e.cfg.Log.Info("MOBIKE: peer moved", "ike", s.name(), "from", s.remote, "to", remote)
+		s.remote = remote
+		s.peerAddrs = readAddrNotifies(ps)
+		for _, c := range s.children {
+			if !c.HostToHost {
+				r := c.Out.Outer()
+				if !r.DstFromInner {
+					r.Dst = []netip.Addr{remote.Addr()}
+					c.Out.SetOuter(r)
+				}
+			}
+		}
+	}
+	s.respond(message.INFORMATIONAL, msgID, out)
+	if deleteIKE {
+		s.destroy("deleted by the peer")
+	}
+}
+
+// updateAddresses is MOBIKE's UPDATE_SA_ADDRESSES (RFC 4555 §3.5), sent
+// after a move, with our other addresses.
+func (s *ikeSA) updateAddresses() {
+	ps := []message.Payload{notify(message.UPDATE_SA_ADDRESSES, nil)}
+	ps = append(ps, natNotifies(s.spiI, s.spiR, netip.AddrPortFrom(s.local, s.localPort()), s.remote)...)
+	ps = append(ps, addrNotifies(s.e.cfg.LocalAddrs, s.local)...)
+	s.start(&request{exch: message.INFORMATIONAL, payloads: ps,
+		onReply: func(*message.Message, []message.Payload) {},
+		onFail:  s.failed})
+}

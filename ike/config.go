@@ -1,0 +1,166 @@
+package ike
+
+import (
+	"crypto/x509"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/roamsec/roamsec/ike/auth"
+	"github.com/roamsec/roamsec/tunnel"
+)
+
+// Mode is how a road warrior's inner addresses are chosen.
+type Mode uint8
+
+const (
+	// ModeRFC3554: the road warrior's own (uplink) addresses are the inner
+	// addresses; it offers all of them, and its pools, as TSi, and the
+	// gateway checks its authority for each (RFC 3554 §3, §4).
+	ModeRFC3554 Mode = iota
+	// ModeVirtual: the road warrior asks for an inner address from the
+	// gateway's pool with a configuration payload (RFC 7296 §2.19).
+	ModeVirtual
+)
+
+func (m Mode) String() string {
+	if m == ModeVirtual {
+		return "virtual-address"
+	}
+	return "rfc3554"
+}
+
+// Peer is a gateway's policy for one road-warrior identity.
+type Peer struct {
+	// ID the peer must authenticate as; the zero Identity matches any
+	// identity that a certificate from our CAs proves.
+	ID auth.Identity
+	// PSK, if set, is the pre-shared key for this identity.
+	PSK []byte
+	// Addresses are the addresses and pools this identity may claim as
+	// its own inner addresses (RFC 3554 §4), besides those its
+	// certificate names.
+	Addresses []netip.Prefix
+	// VirtualPool hands out inner addresses to peers that ask (CP). An
+	// identity gets the same address each time while it is leased.
+	VirtualPool  netip.Prefix
+	VirtualPool6 netip.Prefix
+	DNS          []netip.Addr
+}
+
+// Config configures an Endpoint: one road warrior's connection to its
+// gateway (Initiator), or a gateway's answers to its road warriors.
+type Config struct {
+	Initiator bool
+	LocalID   auth.Identity
+	// RemoteID, for an initiator, is the identity the gateway must prove;
+	// the zero value accepts whatever authenticates (the PSK, or a
+	// certificate from our CAs).
+	RemoteID auth.Identity
+	// PSK is an initiator's pre-shared key; a responder's are in Peers.
+	PSK []byte
+	// Credential signs our AUTH payload (certificate authentication);
+	// nil means PSK.
+	Credential *auth.Credential
+	// CAs verify peers' certificates; their keys also fill our CERTREQ.
+	CAs []*x509.Certificate
+
+	Peers []Peer // responder
+
+	IKEProposals []IKEProposal // nil: DefaultIKEProposals
+	ESPProposals []ESPProposal // nil: DefaultESPProposals
+	// PFS: rekeyed Child SAs get a fresh DH exchange (the ESP proposals'
+	// groups; the first IKE proposal's group where they name none).
+	PFS bool
+
+	Mode Mode
+	// LocalTS are our protected addresses: an initiator offers them as
+	// TSi (RFC 3554 mode: its uplink addresses and pools; virtual mode:
+	// ignored, the gateway assigns one); a responder narrows TSr to them.
+	LocalTS []netip.Prefix
+	// RemoteTS, for an initiator, is offered as TSr.
+	RemoteTS []netip.Prefix
+	// HostToHost: after IKE_AUTH an initiator also negotiates a Child SA
+	// between its own outer addresses and the gateway's (RFC 3554 §2 case
+	// 1, outer = inner) for the SCTP path monitoring.
+	HostToHost bool
+	// LocalAddrs are our outer addresses: announced to the peer
+	// (ADDITIONAL_IP4/6_ADDRESS, RFC 4555) and accepted as ESP
+	// destinations.
+	LocalAddrs []netip.Addr
+
+	UDPEncap     bool // ESP in UDP (RFC 3948) even without NAT
+	ReplayWindow int
+
+	IKELifetime   time.Duration // rekey the IKE SA after this; 0: never
+	ChildLifetime time.Duration // rekey Child SAs after this; 0: never
+	DPD           time.Duration // liveness check after this much silence; 0: off
+
+	RetransmitTimeout time.Duration // first retransmission; doubles each time (default 1s)
+	RetransmitTries   int           // retransmissions before giving up (default 5)
+	// CookieThreshold: above this many half-open IKE SAs, IKE_SA_INIT
+	// requests must carry a cookie (RFC 7296 §2.6). Default 64.
+	CookieThreshold int
+	// FragmentSize: encrypted messages larger than this are sent as
+	// RFC 7383 fragments when the peer supports them. Default 1280.
+	FragmentSize int
+
+	// Send puts a message on the wire from local to remote. natT means
+	// the UDP 4500 socket, where IKE goes behind the non-ESP marker.
+	Send func(msg []byte, local netip.Addr, remote netip.AddrPort, natT bool) error
+	// Install and Remove hand Child SAs to the data path. Install is
+	// called for new and rekeyed Child SAs (the same Name for a rekey);
+	// Remove when one is deleted or replaced. Both under the endpoint's
+	// lock: they must not call back into it.
+	Install func(*Child) error
+	Remove  func(*Child)
+	// OnLifetime receives the Child SAs' lifetime events.
+	OnLifetime func(tunnel.LifetimeEvent)
+	// Progress, if set, reports each step (for the CLI).
+	Progress func(Progress)
+
+	Log *slog.Logger
+}
+
+// Progress is one step of a connection, for people watching.
+type Progress struct {
+	Step string // "IKE_SA_INIT", "IKE_AUTH", "CHILD_SA", "established", "failed", "deleted", ...
+	Peer netip.AddrPort
+	Info string
+	Err  error
+}
+
+func (c *Config) defaults() error {
+	if c.IKEProposals == nil {
+		c.IKEProposals = DefaultIKEProposals
+	}
+	if c.ESPProposals == nil {
+		c.ESPProposals = DefaultESPProposals
+	}
+	if c.RetransmitTimeout == 0 {
+		c.RetransmitTimeout = time.Second
+	}
+	if c.RetransmitTries == 0 {
+		c.RetransmitTries = 5
+	}
+	if c.CookieThreshold == 0 {
+		c.CookieThreshold = 64
+	}
+	if c.FragmentSize == 0 {
+		c.FragmentSize = 1280
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	if c.Send == nil || c.Install == nil || c.Remove == nil {
+		return errors.New("ike: Config needs Send, Install and Remove")
+	}
+	if c.Initiator && c.PSK == nil && c.Credential == nil {
+		return errors.New("ike: an initiator needs a PSK or a credential")
+	}
+	if len(c.LocalID.Data) == 0 {
+		return errors.New("ike: no local identity")
+	}
+	return nil
+}

@@ -1,0 +1,302 @@
+package ike
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/roamsec/roamsec/ike/auth"
+	"github.com/roamsec/roamsec/ike/message"
+)
+
+// Endpoint runs IKE SAs: a road warrior's one connection, or every road
+// warrior's connection to a gateway. Messages come in through Handle (from
+// the UDP 500 and 4500 sockets); timers drive retransmissions, liveness
+// checks and rekeying. One lock serialises all of it: IKE runs at human
+// speed, and the data path never waits for it.
+type Endpoint struct {
+	cfg Config
+
+	mu       sync.Mutex
+	sas      map[uint64]*ikeSA // by our SPI
+	halfOpen map[initKey]*ikeSA
+	leases   map[string]netip.Addr // virtual addresses by identity
+	leased   map[netip.Addr]string
+	secret   [32]byte // cookie secret (RFC 7296 §2.6)
+	closed   bool
+	seq      int
+
+	// Stats counts messages dropped before any state was touched.
+	Stats Stats
+}
+
+// Stats are an endpoint's counters.
+type Stats struct {
+	Dropped       uint64 // malformed, unknown SPI, out of window, failed integrity
+	Retransmitted uint64 // requests we sent again
+	Answered      uint64 // retransmitted requests answered from the cache
+	Cookies       uint64 // IKE_SA_INIT requests answered with a COOKIE
+}
+
+type initKey struct {
+	remote netip.AddrPort
+	spiI   uint64
+}
+
+// New creates an endpoint.
+func New(cfg Config) (*Endpoint, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	e := &Endpoint{cfg: cfg, sas: map[uint64]*ikeSA{}, halfOpen: map[initKey]*ikeSA{},
+		leases: map[string]netip.Addr{}, leased: map[netip.Addr]string{}}
+	copy(e.secret[:], randomBytes(32))
+	return e, nil
+}
+
+func (e *Endpoint) logDrop(why string, remote netip.AddrPort, err error) {
+	e.Stats.Dropped++
+	e.cfg.Log.Debug("IKE message dropped", "from", remote, "why", why, "err", err)
+}
+
+// Handle processes one received IKE message (without the non-ESP marker).
+// natT says it came in on the UDP 4500 socket. Bad input is counted and
+// dropped; nothing a peer sends can panic or block the endpoint.
+func (e *Endpoint) Handle(b []byte, local netip.Addr, remote netip.AddrPort, natT bool) {
+	h, err := message.ParseHeader(b)
+	if err != nil {
+		e.mu.Lock()
+		e.logDrop("malformed header", remote, err)
+		e.mu.Unlock()
+		return
+	}
+	// The received buffer belongs to the socket reader; we keep copies.
+	b = bytes.Clone(b[:h.Length])
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return
+	}
+	if h.Exchange == message.IKE_SA_INIT && !h.IsResponse() {
+		if h.SPIr != 0 || h.MsgID != 0 {
+			e.logDrop("IKE_SA_INIT request with SPIr or message ID set", remote, nil)
+			return
+		}
+		e.respondInit(h, b, local, remote, natT)
+		return
+	}
+	// The I flag says who sent it: our SPI is the other one (§3.1).
+	spi := h.SPIi
+	if h.IsInitiator() {
+		spi = h.SPIr
+	}
+	s := e.sas[spi]
+	if s == nil {
+		e.logDrop("unknown IKE SPI", remote, nil)
+		return
+	}
+	if (h.IsInitiator() && s.initiator) || (!h.IsInitiator() && !s.initiator) {
+		e.logDrop("I flag does not match the SA's roles", remote, nil)
+		return
+	}
+	if !s.initiator && h.SPIi != s.spiI || s.initiator && s.state > stInitSent && h.SPIr != s.spiR {
+		e.logDrop("SPI mismatch", remote, nil)
+		return
+	}
+	m, err := message.Parse(b)
+	if err != nil {
+		e.logDrop("malformed message", remote, err)
+		if h.IsResponse() || s.state < stEstablished {
+			return
+		}
+		return
+	}
+	if h.Exchange == message.IKE_SA_INIT {
+		if s.state != stInitSent || s.out == nil || h.MsgID != 0 {
+			e.logDrop("unexpected IKE_SA_INIT response", remote, nil)
+			return
+		}
+		s.initResponse(m, local, remote)
+		return
+	}
+	s.handleEncrypted(m, local, remote, natT)
+}
+
+// Connect starts an initiator's IKE SA to remote (port 500) from local.
+// It returns at once; Progress and the Install callback tell the rest.
+func (e *Endpoint) Connect(local netip.Addr, remote netip.AddrPort) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.cfg.Initiator {
+		return errors.New("ike: a responder does not connect")
+	}
+	if e.closed {
+		return errors.New("ike: endpoint closed")
+	}
+	s := e.newSA(true, local, remote, false)
+	return s.startInit()
+}
+
+// Close deletes every IKE SA (sending DELETE, without waiting for the
+// answer) and removes their Child SAs.
+func (e *Endpoint) Close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range e.sas {
+		if s.state == stEstablished {
+			s.sendDeleteNow()
+		}
+		s.destroy("shutdown")
+	}
+	e.closed = true
+}
+
+// Established reports whether some IKE SA is up.
+func (e *Endpoint) Established() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range e.sas {
+		if s.state == stEstablished {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Endpoint) newSA(initiator bool, local netip.Addr, remote netip.AddrPort, natT bool) *ikeSA {
+	e.seq++
+	s := &ikeSA{e: e, id: e.seq, initiator: initiator, local: local, remote: remote, natT: natT, created: time.Now(), lastHeard: time.Now()}
+	spi := randomSPI64()
+	for e.sas[spi] != nil {
+		spi = randomSPI64()
+	}
+	if initiator {
+		s.spiI = spi
+	} else {
+		s.spiR = spi
+	}
+	e.sas[spi] = s
+	return s
+}
+
+func (e *Endpoint) progress(p Progress) {
+	if e.cfg.Progress != nil {
+		e.cfg.Progress(p)
+	}
+}
+
+// cookie is RFC 7296 §2.6's stateless cookie: a version byte and
+// HMAC(secret, Ni | IPi | SPIi).
+func (e *Endpoint) cookie(ni []byte, remote netip.AddrPort, spiI uint64) []byte {
+	m := hmac.New(sha256.New, e.secret[:])
+	m.Write(ni)
+	m.Write(remote.Addr().AsSlice())
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], spiI)
+	m.Write(b[:])
+	return append([]byte{1}, m.Sum(nil)...)
+}
+
+// lease hands identity id an address from pool, the same one while the
+// lease lasts (RFC 7296 §2.19: a stable inner address).
+func (e *Endpoint) lease(id string, pool netip.Prefix) (netip.Addr, error) {
+	if a, ok := e.leases[id+"|"+pool.String()]; ok {
+		return a, nil
+	}
+	a := pool.Masked().Addr().Next() // skip the network address
+	for ; a.IsValid() && pool.Contains(a); a = a.Next() {
+		if _, taken := e.leased[a]; taken {
+			continue
+		}
+		if a.Is4() && !pool.Contains(a.Next()) {
+			break // the broadcast address
+		}
+		e.leases[id+"|"+pool.String()] = a
+		e.leased[a] = id
+		return a, nil
+	}
+	return netip.Addr{}, fmt.Errorf("pool %v exhausted", pool)
+}
+
+// Move points our IKE SAs at a new path: local, the source we now use,
+// and remote, the peer's address on it (mobility). With a peer that
+// supports MOBIKE it sends UPDATE_SA_ADDRESSES (RFC 4555 §3.5).
+func (e *Endpoint) Move(local, remote netip.Addr) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range e.sas {
+		if s.state != stEstablished || !s.initiator {
+			continue
+		}
+		if local.Is4() != s.remote.Addr().Is4() {
+			continue
+		}
+		if s.local == local && s.remote.Addr() == remote {
+			continue
+		}
+		s.local, s.remote = local, netip.AddrPortFrom(remote, s.remote.Port())
+		s.e.cfg.Log.Info("IKE SA moved", "ike", s.name(), "local", local, "remote", s.remote)
+		if s.out != nil {
+			// Retransmit the outstanding request on the new path at once.
+			s.transmit(s.out)
+		}
+		if s.peerMOBIKE {
+			s.updateAddresses()
+		}
+	}
+}
+
+// Rekey starts a rekey of every Child SA (child) or IKE SA now; for tests
+// and the CLI.
+func (e *Endpoint) Rekey(ike bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range e.sas {
+		if s.state != stEstablished {
+			continue
+		}
+		if ike {
+			s.rekeyIKE()
+			continue
+		}
+		for _, c := range s.children {
+			s.rekeyChild(c)
+		}
+	}
+}
+
+// authorityOf is what a peer may claim as inner addresses (RFC 3554 §4):
+// its certificate's addresses and its policy's pools.
+func authorityOf(p *Peer, cert []netip.Prefix) []netip.Prefix {
+	out := append([]netip.Prefix(nil), cert...)
+	if p != nil {
+		out = append(out, p.Addresses...)
+	}
+	return out
+}
+
+// findPeer returns the responder's policy for an identity: the entry
+// naming it, else (for certificate authentication) a wildcard entry.
+func (e *Endpoint) findPeer(id auth.Identity, withPSK bool) *Peer {
+	for i := range e.cfg.Peers {
+		p := &e.cfg.Peers[i]
+		if len(p.ID.Data) > 0 && p.ID.Equal(id) && (!withPSK || p.PSK != nil) {
+			return p
+		}
+	}
+	if withPSK {
+		return nil
+	}
+	for i := range e.cfg.Peers {
+		if p := &e.cfg.Peers[i]; len(p.ID.Data) == 0 {
+			return p
+		}
+	}
+	return nil
+}

@@ -1,0 +1,609 @@
+package ike
+
+import (
+	"bytes"
+	"crypto/sha1"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/roamsec/roamsec/ike/auth"
+	"github.com/roamsec/roamsec/ike/message"
+)
+
+// This file is IKE_SA_INIT and IKE_AUTH (RFC 7296 §1.2, §2.15), both
+// roles.
+
+func notify(t message.NotifyType, data []byte) *message.Notify {
+	return &message.Notify{NotifyType: t, Data: data}
+}
+
+func natNotifies(spiI, spiR uint64, local netip.AddrPort, remote netip.AddrPort) []message.Payload {
+	return []message.Payload{
+		notify(message.NAT_DETECTION_SOURCE_IP, natHash(spiI, spiR, local)),
+		notify(message.NAT_DETECTION_DESTINATION_IP, natHash(spiI, spiR, remote)),
+	}
+}
+
+func (s *ikeSA) localPort() uint16 {
+	if s.natT {
+		return 4500
+	}
+	return 500
+}
+
+// startInit sends IKE_SA_INIT (again, after a COOKIE or INVALID_KE_PAYLOAD).
+func (s *ikeSA) startInit() error {
+	cfg := &s.e.cfg
+	if s.dh == nil {
+		dh, err := newDH(cfg.IKEProposals[0].dh)
+		if err != nil {
+			return err
+		}
+		s.dh = dh
+	}
+	if s.ni == nil {
+		s.ni = randomBytes(minNonceLen)
+	}
+	var ps []message.Payload
+	if s.cookie != nil {
+		ps = append(ps, notify(message.COOKIE, s.cookie)) // first (§2.6)
+	}
+	ps = append(ps, ikeSAPayload(cfg.IKEProposals, nil),
+		&message.KE{Group: uint16(s.dh.group), Data: s.dh.public()},
+		&message.Nonce{Data: s.ni})
+	ps = append(ps, natNotifies(s.spiI, 0, netip.AddrPortFrom(s.local, s.localPort()), s.remote)...)
+	ps = append(ps, notify(message.IKEV2_FRAGMENTATION_SUPPORTED, nil),
+		notify(message.SIGNATURE_HASH_ALGORITHMS, auth.EncodeHashAlgs(auth.SupportedHashAlgs)))
+	m := &message.Message{Header: message.Header{SPIi: s.spiI, Version: 0x20, Exchange: message.IKE_SA_INIT, Flags: message.FlagInitiator}, Payloads: ps}
+	s.msg1 = m.Encode()
+	s.state = stInitSent
+	s.nextID = 0
+	if s.out != nil && s.out.timer != nil {
+		s.out.timer.Stop()
+	}
+	s.out = nil
+	s.e.progress(Progress{Step: "IKE_SA_INIT", Peer: s.remote, Info: "proposing " + cfg.IKEProposals[0].String()})
+	s.send(&request{exch: message.IKE_SA_INIT, plain: true, pkts: [][]byte{s.msg1},
+		onReply: func(*message.Message, []message.Payload) {},
+		onFail: func(err error) {
+			s.e.progress(Progress{Step: "failed", Peer: s.remote, Err: fmt.Errorf("IKE_SA_INIT: %w", err)})
+			s.destroy("no answer")
+		}})
+	return nil
+}
+
+// initResponse is the initiator's half of IKE_SA_INIT.
+func (s *ikeSA) initResponse(m *message.Message, local netip.Addr, remote netip.AddrPort) {
+	cfg := &s.e.cfg
+	ps := m.Payloads
+	fail := func(err error) {
+		s.out.timer.Stop()
+		s.out = nil
+		cfg.Log.Warn("IKE_SA_INIT failed", "peer", s.remote, "err", err)
+		s.e.progress(Progress{Step: "failed", Peer: s.remote, Err: err})
+		s.destroy("IKE_SA_INIT failed")
+	}
+	if n := m.Notify(message.COOKIE); n != nil {
+		if s.cookie != nil && bytes.Equal(s.cookie, n.Data) || len(n.Data) < 1 || len(n.Data) > 64 {
+			return
+		}
+		s.cookie = bytes.Clone(n.Data)
+		s.startInit()
+		return
+	}
+	if n := m.Notify(message.INVALID_KE_PAYLOAD); n != nil && len(n.Data) == 2 && !s.dhRetried {
+		g := dhGroup(binary.BigEndian.Uint16(n.Data))
+		if !slices.ContainsFunc(cfg.IKEProposals, func(p IKEProposal) bool { return p.dh == g }) {
+			fail(fmt.Errorf("gateway wants DH group %d, which we did not offer", g))
+			return
+		}
+		s.dhRetried = true
+		s.dh = nil
+		dh, err := newDH(g)
+		if err != nil {
+			fail(err)
+			return
+		}
+		s.dh = dh
+		s.startInit()
+		return
+	}
+	for _, p := range ps {
+		if n, ok := p.(*message.Notify); ok && n.NotifyType < 16384 {
+			fail(fmt.Errorf("gateway refused IKE_SA_INIT: %v", n.NotifyType))
+			return
+		}
+	}
+	sa := message.Find[*message.SA](ps)
+	ke := message.Find[*message.KE](ps)
+	nr := message.Find[*message.Nonce](ps)
+	if sa == nil || ke == nil || nr == nil || m.Header.SPIr == 0 {
+		fail(errors.New("IKE_SA_INIT response lacks SA, KE or Nonce"))
+		return
+	}
+	prop, err := acceptIKE(cfg.IKEProposals, sa)
+	if err != nil {
+		fail(err)
+		return
+	}
+	if uint16(prop.dh) != ke.Group || prop.dh != s.dh.group {
+		fail(fmt.Errorf("KE group %d does not match the chosen proposal %v", ke.Group, prop))
+		return
+	}
+	shared, err := s.dh.shared(ke.Data)
+	if err != nil {
+		fail(err)
+		return
+	}
+	s.out.timer.Stop()
+	s.out = nil
+	s.spiR = m.Header.SPIr
+	s.prop, s.nr, s.msg2 = prop, bytes.Clone(nr.Data), bytes.Clone(m.Raw)
+	s.keys = deriveIKE(prop.prf, prop.encr, nil, shared, s.ni, s.nr, s.spiI, s.spiR)
+	clear(shared)
+	if err := s.setCiphers(); err != nil {
+		fail(err)
+		return
+	}
+	s.peerCaps(m)
+	// NAT detection (§2.23): the hashes tell whether either side's address
+	// or port was rewritten on the way.
+	if n := m.Notify(message.NAT_DETECTION_DESTINATION_IP); n != nil {
+		s.natHere = !bytes.Equal(n.Data, natHash(s.spiI, s.spiR, netip.AddrPortFrom(s.local, s.localPort())))
+	}
+	if n := m.Notify(message.NAT_DETECTION_SOURCE_IP); n != nil {
+		s.natThere = !bytes.Equal(n.Data, natHash(s.spiI, s.spiR, remote))
+	}
+	// Float to 4500 for IKE_AUTH: needed behind a NAT, and what MOBIKE
+	// wants anyway (RFC 4555 §3.1); the gateway listens on both.
+	s.natT = true
+	s.remote = netip.AddrPortFrom(s.remote.Addr(), 4500)
+	s.state = stInitDone
+	s.nextID = 1
+	s.sendAuth()
+}
+
+// peerCaps reads the capabilities a peer announces in IKE_SA_INIT.
+func (s *ikeSA) peerCaps(m *message.Message) {
+	s.peerFrag = m.Notify(message.IKEV2_FRAGMENTATION_SUPPORTED) != nil
+	if n := m.Notify(message.SIGNATURE_HASH_ALGORITHMS); n != nil {
+		s.peerHashes, _ = auth.DecodeHashAlgs(n.Data)
+	}
+	s.certReq = message.Find[*message.CertReq](m.Payloads) != nil
+}
+
+func (s *ikeSA) setCiphers() error {
+	ei, saltI, err := s.prop.encr.newAEAD(s.keys.ei)
+	if err != nil {
+		return err
+	}
+	er, saltR, err := s.prop.encr.newAEAD(s.keys.er)
+	if err != nil {
+		return err
+	}
+	i, r := &skCipher{aead: ei, salt: saltI}, &skCipher{aead: er, salt: saltR}
+	if s.initiator {
+		s.sendKey, s.recvKey = i, r
+	} else {
+		s.sendKey, s.recvKey = r, i
+	}
+	return nil
+}
+
+// signedOctets is §2.15: the IKE_SA_INIT message we sent, the peer's
+// nonce, and prf(SK_p, ID') of our ID payload body.
+func (s *ikeSA) signedOctets(ourMsg, peerNonce, skp []byte, id *message.ID) []byte {
+	out := slices.Concat(ourMsg, peerNonce, s.prop.prf.prf(skp, id.Body()))
+	return out
+}
+
+func (s *ikeSA) ourAuth(octets []byte) (*message.Auth, []message.Payload, error) {
+	cfg := &s.e.cfg
+	psk := cfg.PSK
+	if !s.initiator && s.peer != nil && s.peer.PSK != nil && cfg.Credential == nil {
+		psk = s.peer.PSK
+	}
+	if cfg.Credential == nil {
+		if psk == nil {
+			return nil, nil, errors.New("no PSK for this peer")
+		}
+		return &message.Auth{Method: auth.MethodPSK, Data: auth.PSK(auth.PRF(func(k, d []byte) []byte { return s.prop.prf.prf(k, d) }), psk, octets)}, nil, nil
+	}
+	method, data, err := cfg.Credential.Sign(octets, s.peerHashes)
+	if err != nil {
+		return nil, nil, err
+	}
+	var certs []message.Payload
+	for _, c := range cfg.Credential.Chain {
+		certs = append(certs, &message.Cert{Encoding: 4, Data: c.Raw})
+	}
+	return &message.Auth{Method: method, Data: data}, certs, nil
+}
+
+// verifyPeer checks the peer's AUTH payload (§2.15) with its PSK or its
+// certificate, and that the certificate names its identity (RFC 4945).
+// It returns the addresses the certificate certifies.
+func (s *ikeSA) verifyPeer(ps []message.Payload, id *message.ID, octets, psk []byte) ([]netip.Prefix, error) {
+	cfg := &s.e.cfg
+	a := message.Find[*message.Auth](ps)
+	if a == nil {
+		return nil, errors.New("no AUTH payload")
+	}
+	pid := auth.Identity{Type: auth.IDType(id.IDType), Data: id.Data}
+	if a.Method == auth.MethodPSK {
+		if psk == nil {
+			return nil, fmt.Errorf("peer %v uses a pre-shared key, and we have none for it", pid)
+		}
+		return nil, auth.VerifyPSK(auth.PRF(func(k, d []byte) []byte { return s.prop.prf.prf(k, d) }), psk, octets, a.Data)
+	}
+	if len(cfg.CAs) == 0 {
+		return nil, fmt.Errorf("peer %v uses a certificate, and no CA is configured", pid)
+	}
+	var der [][]byte
+	for _, c := range message.FindAll[*message.Cert](ps) {
+		if c.Encoding == 4 {
+			der = append(der, c.Data)
+		}
+	}
+	if len(der) == 0 {
+		return nil, fmt.Errorf("peer %v sent no certificate", pid)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range cfg.CAs {
+		pool.AddCert(c)
+	}
+	v := &auth.Verifier{Roots: pool}
+	cert, err := v.VerifyChain(der)
+	if err != nil {
+		return nil, err
+	}
+	if err := auth.MatchIdentity(cert, pid); err != nil {
+		return nil, err
+	}
+	if err := auth.Verify(a.Method, a.Data, octets, cert.PublicKey); err != nil {
+		return nil, err
+	}
+	return auth.CertifiedAddrs(cert), nil
+}
+
+// certReq is our CERTREQ: SHA-1 of each CA's SubjectPublicKeyInfo
+// (§3.7), so strongSwan sends its certificate.
+func (e *Endpoint) certReq() *message.CertReq {
+	if len(e.cfg.CAs) == 0 {
+		return nil
+	}
+	var b []byte
+	for _, c := range e.cfg.CAs {
+		h := sha1.Sum(c.RawSubjectPublicKeyInfo)
+		b = append(b, h[:]...)
+	}
+	return &message.CertReq{Encoding: 4, Data: b}
+}
+
+func addrNotifies(addrs []netip.Addr, except netip.Addr) []message.Payload {
+	var ps []message.Payload
+	for _, a := range addrs {
+		if a == except || !a.IsValid() || a.IsUnspecified() {
+			continue
+		}
+		t := message.ADDITIONAL_IP4_ADDRESS
+		if a.Is6() {
+			t = message.ADDITIONAL_IP6_ADDRESS
+		}
+		ps = append(ps, notify(t, a.AsSlice()))
+	}
+	return ps
+}
+
+func readAddrNotifies(ps []message.Payload) []netip.Addr {
+	var out []netip.Addr
+	for _, n := range message.FindAll[*message.Notify](ps) {
+		if n.NotifyType == message.ADDITIONAL_IP4_ADDRESS && len(n.Data) == 4 ||
+			n.NotifyType == message.ADDITIONAL_IP6_ADDRESS && len(n.Data) == 16 {
+			a, _ := netip.AddrFromSlice(n.Data)
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func localID(id auth.Identity, responder bool) *message.ID {
+	return &message.ID{Responder: responder, IDType: message.IDType(id.Type), Data: id.Data}
+}
+
+// sendAuth is the initiator's IKE_AUTH request: identity, AUTH, the first
+// Child SA (SA, TSi, TSr) and, in virtual-address mode, a CP request.
+func (s *ikeSA) sendAuth() {
+	cfg := &s.e.cfg
+	idi := localID(cfg.LocalID, false)
+	a, certs, err := s.ourAuth(s.signedOctets(s.msg1, s.nr, s.keys.pi, idi))
+	if err != nil {
+		s.e.progress(Progress{Step: "failed", Peer: s.remote, Err: err})
+		s.destroy("auth")
+		return
+	}
+	ps := []message.Payload{idi}
+	ps = append(ps, certs...)
+	if cr := s.e.certReq(); cr != nil {
+		ps = append(ps, cr)
+	}
+	if len(cfg.RemoteID.Data) > 0 {
+		ps = append(ps, localID(cfg.RemoteID, true))
+	}
+	ps = append(ps, a)
+	c := s.newChildOffer(false)
+	if cfg.Mode == ModeVirtual {
+		cp := &message.CP{CfgType: 1}
+		cp.Attrs = append(cp.Attrs, message.CPAttr{Type: message.INTERNAL_IP4_ADDRESS})
+		if slices.ContainsFunc(cfg.RemoteTS, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
+			cp.Attrs = append(cp.Attrs, message.CPAttr{Type: message.INTERNAL_IP6_ADDRESS})
+		}
+		cp.Attrs = append(cp.Attrs, message.CPAttr{Type: message.INTERNAL_IP4_DNS})
+		ps = append(ps, cp)
+	}
+	ps = append(ps, s.offerSA(c), c.tsi(), c.tsr())
+	ps = append(ps, notify(message.INITIAL_CONTACT, nil), notify(message.MOBIKE_SUPPORTED, nil))
+	ps = append(ps, addrNotifies(cfg.LocalAddrs, s.local)...)
+	s.e.progress(Progress{Step: "IKE_AUTH", Peer: s.remote, Info: fmt.Sprintf("as %v, %s", cfg.LocalID, map[bool]string{true: "certificate", false: "pre-shared key"}[cfg.Credential != nil])})
+	s.start(&request{exch: message.IKE_AUTH, payloads: ps,
+		onReply: func(m *message.Message, rps []message.Payload) { s.authResponse(rps, c) },
+		onFail: func(err error) {
+			s.e.progress(Progress{Step: "failed", Peer: s.remote, Err: fmt.Errorf("IKE_AUTH: %w", err)})
+			s.destroy("no answer")
+		}})
+}
+
+// authResponse is the initiator's half of IKE_AUTH.
+func (s *ikeSA) authResponse(ps []message.Payload, c *childOffer) {
+	cfg := &s.e.cfg
+	fail := func(err error) {
+		cfg.Log.Warn("IKE_AUTH failed", "peer", s.remote, "err", err)
+		s.e.progress(Progress{Step: "failed", Peer: s.remote, Err: err})
+		s.destroy("IKE_AUTH failed")
+	}
+	for _, n := range message.FindAll[*message.Notify](ps) {
+		if n.NotifyType == message.AUTHENTICATION_FAILED {
+			fail(ErrAuthRefused)
+			return
+		}
+	}
+	idr := message.Find[*message.ID](ps)
+	if idr == nil || !idr.Responder {
+		fail(errors.New("IKE_AUTH response without IDr"))
+		return
+	}
+	pid := auth.Identity{Type: auth.IDType(idr.IDType), Data: idr.Data}
+	if len(cfg.RemoteID.Data) > 0 && !cfg.RemoteID.Equal(pid) {
+		fail(fmt.Errorf("gateway authenticated as %v, want %v", pid, cfg.RemoteID))
+		return
+	}
+	if _, err := s.verifyPeer(ps, idr, s.signedOctets(s.msg2, s.ni, s.keys.pr, idr), cfg.PSK); err != nil {
+		fail(fmt.Errorf("gateway %v failed authentication: %w", pid, err))
+		return
+	}
+	s.peerID = pid
+	s.peerMOBIKE = len(filterNotify(ps, message.MOBIKE_SUPPORTED)) > 0
+	s.peerAddrs = readAddrNotifies(ps)
+	s.established()
+	cfg.Log.Info("IKE SA established", "ike", s.name(), "local", netip.AddrPortFrom(s.local, s.localPort()), "remote", s.remote,
+		"proposal", s.prop.String(), "nat", s.natHere || s.natThere, "mobike", s.peerMOBIKE)
+	s.e.progress(Progress{Step: "established", Peer: s.remote, Info: fmt.Sprintf("IKE SA with %v (%s)", pid, s.prop)})
+	if cp := message.Find[*message.CP](ps); cp != nil {
+		for _, a := range cp.Attrs {
+			switch {
+			case a.Type == message.INTERNAL_IP4_ADDRESS && len(a.Value) == 4, a.Type == message.INTERNAL_IP6_ADDRESS && len(a.Value) == 17:
+				ip, _ := netip.AddrFromSlice(a.Value[:len(a.Value)-len(a.Value)%4])
+				s.vip = append(s.vip, ip)
+			case a.Type == message.INTERNAL_IP4_DNS && len(a.Value) == 4, a.Type == message.INTERNAL_IP6_DNS && len(a.Value) == 16:
+				ip, _ := netip.AddrFromSlice(a.Value)
+				s.dns = append(s.dns, ip)
+			}
+		}
+	}
+	if cfg.Mode == ModeVirtual && len(s.vip) == 0 {
+		fail(errors.New("gateway assigned no virtual address"))
+		return
+	}
+	if err := s.childResponse(ps, c, nil); err != nil {
+		cfg.Log.Warn("Child SA refused", "ike", s.name(), "err", err)
+		s.e.progress(Progress{Step: "failed", Peer: s.remote, Err: err})
+		s.deleteIKE("no Child SA")
+		return
+	}
+	if cfg.HostToHost && cfg.Mode == ModeRFC3554 {
+		s.createChild(s.newChildOffer(true))
+	}
+}
+
+func filterNotify(ps []message.Payload, t message.NotifyType) []*message.Notify {
+	var out []*message.Notify
+	for _, n := range message.FindAll[*message.Notify](ps) {
+		if n.NotifyType == t {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// ErrAuthRefused is the gateway's AUTHENTICATION_FAILED.
+var ErrAuthRefused = errors.New("the gateway refused our authentication (AUTHENTICATION_FAILED): check the identity and the PSK or certificate")
+
+// respondInit is the responder's half of IKE_SA_INIT; it keeps no state
+// for requests it refuses, and none before the cookie check (§2.6).
+func (e *Endpoint) respondInit(h message.Header, b []byte, local netip.Addr, remote netip.AddrPort, natT bool) {
+	if s := e.halfOpen[initKey{remote, h.SPIi}]; s != nil {
+		// A retransmission: the same answer (§2.1).
+		if bytes.Equal(s.msg1, b) {
+			e.Stats.Answered++
+			e.cfg.Send(s.msg2, s.local, s.remote, s.natT)
+		}
+		return
+	}
+	m, err := message.Parse(b)
+	if err != nil {
+		e.logDrop("malformed IKE_SA_INIT", remote, err)
+		return
+	}
+	plain := func(ps ...message.Payload) {
+		r := &message.Message{Header: message.Header{SPIi: h.SPIi, Version: 0x20, Exchange: message.IKE_SA_INIT, Flags: message.FlagResponse}, Payloads: ps}
+		e.cfg.Send(r.Encode(), local, remote, natT)
+	}
+	sa := message.Find[*message.SA](m.Payloads)
+	ke := message.Find[*message.KE](m.Payloads)
+	ni := message.Find[*message.Nonce](m.Payloads)
+	if sa == nil || ke == nil || ni == nil {
+		e.logDrop("IKE_SA_INIT without SA, KE or Nonce", remote, nil)
+		plain(notify(message.INVALID_SYNTAX, nil))
+		return
+	}
+	if len(e.halfOpen) >= e.cfg.CookieThreshold {
+		want := e.cookie(ni.Data, remote, h.SPIi)
+		if n := m.Notify(message.COOKIE); n == nil || !bytes.Equal(n.Data, want) {
+			e.Stats.Cookies++
+			plain(notify(message.COOKIE, want))
+			return
+		}
+	}
+	prop, chosen, ok := chooseIKE(e.cfg.IKEProposals, sa)
+	if !ok {
+		e.cfg.Log.Info("IKE_SA_INIT refused: no proposal in common", "peer", remote)
+		plain(notify(message.NO_PROPOSAL_CHOSEN, nil))
+		return
+	}
+	if dhGroup(ke.Group) != prop.dh {
+		// §1.3: tell the initiator which group to use; keep no state.
+		var g [2]byte
+		binary.BigEndian.PutUint16(g[:], uint16(prop.dh))
+		plain(notify(message.INVALID_KE_PAYLOAD, g[:]))
+		return
+	}
+	dh, err := newDH(prop.dh)
+	if err != nil {
+		plain(notify(message.NO_PROPOSAL_CHOSEN, nil))
+		return
+	}
+	shared, err := dh.shared(ke.Data)
+	if err != nil {
+		e.logDrop("bad KE", remote, err)
+		plain(notify(message.INVALID_SYNTAX, nil))
+		return
+	}
+	s := e.newSA(false, local, remote, natT)
+	s.spiI = h.SPIi
+	s.prop, s.ni, s.nr, s.msg1 = prop, bytes.Clone(ni.Data), randomBytes(minNonceLen), b
+	s.keys = deriveIKE(prop.prf, prop.encr, nil, shared, s.ni, s.nr, s.spiI, s.spiR)
+	clear(shared)
+	if err := s.setCiphers(); err != nil {
+		s.destroy("cipher")
+		return
+	}
+	s.peerCaps(m)
+	if n := m.Notify(message.NAT_DETECTION_DESTINATION_IP); n != nil {
+		s.natHere = !bytes.Equal(n.Data, natHash(s.spiI, 0, netip.AddrPortFrom(local, s.localPort())))
+	}
+	if n := m.Notify(message.NAT_DETECTION_SOURCE_IP); n != nil {
+		s.natThere = !bytes.Equal(n.Data, natHash(s.spiI, 0, remote))
+	}
+	chosen.SPI = nil
+	ps := []message.Payload{&message.SA{Proposals: []message.Proposal{chosen}},
+		&message.KE{Group: uint16(prop.dh), Data: dh.public()}, &message.Nonce{Data: s.nr}}
+	ps = append(ps, natNotifies(s.spiI, s.spiR, netip.AddrPortFrom(local, s.localPort()), remote)...)
+	if cr := e.certReq(); cr != nil {
+		ps = append(ps, cr)
+	}
+	ps = append(ps, notify(message.IKEV2_FRAGMENTATION_SUPPORTED, nil),
+		notify(message.SIGNATURE_HASH_ALGORITHMS, auth.EncodeHashAlgs(auth.SupportedHashAlgs)))
+	r := &message.Message{Header: message.Header{SPIi: s.spiI, SPIr: s.spiR, Version: 0x20, Exchange: message.IKE_SA_INIT, Flags: message.FlagResponse}, Payloads: ps}
+	s.msg2 = r.Encode()
+	s.state = stInitDone
+	s.peerNext = 1
+	e.halfOpen[initKey{remote, h.SPIi}] = s
+	// A half-open SA that never authenticates goes away (§2.6's concern).
+	s.afterLocked(30*e.cfg.RetransmitTimeout, func() {
+		if s.state == stInitDone {
+			s.destroy("IKE_AUTH never came")
+		}
+	})
+	e.cfg.Send(s.msg2, local, remote, natT)
+}
+
+// respondAuth is the responder's half of IKE_AUTH: authenticate the
+// peer, authorize its addresses (RFC 3554 §4), create the first Child SA.
+func (s *ikeSA) respondAuth(msgID uint32, ps []message.Payload) {
+	cfg := &s.e.cfg
+	refuse := func(err error) {
+		cfg.Log.Warn("IKE_AUTH refused", "peer", s.remote, "err", err)
+		s.respond(message.IKE_AUTH, msgID, []message.Payload{notify(message.AUTHENTICATION_FAILED, nil)})
+		s.destroy("authentication failed")
+	}
+	var idi *message.ID
+	for _, id := range message.FindAll[*message.ID](ps) {
+		if !id.Responder {
+			idi = id
+		}
+	}
+	a := message.Find[*message.Auth](ps)
+	if idi == nil || a == nil {
+		refuse(errors.New("no IDi or AUTH (EAP is not supported)"))
+		return
+	}
+	pid := auth.Identity{Type: auth.IDType(idi.IDType), Data: idi.Data}
+	peer := s.e.findPeer(pid, a.Method == auth.MethodPSK)
+	if peer == nil {
+		refuse(fmt.Errorf("no policy for identity %v", pid))
+		return
+	}
+	var psk []byte
+	if peer.PSK != nil {
+		psk = peer.PSK
+	}
+	certAddrs, err := s.verifyPeer(ps, idi, s.signedOctets(s.msg1, s.nr, s.keys.pi, idi), psk)
+	if err != nil {
+		refuse(fmt.Errorf("%v: %w", pid, err))
+		return
+	}
+	s.peerID, s.peer = pid, peer
+	s.authority = authorityOf(peer, certAddrs)
+	delete(s.e.halfOpen, initKey{s.remote, s.spiI})
+	s.peerMOBIKE = len(filterNotify(ps, message.MOBIKE_SUPPORTED)) > 0
+	s.peerAddrs = readAddrNotifies(ps)
+	if len(filterNotify(ps, message.INITIAL_CONTACT)) > 0 {
+		// §2.4: the peer has no other SA with us: forget old ones of the
+		// same identity (a road warrior that restarted).
+		for _, o := range s.e.sas {
+			if o != s && o.state == stEstablished && o.peerID.Equal(pid) {
+				cfg.Log.Info("INITIAL_CONTACT: removing the old IKE SA", "ike", o.name())
+				o.destroy("replaced (INITIAL_CONTACT)")
+			}
+		}
+	}
+	idr := localID(cfg.LocalID, true)
+	ours, certs, err := s.ourAuth(s.signedOctets(s.msg2, s.ni, s.keys.pr, idr))
+	if err != nil {
+		refuse(err)
+		return
+	}
+	out := []message.Payload{idr}
+	if s.certReq || len(certs) > 0 {
+		out = append(out, certs...)
+	}
+	out = append(out, ours)
+	s.established()
+	cfg.Log.Info("IKE SA established", "ike", s.name(), "local", s.local, "remote", s.remote, "proposal", s.prop.String(),
+		"nat", s.natHere || s.natThere, "mobike", s.peerMOBIKE)
+	child, err := s.acceptChild(ps, s.ni, s.nr, nil, nil, true)
+	if err != nil {
+		// §1.2: the IKE SA stands, the Child SA is refused.
+		cfg.Log.Warn("Child SA refused", "ike", s.name(), "err", err)
+		out = append(out, childError(err))
+	} else {
+		out = append(out, child...)
+	}
+	out = append(out, notify(message.MOBIKE_SUPPORTED, nil))
+	out = append(out, addrNotifies(cfg.LocalAddrs, s.local)...)
+	s.respond(message.IKE_AUTH, msgID, out)
+}

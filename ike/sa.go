@@ -1,0 +1,483 @@
+package ike
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/roamsec/roamsec/ike/auth"
+	"github.com/roamsec/roamsec/ike/message"
+)
+
+type saState uint8
+
+const (
+	stInitSent    saState = iota + 1 // initiator: IKE_SA_INIT sent
+	stInitDone                       // responder: IKE_SA_INIT answered; initiator: IKE_AUTH sent
+	stEstablished                    // authenticated
+	stDeleting                       // DELETE sent or received
+	stDead
+)
+
+// ikeSA is one IKE SA and its Child SAs.
+type ikeSA struct {
+	e         *Endpoint
+	id        int
+	initiator bool // we are the original initiator (RFC 7296 §2.2)
+	spiI      uint64
+	spiR      uint64
+	local     netip.Addr
+	remote    netip.AddrPort
+	natT      bool // on UDP 4500
+	natHere   bool // a NAT in front of us
+	natThere  bool // a NAT in front of the peer
+	state     saState
+	created   time.Time
+	lastHeard time.Time
+
+	prop    IKEProposal
+	keys    ikeKeys
+	sendKey *skCipher
+	recvKey *skCipher
+
+	ni, nr     []byte
+	msg1, msg2 []byte // the IKE_SA_INIT request and response, for AUTH (§2.15)
+	dh         *dhKey
+	cookie     []byte
+	dhRetried  bool
+
+	peerFrag   bool
+	peerHashes []auth.HashAlg
+	peerMOBIKE bool
+	peerAddrs  []netip.Addr // ADDITIONAL_IP*_ADDRESS (RFC 4555 §3.6)
+	certReq    bool         // the peer sent CERTREQ
+	peerID     auth.Identity
+	peer       *Peer
+	authority  []netip.Prefix
+	vip        []netip.Addr // virtual addresses: assigned to us, or (responder) to the peer
+	dns        []netip.Addr
+
+	// Requests we send: window size 1 (§2.3), the rest queued.
+	nextID uint32
+	out    *request
+	queue  []*request
+	// Requests we answer: the next expected ID and the last response, sent
+	// again when its request is retransmitted (§2.1).
+	peerNext   uint32
+	cachedID   uint32
+	cached     [][]byte
+	haveCached bool
+	frags      fragments
+
+	children []*Child
+
+	dpdTimer, ikeRekeyTimer *time.Timer
+	replacedBy              *ikeSA
+}
+
+func (s *ikeSA) name() string {
+	if s.peerID.Data != nil {
+		return fmt.Sprintf("%s#%d", s.peerID.String(), s.id)
+	}
+	return fmt.Sprintf("%v#%d", s.remote, s.id)
+}
+
+func (s *ikeSA) ourSPI() uint64 {
+	if s.initiator {
+		return s.spiI
+	}
+	return s.spiR
+}
+
+// request is one exchange we started.
+type request struct {
+	exch     message.ExchangeType
+	payloads []message.Payload
+	msgID    uint32
+	pkts     [][]byte
+	tries    int
+	timer    *time.Timer
+	plain    bool // IKE_SA_INIT
+	onReply  func(m *message.Message, ps []message.Payload)
+	onFail   func(err error)
+}
+
+// errPeerSilent: retransmissions ran out (§2.4: the peer is dead).
+var errPeerSilent = errors.New("no answer from the peer (retransmissions exhausted)")
+
+// start queues or sends a request.
+func (s *ikeSA) start(r *request) {
+	if s.out != nil {
+		s.queue = append(s.queue, r)
+		return
+	}
+	s.send(r)
+}
+
+func (s *ikeSA) send(r *request) {
+	r.msgID = s.nextID
+	s.nextID++
+	if !r.plain {
+		r.pkts = s.protect(r.exch, r.msgID, false, r.payloads)
+	}
+	s.out = r
+	s.transmit(r)
+}
+
+// transmit sends r's packets and arms its retransmission timer, the
+// timeout doubling each time (§2.1).
+func (s *ikeSA) transmit(r *request) {
+	for _, p := range r.pkts {
+		if err := s.e.cfg.Send(p, s.local, s.remote, s.natT); err != nil {
+			s.e.cfg.Log.Debug("IKE send", "ike", s.name(), "err", err)
+		}
+	}
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+	d := s.e.cfg.RetransmitTimeout << r.tries
+	r.timer = time.AfterFunc(d, func() {
+		s.e.mu.Lock()
+		defer s.e.mu.Unlock()
+		if s.out != r || s.state == stDead {
+			return
+		}
+		if r.tries >= s.e.cfg.RetransmitTries {
+			s.out = nil
+			r.onFail(errPeerSilent)
+			return
+		}
+		r.tries++
+		s.e.Stats.Retransmitted++
+		s.transmit(r)
+	})
+}
+
+// next sends the next queued request, if any.
+func (s *ikeSA) next() {
+	s.out = nil
+	if len(s.queue) > 0 && s.state != stDead {
+		r := s.queue[0]
+		s.queue = s.queue[1:]
+		s.send(r)
+	}
+}
+
+// respond encrypts and sends a response, keeping it for retransmitted
+// requests.
+func (s *ikeSA) respond(exch message.ExchangeType, msgID uint32, ps []message.Payload) {
+	pkts := s.protect(exch, msgID, true, ps)
+	s.cached, s.cachedID, s.haveCached = pkts, msgID, true
+	for _, p := range pkts {
+		if err := s.e.cfg.Send(p, s.local, s.remote, s.natT); err != nil {
+			s.e.cfg.Log.Debug("IKE send", "ike", s.name(), "err", err)
+		}
+	}
+}
+
+func (s *ikeSA) flags(response bool) uint8 {
+	var f uint8
+	if s.initiator {
+		f |= message.FlagInitiator
+	}
+	if response {
+		f |= message.FlagResponse
+	}
+	return f
+}
+
+// protect builds the encrypted message, as RFC 7383 fragments when it is
+// large and the peer takes them (only after IKE_SA_INIT, §2.5).
+func (s *ikeSA) protect(exch message.ExchangeType, msgID uint32, response bool, ps []message.Payload) [][]byte {
+	first, inner := message.EncodePayloads(ps)
+	h := message.Header{SPIi: s.spiI, SPIr: s.spiR, NextPayload: message.PayloadSK, Version: 0x20,
+		Exchange: exch, Flags: s.flags(response), MsgID: msgID}
+	if size := message.HeaderLen + 4 + sealedLen(len(inner)); !s.peerFrag || size <= s.e.cfg.FragmentSize {
+		h.Length = uint32(size)
+		b := h.AppendTo(make([]byte, 0, size))
+		skLen := 4 + sealedLen(len(inner))
+		b = append(b, byte(first), 0, byte(skLen>>8), byte(skLen))
+		return [][]byte{s.sendKey.seal(b, b, inner)}
+	}
+	// RFC 7383 §2.5: every fragment is a message of its own, with the SKF
+	// payload; only the first names the first inner payload.
+	chunk := s.e.cfg.FragmentSize - message.HeaderLen - 8 - sealedLen(0)
+	total := (len(inner) + chunk - 1) / chunk
+	var pkts [][]byte
+	for i := 0; i < total; i++ {
+		part := inner[i*chunk : min((i+1)*chunk, len(inner))]
+		size := message.HeaderLen + 8 + sealedLen(len(part))
+		fh := h
+		fh.NextPayload = message.PayloadSKF
+		fh.Length = uint32(size)
+		b := fh.AppendTo(make([]byte, 0, size))
+		next := byte(0)
+		if i == 0 {
+			next = byte(first)
+		}
+		l := 8 + sealedLen(len(part))
+		b = append(b, next, 0, byte(l>>8), byte(l), byte((i+1)>>8), byte(i+1), byte(total>>8), byte(total))
+		pkts = append(pkts, s.sendKey.seal(b, b, part))
+	}
+	return pkts
+}
+
+// fragments reassembles one message (RFC 7383 §2.6).
+type fragments struct {
+	msgID    uint32
+	response bool
+	total    int
+	next     message.PayloadType
+	parts    map[int][]byte
+}
+
+const maxFragments = 64
+
+// handleEncrypted decrypts, reassembles and dispatches a message.
+func (s *ikeSA) handleEncrypted(m *message.Message, local netip.Addr, remote netip.AddrPort, natT bool) {
+	h := m.Header
+	e := s.e
+	if s.recvKey == nil {
+		e.logDrop("encrypted message before keys", remote, nil)
+		return
+	}
+	// Message-ID window first (§2.3): a retransmitted request gets the
+	// cached response, anything else out of window is dropped.
+	if !h.IsResponse() {
+		if s.haveCached && h.MsgID == s.cachedID {
+			if enc := encryptedOf(m); enc != nil && (!enc.Fragment || enc.FragNum == 1) {
+				if _, err := s.recvKey.open(m.Raw[:enc.AADLen], enc.Body); err == nil {
+					e.Stats.Answered++
+					for _, p := range s.cached {
+						e.cfg.Send(p, s.local, s.remote, s.natT)
+					}
+				}
+			}
+			return
+		}
+		if h.MsgID != s.peerNext {
+			e.logDrop("request out of window", remote, nil)
+			return
+		}
+	} else if s.out == nil || s.out.msgID != h.MsgID || s.out.exch != h.Exchange {
+		e.logDrop("unexpected response", remote, nil)
+		return
+	}
+	enc := encryptedOf(m)
+	if enc == nil {
+		e.logDrop("no encrypted payload", remote, nil)
+		return
+	}
+	pt, err := s.recvKey.open(m.Raw[:enc.AADLen], enc.Body)
+	if err != nil {
+		e.logDrop("integrity", remote, err)
+		return
+	}
+	next := enc.Next
+	if enc.Fragment {
+		f := &s.frags
+		if f.parts == nil || f.msgID != h.MsgID || f.response != h.IsResponse() {
+			*f = fragments{msgID: h.MsgID, response: h.IsResponse(), parts: map[int][]byte{}}
+		}
+		if enc.TotalFrags == 0 || enc.TotalFrags > maxFragments || enc.FragNum == 0 || enc.FragNum > enc.TotalFrags ||
+			(f.total != 0 && f.total != int(enc.TotalFrags)) {
+			e.logDrop("bad fragment numbers", remote, nil)
+			return
+		}
+		f.total = int(enc.TotalFrags)
+		if enc.FragNum == 1 {
+			f.next = enc.Next
+		}
+		f.parts[int(enc.FragNum)] = pt
+		if len(f.parts) < f.total {
+			return
+		}
+		pt = nil
+		for i := 1; i <= f.total; i++ {
+			pt = append(pt, f.parts[i]...)
+		}
+		next = f.next
+		s.frags = fragments{}
+	}
+	ps, err := message.ParsePayloads(next, pt)
+	if err != nil {
+		e.logDrop("malformed encrypted payloads", remote, err)
+		if !h.IsResponse() {
+			// §2.21.1: an authenticated but malformed request gets
+			// INVALID_SYNTAX.
+			s.peerNext++
+			s.respond(h.Exchange, h.MsgID, []message.Payload{&message.Notify{NotifyType: message.INVALID_SYNTAX}})
+		}
+		return
+	}
+	s.lastHeard = time.Now()
+	if natT && !s.natT {
+		s.natT = true // the peer floated to 4500 (RFC 7296 §2.23)
+	}
+	if s.state == stEstablished && remote != s.remote && !s.peerMOBIKE {
+		// An authenticated message from a new address: follow it (the
+		// gateway's half of a road warrior's move; never on an
+		// unauthenticated packet).
+		e.cfg.Log.Info("IKE peer moved", "ike", s.name(), "from", s.remote, "to", remote)
+		s.remote = remote
+	}
+	if local.IsValid() && !s.initiator {
+		s.local = local
+	}
+	if h.IsResponse() {
+		r := s.out
+		r.timer.Stop()
+		s.out = nil
+		r.onReply(m, ps)
+		if s.out == nil {
+			s.next()
+		}
+		return
+	}
+	if s.state == stInitDone && !s.initiator && h.Exchange != message.IKE_AUTH {
+		e.logDrop("request before IKE_AUTH", remote, nil)
+		return
+	}
+	s.peerNext++
+	switch h.Exchange {
+	case message.IKE_AUTH:
+		if s.initiator || s.state != stInitDone {
+			s.respond(h.Exchange, h.MsgID, []message.Payload{&message.Notify{NotifyType: message.INVALID_SYNTAX}})
+			return
+		}
+		s.respondAuth(h.MsgID, ps)
+	case message.CREATE_CHILD_SA:
+		s.respondCreateChild(h.MsgID, ps)
+	case message.INFORMATIONAL:
+		s.respondInformational(h.MsgID, ps, remote)
+	default:
+		s.respond(h.Exchange, h.MsgID, []message.Payload{&message.Notify{NotifyType: message.INVALID_SYNTAX}})
+	}
+}
+
+func encryptedOf(m *message.Message) *message.Encrypted {
+	if len(m.Payloads) == 0 {
+		return nil
+	}
+	enc, _ := m.Payloads[len(m.Payloads)-1].(*message.Encrypted)
+	return enc
+}
+
+// established finishes authentication: timers start.
+func (s *ikeSA) established() {
+	s.state = stEstablished
+	s.dh = nil
+	s.armDPD()
+	if d := s.e.cfg.IKELifetime; d > 0 && s.initiator || d > 0 && !s.initiator && s.e.cfg.Initiator {
+		s.ikeRekeyTimer = s.afterLocked(jitter(d), func() { s.rekeyIKE() })
+	}
+}
+
+// afterLocked runs f under the endpoint lock after d, unless the SA died.
+func (s *ikeSA) afterLocked(d time.Duration, f func()) *time.Timer {
+	return time.AfterFunc(d, func() {
+		s.e.mu.Lock()
+		defer s.e.mu.Unlock()
+		if s.state == stDead || s.e.closed {
+			return
+		}
+		f()
+	})
+}
+
+// jitter takes up to 10% off d, so two peers with the same lifetime
+// rarely rekey at the same moment (RFC 7296 §2.8.1 collisions).
+func jitter(d time.Duration) time.Duration {
+	r := randomBytes(1)[0]
+	return d - d/10*time.Duration(r)/255
+}
+
+// armDPD checks liveness after DPD of silence (§2.4): an empty
+// INFORMATIONAL request; no answer after the retransmissions kills the SA.
+func (s *ikeSA) armDPD() {
+	d := s.e.cfg.DPD
+	if d <= 0 {
+		return
+	}
+	if s.dpdTimer != nil {
+		s.dpdTimer.Stop()
+	}
+	s.dpdTimer = s.afterLocked(d, func() {
+		if s.state != stEstablished {
+			return
+		}
+		if idle := time.Since(s.lastHeard); idle < d || s.out != nil {
+			s.armDPD()
+			return
+		}
+		s.start(&request{exch: message.INFORMATIONAL,
+			onReply: func(*message.Message, []message.Payload) { s.armDPD() },
+			onFail:  s.failed,
+		})
+	})
+}
+
+// failed ends an SA whose request went unanswered.
+func (s *ikeSA) failed(err error) {
+	s.e.cfg.Log.Warn("IKE SA failed", "ike", s.name(), "peer", s.remote, "err", err)
+	s.e.progress(Progress{Step: "failed", Peer: s.remote, Err: err})
+	s.destroy("peer dead")
+}
+
+// destroy removes the SA and its Child SAs and zeroes the keys.
+func (s *ikeSA) destroy(why string) {
+	if s.state == stDead {
+		return
+	}
+	wasUp := s.state >= stEstablished
+	s.state = stDead
+	for _, t := range []*time.Timer{s.dpdTimer, s.ikeRekeyTimer} {
+		if t != nil {
+			t.Stop()
+		}
+	}
+	if s.out != nil && s.out.timer != nil {
+		s.out.timer.Stop()
+	}
+	for _, c := range slices.Clone(s.children) {
+		s.removeChild(c)
+	}
+	s.children = nil
+	delete(s.e.sas, s.ourSPI())
+	for k, v := range s.e.halfOpen {
+		if v == s {
+			delete(s.e.halfOpen, k)
+		}
+	}
+	s.keys.wipe()
+	if s.sendKey != nil {
+		s.sendKey.wipe()
+		s.recvKey.wipe()
+	}
+	if wasUp && s.replacedBy == nil {
+		s.e.cfg.Log.Info("IKE SA down", "ike", s.name(), "why", why)
+		s.e.progress(Progress{Step: "deleted", Peer: s.remote, Info: why})
+	}
+}
+
+// sendDeleteNow sends an INFORMATIONAL DELETE of the IKE SA without
+// waiting for the answer (shutdown).
+func (s *ikeSA) sendDeleteNow() {
+	ps := []message.Payload{&message.Delete{Protocol: message.ProtoIKE}}
+	for _, p := range s.protect(message.INFORMATIONAL, s.nextID, false, ps) {
+		s.e.cfg.Send(p, s.local, s.remote, s.natT)
+	}
+	s.nextID++
+}
+
+// deleteIKE deletes the SA with an INFORMATIONAL exchange (§1.4.1).
+func (s *ikeSA) deleteIKE(why string) {
+	s.state = stDeleting
+	s.start(&request{exch: message.INFORMATIONAL,
+		payloads: []message.Payload{&message.Delete{Protocol: message.ProtoIKE}},
+		onReply:  func(*message.Message, []message.Payload) { s.destroy(why) },
+		onFail:   func(error) { s.destroy(why) },
+	})
+}
