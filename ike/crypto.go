@@ -22,20 +22,20 @@ import (
 // what roamsec offers. Nothing else is accepted: AEAD ciphers only, so no
 // separate integrity transform is ever negotiated.
 const (
-	encrAESGCM16   = 20
-	encrChaCha20P  = 28
-	prfSHA256      = 5
-	prfSHA384      = 6
-	prfSHA512      = 7
-	dhECP256       = 19
-	dhECP384       = 20
-	dhCurve25519   = 31
-	esnNo, esnYes  = 0, 1
-	aeadIVLen      = 8  // RFC 5282 §3.1, RFC 7634 §3
-	aeadICVLen     = 16 // the 16-octet ICV variants only
-	aeadSaltLen    = 4
-	natDetectLen   = sha1.Size
-	minNonceLen    = 32 // ours; RFC 7296 §2.10 wants at least half the PRF key size
+	encrAESGCM16  = 20
+	encrChaCha20P = 28
+	prfSHA256     = 5
+	prfSHA384     = 6
+	prfSHA512     = 7
+	dhECP256      = 19
+	dhECP384      = 20
+	dhCurve25519  = 31
+	esnNo, esnYes = 0, 1
+	aeadIVLen     = 8  // RFC 5282 §3.1, RFC 7634 §3
+	aeadICVLen    = 16 // the 16-octet ICV variants only
+	aeadSaltLen   = 4
+	natDetectLen  = sha1.Size
+	minNonceLen   = 32 // ours; RFC 7296 §2.10 wants at least half the PRF key size
 )
 
 // prfAlg is one of the HMAC-SHA2 PRFs (RFC 4868).

@@ -70,6 +70,7 @@ type ikeSA struct {
 	cached     [][]byte
 	haveCached bool
 	frags      fragments
+	replyTo    netip.AddrPort // where the request being answered came from
 
 	children []*Child
 
@@ -170,8 +171,12 @@ func (s *ikeSA) next() {
 func (s *ikeSA) respond(exch message.ExchangeType, msgID uint32, ps []message.Payload) {
 	pkts := s.protect(exch, msgID, true, ps)
 	s.cached, s.cachedID, s.haveCached = pkts, msgID, true
+	to := s.remote
+	if s.replyTo.IsValid() {
+		to = s.replyTo
+	}
 	for _, p := range pkts {
-		if err := s.e.cfg.Send(p, s.local, s.remote, s.natT); err != nil {
+		if err := s.e.cfg.Send(p, s.local, to, to.Port() != 500); err != nil {
 			s.e.cfg.Log.Debug("IKE send", "ike", s.name(), "err", err)
 		}
 	}
@@ -251,7 +256,7 @@ func (s *ikeSA) handleEncrypted(m *message.Message, local netip.Addr, remote net
 				if _, err := s.recvKey.open(m.Raw[:enc.AADLen], enc.Body); err == nil {
 					e.Stats.Answered++
 					for _, p := range s.cached {
-						e.cfg.Send(p, s.local, s.remote, s.natT)
+						e.cfg.Send(p, s.local, remote, remote.Port() != 500)
 					}
 				}
 			}
@@ -316,7 +321,9 @@ func (s *ikeSA) handleEncrypted(m *message.Message, local netip.Addr, remote net
 	if natT && !s.natT {
 		s.natT = true // the peer floated to 4500 (RFC 7296 §2.23)
 	}
-	if s.state == stEstablished && remote != s.remote && !s.peerMOBIKE {
+	if remote != s.remote && s.state < stEstablished {
+		s.remote = remote // the initiator floated to 4500 for IKE_AUTH (§2.23)
+	} else if s.state == stEstablished && remote != s.remote && !s.peerMOBIKE {
 		// An authenticated message from a new address: follow it (the
 		// gateway's half of a road warrior's move; never on an
 		// unauthenticated packet).
@@ -341,6 +348,7 @@ func (s *ikeSA) handleEncrypted(m *message.Message, local netip.Addr, remote net
 		return
 	}
 	s.peerNext++
+	s.replyTo = remote // responses go where the request came from (§2.11)
 	switch h.Exchange {
 	case message.IKE_AUTH:
 		if s.initiator || s.state != stInitDone {

@@ -75,6 +75,9 @@ type RouteSourcer interface {
 // start from the live uplink. The SAs, SPIs and sequence numbers stay.
 type Mover struct {
 	SAs    []*tunnel.SA // outbound SAs to the peer
+	// Current, if set, returns further outbound SAs at the time of a
+	// switch (those IKE negotiated and rekeys replace).
+	Current func() []*tunnel.SA
 	Routes RouteSourcer // nil in virtual-address mode
 	Paths  []Path       // host routes to their peer addresses keep their sources
 	Log    *slog.Logger
@@ -89,7 +92,11 @@ type Mover struct {
 func (m *Mover) Apply(sw Switch) error {
 	var errs []error
 	rfc3554 := false
-	for _, sa := range m.SAs {
+	sas := m.SAs
+	if m.Current != nil {
+		sas = append(sas[:len(sas):len(sas)], m.Current()...)
+	}
+	for _, sa := range sas {
 		r := sa.Outer()
 		if r.SrcFromInner && !r.DstFromInner {
 			rfc3554 = true

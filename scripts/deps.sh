@@ -12,6 +12,7 @@ want() { # want COMMAND PACKAGE
 }
 want tshark tshark
 want iperf3 iperf3
+want ping iputils-ping
 want nft nftables
 want ip iproute2
 want curl curl

@@ -18,6 +18,8 @@ type Built struct {
 	TUN           BuiltTUN
 	Transport     Transport
 	Mobility      *Mobility // nil: no mobility section
+	// IKE, if set, negotiates SAs; its secrets are the daemon's to zero.
+	IKE *IKE
 
 	// SPD: the extra policies in file order, then one PROTECT entry per
 	// SA, bound to its outbound SA.
@@ -78,6 +80,7 @@ func (c *Config) Build() (b *Built, err error) {
 		ControlSocket: c.ControlSocket,
 		Transport:     c.Transport,
 		Mobility:      c.Mobility,
+		IKE:           c.IKE.clone(),
 		SPD:           new(tunnel.SPD),
 		SAD:           new(tunnel.SAD),
 		Warnings:      slices.Clone(c.Warnings),
@@ -162,6 +165,9 @@ func (c *Config) Build() (b *Built, err error) {
 // Wipe zeroes every key the Config holds. Build calls it; call it
 // yourself when a parsed Config will not be built.
 func (c *Config) Wipe() {
+	if c.IKE != nil {
+		c.IKE.Wipe()
+	}
 	for i := range c.SAs {
 		c.SAs[i].Outbound.Key.Wipe()
 		c.SAs[i].Inbound.Key.Wipe()

@@ -97,8 +97,10 @@ func (p *parser) validate(c *Config) {
 	}
 
 	switch {
+	case c.IKE != nil:
+		// IKEv2 negotiates the SAs.
 	case c.Role == RoleRoadWarrior && len(c.SAs) == 0:
-		p.fail("sas", "a road warrior needs at least one SA")
+		p.fail("sas", "a road warrior needs at least one SA (or an ike section)")
 	case len(c.SAs) == 0:
 		p.warn("sas", "no SAs: the gateway will carry no traffic")
 	}

@@ -114,6 +114,7 @@ Flags:
 		UDPPort: b.Transport.UDPPort, KeepAlive: b.Transport.NATKeepalive,
 		SPD: b.SPD, SAD: b.SAD, Outbound: b.Outbound, Log: log,
 		Mobility: b.Mobility, ControlSocket: b.ControlSocket, Role: role,
+		IKE: b.IKE, Listen: b.Transport.Listen,
 	}
 	if r := b.TUN.BypassRule; r != nil {
 		s.Rule = &Rule{Mark: r.Mark, Table: r.Table, Priority: r.Priority}

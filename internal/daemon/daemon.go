@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/roamsec/roamsec/ike"
 	"github.com/roamsec/roamsec/internal/config"
 	"github.com/roamsec/roamsec/internal/control"
 	"github.com/roamsec/roamsec/internal/datapath"
@@ -53,6 +54,14 @@ type Setup struct {
 	Role          string
 	// Ready, if set, is called once the tunnel is up.
 	Ready func(*Running)
+	// IKE, if set, negotiates SAs with IKEv2; Listen are our outer
+	// addresses (announced to the peer).
+	IKE    *config.IKE
+	Listen []netip.Addr
+	// Progress, if set, receives the IKE steps (the CLI shows them).
+	Progress func(ike.Progress)
+
+	ike *ikeState
 }
 
 // Running is a daemon whose tunnel is up.
@@ -111,7 +120,7 @@ func Run(ctx context.Context, s Setup) (err error) {
 	}
 
 	cfg := datapath.Config{TUN: dev, SPD: s.SPD, SAD: s.SAD, Log: log}
-	needESP, needUDP := false, false
+	needESP, needUDP := false, s.IKE != nil
 	for _, sas := range [][]*tunnel.SA{s.Outbound, s.SAD.All()} {
 		for _, sa := range sas {
 			if sa.UDPEncap {
@@ -122,7 +131,7 @@ func Run(ctx context.Context, s Setup) (err error) {
 		}
 	}
 	var conns []interface {
-		transport.Conn
+		Close() error
 		SetMark(uint32) error
 	}
 	closeAll := func() {
@@ -169,6 +178,63 @@ func Run(ctx context.Context, s Setup) (err error) {
 			return err
 		}
 	}
+	var ep *ike.Endpoint
+	var socks ikeSockets
+	ikeEvents := make(chan ike.Progress, 64)
+	if s.IKE != nil {
+		icfg, err := ikeConfig(s.IKE, s.Role, s.Listen)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("ike: %w", err)
+		}
+		st := &ikeState{spd: s.SPD, sad: s.SAD, dev: dev, log: log, policies: map[string]*tunnel.Policy{},
+			children: map[string]*ike.Child{}, vips: map[netip.Addr]bool{}, up: make(chan struct{}), initiator: icfg.Initiator}
+		s.ike = st
+		icfg.Install, icfg.Remove, icfg.Log = st.install, st.remove, log
+		icfg.Send = socks.send
+		icfg.Progress = func(p ike.Progress) {
+			if s.Progress != nil {
+				s.Progress(p)
+			}
+			select {
+			case ikeEvents <- p:
+			default:
+			}
+		}
+		if ep, err = ike.New(icfg); err != nil {
+			closeAll()
+			return err
+		}
+		if u, ok := cfg.UDP4.(*transport.UDPConn); ok {
+			socks.p4500[0] = u
+		}
+		if u, ok := cfg.UDP6.(*transport.UDPConn); ok {
+			socks.p4500[1] = u
+		}
+		for i, any := range []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
+			c, err := transport.ListenIKE(netip.AddrPortFrom(any, s.IKE.Port))
+			if err != nil {
+				if i == 0 {
+					closeAll()
+					return fmt.Errorf("IKE port %d: %w (needs CAP_NET_BIND_SERVICE)", s.IKE.Port, err)
+				}
+				log.Warn("no IPv6 IKE socket", "err", err)
+				continue
+			}
+			if s.Rule != nil {
+				if err := c.SetMark(s.Rule.Mark); err != nil {
+					c.Close()
+					closeAll()
+					return err
+				}
+			}
+			socks.p500[i] = c
+			conns = append(conns, c)
+			go readIKE(c, ep)
+		}
+		cfg.OnIKE = func(msg []byte, local netip.Addr, remote netip.AddrPort) { ep.Handle(msg, local, remote, true) }
+		defer ep.Close()
+	}
 	dp, err := datapath.New(cfg)
 	if err != nil {
 		closeAll()
@@ -209,17 +275,55 @@ func Run(ctx context.Context, s Setup) (err error) {
 			}
 		}()
 	}
+	ikeFatal := make(chan error, 1)
+	if ep != nil && s.ike.initiator {
+		gw, err := resolveGateway(ctx, s.IKE.Gateway, true)
+		if err != nil {
+			stopMobility()
+			return err
+		}
+		local := netip.Addr{}
+		if m := s.Mobility; m != nil && len(m.Paths) > 0 {
+			local, gw = m.Paths[m.Primary].Local, m.Paths[m.Primary].Peer
+		} else {
+			for _, a := range s.Listen {
+				if a.Is4() == gw.Is4() {
+					local = a
+					break
+				}
+			}
+		}
+		log.Info("IKE: connecting", "gateway", s.IKE.Gateway, "addr", gw, "local", local, "id", s.IKE.ID.String(), "mode", s.IKE.Mode.String())
+		go connectLoop(mctx, ep, local, netip.AddrPortFrom(gw, s.IKE.Port), ikeEvents, log, ikeFatal)
+	}
 	if s.Mobility != nil {
 		go func() {
 			defer close(mdone)
-			if err := runMobility(mctx, s, dev, mob); err != nil {
+			if err := runMobility(mctx, s, dev, mob, ep); err != nil {
 				log.Error("mobility stopped: the SA stays on its current path", "err", err)
 			}
 		}()
 	} else {
 		close(mdone)
 	}
-	err = dp.Run(ctx)
+	dctx, stopDP := context.WithCancel(ctx)
+	var fatalErr error
+	go func() {
+		select {
+		case err := <-ikeFatal:
+			fatalErr = err
+			stopDP()
+		case <-dctx.Done():
+		}
+	}()
+	err = dp.Run(dctx)
+	stopDP()
+	if fatalErr != nil {
+		err = fatalErr
+	}
+	if ep != nil {
+		ep.Close() // DELETE to the peer while the sockets are still open
+	}
 	stopMobility()
 	<-mdone
 	st := dp.Stats()
@@ -237,7 +341,7 @@ func Run(ctx context.Context, s Setup) (err error) {
 // runMobility feeds the path set from its detectors and applies the
 // switches it decides, until ctx ends. On a gateway it only answers the
 // road warriors' SCTP path monitoring.
-func runMobility(ctx context.Context, s Setup, dev *tun.Device, st *mobilityState) error {
+func runMobility(ctx context.Context, s Setup, dev *tun.Device, st *mobilityState, ep *ike.Endpoint) error {
 	m := s.Mobility
 	if len(m.Paths) == 0 { // gateway
 		if m.Detector != config.DetectorSCTP {
@@ -282,7 +386,7 @@ func runMobility(ctx context.Context, s Setup, dev *tun.Device, st *mobilityStat
 		if err != nil {
 			return err
 		}
-		fams = append(fams, family{set, &mobility.Mover{SAs: s.Outbound, Routes: dev, Paths: paths, Log: s.Log}, paths})
+		fams = append(fams, family{set, &mobility.Mover{SAs: s.Outbound, Current: s.ike.outbound, Routes: dev, Paths: paths, Log: s.Log}, paths})
 	}
 	st.mu.Lock()
 	for _, f := range fams {
@@ -336,10 +440,23 @@ func runMobility(ctx context.Context, s Setup, dev *tun.Device, st *mobilityStat
 	s.Log.Info("mobility paths", "primary", m.Paths[m.Primary].String(), "paths", len(m.Paths), "families", len(fams))
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	if s.ike != nil {
+		var movers []*mobility.Mover
+		for _, f := range fams {
+			movers = append(movers, f.mover)
+		}
+		s.ike.mu.Lock()
+		s.ike.moved = movedRule(movers)
+		s.ike.mu.Unlock()
+	}
 	apply := func(f family, sw mobility.Switch, ok bool) {
 		if ok {
 			if err := f.mover.Apply(sw); err != nil {
 				s.Log.Error("path switch", "err", err)
+			}
+			if ep != nil {
+				// IKE follows the path too (MOBIKE with peers that speak it).
+				go ep.Move(sw.To.Local, sw.To.Peer)
 			}
 		}
 	}

@@ -138,7 +138,7 @@ func outerString(r tunnel.OuterRule) string {
 func (r *Running) status(role string, started time.Time, mob *mobilityState) Status {
 	st := Status{Daemon: role, Version: version.Version, Started: started, TUN: r.Device.Name(), MTU: r.Device.MTU(),
 		Datapath: r.Datapath.Stats()}
-	for _, sa := range r.setup.Outbound {
+	for _, sa := range append(r.setup.Outbound[:len(r.setup.Outbound):len(r.setup.Outbound)], r.setup.ike.outbound()...) {
 		st.SAs = append(st.SAs, saStatus(sa))
 	}
 	in := r.setup.SAD.All()

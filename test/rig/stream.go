@@ -149,3 +149,10 @@ func WaitFor(d time.Duration, cond func() bool) bool {
 	}
 	return cond()
 }
+
+// Counts returns how many datagrams were sent and how many came back.
+func (s *Stream) Counts() (sent, answered int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sent), len(s.replies)
+}

@@ -1,0 +1,270 @@
+package config
+
+import (
+	"bytes"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/roamsec/roamsec/ike"
+	"github.com/roamsec/roamsec/ike/auth"
+)
+
+// IKE is the ike section: the IKEv2 connection that negotiates the SAs
+// instead of static keys.
+type IKE struct {
+	ID auth.Identity
+	// Road warrior: where the gateway is, who it must be, what to ask for.
+	Gateway    string // a name or an address
+	GatewayID  auth.Identity
+	Mode       ike.Mode
+	LocalTS    []netip.Prefix
+	RemoteTS   []netip.Prefix
+	HostToHost bool
+	// Credentials: a PSK (road warrior), or a certificate and key; CAs
+	// verify the peer's certificate.
+	PSK      Secret
+	CertFile string
+	KeyFile  string
+	CAFiles  []string
+	// Gateway: the road warriors it accepts.
+	Peers []IKEPeer
+
+	IKEProposals []ike.IKEProposal
+	ESPProposals []ike.ESPProposal
+	PFS          bool
+
+	IKELifetime       time.Duration
+	ChildLifetime     time.Duration
+	DPD               time.Duration
+	RetransmitTimeout time.Duration
+	RetransmitTries   int
+	Port              uint16 // the IKE port (500)
+}
+
+// IKEPeer is one gateway peers entry.
+type IKEPeer struct {
+	ID          auth.Identity // zero: any identity a certificate of our CAs proves
+	PSK         Secret
+	Addresses   []netip.Prefix // RFC 3554 §4 authority
+	VirtualPool netip.Prefix
+	DNS         []netip.Addr
+}
+
+func (p *parser) ike(top *fields, c *Config) {
+	n := top.get("ike")
+	if n == nil {
+		return
+	}
+	f := p.fields(n, top.lineOf("ike"), "ike", "id", "gateway", "gateway_id", "mode", "local_ts", "remote_ts", "host_to_host",
+		"psk_file", "cert", "key", "cas", "peers", "proposals", "esp_proposals", "pfs", "ike_lifetime", "child_lifetime", "dpd",
+		"retransmit_timeout", "retransmit_tries", "port")
+	k := &IKE{}
+	id := func(ff *fields, name string, required bool) auth.Identity {
+		v, vn, ok := ff.scalar(name)
+		if vn == nil {
+			if required {
+				ff.missing(name, `: e.g. "gw.example", "rw1@example.org", "192.0.2.1" or "CN=rw1,O=example"`)
+			}
+			return auth.Identity{}
+		}
+		if !ok {
+			return auth.Identity{}
+		}
+		i, err := auth.ParseIdentity(v)
+		if err != nil {
+			p.errf(vn.Line, ff.path2(name), "%v", err)
+		}
+		return i
+	}
+	k.ID = id(f, "id", true)
+	mode, _ := f.enum("mode", "rfc3554", "rfc3554", "virtual")
+	if mode == "virtual" {
+		k.Mode = ike.ModeVirtual
+	}
+	k.LocalTS = p.prefixes(f, "local_ts")
+	k.RemoteTS = p.prefixes(f, "remote_ts")
+	k.HostToHost = f.boolean("host_to_host", c.Mobility != nil && k.Mode == ike.ModeRFC3554)
+	if c.Role == RoleRoadWarrior {
+		k.Gateway = f.str("gateway", "")
+		if k.Gateway == "" {
+			f.missing("gateway", ": the gateway's name or address")
+		}
+		k.GatewayID = id(f, "gateway_id", false)
+		if len(k.RemoteTS) == 0 {
+			f.missing("remote_ts", ": the networks behind the gateway, e.g. [203.0.113.0/24]")
+		}
+		if k.Mode == ike.ModeRFC3554 && len(k.LocalTS) == 0 {
+			// RFC 3554 mode: our own uplink addresses are the inner ones.
+			for _, a := range c.Transport.Listen {
+				k.LocalTS = append(k.LocalTS, netip.PrefixFrom(a, a.BitLen()))
+			}
+			if len(k.LocalTS) == 0 {
+				f.missing("local_ts", ": in rfc3554 mode our own addresses (or transport.listen)")
+			}
+		}
+	} else {
+		for _, name := range []string{"gateway", "gateway_id", "mode", "remote_ts", "host_to_host"} {
+			f.forbid(name, "a gateway answers; this is for road warriors")
+		}
+	}
+	if f.has("psk_file") {
+		k.PSK = p.pskFile(f, "psk_file")
+	}
+	k.CertFile = p.path(f, "cert")
+	k.KeyFile = p.path(f, "key")
+	if (k.CertFile == "") != (k.KeyFile == "") {
+		p.errf(f.line, "ike", "give cert and key together")
+	}
+	for i, cn := range f.list("cas") {
+		if v, ok := p.scalar(cn, f.itemPath("cas", i)); ok {
+			k.CAFiles = append(k.CAFiles, p.abs(v))
+		}
+	}
+	if c.Role == RoleRoadWarrior && k.PSK == nil && k.CertFile == "" {
+		p.errf(f.line, "ike", "no credentials: give psk_file, or cert and key")
+	}
+	for i, pn := range f.list("peers") {
+		path := elem("ike.peers", i)
+		pf := p.fields(pn, pn.Line, path, "id", "psk_file", "addresses", "virtual_pool", "dns")
+		var peer IKEPeer
+		peer.ID = id(pf, "id", false)
+		if pf.has("psk_file") {
+			peer.PSK = p.pskFile(pf, "psk_file")
+			if len(peer.ID.Data) == 0 {
+				pf.missing("id", ": a pre-shared key belongs to one identity")
+			}
+		} else if len(k.CAFiles) == 0 {
+			p.errf(pn.Line, path, "no psk_file, and ike.cas is empty: this peer could never authenticate")
+		}
+		peer.Addresses = p.prefixes(pf, "addresses")
+		if vp := p.prefixes(pf, "virtual_pool"); len(vp) > 0 {
+			peer.VirtualPool = vp[0].Masked()
+		}
+		peer.DNS, _ = pf.addrs("dns")
+		k.Peers = append(k.Peers, peer)
+	}
+	if c.Role == RoleGateway && len(k.Peers) == 0 {
+		f.missing("peers", ": the road warriors this gateway accepts")
+	}
+	for i, pn := range f.list("proposals") {
+		if v, ok := p.scalar(pn, f.itemPath("proposals", i)); ok {
+			pr, err := ike.ParseIKEProposal(v)
+			if err != nil {
+				p.errf(pn.Line, f.itemPath("proposals", i), "%v", err)
+			}
+			k.IKEProposals = append(k.IKEProposals, pr)
+		}
+	}
+	for i, pn := range f.list("esp_proposals") {
+		if v, ok := p.scalar(pn, f.itemPath("esp_proposals", i)); ok {
+			pr, err := ike.ParseESPProposal(v)
+			if err != nil {
+				p.errf(pn.Line, f.itemPath("esp_proposals", i), "%v", err)
+			}
+			k.ESPProposals = append(k.ESPProposals, pr)
+		}
+	}
+	k.PFS = f.boolean("pfs", true)
+	k.IKELifetime, _ = f.duration("ike_lifetime", 4*time.Hour)
+	k.ChildLifetime, _ = f.duration("child_lifetime", time.Hour)
+	k.DPD, _ = f.duration("dpd", 30*time.Second)
+	k.RetransmitTimeout, _ = f.duration("retransmit_timeout", time.Second)
+	tries, _ := f.uint("retransmit_tries", 5, 1, 20)
+	k.RetransmitTries = int(tries)
+	port, _ := f.uint("port", 500, 1, 65535)
+	k.Port = uint16(port)
+	c.IKE = k
+}
+
+func (p *parser) abs(v string) string {
+	v = strings.TrimSpace(v)
+	if v != "" && !filepath.IsAbs(v) {
+		v = filepath.Join(p.dir, v)
+	}
+	return v
+}
+
+func (p *parser) path(f *fields, name string) string {
+	v, _, ok := f.scalar(name)
+	if !ok {
+		return ""
+	}
+	return p.abs(v)
+}
+
+func (p *parser) prefixes(f *fields, name string) []netip.Prefix {
+	var out []netip.Prefix
+	for i, n := range f.list(name) {
+		if pf, ok := p.prefix(n, f.itemPath(name, i)); ok {
+			out = append(out, pf)
+		}
+	}
+	return out
+}
+
+// pskFile reads a pre-shared key file: the secret as text (as strongSwan's
+// secrets take it), surrounding whitespace ignored, at least 16 bytes,
+// readable by its owner only.
+func (p *parser) pskFile(f *fields, name string) Secret {
+	v, vn, ok := f.scalar(name)
+	if !ok {
+		return nil
+	}
+	path := p.abs(v)
+	st, err := os.Stat(path)
+	if err != nil {
+		p.errf(vn.Line, f.path2(name), "cannot read PSK file: %v", err)
+		return nil
+	}
+	if msg := checkKeyFileMode(path, st); msg != "" {
+		p.errf(vn.Line, f.path2(name), "%s", strings.ReplaceAll(msg, "key file", "PSK file"))
+		return nil
+	}
+	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		p.errf(vn.Line, f.path2(name), "cannot read PSK file: %v", err)
+		return nil
+	}
+	defer fh.Close()
+	buf := make([]byte, maxKeyFile+1)
+	defer clear(buf)
+	n, _ := io.ReadFull(fh, buf)
+	if n > maxKeyFile {
+		p.errf(vn.Line, f.path2(name), "PSK file %s is too large", path)
+		return nil
+	}
+	s := bytes.TrimSpace(buf[:n])
+	if len(s) < 16 {
+		p.errf(vn.Line, f.path2(name), "PSK in %s is shorter than 16 bytes: use a long random secret (e.g. openssl rand -base64 32)", path)
+		return nil
+	}
+	return append(Secret(nil), s...)
+}
+
+// clone copies the section with its own copies of the secrets (Build hands
+// them to the daemon and then wipes the Config's).
+func (k *IKE) clone() *IKE {
+	if k == nil {
+		return nil
+	}
+	n := *k
+	n.PSK = append(Secret(nil), k.PSK...)
+	n.Peers = append([]IKEPeer(nil), k.Peers...)
+	for i := range n.Peers {
+		n.Peers[i].PSK = append(Secret(nil), k.Peers[i].PSK...)
+	}
+	return &n
+}
+
+// Wipe zeroes the pre-shared keys.
+func (k *IKE) Wipe() {
+	k.PSK.Wipe()
+	for _, p := range k.Peers {
+		p.PSK.Wipe()
+	}
+}
