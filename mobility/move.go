@@ -74,13 +74,13 @@ type RouteSourcer interface {
 // address), the preferred source of the routes into the TUN, so new flows
 // start from the live uplink. The SAs, SPIs and sequence numbers stay.
 type Mover struct {
-	SAs    []*tunnel.SA // outbound SAs to the peer
+	SAs []*tunnel.SA // outbound SAs to the peer
 	// Current, if set, returns further outbound SAs at the time of a
 	// switch (those IKE negotiated and rekeys replace).
 	Current func() []*tunnel.SA
-	Routes RouteSourcer // nil in virtual-address mode
-	Paths  []Path       // host routes to their peer addresses keep their sources
-	Log    *slog.Logger
+	Routes  RouteSourcer // nil in virtual-address mode
+	Paths   []Path       // host routes to their peer addresses keep their sources
+	Log     *slog.Logger
 
 	mu   sync.Mutex
 	last *Switch
