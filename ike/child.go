@@ -338,8 +338,15 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 		tsiN = narrow(tsi.Selectors, tsPrefixes(rekeyOf.remoteTS))
 		tsrN = narrow(tsr.Selectors, tsPrefixes(rekeyOf.localTS))
 	case s.initiator:
-		// A road warrior takes no new Child SAs from its gateway.
-		return nil, &childErr{message.NO_ADDITIONAL_SAS, "the road warrior creates its own Child SAs"}
+		// The gateway (re)creates a Child SA, e.g. after one expired: we
+		// take it inside what we asked for ourselves.
+		remote := append(slices.Clone(cfg.RemoteTS), prefixesOf(s.peerOuterAddrs())...)
+		local := append(slices.Clone(cfg.LocalTS), prefixesOf(s.ourOuterAddrs())...)
+		if cfg.Mode == ModeVirtual {
+			vip, local = s.vip, prefixesOf(s.vip)
+		}
+		tsiN, tsrN = narrow(tsi.Selectors, remote), narrow(tsr.Selectors, local)
+		hostToHost = len(vip) == 0 && sameHosts(tsiN, s.peerOuterAddrs()) && sameHosts(tsrN, s.ourOuterAddrs())
 	case inAuth && cp != nil && cp.CfgType == 1:
 		reply := &message.CP{CfgType: 2}
 		for _, want := range cp.Attrs {
@@ -385,7 +392,7 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 			return nil, &childErr{message.TS_UNACCEPTABLE, fmt.Sprintf("%v claims %s, which it has no authority for (RFC 3554 §4)", s.peerID, tsString([]message.TrafficSelector{*u}))}
 		}
 	}
-	if rekeyOf == nil {
+	if rekeyOf == nil && !s.initiator {
 		allowed := append(slices.Clone(cfg.LocalTS), prefixesOf(s.ourOuterAddrs())...)
 		tsrN = narrow(tsr.Selectors, allowed)
 		hostToHost = len(vip) == 0 && sameHosts(tsiN, s.peerOuterAddrs()) && sameHosts(tsrN, s.ourOuterAddrs())
@@ -495,7 +502,10 @@ func (s *ikeSA) childResponse(ps []message.Payload, c *childOffer, nr []byte) er
 	}
 	tsi, tsr = uniform(tsi), uniform(tsr)
 	var vip []netip.Addr
-	if !c.hostToHost && cfg.Mode == ModeVirtual {
+	switch {
+	case c.rekeys != nil:
+		vip = c.rekeys.VirtualIP // a rekey keeps the virtual address (and so the outer rule)
+	case !c.hostToHost && cfg.Mode == ModeVirtual:
 		vip = s.vip
 	}
 	i2r, r2i := childKeys(s.prop.prf, esp.encr, s.keys.d, shared, ni, nr)

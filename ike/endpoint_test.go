@@ -336,6 +336,13 @@ func TestRekeyChildAndIKE_RFC7296_2_8(t *testing.T) {
 			p.gw.Rekey(false)
 			waitFor(t, "child rekeyed over the new IKE SA", func() bool { s := p.rp.snapshot(); return len(s) == 1 && s[0] != after })
 			checkPaired(t, p, 1)
+			// A gateway-initiated rekey keeps the virtual address, so the
+			// new outbound SA still sends to the road warrior's outer
+			// address, not to the inner one.
+			g := p.gp.snapshot()[0]
+			if len(g.VirtualIP) != 1 || g.Out.Outer().DstFromInner {
+				t.Fatalf("gateway's rekeyed Child SA: virtual %v, outer %+v", g.VirtualIP, g.Out.Outer())
+			}
 		})
 	}
 }

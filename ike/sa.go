@@ -378,7 +378,7 @@ func (s *ikeSA) established() {
 	s.state = stEstablished
 	s.dh = nil
 	s.armDPD()
-	if d := s.e.cfg.IKELifetime; d > 0 && s.initiator || d > 0 && !s.initiator && s.e.cfg.Initiator {
+	if d := s.e.cfg.IKELifetime; d > 0 {
 		s.ikeRekeyTimer = s.afterLocked(jitter(d), func() { s.rekeyIKE() })
 	}
 }

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Opt-in: installs strongSwan 5.9 for test/swanbench (strongSwan's failover
-# on the namespace test bed, next to roamsec's test/failbench). As root, on
-# Debian 12. The packages give charon-systemd with the userspace ESP backend
-# kernel-libipsec (the kernel here has no ESP) and the AES-GCM, kdf and vici
-# plugins; see /work/shared/notes/strongswan-peer.md. Nothing is started or
-# enabled through systemd: swanbench runs its own charon per namespace.
+# Opt-in: installs strongSwan 5.9 for test/strongswan (charon as a test
+# peer on the namespace test bed; its Install runs this script) and
+# test/swanbench (strongSwan's failover, next to roamsec's test/failbench).
+# As root, on Debian 12. The packages give charon-systemd with the
+# userspace ESP backend kernel-libipsec (the kernel here has no ESP) and the
+# AES-GCM, kdf and vici plugins; see /work/shared/notes/strongswan-peer.md. Nothing is started or
+# enabled through systemd: test/strongswan runs its own charon per namespace.
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 
@@ -30,8 +31,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 	trap '[ -n "$added" ] && rm -f "$prc"' EXIT
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Stop and disable what the packages may have enabled; swanbench's own
-# charons run in namespaces and must not meet a host-wide one.
+# Stop and disable what the packages may have enabled; our own charons run
+# in namespaces and must not meet a host-wide one.
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
 	for u in strongswan.service strongswan-starter.service; do
 		systemctl disable --now "$u" >/dev/null 2>&1 || true

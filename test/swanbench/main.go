@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -34,6 +33,7 @@ import (
 
 	"github.com/roamsec/roamsec/test/netns"
 	"github.com/roamsec/roamsec/test/rig"
+	"github.com/roamsec/roamsec/test/strongswan"
 )
 
 type options struct {
@@ -178,7 +178,7 @@ func stat(ms []float64) string {
 // env is one bed with its two daemons and the stream.
 type env struct {
 	bed    *netns.Bed
-	rw, gw *charon
+	rw, gw *strongswan.Charon
 	stream *rig.Stream
 }
 
@@ -186,10 +186,8 @@ func run(ctx context.Context, o options, dpd time.Duration) (res []result, err e
 	if os.Geteuid() != 0 {
 		return nil, errors.New("run as root")
 	}
-	for _, bin := range []string{charonBin, swanctlBin} {
-		if _, err := exec.LookPath(bin); err != nil {
-			return nil, fmt.Errorf("%s missing: run scripts/deps-strongswan.sh (as root) first", bin)
-		}
+	if err := strongswan.Available(); err != nil {
+		return nil, err
 	}
 	sweepTempDirs()
 	dir, err := os.MkdirTemp("", fmt.Sprintf("roamsec-swanbench-%d-", os.Getpid()))
@@ -203,7 +201,7 @@ func run(ctx context.Context, o options, dpd time.Duration) (res []result, err e
 			e.stream.Close()
 		}
 		// rw first: its charon then cannot see the gateway vanish first.
-		err = errors.Join(err, e.rw.stop(5*time.Second), e.gw.stop(5*time.Second))
+		err = errors.Join(err, stopCharon(e.rw, 5*time.Second), stopCharon(e.gw, 5*time.Second))
 		if o.logs != "" {
 			err = errors.Join(err, keepLogs(dir, filepath.Join(o.logs, "dpd"+dpd.String())))
 		}
@@ -220,8 +218,8 @@ func run(ctx context.Context, o options, dpd time.Duration) (res []result, err e
 	if e.rw, err = startCharon(ctx, e.bed.RW, "rw", filepath.Join(dir, "rw"), false, dpd); err != nil {
 		return nil, err
 	}
-	if err := e.rw.initiate(ctx); err != nil {
-		return nil, fmt.Errorf("%w\nrw log:\n%s\ngw log:\n%s", err, e.rw.tail(40), e.gw.tail(40))
+	if err := e.rw.Initiate(ctx, ikeName, ""); err != nil { // the error has rw's log tail
+		return nil, fmt.Errorf("%w\ngw log:\n%s", err, e.gw.Tail(40))
 	}
 	if err := rig.EchoServer(e.bed); err != nil {
 		return nil, err
@@ -230,7 +228,7 @@ func run(ctx context.Context, o options, dpd time.Duration) (res []result, err e
 		return nil, err
 	}
 	if o.hold {
-		st, _ := e.rw.sas(ctx)
+		st, _ := sas(ctx, e.rw)
 		fmt.Fprintf(os.Stderr, "swanbench: holding; %s\n  namespaces: ip netns exec %s / %s / %s\n"+
 			"  swanctl --list-sas --uri unix://%s/rw/charon.vici   (gw: %s/gw/charon.vici)\n  logs: %s/{rw,gw}/charon.log\n",
 			st, e.bed.RW.Name, e.bed.GW.Name, e.bed.Srv.Name, dir, dir, dir)
@@ -327,11 +325,11 @@ func (t trial) summary() string {
 // after five the IKE SA is deleted in the middle of a later trial.
 func (e *env) onPrimary(ctx context.Context) (reset bool, err error) {
 	ok := func() bool {
-		st, err := e.rw.sas(ctx)
+		st, err := sas(ctx, e.rw)
 		if err != nil || !st.up() || st.Local != netns.RWPrimary4.String() || len(st.Tasks) > 0 {
 			return false
 		}
-		gw, err := e.gw.sasOf(ctx, gwIKEName)
+		gw, err := sasOf(ctx, e.gw, gwIKEName)
 		return err == nil && gw.IKEState == "ESTABLISHED" && len(gw.Tasks) == 0
 	}
 	answered := func() bool {
@@ -341,7 +339,7 @@ func (e *env) onPrimary(ctx context.Context) (reset bool, err error) {
 	// Settled: on the primary, or up elsewhere (strongSwan does not move
 	// back by itself, see trial); anything else may be a rekey in flight.
 	settled := func() bool {
-		st, err := e.rw.sas(ctx)
+		st, err := sas(ctx, e.rw)
 		return err == nil && st.up() && (st.Local != netns.RWPrimary4.String() || ok())
 	}
 	if waitFor(ctx, 5*time.Second, settled) && ok() && answered() {
@@ -350,17 +348,17 @@ func (e *env) onPrimary(ctx context.Context) (reset bool, err error) {
 	if ctx.Err() != nil {
 		return false, ctx.Err()
 	}
-	st, _ := e.rw.sas(ctx)
-	gw, _ := e.gw.sasOf(ctx, gwIKEName)
+	st, _ := sas(ctx, e.rw)
+	gw, _ := sasOf(ctx, e.gw, gwIKEName)
 	fmt.Fprintf(os.Stderr, "swanbench:   not idle on the primary (rw: %s; gw: %s): re-initiating\n", st, gw)
-	e.rw.terminate(ctx)
-	if err := e.rw.initiate(ctx); err != nil {
-		return true, fmt.Errorf("%w\nrw log:\n%s", err, e.rw.tail(60))
+	e.rw.Terminate(ctx, ikeName)
+	if err := e.rw.Initiate(ctx, ikeName, ""); err != nil { // the error has rw's log tail
+		return true, err
 	}
 	if !waitFor(ctx, 5*time.Second, ok) || !answered() {
-		st, _ := e.rw.sas(ctx)
+		st, _ := sas(ctx, e.rw)
 		return true, fmt.Errorf("not on the primary with traffic even after re-initiating (%s)\nrw log:\n%s\ngw log:\n%s",
-			st, e.rw.tail(60), e.gw.tail(60))
+			st, e.rw.Tail(60), e.gw.Tail(60))
 	}
 	return true, nil
 }
@@ -370,7 +368,7 @@ func (e *env) onPrimary(ctx context.Context) (reset bool, err error) {
 // first answer to a datagram sent once strongSwan is back on the primary.
 func (e *env) trial(ctx context.Context, o options, kill, restore func() error) (t trial, err error) {
 	primary := netns.RWPrimary4.String()
-	if t.Before, err = e.rw.sas(ctx); err != nil {
+	if t.Before, err = sas(ctx, e.rw); err != nil {
 		return t, err
 	}
 	time.Sleep(300 * time.Millisecond)
@@ -394,7 +392,7 @@ func (e *env) trial(ctx context.Context, o options, kill, restore func() error) 
 	}
 	// After a failover: where the SAs went. Without one: their state at the
 	// end of the wait (still on the dead path, DPD retransmitting).
-	if t.After, err = e.rw.sas(ctx); err != nil {
+	if t.After, err = sas(ctx, e.rw); err != nil {
 		return t, err
 	}
 	t.PathAfter = t.After.Local + "-" + t.After.Remote
@@ -402,8 +400,8 @@ func (e *env) trial(ctx context.Context, o options, kill, restore func() error) 
 		t.ESPChanged = espChanged(t.Before, t.After)
 		t.IKEChanged = t.After.IKESPIs != t.Before.IKESPIs
 	}
-	if !e.rw.alive() || !e.gw.alive() {
-		return t, fmt.Errorf("a charon died\nrw log:\n%s\ngw log:\n%s", e.rw.tail(40), e.gw.tail(40))
+	if !e.rw.Alive() || !e.gw.Alive() {
+		return t, fmt.Errorf("a charon died\nrw log:\n%s\ngw log:\n%s", e.rw.Tail(40), e.gw.Tail(40))
 	}
 
 	if err := restore(); err != nil {
@@ -421,7 +419,7 @@ func (e *env) trial(ctx context.Context, o options, kill, restore func() error) 
 	}
 	var switched time.Time
 	t.Returned = waitFor(ctx, o.backCap, func() bool {
-		st, err := e.rw.sas(ctx)
+		st, err := sas(ctx, e.rw)
 		if err != nil || !st.up() || st.Local != primary {
 			return false
 		}
@@ -441,7 +439,7 @@ func (e *env) trial(ctx context.Context, o options, kill, restore func() error) 
 	}
 	if t.Returned {
 		t.BackMS = ms(e.stream.FirstReplyAfter(switched).Sub(restoredAt))
-		t.AfterBack, _ = e.rw.sas(ctx)
+		t.AfterBack, _ = sas(ctx, e.rw)
 		t.BackESPDiff = espChanged(t.After, t.AfterBack)
 	}
 	return t, nil
@@ -484,13 +482,13 @@ func keepLogs(dir, to string) error {
 		if err := os.MkdirAll(filepath.Join(to, who), 0o755); err != nil {
 			return err
 		}
-		for _, f := range []string{"charon.log", "strongswan.conf", "swanctl.conf"} {
+		for _, f := range []string{"charon.log", "strongswan.conf", "swanctl/swanctl.conf"} {
 			data, err := os.ReadFile(filepath.Join(dir, who, f))
 			if errors.Is(err, os.ErrNotExist) {
 				continue
 			}
 			if err == nil {
-				err = os.WriteFile(filepath.Join(to, who, f), data, 0o644)
+				err = os.WriteFile(filepath.Join(to, who, filepath.Base(f)), data, 0o644)
 			}
 			errs = append(errs, err)
 		}

@@ -1,4 +1,4 @@
-package main
+package strongswan
 
 // A minimal synchronous client of strongSwan's vici protocol
 // (src/libcharon/plugins/vici/README.md): one request at a time on one
@@ -16,7 +16,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"time"
+	"slices"
+	"strconv"
 )
 
 // Packet types.
@@ -280,10 +281,8 @@ func (v *viciConn) event(ptype byte, event string) error {
 
 // call sends command cmd and returns its response. With stream set, it
 // registers that event first and returns the events received before the
-// response, in order.
-func (v *viciConn) call(deadline time.Time, cmd string, in *vmsg, stream string) (*vmsg, []*vmsg, error) {
-	v.c.SetDeadline(deadline)
-	defer v.c.SetDeadline(time.Time{})
+// response, in order. The caller sets the connection's deadline.
+func (v *viciConn) call(cmd string, in *vmsg, stream string) (*vmsg, []*vmsg, error) {
 	if stream != "" {
 		if err := v.event(pktEventRegister, stream); err != nil {
 			return nil, nil, err
@@ -316,4 +315,66 @@ func (v *viciConn) call(deadline time.Time, cmd string, in *vmsg, stream string)
 			return nil, nil, fmt.Errorf("vici: unexpected packet type %d", t)
 		}
 	}
+}
+
+// Msg is a vici message as Call takes and returns it: values are string,
+// []string or Msg (a section). Call also accepts bool ("yes"/"no"), int
+// and map[string]any values. Keys are sent in sorted order (vici itself
+// does not care, except that a connection's children and auth rounds are
+// taken in the order given: name them so that sorting keeps it).
+type Msg map[string]any
+
+func toVmsg(m Msg) (*vmsg, error) {
+	out := newMsg()
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if len(k) > 255 {
+			return nil, fmt.Errorf("vici: key %.20q... longer than 255 bytes", k)
+		}
+		switch v := m[k].(type) {
+		case string:
+			out.set(k, v)
+		case []string:
+			out.set(k, v)
+		case bool:
+			out.set(k, map[bool]string{true: "yes", false: "no"}[v])
+		case int:
+			out.set(k, strconv.Itoa(v))
+		case Msg:
+			s, err := toVmsg(v)
+			if err != nil {
+				return nil, err
+			}
+			out.set(k, s)
+		case map[string]any:
+			s, err := toVmsg(Msg(v))
+			if err != nil {
+				return nil, err
+			}
+			out.set(k, s)
+		default:
+			return nil, fmt.Errorf("vici: key %q: unsupported value type %T", k, v)
+		}
+	}
+	return out, nil
+}
+
+func (m *vmsg) toMsg() Msg {
+	if m == nil {
+		return nil
+	}
+	out := Msg{}
+	for _, k := range m.keys {
+		switch v := m.vals[k].(type) {
+		case *vmsg:
+			out[k] = v.toMsg()
+		default:
+			out[k] = v
+		}
+	}
+	return out
 }
