@@ -134,6 +134,12 @@ func checkDeb(t *testing.T, deb, role string, licensed bool) {
 		if strings.Contains(body, "enable --now") || strings.Contains(body, "invoke start") {
 			t.Errorf("%s starts the service, but the shipped config has public keys", s)
 		}
+		// deb-systemd-helper's was-enabled is true for a unit it has never
+		// seen: enable only for units it knows (debhelper's dont-enable
+		// snippet). test/install checks the outcome in a real system.
+		if strings.Contains(body, "deb-systemd-helper enable") && !strings.Contains(body, "deb-systemd-helper debian-installed") {
+			t.Errorf("%s enables the unit on first installation (no debian-installed guard)", s)
+		}
 	}
 
 	// lintian: no errors (the script already required that; from here too).

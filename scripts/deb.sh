@@ -48,31 +48,7 @@ revision=${DEB_REVISION:-1}
 # Version: the binaries get e.g. 0.1.0-dev+git20260101.aa25964, the
 # packages the Debian form 0.1.0~dev+git20260101.aa25964-1 (~ sorts a
 # pre-release before the release).
-in_git=0
-git rev-parse --git-dir >/dev/null 2>&1 && in_git=1
-if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
-	if [ $in_git = 1 ]; then SOURCE_DATE_EPOCH=$(git log -1 --format=%ct); else SOURCE_DATE_EPOCH=$(date +%s); fi
-fi
-export SOURCE_DATE_EPOCH
-commit=unknown
-[ $in_git = 1 ] && commit=$(git rev-parse --short=7 HEAD)
-if [ -z "${VERSION:-}" ]; then
-	tag=""
-	[ $in_git = 1 ] && tag=$(git describe --tags --exact-match --match 'v[0-9]*' 2>/dev/null || true)
-	if [ -n "$tag" ]; then
-		VERSION=${tag#v}
-	else
-		VERSION=$(sed -n 's/^var Version = "\(.*\)"$/\1/p' internal/version/version.go)
-		[ -n "$VERSION" ] || { log "no Version in internal/version/version.go"; exit 1; }
-		if [ $in_git = 1 ]; then
-			VERSION="$VERSION+git$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d).$commit"
-		fi
-	fi
-fi
-case "$VERSION" in
-[0-9]*) ;;
-*) log "version $VERSION must start with a digit"; exit 2 ;;
-esac
+. packaging/version.sh
 debversion="$(printf %s "$VERSION" | tr -- - '~' | tr -c -d 'A-Za-z0-9.+~')-$revision"
 log "version $VERSION, package version $debversion"
 
@@ -184,8 +160,9 @@ printf '%s\n' "${debs[@]}"
 if ! command -v lintian >/dev/null; then
 	log "apt-get install lintian"
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends lintian >/dev/null
+	# Wait for the dpkg lock: tests of other packages may be installing too.
+	apt-get update -qq -o DPkg::Lock::Timeout=300
+	apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends lintian >/dev/null
 fi
 command -v systemd-analyze >/dev/null || { log "needs systemd-analyze (apt-get install systemd)"; exit 1; }
 
