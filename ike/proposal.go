@@ -213,7 +213,9 @@ func espSAPayload(ps []ESPProposal, spi uint32, pfs bool) *message.SA {
 // has reports whether a received proposal offers transform t.
 func has(p *message.Proposal, t message.Transform) bool {
 	for _, x := range p.Transforms {
-		if x.Type == t.Type && x.ID == t.ID && x.KeyLen == t.KeyLen {
+		// §3.3.6: a transform with an attribute we do not understand is
+		// never chosen.
+		if x.Acceptable() && x.Type == t.Type && x.ID == t.ID && x.KeyLen == t.KeyLen {
 			return true
 		}
 	}
@@ -258,7 +260,7 @@ func chooseIKE(ours []IKEProposal, sa *message.SA) (IKEProposal, message.Proposa
 
 func hasID(p *message.Proposal, t message.TransformType, id uint16) bool {
 	for _, x := range p.Transforms {
-		if x.Type == t && x.ID == id {
+		if x.Acceptable() && x.Type == t && x.ID == id {
 			return true
 		}
 	}
