@@ -160,7 +160,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func mustID(t *testing.T, s string) auth.Identity {
+func mustID(t testing.TB, s string) auth.Identity {
 	id, err := auth.ParseIdentity(s)
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +168,7 @@ func mustID(t *testing.T, s string) auth.Identity {
 	return id
 }
 
-func pskConfigs(t *testing.T, mode Mode) (Config, Config) {
+func pskConfigs(t testing.TB, mode Mode) (Config, Config) {
 	psk := []byte("a test key that is long enough, 32+ bytes")
 	rw := Config{LocalID: mustID(t, "rw1@roamsec.example"), RemoteID: mustID(t, "gw.roamsec.example"), PSK: psk,
 		Mode: mode, LocalTS: []netip.Prefix{netip.PrefixFrom(rwAddr, 32), netip.PrefixFrom(rwAddr2, 32)},

@@ -66,6 +66,7 @@ ike:
   dpd: 2s
   peers:
     - {id: rw1@roamsec.example, psk_file: psk, addresses: [192.0.2.0/24, 198.51.100.0/24]}
+    - {id: rw2@roamsec.example, psk_file: psk, addresses: [198.51.100.0/24]}
 mobility:
   detector: probe
 `
@@ -131,18 +132,57 @@ func TestIKEBetweenDaemonsRFC3554(t *testing.T) {
 	t.Logf("stream across the rekey: %d sent, %d answered", sent, got)
 }
 
-// TestIKEUnauthorizedAddressRefused: a properly authenticated road warrior
-// that claims an address outside its pools (RFC 3554 §4: 203.0.113.2 is
-// the server behind the gateway, someone else's) gets TS_UNACCEPTABLE and
-// no SA; the daemon says why.
+// TestIKEUnauthorizedAddressRefused: peer B (rw2, authority for
+// 198.51.100.0/24 only), properly authenticated, claims 192.0.2.2, which
+// belongs to peer A (rw1): RFC 3554 §4, TS_UNACCEPTABLE, no SA, so none of
+// A's traffic can be sent to B; the daemons say why.
 func TestIKEUnauthorizedAddressRefused(t *testing.T) {
 	bed := netns.New(t)
-	gwCfg, rwCfg := ikeConfigs(t, "192.0.2.2, 203.0.113.2", "1h")
+	gwCfg, rwCfg := ikeConfigs(t, "192.0.2.2, 198.51.100.2", "1h")
+	data, _ := os.ReadFile(rwCfg)
+	os.WriteFile(rwCfg, []byte(strings.Replace(string(data), "id: rw1@", "id: rw2@", 1)), 0o600)
 	gw, rw := up(t, bed, gwCfg, rwCfg)
 	if !rig.WaitFor(15*time.Second, func() bool { return strings.Contains(rw.Log(), "TS_UNACCEPTABLE") }) {
 		t.Fatalf("no TS_UNACCEPTABLE\nrw:\n%s\ngw:\n%s", rw.Log(), gw.Log())
 	}
-	if !strings.Contains(gw.Log(), "no authority for (RFC 3554 §4)") || strings.Contains(gw.Log(), "Child SA installed") {
+	if !strings.Contains(gw.Log(), "rw2@roamsec.example claims 192.0.2.2/32, which it has no authority for (RFC 3554 §4)") ||
+		strings.Contains(gw.Log(), "Child SA installed") {
 		t.Fatalf("gateway log:\n%s", gw.Log())
+	}
+}
+
+// TestIKEFailoverKeepsTheNegotiatedSA: the IKE-negotiated SAs survive both
+// kinds of path death and the return to the primary with the same SPIs,
+// no new Child SA and no new IKE_SA_INIT: ESP from the secondary address
+// is accepted by the same inbound SA (its pool holds both addresses).
+func TestIKEFailoverKeepsTheNegotiatedSA(t *testing.T) {
+	bed := netns.New(t)
+	gwCfg, rwCfg := ikeConfigs(t, "192.0.2.2, 198.51.100.2", "1h")
+	gw, rw := up(t, bed, gwCfg, rwCfg)
+	if !rig.WaitFor(15*time.Second, func() bool { return strings.Count(gw.Log(), "Child SA installed") >= 2 }) {
+		t.Fatalf("no Child SAs\nrw:\n%s\ngw:\n%s", rw.Log(), gw.Log())
+	}
+	before := childRE.FindAllStringSubmatch(gw.Log(), -1)
+	if err := rig.EchoServer(bed); err != nil {
+		t.Fatal(err)
+	}
+	s, err := rig.StartStream(bed, 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, d := range rig.Deaths(bed) {
+		over, back, err := rig.Trial(bed, s, d, 500*time.Millisecond, 10*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v\nrw:\n%s", d.Name, err, rw.Log())
+		}
+		t.Logf("%s: traffic on the secondary after %v, back on the primary %v after the restore", d.Name, over.Round(time.Millisecond), back.Round(time.Millisecond))
+	}
+	after := childRE.FindAllStringSubmatch(gw.Log(), -1)
+	if len(after) != len(before) || strings.Count(gw.Log(), "IKE SA established") != 1 {
+		t.Fatalf("the failover renegotiated: Child SAs before %v, after %v", before, after)
+	}
+	if !strings.Contains(rw.Log(), "path switch") {
+		t.Fatalf("no path switch logged:\n%s", rw.Log())
 	}
 }
