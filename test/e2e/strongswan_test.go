@@ -364,3 +364,124 @@ ike:
 		})
 	}
 }
+
+// TestStrongSwanMOBIKEFailover: a roamsec road warrior with two uplinks
+// and a strongSwan gateway. Our path monitoring finds the primary dead;
+// the road warrior moves its outbound SA and tells strongSwan with MOBIKE
+// (RFC 4555 UPDATE_SA_ADDRESSES); strongSwan keeps the IKE SA (same IKE
+// SPIs) and, since kernel-libipsec cannot move an SA, rekeys the Child SA,
+// which we accept. Traffic resumes on the secondary.
+func TestStrongSwanMOBIKEFailover(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	cr := pskCreds(t)
+	bed := netns.New(t)
+	swan := startSwan(t, bed.GW, "gw", fmt.Sprintf(`connections {
+	rw {
+		version = 2
+		local_addrs = %%any
+		pools = p
+		proposals = aes256gcm16-prfsha256-ecp256
+		mobike = yes
+		dpd_delay = 5s
+		local {
+			%s
+			id = %s
+		}
+		remote {
+			%s
+			id = %s
+		}
+		children {
+			net {
+				local_ts = 203.0.113.0/24
+				esp_proposals = aes256gcm16
+			}
+		}
+	}
+}
+pools {
+	p {
+		addrs = 100.64.0.0/24
+	}
+}
+%s`, cr.swanLocal, gwID, cr.swanRemote, rwID, cr.swanSecrets), nil)
+	dir := t.TempDir()
+	rwCfg := writeCfg(t, dir, "rw.yaml", fmt.Sprintf(`role: roadwarrior
+log: {level: debug}
+control_socket: %s/rw.sock
+tun:
+  name: roamsec0
+  table: 220
+  bypass_rule: {mark: 0x5253}
+  routes:
+    - {dst: 203.0.113.0/24}
+transport:
+  listen: [192.0.2.2, 198.51.100.2]
+ike:
+  id: %s
+  gateway: 192.0.2.1
+  gateway_id: %s
+  mode: virtual
+  remote_ts: [203.0.113.0/24]
+  dpd: 5s
+%s
+mobility:
+  paths:
+    - {name: primary, local: 192.0.2.2, peer: 192.0.2.1, link: rsb-pri}
+    - {name: secondary, local: 198.51.100.2, peer: 198.51.100.1, link: rsb-sec}
+  switch_back: 1s
+  detector: probe
+`, dir, rwID, gwID, cr.ourIKE(dir, false)))
+	rw, err := rig.Start(bed.RW, filepath.Join(bin, "roadwarrior"), 15*time.Second, "-config", rwCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rw.Stop(5 * time.Second) })
+	if !rig.WaitFor(15*time.Second, func() bool { return strings.Contains(rw.Log(), "virtual address installed") }) {
+		t.Fatalf("no tunnel\nroamsec:\n%s", rw.Log())
+	}
+	pingThrough(t, bed, "before the failover", rw.Log, func() string { return swan.Tail(60) })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sas, err := swan.SAs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ike0, _ := strongswan.FindIKE(sas, "rw")
+	if err := rig.EchoServer(bed); err != nil {
+		t.Fatal(err)
+	}
+	s, err := rig.StartStream(bed, 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	d := rig.Deaths(bed)[0] // the primary link goes down
+	if err := d.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	dead := time.Now()
+	if !rig.WaitFor(10*time.Second, func() bool { return !s.FirstReplyAfter(dead).IsZero() }) {
+		d.Restore()
+		t.Fatalf("no traffic on the secondary\nroamsec:\n%s\nstrongSwan:\n%s", rw.Log(), swan.Tail(80))
+	}
+	over := s.FirstReplyAfter(dead).Sub(dead)
+	sas, err = swan.WaitSA(ctx, 10*time.Second, func(sas []strongswan.IKESA) bool {
+		i, ok := strongswan.FindIKE(sas, "rw")
+		return ok && i.RemoteHost == netns.RWSecondary4.String()
+	})
+	if err != nil {
+		t.Fatalf("strongSwan did not move the IKE SA to the secondary: %v\n%s", err, swan.Tail(80))
+	}
+	ike1, _ := strongswan.FindIKE(sas, "rw")
+	if ike1.SPIi != ike0.SPIi || ike1.SPIr != ike0.SPIr {
+		t.Errorf("IKE SPIs changed across MOBIKE: %s/%s -> %s/%s", ike0.SPIi, ike0.SPIr, ike1.SPIi, ike1.SPIr)
+	}
+	if !strings.Contains(swan.Log(), "UPDATE_SA_ADDRESSES") && !strings.Contains(swan.Log(), "UPD_SA_ADDR") {
+		t.Errorf("no UPDATE_SA_ADDRESSES seen by strongSwan")
+	}
+	t.Logf("MOBIKE with strongSwan: traffic on the secondary %v after the link went down", over.Round(time.Millisecond))
+	d.Restore()
+}
