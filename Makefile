@@ -6,7 +6,7 @@ GO ?= go
 # report its own deadline as a failure (golang/go#75804, fixed in 1.27).
 FUZZTIME ?= 20000x
 
-.PHONY: deps demo test fuzz bench bench-esp bench-failover bench-strongswan deb build vet
+.PHONY: deps demo test fuzz bench bench-esp bench-ike bench-failover bench-strongswan deb docker build vet
 
 deps:
 	@bash scripts/deps.sh
@@ -54,6 +54,14 @@ bench-strongswan: deps
 # Debian packages into dist/, checked with lintian and systemd-analyze.
 deb: deps
 	bash scripts/deb.sh -check
+
+# The gateway's container image (OCI archive in dist/), built with buildah: no Docker engine.
+docker: deps
+	bash scripts/docker.sh
+
+# IKEv2 handshakes per second and gateway memory per tunnel.
+bench-ike: deps
+	$(GO) test ./ike/ -run '^$$' -bench . -benchtime 2s
 
 # Go benchmarks of the ESP core (figures in the issue notes come from here).
 bench-esp: deps

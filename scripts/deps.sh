@@ -23,6 +23,10 @@ want gcc gcc
 # apt-get download, never installed.
 want qemu-system-x86_64 qemu-system-x86
 want depmod kmod
+# test/install builds a Debian root; test/docker and `make docker` build the
+# image without a Docker engine.
+want debootstrap debootstrap
+want buildah buildah
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	echo "deps: apt-get install ${need_pkgs[*]}"
 	export DEBIAN_FRONTEND=noninteractive
@@ -62,4 +66,6 @@ if ! have_go >/dev/null; then
 	chmod +x /usr/local/go/bin/* /usr/local/go/pkg/tool/*/* 2>/dev/null || true
 	rm -rf "$tmp"
 fi
+# strongSwan 5.9, the IKEv2 peer of test/e2e and test/strongswan.
+bash scripts/deps-strongswan.sh
 echo "deps: ok ($(have_go) $(GOTOOLCHAIN=local "$(have_go)" env GOVERSION))"

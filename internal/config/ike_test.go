@@ -1,0 +1,72 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/roamsec/roamsec/ike"
+)
+
+// The IKE examples parse, with their PSK files next to them.
+func TestIKEExamplesParse(t *testing.T) {
+	for _, name := range []string{"gateway-ike.yaml", "roadwarrior-ike.yaml"} {
+		dir := t.TempDir()
+		data, err := os.ReadFile(filepath.Join(examples, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, name), data, 0o600)
+		os.WriteFile(filepath.Join(dir, "rw1.psk"), []byte("an example pre-shared key, 32+ bytes\n"), 0o600)
+		c, err := Load(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if c.IKE == nil || c.IKE.ID.String() == "" {
+			t.Fatalf("%s: no ike section", name)
+		}
+		if c.Role == RoleRoadWarrior {
+			if string(c.IKE.PSK) != "an example pre-shared key, 32+ bytes" || c.IKE.Mode != ike.ModeRFC3554 || len(c.IKE.LocalTS) != 2 || !c.IKE.HostToHost {
+				t.Errorf("road warrior ike section: %+v", c.IKE)
+			}
+		} else if len(c.IKE.Peers) != 1 || len(c.IKE.Peers[0].Addresses) != 2 || !c.IKE.Peers[0].VirtualPool.IsValid() {
+			t.Errorf("gateway peers: %+v", c.IKE.Peers)
+		}
+		b, err := c.Build()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(c.IKE.PSK) > 0 && string(c.IKE.PSK) != strings.Repeat("\x00", len(c.IKE.PSK)) {
+			t.Error("Build left the Config's PSK in place")
+		}
+		if b.IKE == nil || (c.Role == RoleRoadWarrior && string(b.IKE.PSK) == "") {
+			t.Error("Build lost the IKE section or its PSK")
+		}
+	}
+}
+
+// Config errors in the ike section: file:line: field: reason.
+func TestIKEConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "short.psk"), []byte("short"), 0o600)
+	os.WriteFile(filepath.Join(dir, "open.psk"), []byte("long enough but world readable"), 0o644)
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"no gateway", "role: roadwarrior\nike:\n  id: a@b.example\n  remote_ts: [10.0.0.0/8]\n  psk_file: short.psk\n", "ike.gateway: missing"},
+		{"short PSK", "role: roadwarrior\nike:\n  id: a@b.example\n  gateway: 192.0.2.1\n  remote_ts: [10.0.0.0/8]\n  psk_file: short.psk\n", "shorter than 16 bytes"},
+		{"readable PSK", "role: roadwarrior\nike:\n  id: a@b.example\n  gateway: 192.0.2.1\n  remote_ts: [10.0.0.0/8]\n  psk_file: open.psk\n", "chmod 600"},
+		{"bad proposal", "role: gateway\nike:\n  id: gw.example\n  proposals: [aes256cbc-sha1-modp1024]\n  peers: [{id: a@b.example, psk_file: open.psk}]\n", "not supported"},
+		{"gateway without peers", "role: gateway\nike:\n  id: gw.example\n", "ike.peers: missing"},
+		{"bad identity", "role: gateway\nike:\n  id: \"CN=\"\n  peers: []\n", "ike.id"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(filepath.Join(dir, "x.yaml"), []byte(tc.yaml))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+			if !strings.Contains(err.Error(), "x.yaml:") {
+				t.Errorf("error lacks file:line: %v", err)
+			}
+		})
+	}
+}
