@@ -55,16 +55,16 @@ func pskCreds(t *testing.T) creds {
 
 // certCreds: a test CA issues ECDSA certificates for both, the road
 // warrior's with its email identity, the gateway's with its name.
-func certCreds(t *testing.T, swanIsGateway bool) creds {
-	ca, err := pki.NewCA("roamsec test CA", pki.ECDSAP256)
+func certCreds(t *testing.T, swanIsGateway bool, alg pki.KeyAlg) creds {
+	ca, err := pki.NewCA("roamsec test CA", alg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rw, err := ca.Issue("rw1", pki.ECDSAP256, nil, nil, []string{rwID})
+	rw, err := ca.Issue("rw1", alg, nil, nil, []string{rwID})
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw, err := ca.Issue(gwID, pki.ECDSAP256, []string{gwID}, nil, nil)
+	gw, err := ca.Issue(gwID, alg, []string{gwID}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func certCreds(t *testing.T, swanIsGateway bool) creds {
 		ours, theirs = gw, rw
 	}
 	return creds{
-		name: "cert",
+		name: "cert-" + alg.String(),
 		ourIKE: func(dir string, gateway bool) string {
 			caPath, err1 := ca.Write(dir, "ca")
 			certPath, keyPath, err2 := ours.Write(dir, "me")
@@ -168,7 +168,10 @@ func TestStrongSwanGatewayRoamsecRoadWarrior(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	for _, mk := range []func(*testing.T) creds{pskCreds, func(t *testing.T) creds { return certCreds(t, true) }} {
+	for _, mk := range []func(*testing.T) creds{pskCreds,
+		func(t *testing.T) creds { return certCreds(t, true, pki.ECDSAP256) },
+		func(t *testing.T) creds { return certCreds(t, true, pki.RSA2048) },
+		func(t *testing.T) creds { return certCreds(t, true, pki.Ed25519) }} {
 		cr := mk(t)
 		t.Run(cr.name, func(t *testing.T) {
 			bed := netns.New(t)
@@ -272,7 +275,7 @@ func TestStrongSwanRoadWarriorRoamsecGateway(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	for _, mk := range []func(*testing.T) creds{pskCreds, func(t *testing.T) creds { return certCreds(t, false) }} {
+	for _, mk := range []func(*testing.T) creds{pskCreds, func(t *testing.T) creds { return certCreds(t, false, pki.ECDSAP256) }} {
 		cr := mk(t)
 		t.Run(cr.name, func(t *testing.T) {
 			bed := netns.New(t)
