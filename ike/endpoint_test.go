@@ -54,6 +54,12 @@ func (p *plane) remove(c *Child) {
 	p.removed = append(p.removed, c)
 }
 
+func (p *plane) counts() (installs, removed int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.installs, len(p.removed)
+}
+
 func (p *plane) snapshot() []*Child {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -185,17 +191,29 @@ func pskConfigs(t testing.TB, mode Mode) (Config, Config) {
 // side's outbound SA opens on the other's inbound SA.
 func checkPaired(t *testing.T, p *pair, n int) {
 	t.Helper()
-	waitFor(t, "Child SAs on both sides", func() bool { return len(p.rp.snapshot()) == n && len(p.gp.snapshot()) == n })
-	for _, rc := range p.rp.snapshot() {
-		var gc *Child
-		for _, c := range p.gp.snapshot() {
-			if c.In.SPI == rc.Out.SPI {
-				gc = c
+	// mirrors pairs each road-warrior Child SA with the gateway's (SPIs
+	// crossed); the two sides install a rekey one after the other, so
+	// wait until they agree.
+	mirrors := func() map[*Child]*Child {
+		rs, gs := p.rp.snapshot(), p.gp.snapshot()
+		if len(rs) != n || len(gs) != n {
+			return nil
+		}
+		m := map[*Child]*Child{}
+		for _, rc := range rs {
+			for _, gc := range gs {
+				if gc.In.SPI == rc.Out.SPI && gc.Out.SPI == rc.In.SPI {
+					m[rc] = gc
+				}
 			}
 		}
-		if gc == nil || gc.Out.SPI != rc.In.SPI {
-			t.Fatalf("child %s: no mirror on the gateway", rc.Name)
+		if len(m) != n {
+			return nil
 		}
+		return m
+	}
+	waitFor(t, "mirrored Child SAs on both sides", func() bool { return mirrors() != nil })
+	for rc, gc := range mirrors() {
 		for _, dir := range []struct {
 			out, in *tunnel.SA
 			src     netip.Addr
@@ -286,8 +304,8 @@ func TestUnauthorizedAddressRefused_RFC3554_4(t *testing.T) {
 		t.Fatalf("failure %v, want TS_UNACCEPTABLE", failed.Err)
 	}
 	time.Sleep(50 * time.Millisecond)
-	if n := len(p.gp.snapshot()); n != 0 || p.gp.installs != 0 {
-		t.Fatalf("gateway installed %d Child SAs for a peer claiming an address it does not own", p.gp.installs)
+	if installs, _ := p.gp.counts(); installs != 0 {
+		t.Fatalf("gateway installed %d Child SAs for a peer claiming an address it does not own", installs)
 	}
 }
 
@@ -304,7 +322,9 @@ func TestWrongPSKRefused_RFC7296_2_15(t *testing.T) {
 		}
 		return false
 	})
-	if p.gp.installs != 0 || p.rp.installs != 0 {
+	gi, _ := p.gp.counts()
+	ri, _ := p.rp.counts()
+	if gi != 0 || ri != 0 {
 		t.Fatal("Child SA installed despite a wrong PSK")
 	}
 }
@@ -321,7 +341,8 @@ func TestRekeyChildAndIKE_RFC7296_2_8(t *testing.T) {
 			p.rw.Rekey(false)
 			waitFor(t, "rekeyed child", func() bool {
 				s := p.rp.snapshot()
-				return len(s) == 1 && s[0] != before && len(p.gp.removed) == 1
+				_, removed := p.gp.counts()
+				return len(s) == 1 && s[0] != before && removed == 1
 			})
 			checkPaired(t, p, 1)
 			if before.In.Alive() || before.Out.Alive() {
@@ -399,12 +420,12 @@ func TestRetransmitAnsweredFromCache_RFC7296_2_1(t *testing.T) {
 	if auth == nil {
 		t.Fatal("no IKE_AUTH request seen")
 	}
-	installs := p.gp.installs
+	installs, _ := p.gp.counts()
 	p.gw.Handle(auth, gwAddr, netip.AddrPortFrom(rwAddr, 4500), true)
 	p.gw.mu.Lock()
 	answered := p.gw.Stats.Answered
 	p.gw.mu.Unlock()
-	if answered != 1 || p.gp.installs != installs {
-		t.Fatalf("replayed IKE_AUTH: answered %d (want 1), installs %d -> %d", answered, installs, p.gp.installs)
+	if now, _ := p.gp.counts(); answered != 1 || now != installs {
+		t.Fatalf("replayed IKE_AUTH: answered %d (want 1), installs %d -> %d", answered, installs, now)
 	}
 }
