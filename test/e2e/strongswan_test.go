@@ -160,6 +160,26 @@ func streamAcross(t *testing.T, bed *netns.Bed, d time.Duration, cond func() boo
 	return sent, sent - got
 }
 
+// trafficAcrossRekeys: ping and TCP through the tunnel, then a 50 Hz
+// stream across two Child SA rekeys and an IKE SA rekey (ours is the log
+// that shows them), which must lose (almost) nothing, then ping again.
+func trafficAcrossRekeys(t *testing.T, bed *netns.Bed, what string, ours func() string, swan *strongswan.Charon) {
+	t.Helper()
+	theirs := func() string { return swan.Tail(60) }
+	pingThrough(t, bed, what+": before", ours, theirs)
+	if _, err := rig.TCPTransfer(bed, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	sent, lost := streamAcross(t, bed, 40*time.Second, func() bool {
+		return strings.Count(ours(), "Child SA rekeyed") >= 2 && strings.Contains(ours(), "IKE SA rekeyed")
+	}, ours)
+	t.Logf("%s: stream across the Child and IKE SA rekeys: %d sent, %d lost", what, sent, lost)
+	if lost > 5 {
+		t.Errorf("%s: lost %d of %d datagrams across rekeys", what, lost, sent)
+	}
+	pingThrough(t, bed, what+": after", ours, theirs)
+}
+
 // TestStrongSwanGatewayRoamsecRoadWarrior: roamsec initiates to a
 // strongSwan gateway, asks for a virtual address, passes traffic; the
 // Child SA and the IKE SA are rekeyed by strongSwan under traffic (short
@@ -240,20 +260,9 @@ ike:
 			if !rig.WaitFor(15*time.Second, func() bool { return strings.Contains(rw.Log(), "virtual address installed") }) {
 				t.Fatalf("no tunnel\nroamsec:\n%s\nstrongSwan:\n%s", rw.Log(), swan.Tail(60))
 			}
-			pingThrough(t, bed, "roamsec -> strongSwan", rw.Log, func() string { return swan.Tail(60) })
-			if _, err := rig.TCPTransfer(bed, 2<<20); err != nil {
-				t.Fatal(err)
-			}
 			// strongSwan rekeys the Child SA every ~8 s and the IKE SA every
-			// ~20 s: a stream across both loses (almost) nothing.
-			sent, lost := streamAcross(t, bed, 40*time.Second, func() bool {
-				return strings.Count(rw.Log(), "Child SA rekeyed") >= 2 && strings.Contains(rw.Log(), "IKE SA rekeyed")
-			}, rw.Log)
-			t.Logf("%s: stream across strongSwan's Child and IKE rekeys: %d sent, %d lost", cr.name, sent, lost)
-			if lost > 5 {
-				t.Errorf("lost %d of %d datagrams across rekeys", lost, sent)
-			}
-			pingThrough(t, bed, "after the rekeys", rw.Log, func() string { return swan.Tail(60) })
+			// ~20 s.
+			trafficAcrossRekeys(t, bed, cr.name+": strongSwan's rekeys", rw.Log, swan)
 			// DELETE from strongSwan is honoured: our SAs go.
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
@@ -343,18 +352,8 @@ ike:
 			if len(ike.LocalVIPs) != 1 || !netip.MustParsePrefix("100.64.0.0/24").Contains(netip.MustParseAddr(ike.LocalVIPs[0])) {
 				t.Fatalf("strongSwan's virtual address %v, want one from our pool", ike.LocalVIPs)
 			}
-			pingThrough(t, bed, "strongSwan -> roamsec", gw.Log, func() string { return swan.Tail(60) })
-			if _, err := rig.TCPTransfer(bed, 2<<20); err != nil {
-				t.Fatal(err)
-			}
-			sent, lost := streamAcross(t, bed, 40*time.Second, func() bool {
-				return strings.Count(gw.Log(), "Child SA rekeyed") >= 2 && strings.Contains(gw.Log(), "IKE SA rekeyed")
-			}, gw.Log)
-			t.Logf("%s: stream across roamsec's Child and IKE rekeys: %d sent, %d lost", cr.name, sent, lost)
-			if lost > 5 {
-				t.Errorf("lost %d of %d datagrams across rekeys", lost, sent)
-			}
-			pingThrough(t, bed, "after the rekeys", gw.Log, func() string { return swan.Tail(60) })
+			// We rekey the Child SA every ~8 s and the IKE SA every ~20 s.
+			trafficAcrossRekeys(t, bed, cr.name+": roamsec's rekeys", gw.Log, swan)
 			// SIGKILL: no DELETE; our liveness check finds it dead.
 			if err := swan.Kill(); err != nil {
 				t.Fatal(err)
