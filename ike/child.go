@@ -753,7 +753,7 @@ func firstError(ps []message.Payload) string {
 // rekey exchange: SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr).
 func (s *ikeSA) handOver(n *ikeSA, prop IKEProposal, shared, ni, nr []byte) {
 	n.prop, n.ni, n.nr = prop, ni, nr
-	n.keys = deriveIKE(prop.prf, prop.encr, s.keys.d, shared, ni, nr, n.spiI, n.spiR)
+	n.keys = deriveIKE(prop.prf, prop.encr, s.prop.prf, s.keys.d, shared, ni, nr, n.spiI, n.spiR)
 	n.setCiphers()
 	n.peerID, n.peer, n.authority = s.peerID, s.peer, s.authority
 	n.peerFrag, n.peerHashes, n.peerMOBIKE, n.peerAddrs = s.peerFrag, s.peerHashes, s.peerMOBIKE, s.peerAddrs

@@ -251,13 +251,14 @@ func (k *ikeKeys) wipe() {
 }
 
 // deriveIKE: SKEYSEED = prf(Ni | Nr, g^ir), or for a rekey (§2.18)
-// prf(SK_d(old), g^ir | Ni | Nr); then {SK_d | SK_ai | SK_ar | SK_ei |
+// prf(SK_d(old), g^ir | Ni | Nr) with the old SA's PRF, oldPRF (as
+// strongSwan does: the PRF that SK_d was made for); then {SK_d | SK_ai | SK_ar | SK_ei |
 // SK_er | SK_pi | SK_pr} = prf+(SKEYSEED, Ni | Nr | SPIi | SPIr). SK_ai and
 // SK_ar are empty with AEAD ciphers.
-func deriveIKE(p prfAlg, e encrAlg, oldSKd, shared, ni, nr []byte, spiI, spiR uint64) ikeKeys {
+func deriveIKE(p prfAlg, e encrAlg, oldPRF prfAlg, oldSKd, shared, ni, nr []byte, spiI, spiR uint64) ikeKeys {
 	var skeyseed []byte
 	if oldSKd != nil {
-		skeyseed = p.prf(oldSKd, shared, ni, nr)
+		skeyseed = oldPRF.prf(oldSKd, shared, ni, nr)
 	} else {
 		skeyseed = p.prf(append(append([]byte(nil), ni...), nr...), shared)
 	}

@@ -143,7 +143,7 @@ func (s *ikeSA) initResponse(m *message.Message, local netip.Addr, remote netip.
 	s.out = nil
 	s.spiR = m.Header.SPIr
 	s.prop, s.nr, s.msg2 = prop, bytes.Clone(nr.Data), bytes.Clone(m.Raw)
-	s.keys = deriveIKE(prop.prf, prop.encr, nil, shared, s.ni, s.nr, s.spiI, s.spiR)
+	s.keys = deriveIKE(prop.prf, prop.encr, 0, nil, shared, s.ni, s.nr, s.spiI, s.spiR)
 	clear(shared)
 	if err := s.setCiphers(); err != nil {
 		fail(err)
@@ -495,7 +495,7 @@ func (e *Endpoint) respondInit(h message.Header, b []byte, local netip.Addr, rem
 	s := e.newSA(false, local, remote, natT)
 	s.spiI = h.SPIi
 	s.prop, s.ni, s.nr, s.msg1 = prop, bytes.Clone(ni.Data), randomBytes(minNonceLen), b
-	s.keys = deriveIKE(prop.prf, prop.encr, nil, shared, s.ni, s.nr, s.spiI, s.spiR)
+	s.keys = deriveIKE(prop.prf, prop.encr, 0, nil, shared, s.ni, s.nr, s.spiI, s.spiR)
 	clear(shared)
 	if err := s.setCiphers(); err != nil {
 		s.destroy("cipher")
