@@ -70,7 +70,9 @@ type Config struct {
 	File          string // the path or name it was parsed from
 	Role          Role
 	Log           Log
-	ControlSocket string // unix socket of the control interface (not served yet)
+	ControlSocket string        // unix socket of the control interface
+	ControlGroup  *ControlGroup // nil: the control socket is root's only (control.go)
+	Metrics       *Metrics      // nil: no Prometheus endpoint (control.go)
 	TUN           TUN
 	Transport     Transport
 	SAs           []SA
@@ -290,7 +292,7 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 // config walks the top level.
 func (p *parser) config(root *yaml.Node) *Config {
 	c := &Config{File: p.file}
-	f := p.fields(root, 1, "", "role", "log", "control_socket", "tun", "transport", "sas", "policies", "mobility", "ike")
+	f := p.fields(root, 1, "", "role", "log", "control_socket", "tun", "transport", "sas", "policies", "mobility", "ike", "control_group", "metrics")
 
 	if role, ok := f.enum("role", "", string(RoleGateway), string(RoleRoadWarrior)); ok && role == "" {
 		f.missing("role", ": gateway or roadwarrior")
@@ -305,6 +307,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 		}
 		c.ControlSocket = v
 	}
+	p.control(f, c)
 	p.transport(f, c)
 	p.tun(f, c)
 	p.mobility(f, c)

@@ -51,8 +51,9 @@ type IKEPeer struct {
 	ID          auth.Identity // zero: any identity a certificate of our CAs proves
 	PSK         Secret
 	Addresses   []netip.Prefix // RFC 3554 §4 authority
-	VirtualPool netip.Prefix
-	DNS         []netip.Addr
+	VirtualPool  netip.Prefix // IPv4
+	VirtualPool6 netip.Prefix
+	DNS          []netip.Addr
 }
 
 func (p *parser) ike(top *fields, c *Config) {
@@ -142,8 +143,16 @@ func (p *parser) ike(top *fields, c *Config) {
 			p.errf(pn.Line, path, "no psk_file, and ike.cas is empty: this peer could never authenticate")
 		}
 		peer.Addresses = p.prefixes(pf, "addresses")
-		if vp := p.prefixes(pf, "virtual_pool"); len(vp) > 0 {
-			peer.VirtualPool = vp[0].Masked()
+		// One pool per family: INTERNAL_IP4_ADDRESS and _IP6_ADDRESS.
+		for i, vp := range p.prefixes(pf, "virtual_pool") {
+			slot := &peer.VirtualPool
+			if vp.Addr().Is6() {
+				slot = &peer.VirtualPool6
+			}
+			if slot.IsValid() {
+				p.errf(pf.lineOf("virtual_pool"), pf.itemPath("virtual_pool", i), "one pool per address family")
+			}
+			*slot = vp.Masked()
 		}
 		peer.DNS, _ = pf.addrs("dns")
 		k.Peers = append(k.Peers, peer)

@@ -1,6 +1,10 @@
 // Package control is the daemons' local control interface: a unix socket
-// that only root (mode 0600) can open, one request per connection (a
-// command word and a newline), one JSON answer.
+// that only root (mode 0600) can open, or root and one group (0660) when
+// the configuration names a control group; one request per connection (a
+// command line and a newline), one JSON answer. Privileged commands
+// (those that change the daemon's state, like disconnect) are refused to
+// anyone but root and the daemon's own user, whatever the socket's mode:
+// the peer's credentials (SO_PEERCRED) decide.
 package control
 
 import (
@@ -13,15 +17,48 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Handler answers a command with a value encoded as JSON, or an error.
+// A Then value is sent as its Data, and its After runs once it is sent.
 type Handler func(cmd string) (any, error)
 
-// Serve listens on path until ctx ends, then removes the socket.
+// Then is an answer with something to do after sending it (e.g. stop the
+// daemon once the client knows it will).
+type Then struct {
+	Data  any
+	After func()
+}
+
+// NoGroup leaves the socket to root alone.
+const NoGroup = -1
+
+// Options are how the socket is shared.
+type Options struct {
+	// Group, unless NoGroup, makes the socket 0660 with this group id.
+	Group int
+	// Privileged are the commands (first word) only root and the daemon's
+	// own user may send.
+	Privileged []string
+	// Warn, if set, receives problems that do not stop serving (e.g. a
+	// group that cannot reach the socket through its directory).
+	Warn func(msg string)
+}
+
+// Serve listens on path until ctx ends, then removes the socket. The
+// socket is root's only (0600).
 func Serve(ctx context.Context, path string, h Handler) error {
+	return ServeWith(ctx, path, Options{Group: NoGroup}, h)
+}
+
+// ServeWith is Serve with the socket shared as o says.
+func ServeWith(ctx context.Context, path string, o Options, h Handler) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("control: %w", err)
 	}
@@ -35,9 +72,22 @@ func Serve(ctx context.Context, path string, h Handler) error {
 	if err != nil {
 		return fmt.Errorf("control: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	mode := os.FileMode(0o600)
+	if o.Group != NoGroup {
+		mode = 0o660
+		if err := os.Lchown(path, -1, o.Group); err != nil {
+			ln.Close()
+			return fmt.Errorf("control: %w", err)
+		}
+	}
+	if err := os.Chmod(path, mode); err != nil {
 		ln.Close()
 		return fmt.Errorf("control: %w", err)
+	}
+	if o.Group != NoGroup && o.Warn != nil {
+		if msg := unreachable(filepath.Dir(path), o.Group); msg != "" {
+			o.Warn(msg)
+		}
 	}
 	go func() { <-ctx.Done(); ln.Close(); os.Remove(path) }()
 	for {
@@ -48,7 +98,26 @@ func Serve(ctx context.Context, path string, h Handler) error {
 			}
 			return fmt.Errorf("control: %w", err)
 		}
-		go serveOne(c, h)
+		go serveOne(c, h, o)
+	}
+}
+
+// unreachable says why members of gid could not reach a socket in dir (a
+// directory on the way that they may not search), or "".
+func unreachable(dir string, gid int) string {
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return ""
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		perm := fi.Mode().Perm()
+		if ok && perm&0o001 == 0 && !(int(st.Gid) == gid && perm&0o010 != 0) {
+			return fmt.Sprintf("control_group cannot reach the socket: %s is mode %04o, owner %d:%d: give the directory that group (chgrp) or mode 0755", d, perm, st.Uid, st.Gid)
+		}
+		if d == "/" || d == "." {
+			return ""
+		}
 	}
 }
 
@@ -58,29 +127,73 @@ type reply struct {
 	Data  any    `json:"data,omitempty"`
 }
 
-func serveOne(c net.Conn, h Handler) {
+// peerUID is the connecting process's user id (SO_PEERCRED), -1 if unknown.
+func peerUID(c net.Conn) int {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return -1
+	}
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	uid := -1
+	rc.Control(func(fd uintptr) {
+		if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+			uid = int(cred.Uid)
+		}
+	})
+	return uid
+}
+
+func serveOne(c net.Conn, h Handler, o Options) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	line, err := bufio.NewReader(io.LimitReader(c, 256)).ReadString('\n')
 	if err != nil {
 		return
 	}
-	v, err := h(strings.TrimSpace(line))
+	cmd := strings.TrimSpace(line)
+	var v any
+	if word, _, _ := strings.Cut(cmd, " "); slices.Contains(o.Privileged, word) {
+		if uid := peerUID(c); uid != 0 && uid != os.Geteuid() {
+			err = fmt.Errorf("%s: %w: only root may ask that (you are uid %d)", word, os.ErrPermission, uid)
+		}
+	}
+	if err == nil {
+		v, err = h(cmd)
+	}
+	var after func()
+	if t, ok := v.(Then); ok {
+		v, after = t.Data, t.After
+	}
 	r := reply{OK: err == nil, Data: v}
 	if err != nil {
 		r.Error = err.Error()
 	}
 	json.NewEncoder(c).Encode(r)
+	if after != nil {
+		c.Close()
+		after()
+	}
 }
 
+// ErrNoDaemon: nothing listens on the control socket.
+var ErrNoDaemon = errors.New("no daemon is running there")
+
 // Query sends cmd to the daemon at path and decodes its answer into out.
+// Errors wrap ErrNoDaemon when no daemon listens, and os.ErrPermission
+// when we may not open the socket or send that command.
 func Query(path, cmd string, out any) error {
 	c, err := net.DialTimeout("unix", path, 2*time.Second)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) || strings.Contains(err.Error(), "connection refused") {
-			return fmt.Errorf("cannot reach the daemon at %s: %w (is it running? are you root?)", path, err)
+		switch {
+		case errors.Is(err, os.ErrPermission):
+			return fmt.Errorf("no permission to open the control socket %s: %w: run as root (sudo), or be in the configured control_group", path, os.ErrPermission)
+		case errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED):
+			return fmt.Errorf("cannot reach the daemon at %s: %w (is it running? start it, or use connect)", path, ErrNoDaemon)
 		}
-		return err
+		return fmt.Errorf("control: %s: %w", path, err)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -96,7 +209,20 @@ func Query(path, cmd string, out any) error {
 		return fmt.Errorf("control: bad answer from %s: %w", path, err)
 	}
 	if !r.OK {
-		return errors.New(r.Error)
+		return remoteError(r.Error)
+	}
+	if out == nil || len(r.Data) == 0 {
+		return nil
 	}
 	return json.Unmarshal(r.Data, out)
+}
+
+// remoteError is the daemon's refusal; a refusal for lack of permission
+// is os.ErrPermission.
+type remoteError string
+
+func (e remoteError) Error() string { return string(e) }
+
+func (e remoteError) Is(target error) bool {
+	return target == os.ErrPermission && strings.Contains(string(e), os.ErrPermission.Error())
 }

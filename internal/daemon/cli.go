@@ -7,55 +7,159 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"net"
+	"net/netip"
+	"os"
 	"os/signal"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
+	"github.com/roamsec/roamsec/ike"
 	"github.com/roamsec/roamsec/internal/config"
 	"github.com/roamsec/roamsec/internal/control"
 	"github.com/roamsec/roamsec/internal/version"
+	"github.com/roamsec/roamsec/mobility"
 	"github.com/roamsec/roamsec/tunnel"
 )
 
-// Exit codes shared by both daemons, so scripts and systemd can tell a
-// bad config from a failure at run time.
+// Exit codes shared by both daemons and their commands, so scripts and
+// systemd can tell a bad config from a failure at run time, and a person
+// can tell which failure it was. Documented in the usage text and the man
+// pages (packaging/man).
 const (
-	ExitOK      = 0
-	ExitUsage   = 2
-	ExitConfig  = 3
-	ExitRuntime = 4
+	ExitOK          = 0
+	ExitUsage       = 2
+	ExitConfig      = 3  // the configuration is refused (file:line: field: reason)
+	ExitRuntime     = 4  // any other failure at run time
+	ExitUnreachable = 5  // the gateway does not answer IKE (UDP 500/4500)
+	ExitNameUnknown = 6  // the gateway's name does not resolve
+	ExitAuthRefused = 7  // authentication failed, either way
+	ExitPermission  = 8  // not root / no CAP_NET_ADMIN, or the control socket is not ours to open
+	ExitTSRefused   = 9  // the gateway refused our addresses (TS_UNACCEPTABLE, no virtual address)
+	ExitNoProposal  = 10 // no IKE or ESP proposal in common (NO_PROPOSAL_CHOSEN)
 )
+
+const exitCodesHelp = `Exit codes:
+  0   OK: clean shutdown, disconnected, command done
+  2   usage error
+  3   configuration refused (printed as file:line: field: reason)
+  4   other failure at run time (e.g. no daemon running for status)
+  5   gateway unreachable: no answer to IKE on UDP 500/4500
+  6   the gateway's name does not resolve
+  7   authentication refused (identity, pre-shared key or certificate)
+  8   permission denied: not root / no CAP_NET_ADMIN, or the control
+      socket is not ours to open
+  9   the gateway refused the addresses we asked for (TS_UNACCEPTABLE,
+      or no virtual address for us)
+  10  no proposal in common with the gateway (NO_PROPOSAL_CHOSEN)
+`
+
+func usage(role string, w io.Writer) {
+	if role == string(config.RoleRoadWarrior) {
+		fmt.Fprintf(w, `Usage: roadwarrior [-config FILE] [-check] [-version]
+       roadwarrior connect [GATEWAY] [-config FILE] [-json] [-v]
+       roadwarrior status [-config FILE] [-json]
+       roadwarrior sa list [-config FILE] [-json]
+       roadwarrior disconnect [-config FILE]
+       roadwarrior version
+
+roamsec %s road warrior. Without a command it runs as the daemon (as the
+systemd unit does): it creates the TUN device, installs its addresses,
+routes and routing rule, connects (IKEv2, or static keys), keeps the
+connection up, and removes everything again on SIGTERM or SIGINT.
+
+Commands:
+  connect     connect in the foreground, showing each step (name resolution,
+              IKE_SA_INIT, IKE_AUTH, the tunnel, each path); Ctrl-C or
+              SIGTERM disconnects (DELETE sent, TUN and routes removed).
+              GATEWAY (a name or address) overrides ike.gateway. -json
+              prints one JSON object per step, then the final status. -v
+              shows the daemon's log (log.level, log.format) on stderr;
+              without it, warnings and errors only.
+  status      the running daemon's IKE SA, Child SAs and SPIs, counters,
+              paths and failure detector, last failover (over the control
+              socket named in the configuration)
+  sa list     one line per Child SA: peer, SPIs, selectors, virtual address,
+              bytes, packets, age
+  disconnect  ask the running road warrior (daemon or connect) to delete its
+              IKE SA and exit cleanly; waits until it has
+
+Needs root, or CAP_NET_ADMIN, CAP_NET_RAW and CAP_NET_BIND_SERVICE.
+Configuration: /etc/roamsec/roadwarrior.yaml unless -config.
+
+%s
+Flags (daemon):
+`, version.Version, exitCodesHelp)
+		return
+	}
+	fmt.Fprintf(w, `Usage: gateway [-config FILE] [-check] [-version]
+       gateway status [-config FILE] [-json]
+       gateway sa list [-config FILE] [-json]
+       gateway version
+
+roamsec %s gateway. Without a command it runs as the daemon: it creates the
+TUN device, installs its addresses, routes and routing rule, answers road
+warriors (IKEv2, or static keys), and removes everything again on SIGTERM
+or SIGINT.
+
+Commands:
+  status      the IKE and Child SAs with SPIs, counters, detector (over the
+              control socket named in the configuration)
+  sa list     one line per Child SA: peer identity, SPIs in/out, selectors,
+              virtual address, bytes, packets, age
+
+Needs root, or CAP_NET_ADMIN, CAP_NET_RAW and CAP_NET_BIND_SERVICE.
+Configuration: /etc/roamsec/gateway.yaml unless -config.
+
+%s
+Flags (daemon):
+`, version.Version, exitCodesHelp)
+}
 
 // Main is the whole of cmd/gateway and cmd/roadwarrior: role is
 // "gateway" or "roadwarrior".
 func Main(role string, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "version":
+			args = []string{"-version"}
+		case "help":
+			args = []string{"-help"}
+		case "status":
+			return statusCmd(role, args[1:], stdout, stderr)
+		case "sa":
+			if len(args) < 2 || args[1] != "list" {
+				fmt.Fprintf(stderr, "%s sa: want \"sa list\" (see %s -help)\n", role, role)
+				return ExitUsage
+			}
+			return saListCmd(role, args[2:], stdout, stderr)
+		case "disconnect":
+			if role != string(config.RoleRoadWarrior) {
+				fmt.Fprintf(stderr, "gateway: disconnect is a road-warrior command; stop the gateway with systemctl stop roamsec-gateway\n")
+				return ExitUsage
+			}
+			return disconnectCmd(role, args[1:], stdout, stderr)
+		case "connect":
+			if role != string(config.RoleRoadWarrior) {
+				fmt.Fprintf(stderr, "gateway: connect is a road-warrior command\n")
+				return ExitUsage
+			}
+			return connectCmd(args[1:], stdout, stderr)
+		}
+	}
 	fs := flag.NewFlagSet(role, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "/etc/roamsec/"+role+".yaml", "configuration file (YAML)")
 	check := fs.Bool("check", false, "check the configuration and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, `Usage: %s [-config FILE] [-check] [-version]
-       %s status [-config FILE] [-json]
-
-roamsec %s daemon: carries the traffic of a TUN device in ESP tunnel mode
-(RFC 4303) over raw IP or UDP 4500, with SAs keyed by the configuration
-(static keys). It creates the TUN device, installs its addresses, routes
-and routing rule, and removes them again on SIGTERM or SIGINT.
-
-Needs CAP_NET_ADMIN and CAP_NET_RAW (and CAP_NET_BIND_SERVICE for UDP 4500).
-
-Exit codes: 0 clean shutdown, 2 usage, 3 configuration error, 4 failure at run time.
-
-Flags:
-`, role, role, role)
+		usage(role, stderr)
 		fs.PrintDefaults()
-	}
-	if len(args) > 0 && args[0] == "version" {
-		args = []string{"-version"}
-	}
-	if len(args) > 0 && args[0] == "status" {
-		return statusCmd(role, args[1:], stdout, stderr)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -72,17 +176,69 @@ Flags:
 		return ExitUsage
 	}
 
-	c, err := config.Load(*cfgPath)
+	p, code := prepare(role, *cfgPath, stderr, false)
+	if p == nil {
+		return code
+	}
+	defer p.close()
+	if *check {
+		fmt.Fprintf(stdout, "%s: configuration OK: %d SA pairs\n", *cfgPath, len(p.built.SAs))
+		return ExitOK
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	p.log.Info("starting", "version", version.Version, "config", *cfgPath)
+	if err := Run(ctx, p.setup); err != nil {
+		fc := failureContext{role: role, cfgPath: *cfgPath, ike: p.setup.IKE}
+		if p.setup.IKE != nil {
+			fc.gwName = p.setup.IKE.Gateway
+		}
+		f := classify(err, fc)
+		p.log.Error("stopped", "err", err)
+		fmt.Fprintf(stderr, "%s: %s\n", role, f.msg)
+		return f.code
+	}
+	p.log.Info("stopped cleanly")
+	return ExitOK
+}
+
+// prepared is a loaded, built configuration turned into a Setup.
+type prepared struct {
+	cfg   *config.Config
+	built *config.Built
+	setup Setup
+	log   *slog.Logger
+}
+
+func (p *prepared) close() {
+	p.cfg.Wipe()
+	p.built.Close()
+}
+
+// prepare loads and builds the configuration; on failure it says why on
+// stderr and returns the exit code. quiet raises the log level to
+// warnings (connect without -v).
+func prepare(role, cfgPath string, stderr io.Writer, quiet bool) (*prepared, int) {
+	c, err := config.Load(cfgPath)
 	if err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			fmt.Fprintf(stderr, "%s: cannot read %s: permission denied: the configuration holds keys and is root's only: run as root (sudo)\n", role, cfgPath)
+			return nil, ExitPermission
+		}
 		fmt.Fprintf(stderr, "%s: configuration refused:\n%v\n", role, err)
-		return ExitConfig
+		return nil, ExitConfig
 	}
-	defer c.Wipe()
 	if string(c.Role) != role {
-		fmt.Fprintf(stderr, "%s: %s: role is %q, but this is the %s daemon\n", role, *cfgPath, c.Role, role)
-		return ExitConfig
+		c.Wipe()
+		fmt.Fprintf(stderr, "%s: %s: role is %q, but this is the %s daemon\n", role, cfgPath, c.Role, role)
+		return nil, ExitConfig
 	}
-	log := slog.New(c.Log.Handler(stderr)).With("daemon", role)
+	lc := c.Log
+	if quiet && lc.Level < slog.LevelWarn {
+		lc.Level = slog.LevelWarn
+	}
+	log := slog.New(lc.Handler(stderr)).With("daemon", role)
 	// With static keys nobody can rekey: a soft bound is a warning to the
 	// operator, a hard bound ends that SA's traffic.
 	c.OnLifetime = func(e tunnel.LifetimeEvent) {
@@ -96,58 +252,106 @@ Flags:
 	c.Wipe() // the SAs hold their own copies now
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: configuration refused:\n%v\n", role, err)
-		return ExitConfig
+		return nil, ExitConfig
 	}
-	defer b.Close()
 	for _, w := range b.Warnings {
 		log.Warn("config", "warning", w)
 	}
-	if *check {
-		fmt.Fprintf(stdout, "%s: configuration OK: %d SA pairs\n", *cfgPath, len(b.SAs))
-		return ExitOK
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	s := Setup{
 		TUN: b.TUN.Config, Addrs: b.TUN.Addresses, Routes: b.TUN.Routes,
 		UDPPort: b.Transport.UDPPort, KeepAlive: b.Transport.NATKeepalive,
 		SPD: b.SPD, SAD: b.SAD, Outbound: b.Outbound, Log: log,
 		Mobility: b.Mobility, ControlSocket: b.ControlSocket, Role: role,
-		IKE: b.IKE, Listen: b.Transport.Listen,
+		IKE: b.IKE, Listen: b.Transport.Listen, ControlGroup: c.ControlGroup,
+	}
+	if c.Metrics != nil {
+		s.Metrics = c.Metrics.Listen
 	}
 	if r := b.TUN.BypassRule; r != nil {
 		s.Rule = &Rule{Mark: r.Mark, Table: r.Table, Priority: r.Priority}
 	}
-	log.Info("starting", "version", version.Version, "config", *cfgPath)
-	if err := Run(ctx, s); err != nil {
-		log.Error("stopped", "err", err)
+	return &prepared{cfg: c, built: b, setup: s, log: log}, ExitOK
+}
+
+// parseArgs parses flags anywhere among the arguments (flag stops at the
+// first non-flag) and returns the positional ones.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// controlSocket loads just enough of the configuration to find the
+// control socket (no keys are kept).
+func controlSocket(role, cmd, cfgPath string, stderr io.Writer) (string, int) {
+	c, err := config.Load(cfgPath)
+	if err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			fmt.Fprintf(stderr, "%s %s: cannot read %s: permission denied: run as root (sudo)\n", role, cmd, cfgPath)
+			return "", ExitPermission
+		}
+		fmt.Fprintf(stderr, "%s %s: configuration refused:\n%v\n", role, cmd, err)
+		return "", ExitConfig
+	}
+	c.Wipe()
+	return c.ControlSocket, ExitOK
+}
+
+// query asks the daemon and maps the failure to an exit code.
+func query(role, cmd, cfgPath string, out any, stderr io.Writer) int {
+	sock, code := controlSocket(role, cmd, cfgPath, stderr)
+	if code != ExitOK {
+		return code
+	}
+	if err := control.Query(sock, cmd, out); err != nil {
+		fmt.Fprintf(stderr, "%s %s: %v\n", role, cmd, err)
+		if errors.Is(err, os.ErrPermission) {
+			return ExitPermission
+		}
 		return ExitRuntime
 	}
-	log.Info("stopped cleanly")
 	return ExitOK
+}
+
+func cmdFlags(role, name string, stderr io.Writer, withJSON bool) (*flag.FlagSet, *string, *bool) {
+	fs := flag.NewFlagSet(role+" "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "/etc/roamsec/"+role+".yaml", "configuration file (for the control socket's path)")
+	var asJSON *bool
+	if withJSON {
+		asJSON = fs.Bool("json", false, "print JSON")
+	}
+	return fs, cfgPath, asJSON
+}
+
+func usageCode(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return ExitOK
+	}
+	return ExitUsage
 }
 
 // statusCmd asks the running daemon for its status over the control
 // socket named in the config.
 func statusCmd(role string, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet(role+" status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "/etc/roamsec/"+role+".yaml", "configuration file (for the control socket's path)")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		return ExitUsage
+	fs, cfgPath, asJSON := cmdFlags(role, "status", stderr, true)
+	if pos, err := parseArgs(fs, args); err != nil || len(pos) > 0 {
+		if err == nil {
+			fmt.Fprintf(stderr, "%s status: unexpected argument %q\n", role, pos[0])
+		}
+		return usageCode(err)
 	}
-	c, err := config.Load(*cfgPath)
-	if err != nil {
-		fmt.Fprintf(stderr, "%s status: configuration refused:\n%v\n", role, err)
-		return ExitConfig
-	}
-	c.Wipe()
 	var st Status
-	if err := control.Query(c.ControlSocket, "status", &st); err != nil {
-		fmt.Fprintf(stderr, "%s status: %v\n", role, err)
-		return ExitRuntime
+	if code := query(role, cmdStatus, *cfgPath, &st, stderr); code != ExitOK {
+		return code
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -157,4 +361,655 @@ func statusCmd(role string, args []string, stdout, stderr io.Writer) int {
 	}
 	PrintStatus(stdout, st)
 	return ExitOK
+}
+
+// saListCmd lists the Child SAs.
+func saListCmd(role string, args []string, stdout, stderr io.Writer) int {
+	fs, cfgPath, asJSON := cmdFlags(role, "sa list", stderr, true)
+	if pos, err := parseArgs(fs, args); err != nil || len(pos) > 0 {
+		if err == nil {
+			fmt.Fprintf(stderr, "%s sa list: unexpected argument %q\n", role, pos[0])
+		}
+		return usageCode(err)
+	}
+	var cs []ChildStatus
+	if code := query(role, cmdSAList, *cfgPath, &cs, stderr); code != ExitOK {
+		return code
+	}
+	if *asJSON {
+		if cs == nil {
+			cs = []ChildStatus{}
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(cs)
+		return ExitOK
+	}
+	PrintSAList(stdout, cs)
+	return ExitOK
+}
+
+// disconnectCmd asks the running road warrior to delete its IKE SA and
+// exit, and waits until it has.
+func disconnectCmd(role string, args []string, stdout, stderr io.Writer) int {
+	fs, cfgPath, _ := cmdFlags(role, "disconnect", stderr, false)
+	timeout := fs.Duration("timeout", 20*time.Second, "how long to wait for the daemon to exit")
+	if pos, err := parseArgs(fs, args); err != nil || len(pos) > 0 {
+		if err == nil {
+			fmt.Fprintf(stderr, "%s disconnect: unexpected argument %q\n", role, pos[0])
+		}
+		return usageCode(err)
+	}
+	var r DisconnectReply
+	if code := query(role, cmdDisconnect, *cfgPath, &r, stderr); code != ExitOK {
+		return code
+	}
+	deadline := time.Now().Add(*timeout)
+	for processAlive(r.PID) {
+		if time.Now().After(deadline) {
+			fmt.Fprintf(stderr, "%s disconnect: asked, but process %d is still running after %v: see its log\n", role, r.PID, *timeout)
+			return ExitRuntime
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fmt.Fprintf(stdout, "disconnected: process %d deleted its IKE SA and exited\n", r.PID)
+	return ExitOK
+}
+
+// processAlive: pid exists and is not a zombie.
+func processAlive(pid int) bool {
+	if pid <= 0 || pid == os.Getpid() {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return syscall.Kill(pid, 0) == nil
+	}
+	// pid (comm) STATE ...: comm may hold spaces and parentheses.
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i > 0 && i+2 < len(s) {
+		return s[i+2] != 'Z' && s[i+2] != 'X'
+	}
+	return true
+}
+
+// failureContext is what a failure message names.
+type failureContext struct {
+	role, cfgPath string
+	ike           *config.IKE
+	gwName        string // as the user gave it
+	gwAddr        string // where IKE_SA_INIT went (address:port)
+}
+
+type failure struct {
+	code int
+	msg  string
+}
+
+// classify turns an error into an exit code and a message that says what
+// to do.
+func classify(err error, fc failureContext) failure {
+	text := err.Error()
+	gw := fc.gwName
+	if fc.gwAddr != "" {
+		host := fc.gwAddr
+		if i := strings.LastIndexByte(host, ':'); i > 0 {
+			host = strings.Trim(host[:i], "[]")
+		}
+		if gw == "" || gw == host {
+			gw = host
+		} else {
+			gw = fmt.Sprintf("%s (%s)", gw, host)
+		}
+	}
+	if gw == "" {
+		gw = "the gateway"
+	}
+	port := uint16(500)
+	id, lts, rts := "", "", ""
+	if k := fc.ike; k != nil {
+		port, id = k.Port, k.ID.String()
+		lts, rts = prefixList(k.LocalTS), prefixList(k.RemoteTS)
+		if k.Mode == ike.ModeVirtual {
+			lts = "a virtual address"
+		}
+	}
+	switch {
+	case errors.Is(err, ErrNameNotFound):
+		why := "no address"
+		var de *net.DNSError
+		if errors.As(err, &de) {
+			why = "no such host"
+			if !de.IsNotFound {
+				why = de.Err
+				if de.Server != "" {
+					why += " (DNS server " + de.Server + ")"
+				}
+			}
+		}
+		return failure{ExitNameUnknown, fmt.Sprintf("cannot resolve the gateway's name %s: %s: check the name (ike.gateway in %s, or the GATEWAY argument) and that DNS works here", fc.gwName, why, fc.cfgPath)}
+	case errors.Is(err, fs.ErrPermission) || strings.Contains(text, "operation not permitted") || strings.Contains(text, "permission denied"):
+		what := fmt.Sprintf("no permission (%v)", err)
+		if strings.Contains(text, "TUN device") {
+			what = "no permission to create the TUN device (/dev/net/tun: operation not permitted)"
+		}
+		return failure{ExitPermission, fmt.Sprintf("%s: run as root (sudo %s), or give the binary CAP_NET_ADMIN, CAP_NET_RAW and CAP_NET_BIND_SERVICE", what, fc.role)}
+	case strings.Contains(text, "retransmissions exhausted") && strings.HasPrefix(text, "IKE_AUTH"):
+		return failure{ExitUnreachable, fmt.Sprintf("%s answered on UDP %d but not on UDP 4500: is UDP 4500 open (firewall, NAT) on the way?", gw, port)}
+	case strings.Contains(text, "retransmissions exhausted"):
+		return failure{ExitUnreachable, fmt.Sprintf("no answer from %s on UDP %d: is the gateway up, and is UDP %d/4500 open?", gw, port, port)}
+	case errors.Is(err, ike.ErrAuthRefused):
+		return failure{ExitAuthRefused, fmt.Sprintf("%s refused our authentication as %s: check ike.id and the pre-shared key (ike.psk_file) or certificate in %s, and that the gateway accepts this identity", gw, id, fc.cfgPath)}
+	case strings.Contains(text, "failed authentication") || strings.Contains(text, "gateway authenticated as"):
+		return failure{ExitAuthRefused, fmt.Sprintf("%s did not prove its identity (%v): check ike.gateway_id, and the pre-shared key or ike.cas in %s", gw, err, fc.cfgPath)}
+	case strings.Contains(text, "TS_UNACCEPTABLE"):
+		return failure{ExitTSRefused, fmt.Sprintf("the gateway refused the addresses we asked for (TS_UNACCEPTABLE: %s <=> %s): ask its administrator to allow them for %s, or ask for less (ike.local_ts, ike.remote_ts in %s)", lts, rts, id, fc.cfgPath)}
+	case strings.Contains(text, "INTERNAL_ADDRESS_FAILURE") || strings.Contains(text, "no virtual address"):
+		return failure{ExitTSRefused, fmt.Sprintf("the gateway has no virtual address for us (%v): ask its administrator to give %s a pool (virtual_pool)", err, id)}
+	case strings.Contains(text, "NO_PROPOSAL_CHOSEN") || strings.Contains(text, "no proposal") || strings.Contains(text, "did not offer"):
+		return failure{ExitNoProposal, fmt.Sprintf("the gateway accepts none of our proposals (%v): set ike.proposals and ike.esp_proposals in %s to what it offers", err, fc.cfgPath)}
+	}
+	return failure{ExitRuntime, err.Error()}
+}
+
+func prefixList(ps []netip.Prefix) string {
+	if len(ps) == 0 {
+		return "(none)"
+	}
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// Event is one line of `connect -json`: every step, then the outcome.
+type Event struct {
+	Time    time.Time    `json:"time"`
+	Event   string       `json:"event"`   // resolved, paths, tun, IKE_SA_INIT, IKE_AUTH, established, tunnel_up, CHILD_SA, path, connected, switch, failed, deleted, disconnected, error
+	Message string       `json:"message"` // the line a person sees
+	Gateway string       `json:"gateway,omitempty"`
+	Addr    string       `json:"addr,omitempty"`
+	Peer    string       `json:"peer,omitempty"`
+	Info    string       `json:"info,omitempty"`
+	Error   string       `json:"error,omitempty"`
+	Child   *ChildStatus `json:"child,omitempty"`
+	Path    *PathStatus  `json:"path,omitempty"`
+	Status  *Status      `json:"status,omitempty"` // with connected, disconnected and error: the daemon's status then
+	Exit    *int         `json:"exit_code,omitempty"`
+}
+
+// connectCmd runs the road warrior in the foreground and tells, step by
+// step, how the connection comes up.
+func connectCmd(args []string, stdout, stderr io.Writer) int {
+	const role = "roadwarrior"
+	fs := flag.NewFlagSet(role+" connect", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "/etc/roamsec/"+role+".yaml", "the profile (configuration file, YAML)")
+	asJSON := fs.Bool("json", false, "print one JSON object per step, then the final status")
+	verbose := fs.Bool("v", false, "show the daemon's log on stderr (else warnings and errors only)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, `Usage: roadwarrior connect [GATEWAY] [-config FILE] [-json] [-v]
+
+Connects with the profile's ike section and shows each step: the gateway's
+name resolved, IKE_SA_INIT, IKE_AUTH, the tunnel (addresses, SPIs, traffic
+selectors), each mobility path and whether it answers. It runs the daemon
+in the foreground: Ctrl-C, SIGTERM or "roadwarrior disconnect" deletes the
+IKE SA, removes the TUN device and routes, and exits 0. GATEWAY (a name or
+an address) overrides ike.gateway.
+
+%s
+Flags:
+`, exitCodesHelp)
+		fs.PrintDefaults()
+	}
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return usageCode(err)
+	}
+	if len(pos) > 1 {
+		fmt.Fprintf(stderr, "%s connect: one GATEWAY at most, got %q\n", role, pos)
+		return ExitUsage
+	}
+	ui := &connectUI{out: stdout, json: *asJSON, cfgPath: *cfgPath}
+	p, code := prepare(role, *cfgPath, stderr, !*verbose)
+	if p == nil {
+		ui.finish(code, "", nil)
+		return code
+	}
+	defer p.close()
+	s := &p.setup
+	if s.IKE == nil {
+		msg := fmt.Sprintf("%s has no ike section: connect negotiates with IKEv2 (with static keys run %s -config %s)", *cfgPath, role, *cfgPath)
+		ui.finish(ExitConfig, msg, nil)
+		fmt.Fprintf(stderr, "%s connect: %s\n", role, msg)
+		return ExitConfig
+	}
+	ui.k, ui.mob = s.IKE, s.Mobility
+	fc := failureContext{role: role + " connect", cfgPath: *cfgPath, ike: s.IKE}
+	fail := func(f failure) int {
+		if !ui.json {
+			fmt.Fprintf(stderr, "%s connect: %s\n", role, f.msg)
+		}
+		ui.finish(f.code, f.msg, nil)
+		return f.code
+	}
+	if s.ControlSocket != "" {
+		var st Status
+		if err := control.Query(s.ControlSocket, cmdStatus, &st); err == nil {
+			return fail(failure{ExitRuntime, fmt.Sprintf("a road warrior is already running (process %d, control socket %s): see roadwarrior status, or roadwarrior disconnect first", st.PID, s.ControlSocket)})
+		}
+	}
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigc)
+	var how atomic.Value // what ended it
+	how.Store("roadwarrior disconnect")
+	go func() {
+		select {
+		case sig := <-sigc:
+			how.Store(map[os.Signal]string{syscall.SIGINT: "Ctrl-C", syscall.SIGTERM: "SIGTERM"}[sig])
+			stop()
+		case <-ctx.Done():
+		}
+	}()
+
+	// The name first, so a typo fails before anything is set up.
+	name := s.IKE.Gateway
+	if len(pos) == 1 {
+		name = pos[0]
+	}
+	fc.gwName = name
+	addr, err := resolveGateway(ctx, name, true)
+	if err != nil {
+		return fail(classify(err, fc))
+	}
+	ui.gwName, ui.gwAddr = name, addr
+	if name != addr.String() {
+		ui.emit(Event{Event: "resolved", Gateway: name, Addr: addr.String(), Message: fmt.Sprintf("resolving %s → %s", name, addr)})
+	} else {
+		ui.emit(Event{Event: "resolved", Gateway: name, Addr: addr.String(), Message: fmt.Sprintf("gateway %s", addr)})
+	}
+	k := *s.IKE
+	k.Gateway = addr.String()
+	s.IKE = &k
+	if m := s.Mobility; m != nil && len(m.Paths) > 0 {
+		pr := m.Paths[m.Primary]
+		msg := fmt.Sprintf("mobility: %d paths; connecting over the primary, %s (%s → %s)", len(m.Paths), pr.Name, pr.Local, pr.Peer)
+		if pr.Peer != addr {
+			msg += fmt.Sprintf("; the paths name the gateway's addresses, not %s", addr)
+		}
+		ui.emit(Event{Event: "paths", Message: msg})
+	}
+
+	runCtx, cancelRun := context.WithCancelCause(ctx)
+	defer cancelRun(nil)
+	ui.cancel = cancelRun
+	ui.start()
+	s.Progress = ui.progress
+	s.Ready = ui.ready
+	s.FailFast = true
+	runErr := Run(runCtx, *s)
+	ui.stop()
+
+	fc.gwAddr = ui.lastPeer()
+	final := ui.lastStatus()
+	switch first := ui.failure(); {
+	case first != nil:
+		return failWithStatus(ui, stderr, classify(first, fc), final)
+	case runErr != nil:
+		return failWithStatus(ui, stderr, classify(runErr, fc), final)
+	}
+	msg := fmt.Sprintf("disconnected (%s): IKE SA deleted, TUN device and routes removed", how.Load())
+	if !ui.wasConnected() {
+		msg = fmt.Sprintf("stopped (%s) before the connection was up; TUN device and routes removed", how.Load())
+	}
+	ui.finish(ExitOK, msg, final)
+	return ExitOK
+}
+
+func failWithStatus(ui *connectUI, stderr io.Writer, f failure, st *Status) int {
+	if !ui.json {
+		fmt.Fprintf(stderr, "roadwarrior connect: %s\n", f.msg)
+	}
+	ui.finish(f.code, f.msg, st)
+	return f.code
+}
+
+// connectUI tells a person (or a script, with -json) what connect is
+// doing. The endpoint reports steps under its lock, so progress only
+// queues them; one goroutine prints, and polls the status for the paths.
+type connectUI struct {
+	out     io.Writer
+	json    bool
+	cfgPath string
+	k       *config.IKE
+	mob     *config.Mobility
+	gwName  string
+	gwAddr  netip.Addr
+	cancel  context.CancelCauseFunc
+
+	mu        sync.Mutex
+	queue     []ike.Progress
+	wake      chan struct{}
+	quit      chan struct{}
+	done      chan struct{}
+	running   *Running
+	first     error // the failure that ended connecting
+	connected bool
+	peer      netip.AddrPort
+	final     *Status
+	outMu     sync.Mutex
+}
+
+func (u *connectUI) emit(e Event) {
+	u.outMu.Lock()
+	defer u.outMu.Unlock()
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	if u.json {
+		b, _ := json.Marshal(e)
+		u.out.Write(append(b, '\n'))
+		return
+	}
+	fmt.Fprintln(u.out, e.Message)
+}
+
+func (u *connectUI) finish(code int, msg string, st *Status) {
+	if !u.json {
+		if code == ExitOK && msg != "" {
+			u.emit(Event{Message: msg})
+		}
+		return
+	}
+	if msg == "" {
+		msg = map[int]string{ExitConfig: "configuration refused (the reasons are on stderr)", ExitPermission: "permission denied (see stderr)"}[code]
+	}
+	ev := "disconnected"
+	if code != ExitOK {
+		ev = "error"
+	}
+	u.emit(Event{Event: ev, Message: msg, Exit: &code, Status: st})
+}
+
+func (u *connectUI) progress(p ike.Progress) {
+	u.mu.Lock()
+	u.queue = append(u.queue, p)
+	u.mu.Unlock()
+	select {
+	case u.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (u *connectUI) ready(r *Running) {
+	u.mu.Lock()
+	u.running = r
+	u.mu.Unlock()
+	u.emit(Event{Event: "tun", Message: fmt.Sprintf("TUN %s up (MTU %d)", r.Device.Name(), r.Device.MTU())})
+}
+
+func (u *connectUI) failure() error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.first
+}
+
+func (u *connectUI) wasConnected() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.connected
+}
+
+func (u *connectUI) lastPeer() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.peer.IsValid() {
+		return u.peer.String()
+	}
+	if u.gwAddr.IsValid() && u.k != nil {
+		return netip.AddrPortFrom(u.gwAddr, u.k.Port).String()
+	}
+	return ""
+}
+
+func (u *connectUI) lastStatus() *Status {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.final
+}
+
+func (u *connectUI) status() (Status, bool) {
+	u.mu.Lock()
+	r := u.running
+	u.mu.Unlock()
+	if r == nil {
+		return Status{}, false
+	}
+	return r.Status(), true
+}
+
+func (u *connectUI) start() {
+	u.wake, u.quit, u.done = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	go u.loop()
+}
+
+// stop ends the printer once Run has returned.
+func (u *connectUI) stop() {
+	close(u.quit)
+	<-u.done
+}
+
+// connect phases.
+const (
+	phaseIKE   = iota // until the network Child SA is installed
+	phaseHosts        // waiting for the path-monitoring Child SA
+	phasePaths        // waiting for the paths to answer (or not)
+	phaseConnected
+)
+
+func (u *connectUI) loop() {
+	defer close(u.done)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	phase := phaseIKE
+	var pathsUntil time.Time
+	shown := map[string]string{} // path name -> state and use shown
+	seen := map[string]bool{}    // Child SA names installed
+	var lastSwitch time.Time
+	wantHosts := u.k.HostToHost && u.k.Mode == ike.ModeRFC3554
+	snapshot := func() {
+		if st, ok := u.status(); ok {
+			u.mu.Lock()
+			u.final = &st
+			u.mu.Unlock()
+		}
+	}
+	connected := func() {
+		phase = phaseConnected
+		u.mu.Lock()
+		u.connected = true
+		u.mu.Unlock()
+		ev := Event{Event: "connected", Message: "connected — Ctrl-C to disconnect"}
+		if st, ok := u.status(); ok {
+			ev.Status = &st
+		}
+		u.emit(ev)
+	}
+	afterChild := func() {
+		switch {
+		case phase == phaseIKE && wantHosts:
+			phase = phaseHosts
+		case phase <= phaseHosts && u.mob != nil && len(u.mob.Paths) > 0:
+			phase = phasePaths
+			wait := 3*time.Second + 10*u.mob.Heartbeat.Interval
+			pathsUntil = time.Now().Add(min(wait, 10*time.Second))
+		case phase <= phaseHosts:
+			connected()
+		}
+	}
+	paths := func() {
+		st, ok := u.status()
+		if !ok || st.Mobility == nil {
+			return
+		}
+		u.mu.Lock()
+		u.final = &st
+		u.mu.Unlock()
+		m := st.Mobility
+		settled := true
+		for _, p := range m.Paths {
+			if p.State == mobility.Unconfirmed.String() && phase == phasePaths {
+				settled = false
+				continue
+			}
+			key := fmt.Sprint(p.State, p.InUse)
+			if shown[p.Name] == key {
+				continue
+			}
+			shown[p.Name] = key
+			pp := p
+			u.emit(Event{Event: "path", Path: &pp, Message: pathLine(p, phase == phaseConnected)})
+		}
+		if s := m.LastSwitch; s != nil && s.At.After(lastSwitch) {
+			u.emit(Event{Event: "switch", Message: fmt.Sprintf("switched from %s to %s (%s), applied %.1f ms after the detector's event", s.From, s.To, s.Reason, s.TookMs)})
+			lastSwitch = s.At
+		}
+		if phase == phasePaths && (settled || time.Now().After(pathsUntil)) {
+			for _, p := range m.Paths {
+				if _, ok := shown[p.Name]; !ok {
+					shown[p.Name] = fmt.Sprint(p.State, p.InUse)
+					pp := p
+					u.emit(Event{Event: "path", Path: &pp, Message: pathLine(p, false)})
+				}
+			}
+			connected()
+		}
+	}
+	handle := func(p ike.Progress) {
+		switch p.Step {
+		case "IKE_SA_INIT":
+			u.mu.Lock()
+			u.peer = p.Peer
+			u.mu.Unlock()
+			u.emit(Event{Event: p.Step, Peer: p.Peer.String(), Info: p.Info, Message: fmt.Sprintf("IKE_SA_INIT to %s: %s", p.Peer, p.Info)})
+		case "IKE_AUTH":
+			who := strings.TrimPrefix(p.Info, "as ")
+			if i := strings.LastIndex(who, ", "); i > 0 {
+				who = who[:i] + " (" + who[i+2:] + ")"
+			}
+			u.emit(Event{Event: p.Step, Peer: p.Peer.String(), Info: p.Info, Message: fmt.Sprintf("IKE_AUTH as %s to %s", who, p.Peer)})
+		case "established":
+			msg := strings.Replace(p.Info, "IKE SA with ", "IKE SA established with ", 1)
+			if m := establishedRE.FindStringSubmatch(p.Info); m != nil {
+				msg = fmt.Sprintf("IKE SA established with %s at %s: %s", m[1], p.Peer, m[2])
+			}
+			u.emit(Event{Event: p.Step, Peer: p.Peer.String(), Info: p.Info, Message: msg})
+		case "CHILD_SA":
+			name, _, _ := strings.Cut(p.Info, ":")
+			var c *ChildStatus
+			if st, ok := u.status(); ok {
+				for i := range st.Children {
+					if st.Children[i].Name == name {
+						c = &st.Children[i]
+					}
+				}
+			}
+			ev := Event{Event: p.Step, Peer: p.Peer.String(), Info: p.Info, Child: c, Message: "Child SA " + p.Info}
+			switch {
+			case c == nil:
+			case seen[name]:
+				ev.Message = fmt.Sprintf("rekeyed %s: SPIs in %s out %s", name, c.SPIIn, c.SPIOut)
+			case c.HostToHost:
+				ev.Message = fmt.Sprintf("path monitoring SA: SPIs in %s out %s, %s <=> %s", c.SPIIn, c.SPIOut, c.Local, c.Remote)
+			default:
+				ev.Event = "tunnel_up"
+				inner := "inner addresses " + c.Local + " (RFC 3554: our own)"
+				if len(c.VirtualIP) > 0 {
+					inner = "virtual address " + strings.Join(c.VirtualIP, ", ")
+				}
+				ev.Message = fmt.Sprintf("tunnel up: %s; SPIs in %s out %s; %s <=> %s (%s)", inner, c.SPIIn, c.SPIOut, c.Local, c.Remote, c.Proposal)
+			}
+			fresh := !seen[name]
+			seen[name] = true
+			u.emit(ev)
+			if fresh && (c == nil || !c.HostToHost || phase == phaseHosts) {
+				afterChild()
+			}
+		case "failed":
+			u.mu.Lock()
+			fatal := phase == phaseIKE && u.first == nil
+			if fatal {
+				u.first = p.Err
+			}
+			u.mu.Unlock()
+			msg := fmt.Sprintf("failed: %v", p.Err)
+			if phase == phaseHosts || phase == phasePaths {
+				msg = fmt.Sprintf("the path-monitoring SA failed (%v): failover detection is limited", p.Err)
+			}
+			if !fatal {
+				u.emit(Event{Event: p.Step, Peer: p.Peer.String(), Error: fmt.Sprint(p.Err), Message: msg})
+			}
+			if fatal {
+				snapshot()
+				u.cancel(p.Err)
+			} else if phase == phaseHosts {
+				afterChild()
+			}
+		case "deleted":
+			if p.Info == "shutdown" { // our own: Ctrl-C, SIGTERM or disconnect
+				u.emit(Event{Event: p.Step, Peer: p.Peer.String(), Info: p.Info, Message: fmt.Sprintf("disconnecting: DELETE sent to %s", p.Peer)})
+			} else if phase == phaseConnected {
+				u.emit(Event{Event: p.Step, Peer: p.Peer.String(), Info: p.Info, Message: fmt.Sprintf("connection lost: IKE SA deleted (%s); reconnecting", p.Info)})
+			}
+		default:
+			u.emit(Event{Event: p.Step, Peer: p.Peer.String(), Info: p.Info, Message: fmt.Sprintf("%s %s", p.Step, p.Info)})
+		}
+	}
+	for {
+		select {
+		case <-u.quit:
+			return
+		case <-u.wake:
+			u.mu.Lock()
+			q := u.queue
+			u.queue = nil
+			u.mu.Unlock()
+			for _, p := range q {
+				select {
+				case <-u.quit:
+					return
+				default:
+				}
+				handle(p)
+			}
+		case <-tick.C:
+			if phase >= phasePaths {
+				paths()
+			} else if phase > phaseIKE {
+				snapshot()
+			}
+		}
+	}
+}
+
+func pathLine(p PathStatus, change bool) string {
+	what := map[string]string{
+		"active":             "answers",
+		"inactive":           "no answer",
+		"potentially-failed": "missed heartbeats",
+		"unconfirmed":        "not confirmed yet",
+	}[p.State]
+	extra := ""
+	if p.InUse {
+		extra = ", in use"
+	}
+	if change {
+		return fmt.Sprintf("path %s (%s → %s) now %s (%s%s)", p.Name, p.Local, p.Peer, what, p.State, extra)
+	}
+	return fmt.Sprintf("path %s (%s → %s): %s (%s%s)", p.Name, p.Local, p.Peer, what, p.State, extra)
 }

@@ -9,13 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/roamsec/roamsec/ike"
 	"github.com/roamsec/roamsec/internal/config"
-	"github.com/roamsec/roamsec/internal/control"
 	"github.com/roamsec/roamsec/internal/datapath"
 	"github.com/roamsec/roamsec/mobility"
 	"github.com/roamsec/roamsec/tun"
@@ -49,9 +49,13 @@ type Setup struct {
 	Log       *slog.Logger
 	// Mobility, if set, moves the outbound SAs between paths.
 	Mobility *config.Mobility
-	// ControlSocket, if set, serves `status` there (root only).
+	// ControlSocket, if set, serves status, sa list and disconnect there
+	// (root only; ControlGroup, if set, may also read).
 	ControlSocket string
+	ControlGroup  *config.ControlGroup
 	Role          string
+	// Metrics, if set, is where the Prometheus endpoint listens.
+	Metrics string
 	// Ready, if set, is called once the tunnel is up.
 	Ready func(*Running)
 	// IKE, if set, negotiates SAs with IKEv2; Listen are our outer
@@ -60,6 +64,9 @@ type Setup struct {
 	Listen []netip.Addr
 	// Progress, if set, receives the IKE steps (the CLI shows them).
 	Progress func(ike.Progress)
+	// FailFast (connect): a failure before the first Child SA is up ends
+	// Run with that error, instead of retrying with backoff.
+	FailFast bool
 
 	ike *ikeState
 }
@@ -69,6 +76,8 @@ type Running struct {
 	Device   *tun.Device
 	Datapath *datapath.Datapath
 	setup    *Setup
+	mob      *mobilityState
+	started  time.Time
 }
 
 // Run brings the tunnel up and runs it until ctx ends. It returns after
@@ -81,6 +90,9 @@ func Run(ctx context.Context, s Setup) (err error) {
 		s.UDPPort = transport.NATTPort
 	}
 	log := s.Log
+	// disconnect (the control command) ends the run like a signal does.
+	ctx, disconnect := context.WithCancel(ctx)
+	defer disconnect()
 	defer func() {
 		for _, sa := range s.Outbound {
 			sa.Close()
@@ -193,6 +205,7 @@ func Run(ctx context.Context, s Setup) (err error) {
 		icfg.Install, icfg.Remove, icfg.Log = st.install, st.remove, log
 		icfg.Send = socks.send
 		icfg.Progress = func(p ike.Progress) {
+			st.track.progress(p)
 			if s.Progress != nil {
 				s.Progress(p)
 			}
@@ -235,6 +248,14 @@ func Run(ctx context.Context, s Setup) (err error) {
 		cfg.OnIKE = func(msg []byte, local netip.Addr, remote netip.AddrPort) { ep.Handle(msg, local, remote, true) }
 		defer ep.Close()
 	}
+	var metricsLn net.Listener
+	if s.Metrics != "" {
+		if metricsLn, err = net.Listen("tcp", s.Metrics); err != nil {
+			closeAll()
+			return fmt.Errorf("metrics endpoint: %w", err)
+		}
+		defer metricsLn.Close()
+	}
 	dp, err := datapath.New(cfg)
 	if err != nil {
 		closeAll()
@@ -248,32 +269,28 @@ func Run(ctx context.Context, s Setup) (err error) {
 		log.Info("SA installed", "spi", fmt.Sprintf("%#08x", sa.SPI), "dir", "in", "transform", sa.Transform.String(), "encap", encapName(sa), "peer", sa.PeerAddrs.String())
 	}
 	log.Info("tunnel up", "tun", dev.Name(), "mtu", dev.MTU(), "backend", string(s.TUN.Backend))
+	var mob *mobilityState
+	if s.Mobility != nil {
+		mob = new(mobilityState)
+	}
+	running := &Running{Device: dev, Datapath: dp, setup: &s, mob: mob, started: time.Now()}
 	if s.Ready != nil {
-		s.Ready(&Running{Device: dev, Datapath: dp, setup: &s})
+		s.Ready(running)
 	}
 	if s.KeepAlive > 0 && cfg.UDP4 != nil {
 		go keepalives(ctx, s, cfg)
 	}
 	mctx, stopMobility := context.WithCancel(ctx)
 	mdone := make(chan struct{})
-	var mob *mobilityState
-	if s.Mobility != nil {
-		mob = new(mobilityState)
-	}
 	if s.ControlSocket != "" {
-		running := &Running{Device: dev, Datapath: dp, setup: &s}
-		started := time.Now()
 		go func() {
-			err := control.Serve(mctx, s.ControlSocket, func(cmd string) (any, error) {
-				if cmd != "status" {
-					return nil, fmt.Errorf("unknown command %q (want status)", cmd)
-				}
-				return running.status(s.Role, started, mob), nil
-			})
-			if err != nil {
+			if err := running.serveControl(mctx, disconnect); err != nil {
 				log.Warn("control socket", "err", err)
 			}
 		}()
+	}
+	if metricsLn != nil {
+		go running.serveMetrics(mctx, metricsLn)
 	}
 	ikeFatal := make(chan error, 1)
 	if ep != nil && s.ike.initiator {
@@ -294,7 +311,7 @@ func Run(ctx context.Context, s Setup) (err error) {
 			}
 		}
 		log.Info("IKE: connecting", "gateway", s.IKE.Gateway, "addr", gw, "local", local, "id", s.IKE.ID.String(), "mode", s.IKE.Mode.String())
-		go connectLoop(mctx, ep, local, netip.AddrPortFrom(gw, s.IKE.Port), ikeEvents, log, ikeFatal)
+		go connectLoop(mctx, ep, local, netip.AddrPortFrom(gw, s.IKE.Port), ikeEvents, log, ikeFatal, s.FailFast)
 	}
 	if s.Mobility != nil {
 		go func() {
@@ -306,15 +323,20 @@ func Run(ctx context.Context, s Setup) (err error) {
 	} else {
 		close(mdone)
 	}
-	dctx, stopDP := context.WithCancel(ctx)
+	// The data path outlives ctx until the IKE SAs are deleted: the
+	// DELETE goes out through its UDP 4500 sockets.
+	dctx, stopDP := context.WithCancel(context.WithoutCancel(ctx))
 	var fatalErr error
 	go func() {
 		select {
 		case err := <-ikeFatal:
 			fatalErr = err
-			stopDP()
-		case <-dctx.Done():
+		case <-ctx.Done():
+			if ep != nil {
+				ep.Close()
+			}
 		}
+		stopDP()
 	}()
 	err = dp.Run(dctx)
 	stopDP()
@@ -322,7 +344,7 @@ func Run(ctx context.Context, s Setup) (err error) {
 		err = fatalErr
 	}
 	if ep != nil {
-		ep.Close() // DELETE to the peer while the sockets are still open
+		ep.Close() // after a fatal error or a data path failure
 	}
 	stopMobility()
 	<-mdone

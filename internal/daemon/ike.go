@@ -42,6 +42,8 @@ type ikeState struct {
 	// initiator: a road warrior, which installs the virtual addresses it
 	// is given (on a gateway they are the peers').
 	initiator bool
+	// track is what status and metrics show of the IKE SAs (status.go).
+	track ikeTrack
 }
 
 // outbound is the current outbound SAs of the negotiated Child SAs.
@@ -83,6 +85,7 @@ func (st *ikeState) install(c *ike.Child) error {
 		st.vips[a] = true
 		st.log.Info("virtual address installed", "addr", a, "tun", st.dev.Name())
 	}
+	st.track.installed(c, st.policies[c.Name] != nil)
 	if p := st.policies[c.Name]; p != nil {
 		p.SA.Store(c.Out) // a rekey: the policy moves to the new SA at once
 	} else {
@@ -137,7 +140,7 @@ func ikeConfig(k *config.IKE, role string, listen []netip.Addr) (ike.Config, err
 		cfg.CAs = cas
 	}
 	for _, p := range k.Peers {
-		cfg.Peers = append(cfg.Peers, ike.Peer{ID: p.ID, PSK: p.PSK, Addresses: p.Addresses, VirtualPool: p.VirtualPool, DNS: p.DNS})
+		cfg.Peers = append(cfg.Peers, ike.Peer{ID: p.ID, PSK: p.PSK, Addresses: p.Addresses, VirtualPool: p.VirtualPool, VirtualPool6: p.VirtualPool6, DNS: p.DNS})
 	}
 	return cfg, nil
 }
@@ -208,7 +211,7 @@ func resolveGateway(ctx context.Context, name string, v4 bool) (netip.Addr, erro
 	defer cancel()
 	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", name)
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("%w: %s: %v", ErrNameNotFound, name, err)
+		return netip.Addr{}, fmt.Errorf("%w: %s: %w", ErrNameNotFound, name, err)
 	}
 	for _, a := range addrs {
 		if a.Unmap().Is4() == v4 {
@@ -226,9 +229,11 @@ var ErrNameNotFound = errors.New("gateway name not found")
 
 // connectLoop keeps a road warrior's IKE SA up: connect, and after a
 // failure (the gateway silent, DPD) connect again with backoff. A refused
-// authentication ends it: retrying will not help.
-func connectLoop(ctx context.Context, ep *ike.Endpoint, local netip.Addr, gw netip.AddrPort, events <-chan ike.Progress, log *slog.Logger, fatal chan<- error) {
+// authentication ends it: retrying will not help. With failFast any
+// failure before the first Child SA is installed ends it.
+func connectLoop(ctx context.Context, ep *ike.Endpoint, local netip.Addr, gw netip.AddrPort, events <-chan ike.Progress, log *slog.Logger, fatal chan<- error, failFast bool) {
 	backoff := time.Second
+	up := false
 	for {
 		if err := ep.Connect(local, gw); err != nil {
 			fatal <- err
@@ -241,7 +246,7 @@ func connectLoop(ctx context.Context, ep *ike.Endpoint, local netip.Addr, gw net
 			case ev := <-events:
 				switch ev.Step {
 				case "failed", "deleted":
-					if errors.Is(ev.Err, ike.ErrAuthRefused) {
+					if errors.Is(ev.Err, ike.ErrAuthRefused) || failFast && !up && ev.Err != nil {
 						fatal <- ev.Err
 						return
 					}
@@ -258,6 +263,8 @@ func connectLoop(ctx context.Context, ep *ike.Endpoint, local netip.Addr, gw net
 					goto again
 				case "established":
 					backoff = time.Second
+				case "CHILD_SA":
+					up = true
 				}
 			}
 		}

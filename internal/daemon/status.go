@@ -1,15 +1,23 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
+	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/roamsec/roamsec/ike"
+	"github.com/roamsec/roamsec/internal/config"
+	"github.com/roamsec/roamsec/internal/control"
 	"github.com/roamsec/roamsec/internal/datapath"
+	"github.com/roamsec/roamsec/internal/metrics"
 	"github.com/roamsec/roamsec/internal/version"
 	"github.com/roamsec/roamsec/mobility"
 	"github.com/roamsec/roamsec/tunnel"
@@ -20,11 +28,60 @@ type Status struct {
 	Daemon   string          `json:"daemon"`
 	Version  string          `json:"version"`
 	Started  time.Time       `json:"started"`
+	PID      int             `json:"pid"`
 	TUN      string          `json:"tun"`
 	MTU      int             `json:"mtu"`
 	SAs      []SAStatus      `json:"sas"`
 	Datapath datapath.Stats  `json:"datapath"`
 	Mobility *MobilityStatus `json:"mobility,omitempty"`
+	// IKE and Children are there when IKEv2 negotiates the SAs.
+	IKE      *IKEStatus    `json:"ike,omitempty"`
+	Children []ChildStatus `json:"children,omitempty"`
+}
+
+// IKEStatus is the IKE side: a road warrior's IKE SA (its state, as the
+// endpoint reported it step by step), or a gateway's summary.
+type IKEStatus struct {
+	Role    string    `json:"role"`  // initiator (road warrior) or responder (gateway)
+	State   string    `json:"state"` // initiator: connecting, authenticating, established, failed, down; responder: listening
+	Since   time.Time `json:"since"` // of the state
+	LocalID string    `json:"local_id"`
+	Mode    string    `json:"mode,omitempty"`    // initiator: rfc3554 or virtual-address
+	Gateway string    `json:"gateway,omitempty"` // initiator: as configured (name or address)
+	// Initiator, once established: the gateway's address (as the SA was
+	// set up; mobility moves it, see the paths), identity and the IKE
+	// proposal negotiated.
+	Peer      string   `json:"peer,omitempty"`
+	PeerID    string   `json:"peer_id,omitempty"`
+	Proposal  string   `json:"proposal,omitempty"`
+	VirtualIP []string `json:"virtual_ip,omitempty"`
+	LastError string   `json:"last_error,omitempty"`
+	// Counts: IKE SAs up now (those holding Child SAs), IKE SAs
+	// established with a Child SA, and Child SAs rekeyed, since start.
+	IKESAs      int    `json:"ike_sas"`
+	Established uint64 `json:"established_total"`
+	ChildRekeys uint64 `json:"child_rekeys_total"`
+}
+
+// ChildStatus is one negotiated Child SA pair, as `sa list` shows it.
+type ChildStatus struct {
+	Name       string            `json:"name"`    // stable across rekeys: IKESA/net or IKESA/hosts
+	IKE        string            `json:"ike_sa"`  // the IKE SA it belongs to (peer identity#n)
+	Peer       string            `json:"peer_id"` // the peer's identity
+	SPIIn      string            `json:"spi_in"`
+	SPIOut     string            `json:"spi_out"`
+	Local      string            `json:"local_ts"` // this host's side of the selector
+	Remote     string            `json:"remote_ts"`
+	VirtualIP  []string          `json:"virtual_ip,omitempty"`
+	Proposal   string            `json:"proposal"`
+	HostToHost bool              `json:"host_to_host,omitempty"`
+	Created    time.Time         `json:"created"`
+	AgeSeconds float64           `json:"age_seconds"`
+	BytesIn    uint64            `json:"bytes_in"`
+	BytesOut   uint64            `json:"bytes_out"`
+	PacketsIn  uint64            `json:"packets_in"`
+	PacketsOut uint64            `json:"packets_out"`
+	Drops      map[string]uint64 `json:"drops,omitempty"` // both SAs, by reason
 }
 
 // SAStatus is one SA. Keys never appear here.
@@ -135,8 +192,14 @@ func outerString(r tunnel.OuterRule) string {
 	return out
 }
 
+// Status is the daemon's status now (what the control socket's status
+// command answers).
+func (r *Running) Status() Status {
+	return r.status(r.setup.Role, r.started, r.mob)
+}
+
 func (r *Running) status(role string, started time.Time, mob *mobilityState) Status {
-	st := Status{Daemon: role, Version: version.Version, Started: started, TUN: r.Device.Name(), MTU: r.Device.MTU(),
+	st := Status{Daemon: role, Version: version.Version, Started: started, PID: os.Getpid(), TUN: r.Device.Name(), MTU: r.Device.MTU(),
 		Datapath: r.Datapath.Stats()}
 	for _, sa := range append(r.setup.Outbound[:len(r.setup.Outbound):len(r.setup.Outbound)], r.setup.ike.outbound()...) {
 		st.SAs = append(st.SAs, saStatus(sa))
@@ -149,12 +212,44 @@ func (r *Running) status(role string, started time.Time, mob *mobilityState) Sta
 	if mob != nil {
 		st.Mobility = mob.status()
 	}
+	if ik := r.setup.ike; ik != nil {
+		st.Children = ik.childStatus()
+		st.IKE = ik.track.status(r.setup.IKE, ik.initiator, st.Children)
+	}
 	return st
 }
 
 // PrintStatus writes st for people.
 func PrintStatus(w io.Writer, st Status) {
 	fmt.Fprintf(w, "roamsec %s %s, up %s, TUN %s (MTU %d)\n", st.Daemon, st.Version, time.Since(st.Started).Round(time.Second), st.TUN, st.MTU)
+	if k := st.IKE; k != nil {
+		if k.Role == "initiator" {
+			fmt.Fprintf(w, "IKE SA: %s since %s, as %s to %s", strings.ToUpper(k.State), k.Since.Format(time.TimeOnly), k.LocalID, k.Gateway)
+			if k.Peer != "" {
+				fmt.Fprintf(w, " (%s)", k.Peer)
+			}
+			fmt.Fprintf(w, ", mode %s\n", k.Mode)
+			if k.State == "established" {
+				fmt.Fprintf(w, "  gateway %s, proposal %s", k.PeerID, k.Proposal)
+				if len(k.VirtualIP) > 0 {
+					fmt.Fprintf(w, ", virtual address %s", strings.Join(k.VirtualIP, ", "))
+				}
+				fmt.Fprintln(w)
+			}
+		} else {
+			fmt.Fprintf(w, "IKE: responder as %s: %d IKE SAs up, %d established since start\n", k.LocalID, k.IKESAs, k.Established)
+		}
+		if k.LastError != "" {
+			fmt.Fprintf(w, "  last error: %s\n", k.LastError)
+		}
+		fmt.Fprintf(w, "Child SAs (%d rekeys since start):\n", k.ChildRekeys)
+		var b strings.Builder
+		PrintSAList(&b, st.Children)
+		for _, l := range strings.SplitAfter(strings.TrimSuffix(b.String(), "\n"), "\n") {
+			fmt.Fprint(w, "  ", l)
+		}
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "SAs:\n")
 	for _, sa := range st.SAs {
 		drops := "none"
@@ -188,4 +283,276 @@ func PrintStatus(w io.Writer, st Status) {
 				s.From, s.To, s.At.Format(time.TimeOnly), s.Reason, s.TookMs, m.Switches)
 		}
 	}
+}
+
+// ikeTrack follows the IKE SAs for status and metrics: a road warrior's
+// from the endpoint's progress reports, both roles' Child SAs from the
+// installs.
+type ikeTrack struct {
+	mu          sync.Mutex
+	state       string
+	since       time.Time
+	peer        netip.AddrPort
+	peerID      string
+	proposal    string
+	lastErr     string
+	established uint64
+	rekeys      uint64
+}
+
+var establishedRE = regexp.MustCompile(`^IKE SA with (.*) \(([^()]*)\)$`)
+
+func (t *ikeTrack) progress(p ike.Progress) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	set := func(s string) {
+		if t.state != s {
+			t.state, t.since = s, time.Now()
+		}
+	}
+	switch p.Step {
+	case "IKE_SA_INIT":
+		set("connecting")
+		t.peer = p.Peer
+	case "IKE_AUTH":
+		set("authenticating")
+		t.peer = p.Peer
+	case "established":
+		set("established")
+		t.peer, t.lastErr = p.Peer, ""
+		if m := establishedRE.FindStringSubmatch(p.Info); m != nil {
+			t.peerID, t.proposal = m[1], m[2]
+		}
+	case "failed":
+		if p.Err != nil {
+			t.lastErr = p.Err.Error()
+		}
+		if t.state != "established" {
+			set("failed")
+		}
+	case "deleted":
+		set("down")
+		if p.Info != "" {
+			t.lastErr = "IKE SA deleted: " + p.Info
+		}
+	}
+}
+
+// installed counts a Child SA: a rekey, or the first Child SA of a new
+// IKE SA (each IKE_AUTH creates exactly one network Child SA, in both
+// roles; an IKE SA rekey keeps its Child SAs' names).
+func (t *ikeTrack) installed(c *ike.Child, rekey bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case rekey:
+		t.rekeys++
+	case !c.HostToHost:
+		t.established++
+	}
+}
+
+func (t *ikeTrack) status(k *config.IKE, initiator bool, children []ChildStatus) *IKEStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := &IKEStatus{Role: "responder", State: "listening", LocalID: k.ID.String(), Established: t.established, ChildRekeys: t.rekeys, LastError: t.lastErr}
+	sas := map[string]bool{}
+	for _, c := range children {
+		sas[c.IKE] = true
+	}
+	st.IKESAs = len(sas)
+	if !initiator {
+		return st
+	}
+	st.Role, st.State, st.Since, st.Mode, st.Gateway = "initiator", t.state, t.since, k.Mode.String(), k.Gateway
+	if st.State == "" {
+		st.State = "starting"
+	}
+	if t.peer.IsValid() {
+		st.Peer = t.peer.String()
+	}
+	if t.state == "established" {
+		st.PeerID, st.Proposal = t.peerID, t.proposal
+		for _, c := range children {
+			for _, v := range c.VirtualIP {
+				if !containsStr(st.VirtualIP, v) {
+					st.VirtualIP = append(st.VirtualIP, v)
+				}
+			}
+		}
+	} else {
+		st.IKESAs = 0
+	}
+	return st
+}
+
+func containsStr(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// childStatus lists the negotiated Child SAs, by peer and name.
+func (st *ikeState) childStatus() []ChildStatus {
+	if st == nil {
+		return nil
+	}
+	st.mu.Lock()
+	children := make([]*ike.Child, 0, len(st.children))
+	for _, c := range st.children {
+		children = append(children, c)
+	}
+	st.mu.Unlock()
+	now := time.Now()
+	out := make([]ChildStatus, 0, len(children))
+	for _, c := range children {
+		in, outc := c.In.Counters.Snapshot(), c.Out.Counters.Snapshot()
+		cs := ChildStatus{Name: c.Name, IKE: c.Name, Peer: c.Peer, SPIIn: fmt.Sprintf("%#08x", c.In.SPI), SPIOut: fmt.Sprintf("%#08x", c.Out.SPI),
+			Local: c.Selector.Local.String(), Remote: c.Selector.Remote.String(), Proposal: c.Proposal, HostToHost: c.HostToHost,
+			Created: c.Created, AgeSeconds: now.Sub(c.Created).Seconds(),
+			BytesIn: in.Bytes, BytesOut: outc.Bytes, PacketsIn: in.Packets, PacketsOut: outc.Packets}
+		if i := strings.LastIndexByte(c.Name, '/'); i > 0 {
+			cs.IKE = c.Name[:i]
+		}
+		for _, a := range c.VirtualIP {
+			cs.VirtualIP = append(cs.VirtualIP, a.String())
+		}
+		for _, d := range []map[string]uint64{in.DropsByName(), outc.DropsByName()} {
+			for k, v := range d {
+				if cs.Drops == nil {
+					cs.Drops = map[string]uint64{}
+				}
+				cs.Drops[k] += v
+			}
+		}
+		out = append(out, cs)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Peer != out[j].Peer {
+			return out[i].Peer < out[j].Peer
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+// DisconnectReply is the answer to disconnect.
+type DisconnectReply struct {
+	PID int `json:"pid"` // the daemon's, which exits once its IKE SA is deleted
+}
+
+// Control commands; disconnect is root's (and the daemon user's) only,
+// whatever control_group allows.
+const (
+	cmdStatus     = "status"
+	cmdSAList     = "sa list"
+	cmdDisconnect = "disconnect"
+)
+
+// serveControl answers the control socket until ctx ends; disconnect
+// ends the run.
+func (r *Running) serveControl(ctx context.Context, disconnect func()) error {
+	s := r.setup
+	o := control.Options{Group: control.NoGroup, Privileged: []string{cmdDisconnect},
+		Warn: func(msg string) { s.Log.Warn("control socket", "problem", msg) }}
+	if s.ControlGroup != nil {
+		o.Group = s.ControlGroup.GID
+	}
+	return control.ServeWith(ctx, s.ControlSocket, o, func(cmd string) (any, error) {
+		switch cmd {
+		case cmdStatus:
+			return r.Status(), nil
+		case cmdSAList:
+			return r.setup.ike.childStatus(), nil
+		case cmdDisconnect:
+			if s.Role != string(config.RoleRoadWarrior) {
+				return nil, fmt.Errorf("a gateway does not disconnect: stop the daemon instead (systemctl stop roamsec-gateway)")
+			}
+			s.Log.Info("disconnect asked for over the control socket: deleting the IKE SA and stopping")
+			return control.Then{Data: DisconnectReply{PID: os.Getpid()}, After: disconnect}, nil
+		}
+		return nil, fmt.Errorf("unknown command %q (want %s, %s or %s)", cmd, cmdStatus, cmdSAList, cmdDisconnect)
+	})
+}
+
+// serveMetrics answers Prometheus scrapes on ln until ctx ends.
+func (r *Running) serveMetrics(ctx context.Context, ln net.Listener) {
+	r.setup.Log.Info("metrics endpoint", "url", "http://"+ln.Addr().String()+"/metrics")
+	if err := metrics.Serve(ctx, ln, r.metricsSnapshot, r.setup.Log); err != nil {
+		r.setup.Log.Warn("metrics endpoint stopped", "err", err)
+	}
+}
+
+func (r *Running) metricsSnapshot() metrics.Snapshot {
+	st := r.Status()
+	snap := metrics.Snapshot{Role: st.Daemon, Version: st.Version,
+		Datapath: map[string]uint64{"tun_read": st.Datapath.TunRead, "tun_written": st.Datapath.TunWritten,
+			"esp_sent": st.Datapath.ESPSent, "esp_received": st.Datapath.ESPReceived},
+		Drops: st.Datapath.OutDrops.DropsByName()}
+	snap.Drops["ike_dropped"] += st.Datapath.IKEDropped
+	snap.Drops["send_error"] += st.Datapath.SendErrs
+	snap.Drops["no_transport"] += st.Datapath.NoTransport
+	for k, v := range r.setup.SAD.Counters.Snapshot().DropsByName() {
+		snap.Drops[k] += v
+	}
+	children := map[string]ChildStatus{}
+	for _, c := range st.Children {
+		children[c.SPIIn], children[c.SPIOut] = c, c
+	}
+	for _, sa := range st.SAs {
+		m := metrics.SA{SPI: sa.SPI, Dir: sa.Dir, Child: "static", Packets: sa.Packets, Bytes: sa.Bytes, Drops: sa.Drops}
+		if c, ok := children[sa.SPI]; ok {
+			m.Child, m.Peer = c.Name, c.Peer
+		}
+		snap.SAs = append(snap.SAs, m)
+	}
+	if ik := st.IKE; ik != nil {
+		snap.IKE, snap.IKESAs, snap.ChildSAs, snap.IKEEstablished, snap.ChildRekeys = true, ik.IKESAs, len(st.Children), ik.Established, ik.ChildRekeys
+	}
+	if m := st.Mobility; m != nil {
+		for _, p := range m.Paths {
+			snap.Paths = append(snap.Paths, metrics.Path{Name: p.Name, Local: p.Local, Peer: p.Peer, State: p.State, InUse: p.InUse, Primary: p.Primary})
+		}
+		snap.Switches = m.Switches
+		if s := m.LastSwitch; s != nil {
+			snap.LastSwitch = &metrics.Switch{At: s.At, Took: time.Duration(s.TookMs * float64(time.Millisecond)), From: s.From, To: s.To}
+		}
+	}
+	return snap
+}
+
+// PrintSAList writes one line per Child SA for people.
+func PrintSAList(w io.Writer, cs []ChildStatus) {
+	if len(cs) == 0 {
+		fmt.Fprintln(w, "no Child SAs")
+		return
+	}
+	for _, c := range cs {
+		vip := "-"
+		if len(c.VirtualIP) > 0 {
+			vip = strings.Join(c.VirtualIP, ",")
+		}
+		kind := ""
+		if c.HostToHost {
+			kind = " (path monitoring)"
+		}
+		fmt.Fprintf(w, "%s  SPIs in %s out %s  %s <=> %s  vip %s  in %s/%d pkts  out %s/%d pkts  age %s%s\n",
+			c.Peer, c.SPIIn, c.SPIOut, c.Local, c.Remote, vip, humanBytes(c.BytesIn), c.PacketsIn, humanBytes(c.BytesOut), c.PacketsOut,
+			(time.Duration(c.AgeSeconds) * time.Second).String(), kind)
+	}
+}
+
+func humanBytes(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }

@@ -1,0 +1,80 @@
+package daemon
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/roamsec/roamsec/ike"
+	"github.com/roamsec/roamsec/ike/auth"
+	"github.com/roamsec/roamsec/internal/config"
+)
+
+// Each failure a person can hit: its exit code and advice.
+func TestCLIClassify(t *testing.T) {
+	id, _ := auth.ParseIdentity("rw1@example.org")
+	k := &config.IKE{ID: id, Port: 500, LocalTS: []netip.Prefix{netip.MustParsePrefix("192.0.2.2/32")}, RemoteTS: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}}
+	fc := failureContext{role: "roadwarrior connect", cfgPath: "/etc/roamsec/roadwarrior.yaml", ike: k, gwName: "gw.example", gwAddr: "192.0.2.1:500"}
+	silent := errors.New("no answer from the peer (retransmissions exhausted)")
+	for _, c := range []struct {
+		err  error
+		code int
+		want string
+	}{
+		{fmt.Errorf("IKE_SA_INIT: %w", silent), ExitUnreachable, "no answer from gw.example (192.0.2.1) on UDP 500: is the gateway up, and is UDP 500/4500 open?"},
+		{fmt.Errorf("IKE_AUTH: %w", silent), ExitUnreachable, "gw.example (192.0.2.1) answered on UDP 500 but not on UDP 4500"},
+		{fmt.Errorf("%w: gw.example: %w", ErrNameNotFound, &net.DNSError{Err: "no such host", Name: "gw.example", IsNotFound: true}), ExitNameUnknown, "cannot resolve the gateway's name gw.example: no such host"},
+		{ike.ErrAuthRefused, ExitAuthRefused, "refused our authentication as rw1@example.org: check ike.id and the pre-shared key"},
+		{errors.New("gateway gw.example failed authentication: bad AUTH"), ExitAuthRefused, "did not prove its identity"},
+		{fmt.Errorf("open TUN device %q: %w", "roamsec0", syscall.EPERM), ExitPermission, "no permission to create the TUN device (/dev/net/tun: operation not permitted): run as root (sudo roadwarrior connect)"},
+		{fmt.Errorf("IKE port 500: %w", &os.SyscallError{Syscall: "bind", Err: syscall.EACCES}), ExitPermission, "run as root"},
+		{errors.New("gateway refused the Child SA: TS_UNACCEPTABLE"), ExitTSRefused, "the gateway refused the addresses we asked for (TS_UNACCEPTABLE: 192.0.2.2/32 <=> 203.0.113.0/24)"},
+		{errors.New("gateway assigned no virtual address"), ExitTSRefused, "no virtual address for us"},
+		{errors.New("gateway refused IKE_SA_INIT: NO_PROPOSAL_CHOSEN"), ExitNoProposal, "set ike.proposals and ike.esp_proposals"},
+		{errors.New("something else"), ExitRuntime, "something else"},
+	} {
+		f := classify(c.err, fc)
+		if f.code != c.code || !strings.Contains(f.msg, c.want) {
+			t.Errorf("%v: %d %q, want %d with %q", c.err, f.code, f.msg, c.code, c.want)
+		}
+	}
+}
+
+// Every exit code is in the usage text and in both man pages.
+func TestCLIExitCodesDocumented(t *testing.T) {
+	codes := []int{ExitOK, ExitUsage, ExitConfig, ExitRuntime, ExitUnreachable, ExitNameUnknown, ExitAuthRefused, ExitPermission, ExitTSRefused, ExitNoProposal}
+	for _, role := range []string{"roadwarrior", "gateway"} {
+		var b bytes.Buffer
+		if code := Main(role, []string{"-help"}, &b, &b); code != ExitOK {
+			t.Fatalf("%s -help: exit %d", role, code)
+		}
+		for _, c := range codes {
+			if !regexp.MustCompile(fmt.Sprintf(`(?m)^  %d +\S`, c)).MatchString(b.String()) {
+				t.Errorf("%s -help does not explain exit code %d:\n%s", role, c, b.String())
+			}
+		}
+	}
+	man, err := os.ReadFile("../../packaging/man/roamsec-roadwarrior.8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range codes {
+		if !strings.Contains(string(man), fmt.Sprintf(".TP\n.B %d\n", c)) {
+			t.Errorf("roamsec-roadwarrior.8 does not explain exit code %d", c)
+		}
+	}
+	var b bytes.Buffer
+	if code := Main("gateway", []string{"connect"}, &b, &b); code != ExitUsage {
+		t.Errorf("gateway connect: exit %d, want %d", code, ExitUsage)
+	}
+	if code := Main("roadwarrior", []string{"sa", "lst"}, &b, &b); code != ExitUsage {
+		t.Errorf("roadwarrior sa lst: exit %d, want %d", code, ExitUsage)
+	}
+}

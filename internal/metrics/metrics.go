@@ -1,0 +1,201 @@
+// Package metrics is the daemons' optional Prometheus endpoint
+// (configuration: metrics.listen). Every scrape takes a fresh Snapshot of
+// the daemon, so SAs that a rekey replaced simply stop being reported
+// and nothing is kept between scrapes. No key material is ever in a
+// Snapshot: SPIs, identities, addresses and counters only.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Snapshot is what one scrape reports.
+type Snapshot struct {
+	Role, Version string
+	SAs           []SA
+	// IKE is false with static keys only: the IKE metrics are left out.
+	IKE            bool
+	IKESAs         int    // up now
+	ChildSAs       int    // up now
+	IKEEstablished uint64 // since start
+	ChildRekeys    uint64 // since start
+	Paths          []Path
+	Switches       int // path switches (failovers and switch-backs) since start
+	// LastSwitch, if any, is when the last switch happened and how long it
+	// took from the detector's event to the SAs moved.
+	LastSwitch *Switch
+	// Datapath counts packets by stage (tun_read, tun_written, esp_sent,
+	// esp_received, ...); Drops counts drops outside any SA by reason.
+	Datapath map[string]uint64
+	Drops    map[string]uint64
+}
+
+// SA is one SA's counters.
+type SA struct {
+	SPI            string // 0x...
+	Dir            string // in, out
+	Child          string // the Child SA's name, or "static" for a configured SA
+	Peer           string // the peer's identity, "" for static SAs
+	Packets, Bytes uint64
+	Drops          map[string]uint64 // by reason
+}
+
+// Path is one mobility path.
+type Path struct {
+	Name, Local, Peer string
+	State             string // one of States
+	InUse, Primary    bool
+}
+
+// States are the path states (mobility.State's names).
+var States = []string{"unconfirmed", "active", "potentially-failed", "inactive"}
+
+// Switch is the last path switch.
+type Switch struct {
+	At   time.Time
+	Took time.Duration
+	From string
+	To   string
+}
+
+const ns = "roamsec"
+
+var (
+	saLabels    = []string{"spi", "dir", "child", "peer"}
+	pathLabels  = []string{"path", "local", "peer"}
+	descInfo    = prometheus.NewDesc(ns+"_info", "The daemon: its role and version (always 1).", []string{"role", "version"}, nil)
+	descPackets = prometheus.NewDesc(ns+"_sa_packets_total", "Packets sealed (out) or opened (in) by the SA.", saLabels, nil)
+	descBytes   = prometheus.NewDesc(ns+"_sa_bytes_total", "Inner bytes sealed (out) or opened (in) by the SA.", saLabels, nil)
+	descSADrops = prometheus.NewDesc(ns+"_sa_drops_total", "Packets the SA dropped, by reason.", append(saLabels[:4:4], "reason"), nil)
+	descIKE     = prometheus.NewDesc(ns+"_ike_sas", "IKE SAs established now.", nil, nil)
+	descIKEEst  = prometheus.NewDesc(ns+"_ike_sas_established_total", "IKE SAs established since start.", nil, nil)
+	descChild   = prometheus.NewDesc(ns+"_child_sas", "Child SAs installed now.", nil, nil)
+	descRekeys  = prometheus.NewDesc(ns+"_child_sa_rekeys_total", "Child SAs rekeyed since start.", nil, nil)
+	descPath    = prometheus.NewDesc(ns+"_path_state", "1 for the path's current state (RFC 4960/7829), 0 for the others.", append(pathLabels[:3:3], "state"), nil)
+	descInUse   = prometheus.NewDesc(ns+"_path_in_use", "1 if the path carries the traffic.", pathLabels, nil)
+	descPrimary = prometheus.NewDesc(ns+"_path_primary", "1 if the path is the configured primary.", pathLabels, nil)
+	descSwitch  = prometheus.NewDesc(ns+"_path_switches_total", "Path switches (failovers and switch-backs) since start.", nil, nil)
+	descTook    = prometheus.NewDesc(ns+"_last_path_switch_duration_seconds", "How long the last path switch took, from the detector's event to the SAs moved.", []string{"from", "to"}, nil)
+	descWhen    = prometheus.NewDesc(ns+"_last_path_switch_timestamp_seconds", "When the last path switch happened (Unix time).", nil, nil)
+	descDP      = prometheus.NewDesc(ns+"_datapath_packets_total", "Packets through the data path, by stage.", []string{"stage"}, nil)
+	descDPDrops = prometheus.NewDesc(ns+"_datapath_drops_total", "Packets dropped outside any SA (no policy, unknown SPI, ...), by reason.", []string{"reason"}, nil)
+)
+
+// Collector turns snapshots into metrics.
+type Collector struct {
+	Snapshot func() Snapshot
+}
+
+// Describe implements prometheus.Collector.
+func (c Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descInfo, descPackets, descBytes, descSADrops, descIKE, descIKEEst, descChild, descRekeys,
+		descPath, descInUse, descPrimary, descSwitch, descTook, descWhen, descDP, descDPDrops} {
+		ch <- d
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Collect implements prometheus.Collector.
+func (c Collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.Snapshot()
+	m := func(d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, t, v, labels...)
+	}
+	m(descInfo, prometheus.GaugeValue, 1, s.Role, s.Version)
+	seen := map[[2]string]bool{} // a registry refuses duplicate series
+	for _, sa := range s.SAs {
+		if k := [2]string{sa.SPI, sa.Dir}; seen[k] {
+			continue
+		} else {
+			seen[k] = true
+		}
+		l := []string{sa.SPI, sa.Dir, sa.Child, sa.Peer}
+		m(descPackets, prometheus.CounterValue, float64(sa.Packets), l...)
+		m(descBytes, prometheus.CounterValue, float64(sa.Bytes), l...)
+		for r, n := range sa.Drops {
+			m(descSADrops, prometheus.CounterValue, float64(n), append(l[:4:4], r)...)
+		}
+	}
+	if s.IKE {
+		m(descIKE, prometheus.GaugeValue, float64(s.IKESAs))
+		m(descIKEEst, prometheus.CounterValue, float64(s.IKEEstablished))
+		m(descChild, prometheus.GaugeValue, float64(s.ChildSAs))
+		m(descRekeys, prometheus.CounterValue, float64(s.ChildRekeys))
+	}
+	for _, p := range s.Paths {
+		l := []string{p.Name, p.Local, p.Peer}
+		for _, st := range States {
+			m(descPath, prometheus.GaugeValue, b2f(p.State == st), append(l[:3:3], st)...)
+		}
+		m(descInUse, prometheus.GaugeValue, b2f(p.InUse), l...)
+		m(descPrimary, prometheus.GaugeValue, b2f(p.Primary), l...)
+	}
+	if len(s.Paths) > 0 {
+		m(descSwitch, prometheus.CounterValue, float64(s.Switches))
+	}
+	if sw := s.LastSwitch; sw != nil {
+		m(descTook, prometheus.GaugeValue, sw.Took.Seconds(), sw.From, sw.To)
+		m(descWhen, prometheus.GaugeValue, float64(sw.At.UnixNano())/1e9)
+	}
+	for k, v := range s.Datapath {
+		m(descDP, prometheus.CounterValue, float64(v), k)
+	}
+	for k, v := range s.Drops {
+		m(descDPDrops, prometheus.CounterValue, float64(v), k)
+	}
+}
+
+// Handler serves the metrics of src (and Go's process metrics) in the
+// Prometheus text format.
+func Handler(src func() Snapshot, log *slog.Logger) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(Collector{Snapshot: src}, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	opts := promhttp.HandlerOpts{}
+	if log != nil {
+		opts.ErrorLog = slogPrinter{log}
+	}
+	return promhttp.HandlerFor(reg, opts)
+}
+
+type slogPrinter struct{ log *slog.Logger }
+
+func (p slogPrinter) Println(v ...any) { p.log.Warn("metrics", "err", v) }
+
+// Serve answers /metrics on ln until ctx ends.
+func Serve(ctx context.Context, ln net.Listener, src func() Snapshot, log *slog.Logger) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", Handler(src, log))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("roamsec: metrics at /metrics\n"))
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
