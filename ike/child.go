@@ -761,6 +761,8 @@ func (s *ikeSA) handOver(n *ikeSA, prop IKEProposal, shared, ni, nr []byte) {
 	n.local, n.remote = s.local, s.remote
 	n.vip, n.dns = s.vip, s.dns
 	n.id = s.id
+	n.rekeys = s.rekeys + 1
+	n.authenticated = s.authenticated
 	n.children = s.children
 	for _, c := range n.children {
 		c.ike = n

@@ -300,3 +300,37 @@ func (e *Endpoint) findPeer(id auth.Identity, withPSK bool) *Peer {
 	}
 	return nil
 }
+
+// SAInfo describes one established IKE SA, for status and metrics.
+type SAInfo struct {
+	Name        string         `json:"name"`
+	PeerID      string         `json:"peer_id"`
+	Initiator   bool           `json:"initiator"`
+	Local       netip.AddrPort `json:"local"`
+	Remote      netip.AddrPort `json:"remote"` // where the peer is now (MOBIKE, NAT)
+	SPIi        string         `json:"spi_i"`
+	SPIr        string         `json:"spi_r"`
+	Proposal    string         `json:"proposal"`
+	NAT         bool           `json:"nat"`
+	MOBIKE      bool           `json:"mobike"`
+	Established time.Time      `json:"established"`
+	Rekeys      int            `json:"ike_rekeys"`
+	Children    int            `json:"child_sas"`
+}
+
+// SAs lists the established IKE SAs.
+func (e *Endpoint) SAs() []SAInfo {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []SAInfo
+	for _, s := range e.sas {
+		if s.state != stEstablished {
+			continue
+		}
+		out = append(out, SAInfo{Name: s.name(), PeerID: s.peerID.String(), Initiator: s.initiator,
+			Local: netip.AddrPortFrom(s.local, s.localPort()), Remote: s.remote,
+			SPIi: fmt.Sprintf("%016x", s.spiI), SPIr: fmt.Sprintf("%016x", s.spiR), Proposal: s.prop.String(),
+			NAT: s.natHere || s.natThere, MOBIKE: s.peerMOBIKE, Established: s.authenticated, Rekeys: s.rekeys, Children: len(s.children)})
+	}
+	return out
+}

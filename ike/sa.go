@@ -76,6 +76,8 @@ type ikeSA struct {
 
 	dpdTimer, ikeRekeyTimer *time.Timer
 	replacedBy              *ikeSA
+	rekeys                  int       // IKE SA rekeys this SA descends from
+	authenticated           time.Time // when the first of the line authenticated
 }
 
 func (s *ikeSA) name() string {
@@ -105,8 +107,9 @@ type request struct {
 	onFail   func(err error)
 }
 
-// errPeerSilent: retransmissions ran out (§2.4: the peer is dead).
-var errPeerSilent = errors.New("no answer from the peer (retransmissions exhausted)")
+// ErrPeerSilent: retransmissions ran out (§2.4: the peer is dead, or
+// unreachable).
+var ErrPeerSilent = errors.New("no answer from the peer (retransmissions exhausted)")
 
 // start queues or sends a request.
 func (s *ikeSA) start(r *request) {
@@ -147,7 +150,7 @@ func (s *ikeSA) transmit(r *request) {
 		}
 		if r.tries >= s.e.cfg.RetransmitTries {
 			s.out = nil
-			r.onFail(errPeerSilent)
+			r.onFail(ErrPeerSilent)
 			return
 		}
 		r.tries++
@@ -376,6 +379,9 @@ func encryptedOf(m *message.Message) *message.Encrypted {
 // established finishes authentication: timers start.
 func (s *ikeSA) established() {
 	s.state = stEstablished
+	if s.authenticated.IsZero() {
+		s.authenticated = time.Now()
+	}
 	s.dh = nil
 	s.armDPD()
 	if d := s.e.cfg.IKELifetime; d > 0 {

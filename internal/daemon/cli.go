@@ -494,9 +494,9 @@ func classify(err error, fc failureContext) failure {
 			what = "no permission to create the TUN device (/dev/net/tun: operation not permitted)"
 		}
 		return failure{ExitPermission, fmt.Sprintf("%s: run as root (sudo %s), or give the binary CAP_NET_ADMIN, CAP_NET_RAW and CAP_NET_BIND_SERVICE", what, fc.role)}
-	case strings.Contains(text, "retransmissions exhausted") && strings.HasPrefix(text, "IKE_AUTH"):
+	case errors.Is(err, ike.ErrPeerSilent) && strings.HasPrefix(text, "IKE_AUTH"):
 		return failure{ExitUnreachable, fmt.Sprintf("%s answered on UDP %d but not on UDP 4500: is UDP 4500 open (firewall, NAT) on the way?", gw, port)}
-	case strings.Contains(text, "retransmissions exhausted"):
+	case errors.Is(err, ike.ErrPeerSilent):
 		return failure{ExitUnreachable, fmt.Sprintf("no answer from %s on UDP %d: is the gateway up, and is UDP %d/4500 open?", gw, port, port)}
 	case errors.Is(err, ike.ErrAuthRefused):
 		return failure{ExitAuthRefused, fmt.Sprintf("%s refused our authentication as %s: check ike.id and the pre-shared key (ike.psk_file) or certificate in %s, and that the gateway accepts this identity", gw, id, fc.cfgPath)}

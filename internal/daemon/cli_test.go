@@ -22,7 +22,7 @@ func TestCLIClassify(t *testing.T) {
 	id, _ := auth.ParseIdentity("rw1@example.org")
 	k := &config.IKE{ID: id, Port: 500, LocalTS: []netip.Prefix{netip.MustParsePrefix("192.0.2.2/32")}, RemoteTS: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}}
 	fc := failureContext{role: "roadwarrior connect", cfgPath: "/etc/roamsec/roadwarrior.yaml", ike: k, gwName: "gw.example", gwAddr: "192.0.2.1:500"}
-	silent := errors.New("no answer from the peer (retransmissions exhausted)")
+	silent := ike.ErrPeerSilent
 	for _, c := range []struct {
 		err  error
 		code int

@@ -218,6 +218,7 @@ func Run(ctx context.Context, s Setup) (err error) {
 			closeAll()
 			return err
 		}
+		st.ep = ep
 		if u, ok := cfg.UDP4.(*transport.UDPConn); ok {
 			socks.p4500[0] = u
 		}

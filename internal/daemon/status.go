@@ -61,6 +61,9 @@ type IKEStatus struct {
 	IKESAs      int    `json:"ike_sas"`
 	Established uint64 `json:"established_total"`
 	ChildRekeys uint64 `json:"child_rekeys_total"`
+	// SAs are the established IKE SAs as the endpoint holds them: SPIs,
+	// where the peer is now, NAT, MOBIKE, IKE SA rekeys.
+	SAs []ike.SAInfo `json:"sas,omitempty"`
 }
 
 // ChildStatus is one negotiated Child SA pair, as `sa list` shows it.
@@ -215,6 +218,9 @@ func (r *Running) status(role string, started time.Time, mob *mobilityState) Sta
 	if ik := r.setup.ike; ik != nil {
 		st.Children = ik.childStatus()
 		st.IKE = ik.track.status(r.setup.IKE, ik.initiator, st.Children)
+		if ik.ep != nil {
+			st.IKE.SAs = ik.ep.SAs()
+		}
 	}
 	return st
 }
@@ -238,6 +244,16 @@ func PrintStatus(w io.Writer, st Status) {
 			}
 		} else {
 			fmt.Fprintf(w, "IKE: responder as %s: %d IKE SAs up, %d established since start\n", k.LocalID, k.IKESAs, k.Established)
+		}
+		for _, sa := range k.SAs {
+			fmt.Fprintf(w, "  IKE SA %s: SPIs %s/%s, %s <-> %s, %s, %d IKE rekeys", sa.Name, sa.SPIi, sa.SPIr, sa.Local, sa.Remote, sa.Proposal, sa.Rekeys)
+			if sa.NAT {
+				fmt.Fprint(w, ", NAT (ESP in UDP)")
+			}
+			if sa.MOBIKE {
+				fmt.Fprint(w, ", MOBIKE")
+			}
+			fmt.Fprintln(w)
 		}
 		if k.LastError != "" {
 			fmt.Fprintf(w, "  last error: %s\n", k.LastError)
