@@ -1,16 +1,20 @@
 package packaging_test
 
-// TestDeb builds both packages with scripts/deb.sh (its -check mode runs
-// lintian and systemd-analyze too) and then checks them again here, from
-// the outside: the files and their modes, the conffiles, the control
-// fields, the units' hardening, lintian's verdict, systemd-analyze
-// verify, the man pages and the packaged binaries themselves.
+// TestDeb builds both packages with scripts/deb.sh (nfpm, through
+// packaging/cmd/mkdeb; its -check mode runs lintian and systemd-analyze
+// too) and then checks them again here, from the outside: the files and
+// their modes, the conffiles, md5sums, the control fields, the units'
+// hardening, lintian's verdict, systemd-analyze verify, the man pages, the
+// example configurations and the packaged binaries themselves; and that a
+// second build gives the same bytes.
 
 import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"crypto/md5"
 	"debug/elf"
+	"encoding/hex"
 	"io"
 	"os"
 	"os/exec"
@@ -29,10 +33,10 @@ type entry struct {
 
 func TestDeb(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("skipped: building and checking the .debs needs root (dpkg-deb --root-owner-group, lintian installed with apt-get); run as root")
+		t.Skip("skipped: checking the .debs needs root (deb.sh -check installs lintian with apt-get); run as root")
 	}
 	if testing.Short() {
-		t.Skip("skipped in -short mode: builds both packages and runs lintian (about 20 s)")
+		t.Skip("skipped in -short mode: builds both packages twice and runs lintian (about 40 s)")
 	}
 	for _, tool := range []string{"dpkg-deb", "bash"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -55,6 +59,31 @@ func TestDeb(t *testing.T) {
 	if len(debs) != 2 {
 		t.Fatalf("deb.sh printed %q, want two .deb paths", debs)
 	}
+
+	// Reproducible: the same tree and SOURCE_DATE_EPOCH (deb.sh takes the
+	// last commit's) give the same bytes.
+	again := t.TempDir()
+	cmd = exec.Command("bash", filepath.Join(repo, "scripts/deb.sh"), "-o", again)
+	cmd.Env = append(os.Environ(), "VERSION="+testVersion, "DEB_REVISION=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/deb.sh (second build): %v\n%s", err, out)
+	}
+	for _, deb := range debs {
+		a, errA := os.ReadFile(deb)
+		b, errB := os.ReadFile(filepath.Join(again, filepath.Base(deb)))
+		if errA != nil || errB != nil {
+			t.Fatalf("reading the two builds: %v, %v", errA, errB)
+		}
+		if !bytes.Equal(a, b) {
+			// Unless the source changed in between (the binaries differ):
+			// others may be editing the tree while this test runs.
+			if m1, m2 := run(t, "dpkg-deb", "-I", deb, "md5sums"), run(t, "dpkg-deb", "-I", filepath.Join(again, filepath.Base(deb)), "md5sums"); binarySum(m1) != binarySum(m2) {
+				t.Logf("%s: the binaries of the two builds differ (the tree changed during the test?): reproducibility not checked", filepath.Base(deb))
+				continue
+			}
+			t.Errorf("%s: a second build of the same tree differs (not reproducible)", filepath.Base(deb))
+		}
+	}
 	_, licensed := os.Stat(filepath.Join(repo, "LICENSE"))
 	for i, role := range []string{"gateway", "roadwarrior"} {
 		t.Run(role, func(t *testing.T) {
@@ -74,21 +103,29 @@ func checkDeb(t *testing.T, deb, role string, licensed bool) {
 	for field, want := range map[string]string{
 		"Package": pkg, "Version": wantVersion, "Architecture": "amd64",
 		"Section": "net", "Priority": "optional", "Source": "roamsec",
+		"Maintainer": "roamsec maintainers <roamsec@roamsec.invalid>",
+		"Homepage":   "https://github.com/roamsec/roamsec",
 	} {
 		if got := strings.TrimSpace(run(t, "dpkg-deb", "-f", deb, field)); got != want {
 			t.Errorf("control %s = %q, want %q", field, got, want)
 		}
 	}
 
+	desc := run(t, "dpkg-deb", "-f", deb, "Description")
+	if synopsis, long, _ := strings.Cut(desc, "\n"); !strings.Contains(synopsis, "IPsec VPN") || !strings.Contains(long, "\n .\n") || !strings.Contains(long, "systemd unit") {
+		t.Errorf("Description: %q", desc)
+	}
+
 	// Files and modes: exactly these regular files, owned by root.
 	want := map[string]string{
-		"./usr/sbin/" + pkg:                               "-rwxr-xr-x",
-		"./etc/roamsec/" + role + ".yaml":                 "-rw-------",
-		"./lib/systemd/system/" + pkg + ".service":        "-rw-r--r--",
-		"./usr/share/man/man8/" + pkg + ".8.gz":           "-rw-r--r--",
-		"./usr/share/doc/" + pkg + "/copyright":           "-rw-r--r--",
-		"./usr/share/doc/" + pkg + "/changelog.Debian.gz": "-rw-r--r--",
-		"./usr/share/lintian/overrides/" + pkg:            "-rw-r--r--",
+		"./usr/sbin/" + pkg:                                          "-rwxr-xr-x",
+		"./etc/roamsec/" + role + ".yaml":                            "-rw-------",
+		"./lib/systemd/system/" + pkg + ".service":                   "-rw-r--r--",
+		"./usr/share/man/man8/" + pkg + ".8.gz":                      "-rw-r--r--",
+		"./usr/share/doc/" + pkg + "/copyright":                      "-rw-r--r--",
+		"./usr/share/doc/" + pkg + "/changelog.Debian.gz":            "-rw-r--r--",
+		"./usr/share/doc/" + pkg + "/examples/" + role + "-ike.yaml": "-rw-r--r--",
+		"./usr/share/lintian/overrides/" + pkg:                       "-rw-r--r--",
 	}
 	got := map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(run(t, "dpkg-deb", "-c", deb)), "\n") {
@@ -142,6 +179,21 @@ func checkDeb(t *testing.T, deb, role string, licensed bool) {
 		}
 	}
 
+	// md5sums: one line per regular file, with the right sum (checked
+	// against the extracted files below).
+	sums := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(run(t, "dpkg-deb", "-I", deb, "md5sums")), "\n") {
+		sum, path, ok := strings.Cut(line, "  ")
+		if !ok || len(sum) != 32 {
+			t.Errorf("md5sums line %q", line)
+			continue
+		}
+		sums["./"+strings.TrimPrefix(path, "./")] = sum
+	}
+	if len(sums) != len(want) {
+		t.Errorf("md5sums has %d entries, the package %d files", len(sums), len(want))
+	}
+
 	// lintian: no errors (the script already required that; from here too).
 	if _, err := exec.LookPath("lintian"); err != nil {
 		t.Fatal("lintian missing after deb.sh -check")
@@ -160,6 +212,16 @@ func checkDeb(t *testing.T, deb, role string, licensed bool) {
 	root := t.TempDir()
 	run(t, "dpkg-deb", "-x", deb, root)
 	bin := filepath.Join(root, "usr/sbin", pkg)
+	for path, sum := range sums {
+		data, err := os.ReadFile(filepath.Join(root, path))
+		if err != nil {
+			t.Errorf("md5sums lists %s: %v", path, err)
+			continue
+		}
+		if got := md5.Sum(data); hex.EncodeToString(got[:]) != sum {
+			t.Errorf("md5sums: %s has md5 %x, the file says %s", path, got, sum)
+		}
+	}
 
 	// Static: no program interpreter, no shared libraries.
 	ef, err := elf.Open(bin)
@@ -185,6 +247,27 @@ func checkDeb(t *testing.T, deb, role string, licensed bool) {
 		t.Error(err)
 	} else if shipped, _ := os.ReadFile(filepath.Join(root, "etc/roamsec", role+".yaml")); !bytes.Equal(example, shipped) {
 		t.Errorf("/etc/roamsec/%s.yaml differs from packaging/examples/%s.yaml", role, role)
+	}
+
+	// The IKEv2 example, as documentation: the file of the repository, and
+	// the packaged binary accepts it once its pre-shared key is there.
+	ikeName := role + "-ike.yaml"
+	ike, err := os.ReadFile(filepath.Join(root, "usr/share/doc", pkg, "examples", ikeName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if example, err := os.ReadFile(filepath.Join("examples", ikeName)); err != nil || !bytes.Equal(example, ike) {
+		t.Errorf("examples/%s in the package differs from packaging/examples/%s (%v)", ikeName, ikeName, err)
+	}
+	ikeDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(ikeDir, ikeName), ike, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ikeDir, "rw1.psk"), []byte("example-psk-for-the-test-only-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := run(t, bin, "-check", "-config", filepath.Join(ikeDir, ikeName)); !strings.Contains(out, "configuration OK") {
+		t.Errorf("-check of examples/%s with its PSK file: %s", ikeName, out)
 	}
 
 	// The unit: hardening directives present, and systemd-analyze verify
@@ -255,6 +338,16 @@ func checkDeb(t *testing.T, deb, role string, licensed bool) {
 	if first, _, _ := strings.Cut(cl, "\n"); first != "roamsec ("+wantVersion+") unstable; urgency=medium" {
 		t.Errorf("changelog.Debian.gz starts %q", first)
 	}
+}
+
+// binarySum returns the md5sums line of the binary in /usr/sbin.
+func binarySum(md5sums string) string {
+	for _, line := range strings.Split(md5sums, "\n") {
+		if strings.Contains(line, "usr/sbin/") {
+			return line
+		}
+	}
+	return ""
 }
 
 func run(t *testing.T, name string, args ...string) string {

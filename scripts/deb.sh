@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Deb packages of the two daemons: roamsec-gateway and roamsec-roadwarrior
-# (amd64, static binaries), built with dpkg-deb from the files in
-# packaging/ (systemd units, man pages, copyright, maintainer scripts) and
-# the example configurations in packaging/examples/.
+# (amd64, static binaries), built with nfpm (github.com/goreleaser/nfpm/v2,
+# as a Go library: packaging/cmd/mkdeb) from packaging/nfpm-gateway.yaml and
+# packaging/nfpm-roadwarrior.yaml. This script builds the binaries, renders
+# the generated files (man pages with date and version, copyright,
+# changelog, lintian overrides, maintainer scripts) and runs mkdeb.
 #
 #   bash scripts/deb.sh [-o DIR] [-check]
 #
@@ -36,7 +38,7 @@ done
 
 log() { echo "deb.sh: $*" >&2; }
 
-for tool in go dpkg-deb gzip; do
+for tool in go gzip; do
 	command -v "$tool" >/dev/null || { log "needs $tool"; exit 1; }
 done
 
@@ -49,7 +51,8 @@ revision=${DEB_REVISION:-1}
 # packages the Debian form 0.1.0~dev+git20260101.aa25964-1 (~ sorts a
 # pre-release before the release).
 . packaging/version.sh
-debversion="$(printf %s "$VERSION" | tr -- - '~' | tr -c -d 'A-Za-z0-9.+~')-$revision"
+upstream="$(printf %s "$VERSION" | tr -- - '~' | tr -c -d 'A-Za-z0-9.+~')"
+debversion="$upstream-$revision"
 log "version $VERSION, package version $debversion"
 
 mkdir -p "$out"
@@ -57,10 +60,12 @@ out=$(cd "$out" && pwd)
 work=$(mktemp -d /tmp/roamsec-deb.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-log "building static binaries"
+log "building static binaries and mkdeb"
 CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -buildvcs=false \
 	-ldflags "-s -w -buildid= -X $module/internal/version.Version=$VERSION" \
 	-o "$work/bin/" ./cmd/gateway ./cmd/roadwarrior
+# The packager runs here, on the build machine.
+go build -o "$work/mkdeb" ./packaging/cmd/mkdeb
 
 changelog_date=$(LC_ALL=C date -u -R -d "@$SOURCE_DATE_EPOCH")
 mandate=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%d)
@@ -70,87 +75,37 @@ if [ $in_git = 1 ]; then
 	[ -n "$first" ] && [ "$first" != "$years" ] && years="$first-$years"
 fi
 
-# install MODE SRC DST: a file with its parent directories at 0755.
-put() {
-	install -d -m 0755 "$(dirname "$2")"
-	install -m "$1" "$3" "$2"
-}
-
-build_pkg() { # build_pkg ROLE
-	local role=$1 pkg=roamsec-$1 root summary long
-	root="$work/$pkg"
-	case $role in
-	gateway)
-		summary="userspace IPsec VPN gateway with RFC 3554 address sets"
-		long=" roamsec carries TUN traffic in ESP tunnel mode (RFC 4303) over raw IP or
- UDP 4500 (RFC 3948). Its SAs hold sets of addresses and whole prefixes
- (RFC 3554), so a road warrior uses one SA on all of its uplinks and moves
- between them without renegotiating.
- .
- This package contains the gateway daemon, its systemd unit (not enabled
- on installation) and an example configuration with static keys." ;;
-	roadwarrior)
-		summary="userspace IPsec VPN client that keeps its SA across uplinks"
-		long=" roamsec carries TUN traffic in ESP tunnel mode (RFC 4303) over raw IP or
- UDP 4500 (RFC 3948). Its SAs hold sets of addresses and whole prefixes
- (RFC 3554), so a laptop with Wi-Fi and LTE uses one SA on both uplinks;
- SCTP path heartbeats (or ESP-level probes) switch it from one to the
- other without renegotiating.
- .
- This package contains the road-warrior daemon, its systemd unit (not
- enabled on installation) and an example configuration with static keys." ;;
-	esac
-
-	put 0755 "$root/usr/sbin/$pkg" "$work/bin/$role"
-	put 0600 "$root/etc/roamsec/$role.yaml" "packaging/examples/$role.yaml"
-	put 0644 "$root/lib/systemd/system/$pkg.service" "packaging/systemd/$pkg.service"
-	install -d -m 0755 "$root/usr/share/man/man8" "$root/usr/share/doc/$pkg"
+# The files packaging/nfpm-<role>.yaml takes from ${GEN}/roamsec-<role>/:
+# what nfpm cannot fill in itself. (Their modes in the package are set in
+# the configuration.)
+render() { # render ROLE
+	local role=$1 pkg=roamsec-$1 dir
+	dir="$work/gen/$pkg"
+	mkdir -p "$dir"
 	sed "1s/^\.TH \([^ ]*\) 8 \"\" \"roamsec\"/.TH \1 8 \"$mandate\" \"roamsec $VERSION\"/" \
-		"packaging/man/$pkg.8" | gzip -9n >"$root/usr/share/man/man8/$pkg.8.gz"
-	sed "s/@YEARS@/$years/" packaging/debian/copyright >"$root/usr/share/doc/$pkg/copyright"
-	install -d -m 0755 "$root/usr/share/lintian/overrides"
-	sed "s/@PKG@/$pkg/g; s/@ROLE@/$role/g" packaging/debian/lintian-overrides >"$root/usr/share/lintian/overrides/$pkg"
-	chmod 0644 "$root/usr/share/doc/$pkg/copyright" "$root/usr/share/lintian/overrides/$pkg"
+		"packaging/man/$pkg.8" | gzip -9n >"$dir/$pkg.8.gz"
+	sed "s/@YEARS@/$years/" packaging/debian/copyright >"$dir/copyright"
+	sed "s/@PKG@/$pkg/g; s/@ROLE@/$role/g" packaging/debian/lintian-overrides >"$dir/lintian-overrides"
 	{
 		printf 'roamsec (%s) unstable; urgency=medium\n\n' "$debversion"
 		printf '  * Build of roamsec %s (commit %s).\n\n' "$VERSION" "$commit"
 		printf ' -- %s  %s\n' "$maintainer" "$changelog_date"
-	} | gzip -9n >"$root/usr/share/doc/$pkg/changelog.Debian.gz"
-	chmod 0644 "$root/usr/share/doc/$pkg/changelog.Debian.gz" "$root/usr/share/man/man8/$pkg.8.gz"
-
-	install -d -m 0755 "$root/DEBIAN"
+	} | gzip -9n >"$dir/changelog.Debian.gz"
 	for s in postinst prerm postrm; do
-		sed "s/@PKG@/$pkg/g; s/@ROLE@/$role/g" "packaging/debian/$s" >"$root/DEBIAN/$s"
-		chmod 0755 "$root/DEBIAN/$s"
+		sed "s/@PKG@/$pkg/g; s/@ROLE@/$role/g" "packaging/debian/$s" >"$dir/$s"
 	done
-	printf '/etc/roamsec/%s.yaml\n' "$role" >"$root/DEBIAN/conffiles"
-	(cd "$root" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z | xargs -0 md5sum) >"$root/DEBIAN/md5sums"
-	cat >"$root/DEBIAN/control" <<EOF
-Package: $pkg
-Source: roamsec
-Version: $debversion
-Architecture: $arch
-Maintainer: $maintainer
-Installed-Size: $(du -sk --exclude=DEBIAN "$root" | cut -f1)
-Section: net
-Priority: optional
-Homepage: https://github.com/roamsec/roamsec
-Description: $summary
-$long
-EOF
-	chmod 0644 "$root/DEBIAN/conffiles" "$root/DEBIAN/md5sums" "$root/DEBIAN/control"
-	# Same timestamps everywhere, for reproducible packages.
-	find "$root" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-
-	local deb="$out/${pkg}_${debversion}_${arch}.deb"
-	dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
-	log "built $deb"
-	echo "$deb"
 }
-
-debs=()
 for role in gateway roadwarrior; do
-	debs+=("$(build_pkg $role)")
+	render $role
+done
+
+log "packaging with nfpm"
+# The variables packaging/nfpm-*.yaml uses.
+list=$(DEB_VERSION=$upstream DEB_REVISION=$revision ARCH=$arch MAINTAINER=$maintainer \
+	BIN=$work/bin GEN=$work/gen "$work/mkdeb" -o "$out" packaging/nfpm-gateway.yaml packaging/nfpm-roadwarrior.yaml)
+mapfile -t debs <<<"$list"
+for deb in "${debs[@]}"; do
+	log "built $deb"
 done
 printf '%s\n' "${debs[@]}"
 
@@ -165,6 +120,7 @@ if ! command -v lintian >/dev/null; then
 	apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends lintian >/dev/null
 fi
 command -v systemd-analyze >/dev/null || { log "needs systemd-analyze (apt-get install systemd)"; exit 1; }
+command -v dpkg-deb >/dev/null || { log "needs dpkg-deb (apt-get install dpkg)"; exit 1; }
 
 fail=0
 for deb in "${debs[@]}"; do

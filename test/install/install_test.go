@@ -1,9 +1,10 @@
-// Package install installs the .debs of scripts/deb.sh for real, with
-// dpkg, into a minimal Debian bookworm built by debootstrap, and checks
-// what an administrator would see: the files, the conffiles and their
-// modes, the binaries, the units (systemd-analyze verify inside the
-// system), an upgrade that keeps a modified conffile and a purge that
-// leaves nothing behind.
+// Package install installs the .debs of scripts/deb.sh (built with nfpm)
+// for real, with dpkg, into a minimal Debian bookworm built by
+// debootstrap, and checks what an administrator would see: the files, the
+// conffiles and their modes, dpkg --verify against the packages' md5sums,
+// the binaries, the units (systemd-analyze verify inside the system), an
+// upgrade that keeps a modified conffile and a purge that leaves nothing
+// behind.
 //
 // The debootstrap root (minbase + systemd, about 40 MB to download once)
 // is cached in /var/cache/roamsec-debootstrap and copied for each run, so
@@ -176,6 +177,11 @@ func TestInstallUpgradePurge(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(root, "etc/roamsec/*.dpkg-*")); len(left) > 0 {
 		t.Errorf("upgrade left %v", left)
 	}
+	// dpkg --verify sees the edited conffiles (c) as changed, nothing else.
+	verify, _ := c.output("dpkg", "--verify", "roamsec-gateway", "roamsec-roadwarrior")
+	if want := "??5?????? c /etc/roamsec/gateway.yaml\n??5?????? c /etc/roamsec/roadwarrior.yaml\n"; verify != want {
+		t.Errorf("dpkg --verify after the upgrade with edited conffiles:\n%s\nwant:\n%s", verify, want)
+	}
 	if got := c.isEnabled("roamsec-gateway"); got != "enabled" {
 		t.Errorf("the gateway was enabled before the upgrade, is-enabled now says %q", got)
 	}
@@ -262,6 +268,7 @@ func checkInstalled(c *chroot, repo, role, version string) {
 		"/lib/systemd/system/" + pkg + ".service",
 		"/usr/share/man/man8/" + pkg + ".8.gz",
 		"/usr/share/doc/" + pkg + "/copyright",
+		"/usr/share/doc/" + pkg + "/examples/" + role + "-ike.yaml",
 	} {
 		if !contains(files, want) {
 			t.Errorf("dpkg -L %s does not list %s:\n%s", pkg, want, strings.Join(files, "\n"))
@@ -282,6 +289,24 @@ func checkInstalled(c *chroot, repo, role, version string) {
 	}
 	checkMode(t, filepath.Join(c.root, conf), 0o600)
 	checkMode(t, filepath.Join(c.root, "usr/sbin", pkg), 0o755)
+	checkMode(t, filepath.Join(c.root, "usr/share/doc", pkg, "examples", role+"-ike.yaml"), 0o644)
+
+	// dpkg --verify: every file matches the package's md5sums; a file
+	// changed behind dpkg's back is reported (so the sums were read).
+	if out, err := c.output("dpkg", "--verify", pkg); err != nil || out != "" {
+		t.Errorf("dpkg --verify %s after installation: %v\n%s", pkg, err, out)
+	}
+	doc := filepath.Join(c.root, "usr/share/doc", pkg, "copyright")
+	if orig, err := os.ReadFile(doc); err != nil {
+		t.Error(err)
+	} else {
+		os.WriteFile(doc, append(orig, "changed\n"...), 0o644)
+		out, _ := c.output("dpkg", "--verify", pkg)
+		if want := "??5??????   /usr/share/doc/" + pkg + "/copyright\n"; out != want {
+			t.Errorf("dpkg --verify %s with a changed copyright file: %q, want %q", pkg, out, want)
+		}
+		os.WriteFile(doc, orig, 0o644)
+	}
 	if st := c.run("stat", "-c", "%U:%G", conf, "/usr/sbin/"+pkg); st != "root:root\nroot:root\n" {
 		t.Errorf("owners of %s and the binary: %q", conf, st)
 	}
