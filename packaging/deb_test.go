@@ -16,6 +16,7 @@ import (
 	"debug/elf"
 	"encoding/hex"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -127,7 +128,13 @@ func checkDeb(t *testing.T, deb, role string, licensed bool) {
 		"./usr/share/doc/" + pkg + "/examples/" + role + "-ike.yaml": "-rw-r--r--",
 		"./usr/share/lintian/overrides/" + pkg:                       "-rw-r--r--",
 	}
-	got := map[string]string{}
+	// The road warrior is also `roadwarrior`, as people type it.
+	wantLinks := map[string]string{}
+	if role == "roadwarrior" {
+		wantLinks["./usr/sbin/roadwarrior"] = "roamsec-roadwarrior"
+		wantLinks["./usr/share/man/man8/roadwarrior.8.gz"] = "roamsec-roadwarrior.8.gz"
+	}
+	got, links := map[string]string{}, map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(run(t, "dpkg-deb", "-c", deb)), "\n") {
 		f := strings.Fields(line)
 		if len(f) < 6 {
@@ -144,6 +151,11 @@ func checkDeb(t *testing.T, deb, role string, licensed bool) {
 			}
 		case '-':
 			got[path] = mode
+		case 'l':
+			if len(f) < 8 || f[6] != "->" {
+				t.Fatalf("dpkg-deb -c symlink line %q", line)
+			}
+			links[path] = f[7]
 		default:
 			t.Errorf("unexpected entry %s", line)
 		}
@@ -157,6 +169,9 @@ func checkDeb(t *testing.T, deb, role string, licensed bool) {
 		if _, ok := want[path]; !ok {
 			t.Errorf("unexpected file %s", path)
 		}
+	}
+	if !maps.Equal(links, wantLinks) {
+		t.Errorf("symlinks %v, want %v", links, wantLinks)
 	}
 
 	// Conffiles and maintainer scripts.
