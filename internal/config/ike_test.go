@@ -27,10 +27,10 @@ func TestIKEExamplesParse(t *testing.T) {
 			t.Fatalf("%s: no ike section", name)
 		}
 		if c.Role == RoleRoadWarrior {
-			if string(c.IKE.PSK) != "an example pre-shared key, 32+ bytes" || c.IKE.Mode != ike.ModeRFC3554 || len(c.IKE.LocalTS) != 2 || !c.IKE.HostToHost {
+			if string(c.IKE.PSK) != "an example pre-shared key, 32+ bytes" || c.IKE.Mode != ike.ModeRFC3554 || len(c.IKE.LocalTS) != 4 || !c.IKE.HostToHost {
 				t.Errorf("road warrior ike section: %+v", c.IKE)
 			}
-		} else if len(c.IKE.Peers) != 1 || len(c.IKE.Peers[0].Addresses) != 2 || !c.IKE.Peers[0].VirtualPool.IsValid() {
+		} else if len(c.IKE.Peers) != 1 || len(c.IKE.Peers[0].Addresses) != 4 || !c.IKE.Peers[0].VirtualPool.IsValid() {
 			t.Errorf("gateway peers: %+v", c.IKE.Peers)
 		}
 		b, err := c.Build()

@@ -1,14 +1,17 @@
 // Command demo shows roamsec's main job on this machine: it builds the
 // gateway and road-warrior daemons, starts them in network namespaces of
-// the test bed with the example configs, sends ping and a TCP transfer
+// the test bed with the IKEv2 example configs (a fresh pre-shared key),
+// `roadwarrior connect` negotiates the SAs, ping and a TCP transfer go
 // from the road warrior to a server behind the gateway through the ESP
-// tunnel, shows the SPIs and counters, sends traffic from the road
-// warrior's second uplink address over the same SA, and tears it all
-// down. Run it with `make demo` (root).
+// tunnel, the primary uplink dies twice (link down, silent drop) and the
+// same SA carries on over the secondary, and it all comes down cleanly.
+// Run it with `make demo` (root).
 package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -43,18 +46,26 @@ func run() error {
 	if err := rig.Build(dir); err != nil {
 		return err
 	}
-	// The example configs, copied with mode 600 as a real install keeps them.
+	// The IKEv2 example configs, copied with mode 600 as a real install
+	// keeps them, with a fresh pre-shared key next to them.
 	var cfg = map[string]string{}
 	for _, name := range []string{"gateway.yaml", "roadwarrior.yaml"} {
-		data, err := os.ReadFile(rig.ExampleConfig(name))
+		data, err := os.ReadFile(rig.ExampleConfig(strings.Replace(name, ".yaml", "-ike.yaml", 1)))
 		if err != nil {
 			return err
 		}
-		// The demo returns to the primary after 2 s instead of 10 s.
+		// The demo returns to the primary after 2 s instead of 10 s, and
+		// keeps its control sockets to itself.
 		text := strings.Replace(string(data), "switch_back: 10s", "switch_back: 2s", 1)
+		text = strings.Replace(text, "/run/roamsec/", dir+"/", 1)
 		if cfg[name], err = rig.WriteFile(dir, name, text); err != nil {
 			return err
 		}
+	}
+	key := make([]byte, 32)
+	rand.Read(key)
+	if err := os.WriteFile(filepath.Join(dir, "rw1.psk"), []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		return err
 	}
 
 	step("test bed: road warrior (%v, %v) — gateway (%v, %v) — server %v", netns.RWPrimary4, netns.RWSecondary4, netns.GWPrimary4, netns.GWSecondary4, netns.Srv4)
@@ -68,22 +79,28 @@ func run() error {
 	}
 	fmt.Println("    without the tunnel the road warrior cannot reach the server (no route)")
 
-	step("starting the gateway and the road warrior")
+	step("starting the gateway, then `roadwarrior connect` (IKEv2, pre-shared key)")
 	gw, err := rig.Start(bed.GW, filepath.Join(dir, "gateway"), 15*time.Second, "-config", cfg["gateway.yaml"])
 	if err != nil {
 		return err
 	}
 	defer gw.Stop(5 * time.Second)
-	rw, err := rig.Start(bed.RW, filepath.Join(dir, "roadwarrior"), 15*time.Second, "-config", cfg["roadwarrior.yaml"])
+	rw, err := rig.Start(bed.RW, filepath.Join(dir, "roadwarrior"), 15*time.Second, "connect", "-config", cfg["roadwarrior.yaml"])
 	if err != nil {
 		return err
 	}
 	defer rw.Stop(5 * time.Second)
-	for _, p := range []*rig.Proc{gw, rw} {
-		for _, l := range strings.Split(p.Log(), "\n") {
-			if strings.Contains(l, "SA installed") || strings.Contains(l, "tunnel up") {
-				fmt.Println("    " + p.Name + ": " + strings.TrimSpace(trimLog(l)))
-			}
+	if !rig.WaitFor(15*time.Second, func() bool { return strings.Contains(rw.Log(), "connected —") }) {
+		return fmt.Errorf("roadwarrior connect did not connect:\n%s", rw.Log())
+	}
+	for _, l := range strings.Split(rw.Log(), "\n") {
+		if l != "" && !strings.HasPrefix(l, "time=") {
+			fmt.Println("    " + l)
+		}
+	}
+	for _, l := range strings.Split(gw.Log(), "\n") {
+		if strings.Contains(l, "IKE SA established") || strings.Contains(l, "Child SA installed") {
+			fmt.Println("    gateway: " + strings.TrimSpace(trimLog(l)))
 		}
 	}
 
@@ -145,6 +162,9 @@ func run() error {
 			fmt.Println("    roadwarrior: " + strings.TrimSpace(trimLog(l)))
 		}
 	}
+	if n := strings.Count(gw.Log(), "Child SA installed"); n != 2 || strings.Count(gw.Log(), "IKE SA established") != 1 {
+		return fmt.Errorf("the failover renegotiated (%d Child SA installs)", n)
+	}
 	fmt.Println("    The SPIs never changed and no key exchange ran: the same SA pair carried it all.")
 
 	step("roadwarrior status")
@@ -154,15 +174,24 @@ func run() error {
 	}
 	fmt.Println(indent(strings.TrimRight(out, "\n")))
 
-	step("stopping (SIGTERM): counters and cleanup")
-	for _, p := range []*rig.Proc{rw, gw} {
-		if err := p.Stop(10 * time.Second); err != nil {
-			return err
+	step("disconnecting (Ctrl-C on connect, SIGTERM on the gateway): DELETE, counters and cleanup")
+	if err := rw.Signal(os.Interrupt, 10*time.Second); err != nil {
+		return err
+	}
+	for _, l := range strings.Split(rw.Log(), "\n") {
+		if strings.HasPrefix(l, "disconnect") {
+			fmt.Println("    " + l)
 		}
-		for _, l := range strings.Split(p.Log(), "\n") {
-			if strings.Contains(l, "SA counters") || strings.Contains(l, "stopped cleanly") {
-				fmt.Println("    " + p.Name + ": " + strings.TrimSpace(trimLog(l)))
-			}
+	}
+	if !rig.WaitFor(5*time.Second, func() bool { return strings.Contains(gw.Log(), "deleted by the peer") }) {
+		return fmt.Errorf("the gateway never saw the DELETE:\n%s", gw.Log())
+	}
+	if err := gw.Stop(10 * time.Second); err != nil {
+		return err
+	}
+	for _, l := range strings.Split(gw.Log(), "\n") {
+		if strings.Contains(l, "deleted by the peer") || strings.Contains(l, "stopped cleanly") {
+			fmt.Println("    gateway: " + strings.TrimSpace(trimLog(l)))
 		}
 	}
 	fmt.Println("\nPath failures here are found by RFC 4960 heartbeats run as ESP-level probes (this kernel")

@@ -91,19 +91,23 @@ func (p *Proc) Log() string {
 
 // Stop sends SIGTERM and waits for the exit; it returns the exit error
 // (nil for exit status 0).
-func (p *Proc) Stop(timeout time.Duration) error {
+func (p *Proc) Stop(timeout time.Duration) error { return p.Signal(syscall.SIGTERM, timeout) }
+
+// Signal sends sig (SIGINT is Ctrl-C for `roadwarrior connect`) and waits
+// for the exit, killing the process after timeout.
+func (p *Proc) Signal(sig os.Signal, timeout time.Duration) error {
 	select {
 	case <-p.done:
 		return p.err
 	default:
 	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.cmd.Process.Signal(sig)
 	select {
 	case <-p.done:
 		return p.err
 	case <-time.After(timeout):
 		p.Kill()
-		return errors.New(p.Name + ": did not stop on SIGTERM")
+		return fmt.Errorf("%s: did not stop on %v", p.Name, sig)
 	}
 }
 
