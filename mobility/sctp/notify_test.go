@@ -264,3 +264,27 @@ func FuzzParseNotification(f *testing.F) {
 		}
 	})
 }
+
+// A global IPv6 address keeps no zone even when the kernel reports a
+// scope id with it (it does, for the interface the address arrived on);
+// a link-local one keeps it.
+func TestSockaddrZoneOnlyLinkLocal(t *testing.T) {
+	mk := func(a netip.Addr, scope uint32) []byte {
+		b := make([]byte, sizeofSockaddrIn6)
+		ne.PutUint16(b, afInet6)
+		binary.BigEndian.PutUint16(b[2:], 9899)
+		a16 := a.As16()
+		copy(b[8:24], a16[:])
+		ne.PutUint32(b[24:], scope)
+		return b
+	}
+	for _, c := range []struct {
+		addr string
+		zone string
+	}{{"2001:db8:1::2", ""}, {"fe80::1", "2"}} {
+		ap, _, err := parseSockaddr(mk(netip.MustParseAddr(c.addr), 2))
+		if err != nil || ap.Addr().Zone() != c.zone {
+			t.Errorf("%s with scope 2: %v (zone %q), want zone %q", c.addr, ap, ap.Addr().Zone(), c.zone)
+		}
+	}
+}

@@ -58,7 +58,9 @@ func zoneIndex(zone string) (uint32, error) {
 
 // parseSockaddr reads a sockaddr_in or sockaddr_in6 from the start of b and
 // returns it with the number of bytes it takes. IPv4-mapped IPv6 addresses
-// come back as IPv4; a non-zero IPv6 scope id becomes a numeric zone.
+// come back as IPv4; the scope id of a link-local IPv6 address becomes a
+// numeric zone (the kernel fills it in for global addresses too, where it
+// means nothing and would keep the address from matching a path's).
 func parseSockaddr(b []byte) (netip.AddrPort, int, error) {
 	if len(b) < 2 {
 		return netip.AddrPort{}, 0, fmt.Errorf("sockaddr: %d bytes", len(b))
@@ -77,7 +79,7 @@ func parseSockaddr(b []byte) (netip.AddrPort, int, error) {
 		a := netip.AddrFrom16([16]byte(b[8:24]))
 		if a.Is4In6() {
 			a = a.Unmap()
-		} else if scope := ne.Uint32(b[24:]); scope != 0 {
+		} else if scope := ne.Uint32(b[24:]); scope != 0 && (a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast()) {
 			a = a.WithZone(strconv.FormatUint(uint64(scope), 10))
 		}
 		return netip.AddrPortFrom(a, binary.BigEndian.Uint16(b[2:])), sizeofSockaddrIn6, nil

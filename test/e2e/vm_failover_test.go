@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,9 +15,14 @@ import (
 )
 
 // vmFailover runs the failover scenario (test/vm/internal/failover) inside
-// Debian's kernel in qemu, where kernel SCTP exists, with the example
-// configs edited by edit. It returns the scenario's output.
-func vmFailover(t *testing.T, edit func(name, text string) string, trials string) string {
+// Debian's kernel in qemu, where kernel SCTP exists, for the address
+// families fams ("4,6"), with the configs configs (name -> text, written
+// to /etc/roamsec/<name> in the VM: gateway.yaml, roadwarrior.yaml with
+// IPv4 mobility paths, roadwarrior6.yaml with IPv6 ones). The silent drop
+// is the bed's own nftables rule: the host's nft is packed into the VM
+// with its libraries and nf_tables is loaded. It returns the scenario's
+// output.
+func vmFailover(t *testing.T, configs map[string]string, fams string, trials int) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("boots a VM")
@@ -27,7 +34,11 @@ func vmFailover(t *testing.T, edit func(name, text string) string, trials string
 		t.Skipf("the VM cannot run here: %v", err)
 	}
 	dir := t.TempDir()
-	files := map[string]string{}
+	// ip for the bed (ip netns), nft for its silent drop (Bed.Blackhole).
+	files, err := vm.HostBinaries("ip", "nft")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, p := range []string{"gateway", "roadwarrior"} {
 		out := filepath.Join(dir, p)
 		if err := vm.BuildStatic("github.com/roamsec/roamsec/cmd/"+p, out, false); err != nil {
@@ -40,39 +51,37 @@ func vmFailover(t *testing.T, edit func(name, text string) string, trials string
 		t.Fatal(err)
 	}
 	files["/usr/local/bin/failover"] = scen
-	for _, prog := range []string{"ip", "tc"} {
-		fs, err := vm.HostBinary(prog)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for k, v := range fs {
-			files[k] = v
-		}
-	}
-	for _, name := range []string{"gateway.yaml", "roadwarrior.yaml"} {
-		data, err := os.ReadFile(rig.ExampleConfig(name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := rig.WriteFile(dir, name, edit(name, string(data)))
+	for name, text := range configs {
+		p, err := rig.WriteFile(dir, name, text)
 		if err != nil {
 			t.Fatal(err)
 		}
 		files["/etc/roamsec/"+name] = p
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	// A trial takes about 6 s under TCG (up to 15 s allowed), two deaths
+	// per family; within the test binary's -timeout, so that a slow run
+	// fails with the VM's output rather than a panic.
+	runFor := 3*time.Minute + time.Duration(trials*2*len(strings.Split(fams, ",")))*15*time.Second
+	if dl, ok := t.Deadline(); ok && time.Until(dl)-time.Minute < runFor {
+		runFor = time.Until(dl) - time.Minute
+		t.Logf("the VM gets %v (go test -timeout); %d trials may need more", runFor.Round(time.Second), trials)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), runFor+time.Minute)
 	defer cancel()
 	res, err := vm.Run(ctx, vm.Options{
 		Files:   files,
-		Script:  "ip link set lo up; /usr/local/bin/failover -trials " + trials,
-		Timeout: 7 * time.Minute,
-		Modules: []string{"sch_netem"},
+		Script:  fmt.Sprintf("/usr/local/bin/failover -families %s -trials %d", fams, trials),
+		Timeout: runFor,
+		Modules: []string{"nf_tables"},
 		Memory:  1024,
 	})
 	if err != nil {
 		t.Fatalf("VM: %v\n%s", err, res.Console)
 	}
 	t.Logf("VM boot %v, scenario %v", res.BootTime.Round(time.Millisecond), res.RunTime.Round(time.Millisecond))
+	if strings.Contains(res.Output, "insmod") {
+		t.Errorf("a kernel module failed to load:\n%s", res.Output)
+	}
 	if res.ExitCode != 0 || !strings.Contains(res.Output, "PASS") {
 		t.Fatalf("scenario failed (exit %d):\n%s", res.ExitCode, res.Output)
 	}
@@ -84,36 +93,83 @@ func vmFailover(t *testing.T, edit func(name, text string) string, trials string
 	return res.Output
 }
 
-// The failover scenario on a real kernel in the VM with the example
-// configs as shipped: a kernel SCTP association between road warrior and
-// gateway, carried in the host-to-host SA, drives the path switches, for
-// both kinds of path death; the SPIs stay the same (the scenario checks).
+// vmConfigs are the example configs as shipped, edited for the VM
+// scenario: switch-back after 1 s (so trials are short); the gateway
+// answers SCTP path monitoring on its IPv6 path addresses too; and
+// roadwarrior6.yaml, whose mobility paths are the IPv6 ones (2001:db8:1::2
+// -> 2001:db8:1::1 primary, 2001:db8:2::2 -> 2001:db8:2::1), so its path
+// set follows the IPv6 SCTP association.
+func vmConfigs(t *testing.T) map[string]string {
+	t.Helper()
+	read := func(name string) string {
+		b, err := os.ReadFile(rig.ExampleConfig(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	replace := func(name, text, old, new string) string {
+		if !strings.Contains(text, old) {
+			t.Fatalf("example config %s changed: no %q", name, old)
+		}
+		return strings.Replace(text, old, new, 1)
+	}
+	gw := replace("gateway.yaml", read("gateway.yaml"),
+		"sctp_listen: [192.0.2.1, 198.51.100.1]",
+		`sctp_listen: [192.0.2.1, 198.51.100.1, "2001:db8:1::1", "2001:db8:2::1"]`)
+	rw := replace("roadwarrior.yaml", read("roadwarrior.yaml"), "switch_back: 10s", "switch_back: 1s")
+	rw6 := replace("roadwarrior.yaml", rw,
+		"    - { name: primary, local: 192.0.2.2, peer: 192.0.2.1, link: rsb-pri }\n"+
+			"    - { name: secondary, local: 198.51.100.2, peer: 198.51.100.1, link: rsb-sec }\n",
+		"    - { name: primary6, local: \"2001:db8:1::2\", peer: \"2001:db8:1::1\", link: rsb-pri }\n"+
+			"    - { name: secondary6, local: \"2001:db8:2::2\", peer: \"2001:db8:2::1\", link: rsb-sec }\n")
+	rw6 = replace("roadwarrior.yaml", rw6, "primary: primary\n", "primary: primary6\n")
+	return map[string]string{"gateway.yaml": gw, "roadwarrior.yaml": rw, "roadwarrior6.yaml": rw6}
+}
+
+// The failover scenario on a real kernel in the VM, with IPv4 paths and
+// then IPv6 paths: a kernel SCTP association of that family between road
+// warrior and gateway, carried in the host-to-host SA, drives the path
+// switches, for both kinds of path death (link down; nftables silent
+// drop); traffic to the server's address of that family resumes over the
+// secondary with the same SAs and SPIs and returns to the primary (the
+// scenario checks each trial).
 func TestVMFailoverKernelSCTP(t *testing.T) {
 	// ROAMSEC_VM_TRIALS=10 gives the benchmark's figures (median of 10).
-	trials := "3"
+	trials := 3
 	if n := os.Getenv("ROAMSEC_VM_TRIALS"); n != "" {
-		trials = n
+		v, err := strconv.Atoi(n)
+		if err != nil || v < 1 {
+			t.Fatalf("ROAMSEC_VM_TRIALS=%q: want a positive number", n)
+		}
+		trials = v
 	}
-	out := vmFailover(t, func(name, text string) string {
-		return strings.Replace(text, "switch_back: 10s", "switch_back: 1s", 1)
-	}, trials)
-	if !strings.Contains(out, "SCTP association up") {
-		t.Fatalf("the road warrior's SCTP association never came up:\n%s", out)
-	}
+	out := vmFailover(t, vmConfigs(t), "4,6", trials)
 	if strings.Contains(out, "NO KERNEL SCTP") {
 		t.Fatalf("the VM kernel has SCTP, yet a daemon fell back:\n%s", out)
 	}
-	// The silent drop is invisible to netlink: its switches must come
-	// from the SCTP notifications.
-	sctpSwitches := 0
-	for _, l := range strings.Split(out, "\n") {
-		if strings.Contains(l, "path switch") && strings.Contains(l, "(sctp)") {
-			sctpSwitches++
+	for _, f := range []struct{ name, local string }{{"IPv4", "192.0.2.2 198.51.100.2"}, {"IPv6", "2001:db8:1::2 2001:db8:2::2"}} {
+		var assoc, sctpSwitches, silent int
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "LOG "+f.name+" rw") && strings.Contains(l, "SCTP association up") && strings.Contains(l, "["+f.local+"]") {
+				assoc++
+			}
+			if strings.HasPrefix(l, "LOG "+f.name+" rw") && strings.Contains(l, "path switch") && strings.Contains(l, "(sctp)") {
+				sctpSwitches++
+			}
+			if strings.HasPrefix(l, "RESULT family="+f.name+" ") && strings.Contains(l, "nftables") && strings.Contains(l, "switch=sctp") {
+				silent++
+			}
 		}
-	}
-	t.Logf("%d switches from SCTP notifications", sctpSwitches)
-	if sctpSwitches < 3 {
-		t.Fatalf("%d path switches caused by SCTP notifications, want at least one per silent-drop trial:\n%s", sctpSwitches, out)
+		t.Logf("%s: %d switches from SCTP notifications", f.name, sctpSwitches)
+		if assoc == 0 {
+			t.Errorf("%s: the road warrior's SCTP association on %s never came up", f.name, f.local)
+		}
+		// The silent drop is invisible to netlink: its switches must come
+		// from the SCTP notifications (the scenario checks each trial).
+		if silent != trials {
+			t.Errorf("%s: %d nftables silent-drop trials switched on an SCTP notification, want %d", f.name, silent, trials)
+		}
 	}
 }
 

@@ -40,17 +40,22 @@ func goTool() string {
 }
 
 // HostBinary returns the Files entries that let the dynamically linked
-// host program at prog run in the VM: the program at the same path, its
-// ELF interpreter and the shared libraries ldd lists, at the paths ldd
-// prints. Both kernels and user lands are Debian 12's, so they fit. For a
-// static program it returns the program alone. Programs that read data
-// files (tc's distribution tables, say) need those added too.
+// host program prog (a path, or a name looked up in PATH, /usr/sbin and
+// /sbin) run in the VM: the program at the same path, its ELF interpreter
+// (the dynamic loader, /lib64/ld-linux-x86-64.so.2) and every shared
+// library ldd lists, transitively, at the paths ldd prints. Both kernels
+// and user lands are Debian 12's, so they fit. For a static program it
+// returns the program alone. Libraries loaded with dlopen are not found
+// (nft, ip and tc load none), and programs that read data files (tc's
+// distribution tables, say) need those added too.
+//
+// nft (nftables) works this way: HostBinary("nft") plus "nf_tables" in
+// Options.Modules (nfnetlink comes with it) is enough for netdev ingress
+// drops like test/netns's BlockIngress; rules using other expressions may
+// need their nft_* modules.
 func HostBinary(prog string) (map[string]string, error) {
-	abs, err := exec.LookPath(prog)
+	abs, err := lookHost(prog)
 	if err != nil {
-		return nil, fmt.Errorf("vm: %w", err)
-	}
-	if abs, err = filepath.Abs(abs); err != nil {
 		return nil, err
 	}
 	files := map[string]string{abs: abs}
@@ -84,4 +89,44 @@ func HostBinary(prog string) (map[string]string, error) {
 		files[lib] = lib
 	}
 	return files, nil
+}
+
+// HostBinaries is HostBinary for several programs, the entries merged.
+func HostBinaries(progs ...string) (map[string]string, error) {
+	files := map[string]string{}
+	for _, p := range progs {
+		fs, err := HostBinary(p)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range fs {
+			files[k] = v
+		}
+	}
+	return files, nil
+}
+
+// hostPackages names the Debian package of programs the tests pack, for
+// the error when one is missing.
+var hostPackages = map[string]string{"ip": "iproute2", "tc": "iproute2", "nft": "nftables"}
+
+// lookHost finds prog in PATH or, for a bare name, in the sbin
+// directories (PATH may lack them for non-root users).
+func lookHost(prog string) (string, error) {
+	abs, err := exec.LookPath(prog)
+	if err != nil && !strings.Contains(prog, "/") {
+		for _, d := range []string{"/usr/sbin", "/sbin"} {
+			if p := filepath.Join(d, prog); exists(p) {
+				abs, err = p, nil
+				break
+			}
+		}
+	}
+	if err != nil {
+		if pkg := hostPackages[filepath.Base(prog)]; pkg != "" {
+			return "", fmt.Errorf("vm: %s is not on this host: install %s (make deps): %w", prog, pkg, err)
+		}
+		return "", fmt.Errorf("vm: %w", err)
+	}
+	return filepath.Abs(abs)
 }

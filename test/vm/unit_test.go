@@ -150,3 +150,35 @@ func TestConsole(t *testing.T) {
 		t.Errorf("no end: %q %v", r.Output, err)
 	}
 }
+
+// HostBinary packs a dynamically linked program with its whole library
+// closure and the dynamic loader (nft: libnftables, libnftnl, libmnl, ...).
+func TestHostBinary(t *testing.T) {
+	if _, err := lookHost("nft"); err != nil {
+		t.Skip(err)
+	}
+	files, err := HostBinary("nft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for k, v := range files {
+		if k != v || !filepath.IsAbs(k) {
+			t.Errorf("entry %s -> %s: want the same absolute path on both sides", k, v)
+		}
+		names = append(names, filepath.Base(k))
+	}
+	all := strings.Join(names, " ")
+	for _, w := range []string{"nft", "ld-linux-x86-64.so.2", "libc.so.6", "libnftables.so.1", "libnftnl.so.11", "libmnl.so.0"} {
+		if !strings.Contains(" "+all+" ", " "+w+" ") {
+			t.Errorf("HostBinary(nft) lacks %s: %s", w, all)
+		}
+	}
+	if _, err := HostBinary("roamsec-no-such-program"); err == nil {
+		t.Error("a missing program: no error")
+	}
+	both, err := HostBinaries("nft", "nft")
+	if err != nil || len(both) != len(files) {
+		t.Errorf("HostBinaries(nft, nft): %d entries, %v; want %d", len(both), err, len(files))
+	}
+}

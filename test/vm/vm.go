@@ -18,15 +18,15 @@
 // Inside the VM: root, PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin,
 // HOME=/root (the working directory), TMPDIR=/tmp; busybox applets (sh, ip,
 // tc, nsenter, unshare, ping, nc, mount, sysctl, timeout, ...; busybox ip has
-// no "netns": use unshare/nsenter, or the Go binary's own setns). There is
-// no nft or iptables, and busybox tc cannot add qdiscs. To drop a path
-// silently, either pack the host's iproute2 or nftables with HostBinary (tc
-// ... netem loss 100%, nft ... drop; load sch_netem or nf_tables through
-// Options.Modules), or do it in Go through netlink, or route through a
-// middle namespace and "ip route add blackhole" there (forwarded packets
-// to a blackhole route vanish without an ICMP error; in the sending
-// namespace itself a blackhole route fails the send with EINVAL instead).
-// "ip link set DEV down" is not silent: the peer veth loses its carrier.
+// no "netns": use unshare/nsenter, or the Go binary's own setns). The
+// initramfs has no nft or iptables of its own, and busybox tc cannot add
+// qdiscs: pack the host's programs with HostBinary, which brings their
+// shared libraries and the dynamic loader along. The host's iproute2 ip
+// gives "ip netns" (test/netns's bed runs on it); the host's nft with
+// "nf_tables" in Options.Modules gives nftables, so test/netns's
+// Bed.Blackhole (a netdev ingress chain with policy drop) works in the VM
+// as on the host: that is how to drop a path silently. ("ip link set DEV
+// down" is not silent: the peer veth loses its carrier.)
 //
 // Go test binaries (BuildStatic with test) run in /root: add what they read
 // from testdata through Files.

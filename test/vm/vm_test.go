@@ -27,9 +27,11 @@ func needVM(t *testing.T) {
 
 // TestVM boots once and checks, in that one boot: the script runs and its
 // output and exit status come back; kernel SCTP works (sctpcheck, a static
-// Go program); a dynamically linked host program runs with HostBinary (the
+// Go program); dynamically linked host programs run with HostBinary (the
 // host's iproute2 ip and tc, when installed: "ip netns", and a silent drop
-// with netem loaded through Options.Modules).
+// with netem loaded through Options.Modules; the host's nft, when
+// installed: test/netns's silent drop, a netdev ingress chain with policy
+// drop, in a namespace, with nf_tables loaded through Options.Modules).
 func TestVM(t *testing.T) {
 	needVM(t)
 	dir := t.TempDir()
@@ -63,6 +65,26 @@ sctpcheck; echo "sctpcheck exit $?"
 ping -c 1 -W 1 127.0.0.1 >/dev/null 2>&1; echo "ping through netem loss: exit $?"
 `
 	}
+	nft := false
+	if f, err := HostBinary("nft"); err != nil {
+		t.Logf("no host nft, not checking nftables: %v", err)
+	} else {
+		nft = true
+		for k, v := range f {
+			files[k] = v
+		}
+		modules = append(modules, "nf_tables")
+		// The rule test/netns's BlockIngress installs, on lo of a fresh
+		// namespace (unshare: busybox ip has no netns).
+		script += `unshare -n sh -c '
+ip link set lo up
+ping -c 1 -W 1 127.0.0.1 >/dev/null 2>&1; echo "ping before nft: exit $?"
+printf "table netdev roamsec_drop_lo {\n\tchain in {\n\t\ttype filter hook ingress device \"lo\" priority -500; policy drop;\n\t}\n}\n" | nft -f - && echo "nft drop on lo"
+ping -c 1 -W 1 127.0.0.1 >/dev/null 2>&1; echo "ping through nft drop: exit $?"
+nft delete table netdev roamsec_drop_lo && ping -c 1 -W 1 127.0.0.1 >/dev/null 2>&1; echo "ping after nft delete: exit $?"
+'
+`
+	}
 	script += "exit 7\n"
 
 	start := time.Now()
@@ -81,6 +103,9 @@ ping -c 1 -W 1 127.0.0.1 >/dev/null 2>&1; echo "ping through netem loss: exit $?
 	want := []string{"Linux version ", "sctp modules: 1\n", "sctpcheck: OK ", "sctpcheck exit 0\n"}
 	if iproute {
 		want = append(want, "netns a: lo: <LOOPBACK>\n", "netem on lo\n", "ping through netem loss: exit 1\n")
+	}
+	if nft {
+		want = append(want, "ping before nft: exit 0\n", "nft drop on lo\n", "ping through nft drop: exit 1\n", "ping after nft delete: exit 0\n")
 	}
 	for _, w := range want {
 		if !strings.Contains(res.Output, w) {
