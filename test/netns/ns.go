@@ -193,6 +193,11 @@ func (n *NS) waitIPv6(ifname string) error {
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		missing, err := n.ipv6NotReady(ifname)
+		if errors.Is(err, netlink.ErrDumpInterrupted) {
+			// The addresses changed during the dump (they do, right
+			// after link up): the answer is incomplete, ask again.
+			missing, err = []string{"dump interrupted"}, nil
+		}
 		if err != nil || len(missing) == 0 {
 			return err
 		}
