@@ -48,10 +48,10 @@ type IKE struct {
 
 // IKEPeer is one gateway peers entry.
 type IKEPeer struct {
-	ID          auth.Identity // zero: any identity a certificate of our CAs proves
-	PSK         Secret
-	Addresses   []netip.Prefix // RFC 3554 §4 authority
-	VirtualPool  netip.Prefix // IPv4
+	ID           auth.Identity // zero: any identity a certificate of our CAs proves
+	PSK          Secret
+	Addresses    []netip.Prefix // RFC 3554 §4 authority
+	VirtualPool  netip.Prefix   // IPv4
 	VirtualPool6 netip.Prefix
 	DNS          []netip.Addr
 }
