@@ -160,6 +160,42 @@ func streamAcross(t *testing.T, bed *netns.Bed, d time.Duration, cond func() boo
 	return sent, sent - got
 }
 
+// swanGatewayConf is a strongSwan gateway for our road warrior in
+// virtual-address mode (pool 100.64.0.0/24, protecting 203.0.113.0/24),
+// with extra connection and child lines, one key = value per line.
+func swanGatewayConf(cr creds, conn, child string) string {
+	tab := func(s, in string) string { return in + strings.ReplaceAll(s, "\n", "\n"+in) }
+	return fmt.Sprintf(`connections {
+	rw {
+		version = 2
+		local_addrs = %%any
+		pools = p
+		proposals = aes256gcm16-prfsha256-ecp256
+%s
+		local {
+			%s
+			id = %s
+		}
+		remote {
+			%s
+			id = %s
+		}
+		children {
+			net {
+				local_ts = 203.0.113.0/24
+%s
+			}
+		}
+	}
+}
+pools {
+	p {
+		addrs = 100.64.0.0/24
+	}
+}
+%s`, tab(conn, "\t\t"), cr.swanLocal, gwID, cr.swanRemote, rwID, tab(child, "\t\t\t\t"), cr.swanSecrets)
+}
+
 // trafficAcrossRekeys: ping and TCP through the tunnel, then a 50 Hz
 // stream across two Child SA rekeys and an IKE SA rekey (ours is the log
 // that shows them), which must lose (almost) nothing, then ping again.
@@ -195,41 +231,9 @@ func TestStrongSwanGatewayRoamsecRoadWarrior(t *testing.T) {
 		cr := mk(t)
 		t.Run(cr.name, func(t *testing.T) {
 			bed := netns.New(t)
-			swan := startSwan(t, bed.GW, "gw", fmt.Sprintf(`connections {
-	rw {
-		version = 2
-		local_addrs = %%any
-		pools = p
-		proposals = aes256gcm16-prfsha256-ecp256
-		rekey_time = 20s
-		over_time = 10s
-		rand_time = 2s
-		dpd_delay = 2s
-		local {
-			%s
-			id = %s
-		}
-		remote {
-			%s
-			id = %s
-		}
-		children {
-			net {
-				local_ts = 203.0.113.0/24
-				esp_proposals = aes256gcm16,aes256gcm16-ecp256
-				rekey_time = 8s
-				life_time = 20s
-				rand_time = 2s
-			}
-		}
-	}
-}
-pools {
-	p {
-		addrs = 100.64.0.0/24
-	}
-}
-%s`, cr.swanLocal, gwID, cr.swanRemote, rwID, cr.swanSecrets), cr.swanFiles)
+			swan := startSwan(t, bed.GW, "gw", swanGatewayConf(cr,
+				"rekey_time = 20s\nover_time = 10s\nrand_time = 2s\ndpd_delay = 2s",
+				"esp_proposals = aes256gcm16,aes256gcm16-ecp256\nrekey_time = 8s\nlife_time = 20s\nrand_time = 2s"), cr.swanFiles)
 			dir := t.TempDir()
 			rwCfg := writeCfg(t, dir, "rw.yaml", fmt.Sprintf(`role: roadwarrior
 log: {level: debug}
@@ -379,36 +383,7 @@ func TestStrongSwanMOBIKEFailover(t *testing.T) {
 	}
 	cr := pskCreds(t)
 	bed := netns.New(t)
-	swan := startSwan(t, bed.GW, "gw", fmt.Sprintf(`connections {
-	rw {
-		version = 2
-		local_addrs = %%any
-		pools = p
-		proposals = aes256gcm16-prfsha256-ecp256
-		mobike = yes
-		dpd_delay = 5s
-		local {
-			%s
-			id = %s
-		}
-		remote {
-			%s
-			id = %s
-		}
-		children {
-			net {
-				local_ts = 203.0.113.0/24
-				esp_proposals = aes256gcm16
-			}
-		}
-	}
-}
-pools {
-	p {
-		addrs = 100.64.0.0/24
-	}
-}
-%s`, cr.swanLocal, gwID, cr.swanRemote, rwID, cr.swanSecrets), nil)
+	swan := startSwan(t, bed.GW, "gw", swanGatewayConf(cr, "mobike = yes\ndpd_delay = 5s", "esp_proposals = aes256gcm16"), nil)
 	dir := t.TempDir()
 	rwCfg := writeCfg(t, dir, "rw.yaml", fmt.Sprintf(`role: roadwarrior
 log: {level: debug}
