@@ -114,9 +114,11 @@ func vmConfigs(t *testing.T) map[string]string {
 		}
 		return strings.Replace(text, old, new, 1)
 	}
-	gw := replace("gateway.yaml", read("gateway.yaml"),
-		"sctp_listen: [192.0.2.1, 198.51.100.1]",
-		`sctp_listen: [192.0.2.1, 198.51.100.1, "2001:db8:1::1", "2001:db8:2::1"]`)
+	// The example gateway listens for SCTP on its IPv6 addresses too.
+	gw := read("gateway.yaml")
+	if !strings.Contains(gw, `sctp_listen: [192.0.2.1, 198.51.100.1, "2001:db8:1::1", "2001:db8:2::1"]`) {
+		t.Fatal("example config gateway.yaml changed: its sctp_listen lacks the IPv6 addresses")
+	}
 	rw := replace("roadwarrior.yaml", read("roadwarrior.yaml"), "switch_back: 10s", "switch_back: 1s")
 	rw6 := replace("roadwarrior.yaml", rw,
 		"    - { name: primary, local: 192.0.2.2, peer: 192.0.2.1, link: rsb-pri }\n"+
