@@ -52,7 +52,10 @@ func check() (string, error) {
 			return "", fmt.Errorf("SO_RCVTIMEO: %w", err)
 		}
 	}
-	if err := unix.Connect(c, &unix.SockaddrInet4{Addr: lo.Addr, Port: port}); err != nil {
+	// A blocking connect interrupted by one of the Go runtime's signals is
+	// restarted by the kernel (SA_RESTART) and then finds the association
+	// already up: EISCONN means connected.
+	if err := unix.Connect(c, &unix.SockaddrInet4{Addr: lo.Addr, Port: port}); err != nil && err != unix.EISCONN {
 		return "", fmt.Errorf("connect: %w", err)
 	}
 	s, _, err := unix.Accept(ln)
