@@ -130,7 +130,6 @@ func (s *ikeSA) ourOuterAddrs() []netip.Addr {
 func (s *ikeSA) newChildOffer(hostToHost bool) *childOffer {
 	cfg := &s.e.cfg
 	c := &childOffer{spi: s.e.allocSPI(), hostToHost: hostToHost}
-	all := toTS
 	switch {
 	case hostToHost:
 		c.ltsi, c.ltsr = hostTS(s.ourOuterAddrs()), hostTS(s.peerOuterAddrs())
@@ -140,9 +139,9 @@ func (s *ikeSA) newChildOffer(hostToHost bool) *childOffer {
 		if v6 {
 			ps = append(ps, allOf(false))
 		}
-		c.ltsi, c.ltsr = all(ps, 0, tunnel.AnyPort), all(cfg.RemoteTS, 0, tunnel.AnyPort)
+		c.ltsi, c.ltsr = toTS(ps, 0, tunnel.AnyPort), toTS(cfg.RemoteTS, 0, tunnel.AnyPort)
 	default:
-		c.ltsi, c.ltsr = all(cfg.LocalTS, 0, tunnel.AnyPort), all(cfg.RemoteTS, 0, tunnel.AnyPort)
+		c.ltsi, c.ltsr = toTS(cfg.LocalTS, 0, tunnel.AnyPort), toTS(cfg.RemoteTS, 0, tunnel.AnyPort)
 	}
 	return c
 }

@@ -16,6 +16,8 @@ import (
 	"net/netip"
 
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/roamsec/roamsec/ike/auth"
 )
 
 // IANA transform IDs (RFC 7296 §3.3.2, RFC 5282, RFC 7634, RFC 8031) of
@@ -34,7 +36,6 @@ const (
 	aeadIVLen     = 8  // RFC 5282 §3.1, RFC 7634 §3
 	aeadICVLen    = 16 // the 16-octet ICV variants only
 	aeadSaltLen   = 4
-	natDetectLen  = sha1.Size
 	minNonceLen   = 32 // ours; RFC 7296 §2.10 wants at least half the PRF key size
 )
 
@@ -54,6 +55,9 @@ func (p prfAlg) hash() func() hash.Hash {
 
 // size is the PRF's output and preferred key length.
 func (p prfAlg) size() int { return p.hash()().Size() }
+
+// auth is the same PRF for the auth package (AUTH payloads, §2.15).
+func (p prfAlg) auth() auth.PRF { return auth.HMACPRF(p.hash()) }
 
 func (p prfAlg) prf(key []byte, data ...[]byte) []byte {
 	m := hmac.New(p.hash(), key)

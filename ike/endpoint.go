@@ -112,9 +112,6 @@ func (e *Endpoint) Handle(b []byte, local netip.Addr, remote netip.AddrPort, nat
 	m, err := message.Parse(b)
 	if err != nil {
 		e.logDrop("malformed message", remote, err)
-		if h.IsResponse() || s.state < stEstablished {
-			return
-		}
 		return
 	}
 	if h.Exchange == message.IKE_SA_INIT {

@@ -2,7 +2,6 @@ package ike
 
 import (
 	"bytes"
-	"crypto/sha1"
 	"crypto/x509"
 	"encoding/binary"
 	"errors"
@@ -194,11 +193,10 @@ func (s *ikeSA) setCiphers() error {
 	return nil
 }
 
-// signedOctets is §2.15: the IKE_SA_INIT message we sent, the peer's
-// nonce, and prf(SK_p, ID') of our ID payload body.
+// signedOctets is §2.15: the IKE_SA_INIT message the signer sent, the
+// other side's nonce, and prf(SK_p, ID') of the signer's ID payload body.
 func (s *ikeSA) signedOctets(ourMsg, peerNonce, skp []byte, id *message.ID) []byte {
-	out := slices.Concat(ourMsg, peerNonce, s.prop.prf.prf(skp, id.Body()))
-	return out
+	return auth.SignedOctets(s.prop.prf.auth(), ourMsg, peerNonce, skp, id.Body())
 }
 
 func (s *ikeSA) ourAuth(octets []byte) (*message.Auth, []message.Payload, error) {
@@ -211,7 +209,7 @@ func (s *ikeSA) ourAuth(octets []byte) (*message.Auth, []message.Payload, error)
 		if psk == nil {
 			return nil, nil, errors.New("no PSK for this peer")
 		}
-		return &message.Auth{Method: auth.MethodPSK, Data: auth.PSK(auth.PRF(func(k, d []byte) []byte { return s.prop.prf.prf(k, d) }), psk, octets)}, nil, nil
+		return &message.Auth{Method: auth.MethodPSK, Data: auth.PSK(s.prop.prf.auth(), psk, octets)}, nil, nil
 	}
 	method, data, err := cfg.Credential.Sign(octets, s.peerHashes)
 	if err != nil {
@@ -238,7 +236,7 @@ func (s *ikeSA) verifyPeer(ps []message.Payload, id *message.ID, octets, psk []b
 		if psk == nil {
 			return nil, fmt.Errorf("peer %v uses a pre-shared key, and we have none for it", pid)
 		}
-		return nil, auth.VerifyPSK(auth.PRF(func(k, d []byte) []byte { return s.prop.prf.prf(k, d) }), psk, octets, a.Data)
+		return nil, auth.VerifyPSK(s.prop.prf.auth(), psk, octets, a.Data)
 	}
 	if len(cfg.CAs) == 0 {
 		return nil, fmt.Errorf("peer %v uses a certificate, and no CA is configured", pid)
@@ -278,8 +276,7 @@ func (e *Endpoint) certReq() *message.CertReq {
 	}
 	var b []byte
 	for _, c := range e.cfg.CAs {
-		h := sha1.Sum(c.RawSubjectPublicKeyInfo)
-		b = append(b, h[:]...)
+		b = append(b, auth.CertReqHash(c)...)
 	}
 	return &message.CertReq{Encoding: 4, Data: b}
 }

@@ -97,13 +97,11 @@ type syncWire struct {
 }
 
 type queued struct {
-	to         *Endpoint
-	msg        []byte
-	local      netip.Addr
-	remote     netip.AddrPort
-	natT       bool
-	toGateway  bool
-	gatewayDur time.Duration
+	to     *Endpoint
+	msg    []byte
+	local  netip.Addr
+	remote netip.AddrPort
+	natT   bool
 }
 
 func (w *syncWire) send(from netip.Addr) func([]byte, netip.Addr, netip.AddrPort, bool) error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/roamsec/roamsec/ike/message"
 	"github.com/roamsec/roamsec/tunnel"
@@ -198,22 +199,16 @@ func unauthorized(claimed []message.TrafficSelector, authority []netip.Prefix) *
 }
 
 func tsString(ts []message.TrafficSelector) string {
-	s := ""
-	for i, t := range ts {
-		if i > 0 {
-			s += ","
-		}
+	var parts []string
+	for _, t := range ts {
 		for _, p := range rangePrefixes(tsRange(t)) {
-			if s != "" && s[len(s)-1] != ',' {
-				s += ","
-			}
-			s += p.String()
+			parts = append(parts, p.String())
 		}
 		if t.Proto != 0 {
-			s += fmt.Sprintf("[%d/%d-%d]", t.Proto, t.StartPort, t.EndPort)
+			parts[len(parts)-1] += fmt.Sprintf("[%d/%d-%d]", t.Proto, t.StartPort, t.EndPort)
 		}
 	}
-	return s
+	return strings.Join(parts, ",")
 }
 
 // sameHosts reports whether every selector is a single address in addrs:

@@ -27,11 +27,6 @@ import (
 
 const testVersion = "9.8.7-test" // stamped via VERSION; the packages get 9.8.7~test-1
 
-type entry struct {
-	mode string // as dpkg-deb -c prints it, e.g. -rw-------
-	path string
-}
-
 func TestDeb(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipped: checking the .debs needs root (deb.sh -check installs lintian with apt-get); run as root")

@@ -102,12 +102,6 @@ func (t PayloadType) String() string {
 	return "PayloadType(" + strconv.Itoa(int(t)) + ")"
 }
 
-// known reports whether this package decodes the payload type; the others
-// become *Unknown (RFC 7296 §2.5).
-func (t PayloadType) known() bool {
-	return t >= PayloadSA && t <= PayloadEAP || t == PayloadSKF
-}
-
 // Header flags (RFC 7296 §3.1). The other bits are reserved: sent as zero,
 // ignored on receipt, and kept as received in Header.Flags.
 const (

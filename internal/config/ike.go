@@ -43,6 +43,7 @@ type IKE struct {
 	DPD               time.Duration
 	RetransmitTimeout time.Duration
 	RetransmitTries   int
+	FragmentSize      int    // RFC 7383: larger encrypted messages go as fragments; 0: 1280
 	Port              uint16 // the IKE port (500)
 }
 
@@ -63,7 +64,7 @@ func (p *parser) ike(top *fields, c *Config) {
 	}
 	f := p.fields(n, top.lineOf("ike"), "ike", "id", "gateway", "gateway_id", "mode", "local_ts", "remote_ts", "host_to_host",
 		"psk_file", "cert", "key", "cas", "peers", "proposals", "esp_proposals", "pfs", "ike_lifetime", "child_lifetime", "dpd",
-		"retransmit_timeout", "retransmit_tries", "port")
+		"retransmit_timeout", "retransmit_tries", "port", "fragment_size")
 	k := &IKE{}
 	id := func(ff *fields, name string, required bool) auth.Identity {
 		v, vn, ok := ff.scalar(name)
@@ -185,6 +186,8 @@ func (p *parser) ike(top *fields, c *Config) {
 	k.RetransmitTimeout, _ = f.duration("retransmit_timeout", time.Second)
 	tries, _ := f.uint("retransmit_tries", 5, 1, 20)
 	k.RetransmitTries = int(tries)
+	frag, _ := f.uint("fragment_size", 1280, 512, 65535)
+	k.FragmentSize = int(frag)
 	port, _ := f.uint("port", 500, 1, 65535)
 	k.Port = uint16(port)
 	c.IKE = k

@@ -124,6 +124,7 @@ func ikeConfig(k *config.IKE, role string, listen []netip.Addr) (ike.Config, err
 		LocalTS: k.LocalTS, RemoteTS: k.RemoteTS, HostToHost: k.HostToHost, LocalAddrs: listen,
 		UDPEncap: true, IKELifetime: k.IKELifetime, ChildLifetime: k.ChildLifetime, DPD: k.DPD,
 		RetransmitTimeout: k.RetransmitTimeout, RetransmitTries: k.RetransmitTries,
+		FragmentSize: k.FragmentSize,
 	}
 	if k.CertFile != "" {
 		cred, err := auth.LoadCredential(k.CertFile, k.KeyFile)
@@ -148,9 +149,8 @@ func ikeConfig(k *config.IKE, role string, listen []netip.Addr) (ike.Config, err
 // ikeSockets is what IKE sends through: port 500 (no marker) and the data
 // path's UDP 4500 sockets (non-ESP marker).
 type ikeSockets struct {
-	p500   [2]*transport.IKEConn // v4, v6
-	p4500  [2]*transport.UDPConn
-	closed bool
+	p500  [2]*transport.IKEConn // v4, v6
+	p4500 [2]*transport.UDPConn
 }
 
 func fam(a netip.Addr) int {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -163,7 +164,7 @@ func (c Collector) Collect(ch chan<- prometheus.Metric) {
 // Prometheus text format.
 func Handler(src func() Snapshot, log *slog.Logger) http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(Collector{Snapshot: src}, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	reg.MustRegister(Collector{Snapshot: src}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts := promhttp.HandlerOpts{}
 	if log != nil {
 		opts.ErrorLog = slogPrinter{log}

@@ -249,7 +249,7 @@ func TestTwoCharons(t *testing.T) {
 	}
 	r, _ = FindIKE(rwSAs, "home")
 	rc, _ = r.Child("home")
-	gwSAs, err = gw.WaitSA(ctx, 5*time.Second, func(sas []IKESA) bool {
+	_, err = gw.WaitSA(ctx, 5*time.Second, func(sas []IKESA) bool {
 		g, _ := FindIKE(sas, "rw")
 		return slices.Equal(spis(g), []string{rc.SPIOut, rc.SPIIn})
 	})
