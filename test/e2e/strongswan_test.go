@@ -36,6 +36,9 @@ type creds struct {
 	swanLocal, swanRemote string
 	swanSecrets           string
 	swanFiles             map[string][]byte
+	// fragments: both sides fragment encrypted messages above 576 bytes
+	// (RFC 7383), so IKE_AUTH with certificates goes in pieces both ways.
+	fragments bool
 }
 
 func pskCreds(t *testing.T) creds {
@@ -100,14 +103,14 @@ func writeCfg(t *testing.T, dir, name, body string) string {
 	return p
 }
 
-func startSwan(t *testing.T, ns *netns.NS, name, conf string, files map[string][]byte) *strongswan.Charon {
+func startSwan(t *testing.T, ns *netns.NS, name, conf string, files map[string][]byte, extra ...string) *strongswan.Charon {
 	t.Helper()
 	if err := strongswan.Install(); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := strongswan.Start(ctx, ns, strongswan.Config{Name: name, Swanctl: conf, Files: files,
+	c, err := strongswan.Start(ctx, ns, strongswan.Config{Name: name, Swanctl: conf, Files: files, ExtraCharon: strings.Join(extra, "\n"),
 		Debug: map[string]int{"ike": 2, "chd": 1, "knl": 1, "cfg": 1}})
 	if err != nil {
 		t.Fatal(err)
@@ -158,6 +161,14 @@ func streamAcross(t *testing.T, bed *netns.Bed, d time.Duration, cond func() boo
 		t.Fatalf("condition not met within %v\n%s", d, logs())
 	}
 	return sent, sent - got
+}
+
+// fragmentOpt returns opt when cr asks for RFC 7383 fragments.
+func fragmentOpt(cr creds, opt string) string {
+	if cr.fragments {
+		return opt
+	}
+	return ""
 }
 
 // swanGatewayConf is a strongSwan gateway for our road warrior in
@@ -226,14 +237,14 @@ func TestStrongSwanGatewayRoamsecRoadWarrior(t *testing.T) {
 	}
 	for _, mk := range []func(*testing.T) creds{pskCreds,
 		func(t *testing.T) creds { return certCreds(t, true, pki.ECDSAP256) },
-		func(t *testing.T) creds { return certCreds(t, true, pki.RSA2048) },
+		func(t *testing.T) creds { c := certCreds(t, true, pki.RSA2048); c.fragments = true; return c },
 		func(t *testing.T) creds { return certCreds(t, true, pki.Ed25519) }} {
 		cr := mk(t)
 		t.Run(cr.name, func(t *testing.T) {
 			bed := netns.New(t)
 			swan := startSwan(t, bed.GW, "gw", swanGatewayConf(cr,
 				"rekey_time = 20s\nover_time = 10s\nrand_time = 2s\ndpd_delay = 2s",
-				"esp_proposals = aes256gcm16,aes256gcm16-ecp256\nrekey_time = 8s\nlife_time = 20s\nrand_time = 2s"), cr.swanFiles)
+				"esp_proposals = aes256gcm16,aes256gcm16-ecp256\nrekey_time = 8s\nlife_time = 20s\nrand_time = 2s"), cr.swanFiles, fragmentOpt(cr, "fragment_size = 576"))
 			dir := t.TempDir()
 			rwCfg := writeCfg(t, dir, "rw.yaml", fmt.Sprintf(`role: roadwarrior
 log: {level: debug}
@@ -255,7 +266,7 @@ ike:
   dpd: 2s
   child_lifetime: 1h
   ike_lifetime: 1h
-%s`, dir, rwID, gwID, cr.ourIKE(dir, false)))
+%s%s`, dir, rwID, gwID, cr.ourIKE(dir, false), fragmentOpt(cr, "  fragment_size: 576\n")))
 			rw, err := rig.Start(bed.RW, filepath.Join(bin, "roadwarrior"), 15*time.Second, "-config", rwCfg)
 			if err != nil {
 				t.Fatal(err)
@@ -263,6 +274,15 @@ ike:
 			t.Cleanup(func() { rw.Stop(5 * time.Second) })
 			if !rig.WaitFor(15*time.Second, func() bool { return strings.Contains(rw.Log(), "virtual address installed") }) {
 				t.Fatalf("no tunnel\nroamsec:\n%s\nstrongSwan:\n%s", rw.Log(), swan.Tail(60))
+			}
+			if cr.fragments {
+				// RFC 7383 both ways: strongSwan split its IKE_AUTH
+				// response, and reassembled our request from fragments.
+				for _, want := range []string{"splitting IKE message", "received fragment #"} {
+					if !strings.Contains(swan.Log(), want) {
+						t.Errorf("strongSwan log lacks %q: IKE_AUTH was not fragmented", want)
+					}
+				}
 			}
 			// strongSwan rekeys the Child SA every ~8 s and the IKE SA every
 			// ~20 s.
