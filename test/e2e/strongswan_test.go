@@ -163,6 +163,41 @@ func streamAcross(t *testing.T, bed *netns.Bed, d time.Duration, cond func() boo
 	return sent, sent - got
 }
 
+// startVirtualRW starts our road warrior in virtual-address mode against a
+// strongSwan gateway at 192.0.2.1 and waits for its virtual address;
+// ikeExtra are more lines of its ike section, tail more sections.
+func startVirtualRW(t *testing.T, bed *netns.Bed, cr creds, listen, ikeExtra, tail string, swan *strongswan.Charon) *rig.Proc {
+	t.Helper()
+	dir := t.TempDir()
+	rwCfg := writeCfg(t, dir, "rw.yaml", fmt.Sprintf(`role: roadwarrior
+log: {level: debug}
+control_socket: %s/rw.sock
+tun:
+  name: roamsec0
+  table: 220
+  bypass_rule: {mark: 0x5253}
+  routes:
+    - {dst: 203.0.113.0/24}
+transport:
+  listen: %s
+ike:
+  id: %s
+  gateway: 192.0.2.1
+  gateway_id: %s
+  mode: virtual
+  remote_ts: [203.0.113.0/24]
+%s%s%s`, dir, listen, rwID, gwID, ikeExtra, cr.ourIKE(dir, false), tail))
+	rw, err := rig.Start(bed.RW, filepath.Join(bin, "roadwarrior"), 15*time.Second, "-config", rwCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rw.Stop(5 * time.Second) })
+	if !rig.WaitFor(15*time.Second, func() bool { return strings.Contains(rw.Log(), "virtual address installed") }) {
+		t.Fatalf("no tunnel\nroamsec:\n%s\nstrongSwan:\n%s", rw.Log(), swan.Tail(60))
+	}
+	return rw
+}
+
 // fragmentOpt returns opt when cr asks for RFC 7383 fragments.
 func fragmentOpt(cr creds, opt string) string {
 	if cr.fragments {
@@ -245,36 +280,7 @@ func TestStrongSwanGatewayRoamsecRoadWarrior(t *testing.T) {
 			swan := startSwan(t, bed.GW, "gw", swanGatewayConf(cr,
 				"rekey_time = 20s\nover_time = 10s\nrand_time = 2s\ndpd_delay = 2s",
 				"esp_proposals = aes256gcm16,aes256gcm16-ecp256\nrekey_time = 8s\nlife_time = 20s\nrand_time = 2s"), cr.swanFiles, fragmentOpt(cr, "fragment_size = 576"))
-			dir := t.TempDir()
-			rwCfg := writeCfg(t, dir, "rw.yaml", fmt.Sprintf(`role: roadwarrior
-log: {level: debug}
-control_socket: %s/rw.sock
-tun:
-  name: roamsec0
-  table: 220
-  bypass_rule: {mark: 0x5253}
-  routes:
-    - {dst: 203.0.113.0/24}
-transport:
-  listen: [192.0.2.2]
-ike:
-  id: %s
-  gateway: 192.0.2.1
-  gateway_id: %s
-  mode: virtual
-  remote_ts: [203.0.113.0/24]
-  dpd: 2s
-  child_lifetime: 1h
-  ike_lifetime: 1h
-%s%s`, dir, rwID, gwID, cr.ourIKE(dir, false), fragmentOpt(cr, "  fragment_size: 576\n")))
-			rw, err := rig.Start(bed.RW, filepath.Join(bin, "roadwarrior"), 15*time.Second, "-config", rwCfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { rw.Stop(5 * time.Second) })
-			if !rig.WaitFor(15*time.Second, func() bool { return strings.Contains(rw.Log(), "virtual address installed") }) {
-				t.Fatalf("no tunnel\nroamsec:\n%s\nstrongSwan:\n%s", rw.Log(), swan.Tail(60))
-			}
+			rw := startVirtualRW(t, bed, cr, "[192.0.2.2]", "  dpd: 2s\n  child_lifetime: 1h\n  ike_lifetime: 1h\n"+fragmentOpt(cr, "  fragment_size: 576\n"), "", swan)
 			if cr.fragments {
 				// RFC 7383 both ways: strongSwan split its IKE_AUTH
 				// response, and reassembled our request from fragments.
@@ -404,41 +410,13 @@ func TestStrongSwanMOBIKEFailover(t *testing.T) {
 	cr := pskCreds(t)
 	bed := netns.New(t)
 	swan := startSwan(t, bed.GW, "gw", swanGatewayConf(cr, "mobike = yes\ndpd_delay = 5s", "esp_proposals = aes256gcm16"), nil)
-	dir := t.TempDir()
-	rwCfg := writeCfg(t, dir, "rw.yaml", fmt.Sprintf(`role: roadwarrior
-log: {level: debug}
-control_socket: %s/rw.sock
-tun:
-  name: roamsec0
-  table: 220
-  bypass_rule: {mark: 0x5253}
-  routes:
-    - {dst: 203.0.113.0/24}
-transport:
-  listen: [192.0.2.2, 198.51.100.2]
-ike:
-  id: %s
-  gateway: 192.0.2.1
-  gateway_id: %s
-  mode: virtual
-  remote_ts: [203.0.113.0/24]
-  dpd: 5s
-%s
-mobility:
+	rw := startVirtualRW(t, bed, cr, "[192.0.2.2, 198.51.100.2]", "  dpd: 5s\n", `mobility:
   paths:
     - {name: primary, local: 192.0.2.2, peer: 192.0.2.1, link: rsb-pri}
     - {name: secondary, local: 198.51.100.2, peer: 198.51.100.1, link: rsb-sec}
   switch_back: 1s
   detector: probe
-`, dir, rwID, gwID, cr.ourIKE(dir, false)))
-	rw, err := rig.Start(bed.RW, filepath.Join(bin, "roadwarrior"), 15*time.Second, "-config", rwCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rw.Stop(5 * time.Second) })
-	if !rig.WaitFor(15*time.Second, func() bool { return strings.Contains(rw.Log(), "virtual address installed") }) {
-		t.Fatalf("no tunnel\nroamsec:\n%s", rw.Log())
-	}
+`, swan)
 	pingThrough(t, bed, "before the failover", rw.Log, func() string { return swan.Tail(60) })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
