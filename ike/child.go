@@ -839,6 +839,11 @@ func (s *ikeSA) respondInformational(msgID uint32, ps []message.Payload, remote 
 			}
 		}
 	}
+	// RFC 4555 §3.5, §4.2.5: a responder copies COOKIE2 into its response
+	// unchanged; the initiator closes the IKE SA if it does not come back.
+	for _, c := range filterNotify(ps, message.COOKIE2) {
+		out = append(out, notify(message.COOKIE2, c.Data))
+	}
 	if len(filterNotify(ps, message.UPDATE_SA_ADDRESSES)) > 0 {
 		// RFC 4555 §3.5: the addresses of this authenticated request are
 		// the peer's new ones.
