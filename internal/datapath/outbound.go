@@ -23,6 +23,7 @@ type sealed struct {
 	esp      []byte
 	sa       *tunnel.SA
 	src, dst netip.Addr
+	port     uint16 // 0: the SA's PeerPort
 }
 
 func (d *Datapath) newOutBatches() chan *outBatch {
@@ -82,7 +83,7 @@ func (d *Datapath) seal(b *outBatch) {
 			b.res[i] = sealed{}
 			continue
 		}
-		b.res[i] = sealed{esp: s.ESP, sa: s.SA, src: s.Src, dst: s.Dst}
+		b.res[i] = sealed{esp: s.ESP, sa: s.SA, src: s.Src, dst: s.Dst, port: s.Port}
 	}
 }
 
@@ -108,7 +109,12 @@ func (d *Datapath) sendESP(free, q chan *outBatch) {
 			}
 			port := uint16(0)
 			if r.sa.UDPEncap {
+				// Where the peer's ESP came from (a NAT's mapping,
+				// RFC 3948), else the negotiated port.
 				port = r.sa.PeerPort
+				if r.port != 0 {
+					port = r.port
+				}
 			}
 			pending[c] = append(pending[c], transport.Datagram{Buf: r.esp, Local: r.src, Remote: netip.AddrPortFrom(r.dst, port)})
 		}
