@@ -516,7 +516,13 @@ func keepalives(ctx context.Context, s Setup, cfg datapath.Config) {
 			return
 		case <-t.C:
 		}
-		for _, sa := range s.Outbound {
+		sas := s.Outbound
+		if s.ike != nil && s.ike.initiator {
+			// A road warrior's negotiated SAs too: it is the side that
+			// may sit behind a NAT (RFC 3948 §2.3).
+			sas = append(sas[:len(sas):len(sas)], s.ike.outbound()...)
+		}
+		for _, sa := range sas {
 			r := sa.Outer()
 			if !sa.UDPEncap || len(r.Dst) == 0 {
 				continue
