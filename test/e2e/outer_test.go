@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/roamsec/roamsec/test/netns"
 	"github.com/roamsec/roamsec/test/rig"
+	"github.com/roamsec/roamsec/test/strongswan"
 )
 
 // Where the gateway sends ESP (tunnel/outer.go): RFC 3554's inner-derived
@@ -114,4 +117,153 @@ func TestOuterTCPToPrimarySurvivesGatewaySideDrop(t *testing.T) {
 	slices.Sort(stalls)
 	t.Logf("TCP stall across a gateway-side silent drop: median %v of %d (min %v, max %v); %d MiB checked",
 		stalls[len(stalls)/2].Round(time.Millisecond), len(stalls), stalls[0].Round(time.Millisecond), stalls[len(stalls)-1].Round(time.Millisecond), s.Received()>>20)
+}
+
+// startSwanPeerTS is startSwan with kernel-libipsec's allow_peer_ts and
+// the packet marks that keep charon's own packets out of its tunnel
+// (RFC 3554 mode: the road warrior's inner addresses are its outer ones).
+func startSwanPeerTS(t *testing.T, ns *netns.NS, name, conf string) *strongswan.Charon {
+	t.Helper()
+	if err := strongswan.Install(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := strongswan.Start(ctx, ns, strongswan.Config{Name: name, Swanctl: conf, AllowPeerTS: true,
+		Debug: map[string]int{"ike": 2, "chd": 1, "knl": 1, "cfg": 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("strongSwan %s log tail:\n%s", name, c.Tail(80))
+		}
+		c.Stop(5 * time.Second)
+	})
+	return c
+}
+
+// swanRFC3554RW is a strongSwan road warrior in RFC 3554 mode: its TSi
+// are its own addresses localTS, its IKE SA runs from local to gw.
+func swanRFC3554RW(local, gw, localTS string) string {
+	return fmt.Sprintf(`connections {
+	home {
+		version = 2
+		local_addrs = %s
+		remote_addrs = %s
+		proposals = aes256gcm16-prfsha256-ecp256
+		local {
+			auth = psk
+			id = %s
+		}
+		remote {
+			auth = psk
+			id = %s
+		}
+		children {
+			home {
+				local_ts = %s
+				remote_ts = 203.0.113.0/24
+				esp_proposals = aes256gcm16,aes256gcm16-ecp256
+			}
+		}
+	}
+}
+secrets {
+	ike-1 {
+		id-1 = %s
+		id-2 = %s
+		secret = "%s"
+	}
+}
+`, local, gw, rwID, gwID, localTS, rwID, gwID, testPSK)
+}
+
+// ourRFC3554Gateway is our gateway for an RFC 3554 road warrior whose
+// addresses are routed into the tunnel (routes), authorized for addrs.
+func ourRFC3554Gateway(t *testing.T, listen, routes, addrs string) string {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "psk"), []byte(testPSK+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return writeCfg(t, dir, "gw.yaml", fmt.Sprintf(`role: gateway
+log: {level: debug}
+control_socket: %s/gw.sock
+tun:
+  name: roamsec0
+  table: 220
+  bypass_rule: {mark: 0x5253}
+  routes:
+%s
+transport:
+  listen: [%s]
+ike:
+  id: %s
+  local_ts: [203.0.113.0/24]
+  dpd: 2s
+  peers:
+    - {id: %s, psk_file: psk, addresses: [%s]}
+`, dir, routes, listen, gwID, rwID, addrs))
+}
+
+// TestOuterStrongSwanRFC3554TwoAddresses: a strongSwan road warrior in
+// RFC 3554 mode claims both its addresses in TSi; its IKE SA and its
+// libipsec SA live on the first. Pings from and to BOTH addresses are
+// answered: ESP for the second goes to where strongSwan sends from, not
+// to the second address (which strongSwan has never sent ESP from).
+func TestOuterStrongSwanRFC3554TwoAddresses(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	bed := netns.New(t)
+	gwCfg := ourRFC3554Gateway(t, "192.0.2.1, 198.51.100.1",
+		"    - {dst: 192.0.2.2/32, src: 192.0.2.1}\n    - {dst: 198.51.100.2/32, src: 198.51.100.1}",
+		"192.0.2.0/24, 198.51.100.0/24")
+	gw, err := rig.Start(bed.GW, filepath.Join(bin, "gateway"), 15*time.Second, "-config", gwCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Stop(5 * time.Second) })
+	swan := startSwanPeerTS(t, bed.RW, "rw", swanRFC3554RW("192.0.2.2", "192.0.2.1", "192.0.2.2/32,198.51.100.2/32"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := swan.Initiate(ctx, "home", "home"); err != nil {
+		t.Fatalf("strongSwan initiate: %v\nroamsec:\n%s", err, gw.Log())
+	}
+	if _, err := swan.WaitSA(ctx, 10*time.Second, strongswan.ChildInstalled("home")); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(gw.Log(), "remote_ts=192.0.2.2/32,198.51.100.2/32") {
+		t.Fatalf("the gateway's Child SA does not cover both addresses:\n%s", gw.Log())
+	}
+	ping := func(ns *netns.NS, args ...string) error {
+		var out string
+		var err error
+		for range 3 { // the first echo may race the last install
+			if out, err = ns.Run(append([]string{"ping", "-c", "3", "-i", "0.2", "-W", "2"}, args...)...); err == nil {
+				return nil
+			}
+		}
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	for _, c := range []struct {
+		name string
+		ns   *netns.NS
+		args []string
+	}{
+		{"from the first address", bed.RW, []string{"-I", "192.0.2.2", netns.Srv4.String()}},
+		{"from the second address", bed.RW, []string{"-I", "198.51.100.2", netns.Srv4.String()}},
+		{"to the first address", bed.Srv, []string{"192.0.2.2"}},
+		{"to the second address", bed.Srv, []string{"198.51.100.2"}},
+	} {
+		if err := ping(c.ns, c.args...); err != nil {
+			t.Errorf("ping %s: %v", c.name, err)
+		}
+	}
+	if t.Failed() {
+		t.Fatalf("roamsec:\n%s", gw.Log())
+	}
+	if n := strings.Count(gw.Log(), "IKE SA established"); n != 1 {
+		t.Fatalf("%d IKE SAs, want 1", n)
+	}
 }
