@@ -134,9 +134,29 @@ func (s *ikeSA) send(r *request) {
 	s.transmit(r)
 }
 
+// followNAT points a gateway's requests at the endpoint the peer's
+// authenticated ESP came from last, when that is newer than its last IKE
+// message and a NAT is in front of the peer. RFC 7296 §2.23: a host that
+// "receives a packet whose integrity protection validates, but has a
+// different port, address, or both" should send there, retransmissions
+// included; a NAT rebinding is invisible to the peer, so no MOBIKE
+// message will announce it.
+func (s *ikeSA) followNAT() {
+	if s.initiator || !s.natThere || s.peerTrack == nil || s.state != stEstablished {
+		return
+	}
+	ep, heard, ok := s.peerTrack.Endpoint(s.remote.Addr().Is4())
+	if !ok || ep.Port() == 0 || ep == s.remote || !heard.After(s.lastHeard) {
+		return
+	}
+	s.e.cfg.Log.Info("IKE peer's NAT mapping moved (authenticated ESP)", "ike", s.name(), "from", s.remote, "to", ep)
+	s.remote = ep
+}
+
 // transmit sends r's packets and arms its retransmission timer, the
 // timeout doubling each time (§2.1).
 func (s *ikeSA) transmit(r *request) {
+	s.followNAT()
 	for _, p := range r.pkts {
 		if err := s.e.cfg.Send(p, s.local, s.remote, s.natT); err != nil {
 			s.e.cfg.Log.Debug("IKE send", "ike", s.name(), "err", err)

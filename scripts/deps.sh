@@ -14,6 +14,8 @@ want tshark tshark
 want iperf3 iperf3
 want ping iputils-ping
 want nft nftables
+# test/e2e/outer_test.go: a NAT rebinding flushes the NAT's conntrack entries.
+want conntrack conntrack
 want ip iproute2
 want curl curl
 want unzip unzip

@@ -213,3 +213,25 @@ type PeerEndpoint struct {
 	HeardAgo time.Duration
 	Live     bool
 }
+
+// Endpoint returns the endpoint (address and port) of one family the
+// peer's authenticated ESP came from most recently, and when. IKE uses it
+// to follow a NAT rebinding it has not seen an IKE message through yet.
+func (p *PeerTracker) Endpoint(v4 bool) (netip.AddrPort, time.Time, bool) {
+	var best *peerEndpoint
+	var bestHeard int64
+	for i := range p.slots {
+		s := &p.slots[i]
+		e := s.at.Load()
+		if e == nil || e.peer.Addr().Is4() != v4 {
+			continue
+		}
+		if h := s.heard.Load(); h > bestHeard {
+			best, bestHeard = e, h
+		}
+	}
+	if best == nil {
+		return netip.AddrPort{}, time.Time{}, false
+	}
+	return best.peer, trackerEpoch.Add(time.Duration(bestHeard - 1)), true
+}

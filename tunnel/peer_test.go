@@ -203,3 +203,21 @@ func FuzzPeerTracker(f *testing.F) {
 		}
 	})
 }
+
+// IKE follows a NAT rebinding through Endpoint: the endpoint ESP came
+// from last, and when.
+func TestPeerTrackerEndpointIsTheLatestAuthenticated(t *testing.T) {
+	tr := new(PeerTracker)
+	if _, _, ok := tr.Endpoint(true); ok {
+		t.Fatal("an endpoint before any packet")
+	}
+	old, moved := netip.MustParseAddrPort("192.0.2.2:4500"), netip.MustParseAddrPort("192.0.2.3:40001")
+	tr.seen(old, gwAddr, false)
+	_, t0, _ := tr.Endpoint(true)
+	time.Sleep(5 * time.Millisecond)
+	tr.seen(moved, gwAddr, false)
+	ep, t1, ok := tr.Endpoint(true)
+	if !ok || ep != moved || !t1.After(t0) || time.Since(t1) > time.Minute || t1.After(time.Now()) {
+		t.Fatalf("endpoint %v at %v (before: %v)", ep, t1, t0)
+	}
+}
