@@ -215,6 +215,12 @@ func (s *ikeSA) buildChild(esp ESPProposal, spiIn, spiOut uint32, i2r, r2i []byt
 	if !s.initiator && !virtual {
 		pool = append(pool, s.authority...)
 	}
+	if s.natThere {
+		// Behind a NAT the outer source is the NAT's, which the peer
+		// neither knows nor controls, and a NAT rebinding moves it
+		// anywhere (RFC 3948 §2.1): no pool; the ICV is the check.
+		pool = nil
+	}
 	peerSet, err := tunnel.NewAddrSet(pool...)
 	if err != nil {
 		return nil, err

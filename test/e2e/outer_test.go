@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -267,3 +269,212 @@ func TestOuterStrongSwanRFC3554TwoAddresses(t *testing.T) {
 		t.Fatalf("%d IKE SAs, want 1", n)
 	}
 }
+
+// natBed puts a client namespace behind bed.RW, which becomes a NAT box:
+// client 100.64.1.2/24 on link rsb-cli to bed.RW's 100.64.1.1, and what
+// leaves bed.RW's primary link from the client is masqueraded to
+// 192.0.2.2. rebind changes the mapping, address and port (snat to
+// 192.0.2.3, ports 40000-40099), and flushes the NAT's conntrack table, as
+// a NAT that reboots or expires a mapping would.
+func natBed(t *testing.T, bed *netns.Bed) (client *netns.NS, rebind func() error) {
+	t.Helper()
+	if _, err := exec.LookPath("conntrack"); err != nil {
+		t.Fatalf("needs conntrack (scripts/deps.sh installs it): %v", err)
+	}
+	client = netns.NewNS(t)
+	run := func(ns *netns.NS, args ...string) {
+		t.Helper()
+		if out, err := ns.Run(args...); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+	if out, err := exec.Command("ip", "-n", bed.RW.Name, "link", "add", "rsb-cli", "type", "veth", "peer", "name", "rsb-cli", "netns", client.Name).CombinedOutput(); err != nil {
+		t.Fatalf("veth: %v: %s", err, out)
+	}
+	run(bed.RW, "ip", "addr", "add", "100.64.1.1/24", "dev", "rsb-cli")
+	run(bed.RW, "ip", "link", "set", "rsb-cli", "up")
+	run(bed.RW, "ip", "addr", "add", "192.0.2.3/24", "dev", netns.IfPrimary)
+	run(bed.RW, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	run(client, "ip", "addr", "add", "100.64.1.2/24", "dev", "rsb-cli")
+	run(client, "ip", "link", "set", "rsb-cli", "up")
+	run(client, "ip", "route", "add", "default", "via", "100.64.1.1")
+	nft := func(script string) error {
+		cmd := bed.RW.Command("nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(script)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("nft: %v: %s", err, out)
+		}
+		return nil
+	}
+	if err := nft(fmt.Sprintf("table ip roamsec_nat {\n\tchain post {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n"+
+		"\t\toifname %q ip saddr 100.64.1.0/24 masquerade\n\t}\n}\n", netns.IfPrimary)); err != nil {
+		t.Fatal(err)
+	}
+	return client, func() error {
+		if err := nft(fmt.Sprintf("flush chain ip roamsec_nat post\n"+
+			"add rule ip roamsec_nat post oifname %[1]q ip saddr 100.64.1.0/24 meta l4proto udp snat to 192.0.2.3:40000-40099\n"+
+			"add rule ip roamsec_nat post oifname %[1]q ip saddr 100.64.1.0/24 snat to 192.0.2.3\n", netns.IfPrimary)); err != nil {
+			return err
+		}
+		_, err := bed.RW.Run("conntrack", "-F")
+		return err
+	}
+}
+
+// pingOK pings args from ns, three tries (an echo may race an install or
+// a NAT's new mapping).
+func pingOK(ns *netns.NS, args ...string) error {
+	var out string
+	var err error
+	for range 3 {
+		if out, err = ns.Run(append([]string{"ping", "-c", "3", "-i", "0.2", "-W", "2"}, args...)...); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("%v: %s", err, out)
+}
+
+// TestOuterThroughNAT: road warriors behind an nftables masquerade reach
+// the gateway, which detects the NAT (RFC 7296 §2.23) and sends ESP to the
+// NAT-mapped endpoint, never to the inner address; a NAT rebinding (new
+// address and port, conntrack flushed) is followed on the first
+// authenticated packet from the new mapping, with no new IKE_SA_INIT, and
+// the gateway's IKE SA follows it too (DPD keeps answering).
+func TestOuterThroughNAT(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	cases := []struct {
+		name  string
+		start func(t *testing.T, bed *netns.Bed, client *netns.NS) (gw *rig.Proc, logs func() string, innerAddr string)
+	}{
+		{"strongSwan RFC 3554 mode", startNATSwan},
+		{"roamsec virtual-address mode", startNATRoamsec},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			bed := netns.New(t)
+			client, rebind := natBed(t, bed)
+			gw, logs, inner := c.start(t, bed, client)
+			all := func() string { return "roamsec gateway:\n" + gw.Log() + "\nroad warrior:\n" + logs() }
+			if !strings.Contains(gw.Log(), "nat=true") {
+				t.Fatalf("the gateway did not detect the NAT\n%s", all())
+			}
+			if err := pingOK(client, netns.Srv4.String()); err != nil {
+				t.Fatalf("ping through the NAT: %v\n%s", err, all())
+			}
+			if err := pingOK(bed.Srv, inner); err != nil {
+				t.Fatalf("ping from the server to the road warrior's inner address %s: %v\n%s", inner, err, all())
+			}
+			if err := rebind(); err != nil {
+				t.Fatal(err)
+			}
+			rebound := time.Now()
+			if err := pingOK(client, netns.Srv4.String()); err != nil {
+				t.Fatalf("ping after the NAT rebinding: %v\n%s", err, all())
+			}
+			t.Logf("traffic back %v after the NAT rebinding", time.Since(rebound).Round(time.Millisecond))
+			// Past the gateway's DPD interval (2 s): its IKE SA must have
+			// followed the mapping too, or DPD would fail.
+			time.Sleep(5 * time.Second)
+			if err := pingOK(bed.Srv, inner); err != nil {
+				t.Fatalf("ping from the server after the rebinding: %v\n%s", err, all())
+			}
+			if !strings.Contains(gw.Log(), "192.0.2.3:400") {
+				t.Fatalf("the gateway's IKE SA never moved to the new mapping\n%s", all())
+			}
+			if n := strings.Count(gw.Log(), "IKE SA established"); n != 1 || strings.Contains(gw.Log(), "IKE SA failed") {
+				t.Fatalf("%d IKE SAs established (want 1, no new IKE_SA_INIT), or one failed\n%s", n, all())
+			}
+		})
+	}
+}
+
+// startNATSwan: our gateway in RFC 3554 mode and a strongSwan road warrior
+// claiming its private address 100.64.1.2 in TSi.
+func startNATSwan(t *testing.T, bed *netns.Bed, client *netns.NS) (*rig.Proc, func() string, string) {
+	gwCfg := ourRFC3554Gateway(t, "192.0.2.1, 198.51.100.1", "    - {dst: 100.64.1.0/24}", "100.64.1.0/24")
+	gw, err := rig.Start(bed.GW, filepath.Join(bin, "gateway"), 15*time.Second, "-config", gwCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Stop(5 * time.Second) })
+	swan := startSwanPeerTS(t, client, "nat", swanRFC3554RW("100.64.1.2", "192.0.2.1", "100.64.1.2/32"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := swan.Initiate(ctx, "home", "home"); err != nil {
+		t.Fatalf("strongSwan initiate: %v\nroamsec:\n%s", err, gw.Log())
+	}
+	if _, err := swan.WaitSA(ctx, 10*time.Second, strongswan.ChildInstalled("home")); err != nil {
+		t.Fatal(err)
+	}
+	return gw, func() string { return swan.Tail(60) }, "100.64.1.2"
+}
+
+// startNATRoamsec: our gateway with a virtual-address pool and our road
+// warrior in virtual-address mode.
+func startNATRoamsec(t *testing.T, bed *netns.Bed, client *netns.NS) (*rig.Proc, func() string, string) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "psk"), []byte(testPSK+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gwCfg := writeCfg(t, dir, "gw.yaml", fmt.Sprintf(`role: gateway
+log: {level: debug}
+control_socket: %[1]s/gw.sock
+tun:
+  name: roamsec0
+  routes:
+    - {dst: 100.64.0.0/24}
+transport:
+  listen: [192.0.2.1, 198.51.100.1]
+ike:
+  id: %[2]s
+  local_ts: [203.0.113.0/24]
+  dpd: 2s
+  peers:
+    - {id: %[3]s, psk_file: psk, virtual_pool: 100.64.0.0/24}
+`, dir, gwID, rwID))
+	rwCfg := writeCfg(t, dir, "rw.yaml", fmt.Sprintf(`role: roadwarrior
+log: {level: debug}
+control_socket: %[1]s/rw.sock
+tun:
+  name: roamsec0
+  table: 220
+  bypass_rule: {mark: 0x5253}
+  routes:
+    - {dst: 203.0.113.0/24}
+transport:
+  listen: [100.64.1.2]
+ike:
+  id: %[3]s
+  gateway: 192.0.2.1
+  gateway_id: %[2]s
+  mode: virtual
+  remote_ts: [203.0.113.0/24]
+  psk_file: psk
+  dpd: 2s
+`, dir, gwID, rwID))
+	gw, err := rig.Start(bed.GW, filepath.Join(bin, "gateway"), 15*time.Second, "-config", gwCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gw.Stop(5 * time.Second) })
+	rw, err := rig.Start(client, filepath.Join(bin, "roadwarrior"), 15*time.Second, "-config", rwCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rw.Stop(5 * time.Second) })
+	var vip string
+	if !rig.WaitFor(15*time.Second, func() bool {
+		m := vipRE.FindStringSubmatch(rw.Log())
+		if m != nil {
+			vip = m[1]
+		}
+		return m != nil
+	}) {
+		t.Fatalf("no tunnel\nroad warrior:\n%s\ngateway:\n%s", rw.Log(), gw.Log())
+	}
+	return gw, rw.Log, vip
+}
+
+var vipRE = regexp.MustCompile(`virtual address installed" .*?addr=(\S+)`)
