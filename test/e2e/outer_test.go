@@ -42,7 +42,8 @@ func gatewaySideDrop(bed *netns.Bed) (restore func() error, err error) {
 
 // outerTrials is how many drops TestOuterTCPToPrimarySurvivesGatewaySideDrop
 // runs: 1 in the normal suite; ROAMSEC_OUTER_TRIALS=5 measures a median
-// (bench mode, see `make bench-outer`).
+// (bench mode, `make bench-outer`), and then also measures stalls that
+// last longer than the outage instead of failing.
 func outerTrials() int {
 	if n, err := strconv.Atoi(os.Getenv("ROAMSEC_OUTER_TRIALS")); err == nil && n > 0 {
 		return n
@@ -77,6 +78,7 @@ func TestOuterTCPToPrimarySurvivesGatewaySideDrop(t *testing.T) {
 		t.Fatalf("TCP stream does not flow before the drop (%d bytes)\nrw:\n%s\ngw:\n%s", s.Received(), rw.Log(), gw.Log())
 	}
 	const outage = 8 * time.Second
+	bench := outerTrials() > 1
 	var stalls []time.Duration
 	for i := range outerTrials() {
 		time.Sleep(2 * time.Second) // back on the primary and settled
@@ -87,11 +89,8 @@ func TestOuterTCPToPrimarySurvivesGatewaySideDrop(t *testing.T) {
 		killed := time.Now()
 		before := s.Received()
 		// The connection must move while the primary is still dead.
-		resumed := rig.WaitFor(outage, func() bool {
-			return s.FirstReadAfter(killed.Add(50*time.Millisecond)).After(killed) && s.Received() > before+64<<10
-		})
-		first := s.FirstReadAfter(killed.Add(50 * time.Millisecond))
-		stall := s.Stall(killed, first)
+		moved := func() bool { return s.Received() > before+64<<10 }
+		resumed := rig.WaitFor(outage, moved)
 		if resumed {
 			time.Sleep(time.Until(killed.Add(outage)))
 		}
@@ -99,9 +98,15 @@ func TestOuterTCPToPrimarySurvivesGatewaySideDrop(t *testing.T) {
 		if err := restore(); err != nil {
 			t.Fatal(err)
 		}
-		if !resumed {
+		if !resumed && !bench {
 			t.Fatalf("trial %d: established TCP to the primary address stalled for the whole %v outage (%d bytes during it)\ngw:\n%s", i+1, outage, during, gw.Log())
 		}
+		// Bench mode measures a stall that outlasts the outage too (the
+		// figure before the gateway followed the road warrior).
+		if !resumed && !rig.WaitFor(60*time.Second, moved) {
+			t.Fatalf("trial %d: TCP stream never resumed", i+1)
+		}
+		stall := s.Stall(killed, s.FirstReadAfter(killed.Add(50*time.Millisecond)))
 		stalls = append(stalls, stall)
 		t.Logf("trial %d: TCP stall %v across a gateway-side silent drop of the primary; %d KiB received during the %v outage",
 			i+1, stall.Round(time.Millisecond), during>>10, outage)
