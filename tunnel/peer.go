@@ -76,6 +76,9 @@ func (p *PeerTracker) seenAt(peer netip.AddrPort, local netip.Addr, monitor bool
 		s = p.add(peer, local)
 	}
 	cur := s.at.Load()
+	if cur.peer.Addr() != peer.Addr() {
+		return // the slot went to another address meanwhile (table full)
+	}
 	// A NAT rebinding (new port, RFC 3948) is followed on this
 	// authenticated packet; our local address only on path evidence.
 	if cur.peer.Port() != peer.Port() || evidence && local.IsValid() && cur.local != local {
