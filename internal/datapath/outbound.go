@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/roamsec/roamsec/tun"
 	"github.com/roamsec/roamsec/tunnel"
@@ -141,8 +142,20 @@ func (d *Datapath) write(c transport.Conn, ds []transport.Datagram) {
 		// Skip the datagram that failed (no route on that uplink, say)
 		// and keep going with the rest.
 		d.sendErrs.Add(1)
+		d.logSendErr(ds[n], err)
 		ds = ds[n+1:]
 	}
+}
+
+// logSendErr makes failing sends visible without flooding the log: at
+// most one line every 10 s, with the running count (Stats.SendErrs).
+func (d *Datapath) logSendErr(dg transport.Datagram, err error) {
+	now := time.Now().UnixNano()
+	last := d.sendErrLogged.Load()
+	if last != 0 && now-last < int64(10*time.Second) || !d.sendErrLogged.CompareAndSwap(last, now) {
+		return
+	}
+	d.log.Warn("ESP send failed", "local", dg.Local, "remote", dg.Remote, "err", err, "send_errors", d.sendErrs.Load())
 }
 
 func (d *Datapath) connFor(sa *tunnel.SA, dst netip.Addr) transport.Conn {
