@@ -211,10 +211,10 @@ func (p *PeerTracker) Endpoints() []PeerEndpoint {
 
 // PeerEndpoint is one address a PeerTracker knows.
 type PeerEndpoint struct {
-	Peer     netip.AddrPort
-	Local    netip.Addr
-	HeardAgo time.Duration
-	Live     bool
+	Peer     netip.AddrPort `json:"peer"`
+	Local    netip.Addr     `json:"local"`
+	HeardAgo time.Duration  `json:"heard_ago_ns"` // -1: no path evidence yet
+	Live     bool           `json:"live"`         // RFC 3554's inner destination may be used (outer.go rule 1)
 }
 
 // Endpoint returns the endpoint (address and port) of one family the

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roamsec/roamsec/internal/daemon"
 	"github.com/roamsec/roamsec/test/netns"
 	"github.com/roamsec/roamsec/test/rig"
 	"github.com/roamsec/roamsec/test/strongswan"
@@ -38,6 +39,24 @@ func gatewaySideDrop(bed *netns.Bed) (restore func() error, err error) {
 		_, err := bed.GW.Run("nft", "delete", "table", "netdev", "roamsec_outer_drop")
 		return err
 	}, nil
+}
+
+// pathsAsSeen checks the gateway's view of the road warrior's addresses:
+// want maps each address to whether its path should be live.
+func pathsAsSeen(st daemon.Status, want map[string]bool) error {
+	if st.IKE == nil || len(st.IKE.SAs) != 1 {
+		return fmt.Errorf("gateway status has no single IKE SA: %+v", st.IKE)
+	}
+	got := map[string]bool{}
+	for _, e := range st.IKE.SAs[0].PeerEndpoints {
+		got[e.Peer.Addr().String()] = e.Live
+	}
+	for a, live := range want {
+		if l, ok := got[a]; !ok || l != live {
+			return fmt.Errorf("road warrior address %s: live=%v (known: %v), want live=%v", a, l, ok, live)
+		}
+	}
+	return nil
 }
 
 // outerTrials is how many drops TestOuterTCPToPrimarySurvivesGatewaySideDrop
@@ -92,6 +111,11 @@ func TestOuterTCPToPrimarySurvivesGatewaySideDrop(t *testing.T) {
 		moved := func() bool { return s.Received() > before+64<<10 }
 		resumed := rig.WaitFor(outage, moved)
 		if resumed {
+			// The gateway says why: the primary's path is dead, the
+			// secondary's lives (status -json, peer_endpoints).
+			if err := pathsAsSeen(status(t, "gateway", gwCfg), map[string]bool{"192.0.2.2": false, "198.51.100.2": true}); err != nil {
+				t.Errorf("trial %d, during the outage: %v", i+1, err)
+			}
 			time.Sleep(time.Until(killed.Add(outage)))
 		}
 		during := s.Received() - before
