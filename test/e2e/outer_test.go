@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -376,9 +377,10 @@ func TestOuterThroughNAT(t *testing.T) {
 	cases := []struct {
 		name  string
 		start func(t *testing.T, bed *netns.Bed, client *netns.NS) (gw *rig.Proc, logs func() string, innerAddr string)
+		check func(t *testing.T, bed *netns.Bed)
 	}{
-		{"strongSwan RFC 3554 mode", startNATSwan},
-		{"roamsec virtual-address mode", startNATRoamsec},
+		{"strongSwan RFC 3554 mode", startNATSwan, nil},
+		{"roamsec virtual-address mode", startNATRoamsec, natKeepalivesArrive},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -394,6 +396,9 @@ func TestOuterThroughNAT(t *testing.T) {
 			}
 			if err := pingOK(bed.Srv, inner); err != nil {
 				t.Fatalf("ping from the server to the road warrior's inner address %s: %v\n%s", inner, err, all())
+			}
+			if c.check != nil {
+				c.check(t, bed)
 			}
 			if err := rebind(); err != nil {
 				t.Fatal(err)
@@ -417,6 +422,36 @@ func TestOuterThroughNAT(t *testing.T) {
 			}
 		})
 	}
+}
+
+// natKeepalivesArrive: our road warrior (nat_keepalive: 1s), behind the
+// NAT, sends RFC 3948 §2.3 keep-alives (one 0xFF byte in UDP to port
+// 4500; ESP and IKE are never one byte) on its negotiated SA; the
+// gateway's link sees them, NAT'd.
+func natKeepalivesArrive(t *testing.T, bed *netns.Bed) {
+	stop, err := rig.Capture(bed.GW, t.TempDir(), netns.IfPrimary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	out, err := exec.Command("tshark", "-n", "-r", stop(), "-Y", "udp.dstport == 4500 && udp.length == 9",
+		"-T", "fields", "-e", "ip.src").Output()
+	if err != nil {
+		t.Fatalf("tshark: %v: %s", err, tsharkErr(err))
+	}
+	srcs := strings.Fields(string(out))
+	if len(srcs) == 0 || slices.ContainsFunc(srcs, func(a string) bool { return a != "192.0.2.2" }) {
+		t.Fatalf("NAT keep-alives at the gateway in 2.5 s, by source: %v (want some, all from the NAT's 192.0.2.2)", srcs)
+	}
+	t.Logf("%d NAT keep-alives in 2.5 s", len(srcs))
+}
+
+func tsharkErr(err error) string {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return string(ee.Stderr)
+	}
+	return ""
 }
 
 // startNATSwan: our gateway in RFC 3554 mode and a strongSwan road warrior
@@ -474,6 +509,7 @@ tun:
     - {dst: 203.0.113.0/24}
 transport:
   listen: [100.64.1.2]
+  nat_keepalive: 1s
 ike:
   id: %[3]s
   gateway: 192.0.2.1
