@@ -186,7 +186,8 @@ func Main(role string, args []string, stdout, stderr io.Writer) int {
 		return ExitOK
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	signal.Ignore(syscall.SIGPIPE) // see signals.go
+	ctx, stop := signal.NotifyContext(context.Background(), daemonSignals...)
 	defer stop()
 	p.log.Info("starting", "version", version.Version, "config", *cfgPath)
 	if err := Run(ctx, p.setup); err != nil {
@@ -604,14 +605,19 @@ Flags:
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
+	// Every signal a terminal session can send ends the connection
+	// cleanly: SIGHUP (the terminal closed) and SIGPIPE (whoever read our
+	// output left: `connect | head -3`) like Ctrl-C. Notify for SIGPIPE
+	// also turns the runtime's default (die on a write to a broken
+	// stdout, leaving the rules and the peer's IKE SA behind) into EPIPE.
+	signal.Notify(sigc, exitSignals...)
 	defer signal.Stop(sigc)
 	var how atomic.Value // what ended it
 	how.Store("roadwarrior disconnect")
 	go func() {
 		select {
 		case sig := <-sigc:
-			how.Store(map[os.Signal]string{syscall.SIGINT: "Ctrl-C", syscall.SIGTERM: "SIGTERM"}[sig])
+			how.Store(signalName(sig))
 			stop()
 		case <-ctx.Done():
 		}
