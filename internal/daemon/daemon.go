@@ -430,9 +430,11 @@ func (r *Running) serve(ctx context.Context, cfg datapath.Config, ir *ikeRun, me
 // to ir.fatal.
 func (r *Running) connect(ctx context.Context, ir *ikeRun) {
 	s := r.setup
-	gw, err := resolveGateway(ctx, s.IKE.Gateway, true)
+	gw, err := r.resolve(ctx)
 	if err != nil {
-		ir.fatal <- err
+		if ctx.Err() == nil {
+			ir.fatal <- err
+		}
 		return
 	}
 	local := netip.Addr{}
@@ -449,6 +451,31 @@ func (r *Running) connect(ctx context.Context, ir *ikeRun) {
 	s.Log.Info("IKE: connecting", "gateway", s.IKE.Gateway, "addr", gw, "local", local, "id", s.IKE.ID.String(), "mode", s.IKE.Mode.String())
 	connectLoop(ctx, ir.ep, local, netip.AddrPortFrom(gw, s.IKE.Port), ir.events, s.Log, ir.fatal, s.FailFast)
 }
+
+// resolve looks the gateway's name up. With FailFast (connect, a person
+// waiting) a failure is final; the daemon keeps trying with backoff, up
+// to resolveMaxBackoff apart, until ctx ends: a laptop that boots before
+// its Wi-Fi (no DNS yet) connects once the network is there, instead of
+// exiting 6 and leaving the VPN down.
+func (r *Running) resolve(ctx context.Context) (netip.Addr, error) {
+	s := r.setup
+	backoff := time.Second
+	for {
+		gw, err := resolveGateway(ctx, s.IKE.Gateway, true)
+		if err == nil || s.FailFast || ctx.Err() != nil {
+			return gw, err
+		}
+		s.Log.Warn("IKE: cannot resolve the gateway's name yet; retrying", "gateway", s.IKE.Gateway, "in", backoff.String(), "err", err)
+		select {
+		case <-ctx.Done():
+			return netip.Addr{}, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, resolveMaxBackoff)
+	}
+}
+
+const resolveMaxBackoff = 30 * time.Second
 
 // keepalives sends an RFC 3948 §2.3 NAT keep-alive on every UDP SA.
 func keepalives(ctx context.Context, s Setup, cfg datapath.Config) {
