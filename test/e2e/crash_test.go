@@ -247,3 +247,39 @@ func TestConnectCLIEndsCleanlyOnSIGPIPEAndSIGHUP(t *testing.T) {
 		noLeftovers(t, bed.RW)
 	})
 }
+
+// TestRoadWarriorRetriesAnUnresolvableGateway: a laptop boots before its
+// network: the gateway's name does not resolve. The road-warrior daemon
+// (not connect, which fails at once with exit 6) keeps its tunnel device
+// up, says it retries, and connects once the name resolves.
+func TestRoadWarriorRetriesAnUnresolvableGateway(t *testing.T) {
+	bed := netns.New(t)
+	gwCfg, rwCfg := ikeConfigs(t, "192.0.2.2, 198.51.100.2", "1h")
+	data, _ := os.ReadFile(rwCfg)
+	const late = "gw-late.example"
+	os.WriteFile(rwCfg, []byte(strings.Replace(string(data), "gateway: 192.0.2.1", "gateway: "+late, 1)), 0o600)
+	gw, rw := up(t, bed, gwCfg, rwCfg)
+	if !rig.WaitFor(10*time.Second, func() bool { return strings.Contains(rw.Log(), "cannot resolve the gateway's name yet; retrying") }) || rw.Exited() {
+		t.Fatalf("no retry of the unresolvable name (exited: %v):\n%s", rw.Exited(), rw.Log())
+	}
+	time.Sleep(2 * time.Second)
+	if rw.Exited() {
+		t.Fatalf("the road warrior gave up:\n%s", rw.Log())
+	}
+	// The network comes: the name resolves (appended in place: `ip netns
+	// exec` bind-mounted this file over /etc/hosts).
+	f, err := os.OpenFile("/etc/netns/"+bed.RW.Name+"/hosts", os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "%s\t%s\n", netns.GWPrimary4, late)
+	f.Close()
+	resolvable := time.Now()
+	if !rig.WaitFor(60*time.Second, func() bool { return strings.Count(rw.Log(), "Child SA installed") >= 2 }) {
+		t.Fatalf("no Child SAs after the name became resolvable:\nrw:\n%s\ngw:\n%s", rw.Log(), gw.Log())
+	}
+	t.Logf("connected %v after the name became resolvable (retry back-off 1 s doubling to 30 s; Go rereads /etc/hosts at most every 5 s)", time.Since(resolvable).Round(time.Millisecond))
+	if out, err := bed.RW.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", netns.Srv4.String()); err != nil {
+		t.Fatalf("ping: %v\n%s", err, out)
+	}
+}

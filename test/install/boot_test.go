@@ -126,6 +126,17 @@ func TestSystemdBoot(t *testing.T) {
 		t.Errorf("rules after the restart:\n%s", rules)
 	}
 
+	// A Go runtime crash: SIGQUIT makes the runtime dump its goroutines
+	// and exit with status 2, as a panic does. It is restarted (2 is not
+	// in RestartPreventExitStatus).
+	ct.run("systemctl", "kill", "-s", "QUIT", "roamsec-gateway")
+	if !waitFor(30*time.Second, func() bool { return ct.prop("NRestarts") == "2" && ct.prop("ActiveState") == "active" }) {
+		t.Fatalf("not restarted after a runtime crash (exit 2):\n%s", ct.status())
+	}
+	if j := ct.run("journalctl", "-q", "-u", "roamsec-gateway", "-o", "cat"); !strings.Contains(j, "status=2/INVALIDARGUMENT") {
+		t.Errorf("no exit status 2 in the journal:\n%s", j)
+	}
+
 	// A broken file: reload refused, the daemon keeps running unchanged.
 	broken := bytes.Replace(cfg, []byte("transform: aes256gcm16"), []byte("transform: aes512gcm16"), 1)
 	if bytes.Equal(broken, cfg) {
