@@ -39,7 +39,9 @@ type crashPhase struct {
 // kernel (the RFC 3554 bypass rules), negotiate again (INITIAL_CONTACT
 // replaces the gateway's old IKE SA), and carry traffic. At the end a
 // clean stop leaves nothing behind. ROAMSEC_CRASH_KILLS sets the number
-// of kills (default 8); the seed is logged (ROAMSEC_CRASH_SEED repeats a run).
+// of road-warrior kills (default 8), ROAMSEC_CRASH_GATEWAY_KILLS the
+// gateway's (default 2); the seed is logged (ROAMSEC_CRASH_SEED repeats a
+// run).
 func TestSIGKILLAtRandomMomentsThenServe(t *testing.T) {
 	kills := envInt("ROAMSEC_CRASH_KILLS", 8)
 	seed := uint64(time.Now().UnixNano())
@@ -51,6 +53,12 @@ func TestSIGKILLAtRandomMomentsThenServe(t *testing.T) {
 
 	bed := netns.New(t)
 	gwCfg, rwCfg := ikeConfigs(t, "192.0.2.2, 198.51.100.2", "3s")
+	// Short retransmissions, so that after a gateway kill the road
+	// warrior's DPD gives up on the dead IKE SA in about 2 s rather than
+	// after the default schedule (the restarted gateway drops the old
+	// SPIs silently: "unknown IKE SPI").
+	data, _ := os.ReadFile(rwCfg)
+	os.WriteFile(rwCfg, []byte(strings.Replace(string(data), "  dpd: 2s\n", "  dpd: 2s\n  retransmit_timeout: 250ms\n  retransmit_tries: 3\n", 1)), 0o600)
 	gw, err := rig.Start(bed.GW, filepath.Join(bin, "gateway"), 15*time.Second, "-config", gwCfg)
 	if err != nil {
 		t.Fatal(err)
@@ -99,6 +107,27 @@ func TestSIGKILLAtRandomMomentsThenServe(t *testing.T) {
 		if ph.after != nil {
 			ph.after(bed)
 		}
+	}
+	// The gateway killed too: its restart is up at once; the road
+	// warrior's traffic resumes once its DPD (2 s) has found the old IKE
+	// SA dead and it has connected again.
+	gwKills := envInt("ROAMSEC_CRASH_GATEWAY_KILLS", 2)
+	var resume []time.Duration
+	for i := range gwKills {
+		d := time.Duration(rnd.Int64N(int64(time.Second)))
+		time.Sleep(d)
+		gw.Kill()
+		t0 := time.Now()
+		gw, err = rig.Start(bed.GW, filepath.Join(bin, "gateway"), 15*time.Second, "-config", gwCfg)
+		if err != nil {
+			t.Fatalf("gateway restart %d: %v", i, err)
+		}
+		up := time.Since(t0)
+		if !rig.WaitFor(30*time.Second, func() bool { return !s.FirstReplyAfter(t0).IsZero() }) {
+			t.Fatalf("gateway restart %d: no traffic within 30 s\nrw:\n%s\ngw:\n%s", i, rw.Log(), gw.Log())
+		}
+		resume = append(resume, s.FirstReplyAfter(t0).Sub(t0))
+		fmt.Fprintf(&log, "gateway: SIGKILL %v after serving; restarted, tunnel up after %v; traffic again after %v\n", d.Round(time.Millisecond), up.Round(time.Millisecond), resume[i].Round(time.Millisecond))
 	}
 	if err := rw.Stop(10 * time.Second); err != nil {
 		t.Fatalf("clean stop after %d kills: %v\n%s", kills, err, rw.Log())
