@@ -69,8 +69,8 @@ func TestSystemdBoot(t *testing.T) {
 	bed := netns.New(t)
 	ct := boot(t, root, bed.GW)
 	c := &chroot{t: t, root: root}
-	debs := c.stage(debsOf[0])
-	ct.run("dpkg", "-i", debs[0]) // the gateway
+	deb := stageGateway(t, root, debsOf[0])
+	ct.run("dpkg", "-i", deb)
 
 	// The administrator's configuration: the example pair of the bed
 	// (static keys), edited — the upgrade must keep it.
@@ -174,9 +174,9 @@ func TestSystemdBoot(t *testing.T) {
 	ct.run("systemctl", "start", "roamsec-gateway")
 
 	// Unattended upgrade with the edited conffile.
-	debs = c.stage(debsOf[1])
+	deb = stageGateway(t, root, debsOf[1])
 	pidBefore := ct.prop("MainPID")
-	ct.run("env", "DEBIAN_FRONTEND=noninteractive", "dpkg", "-i", "--force-confold", debs[0])
+	ct.run("env", "DEBIAN_FRONTEND=noninteractive", "dpkg", "-i", "--force-confold", deb)
 	if got := strings.TrimSpace(ct.run("dpkg-query", "-W", "-f=${Status} ${Version}", "roamsec-gateway")); got != "install ok installed "+debVersion(version2) {
 		t.Errorf("after the upgrade: %q", got)
 	}
@@ -202,6 +202,21 @@ func TestSystemdBoot(t *testing.T) {
 	if strings.Contains(links, "roamsec0") || strings.Contains(rules, "fwmark") {
 		t.Errorf("purge left kernel state:\n%s\n%s", links, rules)
 	}
+}
+
+// stageGateway copies the gateway's .deb into the root's /var/tmp (the
+// booted system's /tmp is a fresh tmpfs) and returns its path inside.
+func stageGateway(t *testing.T, root string, debs map[string]string) string {
+	t.Helper()
+	data, err := os.ReadFile(debs["gateway"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := "/var/tmp/" + filepath.Base(debs["gateway"])
+	if err := os.WriteFile(filepath.Join(root, p), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // serving pings the server through the tunnel, once a second, up to n
