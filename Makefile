@@ -26,7 +26,7 @@ demo: deps
 # Every test: unit, known-answer, tshark, network-namespace end-to-end
 # (needs root), with the race detector, then a short run of every fuzz target.
 test: deps vet
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 	$(MAKE) --no-print-directory fuzz
 
 fuzz: deps

@@ -28,6 +28,8 @@ want depmod kmod
 # test/install builds a Debian root; test/docker and `make docker` build the
 # image without a Docker engine.
 want debootstrap debootstrap
+# test/install's boot test runs that root under its own systemd.
+want systemd-nspawn systemd-container
 want buildah buildah
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	echo "deps: apt-get install ${need_pkgs[*]}"
