@@ -156,6 +156,7 @@ func Main(role string, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "/etc/roamsec/"+role+".yaml", "configuration file (YAML)")
 	check := fs.Bool("check", false, "check the configuration and exit")
+	offline := fs.Bool("offline", false, "with -check: check the file alone, not against this host's addresses and interfaces")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		usage(role, stderr)
@@ -176,7 +177,7 @@ func Main(role string, args []string, stdout, stderr io.Writer) int {
 		return ExitUsage
 	}
 
-	p, code := prepare(role, *cfgPath, stderr, false)
+	p, code := prepareOn(role, *cfgPath, stderr, false, *offline && *check)
 	if p == nil {
 		return code
 	}
@@ -220,6 +221,12 @@ func (p *prepared) close() {
 // stderr and returns the exit code. quiet raises the log level to
 // warnings (connect without -v).
 func prepare(role, cfgPath string, stderr io.Writer, quiet bool) (*prepared, int) {
+	return prepareOn(role, cfgPath, stderr, quiet, false)
+}
+
+// prepareOn is prepare; offline skips the checks against this host
+// (config.CheckHost): -check -offline of a file meant for another machine.
+func prepareOn(role, cfgPath string, stderr io.Writer, quiet, offline bool) (*prepared, int) {
 	c, err := config.Load(cfgPath)
 	if err != nil {
 		if errors.Is(err, fs.ErrPermission) {
@@ -233,6 +240,11 @@ func prepare(role, cfgPath string, stderr io.Writer, quiet bool) (*prepared, int
 		c.Wipe()
 		fmt.Fprintf(stderr, "%s: %s: role is %q, but this is the %s daemon\n", role, cfgPath, c.Role, role)
 		return nil, ExitConfig
+	}
+	if !offline {
+		if code := checkHost(role, c, stderr); code != ExitOK {
+			return nil, code
+		}
 	}
 	lc := c.Log
 	if quiet && lc.Level < slog.LevelWarn {
@@ -271,6 +283,21 @@ func prepare(role, cfgPath string, stderr io.Writer, quiet bool) (*prepared, int
 		s.Rule = &Rule{Mark: r.Mark, Table: r.Table, Priority: r.Priority}
 	}
 	return &prepared{cfg: c, built: b, setup: s, log: log}, ExitOK
+}
+
+// checkHost runs config.CheckHost on this host: what start-up would
+// refuse, -check refuses too.
+func checkHost(role string, c *config.Config, stderr io.Writer) int {
+	h, err := config.LocalHost()
+	if err == nil {
+		err = c.CheckHost(h)
+	}
+	if err != nil {
+		c.Wipe()
+		fmt.Fprintf(stderr, "%s: configuration refused on this host:\n%v\n", role, err)
+		return ExitConfig
+	}
+	return ExitOK
 }
 
 // parseArgs parses flags anywhere among the arguments (flag stops at the
