@@ -72,8 +72,9 @@ log "building the static gateway binary"
 CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -buildvcs=false \
 	-ldflags "-s -w -buildid= -X $module/internal/version.Version=$VERSION" \
 	-o "$ctx/roamsec-gateway" ./cmd/gateway
-# COPY keeps the context's modes: the configuration holds keys.
-install -m 0600 packaging/examples/gateway.yaml "$ctx/gateway.yaml"
+# COPY keeps the context's modes: the configuration holds no secret (the
+# pre-shared key is mounted at run time).
+install -m 0644 packaging/conffiles/gateway.yaml "$ctx/gateway.yaml"
 install -m 0644 "$certs" "$ctx/ca-certificates.crt"
 chmod 0755 "$ctx/roamsec-gateway"
 touch -d "@$SOURCE_DATE_EPOCH" "$ctx"/*
@@ -96,6 +97,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# --format docker: the OCI image format has no HEALTHCHECK (buildah drops
+# it); the archive is still an OCI layout whose config keeps it.
 log "buildah bud -f packaging/docker/Dockerfile -t $image"
 "${bh[@]}" bud --isolation chroot --timestamp "$SOURCE_DATE_EPOCH" \
 	--label "org.opencontainers.image.version=$VERSION" \

@@ -66,6 +66,7 @@ func usage(role string, w io.Writer) {
        roadwarrior status [-config FILE] [-json]
        roadwarrior sa list [-config FILE] [-json]
        roadwarrior disconnect [-config FILE]
+       roadwarrior init -gateway HOST [-psk-file FILE|-] [-dir DIR] [-force]
        roadwarrior version
 
 roamsec %s road warrior. Without a command it runs as the daemon (as the
@@ -88,6 +89,10 @@ Commands:
               bytes, packets, age
   disconnect  ask the running road warrior (daemon or connect) to delete its
               IKE SA and exit cleanly; waits until it has
+  init        write roadwarrior.yaml (IKEv2, virtual address, the gateway
+              HOST) and the pre-shared key roadwarrior.psk (mode 0600) into
+              /etc/roamsec (-dir): the key the gateway's init printed
+              (-psk-file, - for standard input), or a new one it prints
 
 Needs root, or CAP_NET_ADMIN, CAP_NET_RAW and CAP_NET_BIND_SERVICE.
 Configuration: /etc/roamsec/roadwarrior.yaml unless -config.
@@ -100,6 +105,7 @@ Flags (daemon):
 	fmt.Fprintf(w, `Usage: gateway [-config FILE] [-check] [-version]
        gateway status [-config FILE] [-json]
        gateway sa list [-config FILE] [-json]
+       gateway init [-address HOST] [-dir DIR] [-force]
        gateway version
 
 roamsec %s gateway. Without a command it runs as the daemon: it creates the
@@ -112,6 +118,9 @@ Commands:
               control socket named in the configuration)
   sa list     one line per Child SA: peer identity, SPIs in/out, selectors,
               virtual address, bytes, packets, age
+  init        write a fresh pre-shared key, roadwarrior.psk (mode 0600), into
+              /etc/roamsec (-dir), which the shipped gateway.yaml uses, and
+              print the road warrior's init command line with it
 
 Needs root, or CAP_NET_ADMIN, CAP_NET_RAW and CAP_NET_BIND_SERVICE.
 Configuration: /etc/roamsec/gateway.yaml unless -config.
@@ -132,6 +141,8 @@ func Main(role string, args []string, stdout, stderr io.Writer) int {
 			args = []string{"-help"}
 		case "status":
 			return statusCmd(role, args[1:], stdout, stderr)
+		case "init":
+			return initCmd(role, args[1:], os.Stdin, stdout, stderr)
 		case "sa":
 			if len(args) < 2 || args[1] != "list" {
 				fmt.Fprintf(stderr, "%s sa: want \"sa list\" (see %s -help)\n", role, role)
@@ -232,6 +243,10 @@ func prepareOn(role, cfgPath string, stderr io.Writer, quiet, offline bool) (*pr
 		if errors.Is(err, fs.ErrPermission) {
 			fmt.Fprintf(stderr, "%s: cannot read %s: permission denied: the configuration holds keys and is root's only: run as root (sudo)\n", role, cfgPath)
 			return nil, ExitPermission
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintf(stderr, "%s: configuration refused: %s does not exist: %s\n", role, cfgPath, firstRunHint(role))
+			return nil, ExitConfig
 		}
 		fmt.Fprintf(stderr, "%s: configuration refused:\n%v\n", role, err)
 		return nil, ExitConfig

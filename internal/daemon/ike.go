@@ -222,7 +222,7 @@ func connectLoop(ctx context.Context, ep *ike.Endpoint, local netip.Addr, gw net
 	backoff := time.Second
 	up := false
 	for {
-		if err := ep.Connect(local, gw); err != nil {
+		if err := ep.Connect(sourceFor(local, gw.Addr()), gw); err != nil {
 			fatal <- err
 			return
 		}
