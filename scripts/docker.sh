@@ -98,13 +98,16 @@ cleanup() {
 trap cleanup EXIT
 
 # --format docker: the OCI image format has no HEALTHCHECK (buildah drops
-# it); the archive is still an OCI layout whose config keeps it.
+# it).
 log "buildah bud -f packaging/docker/Dockerfile -t $image"
-"${bh[@]}" bud --isolation chroot --timestamp "$SOURCE_DATE_EPOCH" \
+"${bh[@]}" bud --format docker --isolation chroot --timestamp "$SOURCE_DATE_EPOCH" \
 	--label "org.opencontainers.image.version=$VERSION" \
 	--label "org.opencontainers.image.revision=$commit" \
 	-f packaging/docker/Dockerfile -t "$image" "$ctx" >&2
 rm -f "$archive"
-"${bh[@]}" push --quiet "$image" "oci-archive:$archive:$image" >&2
+# v2s2: the Docker manifest and configuration (with the HEALTHCHECK) in
+# the OCI layout; `skopeo copy oci-archive:... docker-daemon:...` and
+# `podman load` take it as it is.
+"${bh[@]}" push --quiet --format v2s2 "$image" "oci-archive:$archive:$image" >&2
 log "built $archive ($(du -k "$archive" | cut -f1) KiB)"
 echo "$archive"

@@ -143,3 +143,29 @@ func TestCheckHost(t *testing.T) {
 		})
 	}
 }
+
+// status reads only role and control_socket: no key file is opened.
+func TestControlSocketOfReadsNoCredentials(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, yaml, want, err string }{
+		{"default socket follows the role", "role: gateway\nike:\n  psk_file: /nonexistent/psk\n", "/run/roamsec/gateway.sock", ""},
+		{"control_socket as given", "role: roadwarrior\ncontrol_socket: /tmp/rw.sock\nike: {cert: /root/none.pem}\n", "/tmp/rw.sock", ""},
+		{"relative control_socket is refused", "role: gateway\ncontrol_socket: rw.sock\n", "", "c.yaml:2: control_socket: want an absolute path"},
+		{"no role is refused", "tun: {}\n", "", "role: want gateway or roadwarrior"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, "c.yaml")
+			os.WriteFile(p, []byte(tc.yaml), 0o644)
+			got, err := ControlSocketOf(p)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("got %q, %v; want error %q", got, err, tc.err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("got %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}

@@ -331,10 +331,12 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// controlSocket loads just enough of the configuration to find the
-// control socket (no keys are kept).
+// controlSocket reads just enough of the configuration to find the
+// control socket.
 func controlSocket(role, cmd, cfgPath string, stderr io.Writer) (string, int) {
-	c, err := config.Load(cfgPath)
+	// Only role and control_socket: no key file is read, so a member of
+	// control_group needs no more than read access to the file.
+	sock, err := config.ControlSocketOf(cfgPath)
 	if err != nil {
 		if errors.Is(err, fs.ErrPermission) {
 			fmt.Fprintf(stderr, "%s %s: cannot read %s: permission denied: run as root (sudo)\n", role, cmd, cfgPath)
@@ -343,8 +345,7 @@ func controlSocket(role, cmd, cfgPath string, stderr io.Writer) (string, int) {
 		fmt.Fprintf(stderr, "%s %s: configuration refused:\n%v\n", role, cmd, err)
 		return "", ExitConfig
 	}
-	c.Wipe()
-	return c.ControlSocket, ExitOK
+	return sock, ExitOK
 }
 
 // query asks the daemon and maps the failure to an exit code.

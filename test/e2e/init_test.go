@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -109,5 +110,54 @@ func TestInitFirstRun(t *testing.T) {
 	}
 	if !strings.Contains(rw.Log(), "virtual address installed") {
 		t.Fatalf("road warrior got no virtual address:\n%s", rw.Log())
+	}
+	statusAsGroupMember(t, gw, gwBin, gwCfg)
+}
+
+// A member of control_group (nobody:nogroup here) runs `gateway status
+// -config F` on the shipped configuration: it reads only the control
+// socket's path, not the pre-shared key it may not read (0600, root's).
+func statusAsGroupMember(t *testing.T, gw *rig.Proc, gwBin, gwCfg string) {
+	t.Helper()
+	gw.Stop(10 * time.Second)
+	dir := filepath.Dir(gwCfg)
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	text, _ := os.ReadFile(gwCfg)
+	const from = "# control_group: roamsec"
+	if !strings.Contains(string(text), from) {
+		t.Fatalf("the shipped configuration no longer has %q", from)
+	}
+	os.WriteFile(gwCfg, []byte(strings.Replace(string(text), from, "control_group: nogroup", 1)), 0o644)
+	os.Chmod(gwCfg, 0o644)
+	bed := netns.New(t)
+	gw2, err := rig.Start(bed.GW, gwBin, 15*time.Second, "-config", gwCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw2.Stop(5 * time.Second)
+	// The test's binaries are in a root-only directory: a copy nobody can run.
+	data, err := os.ReadFile(gwBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwBin = filepath.Join(dir, "gateway")
+	if err := os.WriteFile(gwBin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(gwBin, "status", "-config", gwCfg)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "IKE: responder as roamsec-gateway") || !strings.Contains(string(out), "IKE messages:") {
+		t.Fatalf("status as a control_group member: %v\n%s", err, out)
+	}
+	// Not a member (nobody with another group): the socket refuses.
+	cmd = exec.Command(gwBin, "status", "-config", gwCfg)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65533}}
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Fatalf("status by a non-member succeeded:\n%s", out)
 	}
 }
