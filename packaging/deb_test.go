@@ -15,6 +15,7 @@ import (
 	"crypto/md5"
 	"debug/elf"
 	"encoding/hex"
+	"errors"
 	"io"
 	"maps"
 	"os"
@@ -115,13 +116,18 @@ func checkDeb(t *testing.T, deb, role string, licensed bool) {
 	// Files and modes: exactly these regular files, owned by root.
 	want := map[string]string{
 		"./usr/sbin/" + pkg:                                          "-rwxr-xr-x",
-		"./etc/roamsec/" + role + ".yaml":                            "-rw-------",
 		"./lib/systemd/system/" + pkg + ".service":                   "-rw-r--r--",
 		"./usr/share/man/man8/" + pkg + ".8.gz":                      "-rw-r--r--",
 		"./usr/share/doc/" + pkg + "/copyright":                      "-rw-r--r--",
 		"./usr/share/doc/" + pkg + "/changelog.Debian.gz":            "-rw-r--r--",
 		"./usr/share/doc/" + pkg + "/examples/" + role + "-ike.yaml": "-rw-r--r--",
+		"./usr/share/doc/" + pkg + "/examples/" + role + ".yaml":     "-rw-r--r--",
 		"./usr/share/lintian/overrides/" + pkg:                       "-rw-r--r--",
+	}
+	// The gateway's configuration holds no secret (init writes the key);
+	// the road warrior's is written by init, not shipped.
+	if role == "gateway" {
+		want["./etc/roamsec/gateway.yaml"] = "-rw-r--r--"
 	}
 	// The road warrior is also `roadwarrior`, as people type it.
 	wantLinks := map[string]string{}
@@ -170,8 +176,12 @@ func checkDeb(t *testing.T, deb, role string, licensed bool) {
 	}
 
 	// Conffiles and maintainer scripts.
-	if c := strings.TrimSpace(run(t, "dpkg-deb", "-I", deb, "conffiles")); c != "/etc/roamsec/"+role+".yaml" {
-		t.Errorf("conffiles = %q, want /etc/roamsec/%s.yaml", c, role)
+	if role == "gateway" {
+		if c := strings.TrimSpace(run(t, "dpkg-deb", "-I", deb, "conffiles")); c != "/etc/roamsec/gateway.yaml" {
+			t.Errorf("conffiles = %q, want /etc/roamsec/gateway.yaml", c)
+		}
+	} else if c, err := exec.Command("dpkg-deb", "-I", deb, "conffiles").Output(); err == nil && len(bytes.TrimSpace(c)) > 0 {
+		t.Errorf("the road warrior ships conffiles %q, want none (init writes its configuration)", c)
 	}
 	for _, s := range []string{"postinst", "prerm", "postrm"} {
 		body := run(t, "dpkg-deb", "-I", deb, s)
@@ -250,14 +260,7 @@ func checkDeb(t *testing.T, deb, role string, licensed bool) {
 	if v := strings.TrimSpace(run(t, bin, "-version")); v != "roamsec "+role+" "+testVersion {
 		t.Errorf("%s -version = %q, want %q", pkg, v, "roamsec "+role+" "+testVersion)
 	}
-	if out := run(t, bin, "-check", "-config", filepath.Join(root, "etc/roamsec", role+".yaml")); !strings.Contains(out, "configuration OK") {
-		t.Errorf("-check of the shipped configuration: %s", out)
-	}
-	if example, err := os.ReadFile(filepath.Join("examples", role+".yaml")); err != nil {
-		t.Error(err)
-	} else if shipped, _ := os.ReadFile(filepath.Join(root, "etc/roamsec", role+".yaml")); !bytes.Equal(example, shipped) {
-		t.Errorf("/etc/roamsec/%s.yaml differs from packaging/examples/%s.yaml", role, role)
-	}
+	checkFirstRun(t, bin, root, role)
 
 	// The IKEv2 example, as documentation: the file of the repository, and
 	// the packaged binary accepts it once its pre-shared key is there.
@@ -276,7 +279,7 @@ func checkDeb(t *testing.T, deb, role string, licensed bool) {
 	if err := os.WriteFile(filepath.Join(ikeDir, "rw1.psk"), []byte("example-psk-for-the-test-only-0123456789\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out := run(t, bin, "-check", "-config", filepath.Join(ikeDir, ikeName)); !strings.Contains(out, "configuration OK") {
+	if out := run(t, bin, "-check", "-offline", "-config", filepath.Join(ikeDir, ikeName)); !strings.Contains(out, "configuration OK") {
 		t.Errorf("-check of examples/%s with its PSK file: %s", ikeName, out)
 	}
 
@@ -412,4 +415,36 @@ func readUnit(t *testing.T, path string) map[string]string {
 		}
 	}
 	return m
+}
+
+// checkFirstRun: the shipped configuration (the gateway's conffile, the
+// road warrior's none) refuses to run until init has written the key, and
+// passes -check once it has.
+func checkFirstRun(t *testing.T, bin, root, role string) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, role+".yaml")
+	if role == "gateway" {
+		shipped, err := os.ReadFile(filepath.Join(root, "etc/roamsec/gateway.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if repo, _ := os.ReadFile(filepath.Join("conffiles", "gateway.yaml")); !bytes.Equal(repo, shipped) {
+			t.Errorf("/etc/roamsec/gateway.yaml differs from packaging/conffiles/gateway.yaml")
+		}
+		os.WriteFile(cfg, shipped, 0o644)
+	}
+	out, err := exec.Command(bin, "-check", "-config", cfg).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 || !strings.Contains(string(out), "init") {
+		t.Errorf("-check before init: %v, want exit 3 saying to run init:\n%s", err, out)
+	}
+	args := []string{"init", "-dir", dir}
+	if role == "roadwarrior" {
+		args = append(args, "-gateway", "192.0.2.1")
+	}
+	run(t, bin, args...)
+	if out := run(t, bin, "-check", "-config", cfg); !strings.Contains(out, "configuration OK") {
+		t.Errorf("-check of the shipped configuration after init: %s", out)
+	}
 }

@@ -154,7 +154,17 @@ for deb in "${debs[@]}"; do
 	fi
 	log "== $pkg: the packaged binary"
 	"$x/usr/sbin/$pkg" -version >&2 || { log "$pkg -version failed"; fail=1; }
-	"$x/usr/sbin/$pkg" -check -config "$x/etc/roamsec/$role.yaml" >&2 || { log "$pkg -check of the shipped config failed"; fail=1; }
+	# The first run: init writes the key (and the road warrior's config)
+	# beside a copy of the shipped configuration, which -check then accepts.
+	first="$work/first-$pkg"
+	mkdir -p "$first"
+	if [ "$role" = gateway ]; then
+		cp "$x/etc/roamsec/gateway.yaml" "$first/"
+		"$x/usr/sbin/$pkg" init -dir "$first" >/dev/null || { log "$pkg init failed"; fail=1; }
+	else
+		"$x/usr/sbin/$pkg" init -dir "$first" -gateway 192.0.2.1 >/dev/null || { log "$pkg init failed"; fail=1; }
+	fi
+	"$x/usr/sbin/$pkg" -check -config "$first/$role.yaml" >&2 || { log "$pkg -check of the shipped config after init failed"; fail=1; }
 done
 if [ $fail != 0 ]; then
 	log "checks FAILED"

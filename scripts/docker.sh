@@ -72,8 +72,9 @@ log "building the static gateway binary"
 CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -buildvcs=false \
 	-ldflags "-s -w -buildid= -X $module/internal/version.Version=$VERSION" \
 	-o "$ctx/roamsec-gateway" ./cmd/gateway
-# COPY keeps the context's modes: the configuration holds keys.
-install -m 0600 packaging/examples/gateway.yaml "$ctx/gateway.yaml"
+# COPY keeps the context's modes: the configuration holds no secret (the
+# pre-shared key is mounted at run time).
+install -m 0644 packaging/conffiles/gateway.yaml "$ctx/gateway.yaml"
 install -m 0644 "$certs" "$ctx/ca-certificates.crt"
 chmod 0755 "$ctx/roamsec-gateway"
 touch -d "@$SOURCE_DATE_EPOCH" "$ctx"/*
@@ -96,12 +97,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# --format docker: the OCI image format has no HEALTHCHECK (buildah drops
+# it).
 log "buildah bud -f packaging/docker/Dockerfile -t $image"
-"${bh[@]}" bud --isolation chroot --timestamp "$SOURCE_DATE_EPOCH" \
+"${bh[@]}" bud --format docker --isolation chroot --timestamp "$SOURCE_DATE_EPOCH" \
 	--label "org.opencontainers.image.version=$VERSION" \
 	--label "org.opencontainers.image.revision=$commit" \
 	-f packaging/docker/Dockerfile -t "$image" "$ctx" >&2
 rm -f "$archive"
-"${bh[@]}" push --quiet "$image" "oci-archive:$archive:$image" >&2
+# v2s2: the Docker manifest and configuration (with the HEALTHCHECK) in
+# the OCI layout; `skopeo copy oci-archive:... docker-daemon:...` and
+# `podman load` take it as it is.
+"${bh[@]}" push --quiet --format v2s2 "$image" "oci-archive:$archive:$image" >&2
 log "built $archive ($(du -k "$archive" | cut -f1) KiB)"
 echo "$archive"

@@ -92,6 +92,7 @@ type Config struct {
 
 	inlineKeys bool
 	wiped      bool
+	lines      map[string]int // field path -> line, for CheckHost's messages
 }
 
 // Log is the logging section.
@@ -235,6 +236,7 @@ func Parse(name string, data []byte) (c *Config, err error) {
 	}
 	c.Warnings = p.warns
 	c.inlineKeys = p.inlineKeys
+	c.lines = p.lines
 	return c, nil
 }
 
@@ -298,6 +300,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 		f.missing("role", ": gateway or roadwarrior")
 	} else {
 		c.Role = Role(role)
+		p.role = c.Role
 	}
 	c.Log = p.log(f)
 	c.ControlSocket = "/run/roamsec/" + string(c.Role) + ".sock"

@@ -53,3 +53,18 @@ func FuzzParse(f *testing.F) {
 		b.Close()
 	})
 }
+
+// ControlSocketOf's reader never panics, and returns an absolute path or
+// an error.
+func FuzzControlSocketOf(f *testing.F) {
+	f.Add([]byte("role: gateway\n"))
+	f.Add([]byte("role: roadwarrior\ncontrol_socket: /tmp/x.sock\n"))
+	f.Add([]byte("control_socket: [a]\n"))
+	f.Add([]byte("a: &a [*a]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		sock, err := controlSocketOf("f.yaml", data)
+		if err == nil && !strings.HasPrefix(sock, "/") {
+			t.Fatalf("socket %q is not absolute", sock)
+		}
+	})
+}

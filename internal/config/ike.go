@@ -2,7 +2,10 @@ package config
 
 import (
 	"bytes"
+	"crypto/x509"
+	"errors"
 	"io"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -31,6 +34,10 @@ type IKE struct {
 	CertFile string
 	KeyFile  string
 	CAFiles  []string
+	// Credential and CAs are CertFile/KeyFile and CAFiles, loaded and
+	// checked when the file is parsed, so -check sees what start-up sees.
+	Credential *auth.Credential
+	CAs        []*x509.Certificate
 	// Gateway: the road warriors it accepts.
 	Peers []IKEPeer
 
@@ -125,8 +132,15 @@ func (p *parser) ike(top *fields, c *Config) {
 	for i, cn := range f.list("cas") {
 		if v, ok := p.scalar(cn, f.itemPath("cas", i)); ok {
 			k.CAFiles = append(k.CAFiles, p.abs(v))
+			cas, err := auth.LoadCAs(p.abs(v))
+			if err != nil {
+				p.errf(cn.Line, f.itemPath("cas", i), "%s", credMsg(err))
+				continue
+			}
+			k.CAs = append(k.CAs, cas...)
 		}
 	}
+	p.credentials(f, k)
 	if c.Role == RoleRoadWarrior && k.PSK == nil && k.CertFile == "" {
 		p.errf(f.line, "ike", "no credentials: give psk_file, or cert and key")
 	}
@@ -193,6 +207,35 @@ func (p *parser) ike(top *fields, c *Config) {
 	c.IKE = k
 }
 
+// credentials loads ike.cert with ike.key (ike.cas are loaded as they are
+// read), as the
+// daemon will use them: a missing, unreadable or garbage file is a
+// file:line: field error here, not a run-time failure.
+func (p *parser) credentials(f *fields, k *IKE) {
+	if k.CertFile != "" && k.KeyFile != "" {
+		cred, err := auth.LoadCredential(k.CertFile, k.KeyFile)
+		if err != nil {
+			field := "cert"
+			if strings.Contains(err.Error(), k.KeyFile) || strings.Contains(err.Error(), "private key") {
+				field = "key"
+			}
+			p.errf(f.lineOf(field), f.path2(field), "%s", credMsg(err))
+		} else {
+			k.Credential = cred
+		}
+	}
+}
+
+// credMsg says what is wrong with a credential file, with the fix for the
+// common case (not there yet).
+func credMsg(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "auth: ")
+	if errors.Is(err, fs.ErrNotExist) {
+		msg += " (create it, e.g. with init, or fix the path)"
+	}
+	return msg
+}
+
 func (p *parser) abs(v string) string {
 	v = strings.TrimSpace(v)
 	if v != "" && !filepath.IsAbs(v) {
@@ -229,6 +272,10 @@ func (p *parser) pskFile(f *fields, name string) Secret {
 	}
 	path := p.abs(v)
 	st, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		p.errf(vn.Line, f.path2(name), "PSK file %s does not exist: run `%s` to create one (or: umask 077; openssl rand -base64 32 > %s)", path, initCommand(p.role), path)
+		return nil
+	}
 	if err != nil {
 		p.errf(vn.Line, f.path2(name), "cannot read PSK file: %v", err)
 		return nil
@@ -279,4 +326,12 @@ func (k *IKE) Wipe() {
 	for _, p := range k.Peers {
 		p.PSK.Wipe()
 	}
+}
+
+// initCommand is the packaged command that creates a role's credentials.
+func initCommand(r Role) string {
+	if r == "" {
+		r = RoleGateway
+	}
+	return "roamsec-" + string(r) + " init"
 }

@@ -24,6 +24,7 @@ type parser struct {
 	lines map[string]int // field path -> line, for the semantic checks
 
 	inlineKeys bool
+	role       Role // once read, for messages
 }
 
 func (p *parser) errf(line int, path, format string, args ...any) {

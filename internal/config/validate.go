@@ -206,6 +206,8 @@ func (p *parser) validate(c *Config) {
 		}
 	}
 
+	p.ports(c)
+
 	// Extra policies.
 	byName := map[string]*SA{}
 	for i := range c.SAs {
@@ -333,4 +335,21 @@ func (c *Config) TUNMTU() int {
 		return c.TUN.MTU
 	}
 	return tun.MTUFor(c.TUN.PathMTU, c.Overhead())
+}
+
+// ports refuses IKE on other ports than RFC 7296 §2's 500 and RFC 3948's
+// 4500: the IKE code follows those two numbers (NAT detection, the float
+// to 4500 of RFC 7296 §2.23, the response socket, the Child SA's peer
+// port), so any other value would be half honoured. Static-key SAs have no
+// such rule: their udp_port and peer_port are used as given.
+func (p *parser) ports(c *Config) {
+	if c.IKE == nil {
+		return
+	}
+	if c.IKE.Port != 0 && c.IKE.Port != 500 {
+		p.fail("ike.port", "%d: IKEv2 runs on UDP 500 and floats to 4500 (RFC 7296 §2.23); other ports are not supported: remove the field", c.IKE.Port)
+	}
+	if c.Transport.UDPPort != 0 && c.Transport.UDPPort != DefaultUDPPort {
+		p.fail("transport.udp_port", "%d: with an ike section ESP in UDP and IKE share UDP 4500 (RFC 3948, RFC 7296 §2.23); other ports are not supported: remove the field", c.Transport.UDPPort)
+	}
 }

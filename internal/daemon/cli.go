@@ -66,6 +66,7 @@ func usage(role string, w io.Writer) {
        roadwarrior status [-config FILE] [-json]
        roadwarrior sa list [-config FILE] [-json]
        roadwarrior disconnect [-config FILE]
+       roadwarrior init -gateway HOST [-psk-file FILE|-] [-dir DIR] [-force]
        roadwarrior version
 
 roamsec %s road warrior. Without a command it runs as the daemon (as the
@@ -88,6 +89,10 @@ Commands:
               bytes, packets, age
   disconnect  ask the running road warrior (daemon or connect) to delete its
               IKE SA and exit cleanly; waits until it has
+  init        write roadwarrior.yaml (IKEv2, virtual address, the gateway
+              HOST) and the pre-shared key roadwarrior.psk (mode 0600) into
+              /etc/roamsec (-dir): the key the gateway's init printed
+              (-psk-file, - for standard input), or a new one it prints
 
 Needs root, or CAP_NET_ADMIN, CAP_NET_RAW and CAP_NET_BIND_SERVICE.
 Configuration: /etc/roamsec/roadwarrior.yaml unless -config.
@@ -100,6 +105,7 @@ Flags (daemon):
 	fmt.Fprintf(w, `Usage: gateway [-config FILE] [-check] [-version]
        gateway status [-config FILE] [-json]
        gateway sa list [-config FILE] [-json]
+       gateway init [-address HOST] [-dir DIR] [-force]
        gateway version
 
 roamsec %s gateway. Without a command it runs as the daemon: it creates the
@@ -112,6 +118,9 @@ Commands:
               control socket named in the configuration)
   sa list     one line per Child SA: peer identity, SPIs in/out, selectors,
               virtual address, bytes, packets, age
+  init        write a fresh pre-shared key, roadwarrior.psk (mode 0600), into
+              /etc/roamsec (-dir), which the shipped gateway.yaml uses, and
+              print the road warrior's init command line with it
 
 Needs root, or CAP_NET_ADMIN, CAP_NET_RAW and CAP_NET_BIND_SERVICE.
 Configuration: /etc/roamsec/gateway.yaml unless -config.
@@ -132,6 +141,8 @@ func Main(role string, args []string, stdout, stderr io.Writer) int {
 			args = []string{"-help"}
 		case "status":
 			return statusCmd(role, args[1:], stdout, stderr)
+		case "init":
+			return initCmd(role, args[1:], os.Stdin, stdout, stderr)
 		case "sa":
 			if len(args) < 2 || args[1] != "list" {
 				fmt.Fprintf(stderr, "%s sa: want \"sa list\" (see %s -help)\n", role, role)
@@ -156,6 +167,7 @@ func Main(role string, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "/etc/roamsec/"+role+".yaml", "configuration file (YAML)")
 	check := fs.Bool("check", false, "check the configuration and exit")
+	offline := fs.Bool("offline", false, "with -check: check the file alone, not against this host's addresses and interfaces")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		usage(role, stderr)
@@ -176,7 +188,7 @@ func Main(role string, args []string, stdout, stderr io.Writer) int {
 		return ExitUsage
 	}
 
-	p, code := prepare(role, *cfgPath, stderr, false)
+	p, code := prepareOn(role, *cfgPath, stderr, false, *offline && *check)
 	if p == nil {
 		return code
 	}
@@ -207,11 +219,21 @@ func (p *prepared) close() {
 // stderr and returns the exit code. quiet raises the log level to
 // warnings (connect without -v).
 func prepare(role, cfgPath string, stderr io.Writer, quiet bool) (*prepared, int) {
+	return prepareOn(role, cfgPath, stderr, quiet, false)
+}
+
+// prepareOn is prepare; offline skips the checks against this host
+// (config.CheckHost): -check -offline of a file meant for another machine.
+func prepareOn(role, cfgPath string, stderr io.Writer, quiet, offline bool) (*prepared, int) {
 	c, err := config.Load(cfgPath)
 	if err != nil {
 		if errors.Is(err, fs.ErrPermission) {
 			fmt.Fprintf(stderr, "%s: cannot read %s: permission denied: the configuration holds keys and is root's only: run as root (sudo)\n", role, cfgPath)
 			return nil, ExitPermission
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintf(stderr, "%s: configuration refused: %s does not exist: %s\n", role, cfgPath, firstRunHint(role))
+			return nil, ExitConfig
 		}
 		reportConfigError(stderr, role, err)
 		return nil, ExitConfig
@@ -220,6 +242,11 @@ func prepare(role, cfgPath string, stderr io.Writer, quiet bool) (*prepared, int
 		c.Wipe()
 		fmt.Fprintf(stderr, "%s: %s: role is %q, but this is the %s daemon\n", role, cfgPath, c.Role, role)
 		return nil, ExitConfig
+	}
+	if !offline {
+		if code := checkHost(role, c, stderr); code != ExitOK {
+			return nil, code
+		}
 	}
 	lc := c.Log
 	if quiet && lc.Level < slog.LevelWarn {
@@ -261,6 +288,21 @@ func prepare(role, cfgPath string, stderr io.Writer, quiet bool) (*prepared, int
 	return &prepared{cfg: c, built: b, setup: s, log: log, level: level}, ExitOK
 }
 
+// checkHost runs config.CheckHost on this host: what start-up would
+// refuse, -check refuses too.
+func checkHost(role string, c *config.Config, stderr io.Writer) int {
+	h, err := config.LocalHost()
+	if err == nil {
+		err = c.CheckHost(h)
+	}
+	if err != nil {
+		c.Wipe()
+		fmt.Fprintf(stderr, "%s: configuration refused on this host:\n%v\n", role, err)
+		return ExitConfig
+	}
+	return ExitOK
+}
+
 // parseArgs parses flags anywhere among the arguments (flag stops at the
 // first non-flag) and returns the positional ones.
 func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
@@ -277,10 +319,12 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// controlSocket loads just enough of the configuration to find the
-// control socket (no keys are kept).
+// controlSocket reads just enough of the configuration to find the
+// control socket.
 func controlSocket(role, cmd, cfgPath string, stderr io.Writer) (string, int) {
-	c, err := config.Load(cfgPath)
+	// Only role and control_socket: no key file is read, so a member of
+	// control_group needs no more than read access to the file.
+	sock, err := config.ControlSocketOf(cfgPath)
 	if err != nil {
 		if errors.Is(err, fs.ErrPermission) {
 			fmt.Fprintf(stderr, "%s %s: cannot read %s: permission denied: run as root (sudo)\n", role, cmd, cfgPath)
@@ -289,8 +333,7 @@ func controlSocket(role, cmd, cfgPath string, stderr io.Writer) (string, int) {
 		fmt.Fprintf(stderr, "%s %s: configuration refused:\n%v\n", role, cmd, err)
 		return "", ExitConfig
 	}
-	c.Wipe()
-	return c.ControlSocket, ExitOK
+	return sock, ExitOK
 }
 
 // query asks the daemon and maps the failure to an exit code.

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/roamsec/roamsec/ike"
-	"github.com/roamsec/roamsec/ike/auth"
 	"github.com/roamsec/roamsec/internal/config"
 	"github.com/roamsec/roamsec/mobility"
 	"github.com/roamsec/roamsec/tun"
@@ -126,20 +125,8 @@ func ikeConfig(k *config.IKE, role string, listen []netip.Addr) (ike.Config, err
 		RetransmitTimeout: k.RetransmitTimeout, RetransmitTries: k.RetransmitTries,
 		FragmentSize: k.FragmentSize,
 	}
-	if k.CertFile != "" {
-		cred, err := auth.LoadCredential(k.CertFile, k.KeyFile)
-		if err != nil {
-			return cfg, err
-		}
-		cfg.Credential = cred
-	}
-	if len(k.CAFiles) > 0 {
-		cas, err := auth.LoadCAs(k.CAFiles...)
-		if err != nil {
-			return cfg, err
-		}
-		cfg.CAs = cas
-	}
+	// Loaded and checked by config when the file was parsed (-check too).
+	cfg.Credential, cfg.CAs = k.Credential, k.CAs
 	for _, p := range k.Peers {
 		cfg.Peers = append(cfg.Peers, ike.Peer{ID: p.ID, PSK: p.PSK, Addresses: p.Addresses, VirtualPool: p.VirtualPool, VirtualPool6: p.VirtualPool6, DNS: p.DNS})
 	}
@@ -235,7 +222,7 @@ func connectLoop(ctx context.Context, ep *ike.Endpoint, local netip.Addr, gw net
 	backoff := time.Second
 	up := false
 	for {
-		if err := ep.Connect(local, gw); err != nil {
+		if err := ep.Connect(sourceFor(local, gw.Addr()), gw); err != nil {
 			fatal <- err
 			return
 		}

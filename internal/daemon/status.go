@@ -32,11 +32,46 @@ type Status struct {
 	TUN      string          `json:"tun"`
 	MTU      int             `json:"mtu"`
 	SAs      []SAStatus      `json:"sas"`
-	Datapath datapath.Stats  `json:"datapath"`
+	Datapath DatapathStatus  `json:"datapath"`
 	Mobility *MobilityStatus `json:"mobility,omitempty"`
 	// IKE and Children are there when IKEv2 negotiates the SAs.
 	IKE      *IKEStatus    `json:"ike,omitempty"`
 	Children []ChildStatus `json:"children,omitempty"`
+}
+
+// DatapathStatus is the data path's counters, with its drops that belong
+// to no SA labelled by reason (tunnel.DropReason names, plus no_transport,
+// send_error and ike_dropped), as the SAs' drops are.
+type DatapathStatus struct {
+	TunRead     uint64            `json:"tun_read"`
+	TunWritten  uint64            `json:"tun_written"`
+	ESPSent     uint64            `json:"esp_sent"`
+	ESPReceived uint64            `json:"esp_received"`
+	Drops       map[string]uint64 `json:"drops,omitempty"`
+}
+
+func datapathStatus(s datapath.Stats) DatapathStatus {
+	d := DatapathStatus{TunRead: s.TunRead, TunWritten: s.TunWritten, ESPSent: s.ESPSent, ESPReceived: s.ESPReceived, Drops: s.OutDrops.DropsByName()}
+	for k, v := range map[string]uint64{"no_transport": s.NoTransport, "send_error": s.SendErrs, "ike_dropped": s.IKEDropped} {
+		if v != 0 {
+			d.Drops[k] = v
+		}
+	}
+	if len(d.Drops) == 0 {
+		d.Drops = nil
+	}
+	return d
+}
+
+// IKECounters are the IKE endpoint's own counters (ike.Stats): messages
+// it dropped before touching any state, requests it retransmitted,
+// retransmitted requests it answered from its response cache (RFC 7296
+// §2.1), and IKE_SA_INIT requests it answered with a COOKIE (§2.6).
+type IKECounters struct {
+	Dropped       uint64 `json:"dropped"`
+	Retransmitted uint64 `json:"retransmitted"`
+	Answered      uint64 `json:"answered_from_cache"`
+	Cookies       uint64 `json:"cookies"`
 }
 
 // IKEStatus is the IKE side: a road warrior's IKE SA (its state, as the
@@ -64,6 +99,8 @@ type IKEStatus struct {
 	// SAs are the established IKE SAs as the endpoint holds them: SPIs,
 	// where the peer is now, NAT, MOBIKE, IKE SA rekeys.
 	SAs []ike.SAInfo `json:"sas,omitempty"`
+	// Counters are the endpoint's own counters.
+	Counters *IKECounters `json:"counters,omitempty"`
 }
 
 // ChildStatus is one negotiated Child SA pair, as `sa list` shows it.
@@ -203,7 +240,7 @@ func (r *Running) Status() Status {
 
 func (r *Running) status(role string, started time.Time, mob *mobilityState) Status {
 	st := Status{Daemon: role, Version: version.Version, Started: started, PID: os.Getpid(), TUN: r.Device.Name(), MTU: r.Device.MTU(),
-		Datapath: r.Datapath.Stats()}
+		Datapath: datapathStatus(r.Datapath.Stats())}
 	for _, sa := range append(r.setup.Outbound[:len(r.setup.Outbound):len(r.setup.Outbound)], r.setup.ike.outbound()...) {
 		st.SAs = append(st.SAs, saStatus(sa))
 	}
@@ -220,6 +257,8 @@ func (r *Running) status(role string, started time.Time, mob *mobilityState) Sta
 		st.IKE = ik.track.status(r.setup.IKE, ik.initiator, st.Children)
 		if ik.ep != nil {
 			st.IKE.SAs = ik.ep.SAs()
+			c := ik.ep.Counters()
+			st.IKE.Counters = &IKECounters{Dropped: c.Dropped, Retransmitted: c.Retransmitted, Answered: c.Answered, Cookies: c.Cookies}
 		}
 	}
 	return st
@@ -268,11 +307,7 @@ func PrintStatus(w io.Writer, st Status) {
 	}
 	fmt.Fprintf(w, "SAs:\n")
 	for _, sa := range st.SAs {
-		drops := "none"
-		if len(sa.Drops) > 0 {
-			drops = fmt.Sprint(sa.Drops)
-		}
-		fmt.Fprintf(w, "  %s %-3s %s %-8s %10d packets %12d bytes  drops: %s", sa.SPI, sa.Dir, sa.Transform, sa.Encap, sa.Packets, sa.Bytes, drops)
+		fmt.Fprintf(w, "  %s %-3s %s %-8s %10d packets %12d bytes  drops: %s", sa.SPI, sa.Dir, sa.Transform, sa.Encap, sa.Packets, sa.Bytes, dropsText(sa.Drops))
 		if sa.Outer != "" {
 			fmt.Fprintf(w, "  outer %s", sa.Outer)
 		}
@@ -280,6 +315,12 @@ func PrintStatus(w io.Writer, st Status) {
 			fmt.Fprint(w, "  DEAD")
 		}
 		fmt.Fprintln(w)
+	}
+	d := st.Datapath
+	fmt.Fprintf(w, "Data path: TUN %d read, %d written; ESP %d sent, %d received; drops outside any SA: %s\n", d.TunRead, d.TunWritten, d.ESPSent, d.ESPReceived, dropsText(d.Drops))
+	if k := st.IKE; k != nil && k.Counters != nil {
+		c := k.Counters
+		fmt.Fprintf(w, "IKE messages: %d dropped, %d requests retransmitted, %d answered from the cache, %d cookies sent\n", c.Dropped, c.Retransmitted, c.Answered, c.Cookies)
 	}
 	if m := st.Mobility; m != nil {
 		fmt.Fprintf(w, "Path failure detector: %s (kernel SCTP: %s)\n", m.Detector, m.KernelSCTP)
@@ -299,6 +340,23 @@ func PrintStatus(w io.Writer, st Status) {
 				s.From, s.To, s.At.Format(time.TimeOnly), s.Reason, s.TookMs, m.Switches)
 		}
 	}
+}
+
+// dropsText is "none", or "icv 3, replay 1": reasons in name order.
+func dropsText(d map[string]uint64) string {
+	if len(d) == 0 {
+		return "none"
+	}
+	keys := make([]string, 0, len(d))
+	for k := range d {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %d", k, d[k])
+	}
+	return strings.Join(parts, ", ")
 }
 
 // ikeTrack follows the IKE SAs for status and metrics: a road warrior's
@@ -507,10 +565,10 @@ func (r *Running) metricsSnapshot() metrics.Snapshot {
 	snap := metrics.Snapshot{Role: st.Daemon, Version: st.Version,
 		Datapath: map[string]uint64{"tun_read": st.Datapath.TunRead, "tun_written": st.Datapath.TunWritten,
 			"esp_sent": st.Datapath.ESPSent, "esp_received": st.Datapath.ESPReceived},
-		Drops: st.Datapath.OutDrops.DropsByName()}
-	snap.Drops["ike_dropped"] += st.Datapath.IKEDropped
-	snap.Drops["send_error"] += st.Datapath.SendErrs
-	snap.Drops["no_transport"] += st.Datapath.NoTransport
+		Drops: map[string]uint64{}}
+	for k, v := range st.Datapath.Drops {
+		snap.Drops[k] += v
+	}
 	for k, v := range r.setup.SAD.Counters.Snapshot().DropsByName() {
 		snap.Drops[k] += v
 	}

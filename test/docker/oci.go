@@ -66,6 +66,17 @@ type Config struct {
 	ExposedPorts map[string]struct{} `json:"ExposedPorts"`
 	Labels       map[string]string   `json:"Labels"`
 	StopSignal   string              `json:"StopSignal"`
+	Healthcheck  *Healthcheck        `json:"Healthcheck"`
+}
+
+// Healthcheck is the Docker image format's HEALTHCHECK (durations in
+// nanoseconds); the OCI image format has none.
+type Healthcheck struct {
+	Test        []string `json:"Test"` // ["CMD", argv...]
+	Interval    int64    `json:"Interval"`
+	Timeout     int64    `json:"Timeout"`
+	StartPeriod int64    `json:"StartPeriod"`
+	Retries     int      `json:"Retries"`
 }
 
 // Image is an unpacked image: its configuration and where it came from.

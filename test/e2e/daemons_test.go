@@ -184,3 +184,80 @@ func TestDaemonsWaterBackendAndRawESP(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// -check is as strict as start-up, on the host the daemon runs on (here a
+// namespace of the bed): what -check refuses there, start-up refuses with
+// the same file:line: field and exit code 3 (not a run-time failure, exit
+// 4); what -check accepts starts and carries traffic.
+func TestCheckIsAsStrictAsStartUp(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	bed := netns.New(t)
+	dir := t.TempDir()
+	read := func(name string) string {
+		data, err := os.ReadFile(rig.ExampleConfig(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data)
+	}
+	gwStatic, rwStatic := read("gateway.yaml"), read("roadwarrior.yaml")
+	ikeGWPath, ikeRWPath := ikeConfigs(t, "192.0.2.2/32, 198.51.100.2/32", "1h")
+	ikeGWText, _ := os.ReadFile(ikeGWPath)
+	ikeRWText, _ := os.ReadFile(ikeRWPath)
+	cases := []struct {
+		name, role, text, from, to, want string
+	}{
+		{"route src not on the host", "gateway", gwStatic, "{ dst: 192.0.2.2/32, src: 192.0.2.1 }", "{ dst: 192.0.2.2/32, src: 192.0.2.9 }", "tun.routes[0].src: 192.0.2.9 is not an address of this host"},
+		{"link naming no interface", "roadwarrior", rwStatic, "link: rsb-sec", "link: wwan9", `mobility.paths[1].link: no network interface is named "wwan9"`},
+		{"ike port not 500", "gateway", string(ikeGWText), "  dpd: 2s\n", "  dpd: 2s\n  port: 5000\n", "ike.port: 5000"},
+		{"missing certificate", "roadwarrior", string(ikeRWText), "  psk_file: psk\n", "  cert: rw.pem\n  key: rw.key\n", "ike.cert: "},
+		{"missing PSK file", "gateway", string(ikeGWText), "psk_file: psk,", "psk_file: nowhere.psk,", "ike.peers[0].psk_file: PSK file"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if !strings.Contains(c.text, c.from) {
+				t.Fatalf("config no longer contains %q", c.from)
+			}
+			path, err := rig.WriteFile(filepath.Dir(ikeGWPath), strings.ReplaceAll(c.name, " ", "-")+".yaml", strings.Replace(c.text, c.from, c.to, 1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ns := bed.GW
+			if c.role == "roadwarrior" {
+				ns = bed.RW
+			}
+			for _, args := range [][]string{{"-check"}, {}} {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				out, code, err := rig.Run(ctx, ns, filepath.Join(bin, c.role), append([]string{"-config", path}, args...)...)
+				cancel()
+				if err != nil || code != 3 || !strings.Contains(out, path+":") || !strings.Contains(out, c.want) {
+					t.Fatalf("%s %v: exit %d (%v), want 3 and %q:\n%s", c.role, args, code, err, c.want, out)
+				}
+			}
+		})
+	}
+
+	// The files -check accepts in the bed start and carry traffic.
+	var paths []string
+	for _, f := range []struct{ role, text string }{{"gateway", gwStatic}, {"roadwarrior", rwStatic}} {
+		path, err := rig.WriteFile(dir, f.role+".yaml", f.text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns := bed.GW
+		if f.role == "roadwarrior" {
+			ns = bed.RW
+		}
+		out, code, err := rig.Run(context.Background(), ns, filepath.Join(bin, f.role), "-config", path, "-check")
+		if err != nil || code != 0 || !strings.Contains(out, "configuration OK") {
+			t.Fatalf("%s -check: exit %d (%v):\n%s", f.role, code, err, out)
+		}
+		paths = append(paths, path)
+	}
+	up(t, bed, paths[0], paths[1])
+	if out, err := bed.RW.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", netns.Srv4.String()); err != nil {
+		t.Fatalf("ping through what -check accepted: %v\n%s", err, out)
+	}
+}

@@ -137,6 +137,8 @@ func TestInstallUpgradePurge(t *testing.T) {
 		t.Fatalf("systemctl is-enabled after enable: %q", got)
 	}
 	edited := map[string][]byte{}
+	// Both files exist after init (checkInstalled ran it): the gateway's
+	// conffile and the configuration the road warrior's init wrote.
 	for _, role := range roles {
 		p := filepath.Join(root, "etc/roamsec", role+".yaml")
 		data, err := os.ReadFile(p)
@@ -168,18 +170,20 @@ func TestInstallUpgradePurge(t *testing.T) {
 			if data, err := os.ReadFile(p); err != nil || !bytes.Equal(data, edited[role]) {
 				t.Errorf("/etc/roamsec/%s.yaml lost the local change in the upgrade (%v)", role, err)
 			}
-			checkMode(t, p, 0o600)
+			checkMode(t, p, 0o644) // no secret in it: the key is in roadwarrior.psk
 			if out := c.run("/usr/sbin/"+pkg, "-check", "-config", "/etc/roamsec/"+role+".yaml"); !strings.Contains(out, "configuration OK") {
-				t.Errorf("-check of the edited conffile: %s", out)
+				t.Errorf("-check of the edited configuration: %s", out)
 			}
+			checkMode(t, filepath.Join(root, "etc/roamsec/roadwarrior.psk"), 0o600)
 		})
 	}
 	if left, _ := filepath.Glob(filepath.Join(root, "etc/roamsec/*.dpkg-*")); len(left) > 0 {
 		t.Errorf("upgrade left %v", left)
 	}
-	// dpkg --verify sees the edited conffiles (c) as changed, nothing else.
+	// dpkg --verify sees the edited conffile (c) as changed, nothing else
+	// (the road warrior's configuration is init's, not dpkg's).
 	verify, _ := c.output("dpkg", "--verify", "roamsec-gateway", "roamsec-roadwarrior")
-	if want := "??5?????? c /etc/roamsec/gateway.yaml\n??5?????? c /etc/roamsec/roadwarrior.yaml\n"; verify != want {
+	if want := "??5?????? c /etc/roamsec/gateway.yaml\n"; verify != want {
 		t.Errorf("dpkg --verify after the upgrade with edited conffiles:\n%s\nwant:\n%s", verify, want)
 	}
 	if got := c.isEnabled("roamsec-gateway"); got != "enabled" {
@@ -190,7 +194,7 @@ func TestInstallUpgradePurge(t *testing.T) {
 	}
 
 	// Remove (not purge) the road warrior: binary and unit go, the
-	// conffile stays.
+	// configuration init wrote stays.
 	c.dpkg("--remove", "roamsec-roadwarrior")
 	if got := c.query("roamsec-roadwarrior", "${Status}"); got != "deinstall ok config-files" {
 		t.Errorf("after dpkg --remove: status %q", got)
@@ -200,8 +204,8 @@ func TestInstallUpgradePurge(t *testing.T) {
 			t.Errorf("dpkg --remove left /%s", p)
 		}
 	}
-	if !c.exists("etc/roamsec/roadwarrior.yaml") {
-		t.Error("dpkg --remove took the conffile /etc/roamsec/roadwarrior.yaml")
+	if !c.exists("etc/roamsec/roadwarrior.yaml") || !c.exists("etc/roamsec/roadwarrior.psk") {
+		t.Error("dpkg --remove took the configuration or key init wrote")
 	}
 
 	// Purge both: nothing of ours is left.
@@ -262,32 +266,40 @@ func checkInstalled(c *chroot, repo, role, version string) {
 			t.Errorf("dpkg -L %s lists %s, which is missing", pkg, p)
 		}
 	}
-	for _, want := range []string{
+	wantFiles := []string{
 		"/usr/sbin/" + pkg,
-		"/etc/roamsec/" + role + ".yaml",
 		"/lib/systemd/system/" + pkg + ".service",
 		"/usr/share/man/man8/" + pkg + ".8.gz",
 		"/usr/share/doc/" + pkg + "/copyright",
 		"/usr/share/doc/" + pkg + "/examples/" + role + "-ike.yaml",
-	} {
+	}
+	if role == "gateway" {
+		wantFiles = append(wantFiles, "/etc/roamsec/gateway.yaml")
+	}
+	for _, want := range wantFiles {
 		if !contains(files, want) {
 			t.Errorf("dpkg -L %s does not list %s:\n%s", pkg, want, strings.Join(files, "\n"))
 		}
 	}
 
-	// The configuration is a registered conffile with the shipped
-	// content, root's only.
+	// The gateway's configuration is a registered conffile with the
+	// shipped content and no secret in it (0644); the road warrior has no
+	// conffile (init writes its configuration).
 	conf := "/etc/roamsec/" + role + ".yaml"
-	example, err := os.ReadFile(filepath.Join(repo, "packaging/examples", role+".yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := md5.Sum(example)
 	conffiles := strings.TrimSpace(c.query(pkg, "${Conffiles}"))
-	if want := conf + " " + hex.EncodeToString(sum[:]); conffiles != want {
-		t.Errorf("%s conffiles: %q, want %q", pkg, conffiles, want)
+	if role == "gateway" {
+		shipped, err := os.ReadFile(filepath.Join(repo, "packaging/conffiles/gateway.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := md5.Sum(shipped)
+		if want := conf + " " + hex.EncodeToString(sum[:]); conffiles != want {
+			t.Errorf("%s conffiles: %q, want %q", pkg, conffiles, want)
+		}
+		checkMode(t, filepath.Join(c.root, conf), 0o644)
+	} else if conffiles != "" {
+		t.Errorf("%s conffiles: %q, want none", pkg, conffiles)
 	}
-	checkMode(t, filepath.Join(c.root, conf), 0o600)
 	checkMode(t, filepath.Join(c.root, "usr/sbin", pkg), 0o755)
 	checkMode(t, filepath.Join(c.root, "usr/share/doc", pkg, "examples", role+"-ike.yaml"), 0o644)
 
@@ -307,8 +319,8 @@ func checkInstalled(c *chroot, repo, role, version string) {
 		}
 		os.WriteFile(doc, orig, 0o644)
 	}
-	if st := c.run("stat", "-c", "%U:%G", conf, "/usr/sbin/"+pkg); st != "root:root\nroot:root\n" {
-		t.Errorf("owners of %s and the binary: %q", conf, st)
+	if st := c.run("stat", "-c", "%U:%G", "/usr/sbin/"+pkg); st != "root:root\n" {
+		t.Errorf("owner of the binary: %q", st)
 	}
 
 	// The binary runs inside the installed system.
@@ -317,12 +329,24 @@ func checkInstalled(c *chroot, repo, role, version string) {
 			t.Errorf("%s %s = %q, want %q", pkg, flag, got, "roamsec "+role+" "+version)
 		}
 	}
+	// The first run: refused (exit 3, saying to run init) until init has
+	// written the key (and the road warrior's configuration); then -check
+	// accepts it unedited.
+	if out, err := c.output("/usr/sbin/"+pkg, "-check", "-config", conf); err == nil || !strings.Contains(out, "init") {
+		t.Errorf("%s -check before init: %v, want a refusal saying to run init:\n%s", pkg, err, out)
+	}
+	if role == "gateway" {
+		c.run("/usr/sbin/"+pkg, "init")
+	} else {
+		c.run("/usr/sbin/"+pkg, "init", "-gateway", "192.0.2.1")
+	}
+	checkMode(t, filepath.Join(c.root, "etc/roamsec/roadwarrior.psk"), 0o600)
 	if out := c.run("/usr/sbin/"+pkg, "-check", "-config", conf); !strings.Contains(out, "configuration OK") {
-		t.Errorf("%s -check of the installed conffile: %s", pkg, out)
+		t.Errorf("%s -check after init: %s", pkg, out)
 	}
 
 	// The unit, verified by the installed system's own systemd, and not
-	// enabled on installation (the example keys are public).
+	// enabled on installation (an administrator decides when it runs).
 	unit := "/lib/systemd/system/" + pkg + ".service"
 	out, err := c.output("systemd-analyze", "verify", "--man=no", unit)
 	if err != nil || strings.TrimSpace(out) != "" {

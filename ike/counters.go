@@ -1,0 +1,9 @@
+package ike
+
+// Counters is a snapshot of the endpoint's counters (Stats), safe to take
+// from any goroutine (status, metrics) while the endpoint runs.
+func (e *Endpoint) Counters() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.Stats
+}
