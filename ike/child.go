@@ -272,8 +272,8 @@ func (s *ikeSA) install(c *Child, rekeyOf *Child) error {
 	}
 	cfg.Log.Info(verb, "ike", s.name(), "child", c.Name, "spi_in", fmt.Sprintf("%#08x", c.In.SPI), "spi_out", fmt.Sprintf("%#08x", c.Out.SPI),
 		"proposal", c.Proposal, "local_ts", tsString(c.localTS), "remote_ts", tsString(c.remoteTS), "encap", c.Out.UDPEncap, "vip", c.VirtualIP)
-	s.e.progress(Progress{Step: "CHILD_SA", Peer: s.remote, Info: fmt.Sprintf("%s: SPIs in %#08x out %#08x, %s <=> %s",
-		c.Name, c.In.SPI, c.Out.SPI, tsString(c.localTS), tsString(c.remoteTS))})
+	s.emit(Progress{Kind: EvChildInstalled, Child: &ChildEvent{Name: c.Name, SPIIn: c.In.SPI, SPIOut: c.Out.SPI,
+		LocalTS: tsString(c.localTS), RemoteTS: tsString(c.remoteTS), HostToHost: c.HostToHost, Rekey: rekeyOf != nil}})
 	return nil
 }
 
@@ -459,7 +459,7 @@ func (s *ikeSA) childResponse(ps []message.Payload, c *childOffer, nr []byte) er
 	cfg := &s.e.cfg
 	for _, n := range message.FindAll[*message.Notify](ps) {
 		if n.NotifyType < 16384 {
-			return fmt.Errorf("gateway refused the Child SA: %v", n.NotifyType)
+			return &NotifyError{Type: n.NotifyType} // a Child SA refused
 		}
 	}
 	ni := c.ni
@@ -485,7 +485,7 @@ func (s *ikeSA) childResponse(ps []message.Payload, c *childOffer, nr []byte) er
 		esp, spiOut, err = acceptESP(withDH(cfg.ESPProposals, dh), message.Find[*message.SA](ps), dh)
 	}
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrNoProposal, err)
 	}
 	var tsi, tsr []message.TrafficSelector
 	for _, t := range message.FindAll[*message.TS](ps) {
@@ -599,7 +599,7 @@ func (s *ikeSA) rekeyedByPeer(old *Child) *Child {
 func (s *ikeSA) childFailed(c *childOffer, err error) {
 	s.e.cfg.Log.Warn("CREATE_CHILD_SA failed", "ike", s.name(), "err", err)
 	if c.rekeys == nil {
-		s.e.progress(Progress{Step: "failed", Peer: s.remote, Err: err})
+		s.emit(Progress{Kind: EvChildFailed, Err: err})
 	}
 }
 
@@ -730,7 +730,7 @@ func (s *ikeSA) rekeyIKE() {
 			s.e.sas[n.spiI] = n
 			s.handOver(n, prop, shared, ni, nr.Data)
 			clear(shared)
-			s.deleteIKE("rekeyed")
+			s.deleteIKE(DownRekeyed)
 		},
 		onFail: s.failed})
 }
@@ -862,7 +862,7 @@ func (s *ikeSA) respondInformational(msgID uint32, ps []message.Payload, remote 
 	}
 	s.respond(message.INFORMATIONAL, msgID, out)
 	if deleteIKE {
-		s.destroy("deleted by the peer")
+		s.destroy(DownPeerDeleted)
 	}
 }
 

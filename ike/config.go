@@ -117,18 +117,11 @@ type Config struct {
 	Remove  func(*Child)
 	// OnLifetime receives the Child SAs' lifetime events.
 	OnLifetime func(tunnel.LifetimeEvent)
-	// Progress, if set, reports each step (for the CLI).
+	// Progress, if set, reports each event (events.go), under the
+	// endpoint's lock: it must not block or call back into the endpoint.
 	Progress func(Progress)
 
 	Log *slog.Logger
-}
-
-// Progress is one step of a connection, for people watching.
-type Progress struct {
-	Step string // "IKE_SA_INIT", "IKE_AUTH", "CHILD_SA", "established", "failed", "deleted", ...
-	Peer netip.AddrPort
-	Info string
-	Err  error
 }
 
 func (c *Config) defaults() error {

@@ -126,18 +126,52 @@ func (e *Endpoint) Handle(b []byte, local netip.Addr, remote netip.AddrPort, nat
 }
 
 // Connect starts an initiator's IKE SA to remote (port 500) from local.
-// It returns at once; Progress and the Install callback tell the rest.
-func (e *Endpoint) Connect(local netip.Addr, remote netip.AddrPort) error {
+// It returns at once, with the generation (Progress.Gen) of the new IKE SA
+// line; Progress and the Install callback tell the rest.
+func (e *Endpoint) Connect(local netip.Addr, remote netip.AddrPort) (int, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if !e.cfg.Initiator {
-		return errors.New("ike: a responder does not connect")
+		return 0, errors.New("ike: a responder does not connect")
 	}
 	if e.closed {
-		return errors.New("ike: endpoint closed")
+		return 0, errors.New("ike: endpoint closed")
 	}
 	s := e.newSA(true, local, remote, false)
-	return s.startInit()
+	if err := s.startInit(); err != nil {
+		s.fail(DownNegotiation, err)
+		return 0, err
+	}
+	return s.id, nil
+}
+
+// Reset ends every IKE SA, as Close does, but leaves the endpoint open: a
+// road warrior starting over (a reconnect) first removes everything of
+// the old IKE SA, so no Child SA of it can outlive it (RFC 7296 §2.4: the
+// INITIAL_CONTACT of the next IKE_AUTH tells the peer to do the same). An
+// established SA gets a DELETE, without waiting for the answer. Each SA
+// reports its terminal event (DownReset).
+func (e *Endpoint) Reset() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range e.sas {
+		if s.state == stEstablished {
+			s.sendDeleteNow()
+		}
+		s.destroy(DownReset)
+	}
+}
+
+// Alive reports whether an IKE SA of line gen exists (half-open or up).
+func (e *Endpoint) Alive(gen int) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range e.sas {
+		if s.id == gen && s.state != stDead {
+			return true
+		}
+	}
+	return false
 }
 
 // Close deletes every IKE SA (sending DELETE, without waiting for the
@@ -149,7 +183,7 @@ func (e *Endpoint) Close() {
 		if s.state == stEstablished {
 			s.sendDeleteNow()
 		}
-		s.destroy("shutdown")
+		s.destroy(DownShutdown)
 	}
 	e.closed = true
 }

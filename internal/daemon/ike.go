@@ -116,6 +116,25 @@ func (st *ikeState) remove(c *ike.Child) {
 	}
 }
 
+// purge removes every negotiated Child SA from the SAD and SPD and
+// returns how many there were. After the endpoint's Reset there are none
+// (each IKE SA removes its own): this is the data path's guarantee that
+// nothing of an old IKE SA stays.
+func (st *ikeState) purge() int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := len(st.children)
+	for name, c := range st.children {
+		st.sad.Remove(c.In.SPI)
+		delete(st.children, name)
+	}
+	for name, p := range st.policies {
+		st.spd.Remove(p)
+		delete(st.policies, name)
+	}
+	return n
+}
+
 // ikeConfig turns the config section into the endpoint's configuration.
 func ikeConfig(k *config.IKE, role string, listen []netip.Addr) (ike.Config, error) {
 	cfg := ike.Config{
@@ -228,47 +247,116 @@ func resolveGateway(ctx context.Context, name string, v4 bool) (netip.Addr, erro
 var ErrNameNotFound = errors.New("gateway name not found")
 
 // connectLoop keeps a road warrior's IKE SA up: connect, and after a
-// failure (the gateway silent, DPD) connect again with backoff. A refused
-// authentication ends it: retrying will not help. With failFast any
-// failure before the first Child SA is installed ends it.
-func connectLoop(ctx context.Context, ep *ike.Endpoint, local netip.Addr, gw netip.AddrPort, events <-chan ike.Progress, log *slog.Logger, fatal chan<- error, failFast bool) {
-	backoff := time.Second
-	up := false
+// failure (the gateway silent, DPD, deleted) connect again with backoff.
+// A refused authentication ends it: retrying will not help. With failFast
+// any failure before the first Child SA is installed ends it.
+func connectLoop(ctx context.Context, ep *ike.Endpoint, st *ikeState, local netip.Addr, gw netip.AddrPort, events <-chan ike.Progress, log *slog.Logger, fatal chan<- error, failFast bool) {
+	c := &connector{ep: ep, st: st, local: local, gw: gw, events: events, log: log, failFast: failFast}
+	if err := c.run(ctx); err != nil {
+		fatal <- err
+	}
+}
+
+// connector is the road warrior's one state machine for its connection:
+// one IKE SA line (ike.Progress.Gen) at a time, in flight or up. Only the
+// terminal event of the current line moves it on; events of older lines
+// are ignored. Before the next attempt everything of the old line is torn
+// down, locally and with DELETE, so no Child SA can outlive its IKE SA.
+type connector struct {
+	ep       *ike.Endpoint
+	st       *ikeState
+	local    netip.Addr
+	gw       netip.AddrPort
+	events   <-chan ike.Progress
+	log      *slog.Logger
+	failFast bool
+
+	up      bool // a Child SA was installed once
+	backoff time.Duration
+}
+
+// errLineLost: the endpoint has no SA of the current line, and its
+// terminal event did not reach us (the event channel was full).
+var errLineLost = errors.New("IKE SA gone without a terminal event")
+
+func (c *connector) run(ctx context.Context) error {
+	c.backoff = time.Second
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	for {
-		if err := ep.Connect(local, gw); err != nil {
-			fatal <- err
-			return
+		gen, err := c.ep.Connect(c.local, c.gw)
+		if err != nil {
+			return err
 		}
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev := <-events:
-				switch ev.Step {
-				case "failed", "deleted":
-					if errors.Is(ev.Err, ike.ErrAuthRefused) || failFast && !up && ev.Err != nil {
-						fatal <- ev.Err
-						return
-					}
-					if ep.Established() {
-						continue
-					}
-					log.Warn("IKE: reconnecting", "gateway", gw, "in", backoff.String(), "why", ev.Err, "info", ev.Info)
-					select {
-					case <-ctx.Done():
-						return
-					case <-time.After(backoff):
-					}
-					backoff = min(2*backoff, 30*time.Second)
-					goto again
-				case "established":
-					backoff = time.Second
-				case "CHILD_SA":
-					up = true
-				}
+		end, ok := c.await(ctx, gen, tick.C)
+		if !ok {
+			return nil
+		}
+		if errors.Is(end.Err, ike.ErrAuthRefused) || c.failFast && !c.up && end.Err != nil {
+			return end.Err
+		}
+		c.teardown()
+		c.log.Warn("IKE: reconnecting", "gateway", c.gw, "in", c.backoff.String(), "ike_line", gen, "why", end.Reason.String(), "err", end.Err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(c.backoff):
+		}
+		c.backoff = min(2*c.backoff, 30*time.Second)
+	}
+}
+
+// await follows line gen until its terminal event; false when ctx ends.
+func (c *connector) await(ctx context.Context, gen int, tick <-chan time.Time) (ike.Progress, bool) {
+	for {
+		select {
+		case <-ctx.Done():
+			return ike.Progress{}, false
+		case ev := <-c.events:
+			if ev.Gen != gen {
+				continue // an older line's, torn down already
 			}
+			switch {
+			case ev.Kind == ike.EvIKEEstablished:
+				c.backoff = time.Second
+			case ev.Kind == ike.EvChildInstalled:
+				c.up = true
+			case ev.Kind.Terminal():
+				return ev, true
+			}
+		case <-tick:
+			if c.ep.Alive(gen) {
+				continue
+			}
+			return c.lost(gen), true
 		}
-	again:
+	}
+}
+
+// lost is the end of a line the endpoint no longer has: its terminal
+// event if it is still queued, else errLineLost.
+func (c *connector) lost(gen int) ike.Progress {
+	timeout := time.After(100 * time.Millisecond)
+	for {
+		select {
+		case ev := <-c.events:
+			if ev.Gen == gen && ev.Kind.Terminal() {
+				return ev
+			}
+		case <-timeout:
+			return ike.Progress{Kind: ike.EvFailed, Gen: gen, Err: errLineLost}
+		}
+	}
+}
+
+// teardown removes every SA of the old line: the endpoint's (DELETE to
+// the gateway where one is up), then whatever the data path still holds.
+func (c *connector) teardown() {
+	c.ep.Reset()
+	if c.st != nil {
+		if n := c.st.purge(); n > 0 {
+			c.log.Error("IKE: Child SAs outlived their IKE SA; removed", "count", n)
+		}
 	}
 }
 
