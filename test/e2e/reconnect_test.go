@@ -1,0 +1,237 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/roamsec/roamsec/internal/daemon"
+	"github.com/roamsec/roamsec/test/netns"
+	"github.com/roamsec/roamsec/test/rig"
+)
+
+// Outages longer than DPD (issue 16 item 1): the road warrior must come
+// back with exactly one IKE SA and one set of Child SAs on each side, and
+// no outbound SA whose peer has no inbound twin (an orphan blackholes
+// traffic while status looks healthy). Short DPD and retransmissions keep
+// each case well under a minute: DPD 2 s, retransmissions 250 ms doubling,
+// 3 tries (3.75 s until a peer is declared dead).
+
+const fastDPD = "  dpd: 2s\n  retransmit_timeout: 250ms\n  retransmit_tries: 3\n"
+
+func reconnectConfigs(t *testing.T) (gwCfg, rwCfg string) {
+	t.Helper()
+	gwCfg, rwCfg = ikeConfigs(t, "192.0.2.2, 198.51.100.2", "1h")
+	for _, p := range []string{gwCfg, rwCfg} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), "  dpd: 2s\n") {
+			t.Fatalf("%s: no dpd line to replace", p)
+		}
+		if err := os.WriteFile(p, []byte(strings.Replace(string(b), "  dpd: 2s\n", fastDPD, 1)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return gwCfg, rwCfg
+}
+
+// fault is one way to break the connection for longer than DPD and end
+// the break; end returns when the fault is over (the moment the outage
+// is measured from).
+type fault struct {
+	name  string
+	start func(t *testing.T, c *reconnectCase)
+	end   func(t *testing.T, c *reconnectCase) time.Time
+}
+
+type reconnectCase struct {
+	bed          *netns.Bed
+	gw, rw       *rig.Proc
+	gwCfg, rwCfg string
+}
+
+func faults() []fault {
+	return []fault{
+		{"both paths dead for 9 s", func(t *testing.T, c *reconnectCase) {
+			for _, l := range []string{netns.IfPrimary, netns.IfSecondary} {
+				if err := c.bed.Blackhole(l); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(9 * time.Second)
+		}, func(t *testing.T, c *reconnectCase) time.Time {
+			for _, l := range []string{netns.IfPrimary, netns.IfSecondary} {
+				if err := c.bed.Unblackhole(l); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return time.Now()
+		}},
+		{"gateway SIGKILL and restart", func(t *testing.T, c *reconnectCase) {
+			c.gw.Kill()
+			// A killed gateway leaves its bypass rules (issue 15, another
+			// branch's fix); clear them so the restart can serve.
+			for _, fam := range []string{"-4", "-6"} {
+				for range 3 {
+					c.bed.GW.Run("ip", fam, "rule", "del", "not", "fwmark", "0x5253", "lookup", "220")
+				}
+			}
+			time.Sleep(time.Second)
+		}, func(t *testing.T, c *reconnectCase) time.Time {
+			gw, err := rig.Start(c.bed.GW, filepath.Join(bin, "gateway"), 15*time.Second, "-config", c.gwCfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.gw = gw
+			t.Cleanup(func() { gw.Stop(5 * time.Second) })
+			return time.Now()
+		}},
+		{"road warrior SIGSTOP for 9 s", func(t *testing.T, c *reconnectCase) {
+			if err := c.rw.Send(syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(9 * time.Second) // the gateway's DPD gives up after ~6 s
+		}, func(t *testing.T, c *reconnectCase) time.Time {
+			if err := c.rw.Send(syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+			return time.Now()
+		}},
+	}
+}
+
+// TestReconnectAfterLongOutage runs each fault once (ROAMSEC_BENCH_RECONNECT=N:
+// N times, and logs the median outage).
+func TestReconnectAfterLongOutage(t *testing.T) {
+	trials := 1
+	if n, err := strconv.Atoi(os.Getenv("ROAMSEC_BENCH_RECONNECT")); err == nil && n > 0 {
+		trials = n
+	}
+	for _, f := range faults() {
+		t.Run(strings.ReplaceAll(f.name, " ", "_"), func(t *testing.T) {
+			bed := netns.New(t)
+			gwCfg, rwCfg := reconnectConfigs(t)
+			gw, rw := up(t, bed, gwCfg, rwCfg)
+			c := &reconnectCase{bed: bed, gw: gw, rw: rw, gwCfg: gwCfg, rwCfg: rwCfg}
+			waitOneConnection(t, c, 20*time.Second)
+			if err := rig.EchoServer(bed); err != nil {
+				t.Fatal(err)
+			}
+			tcp, err := rig.DialTCPEcho(bed, netns.Srv4, 5202)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tcp.Close()
+			if err := tcp.Check(64<<10, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			var outages []time.Duration
+			for i := range trials {
+				s, err := rig.StartStream(bed, 20*time.Millisecond)
+				if err != nil {
+					t.Fatal(err)
+				}
+				f.start(t, c)
+				over := f.end(t, c)
+				if !rig.WaitFor(60*time.Second, func() bool { return !s.FirstReplyAfter(over).IsZero() }) {
+					s.Close()
+					t.Fatalf("trial %d: no traffic within 60 s of the fault's end\nrw:\n%s\ngw:\n%s", i, c.rw.Log(), c.gw.Log())
+				}
+				outage := s.FirstReplyAfter(over).Sub(over)
+				s.Close()
+				outages = append(outages, outage)
+				t.Logf("%s, trial %d: traffic back %v after the fault ended", f.name, i+1, outage.Round(time.Millisecond))
+				waitOneConnection(t, c, 30*time.Second)
+				if out, err := bed.RW.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", netns.Srv4.String()); err != nil {
+					t.Fatalf("ping after %s: %v\n%s", f.name, err, out)
+				}
+				if err := tcp.Check(64<<10, 60*time.Second); err != nil {
+					t.Fatalf("after %s: %v", f.name, err)
+				}
+				if _, err := rig.TCPTransfer(bed, 1<<20); err != nil {
+					t.Fatalf("new TCP connection after %s: %v", f.name, err)
+				}
+			}
+			if trials > 1 {
+				slices.Sort(outages)
+				t.Logf("%s: outage median of %d: %v (min %v, max %v)", f.name, trials, outages[len(outages)/2].Round(time.Millisecond),
+					outages[0].Round(time.Millisecond), outages[len(outages)-1].Round(time.Millisecond))
+			}
+		})
+	}
+}
+
+// waitOneConnection waits until both sides hold exactly one IKE SA and
+// one set of Child SAs (network and path monitoring), paired SPI for SPI
+// (every outbound SA has the peer's inbound twin), and fails the test with
+// both statuses if that does not happen within d.
+func waitOneConnection(t *testing.T, c *reconnectCase, d time.Duration) {
+	t.Helper()
+	var why error
+	if rig.WaitFor(d, func() bool {
+		why = oneConnection(status(t, "roadwarrior", c.rwCfg), status(t, "gateway", c.gwCfg))
+		if why != nil {
+			time.Sleep(200 * time.Millisecond)
+		}
+		return why == nil
+	}) {
+		return
+	}
+	t.Fatalf("%v\nrw:\n%s\ngw:\n%s", why, c.rw.Log(), c.gw.Log())
+}
+
+func oneConnection(rw, gw daemon.Status) error {
+	for _, side := range []struct {
+		name string
+		st   daemon.Status
+	}{{"road warrior", rw}, {"gateway", gw}} {
+		st := side.st
+		if st.IKE == nil {
+			return fmt.Errorf("%s: no IKE status", side.name)
+		}
+		if n := len(st.IKE.SAs); n != 1 || st.IKE.IKESAs != 1 {
+			return fmt.Errorf("%s: %d IKE SAs (%d holding Child SAs), want 1", side.name, n, st.IKE.IKESAs)
+		}
+		var net, hosts int
+		for _, ch := range st.Children {
+			if ch.HostToHost {
+				hosts++
+			} else {
+				net++
+			}
+			if ch.IKE != st.IKE.SAs[0].Name {
+				return fmt.Errorf("%s: Child SA %s belongs to IKE SA %s, not the one up (%s)", side.name, ch.Name, ch.IKE, st.IKE.SAs[0].Name)
+			}
+		}
+		if net != 1 || hosts != 1 {
+			return fmt.Errorf("%s: %d network and %d path-monitoring Child SAs, want 1 and 1", side.name, net, hosts)
+		}
+	}
+	in := func(st daemon.Status) map[string]bool {
+		m := map[string]bool{}
+		for _, ch := range st.Children {
+			m[ch.SPIIn] = true
+		}
+		return m
+	}
+	rwIn, gwIn := in(rw), in(gw)
+	for _, ch := range rw.Children {
+		if !gwIn[ch.SPIOut] {
+			return fmt.Errorf("road warrior's outbound SA %s (%s) has no inbound twin on the gateway: an orphan", ch.SPIOut, ch.Name)
+		}
+	}
+	for _, ch := range gw.Children {
+		if !rwIn[ch.SPIOut] {
+			return fmt.Errorf("gateway's outbound SA %s (%s) has no inbound twin on the road warrior: an orphan", ch.SPIOut, ch.Name)
+		}
+	}
+	return nil
+}
