@@ -383,11 +383,12 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 			return nil, &childErr{message.INTERNAL_ADDRESS_FAILURE, fmt.Sprintf("no virtual address pool for %v", s.peerID)}
 		}
 		tsiN = narrow(tsi.Selectors, prefixesOf(vip))
+		s.vip = vip // the peer's: it is in virtual-address mode
 		out = append(out, reply)
 	default:
 		// RFC 3554 §4: every claimed address must be the peer's.
 		tsiN = uniform(tsi.Selectors)
-		if u := unauthorized(tsiN, s.authority); u != nil {
+		if u := unauthorized(tsiN, s.hostAuthority(tsiN, tsr.Selectors)); u != nil {
 			return nil, &childErr{message.TS_UNACCEPTABLE, fmt.Sprintf("%v claims %s, which it has no authority for (RFC 3554 §4)", s.peerID, tsString([]message.TrafficSelector{*u}))}
 		}
 	}
@@ -426,6 +427,21 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 	out = append(out, &message.SA{Proposals: []message.Proposal{chosen}},
 		&message.TS{Selectors: tsiN}, &message.TS{Responder: true, Selectors: tsrN})
 	return out, nil
+}
+
+// hostAuthority is what a peer may claim in a CREATE_CHILD_SA: its
+// authority (RFC 3554 §4), and, for the path-monitoring Child SA of a
+// virtual-address peer (it was given an inner address, so its uplink
+// addresses are in no pool of ours), the outer addresses it runs this IKE
+// SA on: the one IKE comes from and those it announced in the
+// authenticated IKE_AUTH (RFC 4555 §3.6). Only when TSi is exactly such
+// hosts and TSr exactly ours, so the SA covers nothing but traffic
+// between the two hosts' own outer addresses.
+func (s *ikeSA) hostAuthority(tsi, tsr []message.TrafficSelector) []netip.Prefix {
+	if len(s.vip) == 0 || !sameHosts(tsi, s.peerOuterAddrs()) || !sameHosts(uniform(tsr), s.ourOuterAddrs()) {
+		return s.authority
+	}
+	return append(slices.Clone(s.authority), prefixesOf(s.peerOuterAddrs())...)
 }
 
 func withDH(ps []ESPProposal, g dhGroup) []ESPProposal {

@@ -83,7 +83,8 @@ type Config struct {
 	RemoteTS []netip.Prefix
 	// HostToHost: after IKE_AUTH an initiator also negotiates a Child SA
 	// between its own outer addresses and the gateway's (RFC 3554 §2 case
-	// 1, outer = inner) for the SCTP path monitoring.
+	// 1, outer = inner) for the path monitoring (SCTP, probes), in both
+	// modes.
 	HostToHost bool
 	// LocalAddrs are our outer addresses: announced to the peer
 	// (ADDITIONAL_IP4/6_ADDRESS, RFC 4555) and accepted as ESP

@@ -406,7 +406,10 @@ func (s *ikeSA) authResponse(ps []message.Payload, c *childOffer) {
 		s.deleteIKE(DownNegotiation)
 		return
 	}
-	if cfg.HostToHost && cfg.Mode == ModeRFC3554 {
+	// The path-monitoring Child SA (outer = inner, our outer addresses <=>
+	// the gateway's), in both modes: the probes and the SCTP association
+	// ride it, authenticated, on the path each one tests.
+	if cfg.HostToHost {
 		s.createChild(s.newChildOffer(true))
 	}
 }

@@ -74,12 +74,17 @@ func (st *ikeState) install(c *ike.Child) error {
 			continue
 		}
 		// Our virtual address (road warrior): on the TUN device, and the
-		// source of the routes into it.
+		// source of the routes into the protected networks. Host routes to
+		// single addresses outside them (the gateway's path addresses)
+		// keep their uplink source: each path's probes and its SCTP
+		// address ride the host-to-host Child SA, outer = inner, on the
+		// path they test.
 		if err := st.dev.Configure([]netip.Prefix{netip.PrefixFrom(a, a.BitLen())}, nil); err != nil {
 			st.sad.Remove(c.In.SPI)
 			return err
 		}
-		if err := st.dev.SetRouteSource(a, nil); err != nil {
+		keep := func(dst netip.Prefix) bool { return dst.IsSingleIP() && !c.Selector.Remote.Contains(dst.Addr()) }
+		if err := st.dev.SetRouteSource(a, keep); err != nil {
 			st.log.Warn("virtual address: route source", "err", err)
 		}
 		st.vips[a] = true

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -141,6 +143,7 @@ func TestReconnectAfterLongOutage(t *testing.T) {
 				}
 				f.start(t, c)
 				over := f.end(t, c)
+				stopWatch := watchRoadWarriorIKESAs(c.rwCfg)
 				if !rig.WaitFor(60*time.Second, func() bool { return !s.FirstReplyAfter(over).IsZero() }) {
 					s.Close()
 					t.Fatalf("trial %d: no traffic within 60 s of the fault's end\nrw:\n%s\ngw:\n%s", i, c.rw.Log(), c.gw.Log())
@@ -150,6 +153,11 @@ func TestReconnectAfterLongOutage(t *testing.T) {
 				outages = append(outages, outage)
 				t.Logf("%s, trial %d: traffic back %v after the fault ended", f.name, i+1, outage.Round(time.Millisecond))
 				waitOneConnection(t, c, 30*time.Second)
+				if most, samples := stopWatch(); most > 1 {
+					t.Fatalf("after %s the road warrior held %d IKE SAs at once (%d status samples): an orphan\nrw:\n%s\ngw:\n%s", f.name, most, samples, c.rw.Log(), c.gw.Log())
+				} else {
+					t.Logf("at most %d IKE SA on the road warrior in %d status samples during the recovery", most, samples)
+				}
 				if out, err := bed.RW.Run("ping", "-c", "3", "-i", "0.2", "-W", "2", netns.Srv4.String()); err != nil {
 					t.Fatalf("ping after %s: %v\n%s", f.name, err, out)
 				}
@@ -171,21 +179,71 @@ func TestReconnectAfterLongOutage(t *testing.T) {
 
 // waitOneConnection waits until both sides hold exactly one IKE SA and
 // one set of Child SAs (network and path monitoring), paired SPI for SPI
-// (every outbound SA has the peer's inbound twin), and fails the test with
-// both statuses if that does not happen within d.
+// (every outbound SA has the peer's inbound twin), then watches for a few
+// seconds that it stays so. At no sample on the way may the road warrior
+// hold two IKE SAs (the orphan of issue 16). It fails the test with both
+// daemons' logs otherwise.
 func waitOneConnection(t *testing.T, c *reconnectCase, d time.Duration) {
 	t.Helper()
-	var why error
-	if rig.WaitFor(d, func() bool {
-		why = oneConnection(status(t, "roadwarrior", c.rwCfg), status(t, "gateway", c.gwCfg))
-		if why != nil {
-			time.Sleep(200 * time.Millisecond)
-		}
-		return why == nil
-	}) {
-		return
+	fail := func(err error) {
+		t.Helper()
+		t.Fatalf("%v\nrw:\n%s\ngw:\n%s", err, c.rw.Log(), c.gw.Log())
 	}
-	t.Fatalf("%v\nrw:\n%s\ngw:\n%s", why, c.rw.Log(), c.gw.Log())
+	sample := func() (rw, gw daemon.Status) {
+		rw = status(t, "roadwarrior", c.rwCfg) // first: the gateway installs before the road warrior
+		gw = status(t, "gateway", c.gwCfg)
+		return rw, gw
+	}
+	var why error
+	end := time.Now().Add(d)
+	for {
+		rw, gw := sample()
+		if rw.IKE != nil && (len(rw.IKE.SAs) > 1 || rw.IKE.IKESAs > 1) {
+			fail(fmt.Errorf("road warrior holds %d IKE SAs (%d with Child SAs): one is an orphan", len(rw.IKE.SAs), rw.IKE.IKESAs))
+		}
+		if why = oneConnection(rw, gw); why == nil {
+			break
+		}
+		if time.Now().After(end) {
+			fail(why)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for end := time.Now().Add(4 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		if err := oneConnection(sample()); err != nil {
+			fail(fmt.Errorf("after settling: %w", err))
+		}
+	}
+}
+
+// watchRoadWarriorIKESAs samples the road warrior's status every 100 ms
+// from now until stop is called, which returns the most IKE SAs seen at
+// once and how many samples answered.
+func watchRoadWarriorIKESAs(rwCfg string) (stop func() (most, samples int)) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	var most, samples int
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			out, code, err := rig.Run(context.Background(), nil, filepath.Join(bin, "roadwarrior"), "status", "-config", rwCfg, "-json")
+			var st daemon.Status
+			if err != nil || code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.IKE == nil {
+				continue // frozen (SIGSTOP) or busy: no sample
+			}
+			samples++
+			most = max(most, len(st.IKE.SAs), st.IKE.IKESAs)
+		}
+	}()
+	return func() (int, int) {
+		close(quit)
+		<-done
+		return most, samples
+	}
 }
 
 func oneConnection(rw, gw daemon.Status) error {
