@@ -834,7 +834,7 @@ func (u *connectUI) loop() {
 	shown := map[string]string{} // path name -> state and use shown
 	seen := map[string]bool{}    // Child SA names installed
 	var lastSwitch time.Time
-	wantHosts := u.k.HostToHost && u.k.Mode == ike.ModeRFC3554
+	wantHosts := u.k.HostToHost
 	snapshot := func() {
 		if st, ok := u.status(); ok {
 			u.mu.Lock()

@@ -312,7 +312,7 @@ func Run(ctx context.Context, s Setup) (err error) {
 			}
 		}
 		log.Info("IKE: connecting", "gateway", s.IKE.Gateway, "addr", gw, "local", local, "id", s.IKE.ID.String(), "mode", s.IKE.Mode.String())
-		go connectLoop(mctx, ep, s.ike, local, netip.AddrPortFrom(gw, s.IKE.Port), ikeEvents, log, ikeFatal, s.FailFast)
+		go connectLoop(mctx, ep, s.ike, mob, local, netip.AddrPortFrom(gw, s.IKE.Port), ikeEvents, log, ikeFatal, s.FailFast)
 	}
 	if s.Mobility != nil {
 		go func() {

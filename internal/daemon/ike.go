@@ -255,8 +255,11 @@ var ErrNameNotFound = errors.New("gateway name not found")
 // failure (the gateway silent, DPD, deleted) connect again with backoff.
 // A refused authentication ends it: retrying will not help. With failFast
 // any failure before the first Child SA is installed ends it.
-func connectLoop(ctx context.Context, ep *ike.Endpoint, st *ikeState, local netip.Addr, gw netip.AddrPort, events <-chan ike.Progress, log *slog.Logger, fatal chan<- error, failFast bool) {
+func connectLoop(ctx context.Context, ep *ike.Endpoint, st *ikeState, mob *mobilityState, local netip.Addr, gw netip.AddrPort, events <-chan ike.Progress, log *slog.Logger, fatal chan<- error, failFast bool) {
 	c := &connector{ep: ep, st: st, local: local, gw: gw, events: events, log: log, failFast: failFast}
+	if mob != nil {
+		c.paths = mob.status
+	}
 	if err := c.run(ctx); err != nil {
 		fatal <- err
 	}
@@ -278,7 +281,19 @@ type connector struct {
 
 	up      bool // a Child SA was installed once
 	backoff time.Duration
+
+	// paths, with mobility, tells whether the paths answer; the current
+	// line's tunnel came up at tunnelUp, and some path answered since
+	// (answered) or we said loudly that none does (warned).
+	paths    func() *MobilityStatus
+	tunnelUp time.Time
+	answered bool
+	warned   bool
 }
+
+// pathsSilentAfter: a tunnel whose paths have not answered this long after
+// it came up has no working failure detection, and we say so.
+const pathsSilentAfter = 10 * time.Second
 
 // errLineLost: the endpoint has no SA of the current line, and its
 // terminal event did not reach us (the event channel was full).
@@ -313,6 +328,7 @@ func (c *connector) run(ctx context.Context) error {
 
 // await follows line gen until its terminal event; false when ctx ends.
 func (c *connector) await(ctx context.Context, gen int, tick <-chan time.Time) (ike.Progress, bool) {
+	c.tunnelUp, c.answered, c.warned = time.Time{}, false, false
 	for {
 		select {
 		case <-ctx.Done():
@@ -326,15 +342,47 @@ func (c *connector) await(ctx context.Context, gen int, tick <-chan time.Time) (
 				c.backoff = time.Second
 			case ev.Kind == ike.EvChildInstalled:
 				c.up = true
+				if c.tunnelUp.IsZero() {
+					c.tunnelUp = time.Now()
+				}
 			case ev.Kind.Terminal():
 				return ev, true
 			}
 		case <-tick:
 			if c.ep.Alive(gen) {
+				c.checkPaths()
 				continue
 			}
 			return c.lost(gen), true
 		}
+	}
+}
+
+// checkPaths says loudly, once per line, when no path has answered
+// pathsSilentAfter after the tunnel came up: failover cannot work (no
+// path-monitoring SA, or the gateway does not answer on it).
+func (c *connector) checkPaths() {
+	if c.paths == nil || c.tunnelUp.IsZero() || c.answered || c.warned {
+		return
+	}
+	m := c.paths()
+	if m == nil || len(m.Paths) == 0 {
+		return
+	}
+	for _, p := range m.Paths {
+		if p.State == mobility.Active.String() {
+			c.answered = true
+			return
+		}
+	}
+	if time.Since(c.tunnelUp) < pathsSilentAfter {
+		return
+	}
+	c.warned = true
+	msg := fmt.Sprintf("no path has answered %v after the tunnel came up: failure detection is not working, a dead path will not be left (is the path-monitoring Child SA up, and does the gateway answer on it?)", pathsSilentAfter)
+	c.log.Error("paths silent", "detector", m.Detector, "paths", len(m.Paths), "why", msg)
+	if c.st != nil {
+		c.st.track.warn(msg)
 	}
 }
 

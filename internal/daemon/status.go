@@ -349,6 +349,14 @@ func (t *ikeTrack) progress(p ike.Progress) {
 	}
 }
 
+// warn records a problem for status (last_error) without changing the
+// state.
+func (t *ikeTrack) warn(msg string) {
+	t.mu.Lock()
+	t.lastErr = msg
+	t.mu.Unlock()
+}
+
 // installed counts a Child SA: a rekey, or the first Child SA of a new
 // IKE SA (each IKE_AUTH creates exactly one network Child SA, in both
 // roles; an IKE SA rekey keeps its Child SAs' names).
