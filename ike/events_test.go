@@ -161,3 +161,63 @@ func TestErrorsTyped(t *testing.T) {
 		t.Error("TS_UNACCEPTABLE matched ErrNoProposal")
 	}
 }
+
+// RFC 3554 §2 case 1 in virtual-address mode: the path-monitoring Child SA
+// (outer = inner, our outer addresses <=> the gateway's) is negotiated too,
+// and the gateway authorizes it by the outer addresses of the peer's IKE
+// SA, the peer having no addresses of its own in the policy.
+func TestVirtualModeHostToHostChild_RFC3554_2(t *testing.T) {
+	rw, gw := pskConfigs(t, ModeVirtual)
+	rw.HostToHost = true
+	gw.Peers[0].Addresses = nil
+	p := newPair(t, rw, gw)
+	p.connect(t)
+	checkPaired(t, p, 2)
+	var hosts *Child
+	for _, c := range p.rp.snapshot() {
+		if c.HostToHost {
+			hosts = c
+		}
+	}
+	if hosts == nil {
+		t.Fatal("no host-to-host Child SA in virtual-address mode")
+	}
+	for _, a := range []netip.Addr{rwAddr, rwAddr2} {
+		if !hosts.Selector.Local.Contains(a) {
+			t.Errorf("host-to-host selector %v lacks our outer address %v", hosts.Selector, a)
+		}
+	}
+	for _, a := range []netip.Addr{gwAddr, gwAddr2} {
+		if !hosts.Selector.Remote.Contains(a) {
+			t.Errorf("host-to-host selector %v lacks the gateway's outer address %v", hosts.Selector, a)
+		}
+	}
+	if len(hosts.VirtualIP) != 0 {
+		t.Errorf("host-to-host Child SA carries virtual addresses %v", hosts.VirtualIP)
+	}
+}
+
+// Without a virtual address (RFC 3554 mode) the outer addresses of the
+// IKE SA authorize nothing: the policy's addresses do (RFC 3554 §4).
+func TestHostToHostNeedsAuthorityInRFC3554Mode_RFC3554_4(t *testing.T) {
+	rw, gw := pskConfigs(t, ModeRFC3554)
+	rw.HostToHost = true
+	gw.Peers[0].Addresses = []netip.Prefix{netip.MustParsePrefix("192.0.2.2/32")}
+	rw.LocalTS = []netip.Prefix{netip.MustParsePrefix("192.0.2.2/32")}
+	p := newPair(t, rw, gw)
+	p.connect(t)
+	waitFor(t, "the host-to-host Child SA refused", func() bool {
+		select {
+		case pr := <-p.prog:
+			var ne *NotifyError
+			return pr.Kind == EvChildFailed && errors.As(pr.Err, &ne) && ne.Type == message.TS_UNACCEPTABLE
+		default:
+		}
+		return false
+	})
+	for _, c := range p.gp.snapshot() {
+		if c.HostToHost {
+			t.Fatalf("gateway installed a host-to-host Child SA for addresses outside the peer's authority: %v", c.Selector)
+		}
+	}
+}

@@ -309,8 +309,8 @@ func (c *connector) run(ctx context.Context) error {
 			return err
 		}
 		end, ok := c.await(ctx, gen, tick.C)
-		if !ok {
-			return nil
+		if !ok || ctx.Err() != nil || end.Reason == ike.DownShutdown {
+			return nil // stopping: the endpoint is closing its SAs
 		}
 		if errors.Is(end.Err, ike.ErrAuthRefused) || c.failFast && !c.up && end.Err != nil {
 			return end.Err

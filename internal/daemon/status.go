@@ -335,9 +335,9 @@ func (t *ikeTrack) progress(p ike.Progress) {
 		t.peer, t.lastErr = p.Peer, ""
 		t.peerID, t.proposal = p.ID.String(), p.Proposal
 	case ike.EvChildFailed:
-		t.lastErr = p.Err.Error()
+		t.lastErr = fmt.Sprint(p.Err)
 	case ike.EvFailed:
-		t.lastErr = p.Err.Error()
+		t.lastErr = fmt.Sprint(p.Err)
 		if t.state == "established" {
 			set("down")
 		} else {
