@@ -128,6 +128,9 @@ var (
 	// ErrPeerSilent: retransmissions ran out (§2.4: the peer is dead, or
 	// unreachable).
 	ErrPeerSilent = errors.New("no answer from the peer (retransmissions exhausted)")
+	// ErrSuspended: we did not run for longer than a liveness check
+	// takes (SIGSTOP, suspend); the peer has most likely deleted the SA.
+	ErrSuspended = errors.New("silent for longer than a liveness check takes (suspended?): the peer has most likely deleted the IKE SA")
 	// ErrAuthRefused is the gateway's AUTHENTICATION_FAILED.
 	ErrAuthRefused = errors.New("the gateway refused our authentication (AUTHENTICATION_FAILED): check the identity and the PSK or certificate")
 	// ErrPeerAuth: the gateway did not prove the identity we expect.

@@ -221,3 +221,33 @@ func TestHostToHostNeedsAuthorityInRFC3554Mode_RFC3554_4(t *testing.T) {
 		}
 	}
 }
+
+// §2.4 after a freeze: an initiator that did not run for longer than its
+// liveness check takes (here: its silence moved into the past, as a
+// SIGSTOP or a suspend leaves it) does not send into SAs the peer has most
+// likely deleted; it ends the IKE SA at the next check, once.
+func TestFrozenInitiatorEndsItsIKESA_RFC7296_2_4(t *testing.T) {
+	rw, gw := pskConfigs(t, ModeVirtual)
+	rw.DPD, rw.RetransmitTimeout, rw.RetransmitTries = 100*time.Millisecond, 50*time.Millisecond, 2
+	p := newPair(t, rw, gw)
+	gen, err := p.rw.Connect(rwAddr, netip.AddrPortFrom(gwAddr, 500))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPaired(t, p, 1)
+	// Healthy and idle: DPD keeps it up.
+	time.Sleep(500 * time.Millisecond)
+	if !p.rw.Alive(gen) {
+		t.Fatal("an idle, healthy IKE SA ended")
+	}
+	p.rw.mu.Lock()
+	for _, s := range p.rw.sas {
+		s.lastHeard = time.Now().Add(-time.Hour)
+	}
+	p.rw.mu.Unlock()
+	waitFor(t, "the frozen IKE SA to end", func() bool { return !p.rw.Alive(gen) })
+	term := terminals(drain(p.prog, 100*time.Millisecond), gen)
+	if len(term) != 1 || !errors.Is(term[0].Err, ErrSuspended) {
+		t.Fatalf("terminal events %v, want one EvFailed with ErrSuspended", term)
+	}
+}
