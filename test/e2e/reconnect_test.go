@@ -272,6 +272,22 @@ func oneConnection(rw, gw daemon.Status) error {
 		if net != 1 || hosts != 1 {
 			return fmt.Errorf("%s: %d network and %d path-monitoring Child SAs, want 1 and 1", side.name, net, hosts)
 		}
+		// The data path (the SAD) holds the inbound SAs of exactly these
+		// Child SAs: nothing of an old IKE SA stays in it.
+		var sad []string
+		for _, sa := range st.SAs {
+			if sa.Dir == "in" {
+				sad = append(sad, sa.SPI)
+			}
+		}
+		for _, ch := range st.Children {
+			if !slices.Contains(sad, ch.SPIIn) {
+				return fmt.Errorf("%s: Child SA %s's inbound SA %s is not in the SAD %v", side.name, ch.Name, ch.SPIIn, sad)
+			}
+		}
+		if len(sad) != len(st.Children) {
+			return fmt.Errorf("%s: the SAD holds %d inbound SAs %v for %d Child SAs", side.name, len(sad), sad, len(st.Children))
+		}
 	}
 	in := func(st daemon.Status) map[string]bool {
 		m := map[string]bool{}
