@@ -222,10 +222,10 @@ func TestHostToHostNeedsAuthorityInRFC3554Mode_RFC3554_4(t *testing.T) {
 	}
 }
 
-// §2.4 after a freeze: an initiator that did not run for longer than its
-// liveness check takes (here: its silence moved into the past, as a
-// SIGSTOP or a suspend leaves it) does not send into SAs the peer has most
-// likely deleted; it ends the IKE SA at the next check, once.
+// §2.4 after a freeze: an initiator that did not run for longer than a
+// liveness check takes (SIGSTOP, suspend) does not send into SAs the peer
+// has most likely deleted: it ends the IKE SA, once. A shorter gap, or
+// none, leaves it alone.
 func TestFrozenInitiatorEndsItsIKESA_RFC7296_2_4(t *testing.T) {
 	rw, gw := pskConfigs(t, ModeVirtual)
 	rw.DPD, rw.RetransmitTimeout, rw.RetransmitTries = 100*time.Millisecond, 50*time.Millisecond, 2
@@ -235,17 +235,21 @@ func TestFrozenInitiatorEndsItsIKESA_RFC7296_2_4(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkPaired(t, p, 1)
-	// Healthy and idle: DPD keeps it up.
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(3 * freezeTick) // idle and healthy: DPD and the watch keep it
+	now := time.Now().Round(0)
+	limit := p.rw.freezeLimit()
+	p.rw.mu.Lock()
+	p.rw.checkFreeze(now.Add(-freezeTick-limit/2), now)
+	p.rw.mu.Unlock()
 	if !p.rw.Alive(gen) {
-		t.Fatal("an idle, healthy IKE SA ended")
+		t.Fatal("an IKE SA ended after a gap shorter than a liveness check")
 	}
 	p.rw.mu.Lock()
-	for _, s := range p.rw.sas {
-		s.lastHeard = time.Now().Add(-time.Hour)
-	}
+	p.rw.checkFreeze(now.Add(-freezeTick-limit-time.Second), now)
 	p.rw.mu.Unlock()
-	waitFor(t, "the frozen IKE SA to end", func() bool { return !p.rw.Alive(gen) })
+	if p.rw.Alive(gen) {
+		t.Fatal("the IKE SA outlived a freeze longer than a liveness check")
+	}
 	term := terminals(drain(p.prog, 100*time.Millisecond), gen)
 	if len(term) != 1 || !errors.Is(term[0].Err, ErrSuspended) {
 		t.Fatalf("terminal events %v, want one EvFailed with ErrSuspended", term)

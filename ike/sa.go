@@ -422,33 +422,11 @@ func (s *ikeSA) armDPD() {
 			s.armDPD()
 			return
 		}
-		if s.e.cfg.Initiator && s.frozen(d) {
-			// We did not run for longer than the peer's liveness check
-			// takes to give up (§2.4): it has most likely deleted this
-			// IKE SA and its Child SAs. Sending ESP into them for another
-			// round of retransmissions would only blackhole traffic: end
-			// it now; the owner connects again, and the INITIAL_CONTACT
-			// of that IKE_AUTH removes it on the peer if it is still there.
-			s.e.cfg.Log.Warn("IKE SA idle longer than a liveness check takes: suspended? reconnecting", "ike", s.name(), "silent", time.Now().Round(0).Sub(s.lastHeard.Round(0)).Round(time.Millisecond).String())
-			s.fail(DownPeerDead, ErrSuspended)
-			return
-		}
 		s.start(&request{exch: message.INFORMATIONAL,
 			onReply: func(*message.Message, []message.Payload) { s.armDPD() },
 			onFail:  s.failed,
 		})
 	})
-}
-
-// frozen reports whether the peer has been silent for longer than a
-// liveness check of ours would take to give up (DPD d plus every
-// retransmission): with the check armed all along, only a process that
-// did not run (SIGSTOP, a suspended laptop) sees that. The wall clock
-// counts, since the monotonic one stops while the system is suspended.
-func (s *ikeSA) frozen(d time.Duration) bool {
-	cfg := &s.e.cfg
-	budget := d + cfg.RetransmitTimeout*time.Duration(1<<(cfg.RetransmitTries+1)-1)
-	return time.Now().Round(0).Sub(s.lastHeard.Round(0)) > budget
 }
 
 // failed ends an SA whose request went unanswered (§2.4: the peer is

@@ -281,6 +281,9 @@ type connector struct {
 
 	up      bool // a Child SA was installed once
 	backoff time.Duration
+	// establishedAt: when the current line's IKE SA came up (zero: not
+	// yet).
+	establishedAt time.Time
 
 	// paths, with mobility, tells whether the paths answer; the current
 	// line's tunnel came up at tunnelUp, and some path answered since
@@ -290,6 +293,10 @@ type connector struct {
 	answered bool
 	warned   bool
 }
+
+// stableLine: a line up this long was no failed attempt; after it ends
+// the next attempt starts at once.
+const stableLine = 10 * time.Second
 
 // pathsSilentAfter: a tunnel whose paths have not answered this long after
 // it came up has no working failure detection, and we say so.
@@ -316,19 +323,26 @@ func (c *connector) run(ctx context.Context) error {
 			return end.Err
 		}
 		c.teardown()
-		c.log.Warn("IKE: reconnecting", "gateway", c.gw, "in", c.backoff.String(), "ike_line", gen, "why", end.Reason.String(), "err", end.Err)
+		wait := c.backoff
+		if !c.establishedAt.IsZero() && time.Since(c.establishedAt) >= stableLine {
+			// A line that held: this is a new failure, try again at once;
+			// the backoff grows only over attempts that fail in a row.
+			wait, c.backoff = 0, time.Second
+		} else {
+			c.backoff = min(2*c.backoff, 30*time.Second)
+		}
+		c.log.Warn("IKE: reconnecting", "gateway", c.gw, "in", wait.String(), "ike_line", gen, "why", end.Reason.String(), "err", end.Err)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(c.backoff):
+		case <-time.After(wait):
 		}
-		c.backoff = min(2*c.backoff, 30*time.Second)
 	}
 }
 
 // await follows line gen until its terminal event; false when ctx ends.
 func (c *connector) await(ctx context.Context, gen int, tick <-chan time.Time) (ike.Progress, bool) {
-	c.tunnelUp, c.answered, c.warned = time.Time{}, false, false
+	c.tunnelUp, c.answered, c.warned, c.establishedAt = time.Time{}, false, false, time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -339,7 +353,7 @@ func (c *connector) await(ctx context.Context, gen int, tick <-chan time.Time) (
 			}
 			switch {
 			case ev.Kind == ike.EvIKEEstablished:
-				c.backoff = time.Second
+				c.establishedAt = time.Now()
 			case ev.Kind == ike.EvChildInstalled:
 				c.up = true
 				if c.tunnelUp.IsZero() {
