@@ -325,9 +325,11 @@ func (c *connector) run(ctx context.Context) error {
 		c.teardown()
 		wait := c.backoff
 		if !c.establishedAt.IsZero() && time.Since(c.establishedAt) >= stableLine {
-			// A line that held: this is a new failure, try again at once;
-			// the backoff grows only over attempts that fail in a row.
-			wait, c.backoff = 0, time.Second
+			// A line that held: this is a new failure, try again at once.
+			// The backoff grows over attempts that fail in a row; an IKE SA
+			// that comes up resets it (to 1 s, so a gateway that accepts
+			// and then deletes us at once is retried no faster than that).
+			wait = 0
 		} else {
 			c.backoff = min(2*c.backoff, 30*time.Second)
 		}
@@ -353,7 +355,7 @@ func (c *connector) await(ctx context.Context, gen int, tick <-chan time.Time) (
 			}
 			switch {
 			case ev.Kind == ike.EvIKEEstablished:
-				c.establishedAt = time.Now()
+				c.establishedAt, c.backoff = time.Now(), time.Second
 			case ev.Kind == ike.EvChildInstalled:
 				c.up = true
 				if c.tunnelUp.IsZero() {

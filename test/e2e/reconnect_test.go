@@ -111,7 +111,8 @@ func faults() []fault {
 }
 
 // TestReconnectAfterLongOutage runs each fault once (ROAMSEC_BENCH_RECONNECT=N:
-// N times, and logs the median outage).
+// N times, and logs the median outage; ROAMSEC_DEBUG_LOGS=DIR keeps both
+// daemons' logs there).
 func TestReconnectAfterLongOutage(t *testing.T) {
 	trials := 1
 	if n, err := strconv.Atoi(os.Getenv("ROAMSEC_BENCH_RECONNECT")); err == nil && n > 0 {
@@ -167,6 +168,10 @@ func TestReconnectAfterLongOutage(t *testing.T) {
 				if _, err := rig.TCPTransfer(bed, 1<<20); err != nil {
 					t.Fatalf("new TCP connection after %s: %v", f.name, err)
 				}
+			}
+			if d := os.Getenv("ROAMSEC_DEBUG_LOGS"); d != "" {
+				os.WriteFile(filepath.Join(d, "rw-"+strings.ReplaceAll(f.name, " ", "_")), []byte(c.rw.Log()), 0o644)
+				os.WriteFile(filepath.Join(d, "gw-"+strings.ReplaceAll(f.name, " ", "_")), []byte(c.gw.Log()), 0o644)
 			}
 			if trials > 1 {
 				slices.Sort(outages)
