@@ -194,15 +194,25 @@ func waitOneConnection(t *testing.T, c *reconnectCase, d time.Duration) {
 		t.Helper()
 		t.Fatalf("%v\nrw:\n%s\ngw:\n%s", err, c.rw.Log(), c.gw.Log())
 	}
-	sample := func() (rw, gw daemon.Status) {
-		rw = status(t, "roadwarrior", c.rwCfg) // first: the gateway installs before the road warrior
-		gw = status(t, "gateway", c.gwCfg)
-		return rw, gw
+	sample := func() (rw, gw daemon.Status, err error) {
+		// The road warrior first: the gateway installs a Child SA before
+		// the road warrior does.
+		if rw, err = statusOf("roadwarrior", c.rwCfg); err == nil {
+			gw, err = statusOf("gateway", c.gwCfg)
+		}
+		return rw, gw, err
 	}
 	var why error
 	end := time.Now().Add(d)
 	for {
-		rw, gw := sample()
+		rw, gw, err := sample()
+		if err != nil { // the control socket may not be up yet
+			if time.Now().After(end) {
+				fail(err)
+			}
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
 		if rw.IKE != nil && (len(rw.IKE.SAs) > 1 || rw.IKE.IKESAs > 1) {
 			fail(fmt.Errorf("road warrior holds %d IKE SAs (%d with Child SAs): one is an orphan", len(rw.IKE.SAs), rw.IKE.IKESAs))
 		}
@@ -215,10 +225,27 @@ func waitOneConnection(t *testing.T, c *reconnectCase, d time.Duration) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	for end := time.Now().Add(4 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
-		if err := oneConnection(sample()); err != nil {
+		rw, gw, err := sample()
+		if err == nil {
+			err = oneConnection(rw, gw)
+		}
+		if err != nil {
 			fail(fmt.Errorf("after settling: %w", err))
 		}
 	}
+}
+
+// statusOf is `<role> status -json`, its failure an error.
+func statusOf(role, cfg string) (daemon.Status, error) {
+	var st daemon.Status
+	out, code, err := rig.Run(context.Background(), nil, filepath.Join(bin, role), "status", "-config", cfg, "-json")
+	if err == nil && code != 0 {
+		err = fmt.Errorf("%s status: exit %d: %s", role, code, out)
+	}
+	if err == nil {
+		err = json.Unmarshal([]byte(out), &st)
+	}
+	return st, err
 }
 
 // watchRoadWarriorIKESAs samples the road warrior's status every 100 ms
@@ -235,9 +262,8 @@ func watchRoadWarriorIKESAs(rwCfg string) (stop func() (most, samples int)) {
 				return
 			case <-time.After(100 * time.Millisecond):
 			}
-			out, code, err := rig.Run(context.Background(), nil, filepath.Join(bin, "roadwarrior"), "status", "-config", rwCfg, "-json")
-			var st daemon.Status
-			if err != nil || code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.IKE == nil {
+			st, err := statusOf("roadwarrior", rwCfg)
+			if err != nil || st.IKE == nil {
 				continue // frozen (SIGSTOP) or busy: no sample
 			}
 			samples++
