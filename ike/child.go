@@ -290,8 +290,8 @@ func (s *ikeSA) install(c *Child, rekeyOf *Child) error {
 	}
 	cfg.Log.Info(verb, "ike", s.name(), "child", c.Name, "spi_in", fmt.Sprintf("%#08x", c.In.SPI), "spi_out", fmt.Sprintf("%#08x", c.Out.SPI),
 		"proposal", c.Proposal, "local_ts", tsString(c.localTS), "remote_ts", tsString(c.remoteTS), "encap", c.Out.UDPEncap, "vip", c.VirtualIP)
-	s.e.progress(Progress{Step: "CHILD_SA", Peer: s.remote, Info: fmt.Sprintf("%s: SPIs in %#08x out %#08x, %s <=> %s",
-		c.Name, c.In.SPI, c.Out.SPI, tsString(c.localTS), tsString(c.remoteTS))})
+	s.emit(Progress{Kind: EvChildInstalled, Child: &ChildEvent{Name: c.Name, SPIIn: c.In.SPI, SPIOut: c.Out.SPI,
+		LocalTS: tsString(c.localTS), RemoteTS: tsString(c.remoteTS), HostToHost: c.HostToHost, Rekey: rekeyOf != nil}})
 	return nil
 }
 
@@ -401,11 +401,12 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 			return nil, &childErr{message.INTERNAL_ADDRESS_FAILURE, fmt.Sprintf("no virtual address pool for %v", s.peerID)}
 		}
 		tsiN = narrow(tsi.Selectors, prefixesOf(vip))
+		s.vip = vip // the peer's: it is in virtual-address mode
 		out = append(out, reply)
 	default:
 		// RFC 3554 §4: every claimed address must be the peer's.
 		tsiN = uniform(tsi.Selectors)
-		if u := unauthorized(tsiN, s.authority); u != nil {
+		if u := unauthorized(tsiN, s.hostAuthority(tsiN, tsr.Selectors)); u != nil {
 			return nil, &childErr{message.TS_UNACCEPTABLE, fmt.Sprintf("%v claims %s, which it has no authority for (RFC 3554 §4)", s.peerID, tsString([]message.TrafficSelector{*u}))}
 		}
 	}
@@ -446,6 +447,21 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 	return out, nil
 }
 
+// hostAuthority is what a peer may claim in a CREATE_CHILD_SA: its
+// authority (RFC 3554 §4), and, for the path-monitoring Child SA of a
+// virtual-address peer (it was given an inner address, so its uplink
+// addresses are in no pool of ours), the outer addresses it runs this IKE
+// SA on: the one IKE comes from and those it announced in the
+// authenticated IKE_AUTH (RFC 4555 §3.6). Only when TSi is exactly such
+// hosts and TSr exactly ours, so the SA covers nothing but traffic
+// between the two hosts' own outer addresses.
+func (s *ikeSA) hostAuthority(tsi, tsr []message.TrafficSelector) []netip.Prefix {
+	if len(s.vip) == 0 || !sameHosts(tsi, s.peerOuterAddrs()) || !sameHosts(uniform(tsr), s.ourOuterAddrs()) {
+		return s.authority
+	}
+	return append(slices.Clone(s.authority), prefixesOf(s.peerOuterAddrs())...)
+}
+
 func withDH(ps []ESPProposal, g dhGroup) []ESPProposal {
 	out := slices.Clone(ps)
 	for i := range out {
@@ -477,7 +493,7 @@ func (s *ikeSA) childResponse(ps []message.Payload, c *childOffer, nr []byte) er
 	cfg := &s.e.cfg
 	for _, n := range message.FindAll[*message.Notify](ps) {
 		if n.NotifyType < 16384 {
-			return fmt.Errorf("gateway refused the Child SA: %v", n.NotifyType)
+			return &NotifyError{Type: n.NotifyType} // a Child SA refused
 		}
 	}
 	ni := c.ni
@@ -503,7 +519,7 @@ func (s *ikeSA) childResponse(ps []message.Payload, c *childOffer, nr []byte) er
 		esp, spiOut, err = acceptESP(withDH(cfg.ESPProposals, dh), message.Find[*message.SA](ps), dh)
 	}
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrNoProposal, err)
 	}
 	var tsi, tsr []message.TrafficSelector
 	for _, t := range message.FindAll[*message.TS](ps) {
@@ -617,7 +633,7 @@ func (s *ikeSA) rekeyedByPeer(old *Child) *Child {
 func (s *ikeSA) childFailed(c *childOffer, err error) {
 	s.e.cfg.Log.Warn("CREATE_CHILD_SA failed", "ike", s.name(), "err", err)
 	if c.rekeys == nil {
-		s.e.progress(Progress{Step: "failed", Peer: s.remote, Err: err})
+		s.emit(Progress{Kind: EvChildFailed, Err: err})
 	}
 }
 
@@ -748,7 +764,7 @@ func (s *ikeSA) rekeyIKE() {
 			s.e.sas[n.spiI] = n
 			s.handOver(n, prop, shared, ni, nr.Data)
 			clear(shared)
-			s.deleteIKE("rekeyed")
+			s.deleteIKE(DownRekeyed)
 		},
 		onFail: s.failed})
 }
@@ -881,7 +897,7 @@ func (s *ikeSA) respondInformational(msgID uint32, ps []message.Payload, remote 
 	}
 	s.respond(message.INFORMATIONAL, msgID, out)
 	if deleteIKE {
-		s.destroy("deleted by the peer")
+		s.destroy(DownPeerDeleted)
 	}
 }
 

@@ -1,6 +1,7 @@
 package ike
 
 import (
+	"errors"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/roamsec/roamsec/ike/auth"
+	"github.com/roamsec/roamsec/ike/message"
 	"github.com/roamsec/roamsec/tunnel"
 )
 
@@ -150,7 +152,7 @@ func newPair(t *testing.T, rwCfg, gwCfg Config) *pair {
 
 func (p *pair) connect(t *testing.T) {
 	t.Helper()
-	if err := p.rw.Connect(rwAddr, netip.AddrPortFrom(gwAddr, 500)); err != nil {
+	if _, err := p.rw.Connect(rwAddr, netip.AddrPortFrom(gwAddr, 500)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -292,7 +294,7 @@ func TestUnauthorizedAddressRefused_RFC3554_4(t *testing.T) {
 	waitFor(t, "the Child SA refused", func() bool {
 		select {
 		case pr := <-p.prog:
-			if pr.Step == "failed" {
+			if pr.Kind == EvFailed {
 				failed = pr
 				return true
 			}
@@ -300,7 +302,8 @@ func TestUnauthorizedAddressRefused_RFC3554_4(t *testing.T) {
 		}
 		return false
 	})
-	if failed.Err == nil || !strings.Contains(failed.Err.Error(), "TS_UNACCEPTABLE") {
+	var ne *NotifyError
+	if !errors.As(failed.Err, &ne) || ne.Type != message.TS_UNACCEPTABLE {
 		t.Fatalf("failure %v, want TS_UNACCEPTABLE", failed.Err)
 	}
 	time.Sleep(50 * time.Millisecond)
@@ -317,7 +320,7 @@ func TestWrongPSKRefused_RFC7296_2_15(t *testing.T) {
 	waitFor(t, "authentication failure", func() bool {
 		select {
 		case pr := <-p.prog:
-			return pr.Step == "failed" && pr.Err == ErrAuthRefused
+			return pr.Kind == EvFailed && errors.Is(pr.Err, ErrAuthRefused)
 		default:
 		}
 		return false

@@ -1,7 +1,6 @@
 package ike
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -80,6 +79,7 @@ type ikeSA struct {
 
 	dpdTimer, ikeRekeyTimer *time.Timer
 	replacedBy              *ikeSA
+	downErr                 error     // the failure that ends the SA (its EvFailed)
 	rekeys                  int       // IKE SA rekeys this SA descends from
 	authenticated           time.Time // when the first of the line authenticated
 }
@@ -110,10 +110,6 @@ type request struct {
 	onReply  func(m *message.Message, ps []message.Payload)
 	onFail   func(err error)
 }
-
-// ErrPeerSilent: retransmissions ran out (§2.4: the peer is dead, or
-// unreachable).
-var ErrPeerSilent = errors.New("no answer from the peer (retransmissions exhausted)")
 
 // start queues or sends a request.
 func (s *ikeSA) start(r *request) {
@@ -461,15 +457,32 @@ func (s *ikeSA) armDPD() {
 	})
 }
 
-// failed ends an SA whose request went unanswered.
+// failed ends an SA whose request went unanswered (§2.4: the peer is
+// dead, or unreachable).
 func (s *ikeSA) failed(err error) {
 	s.e.cfg.Log.Warn("IKE SA failed", "ike", s.name(), "peer", s.remote, "err", err)
-	s.e.progress(Progress{Step: "failed", Peer: s.remote, Err: err})
-	s.destroy("peer dead")
+	s.fail(DownPeerDead, err)
 }
 
-// destroy removes the SA and its Child SAs and zeroes the keys.
-func (s *ikeSA) destroy(why string) {
+// fail ends the SA after a failure: its terminal event is EvFailed with
+// err.
+func (s *ikeSA) fail(why DownReason, err error) {
+	if s.downErr == nil {
+		s.downErr = err
+	}
+	s.destroy(why)
+}
+
+// emit reports an event of this SA's line.
+func (s *ikeSA) emit(p Progress) {
+	p.Gen, p.Peer = s.id, s.remote
+	s.e.progress(p)
+}
+
+// destroy removes the SA and its Child SAs and zeroes the keys. It reports
+// the line's one terminal event (an initiator's SA, or one that was up),
+// unless a rekey replaced the SA: the line goes on.
+func (s *ikeSA) destroy(why DownReason) {
 	if s.state == stDead {
 		return
 	}
@@ -498,9 +511,16 @@ func (s *ikeSA) destroy(why string) {
 		s.sendKey.wipe()
 		s.recvKey.wipe()
 	}
-	if wasUp && s.replacedBy == nil {
-		s.e.cfg.Log.Info("IKE SA down", "ike", s.name(), "why", why)
-		s.e.progress(Progress{Step: "deleted", Peer: s.remote, Info: why})
+	if s.replacedBy != nil || !wasUp && !s.initiator {
+		return
+	}
+	if wasUp {
+		s.e.cfg.Log.Info("IKE SA down", "ike", s.name(), "why", why.String(), "err", s.downErr)
+	}
+	if s.downErr != nil {
+		s.emit(Progress{Kind: EvFailed, Reason: why, Err: s.downErr})
+	} else {
+		s.emit(Progress{Kind: EvDeleted, Reason: why})
 	}
 }
 
@@ -515,7 +535,7 @@ func (s *ikeSA) sendDeleteNow() {
 }
 
 // deleteIKE deletes the SA with an INFORMATIONAL exchange (§1.4.1).
-func (s *ikeSA) deleteIKE(why string) {
+func (s *ikeSA) deleteIKE(why DownReason) {
 	s.state = stDeleting
 	s.start(&request{exch: message.INFORMATIONAL,
 		payloads: []message.Payload{&message.Delete{Protocol: message.ProtoIKE}},
