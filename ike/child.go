@@ -43,8 +43,9 @@ type Child struct {
 
 // childErr carries the notify a refused Child SA answers with.
 type childErr struct {
-	t   message.NotifyType
-	msg string
+	t     message.NotifyType
+	msg   string
+	group dhGroup // INVALID_KE_PAYLOAD: the group to ask for (§1.3)
 }
 
 func (e *childErr) Error() string { return fmt.Sprintf("%v: %s", e.t, e.msg) }
@@ -52,6 +53,9 @@ func (e *childErr) Error() string { return fmt.Sprintf("%v: %s", e.t, e.msg) }
 func childError(err error) message.Payload {
 	var ce *childErr
 	if errors.As(err, &ce) {
+		if ce.t == message.INVALID_KE_PAYLOAD {
+			return notify(ce.t, binary.BigEndian.AppendUint16(nil, uint16(ce.group)))
+		}
 		return notify(ce.t, nil)
 	}
 	return notify(message.NO_PROPOSAL_CHOSEN, nil)
@@ -147,7 +151,11 @@ func (s *ikeSA) newChildOffer(hostToHost bool) *childOffer {
 }
 
 func (s *ikeSA) offerSA(c *childOffer) *message.SA {
-	return espSAPayload(s.e.cfg.ESPProposals, c.spi, c.dh != nil)
+	var g dhGroup
+	if c.dh != nil {
+		g = c.dh.group
+	}
+	return espSAPayload(s.e.cfg.ESPProposals, c.spi, g)
 }
 
 // outerRule is where RFC 3554 §2's three cases meet the negotiated Child
@@ -185,7 +193,7 @@ func onePerFamily(as []netip.Addr) []netip.Addr {
 }
 
 // buildChild creates the two tunnel SAs of a negotiated Child SA.
-func (s *ikeSA) buildChild(esp ESPProposal, spiIn, spiOut uint32, i2r, r2i []byte, weInitiated bool,
+func (s *ikeSA) buildChild(esp espSuite, spiIn, spiOut uint32, i2r, r2i []byte, weInitiated bool,
 	localTS, remoteTS []message.TrafficSelector, hostToHost bool, vip []netip.Addr) (*Child, error) {
 	cfg := &s.e.cfg
 	defer clear(i2r)
@@ -304,26 +312,16 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 		}
 	}
 	if sa == nil || tsi == nil || tsr == nil {
-		return nil, &childErr{message.INVALID_SYNTAX, "no SA, TSi or TSr"}
+		return nil, &childErr{t: message.INVALID_SYNTAX, msg: "no SA, TSi or TSr"}
 	}
 	if len(filterNotify(ps, message.USE_TRANSPORT_MODE)) > 0 {
-		return nil, &childErr{message.NO_PROPOSAL_CHOSEN, "transport mode asked for; tunnel mode only"}
+		return nil, &childErr{t: message.NO_PROPOSAL_CHOSEN, msg: "transport mode asked for; tunnel mode only"}
 	}
-	var dh dhGroup
-	if ke != nil {
-		dh = dhGroup(ke.Group)
+	esp, chosen, err := s.chooseChildProposal(sa, ke, inAuth)
+	if err != nil {
+		return nil, err
 	}
-	if ke != nil && dh.curve() == nil {
-		return nil, &childErr{message.INVALID_KE_PAYLOAD, fmt.Sprintf("DH group %d not supported", dh)}
-	}
-	esp, chosen, ok := chooseESP(cfg.ESPProposals, sa, dh)
-	if !ok && ke != nil {
-		// PFS with any group we support, whatever our proposals name.
-		esp, chosen, ok = chooseESP(withDH(cfg.ESPProposals, dh), sa, dh)
-	}
-	if !ok {
-		return nil, &childErr{message.NO_PROPOSAL_CHOSEN, "no ESP proposal in common"}
-	}
+	dh := esp.dh
 	var out []message.Payload
 	var vip []netip.Addr
 	var tsiN, tsrN []message.TrafficSelector
@@ -370,7 +368,7 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 			}
 			a, err := s.e.lease(s.peerID.String(), pool)
 			if err != nil {
-				return nil, &childErr{message.INTERNAL_ADDRESS_FAILURE, err.Error()}
+				return nil, &childErr{t: message.INTERNAL_ADDRESS_FAILURE, msg: err.Error()}
 			}
 			v := a.AsSlice()
 			if a.Is6() {
@@ -380,7 +378,7 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 			vip = append(vip, a)
 		}
 		if len(vip) == 0 {
-			return nil, &childErr{message.INTERNAL_ADDRESS_FAILURE, fmt.Sprintf("no virtual address pool for %v", s.peerID)}
+			return nil, &childErr{t: message.INTERNAL_ADDRESS_FAILURE, msg: fmt.Sprintf("no virtual address pool for %v", s.peerID)}
 		}
 		tsiN = narrow(tsi.Selectors, prefixesOf(vip))
 		out = append(out, reply)
@@ -388,7 +386,7 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 		// RFC 3554 §4: every claimed address must be the peer's.
 		tsiN = uniform(tsi.Selectors)
 		if u := unauthorized(tsiN, s.authority); u != nil {
-			return nil, &childErr{message.TS_UNACCEPTABLE, fmt.Sprintf("%v claims %s, which it has no authority for (RFC 3554 §4)", s.peerID, tsString([]message.TrafficSelector{*u}))}
+			return nil, &childErr{t: message.TS_UNACCEPTABLE, msg: fmt.Sprintf("%v claims %s, which it has no authority for (RFC 3554 §4)", s.peerID, tsString([]message.TrafficSelector{*u}))}
 		}
 	}
 	if rekeyOf == nil && !s.initiator {
@@ -397,16 +395,16 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 		hostToHost = len(vip) == 0 && sameHosts(tsiN, s.peerOuterAddrs()) && sameHosts(tsrN, s.ourOuterAddrs())
 	}
 	if len(tsiN) == 0 || len(tsrN) == 0 {
-		return nil, &childErr{message.TS_UNACCEPTABLE, fmt.Sprintf("nothing left of TSi %s / TSr %s after narrowing", tsString(tsi.Selectors), tsString(tsr.Selectors))}
+		return nil, &childErr{t: message.TS_UNACCEPTABLE, msg: fmt.Sprintf("nothing left of TSi %s / TSr %s after narrowing", tsString(tsi.Selectors), tsString(tsr.Selectors))}
 	}
 	var shared []byte
 	if ke != nil {
 		k, err := newDH(dh)
 		if err != nil {
-			return nil, &childErr{message.NO_PROPOSAL_CHOSEN, err.Error()}
+			return nil, &childErr{t: message.NO_PROPOSAL_CHOSEN, msg: err.Error()}
 		}
 		if shared, err = k.shared(ke.Data); err != nil {
-			return nil, &childErr{message.INVALID_SYNTAX, err.Error()}
+			return nil, &childErr{t: message.INVALID_SYNTAX, msg: err.Error()}
 		}
 		defer clear(shared)
 		out = append(out, &message.KE{Group: uint16(dh), Data: k.public()})
@@ -416,11 +414,11 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 	i2r, r2i := childKeys(s.prop.prf, esp.encr, s.keys.d, shared, ni, nr)
 	c, err := s.buildChild(esp, spiIn, spiOut, i2r, r2i, false, tsrN, tsiN, hostToHost, vip)
 	if err != nil {
-		return nil, &childErr{message.NO_PROPOSAL_CHOSEN, err.Error()}
+		return nil, &childErr{t: message.NO_PROPOSAL_CHOSEN, msg: err.Error()}
 	}
 	c.nonceMin = minNonce(ni, nr)
 	if err := s.install(c, rekeyOf); err != nil {
-		return nil, &childErr{message.TEMPORARY_FAILURE, err.Error()}
+		return nil, &childErr{t: message.TEMPORARY_FAILURE, msg: err.Error()}
 	}
 	chosen.SPI = binary.BigEndian.AppendUint32(nil, spiIn)
 	out = append(out, &message.SA{Proposals: []message.Proposal{chosen}},
@@ -428,12 +426,31 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 	return out, nil
 }
 
-func withDH(ps []ESPProposal, g dhGroup) []ESPProposal {
-	out := slices.Clone(ps)
-	for i := range out {
-		out[i].dh = g
+// chooseChildProposal is the responder's Child SA proposal choice. In
+// CREATE_CHILD_SA, INVALID_KE_PAYLOAD only ever names a group the peer
+// offered in this SA payload (RFC 7296 §1.3: "the responder ... selected
+// ... a different group"); a proposal we can only take with a group it
+// does not offer, or one we do not implement (e.g. MODP-2048 when the
+// Child SA was created without PFS), gets NO_PROPOSAL_CHOSEN.
+func (s *ikeSA) chooseChildProposal(sa *message.SA, ke *message.KE, inAuthExch bool) (espSuite, message.Proposal, error) {
+	cfg := &s.e.cfg
+	how, want := inAuth, dhGroup(0)
+	if !inAuthExch {
+		how = inCreate
+		if ke != nil {
+			want = dhGroup(ke.Group)
+		}
 	}
-	return out
+	esp, chosen, ok := chooseESP(cfg.ESPProposals, sa, want, how)
+	if !ok {
+		return esp, chosen, &childErr{t: message.NO_PROPOSAL_CHOSEN,
+			msg: fmt.Sprintf("no ESP proposal in common (KE group %v): offered %s, allowed %s", want, offerString(sa), proposalsString(cfg.ESPProposals))}
+	}
+	if esp.dh != want {
+		return esp, chosen, &childErr{t: message.INVALID_KE_PAYLOAD, group: esp.dh,
+			msg: fmt.Sprintf("KE group %v, but the proposal we take (%s) wants %v", want, esp, esp.dh)}
+	}
+	return esp, chosen, nil
 }
 
 func prefixesOf(as []netip.Addr) []netip.Prefix {
@@ -480,10 +497,11 @@ func (s *ikeSA) childResponse(ps []message.Payload, c *childOffer, nr []byte) er
 		defer clear(shared)
 		dh = c.dh.group
 	}
-	esp, spiOut, err := acceptESP(cfg.ESPProposals, message.Find[*message.SA](ps), dh)
-	if err != nil && dh != 0 {
-		esp, spiOut, err = acceptESP(withDH(cfg.ESPProposals, dh), message.Find[*message.SA](ps), dh)
+	how := inCreate
+	if c.ni == nil {
+		how = inAuth
 	}
+	esp, spiOut, err := acceptESP(cfg.ESPProposals, message.Find[*message.SA](ps), dh, how)
 	if err != nil {
 		return err
 	}
@@ -530,11 +548,8 @@ func (s *ikeSA) createChild(c *childOffer) {
 	c.ni = randomBytes(minNonceLen)
 	if cfg.PFS {
 		g := s.prop.dh
-		for _, p := range cfg.ESPProposals {
-			if p.dh != 0 {
-				g = p.dh
-				break
-			}
+		if ds := cfg.ESPProposals[0].dh; len(ds) > 0 {
+			g = ds[0]
 		}
 		c.dh, _ = newDH(g)
 	}
@@ -542,11 +557,7 @@ func (s *ikeSA) createChild(c *childOffer) {
 	if c.rekeys != nil {
 		ps = append(ps, &message.Notify{Protocol: message.ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, c.rekeys.In.SPI), NotifyType: message.REKEY_SA})
 	}
-	sa := espSAPayload(cfg.ESPProposals, c.spi, c.dh != nil)
-	if c.dh != nil {
-		sa = espSAPayload(withDH(cfg.ESPProposals, c.dh.group), c.spi, true)
-	}
-	ps = append(ps, sa, &message.Nonce{Data: c.ni})
+	ps = append(ps, s.offerSA(c), &message.Nonce{Data: c.ni})
 	if c.dh != nil {
 		ps = append(ps, &message.KE{Group: uint16(c.dh.group), Data: c.dh.public()})
 	}
@@ -669,13 +680,6 @@ func (s *ikeSA) respondCreateChild(msgID uint32, ps []message.Payload) {
 	out, err := s.acceptChild(ps, ni.Data, nr, ke, old, false)
 	if err != nil {
 		cfg.Log.Warn("CREATE_CHILD_SA refused", "ike", s.name(), "err", err)
-		var ce *childErr
-		if errors.As(err, &ce) && ce.t == message.INVALID_KE_PAYLOAD {
-			var g [2]byte
-			binary.BigEndian.PutUint16(g[:], uint16(s.prop.dh))
-			reply(notify(message.INVALID_KE_PAYLOAD, g[:]))
-			return
-		}
 		reply(childError(err))
 		return
 	}
@@ -750,7 +754,7 @@ func firstError(ps []message.Payload) string {
 
 // handOver moves everything from s to its replacement n, keyed from the
 // rekey exchange: SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr).
-func (s *ikeSA) handOver(n *ikeSA, prop IKEProposal, shared, ni, nr []byte) {
+func (s *ikeSA) handOver(n *ikeSA, prop ikeSuite, shared, ni, nr []byte) {
 	n.prop, n.ni, n.nr = prop, ni, nr
 	n.keys = deriveIKE(prop.prf, prop.encr, s.prop.prf, s.keys.d, shared, ni, nr, n.spiI, n.spiR)
 	n.setCiphers()
@@ -779,12 +783,19 @@ func (s *ikeSA) handOver(n *ikeSA, prop IKEProposal, shared, ni, nr []byte) {
 func (s *ikeSA) respondRekeyIKE(msgID uint32, sa *message.SA, ni *message.Nonce, ke *message.KE) {
 	cfg := &s.e.cfg
 	reply := func(out ...message.Payload) { s.respond(message.CREATE_CHILD_SA, msgID, out) }
-	prop, chosen, ok := chooseIKE(cfg.IKEProposals, sa)
+	var want dhGroup
+	if ke != nil {
+		want = dhGroup(ke.Group)
+	}
+	prop, chosen, ok := chooseIKE(cfg.IKEProposals, sa, want)
 	if !ok || len(chosen.SPI) != 8 {
+		cfg.Log.Warn("IKE SA rekey refused: no proposal in common", "ike", s.name(),
+			"offered", offerString(sa), "allowed", proposalsString(cfg.IKEProposals))
 		reply(notify(message.NO_PROPOSAL_CHOSEN, nil))
 		return
 	}
-	if ke == nil || dhGroup(ke.Group) != prop.dh {
+	if ke == nil || want != prop.dh {
+		// §1.3.2: a group the peer offered (chooseIKE returns no other).
 		var g [2]byte
 		binary.BigEndian.PutUint16(g[:], uint16(prop.dh))
 		reply(notify(message.INVALID_KE_PAYLOAD, g[:]))

@@ -37,7 +37,7 @@ type ikeSA struct {
 	created   time.Time
 	lastHeard time.Time
 
-	prop    IKEProposal
+	prop    ikeSuite
 	keys    ikeKeys
 	sendKey *skCipher
 	recvKey *skCipher
