@@ -41,6 +41,23 @@ type Child struct {
 	timer    *time.Timer
 }
 
+// Sibling is, while Remove runs for c, another Child SA of the same name
+// that stays: after a rekey collision (RFC 7296 §2.8.1) two new pairs
+// share the name until the redundant one is deleted, and the data path
+// must then carry on with the other. Nil if there is none. Only for use
+// inside Config.Remove (it reads state guarded by the endpoint's lock).
+func (c *Child) Sibling() *Child {
+	if c.ike == nil {
+		return nil
+	}
+	for i := len(c.ike.children) - 1; i >= 0; i-- {
+		if x := c.ike.children[i]; x != c && x.Name == c.Name && !x.replaced {
+			return x
+		}
+	}
+	return nil
+}
+
 // childErr carries the notify a refused Child SA answers with.
 type childErr struct {
 	t     message.NotifyType
@@ -265,6 +282,7 @@ func (s *ikeSA) install(c *Child, rekeyOf *Child) error {
 	default:
 		c.Name = fmt.Sprintf("%s/net", s.name())
 	}
+	s.aimChild(c) // a Child SA made while a MOBIKE move awaits its check goes to the proven address
 	if err := cfg.Install(c); err != nil {
 		c.In.Close()
 		c.Out.Close()
@@ -576,21 +594,22 @@ func (s *ikeSA) createChild(c *childOffer) {
 				s.childFailed(c, err)
 				return
 			}
+			if old := c.rekeys; old != nil && old.replaced && message.Find[*message.SA](rps) != nil {
+				// A collision (§2.8.1): the peer rekeyed it too. The SA
+				// made with the lowest of the four nonces is redundant,
+				// and whoever made it deletes it. Ours, if redundant,
+				// never reaches the data path, where it would take the
+				// name's policy from the one that stays.
+				if theirs := s.rekeyedByPeer(old); theirs != nil && bytes.Compare(minNonce(c.ni, nr.Data), theirs.nonceMin) < 0 {
+					s.sendDelete(c.spi, old.Name, "rekey collision: redundant")
+					return
+				}
+			}
 			if err := s.childResponse(rps, c, nr.Data); err != nil {
 				s.childFailed(c, err)
 				return
 			}
 			if old := c.rekeys; old != nil {
-				if old.replaced {
-					// A collision (§2.8.1): the peer rekeyed it too. The SA
-					// made with the lowest of the four nonces is redundant,
-					// and whoever made it deletes it.
-					mine := s.children[len(s.children)-1]
-					if theirs := s.rekeyedByPeer(old); theirs != nil && bytes.Compare(minNonce(c.ni, nr.Data), theirs.nonceMin) < 0 {
-						s.deleteChild(mine, "rekey collision: redundant")
-						return
-					}
-				}
 				old.replaced = true
 				s.deleteChild(old, "rekeyed")
 			}
@@ -633,8 +652,14 @@ func (s *ikeSA) rekeyChild(c *Child) {
 // being used at once.
 func (s *ikeSA) deleteChild(c *Child, why string) {
 	spi := c.In.SPI
-	s.e.cfg.Log.Info("Child SA deleted", "ike", s.name(), "child", c.Name, "spi_in", fmt.Sprintf("%#08x", spi), "why", why)
 	s.removeChild(c)
+	s.sendDelete(spi, c.Name, why)
+}
+
+// sendDelete sends the INFORMATIONAL DELETE of the Child SA whose inbound
+// SPI is spi.
+func (s *ikeSA) sendDelete(spi uint32, name, why string) {
+	s.e.cfg.Log.Info("Child SA deleted", "ike", s.name(), "child", name, "spi_in", fmt.Sprintf("%#08x", spi), "why", why)
 	s.start(&request{exch: message.INFORMATIONAL,
 		payloads: []message.Payload{&message.Delete{Protocol: message.ProtoESP, SPISize: 4, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, spi)}}},
 		onReply:  func(*message.Message, []message.Payload) {},
@@ -764,6 +789,7 @@ func (s *ikeSA) handOver(n *ikeSA, prop ikeSuite, shared, ni, nr []byte) {
 	n.local, n.remote = s.local, s.remote
 	n.vip, n.dns = s.vip, s.dns
 	n.id = s.id
+	n.proven, n.espPeer = s.proven, s.espPeer
 	n.rekeys = s.rekeys + 1
 	n.authenticated = s.authenticated
 	n.children = s.children
@@ -850,30 +876,15 @@ func (s *ikeSA) respondInformational(msgID uint32, ps []message.Payload, remote 
 			}
 		}
 	}
-	// RFC 4555 §3.5, §4.2.5: a responder copies COOKIE2 into its response
-	// unchanged; the initiator closes the IKE SA if it does not come back.
-	for _, c := range filterNotify(ps, message.COOKIE2) {
-		out = append(out, notify(message.COOKIE2, c.Data))
-	}
-	if len(filterNotify(ps, message.UPDATE_SA_ADDRESSES)) > 0 {
-		// RFC 4555 §3.5: the addresses of this authenticated request are
-		// the peer's new ones.
-		s.e.cfg.Log.Info("MOBIKE: peer moved", "ike", s.name(), "from", s.remote, "to", remote)
-		s.remote = remote
-		s.peerAddrs = readAddrNotifies(ps)
-		for _, c := range s.children {
-			if !c.HostToHost {
-				r := c.Out.Outer()
-				if !r.DstFromInner {
-					r.Dst = []netip.Addr{remote.Addr()}
-					c.Out.SetOuter(r)
-				}
-			}
-		}
-	}
+	mobike, then := s.mobikeRequest(ps, remote)
+	out = append(out, mobike...)
 	s.respond(message.INFORMATIONAL, msgID, out)
 	if deleteIKE {
 		s.destroy("deleted by the peer")
+		return
+	}
+	if then != nil {
+		then()
 	}
 }
 
@@ -882,8 +893,20 @@ func (s *ikeSA) respondInformational(msgID uint32, ps []message.Payload, remote 
 func (s *ikeSA) updateAddresses() {
 	ps := []message.Payload{notify(message.UPDATE_SA_ADDRESSES, nil)}
 	ps = append(ps, natNotifies(s.spiI, s.spiR, netip.AddrPortFrom(s.local, s.localPort()), s.remote)...)
-	ps = append(ps, addrNotifies(s.e.cfg.LocalAddrs, s.local)...)
+	// §3.6: our other addresses, or that there are none.
+	if extra := addrNotifies(s.e.cfg.LocalAddrs, s.local); len(extra) > 0 {
+		ps = append(ps, extra...)
+	} else {
+		ps = append(ps, notify(message.NO_ADDITIONAL_ADDRESSES, nil))
+	}
+	// §3.5, §4.2.5: a COOKIE2 the responder copies back.
+	cookie := randomBytes(16)
+	ps = append(ps, notify(message.COOKIE2, cookie))
 	s.start(&request{exch: message.INFORMATIONAL, payloads: ps,
-		onReply: func(*message.Message, []message.Payload) {},
-		onFail:  s.failed})
+		onReply: func(_ *message.Message, rps []message.Payload) {
+			if !slices.ContainsFunc(filterNotify(rps, message.COOKIE2), func(n *message.Notify) bool { return bytes.Equal(n.Data, cookie) }) {
+				s.e.cfg.Log.Warn("MOBIKE: the responder did not copy our COOKIE2 (RFC 4555 §4.2.5)", "ike", s.name())
+			}
+		},
+		onFail: s.failed})
 }
