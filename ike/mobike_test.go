@@ -327,3 +327,67 @@ func TestMoveDuringRekeyCollision_RFC7296_2_8_1(t *testing.T) {
 		return len(cs) == 1 && slices.Equal(cs[0].Out.Outer().Dst, []netip.Addr{rwAddr2})
 	})
 }
+
+// TestDeadPeerGoneInBoundedTime_RFC7296_2_4: a road warrior that dies
+// (nothing more from it) is gone from the gateway, its Child SAs with it,
+// within DPD plus the retransmissions (PeerGoneWithin).
+func TestDeadPeerGoneInBoundedTime_RFC7296_2_4(t *testing.T) {
+	rw, gw := pskConfigs(t, ModeVirtual)
+	gw.DPD, gw.RetransmitTimeout, gw.RetransmitTries = 100*time.Millisecond, 20*time.Millisecond, 3
+	p := newPair(t, rw, gw)
+	p.connect(t)
+	checkPaired(t, p, 1)
+	p.w.block(gwAddr, rwAddr, true)
+	p.w.block(rwAddr, gwAddr, true)
+	died := time.Now()
+	waitFor(t, "the gateway to forget the dead road warrior", func() bool { return !p.gw.Established() && len(p.gp.snapshot()) == 0 })
+	took := time.Since(died)
+	bound := gw.PeerGoneWithin()
+	t.Logf("dead peer gone after %v (bound %v)", took.Round(time.Millisecond), bound)
+	// Generous: the machine is shared; the bound is what the config
+	// promises, with slack for scheduling.
+	if took > bound+2*time.Second {
+		t.Fatalf("dead peer gone after %v, bound %v", took, bound)
+	}
+	if want := 200*time.Millisecond + 20*time.Millisecond*15; bound != want {
+		t.Fatalf("PeerGoneWithin %v, want %v", bound, want)
+	}
+}
+
+// TestInitialContactReplacesOldSA_RFC7296_2_4: a road warrior that
+// crashed and connects again (INITIAL_CONTACT) replaces its old IKE SA at
+// once: one IKE SA and one Child SA pair on the gateway, without waiting
+// for DPD.
+func TestInitialContactReplacesOldSA_RFC7296_2_4(t *testing.T) {
+	rw, gw := pskConfigs(t, ModeVirtual)
+	gw.DPD = time.Hour
+	p := newPair(t, rw, gw)
+	p.connect(t)
+	checkPaired(t, p, 1)
+	old := p.gw.ikeSPIs()
+	// The crash: a new road-warrior endpoint with nothing of the old one.
+	rw.Initiator = true
+	rw.Send, rw.Install, rw.Remove, rw.Log = p.w.send(rwAddr), p.rp.install, p.rp.remove, testLog(t)
+	crashed := p.rw
+	crashed.mu.Lock()
+	crashed.closed = true // silent: no DELETE, as after a crash
+	crashed.mu.Unlock()
+	again, err := New(rw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(again.Close)
+	p.w.mu.Lock()
+	p.w.owners[rwAddr], p.w.owners[rwAddr2] = again, again
+	p.w.mu.Unlock()
+	if err := again.Connect(rwAddr, netip.AddrPortFrom(gwAddr, 500)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new IKE SA to replace the old one", func() bool {
+		now := p.gw.ikeSPIs()
+		return len(now) == 1 && now[0] != old[0] && len(p.gp.snapshot()) == 1
+	})
+	if c := p.gp.snapshot()[0]; c.ike == nil || c.ike.spiR == old[0] {
+		t.Fatal("the remaining Child SA belongs to the old IKE SA")
+	}
+}
