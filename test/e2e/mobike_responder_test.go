@@ -1,8 +1,12 @@
 package e2e
 
 import (
+	"slices"
+	"strconv"
+
 	"context"
 	"fmt"
+	"github.com/roamsec/roamsec/internal/daemon"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,7 +26,7 @@ import (
 // startShippedGateway runs the gateway on the shipped IKEv2 example, with
 // its control socket in a temporary directory, debug logs, the test PSK
 // in rw1.psk next to it, and the replacements in edits (old, new, ...).
-func startShippedGateway(t *testing.T, bed *netns.Bed, edits ...string) (*rig.Proc, string) {
+func startShippedGateway(t *testing.T, bed *netns.Bed, edits ...string) (gw *rig.Proc, cfgPath string) {
 	t.Helper()
 	data, err := os.ReadFile(rig.ExampleConfig("gateway-ike.yaml"))
 	if err != nil {
@@ -39,12 +43,12 @@ func startShippedGateway(t *testing.T, bed *netns.Bed, edits ...string) (*rig.Pr
 	}
 	cfg := writeCfg(t, dir, "gateway.yaml", text)
 	writeCfg(t, dir, "rw1.psk", testPSK+"\n")
-	gw, err := rig.Start(bed.GW, filepath.Join(bin, "gateway"), 15*time.Second, "-config", cfg)
+	gw, err = rig.Start(bed.GW, filepath.Join(bin, "gateway"), 15*time.Second, "-config", cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { gw.Stop(5 * time.Second) })
-	return gw, dir
+	return gw, cfg
 }
 
 // swanRoadWarriorConn is one strongSwan road-warrior connection in
@@ -190,4 +194,219 @@ func TestStrongSwanProposalsShippedGateway(t *testing.T) {
 		}
 		pingThrough(t, bed, "the old Child SA after the refused rekey", logs)
 	})
+}
+
+// mobikeMove is one way a strongSwan road warrior's path changes, and how
+// it is undone.
+type mobikeMove struct {
+	name          string
+	move, restore func(bed *netns.Bed) error
+}
+
+var mobikeMoves = []mobikeMove{
+	{"link-down",
+		func(bed *netns.Bed) error { return bed.RW.LinkDown(netns.IfPrimary) },
+		func(bed *netns.Bed) error { return bed.RW.LinkUp(netns.IfPrimary) }},
+	// The address on the primary link changes (DHCP gave another): the
+	// old one deleted, a new one added on the same link.
+	{"addr-change",
+		func(bed *netns.Bed) error { return swapAddr(bed, netns.RWPrimary4.String(), "192.0.2.3") },
+		func(bed *netns.Bed) error { return swapAddr(bed, "192.0.2.3", netns.RWPrimary4.String()) }},
+}
+
+func swapAddr(bed *netns.Bed, from, to string) error {
+	if out, err := bed.RW.Run("ip", "addr", "add", to+"/24", "dev", netns.IfPrimary); err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	if out, err := bed.RW.Run("ip", "addr", "del", from+"/24", "dev", netns.IfPrimary); err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	return nil
+}
+
+// swanMOBIKERoadWarrior is a strongSwan road warrior with MOBIKE (its
+// default) in virtual-address mode.
+func swanMOBIKERoadWarrior() string {
+	return swanRoadWarriorConf(swanRoadWarriorConn("home", "mobike = yes\nrekey_time = 0\ndpd_delay = 0", "rekey_time = 0"))
+}
+
+// mobikeBed is one cell's bed: a strongSwan road warrior connected to our
+// gateway (shipped config) or to a strongSwan gateway.
+type mobikeBed struct {
+	bed      *netns.Bed
+	swan     *strongswan.Charon
+	gw       *rig.Proc // ours, or nil
+	gwCfg    string
+	swanGW   *strongswan.Charon
+	logs     func() string
+	ike0     strongswan.IKESA
+	children int // the gateway's Child SAs before the move
+}
+
+func newMOBIKEBed(t *testing.T, swanGateway bool) *mobikeBed {
+	t.Helper()
+	b := &mobikeBed{bed: netns.New(t)}
+	if swanGateway {
+		b.swanGW = startSwan(t, b.bed.GW, "gw", swanGatewayConf(pskCreds(t), "mobike = yes", "esp_proposals = aes256gcm16"), nil)
+	} else {
+		b.gw, b.gwCfg = startShippedGateway(t, b.bed)
+	}
+	b.swan = startSwan(t, b.bed.RW, "rw", swanMOBIKERoadWarrior(), nil)
+	b.logs = func() string {
+		s := "strongSwan road warrior:\n" + b.swan.Tail(100)
+		if b.gw != nil {
+			out, _, _ := rig.Run(context.Background(), nil, filepath.Join(bin, "gateway"), "status", "-config", b.gwCfg)
+			s += "\nroamsec gateway:\n" + b.gw.Log() + "\n" + out
+		} else {
+			s += "\nstrongSwan gateway:\n" + b.swanGW.Tail(60)
+		}
+		return s
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := b.swan.Initiate(ctx, "home", "home"); err != nil {
+		t.Fatalf("initiate: %v\n%s", err, b.logs())
+	}
+	sas, err := b.swan.WaitSA(ctx, 10*time.Second, strongswan.ChildInstalled("home"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.ike0, _ = strongswan.FindIKE(sas, "home")
+	pingThrough(t, b.bed, "before the move", b.logs)
+	if err := rig.EchoServer(b.bed); err != nil {
+		t.Fatal(err)
+	}
+	if b.gw != nil {
+		st := status(t, "gateway", b.gwCfg)
+		if st.IKE == nil || len(st.IKE.SAs) != 1 {
+			t.Fatalf("gateway status before the move: %+v", st.IKE)
+		}
+		b.children = len(st.Children)
+	}
+	return b
+}
+
+// trial moves the road warrior's path while a 50 Hz stream runs and
+// returns the outage: the longest time without an answer around the move
+// (the last answer before the interruption to the first after it). It checks what every move must keep: the
+// same IKE SA (same SPIs, no new IKE_SA_INIT), no error in strongSwan's
+// log, and on our gateway one IKE SA and as many Child SAs as before.
+func (b *mobikeBed) trial(t *testing.T, m mobikeMove, restore bool) time.Duration {
+	t.Helper()
+	s, err := rig.StartStream(b.bed, 20*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	time.Sleep(500 * time.Millisecond)
+	local0 := b.currentLocal(t)
+	do := m.move
+	if restore {
+		do = m.restore
+	}
+	t0 := time.Now()
+	if err := do(b.bed); err != nil {
+		t.Fatal(err)
+	}
+	if !rig.WaitFor(20*time.Second, func() bool { return !s.FirstReplyAfter(t0).IsZero() }) {
+		t.Fatalf("%s: no traffic after the move\n%s", m.name, b.logs())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sas, err := b.swan.WaitSA(ctx, 15*time.Second, func(sas []strongswan.IKESA) bool {
+		i, ok := strongswan.FindIKE(sas, "home")
+		c, ok2 := i.Child("home")
+		return ok && ok2 && i.LocalHost != local0 && c.State == "INSTALLED" && len(i.TasksActive)+len(i.TasksQueued)+len(i.TasksPassive) == 0
+	})
+	if err != nil {
+		t.Fatalf("%s: strongSwan's IKE SA did not settle on a new path: %v\n%s", m.name, err, b.logs())
+	}
+	// The outage: the longest time without an answer from just before
+	// the move until the stream has run a while on the new path.
+	time.Sleep(300 * time.Millisecond)
+	outage := s.LongestGap(t0.Add(-100*time.Millisecond), time.Now())
+	ike, _ := strongswan.FindIKE(sas, "home")
+	if ike.SPIi != b.ike0.SPIi || ike.SPIr != b.ike0.SPIr {
+		t.Errorf("%s: IKE SPIs changed %s/%s -> %s/%s: a new IKE SA", m.name, b.ike0.SPIi, b.ike0.SPIr, ike.SPIi, ike.SPIr)
+	}
+	log := b.swan.Log()
+	for _, bad := range []string{"COOKIE2 mismatch", "closing IKE_SA", "deleting IKE_SA"} {
+		if strings.Contains(log, bad) {
+			t.Errorf("%s: strongSwan's log has %q\n%s", m.name, bad, b.logs())
+		}
+	}
+	if n := strings.Count(log, "initiating IKE_SA"); n != 1 {
+		t.Errorf("%s: strongSwan initiated %d IKE SAs, want the one", m.name, n)
+	}
+	if b.gw != nil {
+		var st daemon.Status
+		if !rig.WaitFor(10*time.Second, func() bool {
+			st = status(t, "gateway", b.gwCfg)
+			return st.IKE != nil && len(st.IKE.SAs) == 1 && len(st.Children) == b.children
+		}) {
+			t.Errorf("%s: gateway holds %d IKE SAs and %d Child SAs after the move, want 1 and %d (nothing stale)\n%s",
+				m.name, len(st.IKE.SAs), len(st.Children), b.children, b.logs())
+		}
+		if st.IKE != nil && len(st.IKE.SAs) == 1 && st.IKE.SAs[0].Remote.Addr().String() != ike.LocalHost {
+			t.Errorf("%s: gateway's IKE SA is at %v, strongSwan at %s", m.name, st.IKE.SAs[0].Remote, ike.LocalHost)
+		}
+	}
+	return outage
+}
+
+func (b *mobikeBed) currentLocal(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sas, err := b.swan.SAs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i, _ := strongswan.FindIKE(sas, "home")
+	return i.LocalHost
+}
+
+// TestStrongSwanMOBIKEResponder: a strongSwan 5.9 road warrior (MOBIKE,
+// virtual address) roams while connected to the roamsec gateway (shipped
+// config): its primary link goes down; its primary address changes. Each
+// move keeps the IKE SA, leaves nothing stale, and traffic resumes.
+// ROAMSEC_MOBIKE_TRIALS=N measures each cell N times (move and back, the
+// outage of the move), against our gateway and against a strongSwan
+// gateway in the same bed, and logs the medians.
+func TestStrongSwanMOBIKEResponder(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	trials := 1
+	if n, err := strconv.Atoi(os.Getenv("ROAMSEC_MOBIKE_TRIALS")); err == nil && n > 0 {
+		trials = n
+	}
+	gateways := []bool{false}
+	if trials > 1 {
+		gateways = append(gateways, true)
+	}
+	for _, m := range mobikeMoves {
+		for _, swanGW := range gateways {
+			name := m.name + "/roamsec-gateway"
+			if swanGW {
+				name = m.name + "/strongswan-gateway"
+			}
+			t.Run(name, func(t *testing.T) {
+				b := newMOBIKEBed(t, swanGW)
+				var outages []time.Duration
+				for i := 0; i < trials; i++ {
+					outages = append(outages, b.trial(t, m, false))
+					if t.Failed() {
+						return
+					}
+					if i+1 < trials {
+						b.trial(t, m, true)
+					}
+				}
+				slices.Sort(outages)
+				t.Logf("%s: outage over %d trial(s): median %v, min %v, max %v (all %v)", name, len(outages),
+					outages[len(outages)/2].Round(time.Millisecond), outages[0].Round(time.Millisecond), outages[len(outages)-1].Round(time.Millisecond), outages)
+			})
+		}
+	}
 }
