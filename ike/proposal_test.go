@@ -266,3 +266,23 @@ func TestOurOfferAcceptedBack_RFC7296_2_7(t *testing.T) {
 		t.Fatal("a response with another group than our KE accepted")
 	}
 }
+
+// FuzzParseProposals: any string parses or is refused with an error,
+// never a panic; what parses prints as a string that parses to the same.
+func FuzzParseProposals(f *testing.F) {
+	for _, s := range []string{"default", "aes128gcm16-prfsha384-curve25519", "aes256gcm16-esn-noesn-ecp384", "-", "aes128gcm16--prfsha256", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if p, err := ParseIKEProposal(s); err == nil {
+			if q, err := ParseIKEProposal(p.String()); err != nil || q.String() != p.String() {
+				t.Fatalf("IKE %q -> %q -> %q, %v", s, p, q, err)
+			}
+		}
+		if p, err := ParseESPProposal(s); err == nil {
+			if q, err := ParseESPProposal(p.String()); err != nil || q.String() != p.String() {
+				t.Fatalf("ESP %q -> %q -> %q, %v", s, p, q, err)
+			}
+		}
+	})
+}
