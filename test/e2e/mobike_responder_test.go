@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net/netip"
 	"slices"
 	"strconv"
 
@@ -196,38 +197,82 @@ func TestStrongSwanProposalsShippedGateway(t *testing.T) {
 	})
 }
 
-// mobikeMove is one way a strongSwan road warrior's path changes, and how
-// it is undone.
+// mobikeMove is one way a strongSwan road warrior's path changes: move
+// acts on the path it is on now (its IKE SA's local address cur) and
+// returns what puts the bed back for the next trial, or nil.
 type mobikeMove struct {
-	name          string
-	move, restore func(bed *netns.Bed) error
+	name string
+	move func(bed *netns.Bed, cur netip.Addr) (restore func() error, err error)
 }
 
 var mobikeMoves = []mobikeMove{
-	{"link-down",
-		func(bed *netns.Bed) error { return bed.RW.LinkDown(netns.IfPrimary) },
-		func(bed *netns.Bed) error { return bed.RW.LinkUp(netns.IfPrimary) }},
-	// The address on the primary link changes (DHCP gave another): the
-	// old one deleted, a new one added on the same link.
-	{"addr-change",
-		func(bed *netns.Bed) error { return swapAddr(bed, netns.RWPrimary4.String(), "192.0.2.3") },
-		func(bed *netns.Bed) error { return swapAddr(bed, "192.0.2.3", netns.RWPrimary4.String()) }},
-}
-
-func swapAddr(bed *netns.Bed, from, to string) error {
-	if out, err := bed.RW.Run("ip", "addr", "add", to+"/24", "dev", netns.IfPrimary); err != nil {
-		return fmt.Errorf("%v: %s", err, out)
-	}
-	if out, err := bed.RW.Run("ip", "addr", "del", from+"/24", "dev", netns.IfPrimary); err != nil {
-		return fmt.Errorf("%v: %s", err, out)
-	}
-	return nil
+	{"link-down", func(bed *netns.Bed, cur netip.Addr) (func() error, error) {
+		link := netns.IfSecondary
+		if netns.PrimaryNet4.Contains(cur) || netns.PrimaryNet6.Contains(cur) {
+			link = netns.IfPrimary
+		}
+		return func() error { return bed.RW.LinkUp(link) }, bed.RW.LinkDown(link)
+	}},
+	// The address it uses changes (DHCP gave another): the new one added
+	// on the same link, the old one deleted.
+	{"addr-change", func(bed *netns.Bed, cur netip.Addr) (func() error, error) {
+		b := cur.AsSlice()
+		b[len(b)-1] ^= 1 // .2 <-> .3, ::2 <-> ::3
+		next, _ := netip.AddrFromSlice(b)
+		link, bits := netns.IfSecondary, 24
+		if netns.PrimaryNet4.Contains(cur) || netns.PrimaryNet6.Contains(cur) {
+			link = netns.IfPrimary
+		}
+		if cur.Is6() {
+			bits = 64
+		}
+		add := []string{"ip", "addr", "add", fmt.Sprintf("%s/%d", next, bits), "dev", link}
+		if cur.Is6() {
+			add = append(add, "nodad")
+		}
+		if out, err := bed.RW.Run(add...); err != nil {
+			return nil, fmt.Errorf("%v: %s", err, out)
+		}
+		if out, err := bed.RW.Run("ip", "addr", "del", fmt.Sprintf("%s/%d", cur, bits), "dev", link); err != nil {
+			return nil, fmt.Errorf("%v: %s", err, out)
+		}
+		return nil, nil
+	}},
 }
 
 // swanMOBIKERoadWarrior is a strongSwan road warrior with MOBIKE (its
-// default) in virtual-address mode.
-func swanMOBIKERoadWarrior() string {
-	return swanRoadWarriorConf(swanRoadWarriorConn("home", "mobike = yes\nrekey_time = 0\ndpd_delay = 0", "rekey_time = 0"))
+// default) in virtual-address mode, or in RFC 3554 mode with both its
+// uplink addresses in TSi.
+func swanMOBIKERoadWarrior(rfc3554 bool) string {
+	conn := swanRoadWarriorConn("home", "mobike = yes\nrekey_time = 0\ndpd_delay = 0", "rekey_time = 0")
+	if rfc3554 {
+		conn = strings.Replace(conn, "\t\tvips = 0.0.0.0\n", "", 1)
+		conn = strings.Replace(conn, "remote_ts = 203.0.113.0/24", fmt.Sprintf("local_ts = %s/32,%s/32\n\t\t\t\tremote_ts = 203.0.113.0/24", netns.RWPrimary4, netns.RWSecondary4), 1)
+	}
+	return swanRoadWarriorConf(conn)
+}
+
+// startSwanPeerTS is startSwan for a charon whose selectors contain its
+// own outer addresses (RFC 3554 mode): kernel-libipsec's allow_peer_ts.
+func startSwanPeerTS(t *testing.T, ns *netns.NS, name, conf string) *strongswan.Charon {
+	t.Helper()
+	if err := strongswan.Install(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := strongswan.Start(ctx, ns, strongswan.Config{Name: name, Swanctl: conf, AllowPeerTS: true,
+		Debug: map[string]int{"ike": 2, "chd": 1, "knl": 1, "cfg": 1, "esp": 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("strongSwan %s log tail:\n%s", name, c.Tail(80))
+		}
+		c.Stop(5 * time.Second)
+	})
+	return c
 }
 
 // mobikeBed is one cell's bed: a strongSwan road warrior connected to our
@@ -243,7 +288,7 @@ type mobikeBed struct {
 	children int // the gateway's Child SAs before the move
 }
 
-func newMOBIKEBed(t *testing.T, swanGateway bool) *mobikeBed {
+func newMOBIKEBed(t *testing.T, swanGateway, rfc3554 bool) *mobikeBed {
 	t.Helper()
 	b := &mobikeBed{bed: netns.New(t)}
 	if swanGateway {
@@ -251,7 +296,11 @@ func newMOBIKEBed(t *testing.T, swanGateway bool) *mobikeBed {
 	} else {
 		b.gw, b.gwCfg = startShippedGateway(t, b.bed)
 	}
-	b.swan = startSwan(t, b.bed.RW, "rw", swanMOBIKERoadWarrior(), nil)
+	if rfc3554 {
+		b.swan = startSwanPeerTS(t, b.bed.RW, "rw", swanMOBIKERoadWarrior(true))
+	} else {
+		b.swan = startSwan(t, b.bed.RW, "rw", swanMOBIKERoadWarrior(false), nil)
+	}
 	b.logs = func() string {
 		s := "strongSwan road warrior:\n" + b.swan.Tail(100)
 		if b.gw != nil {
@@ -291,22 +340,29 @@ func newMOBIKEBed(t *testing.T, swanGateway bool) *mobikeBed {
 // (the last answer before the interruption to the first after it). It checks what every move must keep: the
 // same IKE SA (same SPIs, no new IKE_SA_INIT), no error in strongSwan's
 // log, and on our gateway one IKE SA and as many Child SAs as before.
-func (b *mobikeBed) trial(t *testing.T, m mobikeMove, restore bool) time.Duration {
+func (b *mobikeBed) trial(t *testing.T, m mobikeMove) time.Duration {
 	t.Helper()
 	s, err := rig.StartStream(b.bed, 20*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	time.Sleep(500 * time.Millisecond)
-	local0 := b.currentLocal(t)
-	do := m.move
-	if restore {
-		do = m.restore
+	if !rig.WaitFor(10*time.Second, func() bool { return !s.FirstReplyAfter(time.Now().Add(-100 * time.Millisecond)).IsZero() }) {
+		t.Fatalf("%s: no traffic before the move\n%s", m.name, b.logs())
 	}
+	local0 := b.currentLocal(t)
 	t0 := time.Now()
-	if err := do(b.bed); err != nil {
+	restore, err := m.move(b.bed, netip.MustParseAddr(local0))
+	if err != nil {
 		t.Fatal(err)
+	}
+	if restore != nil {
+		defer func() {
+			if err := restore(); err != nil {
+				t.Error(err)
+			}
+			time.Sleep(time.Second) // strongSwan sees the path come back
+		}()
 	}
 	if !rig.WaitFor(20*time.Second, func() bool { return !s.FirstReplyAfter(t0).IsZero() }) {
 		t.Fatalf("%s: no traffic after the move\n%s", m.name, b.logs())
@@ -335,8 +391,8 @@ func (b *mobikeBed) trial(t *testing.T, m mobikeMove, restore bool) time.Duratio
 			t.Errorf("%s: strongSwan's log has %q\n%s", m.name, bad, b.logs())
 		}
 	}
-	if n := strings.Count(log, "initiating IKE_SA"); n != 1 {
-		t.Errorf("%s: strongSwan initiated %d IKE SAs, want the one", m.name, n)
+	if strings.Contains(log, "home[2]") {
+		t.Errorf("%s: strongSwan made a second IKE SA, want the one", m.name)
 	}
 	if b.gw != nil {
 		var st daemon.Status
@@ -370,9 +426,10 @@ func (b *mobikeBed) currentLocal(t *testing.T) string {
 // virtual address) roams while connected to the roamsec gateway (shipped
 // config): its primary link goes down; its primary address changes. Each
 // move keeps the IKE SA, leaves nothing stale, and traffic resumes.
-// ROAMSEC_MOBIKE_TRIALS=N measures each cell N times (move and back, the
-// outage of the move), against our gateway and against a strongSwan
-// gateway in the same bed, and logs the medians.
+// ROAMSEC_MOBIKE_TRIALS=N measures each cell N times (each trial moves off
+// the path then in use, which is put back afterwards), against our
+// gateway and against a strongSwan gateway in the same bed, and logs the
+// medians.
 func TestStrongSwanMOBIKEResponder(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
@@ -392,15 +449,12 @@ func TestStrongSwanMOBIKEResponder(t *testing.T) {
 				name = m.name + "/strongswan-gateway"
 			}
 			t.Run(name, func(t *testing.T) {
-				b := newMOBIKEBed(t, swanGW)
+				b := newMOBIKEBed(t, swanGW, false)
 				var outages []time.Duration
 				for i := 0; i < trials; i++ {
-					outages = append(outages, b.trial(t, m, false))
+					outages = append(outages, b.trial(t, m))
 					if t.Failed() {
 						return
-					}
-					if i+1 < trials {
-						b.trial(t, m, true)
 					}
 				}
 				slices.Sort(outages)
@@ -409,4 +463,43 @@ func TestStrongSwanMOBIKEResponder(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestStrongSwanMOBIKEResponderRFC3554: the same link-down move with the
+// strongSwan road warrior in RFC 3554 mode: no virtual address, both its
+// uplink addresses in TSi (what the issue saw fail: the gateway sent ESP
+// to the inner destination while strongSwan's SA lived on its IKE
+// address). ROAMSEC_MOBIKE_TRIALS measures it as above (ours only).
+//
+// It needs the gateway to send ESP to where the road warrior receives it
+// (its IKE address, or an address it has sent authenticated ESP from),
+// not to the inner destination: measured on this branch alone, strongSwan
+// routes traffic from its second TS address (198.51.100.2), the gateway
+// answers with ESP to 198.51.100.2 while the libipsec SA lives on
+// 192.0.2.2, and strongSwan drops it ("inbound ESP packet does not belong
+// to an installed SA"). That outer-address rule is another change's
+// (tunnel/outer.go); until it is in, ROAMSEC_E2E_RFC3554_MOBIKE=1 runs
+// this test.
+func TestStrongSwanMOBIKEResponderRFC3554(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	if os.Getenv("ROAMSEC_E2E_RFC3554_MOBIKE") == "" {
+		t.Skip("needs the gateway's outer-address rule for RFC 3554 peers that receive on their IKE address only; set ROAMSEC_E2E_RFC3554_MOBIKE=1")
+	}
+	trials := 1
+	if n, err := strconv.Atoi(os.Getenv("ROAMSEC_MOBIKE_TRIALS")); err == nil && n > 0 {
+		trials = n
+	}
+	m := mobikeMoves[0]
+	b := newMOBIKEBed(t, false, true)
+	var outages []time.Duration
+	for i := 0; i < trials; i++ {
+		outages = append(outages, b.trial(t, m))
+		if t.Failed() {
+			return
+		}
+	}
+	slices.Sort(outages)
+	t.Logf("rfc3554/%s/roamsec-gateway: outage over %d trial(s): median %v (all %v)", m.name, len(outages), outages[len(outages)/2].Round(time.Millisecond), outages)
 }
