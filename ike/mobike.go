@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/roamsec/roamsec/ike/message"
 	"github.com/roamsec/roamsec/tunnel"
@@ -137,6 +138,30 @@ func (s *ikeSA) moveChildren(to netip.AddrPort) {
 		s.aimChild(c)
 	}
 	s.e.cfg.Log.Info("MOBIKE: ESP SAs moved", "ike", s.name(), "to", to, "child_sas", len(s.children))
+	s.afterLocked(poolGrace, s.refreshPools)
+}
+
+// poolGrace is how long after a move the peer has to replace Child SAs
+// whose inbound address pool lacks its new address (strongSwan with
+// kernel-libipsec rekeys them at once) before we rekey them ourselves.
+var poolGrace = 2 * time.Second
+
+// refreshPools rekeys the Child SAs whose inbound SA would drop ESP from
+// the peer's current address: a tunnel SA's peer pool (RFC 3554 §2's
+// seed 000 set, checked before the ICV) is fixed when it is made, and a
+// peer that moves its SAs without rekeying them (RFC 4555 §3.5: the
+// IPsec SAs' addresses are updated) sends from its new address on the old
+// SAs. The new ones are built with its current address.
+func (s *ikeSA) refreshPools() {
+	if s.state != stEstablished || !s.espPeer.IsValid() {
+		return
+	}
+	for _, c := range slices.Clone(s.children) {
+		if !c.HostToHost && !c.rekeying && !c.replaced && !c.In.PeerAddrs.IsEmpty() && !c.In.PeerAddrs.Contains(s.espPeer.Addr()) {
+			s.e.cfg.Log.Info("MOBIKE: rekeying a Child SA whose peer pool lacks the new address", "ike", s.name(), "child", c.Name, "addr", s.espPeer.Addr())
+			s.rekeyChild(c)
+		}
+	}
 }
 
 // aimChild sets one Child SA's outbound destination to espPeer (a

@@ -391,3 +391,33 @@ func TestInitialContactReplacesOldSA_RFC7296_2_4(t *testing.T) {
 		t.Fatal("the remaining Child SA belongs to the old IKE SA")
 	}
 }
+
+// TestPoolFollowsTheMove_RFC4555_3_5: a peer that moves its SAs without
+// rekeying them (kernel ESP) sends from its new address on the old SAs;
+// an inbound SA whose peer pool lacks that address is rekeyed by us after
+// a grace period, so ESP from there is accepted.
+func TestPoolFollowsTheMove_RFC4555_3_5(t *testing.T) {
+	defer func(g time.Duration) { poolGrace = g }(poolGrace)
+	poolGrace = 50 * time.Millisecond
+	rwAddr3 := netip.MustParseAddr("192.0.2.3")
+	p := mobikePair(t)
+	p.w.mu.Lock()
+	p.w.owners[rwAddr3] = p.rw
+	p.w.mu.Unlock()
+	if p.gp.snapshot()[0].In.PeerAddrs.Contains(rwAddr3) {
+		t.Fatal("the pool has the new address already")
+	}
+	p.update(t, rwAddr3, false, notify(message.ADDITIONAL_IP4_ADDRESS, rwAddr.AsSlice()))
+	waitFor(t, "a Child SA that takes ESP from the new address", func() bool {
+		cs := p.gp.snapshot()
+		return len(cs) == 1 && cs[0].In.PeerAddrs.Contains(rwAddr3) && slices.Equal(cs[0].Out.Outer().Dst, []netip.Addr{rwAddr3})
+	})
+	// No rekey when the pool has the address: the new SA's pool holds the
+	// peer's address list too.
+	installs, _ := p.gp.counts()
+	p.update(t, rwAddr, false, notify(message.ADDITIONAL_IP4_ADDRESS, rwAddr3.AsSlice()))
+	time.Sleep(300 * time.Millisecond)
+	if now, _ := p.gp.counts(); now != installs {
+		t.Fatalf("%d Child SA installs after a move inside the pool", now-installs)
+	}
+}
