@@ -503,3 +503,40 @@ func TestStrongSwanMOBIKEResponderRFC3554(t *testing.T) {
 	slices.Sort(outages)
 	t.Logf("rfc3554/%s/roamsec-gateway: outage over %d trial(s): median %v (all %v)", m.name, len(outages), outages[len(outages)/2].Round(time.Millisecond), outages)
 }
+
+// TestStrongSwanCrashReconnectReplacesOldSA: a strongSwan road warrior
+// killed with SIGKILL (no DELETE) and started again connects at once; its
+// INITIAL_CONTACT makes the gateway drop the dead IKE SA then, not after
+// DPD (30 s in the shipped config): one IKE SA, one Child SA, traffic.
+func TestStrongSwanCrashReconnectReplacesOldSA(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	b := newMOBIKEBed(t, false, false)
+	st0 := status(t, "gateway", b.gwCfg)
+	if err := b.swan.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	again := startSwan(t, b.bed.RW, "rw-again", swanMOBIKERoadWarrior(false), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	if err := again.Initiate(ctx, "home", "home"); err != nil {
+		t.Fatalf("initiate after the crash: %v\n%s", err, b.gw.Log())
+	}
+	if _, err := again.WaitSA(ctx, 10*time.Second, strongswan.ChildInstalled("home")); err != nil {
+		t.Fatal(err)
+	}
+	var st daemon.Status
+	if !rig.WaitFor(5*time.Second, func() bool {
+		st = status(t, "gateway", b.gwCfg)
+		return st.IKE != nil && len(st.IKE.SAs) == 1 && len(st.Children) == 1 && st.IKE.SAs[0].SPIi != st0.IKE.SAs[0].SPIi
+	}) {
+		t.Fatalf("gateway after the reconnect: %+v, %d Child SAs; want the new IKE SA only\n%s", st.IKE, len(st.Children), b.gw.Log())
+	}
+	if !strings.Contains(b.gw.Log(), "INITIAL_CONTACT: removing the old IKE SA") {
+		t.Errorf("the old IKE SA went, but not by INITIAL_CONTACT\n%s", b.gw.Log())
+	}
+	t.Logf("old IKE SA replaced %v after the new charon initiated (DPD would take up to %v)", time.Since(start).Round(time.Millisecond), 2*30*time.Second+63*time.Second)
+	pingThrough(t, b.bed, "after the reconnect", b.gw.Log, func() string { return again.Tail(60) })
+}
