@@ -381,6 +381,7 @@ func (b *mobikeBed) trial(t *testing.T, m mobikeMove) time.Duration {
 	// the move until the stream has run a while on the new path.
 	time.Sleep(300 * time.Millisecond)
 	outage := s.LongestGap(t0.Add(-100*time.Millisecond), time.Now())
+	t.Logf("%s: %s -> %s at %s, outage %v", m.name, local0, b.currentLocal(t), t0.Format("15:04:05.000"), outage.Round(time.Millisecond))
 	ike, _ := strongswan.FindIKE(sas, "home")
 	if ike.SPIi != b.ike0.SPIi || ike.SPIr != b.ike0.SPIr {
 		t.Errorf("%s: IKE SPIs changed %s/%s -> %s/%s: a new IKE SA", m.name, b.ike0.SPIi, b.ike0.SPIr, ike.SPIi, ike.SPIr)
@@ -456,6 +457,16 @@ func TestStrongSwanMOBIKEResponder(t *testing.T) {
 					if t.Failed() {
 						return
 					}
+				}
+				if trials > 1 && b.gw != nil {
+					// What the gateway did on each move, for the figures.
+					var lines []string
+					for _, l := range strings.Split(b.gw.Log(), "\n") {
+						if strings.Contains(l, "MOBIKE") || strings.Contains(l, "Child SA") {
+							lines = append(lines, l)
+						}
+					}
+					t.Logf("gateway:\n%s", strings.Join(lines, "\n"))
 				}
 				slices.Sort(outages)
 				t.Logf("%s: outage over %d trial(s): median %v, min %v, max %v (all %v)", name, len(outages),
