@@ -60,19 +60,30 @@ func (c *Child) Sibling() *Child {
 
 // childErr carries the notify a refused Child SA answers with.
 type childErr struct {
-	t     message.NotifyType
-	msg   string
-	group dhGroup // INVALID_KE_PAYLOAD: the group to ask for (§1.3)
+	t   message.NotifyType
+	msg string
 }
 
 func (e *childErr) Error() string { return fmt.Sprintf("%v: %s", e.t, e.msg) }
 
+// invalidKEErr refuses a CREATE_CHILD_SA with INVALID_KE_PAYLOAD naming
+// the group to use (RFC 7296 §1.3).
+type invalidKEErr struct {
+	group dhGroup
+	msg   string
+}
+
+func (e *invalidKEErr) Error() string {
+	return fmt.Sprintf("INVALID_KE_PAYLOAD (want %v): %s", e.group, e.msg)
+}
+
 func childError(err error) message.Payload {
+	var ke *invalidKEErr
+	if errors.As(err, &ke) {
+		return notify(message.INVALID_KE_PAYLOAD, binary.BigEndian.AppendUint16(nil, uint16(ke.group)))
+	}
 	var ce *childErr
 	if errors.As(err, &ce) {
-		if ce.t == message.INVALID_KE_PAYLOAD {
-			return notify(ce.t, binary.BigEndian.AppendUint16(nil, uint16(ce.group)))
-		}
 		return notify(ce.t, nil)
 	}
 	return notify(message.NO_PROPOSAL_CHOSEN, nil)
@@ -330,10 +341,10 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 		}
 	}
 	if sa == nil || tsi == nil || tsr == nil {
-		return nil, &childErr{t: message.INVALID_SYNTAX, msg: "no SA, TSi or TSr"}
+		return nil, &childErr{message.INVALID_SYNTAX, "no SA, TSi or TSr"}
 	}
 	if len(filterNotify(ps, message.USE_TRANSPORT_MODE)) > 0 {
-		return nil, &childErr{t: message.NO_PROPOSAL_CHOSEN, msg: "transport mode asked for; tunnel mode only"}
+		return nil, &childErr{message.NO_PROPOSAL_CHOSEN, "transport mode asked for; tunnel mode only"}
 	}
 	esp, chosen, err := s.chooseChildProposal(sa, ke, inAuth)
 	if err != nil {
@@ -386,7 +397,7 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 			}
 			a, err := s.e.lease(s.peerID.String(), pool)
 			if err != nil {
-				return nil, &childErr{t: message.INTERNAL_ADDRESS_FAILURE, msg: err.Error()}
+				return nil, &childErr{message.INTERNAL_ADDRESS_FAILURE, err.Error()}
 			}
 			v := a.AsSlice()
 			if a.Is6() {
@@ -396,7 +407,7 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 			vip = append(vip, a)
 		}
 		if len(vip) == 0 {
-			return nil, &childErr{t: message.INTERNAL_ADDRESS_FAILURE, msg: fmt.Sprintf("no virtual address pool for %v", s.peerID)}
+			return nil, &childErr{message.INTERNAL_ADDRESS_FAILURE, fmt.Sprintf("no virtual address pool for %v", s.peerID)}
 		}
 		tsiN = narrow(tsi.Selectors, prefixesOf(vip))
 		out = append(out, reply)
@@ -404,7 +415,7 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 		// RFC 3554 §4: every claimed address must be the peer's.
 		tsiN = uniform(tsi.Selectors)
 		if u := unauthorized(tsiN, s.authority); u != nil {
-			return nil, &childErr{t: message.TS_UNACCEPTABLE, msg: fmt.Sprintf("%v claims %s, which it has no authority for (RFC 3554 §4)", s.peerID, tsString([]message.TrafficSelector{*u}))}
+			return nil, &childErr{message.TS_UNACCEPTABLE, fmt.Sprintf("%v claims %s, which it has no authority for (RFC 3554 §4)", s.peerID, tsString([]message.TrafficSelector{*u}))}
 		}
 	}
 	if rekeyOf == nil && !s.initiator {
@@ -413,16 +424,16 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 		hostToHost = len(vip) == 0 && sameHosts(tsiN, s.peerOuterAddrs()) && sameHosts(tsrN, s.ourOuterAddrs())
 	}
 	if len(tsiN) == 0 || len(tsrN) == 0 {
-		return nil, &childErr{t: message.TS_UNACCEPTABLE, msg: fmt.Sprintf("nothing left of TSi %s / TSr %s after narrowing", tsString(tsi.Selectors), tsString(tsr.Selectors))}
+		return nil, &childErr{message.TS_UNACCEPTABLE, fmt.Sprintf("nothing left of TSi %s / TSr %s after narrowing", tsString(tsi.Selectors), tsString(tsr.Selectors))}
 	}
 	var shared []byte
 	if ke != nil {
 		k, err := newDH(dh)
 		if err != nil {
-			return nil, &childErr{t: message.NO_PROPOSAL_CHOSEN, msg: err.Error()}
+			return nil, &childErr{message.NO_PROPOSAL_CHOSEN, err.Error()}
 		}
 		if shared, err = k.shared(ke.Data); err != nil {
-			return nil, &childErr{t: message.INVALID_SYNTAX, msg: err.Error()}
+			return nil, &childErr{message.INVALID_SYNTAX, err.Error()}
 		}
 		defer clear(shared)
 		out = append(out, &message.KE{Group: uint16(dh), Data: k.public()})
@@ -432,11 +443,11 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 	i2r, r2i := childKeys(s.prop.prf, esp.encr, s.keys.d, shared, ni, nr)
 	c, err := s.buildChild(esp, spiIn, spiOut, i2r, r2i, false, tsrN, tsiN, hostToHost, vip)
 	if err != nil {
-		return nil, &childErr{t: message.NO_PROPOSAL_CHOSEN, msg: err.Error()}
+		return nil, &childErr{message.NO_PROPOSAL_CHOSEN, err.Error()}
 	}
 	c.nonceMin = minNonce(ni, nr)
 	if err := s.install(c, rekeyOf); err != nil {
-		return nil, &childErr{t: message.TEMPORARY_FAILURE, msg: err.Error()}
+		return nil, &childErr{message.TEMPORARY_FAILURE, err.Error()}
 	}
 	chosen.SPI = binary.BigEndian.AppendUint32(nil, spiIn)
 	out = append(out, &message.SA{Proposals: []message.Proposal{chosen}},
@@ -461,12 +472,12 @@ func (s *ikeSA) chooseChildProposal(sa *message.SA, ke *message.KE, inAuthExch b
 	}
 	esp, chosen, ok := chooseESP(cfg.ESPProposals, sa, want, how)
 	if !ok {
-		return esp, chosen, &childErr{t: message.NO_PROPOSAL_CHOSEN,
-			msg: fmt.Sprintf("no ESP proposal in common (KE group %v): offered %s, allowed %s", want, offerString(sa), proposalsString(cfg.ESPProposals))}
+		return esp, chosen, &childErr{message.NO_PROPOSAL_CHOSEN,
+			fmt.Sprintf("no ESP proposal in common (KE group %v): offered %s, allowed %s", want, offerString(sa), proposalsString(cfg.ESPProposals))}
 	}
 	if esp.dh != want {
-		return esp, chosen, &childErr{t: message.INVALID_KE_PAYLOAD, group: esp.dh,
-			msg: fmt.Sprintf("KE group %v, but the proposal we take (%s) wants %v", want, esp, esp.dh)}
+		return esp, chosen, &invalidKEErr{esp.dh,
+			fmt.Sprintf("KE group %v, but the proposal we take (%s) wants %v", want, esp, esp.dh)}
 	}
 	return esp, chosen, nil
 }
