@@ -158,3 +158,21 @@ func (c *Config) defaults() error {
 	}
 	return nil
 }
+
+// PeerGoneWithin bounds how long an IKE SA with a dead peer lasts: at
+// most twice DPD of silence before the liveness check starts (the timer
+// runs every DPD), then the check and its retransmissions, each timeout
+// double the previous (RFC 7296 §2.4). Zero when DPD is off.
+func (c Config) PeerGoneWithin() time.Duration {
+	if c.DPD <= 0 {
+		return 0
+	}
+	rt, tries := c.RetransmitTimeout, c.RetransmitTries
+	if rt == 0 {
+		rt = time.Second
+	}
+	if tries == 0 {
+		tries = 5
+	}
+	return 2*c.DPD + rt*(1<<(tries+1)-1)
+}

@@ -38,7 +38,7 @@ func (s *ikeSA) localPort() uint16 {
 func (s *ikeSA) startInit() error {
 	cfg := &s.e.cfg
 	if s.dh == nil {
-		dh, err := newDH(cfg.IKEProposals[0].dh)
+		dh, err := newDH(cfg.IKEProposals[0].dh[0])
 		if err != nil {
 			return err
 		}
@@ -94,7 +94,7 @@ func (s *ikeSA) initResponse(m *message.Message, local netip.Addr, remote netip.
 	}
 	if n := m.Notify(message.INVALID_KE_PAYLOAD); n != nil && len(n.Data) == 2 && !s.dhRetried {
 		g := dhGroup(binary.BigEndian.Uint16(n.Data))
-		if !slices.ContainsFunc(cfg.IKEProposals, func(p IKEProposal) bool { return p.dh == g }) {
+		if !slices.ContainsFunc(cfg.IKEProposals, func(p IKEProposal) bool { return slices.Contains(p.dh, g) }) {
 			fail(fmt.Errorf("%w: gateway wants DH group %d, which we did not offer", ErrNoProposal, g))
 			return
 		}
@@ -460,14 +460,16 @@ func (e *Endpoint) respondInit(h message.Header, b []byte, local netip.Addr, rem
 			return
 		}
 	}
-	prop, chosen, ok := chooseIKE(e.cfg.IKEProposals, sa)
+	prop, chosen, ok := chooseIKE(e.cfg.IKEProposals, sa, dhGroup(ke.Group))
 	if !ok {
-		e.cfg.Log.Info("IKE_SA_INIT refused: no proposal in common", "peer", remote)
+		e.cfg.Log.Info("IKE_SA_INIT refused: no proposal in common", "peer", remote,
+			"offered", offerString(sa), "allowed", proposalsString(e.cfg.IKEProposals))
 		plain(notify(message.NO_PROPOSAL_CHOSEN, nil))
 		return
 	}
 	if dhGroup(ke.Group) != prop.dh {
-		// §1.3: tell the initiator which group to use; keep no state.
+		// §1.2: tell the initiator which group to use (one it offered in
+		// this SA payload: chooseIKE only returns those); keep no state.
 		var g [2]byte
 		binary.BigEndian.PutUint16(g[:], uint16(prop.dh))
 		plain(notify(message.INVALID_KE_PAYLOAD, g[:]))

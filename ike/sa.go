@@ -40,7 +40,7 @@ type ikeSA struct {
 	created   time.Time
 	lastHeard time.Time
 
-	prop    IKEProposal
+	prop    ikeSuite
 	keys    ikeKeys
 	sendKey *skCipher
 	recvKey *skCipher
@@ -55,12 +55,16 @@ type ikeSA struct {
 	peerHashes []auth.HashAlg
 	peerMOBIKE bool
 	peerAddrs  []netip.Addr // ADDITIONAL_IP*_ADDRESS (RFC 4555 §3.6)
-	certReq    bool         // the peer sent CERTREQ
-	peerID     auth.Identity
-	peer       *Peer
-	authority  []netip.Prefix
-	vip        []netip.Addr // virtual addresses: assigned to us, or (responder) to the peer
-	dns        []netip.Addr
+	// MOBIKE responder (RFC 4555 §3.5, §3.7): the peer endpoints it has
+	// shown it receives at, and the one the ESP SAs send to.
+	proven    []netip.AddrPort
+	espPeer   netip.AddrPort
+	certReq   bool // the peer sent CERTREQ
+	peerID    auth.Identity
+	peer      *Peer
+	authority []netip.Prefix
+	vip       []netip.Addr // virtual addresses: assigned to us, or (responder) to the peer
+	dns       []netip.Addr
 
 	// Requests we send: window size 1 (§2.3), the rest queued.
 	nextID uint32
@@ -106,7 +110,8 @@ type request struct {
 	pkts     [][]byte
 	tries    int
 	timer    *time.Timer
-	plain    bool // IKE_SA_INIT
+	plain    bool           // IKE_SA_INIT
+	to       netip.AddrPort // where to send it; zero: the peer's current address
 	onReply  func(m *message.Message, ps []message.Payload)
 	onFail   func(err error)
 }
@@ -153,8 +158,12 @@ func (s *ikeSA) followNAT() {
 // timeout doubling each time (§2.1).
 func (s *ikeSA) transmit(r *request) {
 	s.followNAT()
+	to := s.remote
+	if r.to.IsValid() {
+		to = r.to
+	}
 	for _, p := range r.pkts {
-		if err := s.e.cfg.Send(p, s.local, s.remote, s.natT); err != nil {
+		if err := s.e.cfg.Send(p, s.local, to, s.natT); err != nil {
 			s.e.cfg.Log.Debug("IKE send", "ike", s.name(), "err", err)
 		}
 	}
@@ -407,6 +416,10 @@ func (s *ikeSA) established() {
 		s.authenticated = time.Now()
 	}
 	s.dh = nil
+	if !s.initiator && len(s.proven) == 0 {
+		// The IKE SA was set up with the peer at this endpoint.
+		s.proven, s.espPeer = []netip.AddrPort{s.remote}, s.remote
+	}
 	s.armDPD()
 	if d := s.e.cfg.IKELifetime; d > 0 {
 		s.ikeRekeyTimer = s.afterLocked(jitter(d), func() { s.rekeyIKE() })

@@ -112,6 +112,14 @@ func (st *ikeState) remove(c *ike.Child) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.children[c.Name] == c {
+		if n := c.Sibling(); n != nil {
+			// A rekey collision's survivor takes the name back.
+			st.children[c.Name] = n
+			if p := st.policies[c.Name]; p != nil {
+				p.SA.Store(n.Out)
+			}
+			return
+		}
 		delete(st.children, c.Name)
 		if p := st.policies[c.Name]; p != nil {
 			st.spd.Remove(p)
