@@ -172,3 +172,68 @@ func TestNotifyReadyWatchdogReloadStopping(t *testing.T) {
 	}
 	t.Logf("notifications: %s", ns)
 }
+
+// TestDaemonSurvivesABrokenLogStream: under systemd the daemon's stderr is
+// a stream to journald; when that goes (journald restarted), the next log
+// line raises SIGPIPE, whose Go default is to die on the spot, leaving the
+// rules behind. The daemon ignores it: the tunnel stays, and SIGTERM still
+// stops it cleanly.
+func TestDaemonSurvivesABrokenLogStream(t *testing.T) {
+	bed := netns.New(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := bed.GW.Command(filepath.Join(bin, "gateway"), "-config", rig.ExampleConfig("gateway.yaml"))
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	done := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(done) }()
+	defer func() {
+		select {
+		case <-done:
+		default:
+			cmd.Process.Kill()
+			<-done
+		}
+	}()
+	var out strings.Builder
+	buf := make([]byte, 4096)
+	for !strings.Contains(out.String(), "tunnel up") {
+		n, err := r.Read(buf)
+		if err != nil {
+			t.Fatalf("log ended before the tunnel was up: %v\n%s", err, out.String())
+		}
+		out.Write(buf[:n])
+	}
+	r.Close() // the journal's end of the stream is gone
+	// SIGHUP makes it log (reload lines): writes to a broken pipe.
+	cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(time.Second)
+	select {
+	case <-done:
+		t.Fatalf("the daemon died when its log stream broke: %v", waitErr)
+	default:
+	}
+	if links, _ := bed.GW.Run("ip", "-br", "link"); !strings.Contains(links, "roamsec0") {
+		t.Fatalf("TUN gone:\n%s", links)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+		if waitErr != nil {
+			t.Fatalf("exit after SIGTERM: %v", waitErr)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no exit 15 s after SIGTERM")
+	}
+	links, _ := bed.GW.Run("ip", "-br", "link")
+	rules, _ := bed.GW.Run("ip", "rule")
+	if strings.Contains(links, "roamsec0") || strings.Contains(rules, "fwmark") {
+		t.Fatalf("left behind:\n%s\n%s", links, rules)
+	}
+}

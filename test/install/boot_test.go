@@ -31,6 +31,8 @@ import (
 //   - a broken file: systemctl reload fails and the daemon keeps serving;
 //     systemctl restart ends "failed", not restarted, with the reason in
 //     one line at priority err (journalctl -p err);
+//   - a run-time failure at every start (exit 4) is restarted at most 5
+//     times a minute, then the unit stays failed;
 //   - an upgrade with the conffile edited, unattended
 //     (DEBIAN_FRONTEND=noninteractive, --force-confold, no stdin), keeps
 //     the edit and restarts the daemon;
@@ -171,6 +173,32 @@ func TestSystemdBoot(t *testing.T) {
 		t.Logf("journalctl -p err:\n%s", errs)
 	}
 	os.WriteFile(cfgPath, cfg, 0o600)
+
+	// A run-time failure at every start (exit 4: a link named roamsec0
+	// that is not a TUN device takes the name): restarted, but at most 5
+	// starts a minute (StartLimitBurst), then "failed", not a loop.
+	if out, err := bed.GW.Run("ip", "link", "add", "roamsec0", "type", "veth", "peer", "name", "roamsec0p"); err != nil {
+		t.Fatal(err, out)
+	}
+	ct.run("systemctl", "reset-failed", "roamsec-gateway")
+	ct.output("systemctl", "start", "roamsec-gateway")
+	// Five failed starts take about 5 × (RestartSec 2 s + the start).
+	stable := func() bool {
+		n := ct.prop("NRestarts")
+		time.Sleep(7 * time.Second) // > 3 × RestartSec: a loop would have restarted it
+		return ct.prop("ActiveState") == "failed" && ct.prop("NRestarts") == n
+	}
+	if !waitFor(90*time.Second, stable) {
+		t.Errorf("a daemon failing at every start is restarted forever: NRestarts=%s\n%s", ct.prop("NRestarts"), ct.status())
+	}
+	n := ct.prop("NRestarts")
+	if k, _ := strconv.Atoi(n); k < 1 || k > 5 {
+		t.Errorf("a daemon failing at every start: %s restarts, want 1 to 5 (exit 4 is retried; StartLimitBurst=5)", n)
+	}
+	limit, _ := ct.output("journalctl", "-q", "-u", "roamsec-gateway", "-o", "cat", "--grep", "repeated too quickly")
+	t.Logf("failing at every start (exit 4): %s restarts, then failed; %s", n, strings.TrimSpace(limit))
+	bed.GW.Run("ip", "link", "del", "roamsec0")
+	ct.run("systemctl", "reset-failed", "roamsec-gateway")
 	ct.run("systemctl", "start", "roamsec-gateway")
 
 	// Unattended upgrade with the edited conffile.
