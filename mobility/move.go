@@ -82,9 +82,10 @@ type Mover struct {
 	Paths   []Path       // host routes to their peer addresses keep their sources
 	Log     *slog.Logger
 
-	mu   sync.Mutex
-	last *Switch
-	took time.Duration
+	mu      sync.Mutex
+	last    *Switch
+	took    time.Duration
+	applied int
 }
 
 // Apply moves to sw.To and logs how long the whole switch took, from the
@@ -119,17 +120,30 @@ func (m *Mover) Apply(sw Switch) error {
 		}
 	}
 	done := time.Now()
-	m.mu.Lock()
-	m.last, m.took = &sw, done.Sub(sw.Detected)
-	m.mu.Unlock()
 	if m.Log != nil {
-		m.Log.Info("path switch", "from", sw.From.String(), "to", sw.To.String(), "reason", sw.Reason,
+		// One record per switch the Set counted (n numbers them), with
+		// when it was decided and when its cause happened.
+		m.Log.Info("path switch", "n", sw.N, "from", sw.From.String(), "to", sw.To.String(), "reason", sw.Reason,
+			"at", sw.Time.Format(time.RFC3339Nano), "detected", sw.Detected.Format(time.RFC3339Nano),
 			"since_event", done.Sub(sw.Detected).Round(time.Millisecond).String())
 	}
+	// Counted after it is logged: a status read never counts a switch the
+	// log does not show yet.
+	m.mu.Lock()
+	m.last, m.took = &sw, done.Sub(sw.Detected)
+	m.applied++
+	m.mu.Unlock()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("mobility: switch to %s: %w", sw.To.Name, err)
 	}
 	return nil
+}
+
+// Applied is how many switches Apply has applied (and logged).
+func (m *Mover) Applied() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.applied
 }
 
 // Last is the last switch applied and how long it took from the event

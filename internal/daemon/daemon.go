@@ -492,10 +492,10 @@ func runMobility(ctx context.Context, s Setup, dev *tun.Device, st *mobilityStat
 				return err
 			}
 		case ev := <-events:
-			s.Log.Debug("path event", "local", ev.Local, "peer", ev.Peer, "link", ev.Link, "state", ev.State.String(), "source", ev.Source)
 			for _, f := range fams {
-				sw, ok := f.set.Update(ev)
-				apply(f, sw, ok)
+				o := f.set.Apply(ev)
+				logChanges(s.Log, o.Changes)
+				apply(f, o.Switch, o.Switched)
 			}
 		case now := <-tick.C:
 			for _, f := range fams {
@@ -503,6 +503,15 @@ func runMobility(ctx context.Context, s Setup, dev *tun.Device, st *mobilityStat
 				apply(f, sw, ok)
 			}
 		}
+	}
+}
+
+// logChanges logs each path state transition once, with the time it
+// happened (the detector's), which may be earlier than the log record.
+func logChanges(log *slog.Logger, cs []mobility.Change) {
+	for _, c := range cs {
+		log.Info("path state", "path", c.Path.String(), "from", c.From.String(), "to", c.To.String(),
+			"source", c.Source, "at", c.Time.Format(time.RFC3339Nano))
 	}
 }
 
