@@ -69,6 +69,11 @@ type Event struct {
 	Measured bool
 	Loss     float64 // fraction of recent heartbeats never answered
 	RTT      time.Duration
+	// Adopt, from netlink, is the path's new local address: the path's
+	// own address is gone from its link (named by Link) and this one, of
+	// the same family, is there. The path keeps its name and peer, takes
+	// the address, and is in State until heartbeats confirm it.
+	Adopt netip.Addr
 }
 
 // Switch is a decision to move traffic from one path to another.
@@ -98,6 +103,16 @@ type Outcome struct {
 	Changes  []Change
 	Switch   Switch
 	Switched bool
+	// Adopted are the paths that took a new local address (Event.Adopt),
+	// as they are now; detectors and routes must follow.
+	Adopted []Adoption
+}
+
+// Adoption is a path's move to a new local address.
+type Adoption struct {
+	Old  netip.Addr
+	Path Path
+	Time time.Time
 }
 
 // PathStatus is one path's state for status output.
@@ -204,6 +219,16 @@ func (s *Set) Apply(ev Event) Outcome {
 			continue
 		}
 		touched = true
+		if ev.Adopt.IsValid() {
+			if ev.Adopt.Is4() != p.Local.Is4() || ev.Adopt == p.Local {
+				continue
+			}
+			o.Adopted = append(o.Adopted, Adoption{Old: p.Local, Path: p.Path, Time: ev.Time})
+			p.Local = ev.Adopt
+			o.Adopted[len(o.Adopted)-1].Path.Local = ev.Adopt
+			// Nothing heard from the new address yet.
+			p.heard, p.measured = time.Time{}, false
+		}
 		if ev.Answer && ev.Time.After(p.heard) {
 			p.heard = ev.Time
 		}

@@ -232,6 +232,20 @@ func (pr *Prober) Run(ctx context.Context, out chan<- Event) error {
 	}
 }
 
+// SetLocal moves the path on local address old to address new (adopted
+// by netlink): it is unconfirmed again, with nothing measured, and is
+// probed at once from the new address.
+func (pr *Prober) SetLocal(old, new netip.Addr) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	for _, t := range pr.timer {
+		if t.path.Local == old {
+			*t = pathTimer{path: t.path, state: Unconfirmed, rto: pr.HB.RTOInitial, next: time.Now(), seq: t.seq}
+			t.path.Local = new
+		}
+	}
+}
+
 // start sets every path unconfirmed, with its first heartbeat due now.
 func (pr *Prober) start(now time.Time) {
 	pr.mu.Lock()

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/roamsec/roamsec/ike"
@@ -421,6 +422,7 @@ func runMobility(ctx context.Context, s Setup, dev *tun.Device, st *mobilityStat
 	// The prober starts at most once: when configured, or when any
 	// family's SCTP detector finds no kernel SCTP.
 	var probeOnce sync.Once
+	var prober atomic.Pointer[mobility.Prober] // once started, for address adoption
 	probe := func(why string) {
 		probeOnce.Do(func() {
 			kernel := "not used"
@@ -430,6 +432,7 @@ func runMobility(ctx context.Context, s Setup, dev *tun.Device, st *mobilityStat
 			}
 			st.setDetector("ESP-level probes (RFC 4960 path management on ICMP echo)", kernel)
 			pr := &mobility.Prober{Paths: m.Paths, HB: m.Heartbeat}
+			prober.Store(pr)
 			go func() { errc <- pr.Run(ctx, events) }()
 			s.Log.Info("mobility", "detector", "ESP-level probes: RFC 4960 §8 path management on ICMP echo through the host-to-host SA", "why", why,
 				"heartbeat", m.Heartbeat.Interval.String(), "path_max_retrans", m.Heartbeat.PathMaxRetrans, "pf_threshold", m.Heartbeat.PFThreshold)
@@ -483,6 +486,24 @@ func runMobility(ctx context.Context, s Setup, dev *tun.Device, st *mobilityStat
 			}
 		}
 	}
+	// A path that adopted a new local address (netlink): the prober
+	// probes from it, the host route to its peer takes it as source, and
+	// if the path carries traffic the SAs move to it and IKE follows
+	// (MOBIKE). The kernel SCTP association stays bound to the old one.
+	adopt := func(f family, a mobility.Adoption) {
+		if pr := prober.Load(); pr != nil {
+			pr.SetLocal(a.Old, a.Path.Local)
+		} else if m.Detector == config.DetectorSCTP {
+			s.Log.Warn("mobility: the SCTP association does not follow an adopted address; the path stays unconfirmed", "path", a.Path.Name)
+		}
+		inUse := f.set.Active().Name == a.Path.Name
+		if err := f.mover.Readdress(a, inUse); err != nil {
+			s.Log.Error("path address", "err", err)
+		}
+		if inUse && ep != nil {
+			go ep.Move(a.Path.Local, a.Path.Peer)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -495,6 +516,9 @@ func runMobility(ctx context.Context, s Setup, dev *tun.Device, st *mobilityStat
 			for _, f := range fams {
 				o := f.set.Apply(ev)
 				logChanges(s.Log, o.Changes)
+				for _, a := range o.Adopted {
+					adopt(f, a)
+				}
 				apply(f, o.Switch, o.Switched)
 			}
 		case now := <-tick.C:
