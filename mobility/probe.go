@@ -62,6 +62,7 @@ type pathTimer struct {
 	seq          uint16
 	sentAt, next time.Time
 	deadline     time.Time // when the outstanding heartbeat counts as missed
+	activeSince  time.Time // send time of the first answered heartbeat since it was last not active
 	measured     bool
 	recent       []probeRec // the last lossWindow heartbeats, oldest first
 }
@@ -111,11 +112,17 @@ func (p *pathTimer) answered(seq uint16) (time.Time, bool) {
 }
 
 // loss is the fraction of the recent heartbeats that were never answered,
-// counting only those older than RTOMax (the others may still be).
+// counting only those older than RTOMax (the others may still be) and,
+// while the path is active, only those sent since it became active: an
+// outage it recovered from is not loss (a path is judged on how it does
+// now; one that keeps losing heartbeats shows it again soon).
 func (p *pathTimer) loss(now time.Time, hb Heartbeat) float64 {
 	n, lost := 0, 0
 	for _, r := range p.recent {
 		if !r.answered && now.Sub(r.at) < hb.RTOMax {
+			continue
+		}
+		if p.state == Active && r.at.Before(p.activeSince) {
 			continue
 		}
 		n++
@@ -278,7 +285,9 @@ func (pr *Prober) answer(r reply) []Event {
 			t.outstanding = false
 			t.next = sentAt.Add(pr.HB.Interval + jitter(t.rto))
 		}
-		t.state = Active
+		if t.state != Active {
+			t.state, t.activeSince = Active, sentAt
+		}
 		evs = append(evs, Event{Local: t.path.Local, Peer: t.path.Peer, State: Active, Source: "probe", Time: r.at,
 			Answer: true, Measured: true, Loss: t.loss(r.at, pr.HB), RTT: t.srtt})
 	}

@@ -209,3 +209,22 @@ func TestLossMeasuredOverSettledHeartbeats(t *testing.T) {
 		t.Fatalf("loss %.3f over %d heartbeats, want about 4 lost", loss, len(tm.recent))
 	}
 }
+
+// A path that recovered from an outage is judged on how it does since:
+// the heartbeats lost while it was dead are not counted as its loss.
+func TestLossSinceRecoveryOnly(t *testing.T) {
+	f := newFakeProber(t, DefaultHeartbeat, pri)
+	f.keepAlive(time.Second, pri)
+	for range 20 { // dead for a while: inactive
+		f.drop(pri)
+		f.step(50 * time.Millisecond)
+	}
+	if got := f.states(pri); len(got) != 2 || got[1] != Inactive {
+		t.Fatalf("states %v", got)
+	}
+	f.keepAlive(2*time.Second, pri)
+	last := f.events[len(f.events)-1]
+	if !last.Answer || last.Loss != 0 {
+		t.Fatalf("after recovery %+v: want no loss", last)
+	}
+}

@@ -478,7 +478,7 @@ func runMobility(ctx context.Context, s Setup, dev *tun.Device, st *mobilityStat
 	apply := func(f family, sw mobility.Switch, ok bool) {
 		if ok {
 			if err := f.mover.Apply(sw); err != nil {
-				s.Log.Error("path switch", "err", err)
+				s.Log.Error("path switch failed", "err", err)
 			}
 			if ep != nil {
 				// IKE follows the path too (MOBIKE with peers that speak it).
