@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -42,7 +43,10 @@ func adoptConfigs(t *testing.T) (gw, rw string) {
 		}
 		*r.text = strings.ReplaceAll(*r.text, r.old, r.new)
 	}
+	// Control sockets of their own (other tests may run daemons meanwhile).
 	dir := t.TempDir()
+	gwText = "control_socket: " + filepath.Join(dir, "gateway.sock") + "\n" + gwText
+	rwText = "control_socket: " + filepath.Join(dir, "roadwarrior.sock") + "\n" + rwText
 	gw, err := rig.WriteFile(dir, "gateway.yaml", gwText)
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
@@ -203,11 +204,23 @@ func detectorBed(t *testing.T, port int) (bed *netns.Bed, rwCfg string, rw *rig.
 	if !strings.Contains(string(rwText), "switch_back: 10s") {
 		t.Fatal("example config changed: no switch_back: 10s")
 	}
-	rwCfg, err = rig.WriteFile(t.TempDir(), "roadwarrior.yaml", strings.Replace(string(rwText), "switch_back: 10s", "switch_back: 2s", 1))
+	// Control sockets of their own: tests of other packages (or other
+	// checkouts) may run the example daemons on this machine meanwhile.
+	dir := t.TempDir()
+	rwText = []byte(ownSocket(t, string(rwText), "roadwarrior", dir))
+	rwCfg, err = rig.WriteFile(dir, "roadwarrior.yaml", strings.Replace(string(rwText), "switch_back: 10s", "switch_back: 2s", 1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rw = up(t, bed, rig.ExampleConfig("gateway.yaml"), rwCfg)
+	gwText, err := os.ReadFile(rig.ExampleConfig("gateway.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwCfg, err := rig.WriteFile(dir, "gateway.yaml", ownSocket(t, string(gwText), "gateway", dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rw = up(t, bed, gwCfg, rwCfg)
 	if s, err = rig.StartStream(bed, 20*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
@@ -223,6 +236,16 @@ func detectorBed(t *testing.T, port int) (bed *netns.Bed, rwCfg string, rw *rig.
 		t.Fatalf("the paths never both answered\n%s", rw.Log())
 	}
 	return bed, rwCfg, rw, s, flow
+}
+
+// ownSocket points an example config's control socket into dir.
+func ownSocket(t *testing.T, text, role, dir string) string {
+	t.Helper()
+	old := "control_socket: /run/roamsec/" + role + ".sock"
+	if !strings.Contains(text, old) {
+		t.Fatalf("example config %s changed: no %q", role, old)
+	}
+	return strings.Replace(text, old, "control_socket: "+filepath.Join(dir, role+".sock"), 1)
 }
 
 // lossy drops pct % of what arrives on ifname in ns (nftables' random
