@@ -23,6 +23,13 @@ type Heartbeat struct {
 	RTOMin, RTOMax time.Duration
 	PathMaxRetrans int // unanswered heartbeats beyond this make the path inactive
 	PFThreshold    int // beyond this it is potentially failed; negative: no PF state
+	// DataInterval (kernel SCTP only), if positive, sends a one-byte
+	// message on the association this often, so that DATA is outstanding
+	// on the kernel's primary path and its T3-rtx timer (one RTO) finds a
+	// dead path sooner than heartbeats, which Linux sends at most every
+	// 200 ms plus up to an RTO (net/sctp/transport.c). Off by default:
+	// under heavy jitter (TCG) it also strikes live paths.
+	DataInterval time.Duration
 }
 
 // DefaultHeartbeat detects a silent path death in well under a second

@@ -50,16 +50,7 @@ type SCTPDetector struct {
 	Port  int
 	HB    Heartbeat
 	Log   *slog.Logger
-	// DataInterval, if positive, sends a one-byte message this often, so
-	// that DATA is outstanding on the kernel's primary path and its T3-rtx
-	// timer (one RTO) finds a dead path faster than heartbeats, which
-	// Linux sends at most every 200 ms plus up to an RTO.
-	DataInterval time.Duration
 }
-
-// DefaultDataInterval keeps DATA outstanding on the primary path nearly
-// all the time at 50 bytes of payload a second.
-const DefaultDataInterval = 20 * time.Millisecond
 
 // sendData sends a byte every interval until stop is closed; a failed send
 // (the association is going away) ends it.
@@ -123,8 +114,8 @@ func (d *SCTPDetector) Run(ctx context.Context, out chan<- Event) error {
 		}
 		stopData := make(chan struct{})
 		var data sync.WaitGroup
-		if d.DataInterval > 0 {
-			data.Go(func() { sendData(a, d.DataInterval, stopData) })
+		if d.HB.DataInterval > 0 {
+			data.Go(func() { sendData(a, d.HB.DataInterval, stopData) })
 		}
 		lost := false
 		for !lost {

@@ -443,7 +443,7 @@ func runMobility(ctx context.Context, s Setup, dev *tun.Device, st *mobilityStat
 	case config.DetectorSCTP:
 		st.setDetector("kernel SCTP association (RFC 4960 heartbeats)", "yes")
 		for _, f := range fams { // one association per family
-			d := &mobility.SCTPDetector{Paths: f.paths, Port: m.SCTPPort, HB: m.Heartbeat, Log: s.Log, DataInterval: mobility.DefaultDataInterval}
+			d := &mobility.SCTPDetector{Paths: f.paths, Port: m.SCTPPort, HB: m.Heartbeat, Log: s.Log}
 			go func() {
 				err := d.Run(ctx, events)
 				if errors.Is(err, mobility.ErrNoKernelSCTP) {
