@@ -52,19 +52,24 @@ type SCTPDetector struct {
 	Log   *slog.Logger
 }
 
-// sendData sends a byte every interval until stop is closed; a failed send
-// (the association is going away) ends it.
-func sendData(a *sctp.Assoc, interval time.Duration, stop <-chan struct{}) {
+// sendData sends a byte every interval until stop is closed (nil) or a
+// send fails (its error).
+func sendData(a *sctp.Assoc, interval time.Duration, stop <-chan struct{}) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-stop:
-			return
+			return nil
 		case <-t.C:
 		}
 		if err := a.Send([]byte{0}); err != nil {
-			return
+			select {
+			case <-stop:
+				return nil // closed under it
+			default:
+				return err
+			}
 		}
 	}
 }
@@ -115,7 +120,11 @@ func (d *SCTPDetector) Run(ctx context.Context, out chan<- Event) error {
 		stopData := make(chan struct{})
 		var data sync.WaitGroup
 		if d.HB.DataInterval > 0 {
-			data.Go(func() { sendData(a, d.HB.DataInterval, stopData) })
+			data.Go(func() {
+				if err := sendData(a, d.HB.DataInterval, stopData); err != nil && d.Log != nil {
+					d.Log.Warn("mobility: SCTP data_interval: send failed; T3-rtx no longer runs on the path in use", "err", err)
+				}
+			})
 		}
 		lost := false
 		for !lost {
