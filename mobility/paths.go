@@ -303,7 +303,7 @@ func (s *Set) worse(a, b int) bool {
 // suspect. RFC 7829 §3 leaves a PF path for an active one; an alternate
 // last heard before the silence began may be as stalled as cur (a busy
 // host delays every answer alike), so it proves nothing yet.
-func (s *Set) confirmed(i, cur int) bool {
+func (s *Set) confirmed(i, cur int, now time.Time) bool {
 	p, c := &s.paths[i], &s.paths[cur]
 	if i == cur || p.state != Active {
 		return false
@@ -314,8 +314,19 @@ func (s *Set) confirmed(i, cur int) bool {
 	if s.worse(i, cur) {
 		return false
 	}
-	return p.heard.IsZero() || p.heard.After(c.since)
+	if p.heard.IsZero() {
+		// A detector that reports changes only (kernel SCTP): an alternate
+		// that itself came back less than settle ago may be as suspect as
+		// cur (jitter striking every path in turn); leaving for it would
+		// ping-pong. A dead cur (Inactive) is left at once all the same.
+		return now.Sub(p.since) >= settle
+	}
+	return p.heard.After(c.since)
 }
+
+// settle is how long an alternate known only by state changes must have
+// been active to take traffic from a potentially-failed path.
+const settle = time.Second
 
 func (s *Set) decide(now time.Time) (Switch, bool) {
 	cur := s.active
@@ -326,7 +337,7 @@ func (s *Set) decide(now time.Time) (Switch, bool) {
 	if s.usable(cur) {
 		return Switch{}, false
 	}
-	next := s.best(cur)
+	next := s.best(cur, now)
 	if next < 0 {
 		return Switch{}, false // nowhere better to go: stay and hope
 	}
@@ -349,13 +360,13 @@ func (s *Set) switchBackDue(now time.Time) bool {
 // best is where traffic leaving cur goes: the primary if it is confirmed,
 // else the confirmed path with the least loss (then the lowest RTT; ties
 // in configured order); -1 if none.
-func (s *Set) best(cur int) int {
-	if s.confirmed(s.primary, cur) {
+func (s *Set) best(cur int, now time.Time) int {
+	if s.confirmed(s.primary, cur, now) {
 		return s.primary
 	}
 	next := -1
 	for i := range s.paths {
-		if !s.confirmed(i, cur) {
+		if !s.confirmed(i, cur, now) {
 			continue
 		}
 		if next < 0 || s.better(i, next) {

@@ -72,7 +72,7 @@ func TestRFC4960_8_2_FailoverToActiveAlternate(t *testing.T) {
 func TestRFC7829_LeaveOnPotentiallyFailed(t *testing.T) {
 	steps := []step{
 		{ev: Event{Peer: sec.Peer, State: Active, Time: at(0)}},
-		{ev: Event{Peer: pri.Peer, State: PotentiallyFailed, Time: at(300)}, wantTo: "lte"},
+		{ev: Event{Peer: pri.Peer, State: PotentiallyFailed, Time: at(1300)}, wantTo: "lte"},
 	}
 	run(t, Policy{LeaveOnPF: true, SwitchBack: -1}, steps)
 	steps[1].wantTo = "" // without LeaveOnPF a PF path keeps traffic
@@ -178,6 +178,18 @@ func TestDetectorRules(t *testing.T) {
 			{ev: answer(pri, 0, 0)}, {ev: answer(sec, 10, 0.20)},
 			{ev: suspect(pri, 300, 0)},
 			{ev: answer(sec, 305, 0.20)}, // answered, but loses a fifth of its heartbeats
+		}},
+		{"kernel SCTP (changes only): leave a suspect path only for an alternate active for a second", []step{
+			{ev: Event{Peer: pri.Peer, State: Active, Source: "sctp", Time: at(0)}},
+			{ev: Event{Peer: sec.Peer, State: PotentiallyFailed, Source: "sctp", Time: at(100)}},
+			{ev: Event{Peer: sec.Peer, State: Active, Source: "sctp", Time: at(200)}},
+			{ev: Event{Peer: pri.Peer, State: PotentiallyFailed, Source: "sctp", Time: at(700)}}, // sec back 0.5 s ago: stay
+			{ev: Event{Time: at(1250)}, tick: true, wantTo: "lte"},                               // now it has settled
+		}},
+		{"kernel SCTP: a dead path is left at once, however recent the alternate", []step{
+			{ev: Event{Peer: pri.Peer, State: Active, Source: "sctp", Time: at(0)}},
+			{ev: Event{Peer: sec.Peer, State: Active, Source: "sctp", Time: at(200)}},
+			{ev: Event{Peer: pri.Peer, State: Inactive, Source: "sctp", Time: at(300)}, wantTo: "lte"},
 		}},
 		{"a dead path is left for any live one, worse or not", []step{
 			{ev: answer(pri, 0, 0)}, {ev: answer(sec, 10, 0.20)},
