@@ -82,15 +82,39 @@ type Mover struct {
 	Paths   []Path       // host routes to their peer addresses keep their sources
 	Log     *slog.Logger
 
-	mu   sync.Mutex
-	last *Switch
-	took time.Duration
+	mu      sync.Mutex
+	last    *Switch
+	took    time.Duration
+	applied int
 }
 
 // Apply moves to sw.To and logs how long the whole switch took, from the
 // detector's event.
 func (m *Mover) Apply(sw Switch) error {
-	var errs []error
+	err := m.move(sw.To)
+	done := time.Now()
+	if m.Log != nil {
+		// One record per switch the Set counted (n numbers them), with
+		// when it was decided and when its cause happened.
+		m.Log.Info("path switch", "n", sw.N, "from", sw.From.String(), "to", sw.To.String(), "reason", sw.Reason,
+			"at", sw.Time.Format(time.RFC3339Nano), "detected", sw.Detected.Format(time.RFC3339Nano),
+			"since_event", done.Sub(sw.Detected).Round(time.Millisecond).String())
+	}
+	// Counted after it is logged: a status read never counts a switch the
+	// log does not show yet.
+	m.mu.Lock()
+	m.last, m.took = &sw, done.Sub(sw.Detected)
+	m.applied++
+	m.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("mobility: switch to %s: %w", sw.To.Name, err)
+	}
+	return nil
+}
+
+// move points the outbound SAs at path to and, in RFC 3554 mode, the
+// TUN routes' preferred source at its local address.
+func (m *Mover) move(to Path) error {
 	rfc3554 := false
 	sas := m.SAs
 	if m.Current != nil {
@@ -101,35 +125,62 @@ func (m *Mover) Apply(sw Switch) error {
 		if r.SrcFromInner && !r.DstFromInner {
 			rfc3554 = true
 		}
-		if nr, changed := MoveRule(r, sw.To); changed {
+		if nr, changed := MoveRule(r, to); changed {
 			sa.SetOuter(nr)
 		}
 	}
-	if rfc3554 && m.Routes != nil {
-		keep := func(dst netip.Prefix) bool {
-			for _, p := range m.Paths {
-				if dst.IsSingleIP() && dst.Addr() == p.Peer {
-					return true
-				}
+	if !rfc3554 || m.Routes == nil {
+		return nil
+	}
+	m.mu.Lock()
+	paths := append([]Path(nil), m.Paths...)
+	m.mu.Unlock()
+	keep := func(dst netip.Prefix) bool {
+		for _, p := range paths {
+			if dst.IsSingleIP() && dst.Addr() == p.Peer {
+				return true
 			}
-			return false
 		}
-		if err := m.Routes.SetRouteSource(sw.To.Local, keep); err != nil {
-			errs = append(errs, err)
+		return false
+	}
+	return m.Routes.SetRouteSource(to.Local, keep)
+}
+
+// Readdress follows a path to its adopted local address: the host route
+// to the path's peer takes the new source, and if the path carries
+// traffic (inUse) the SAs and routes move to it as in a switch. It is not
+// a switch: traffic stays on the same path.
+func (m *Mover) Readdress(a Adoption, inUse bool) error {
+	m.mu.Lock()
+	for i := range m.Paths {
+		if m.Paths[i].Name == a.Path.Name {
+			m.Paths[i].Local = a.Path.Local
 		}
 	}
-	done := time.Now()
-	m.mu.Lock()
-	m.last, m.took = &sw, done.Sub(sw.Detected)
 	m.mu.Unlock()
+	var errs []error
+	if m.Routes != nil {
+		peerOnly := func(dst netip.Prefix) bool { return !(dst.IsSingleIP() && dst.Addr() == a.Path.Peer) }
+		errs = append(errs, m.Routes.SetRouteSource(a.Path.Local, peerOnly))
+	}
+	if inUse {
+		errs = append(errs, m.move(a.Path))
+	}
 	if m.Log != nil {
-		m.Log.Info("path switch", "from", sw.From.String(), "to", sw.To.String(), "reason", sw.Reason,
-			"since_event", done.Sub(sw.Detected).Round(time.Millisecond).String())
+		m.Log.Info("path address", "path", a.Path.Name, "old", a.Old.String(), "new", a.Path.Local.String(),
+			"in_use", inUse, "at", a.Time.Format(time.RFC3339Nano))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("mobility: switch to %s: %w", sw.To.Name, err)
+		return fmt.Errorf("mobility: path %s to %v: %w", a.Path.Name, a.Path.Local, err)
 	}
 	return nil
+}
+
+// Applied is how many switches Apply has applied (and logged).
+func (m *Mover) Applied() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.applied
 }
 
 // Last is the last switch applied and how long it took from the event

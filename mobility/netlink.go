@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // WatchLinks turns netlink link and address events of the paths' uplinks
@@ -37,13 +38,12 @@ func WatchLinks(ctx context.Context, paths []Path, up State, out chan<- Event) e
 		return fmt.Errorf("mobility: netlink address subscription: %w", err)
 	}
 	byLink := map[string]bool{}
-	byLocal := map[netip.Addr]bool{}
 	for _, p := range paths {
 		if p.Link != "" {
 			byLink[p.Link] = true
 		}
-		byLocal[p.Local] = true
 	}
+	tr := newAddrTracker(paths, up)
 	linkUp := map[string]bool{} // last reported, to report changes only
 	send := func(ev Event) {
 		select {
@@ -80,15 +80,94 @@ func WatchLinks(ctx context.Context, paths []Path, up State, out chan<- Event) e
 				return fmt.Errorf("mobility: netlink address subscription closed")
 			}
 			a, _ := netip.AddrFromSlice(u.LinkAddress.IP)
-			a = a.Unmap()
-			if !byLocal[a] {
-				continue
+			if u.Flags&unix.IFA_F_TENTATIVE != 0 || !a.Unmap().IsGlobalUnicast() {
+				continue // not usable as a source yet (RFC 4862 §5.4), or link-local
 			}
-			st := Inactive
-			if u.NewAddr {
-				st = up
+			for _, ev := range tr.update(linkName(u.LinkIndex), a.Unmap(), u.NewAddr, time.Now()) {
+				send(ev)
 			}
-			send(Event{Local: a, State: st, Source: "netlink", Time: time.Now()})
 		}
 	}
+}
+
+func linkName(index int) string {
+	if ifi, err := net.InterfaceByIndex(index); err == nil {
+		return ifi.Name
+	}
+	return ""
+}
+
+// addrTracker follows the addresses on the paths' links and turns their
+// changes into Events: a path's own address going away makes it
+// Inactive; an address of its family on its link while its own is gone
+// is adopted (the DHCP lease or SLAAC prefix changed, the uplink is the
+// same): the path takes it and is up, to be confirmed by heartbeats.
+type addrTracker struct {
+	paths  []Path // with their current local addresses
+	gone   []bool // the path's address was seen going away
+	up     State
+	onLink map[string]map[netip.Addr]bool
+}
+
+func newAddrTracker(paths []Path, up State) *addrTracker {
+	return &addrTracker{paths: append([]Path(nil), paths...), gone: make([]bool, len(paths)), up: up, onLink: map[string]map[netip.Addr]bool{}}
+}
+
+// update applies one address added to (or removed from) link at now.
+func (t *addrTracker) update(link string, a netip.Addr, added bool, now time.Time) []Event {
+	if t.onLink[link] == nil {
+		t.onLink[link] = map[netip.Addr]bool{}
+	}
+	if added {
+		t.onLink[link][a] = true
+	} else {
+		delete(t.onLink[link], a)
+	}
+	var evs []Event
+	for i := range t.paths {
+		p := &t.paths[i]
+		if p.Local == a {
+			st := Inactive
+			if added {
+				st = t.up
+			}
+			t.gone[i] = !added
+			evs = append(evs, Event{Local: a, State: st, Source: "netlink", Time: now})
+		}
+		// Only a path whose address was seen going away adopts another: at
+		// start (the initial dump) a path's address may simply be listed
+		// after others of the same link.
+		if !t.gone[i] || p.Link != link || p.Local.Is4() != a.Is4() {
+			continue
+		}
+		if n, ok := t.candidate(link, p.Local.Is4()); ok {
+			evs = append(evs, Event{Link: link, Adopt: n, State: t.up, Source: "netlink", Time: now})
+			p.Local, t.gone[i] = n, false
+		}
+	}
+	return evs
+}
+
+// candidate is an address of the family on link that no path uses, the
+// lowest for determinism.
+func (t *addrTracker) candidate(link string, v4 bool) (netip.Addr, bool) {
+	var best netip.Addr
+	for a := range t.onLink[link] {
+		if a.Is4() != v4 || t.used(a) {
+			continue
+		}
+		if !best.IsValid() || a.Less(best) {
+			best = a
+		}
+	}
+	return best, best.IsValid()
+}
+
+func (t *addrTracker) used(a netip.Addr) bool {
+	for _, p := range t.paths {
+		if p.Local == a {
+			return true
+		}
+	}
+	return false
 }

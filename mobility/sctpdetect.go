@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"syscall"
 	"time"
 
@@ -20,10 +21,19 @@ const DefaultSCTPPort = 9899
 // ESP-level probes (Prober), which run the same RFC 4960 rules.
 var ErrNoKernelSCTP = errors.New("mobility: this kernel has no SCTP (socket: protocol not supported)")
 
+// tuning is the kernel's share of hb. The PF threshold is one lower
+// (never below 0) because Linux strikes a path only once it is silent for
+// a whole RTO on outstanding DATA (T3-rtx) or a whole heartbeat period
+// (at least 200 ms): one such strike is already the evidence that the
+// prober gathers with two misses one RTO apart.
 func tuning(hb Heartbeat) sctp.Tuning {
+	pf := hb.PFThreshold
+	if pf > 0 {
+		pf--
+	}
 	return sctp.Tuning{
 		RTOInitial: hb.RTOInitial, RTOMin: hb.RTOMin, RTOMax: hb.RTOMax,
-		HeartbeatInterval: hb.Interval, PathMaxRetrans: hb.PathMaxRetrans, PFThreshold: hb.PFThreshold,
+		HeartbeatInterval: hb.Interval, PathMaxRetrans: hb.PathMaxRetrans, PFThreshold: pf,
 	}
 }
 
@@ -40,6 +50,28 @@ type SCTPDetector struct {
 	Port  int
 	HB    Heartbeat
 	Log   *slog.Logger
+}
+
+// sendData sends a byte every interval until stop is closed (nil) or a
+// send fails (its error).
+func sendData(a *sctp.Assoc, interval time.Duration, stop <-chan struct{}) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return nil
+		case <-t.C:
+		}
+		if err := a.Send([]byte{0}); err != nil {
+			select {
+			case <-stop:
+				return nil // closed under it
+			default:
+				return err
+			}
+		}
+	}
 }
 
 // Run keeps the association up (re-dialling when it is lost) until ctx
@@ -85,11 +117,22 @@ func (d *SCTPDetector) Run(ctx context.Context, out chan<- Event) error {
 				}
 			}
 		}
+		stopData := make(chan struct{})
+		var data sync.WaitGroup
+		if d.HB.DataInterval > 0 {
+			data.Go(func() {
+				if err := sendData(a, d.HB.DataInterval, stopData); err != nil && d.Log != nil {
+					d.Log.Warn("mobility: SCTP data_interval: send failed; T3-rtx no longer runs on the path in use", "err", err)
+				}
+			})
+		}
 		lost := false
 		for !lost {
 			select {
 			case <-ctx.Done():
+				close(stopData)
 				a.Close()
+				data.Wait()
 				return nil
 			case ev, ok := <-a.Events():
 				if !ok {
@@ -108,7 +151,9 @@ func (d *SCTPDetector) Run(ctx context.Context, out chan<- Event) error {
 				}
 			}
 		}
+		close(stopData)
 		a.Close()
+		data.Wait()
 		if d.Log != nil {
 			d.Log.Warn("mobility: SCTP association lost; re-dialling")
 		}

@@ -106,12 +106,13 @@ func (p *parser) mobility(top *fields, c *Config) {
 	}
 	m.Heartbeat = mobility.DefaultHeartbeat
 	if hn := f.get("heartbeat"); hn != nil {
-		hf := p.fields(hn, f.lineOf("heartbeat"), "mobility.heartbeat", "interval", "rto_initial", "rto_min", "rto_max", "path_max_retrans", "pf_threshold")
+		hf := p.fields(hn, f.lineOf("heartbeat"), "mobility.heartbeat", "interval", "rto_initial", "rto_min", "rto_max", "path_max_retrans", "pf_threshold", "data_interval")
 		hb := &m.Heartbeat
 		hb.Interval, _ = hf.duration("interval", hb.Interval)
 		hb.RTOInitial, _ = hf.duration("rto_initial", hb.RTOInitial)
 		hb.RTOMin, _ = hf.duration("rto_min", hb.RTOMin)
 		hb.RTOMax, _ = hf.duration("rto_max", hb.RTOMax)
+		hb.DataInterval, _ = hf.duration("data_interval", hb.DataInterval)
 		pmr, _ := hf.uint("path_max_retrans", uint64(hb.PathMaxRetrans), 0, 100)
 		hb.PathMaxRetrans = int(pmr)
 		if hf.str("pf_threshold", "") == "off" {

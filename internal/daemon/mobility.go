@@ -3,7 +3,9 @@ package daemon
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/roamsec/roamsec/ike"
@@ -118,6 +120,8 @@ type pathMonitor struct {
 	errc   chan error
 	up     mobility.State // the state a path that comes up is given
 	probe  sync.Once      // the prober starts at most once
+	// prober, once started, is told about adopted addresses.
+	prober atomic.Pointer[mobility.Prober]
 }
 
 // startProber starts the ESP-level prober: when configured, or when any
@@ -132,6 +136,7 @@ func (pm *pathMonitor) startProber(ctx context.Context, why string) {
 		}
 		pm.st.setDetector("ESP-level probes (RFC 4960 path management on ICMP echo)", kernel)
 		pr := &mobility.Prober{Paths: m.Paths, HB: m.Heartbeat}
+		pm.prober.Store(pr)
 		pm.wg.Go(func() { pm.errc <- pr.Run(ctx, pm.events) })
 		log.Info("mobility", "detector", "ESP-level probes: RFC 4960 §8 path management on ICMP echo through the host-to-host SA", "why", why,
 			"heartbeat", m.Heartbeat.Interval.String(), "path_max_retrans", m.Heartbeat.PathMaxRetrans, "pf_threshold", m.Heartbeat.PFThreshold)
@@ -180,10 +185,13 @@ func (pm *pathMonitor) loop(ctx context.Context) error {
 				return err
 			}
 		case ev := <-pm.events:
-			pm.s.Log.Debug("path event", "local", ev.Local, "peer", ev.Peer, "link", ev.Link, "state", ev.State.String(), "source", ev.Source)
 			for _, f := range pm.fams {
-				sw, ok := f.set.Update(ev)
-				pm.apply(f, sw, ok)
+				o := f.set.Apply(ev)
+				logChanges(pm.s.Log, o.Changes)
+				for _, a := range o.Adopted {
+					pm.adopt(f, a)
+				}
+				pm.apply(f, o.Switch, o.Switched)
 			}
 		case now := <-tick.C:
 			for _, f := range pm.fams {
@@ -199,10 +207,38 @@ func (pm *pathMonitor) apply(f pathFamily, sw mobility.Switch, ok bool) {
 		return
 	}
 	if err := f.mover.Apply(sw); err != nil {
-		pm.s.Log.Error("path switch", "err", err)
+		pm.s.Log.Error("path switch failed", "err", err)
 	}
 	if pm.ep != nil {
 		// IKE follows the path too (MOBIKE with peers that speak it).
 		pm.wg.Go(func() { pm.ep.Move(sw.To.Local, sw.To.Peer) })
+	}
+}
+
+// adopt: a path adopted a new local address (netlink): the prober probes
+// from it, the host route to its peer takes it as source, and if the path
+// carries traffic the SAs move to it and IKE follows (MOBIKE). The kernel
+// SCTP association stays bound to the old one.
+func (pm *pathMonitor) adopt(f pathFamily, a mobility.Adoption) {
+	if pr := pm.prober.Load(); pr != nil {
+		pr.SetLocal(a.Old, a.Path.Local)
+	} else if pm.s.Mobility.Detector == config.DetectorSCTP {
+		pm.s.Log.Warn("mobility: the SCTP association does not follow an adopted address; the path stays unconfirmed", "path", a.Path.Name)
+	}
+	inUse := f.set.Active().Name == a.Path.Name
+	if err := f.mover.Readdress(a, inUse); err != nil {
+		pm.s.Log.Error("path address", "err", err)
+	}
+	if inUse && pm.ep != nil {
+		pm.wg.Go(func() { pm.ep.Move(a.Path.Local, a.Path.Peer) })
+	}
+}
+
+// logChanges logs each path state transition once, with the time it
+// happened (the detector's), which may be earlier than the log record.
+func logChanges(log *slog.Logger, cs []mobility.Change) {
+	for _, c := range cs {
+		log.Info("path state", "path", c.Path.String(), "from", c.From.String(), "to", c.To.String(),
+			"source", c.Source, "at", c.Time.Format(time.RFC3339Nano))
 	}
 }

@@ -154,6 +154,10 @@ type PathStatus struct {
 	Primary bool      `json:"primary"`
 	InUse   bool      `json:"in_use"`
 	Source  string    `json:"source,omitempty"`
+	// The detector's measurements, where it reports them (probes).
+	Heard *time.Time `json:"last_heard,omitempty"`
+	Loss  *float64   `json:"loss,omitempty"`
+	RTTMs *float64   `json:"rtt_ms,omitempty"`
 }
 
 type SwitchInfo struct {
@@ -186,12 +190,21 @@ func (m *mobilityState) status() *MobilityStatus {
 	st := &MobilityStatus{Detector: m.detector, KernelSCTP: m.kernelSCTP}
 	for _, set := range m.sets {
 		for _, p := range set.Status() {
-			st.Paths = append(st.Paths, PathStatus{Name: p.Name, Local: p.Local.String(), Peer: p.Peer.String(),
-				State: p.State.String(), Since: p.Since, Primary: p.Primary, InUse: p.InUse, Source: p.Source})
+			ps := PathStatus{Name: p.Name, Local: p.Local.String(), Peer: p.Peer.String(),
+				State: p.State.String(), Since: p.Since, Primary: p.Primary, InUse: p.InUse, Source: p.Source}
+			if !p.Heard.IsZero() {
+				ps.Heard = &p.Heard
+			}
+			if p.Measured {
+				loss, rtt := p.Loss, float64(p.RTT.Microseconds())/1000
+				ps.Loss, ps.RTTMs = &loss, &rtt
+			}
+			st.Paths = append(st.Paths, ps)
 		}
-		st.Switches += len(set.History())
 	}
 	for _, mv := range m.movers {
+		// Switches applied, each logged once as "path switch" (n=...).
+		st.Switches += mv.Applied()
 		if sw, took, ok := mv.Last(); ok && (st.LastSwitch == nil || sw.Time.After(st.LastSwitch.At)) {
 			st.LastSwitch = &SwitchInfo{From: sw.From.Name, To: sw.To.Name, Reason: sw.Reason, At: sw.Time, TookMs: float64(took.Microseconds()) / 1000}
 		}
@@ -332,7 +345,10 @@ func PrintStatus(w io.Writer, st Status) {
 			if p.Primary {
 				extra = " (primary)"
 			}
-			fmt.Fprintf(w, "  %s %-10s %s -> %s  %s since %s%s\n", mark, p.Name, p.Local, p.Peer, p.State, p.Since.Format(time.TimeOnly), extra)
+			if p.Loss != nil && p.RTTMs != nil {
+				extra += fmt.Sprintf("  loss %.1f%% rtt %.1f ms", 100**p.Loss, *p.RTTMs)
+			}
+			fmt.Fprintf(w, "  %s %-10s %s -> %s  %s since %s%s\n", mark, p.Name, p.Local, p.Peer, p.State, p.Since.Format("15:04:05.000"), extra)
 		}
 		if s := m.LastSwitch; s != nil {
 			fmt.Fprintf(w, "Last switch: %s -> %s at %s (%s), applied %.1f ms after that; %d switches in all\n",

@@ -386,6 +386,28 @@ func (a *Assoc) RequestHeartbeat(addr netip.Addr) error {
 	})
 }
 
+// Send sends b as one message on stream 0. The peer's reader drops data;
+// what matters is that DATA is outstanding on the primary path, so its
+// retransmission timer (T3-rtx, one RTO, RFC 4960 §6.3.3) strikes a dead
+// path, where heartbeats alone are sent at most every 200 ms plus up to
+// an RTO (net/sctp/transport.c: sctp_transport_timeout).
+func (a *Assoc) Send(b []byte) error {
+	var werr error
+	err := a.rc.Write(func(uintptr) bool {
+		for {
+			_, werr = a.conn.SCTPWrite(b, nil)
+			if !errors.Is(werr, unix.EINTR) {
+				break
+			}
+		}
+		return !errors.Is(werr, unix.EAGAIN)
+	})
+	if err != nil {
+		return net.ErrClosed
+	}
+	return werr
+}
+
 // RTOInfo reads the association's SCTP_RTOINFO.
 func (a *Assoc) RTOInfo() (r RTOInfo, err error) {
 	err = a.control(func(fd int) (err error) {

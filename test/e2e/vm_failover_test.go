@@ -120,6 +120,20 @@ func vmConfigs(t *testing.T) map[string]string {
 		t.Fatal("example config gateway.yaml changed: its sctp_listen lacks the IPv6 addresses")
 	}
 	rw := replace("roadwarrior.yaml", read("roadwarrior.yaml"), "switch_back: 10s", "switch_back: 1s")
+	// ROAMSEC_VM_HEARTBEAT="interval: 50ms, rto_min: 50ms, ..." replaces the
+	// example's heartbeat settings, to measure other kernel SCTP tunings.
+	if hb := os.Getenv("ROAMSEC_VM_HEARTBEAT"); hb != "" {
+		i := strings.Index(rw, "  heartbeat:\n")
+		if i < 0 {
+			t.Fatal("example config roadwarrior.yaml changed: no heartbeat section")
+		}
+		j := i + len("  heartbeat:\n")
+		for strings.HasPrefix(rw[j:], "    ") {
+			j += strings.Index(rw[j:], "\n") + 1
+		}
+		rw = rw[:i] + "  heartbeat: {" + hb + "}\n" + rw[j:]
+		t.Logf("heartbeat: {%s}", hb)
+	}
 	rw6 := replace("roadwarrior.yaml", rw,
 		"    - { name: primary, local: 192.0.2.2, peer: 192.0.2.1, link: rsb-pri }\n"+
 			"    - { name: secondary, local: 198.51.100.2, peer: 198.51.100.1, link: rsb-sec }\n",

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/roamsec/roamsec/internal/config"
 	"github.com/roamsec/roamsec/test/netns"
 	"github.com/roamsec/roamsec/test/rig"
 )
@@ -45,7 +46,12 @@ func main() {
 		return
 	}
 	fmt.Printf("\nroamsec failover on the namespace test bed, %d trials each (detector: ESP-level probes + netlink;\n", *trials)
-	fmt.Println("heartbeat 100 ms, RTO 100-400 ms, Path.Max.Retrans 2, PF threshold 0; 10 ms UDP stream)")
+	hb := "heartbeat: see " + rig.ExampleConfig("roadwarrior.yaml")
+	if c, err := config.Load(rig.ExampleConfig("roadwarrior.yaml")); err == nil && c.Mobility != nil {
+		h := c.Mobility.Heartbeat
+		hb = fmt.Sprintf("heartbeat %v, RTO %v-%v, Path.Max.Retrans %d, PF threshold %d", h.Interval, h.RTOMin, h.RTOMax, h.PathMaxRetrans, h.PFThreshold)
+	}
+	fmt.Println(hb + "; 10 ms UDP stream)")
 	fmt.Printf("%-44s %-26s %-26s %s\n", "death", "failover median (min-max)", "back median (min-max)", "failed")
 	for _, r := range res {
 		fmt.Printf("%-44s %-26s %-26s %d\n", r.Death, stat(r.Over), stat(r.Back), r.Failed)
