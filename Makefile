@@ -6,7 +6,7 @@ GO ?= go
 # report its own deadline as a failure (golang/go#75804, fixed in 1.27).
 FUZZTIME ?= 20000x
 
-.PHONY: deps demo test fuzz bench bench-esp bench-ike bench-failover bench-strongswan deb docker build vet
+.PHONY: deps demo test fuzz bench bench-esp bench-ike bench-failover bench-strongswan bench-outer deb docker build vet
 
 deps:
 	@bash scripts/deps.sh
@@ -29,7 +29,7 @@ demo: deps
 # is a module of its own, so nfpm's tree stays out of the daemons' go.mod);
 # then a short run of every fuzz target.
 test: deps vet
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 	$(GO) -C packaging test -count=1 -timeout 30m ./...
 	$(MAKE) --no-print-directory fuzz
 
@@ -49,6 +49,11 @@ bench: deps
 # Failover timings: path death to traffic on the secondary, and back.
 bench-failover: deps
 	$(GO) run ./test/failbench -trials 10
+
+# Established TCP to the road warrior's primary address across a gateway-side
+# silent drop (RFC 3554 mode, IKEv2): the stall, median of 5.
+bench-outer: deps
+	ROAMSEC_OUTER_TRIALS=5 $(GO) test ./test/e2e/ -count=1 -v -run '^TestOuterTCPToPrimarySurvivesGatewaySideDrop$$'
 
 # The same failover measurement with strongSwan (DPD + MOBIKE, kernel-libipsec).
 bench-strongswan: deps

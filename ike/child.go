@@ -153,9 +153,12 @@ func (s *ikeSA) offerSA(c *childOffer) *message.SA {
 // outerRule is where RFC 3554 §2's three cases meet the negotiated Child
 // SA: host-to-host SAs use outer = inner; a road warrior sends from the
 // inner source (RFC 3554 mode) or its current uplink (virtual mode) to the
-// gateway; a gateway sends from its own address to the inner destination
-// (RFC 3554 mode) or to wherever the road warrior last sent authenticated
-// ESP from (virtual mode).
+// gateway. A gateway follows what the road warrior has proven by
+// authenticated ESP (tunnel.OuterRule.addrs has the rules): in RFC 3554
+// mode the inner destination only where the peer receives and while that
+// path lives, never through a NAT, else the NAT-mapped or freshest
+// endpoint; in virtual mode the freshest endpoint. Until the peer has sent
+// ESP, its IKE endpoint.
 func (s *ikeSA) outerRule(hostToHost, virtual bool, tracker *tunnel.PeerTracker) tunnel.OuterRule {
 	switch {
 	case hostToHost:
@@ -165,10 +168,13 @@ func (s *ikeSA) outerRule(hostToHost, virtual bool, tracker *tunnel.PeerTracker)
 	case s.initiator:
 		return tunnel.GatewayToGateway(s.local, s.remote.Addr())
 	case !virtual:
-		return tunnel.GatewayToRoadWarrior(onePerFamily(s.ourOuterAddrs())...)
+		r := tunnel.GatewayToRoadWarrior(onePerFamily(s.ourOuterAddrs())...)
+		r.Dst = []netip.Addr{s.remote.Addr()}
+		r.FollowPeer, r.NAT = tracker, s.natHere || s.natThere
+		return r
 	}
 	r := tunnel.GatewayToGateway(s.local, s.remote.Addr())
-	r.FollowPeer = tracker
+	r.FollowPeer, r.NAT = tracker, s.natHere || s.natThere
 	return r
 }
 
@@ -209,13 +215,25 @@ func (s *ikeSA) buildChild(esp ESPProposal, spiIn, spiOut uint32, i2r, r2i []byt
 	if !s.initiator && !virtual {
 		pool = append(pool, s.authority...)
 	}
+	if s.natThere {
+		// Behind a NAT the outer source is the NAT's, which the peer
+		// neither knows nor controls, and a NAT rebinding moves it
+		// anywhere (RFC 3948 §2.1): no pool; the ICV is the check.
+		pool = nil
+	}
 	peerSet, err := tunnel.NewAddrSet(pool...)
 	if err != nil {
 		return nil, err
 	}
+	// A gateway learns where the road warrior receives from every Child
+	// SA of the IKE SA, the path-monitoring one included (its packets,
+	// outer = inner, say which paths live), across Child SA rekeys.
 	var tracker *tunnel.PeerTracker
-	if !s.initiator && virtual && !hostToHost {
-		tracker = new(tunnel.PeerTracker)
+	if !s.initiator {
+		if s.peerTrack == nil {
+			s.peerTrack = new(tunnel.PeerTracker)
+		}
+		tracker = s.peerTrack
 	}
 	peerPort := uint16(4500)
 	if s.natT {
@@ -232,7 +250,7 @@ func (s *ikeSA) buildChild(esp ESPProposal, spiIn, spiOut uint32, i2r, r2i []byt
 		OnLifetime:   cfg.OnLifetime,
 	}
 	in, out := base, base
-	in.Dir, in.SPI, in.Key, in.Peer = tunnel.Inbound, spiIn, inKey, tracker
+	in.Dir, in.SPI, in.Key, in.Peer, in.PeerMonitor = tunnel.Inbound, spiIn, inKey, tracker, hostToHost
 	out.Dir, out.SPI, out.Key, out.Outer = tunnel.Outbound, spiOut, outKey, s.outerRule(hostToHost, virtual, tracker)
 	c := &Child{Peer: s.peerID.String(), Selector: sel, VirtualIP: vip, DNS: s.dns, HostToHost: hostToHost,
 		Created: time.Now(), Proposal: esp.String(), ike: s, localTS: localTS, remoteTS: remoteTS, ours: weInitiated}
@@ -757,6 +775,7 @@ func (s *ikeSA) handOver(n *ikeSA, prop IKEProposal, shared, ni, nr []byte) {
 	n.peerID, n.peer, n.authority = s.peerID, s.peer, s.authority
 	n.peerFrag, n.peerHashes, n.peerMOBIKE, n.peerAddrs = s.peerFrag, s.peerHashes, s.peerMOBIKE, s.peerAddrs
 	n.natHere, n.natThere, n.natT = s.natHere, s.natThere, s.natT
+	n.peerTrack = s.peerTrack
 	n.local, n.remote = s.local, s.remote
 	n.vip, n.dns = s.vip, s.dns
 	n.id = s.id

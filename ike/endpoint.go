@@ -13,6 +13,7 @@ import (
 
 	"github.com/roamsec/roamsec/ike/auth"
 	"github.com/roamsec/roamsec/ike/message"
+	"github.com/roamsec/roamsec/tunnel"
 )
 
 // Endpoint runs IKE SAs: a road warrior's one connection, or every road
@@ -313,6 +314,9 @@ type SAInfo struct {
 	Established time.Time      `json:"established"`
 	Rekeys      int            `json:"ike_rekeys"`
 	Children    int            `json:"child_sas"`
+	// PeerEndpoints (gateway): where the peer's authenticated ESP came
+	// from, and whether each path lives (tunnel.PeerTracker).
+	PeerEndpoints []tunnel.PeerEndpoint `json:"peer_endpoints,omitempty"`
 }
 
 // SAs lists the established IKE SAs.
@@ -328,6 +332,9 @@ func (e *Endpoint) SAs() []SAInfo {
 			Local: netip.AddrPortFrom(s.local, s.localPort()), Remote: s.remote,
 			SPIi: fmt.Sprintf("%016x", s.spiI), SPIr: fmt.Sprintf("%016x", s.spiR), Proposal: s.prop.String(),
 			NAT: s.natHere || s.natThere, MOBIKE: s.peerMOBIKE, Established: s.authenticated, Rekeys: s.rekeys, Children: len(s.children)})
+		if s.peerTrack != nil {
+			out[len(out)-1].PeerEndpoints = s.peerTrack.Endpoints()
+		}
 	}
 	return out
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/roamsec/roamsec/ike/auth"
 	"github.com/roamsec/roamsec/ike/message"
+	"github.com/roamsec/roamsec/tunnel"
 )
 
 type saState uint8
@@ -33,6 +34,9 @@ type ikeSA struct {
 	natT      bool // on UDP 4500
 	natHere   bool // a NAT in front of us
 	natThere  bool // a NAT in front of the peer
+	// peerTrack (gateway) is where the peer has sent authenticated ESP
+	// from, shared by the Child SAs' outer rules (tunnel.PeerTracker).
+	peerTrack *tunnel.PeerTracker
 	state     saState
 	created   time.Time
 	lastHeard time.Time
@@ -130,9 +134,29 @@ func (s *ikeSA) send(r *request) {
 	s.transmit(r)
 }
 
+// followNAT points a gateway's requests at the endpoint the peer's
+// authenticated ESP came from last, when that is newer than its last IKE
+// message and a NAT is in front of the peer. RFC 7296 §2.23: a host that
+// "receives a packet whose integrity protection validates, but has a
+// different port, address, or both" should send there, retransmissions
+// included; a NAT rebinding is invisible to the peer, so no MOBIKE
+// message will announce it.
+func (s *ikeSA) followNAT() {
+	if s.initiator || !s.natThere || s.peerTrack == nil || s.state != stEstablished {
+		return
+	}
+	ep, heard, ok := s.peerTrack.Endpoint(s.remote.Addr().Is4())
+	if !ok || ep.Port() == 0 || ep == s.remote || !heard.After(s.lastHeard) {
+		return
+	}
+	s.e.cfg.Log.Info("IKE peer's NAT mapping moved (authenticated ESP)", "ike", s.name(), "from", s.remote, "to", ep)
+	s.remote = ep
+}
+
 // transmit sends r's packets and arms its retransmission timer, the
 // timeout doubling each time (§2.1).
 func (s *ikeSA) transmit(r *request) {
+	s.followNAT()
 	for _, p := range r.pkts {
 		if err := s.e.cfg.Send(p, s.local, s.remote, s.natT); err != nil {
 			s.e.cfg.Log.Debug("IKE send", "ike", s.name(), "err", err)
@@ -326,10 +350,14 @@ func (s *ikeSA) handleEncrypted(m *message.Message, local netip.Addr, remote net
 	}
 	if remote != s.remote && s.state < stEstablished {
 		s.remote = remote // the initiator floated to 4500 for IKE_AUTH (§2.23)
-	} else if s.state == stEstablished && remote != s.remote && !s.peerMOBIKE {
+	} else if s.state == stEstablished && remote != s.remote && (!s.peerMOBIKE || s.natThere) {
 		// An authenticated message from a new address: follow it (the
 		// gateway's half of a road warrior's move; never on an
-		// unauthenticated packet).
+		// unauthenticated packet). RFC 7296 §2.23 has a host that is not
+		// behind a NAT follow a validated packet from a new address and
+		// port; with a NAT in front of the peer we do so even with MOBIKE,
+		// because a NAT rebinding is invisible to the peer, which so
+		// never sends UPDATE_SA_ADDRESSES for it.
 		e.cfg.Log.Info("IKE peer moved", "ike", s.name(), "from", s.remote, "to", remote)
 		s.remote = remote
 	}

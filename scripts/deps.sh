@@ -14,6 +14,8 @@ want tshark tshark
 want iperf3 iperf3
 want ping iputils-ping
 want nft nftables
+# test/e2e/outer_test.go: a NAT rebinding flushes the NAT's conntrack entries.
+want conntrack conntrack
 want ip iproute2
 want curl curl
 want unzip unzip
@@ -26,6 +28,8 @@ want depmod kmod
 # test/install builds a Debian root; test/docker and `make docker` build the
 # image without a Docker engine.
 want debootstrap debootstrap
+# test/install's boot test runs that root under its own systemd.
+want systemd-nspawn systemd-container
 want buildah buildah
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	echo "deps: apt-get install ${need_pkgs[*]}"

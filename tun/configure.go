@@ -202,23 +202,72 @@ func ipNet(p netip.Prefix) *net.IPNet {
 // That is how a packet to a peer address goes into the TUN while the ESP
 // carrying it goes to the same address on the wire (RFC 3554's outer =
 // inner case). Unconfigure removes the rules.
+//
+// A rule is not part of the link, so a previous instance that died
+// without cleaning up (SIGKILL, the OOM killer, a power cut of the
+// process) leaves it behind while its TUN device, addresses and routes
+// vanish with the process's file descriptor. Such a stale identical rule
+// is replaced: it is deleted and added again, so this instance owns it
+// and removes it on exit. Replacing is safe because Open already
+// succeeded: a live instance would still hold the TUN device by that
+// name, and Open would have failed with EBUSY.
 func (d *Device) AddBypassRule(mark uint32, table, prio int) error {
 	d.cfgMu.Lock()
 	defer d.cfgMu.Unlock()
 	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
-		r := netlink.NewRule()
-		r.Family = fam
-		r.Mark = mark
-		r.Mask = func() *uint32 { m := ^uint32(0); return &m }()
-		r.Invert = true
-		r.Table = table
-		r.Priority = prio
+		r := bypassRule(fam, mark, table, prio)
+		stale, err := d.removeStaleRules(r)
+		if err != nil {
+			return fmt.Errorf("tun %s: remove stale rule not fwmark %#x lookup %d: %w", d.name, mark, table, err)
+		}
+		if stale > 0 {
+			d.log.Warn("replaced a routing rule left by an instance that did not exit cleanly", "rule", fmt.Sprintf("not fwmark %#x lookup %d", mark, table), "family", familyName(fam), "stale", stale)
+		}
 		if err := d.nl.RuleAdd(r); err != nil {
 			return fmt.Errorf("tun %s: add rule not fwmark %#x lookup %d: %w", d.name, mark, table, err)
 		}
 		d.rules = append(d.rules, r)
 	}
 	return nil
+}
+
+func bypassRule(fam int, mark uint32, table, prio int) *netlink.Rule {
+	r := netlink.NewRule()
+	r.Family = fam
+	r.Mark = mark
+	m := ^uint32(0)
+	r.Mask = &m
+	r.Invert = true
+	r.Table = table
+	r.Priority = prio
+	return r
+}
+
+// maxStale bounds the stale-rule loop: each crashed start-up can have
+// added at most one rule per family, and a restart loop is bounded by
+// systemd's start limit, so more than this means something else keeps
+// adding them.
+const maxStale = 64
+
+// removeStaleRules deletes every rule identical to r (the kernel deletes
+// the first match per request) and says how many there were.
+func (d *Device) removeStaleRules(r *netlink.Rule) (int, error) {
+	for n := 0; n < maxStale; n++ {
+		switch err := d.nl.RuleDel(r); {
+		case errors.Is(err, syscall.ENOENT):
+			return n, nil
+		case err != nil:
+			return n, err
+		}
+	}
+	return maxStale, fmt.Errorf("more than %d identical rules", maxStale)
+}
+
+func familyName(fam int) string {
+	if fam == unix.AF_INET6 {
+		return "ipv6"
+	}
+	return "ipv4"
 }
 
 func (d *Device) removeRules() error {

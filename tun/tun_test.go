@@ -502,3 +502,40 @@ func TestAllocs(t *testing.T) {
 		})
 	}
 }
+
+// A rule left behind by an instance that was killed (SIGKILL cannot be
+// caught) is replaced, not refused with "file exists": the next start
+// owns it and removes it on exit.
+func TestBypassRuleReplacesStaleRule(t *testing.T) {
+	ns := netns.NewNS(t)
+	for _, fam := range []string{"-4", "-6"} {
+		if out, err := ns.Run("ip", fam, "rule", "add", "not", "fwmark", "0x5253", "lookup", "220", "priority", "100"); err != nil {
+			t.Fatalf("ip rule add: %v\n%s", err, out)
+		}
+	}
+	var d *Device
+	if err := ns.Do(func() (err error) {
+		d, err = Open(Config{Name: tunName})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.AddBypassRule(0x5253, 220, 100); err != nil {
+		t.Fatalf("AddBypassRule over stale rules: %v", err)
+	}
+	for _, fam := range []string{"-4", "-6"} {
+		out, _ := ns.Run("ip", fam, "rule")
+		if n := bytes.Count([]byte(out), []byte("lookup 220")); n != 1 {
+			t.Fatalf("ip %s rule: %d rules for table 220, want 1:\n%s", fam, n, out)
+		}
+	}
+	if err := d.Unconfigure(); err != nil {
+		t.Fatal(err)
+	}
+	for _, fam := range []string{"-4", "-6"} {
+		if out, _ := ns.Run("ip", fam, "rule"); bytes.Contains([]byte(out), []byte("lookup 220")) {
+			t.Fatalf("ip %s rule after Unconfigure:\n%s", fam, out)
+		}
+	}
+}

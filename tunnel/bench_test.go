@@ -151,3 +151,42 @@ func BenchmarkAddrSetContains(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkOuterAddrs is the per-packet outer-address choice of a gateway
+// (SPD.Encapsulate's path): the pure RFC 3554 rule, and the rule with a
+// PeerTracker holding a live and a dead path of the road warrior (rule 1:
+// proven and live; rule 3: dead, the freshest instead). It must not
+// allocate.
+func BenchmarkOuterAddrs(b *testing.B) {
+	pure := GatewayToRoadWarrior(gwAddr)
+	tr := new(PeerTracker)
+	tr.seenAt(netip.AddrPortFrom(rwAddr, 4500), gwAddr, true, 1)
+	tr.seenAt(netip.AddrPortFrom(rwAddr2, 4500), gwAddr, true, 1e9)
+	followed := GatewayToRoadWarrior(gwAddr)
+	followed.Dst, followed.FollowPeer = []netip.Addr{rwAddr}, tr
+	for _, c := range []struct {
+		name string
+		r    *OuterRule
+		dst  netip.Addr
+	}{{"pure", &pure, rwAddr}, {"tracker/live", &followed, rwAddr2}, {"tracker/dead", &followed, rwAddr}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, _, err := c.r.addrs(srvAddr, c.dst); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkPeerTrackerSeen is the inbound side: one authenticated packet
+// from an address already known (the steady state).
+func BenchmarkPeerTrackerSeen(b *testing.B) {
+	tr := new(PeerTracker)
+	src := netip.AddrPortFrom(rwAddr, 4500)
+	b.ReportAllocs()
+	for b.Loop() {
+		tr.seen(src, gwAddr, true)
+	}
+}

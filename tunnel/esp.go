@@ -139,7 +139,14 @@ func (sa *SA) seal(buf []byte, n int, nh byte, seq, iv uint64) ([]byte, error) {
 // packet against the SA's selectors (RFC 4301 §5.2). Every failure is a
 // counted DropReason.
 func (sa *SA) Open(src netip.Addr, pkt []byte) ([]byte, error) {
-	inner, nh, err := sa.open(src, pkt)
+	return sa.OpenFrom(netip.AddrPortFrom(src, 0), netip.Addr{}, pkt)
+}
+
+// OpenFrom is Open for a packet from src (with its UDP port, 0 for raw
+// ESP) to our outer address local (the zero Addr if unknown). Once the
+// packet is authentic, the SA's PeerTracker learns where it came from.
+func (sa *SA) OpenFrom(src netip.AddrPort, local netip.Addr, pkt []byte) ([]byte, error) {
+	inner, nh, err := sa.open(src.Addr(), pkt)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +165,7 @@ func (sa *SA) Open(src netip.Addr, pkt []byte) ([]byte, error) {
 		return nil, sa.Counters.Drop(DropPolicy)
 	}
 	if sa.peer != nil {
-		sa.peer.seen(src) // authenticated: the ICV verified
+		sa.peer.seen(src, local, sa.peerMonitor) // authenticated: the ICV verified
 	}
 	sa.account(length)
 	return inner[:length], nil

@@ -3,11 +3,11 @@ package tunnel
 import (
 	"fmt"
 	"net/netip"
-	"sync/atomic"
 )
 
 // OuterRule says how a tunnel-mode SA picks the outer (tunnel header)
-// addresses. This file is the one place RFC 3554 §2's three cases live.
+// addresses. This file is the one place RFC 3554 §2's three cases live,
+// and where they meet RFC 3948's NAT-mapped endpoints (see addrs).
 //
 // RFC 3554 §2 suggests that "if, during SA setup, the inner and outer
 // address of either side is the same, rather than explicitly store the
@@ -22,41 +22,20 @@ type OuterRule struct {
 	SrcFromInner bool         // outer source = inner source
 	DstFromInner bool         // outer destination = inner destination
 	Src          []netip.Addr // configured outer sources, when !SrcFromInner (at most one per family)
-	Dst          []netip.Addr // configured outer destinations, when !DstFromInner
-	// FollowPeer, when set, overrides Dst with the address the peer last
-	// sent authenticated ESP from (of the same family), once there is one.
-	// It is how a gateway follows a road warrior in virtual-address mode,
-	// where the inner address says nothing about the path. Not an RFC 3554
-	// case: mobility's.
+	// Dst are the configured outer destinations. With DstFromInner and
+	// FollowPeer, the peer's IKE endpoint: where ESP goes before the peer
+	// has sent any.
+	Dst []netip.Addr
+	// FollowPeer, when set, is what the peer has shown, by authenticated
+	// ESP only, about where it receives (see PeerTracker). It is how a
+	// gateway reaches a road warrior that moves, sits behind a NAT, or
+	// claims inner addresses it does not receive ESP on. The rules that
+	// use it are at addrs.
 	FollowPeer *PeerTracker
-}
-
-// PeerTracker holds the outer address a peer was last seen at, per
-// family. Only an inbound SA writes it, after the ICV verified.
-type PeerTracker struct{ v4, v6 atomic.Pointer[netip.Addr] }
-
-func (p *PeerTracker) seen(a netip.Addr) {
-	slot := &p.v6
-	if a.Is4() {
-		slot = &p.v4
-	}
-	// Compare first: the common case (no move) must not write a shared
-	// cache line on every packet.
-	if cur := slot.Load(); cur == nil || *cur != a {
-		slot.Store(&a)
-	}
-}
-
-// Addr returns the last address seen of one family (IPv4 if v4).
-func (p *PeerTracker) Addr(v4 bool) netip.Addr {
-	slot := &p.v6
-	if v4 {
-		slot = &p.v4
-	}
-	if a := slot.Load(); a != nil {
-		return *a
-	}
-	return netip.Addr{}
+	// NAT: IKE detected a NAT between the peers (RFC 7296 §2.23). An
+	// inner address is then never an outer one: ESP in UDP (RFC 3948)
+	// goes to the NAT-mapped endpoint, address and port.
+	NAT bool
 }
 
 // HostToHost: "where the end hosts are also the tunnel endpoints ... the
@@ -85,14 +64,45 @@ func GatewayToRoadWarrior(own ...netip.Addr) OuterRule {
 }
 
 // OuterAddrs returns the outer source and destination for an inner packet
-// from innerSrc to innerDst. It is pure: the same inputs always give the
-// same outputs. The outer family must be one family; mixing is refused
-// because ESP over raw IP cannot carry a v6 header from a v4 source.
+// from innerSrc to innerDst. Without a FollowPeer tracker it is pure: the
+// same inputs always give the same outputs. The outer family must be one
+// family; mixing is refused because ESP over raw IP cannot carry a v6
+// header from a v4 source.
 func OuterAddrs(r OuterRule, innerSrc, innerDst netip.Addr) (src, dst netip.Addr, err error) {
-	return r.addrs(innerSrc, innerDst)
+	src, dst, _, err = r.addrs(innerSrc, innerDst)
+	return src, dst, err
 }
 
-func (r *OuterRule) addrs(innerSrc, innerDst netip.Addr) (src, dst netip.Addr, err error) {
+// addrs also returns the UDP port to send to when the peer's endpoint was
+// learned from authenticated ESP in UDP (0: the SA's PeerPort).
+//
+// With a FollowPeer tracker, RFC 3554 §2 and RFC 3948 meet here:
+//
+//  1. Proven and live: RFC 3554 §2's gateway rule ("MUST use the same
+//     destination address in the outer header as that of the inner
+//     packet") only towards an address the peer has sent authenticated
+//     ESP from, so that it is known to receive ESP there (our own road
+//     warrior's path-monitoring SA has outer = inner on every uplink), and
+//     only while that address's path lives (PeerTracker.live: not silent
+//     while another address of the peer kept talking). The port is the
+//     one that address sent from.
+//  2. NAT detected: never the inner address. ESP in UDP goes to the
+//     NAT-mapped endpoint the peer was last heard from, address and port
+//     (RFC 3948 §2.1: the NAT chose them). A NAT rebinding is followed
+//     the same way, on packets whose ICV verified only: a forged source
+//     must not redirect the tunnel (RFC 3948 §6's concern).
+//  3. Not proven (a peer that claims an address in its traffic selectors
+//     but never sent from it, as a strongSwan road warrior with two
+//     addresses in TSi, whose libipsec SA lives on its IKE address), or
+//     that address's path is dead: the address the peer was heard from
+//     most recently, with its port.
+//  4. Nothing heard yet: the configured destination (the peer's IKE
+//     endpoint), else the inner destination.
+//
+// The source, when not the inner source, is our address the chosen
+// endpoint's packets arrived at, so the answer takes the path the peer
+// uses.
+func (r *OuterRule) addrs(innerSrc, innerDst netip.Addr) (src, dst netip.Addr, port uint16, err error) {
 	// The family: the inner packet's when a flag ties outer to inner,
 	// else the first configured source's (two gateways pick their own).
 	v4 := innerSrc.Is4()
@@ -103,21 +113,32 @@ func (r *OuterRule) addrs(innerSrc, innerDst netip.Addr) (src, dst netip.Addr, e
 	if r.SrcFromInner {
 		src = innerSrc
 	}
-	if r.DstFromInner {
+	if r.DstFromInner && (r.FollowPeer == nil || !dst.IsValid()) {
 		dst = innerDst
 	}
-	if r.FollowPeer != nil {
-		if a := r.FollowPeer.Addr(v4); a.IsValid() {
-			dst = a
+	if t := r.FollowPeer; t != nil {
+		var e peerEndpoint
+		ok := false
+		if r.DstFromInner && !r.NAT {
+			e, ok = t.live(innerDst) // rule 1
+		}
+		if !ok {
+			e, ok = t.freshest(v4) // rules 2 and 3
+		}
+		if ok {
+			dst, port = e.peer.Addr(), e.peer.Port()
+			if !r.SrcFromInner && e.local.IsValid() && e.local.Is4() == v4 {
+				src = e.local
+			}
 		}
 	}
 	if !src.IsValid() || !dst.IsValid() {
-		return netip.Addr{}, netip.Addr{}, fmt.Errorf("outer address not set (src %v, dst %v)", src, dst)
+		return netip.Addr{}, netip.Addr{}, 0, fmt.Errorf("outer address not set (src %v, dst %v)", src, dst)
 	}
 	if src.Is4() != dst.Is4() {
-		return netip.Addr{}, netip.Addr{}, fmt.Errorf("outer addresses of different families: %v -> %v", src, dst)
+		return netip.Addr{}, netip.Addr{}, 0, fmt.Errorf("outer addresses of different families: %v -> %v", src, dst)
 	}
-	return src, dst, nil
+	return src, dst, port, nil
 }
 
 func ofFamily(as []netip.Addr, v4 bool) netip.Addr {

@@ -76,8 +76,12 @@ type SAConfig struct {
 	// Peer, on an inbound SA, learns where the peer sends from: the outer
 	// source of every packet that passed the ICV (never an unauthenticated
 	// one). An outbound SA whose OuterRule.FollowPeer is the same tracker
-	// sends there (mobility; see OuterRule).
+	// sends there (see OuterRule.addrs).
 	Peer *PeerTracker
+	// PeerMonitor: this inbound SA is a host-to-host SA (outer = inner,
+	// RFC 3554 §2 case 1) carrying the peer's path monitoring, so each of
+	// its packets is evidence that the path it came over lives.
+	PeerMonitor bool
 
 	Lifetimes  Lifetimes
 	OnLifetime func(LifetimeEvent) // called from a packet path or a timer: must not block
@@ -99,19 +103,20 @@ type SA struct {
 
 	Counters Counters
 
-	keys       atomic.Pointer[saKeys] // nil once the SA is closed
-	outer      atomic.Pointer[OuterRule]
-	peer       *PeerTracker
-	seq        atomic.Uint64 // last sequence number sent
-	maxSeq     uint64
-	replay     *replayWindow
-	lifetimes  Lifetimes
-	onLifetime func(LifetimeEvent)
-	softFired  atomic.Bool
-	hardFired  atomic.Bool
-	timerMu    sync.Mutex // a timer may fire before NewSA has stored it
-	timers     []*time.Timer
-	closeOnce  sync.Once
+	keys        atomic.Pointer[saKeys] // nil once the SA is closed
+	outer       atomic.Pointer[OuterRule]
+	peer        *PeerTracker
+	peerMonitor bool
+	seq         atomic.Uint64 // last sequence number sent
+	maxSeq      uint64
+	replay      *replayWindow
+	lifetimes   Lifetimes
+	onLifetime  func(LifetimeEvent)
+	softFired   atomic.Bool
+	hardFired   atomic.Bool
+	timerMu     sync.Mutex // a timer may fire before NewSA has stored it
+	timers      []*time.Timer
+	closeOnce   sync.Once
 }
 
 type saKeys struct {
@@ -147,7 +152,7 @@ func NewSA(cfg SAConfig) (*SA, error) {
 	sa := &SA{
 		SPI: cfg.SPI, Dir: cfg.Dir, Transform: cfg.Transform, ESN: cfg.ESN,
 		LocalAddrs: cfg.LocalAddrs, PeerAddrs: cfg.PeerAddrs,
-		Selector: cfg.Selector, Created: time.Now(), peer: cfg.Peer,
+		Selector: cfg.Selector, Created: time.Now(), peer: cfg.Peer, peerMonitor: cfg.PeerMonitor,
 		UDPEncap: cfg.UDPEncap, PeerPort: cfg.PeerPort,
 		lifetimes: cfg.Lifetimes, onLifetime: cfg.OnLifetime,
 		maxSeq: 1<<32 - 1,

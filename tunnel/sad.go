@@ -111,6 +111,12 @@ func (d *SAD) All() []*SA {
 // lookup), then open the packet on it. The returned inner packet is a
 // slice of pkt. Drops are counted on the SA and on the SAD.
 func (d *SAD) Decapsulate(src, dst netip.Addr, pkt []byte) ([]byte, *SA, error) {
+	return d.DecapsulateFrom(netip.AddrPortFrom(src, 0), dst, pkt)
+}
+
+// DecapsulateFrom is Decapsulate with the source's UDP port (0 for raw
+// ESP), which a NAT chose (RFC 3948): the SA's PeerTracker learns it.
+func (d *SAD) DecapsulateFrom(src netip.AddrPort, dst netip.Addr, pkt []byte) ([]byte, *SA, error) {
 	if len(pkt) < 8 {
 		return nil, nil, d.Counters.Drop(DropMalformed)
 	}
@@ -118,7 +124,7 @@ func (d *SAD) Decapsulate(src, dst netip.Addr, pkt []byte) ([]byte, *SA, error) 
 	if sa == nil {
 		return nil, nil, d.Counters.Drop(DropUnknownSPI)
 	}
-	inner, err := sa.Open(src, pkt)
+	inner, err := sa.OpenFrom(src, dst, pkt)
 	if err != nil {
 		if r, ok := err.(DropReason); ok {
 			d.Counters.Drops[r].Add(1)
@@ -135,6 +141,10 @@ type Sealed struct {
 	ESP      []byte     // from the SPI to the ICV
 	SA       *SA        // the SA it was sealed with
 	Src, Dst netip.Addr // outer addresses (RFC 3554 §2 rules, see OuterAddrs)
+	// Port is the UDP port to send to when the destination was learned
+	// from the peer's authenticated ESP in UDP (a NAT's choice, RFC 3948);
+	// 0: the SA's PeerPort.
+	Port uint16
 }
 
 // Encapsulate is the outbound path for the inner packet at
@@ -162,7 +172,7 @@ func (d *SPD) Encapsulate(buf []byte, n int, counters *Counters) (Sealed, Action
 	if sa == nil {
 		return Sealed{}, Protect, countDrop(counters, DropNoSA)
 	}
-	src, dst, err := sa.outer.Load().addrs(f.Src, f.Dst)
+	src, dst, port, err := sa.outer.Load().addrs(f.Src, f.Dst)
 	if err != nil {
 		return Sealed{}, Protect, sa.Counters.Drop(DropPolicy)
 	}
@@ -170,7 +180,7 @@ func (d *SPD) Encapsulate(buf []byte, n int, counters *Counters) (Sealed, Action
 	if err != nil {
 		return Sealed{}, Protect, err
 	}
-	return Sealed{ESP: esp, SA: sa, Src: src, Dst: dst}, Protect, nil
+	return Sealed{ESP: esp, SA: sa, Src: src, Dst: dst, Port: port}, Protect, nil
 }
 
 func countDrop(c *Counters, r DropReason) error {

@@ -198,21 +198,7 @@ func Main(role string, args []string, stdout, stderr io.Writer) int {
 		return ExitOK
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	p.log.Info("starting", "version", version.Version, "config", *cfgPath)
-	if err := Run(ctx, p.setup); err != nil {
-		fc := failureContext{role: role, cfgPath: *cfgPath, ike: p.setup.IKE}
-		if p.setup.IKE != nil {
-			fc.gwName = p.setup.IKE.Gateway
-		}
-		f := classify(err, fc)
-		p.log.Error("stopped", "err", err)
-		fmt.Fprintf(stderr, "%s: %s\n", role, f.msg)
-		return f.code
-	}
-	p.log.Info("stopped cleanly")
-	return ExitOK
+	return runDaemon(role, *cfgPath, p, stderr)
 }
 
 // prepared is a loaded, built configuration turned into a Setup.
@@ -221,6 +207,7 @@ type prepared struct {
 	built *config.Built
 	setup Setup
 	log   *slog.Logger
+	level *slog.LevelVar
 }
 
 func (p *prepared) close() {
@@ -248,7 +235,7 @@ func prepareOn(role, cfgPath string, stderr io.Writer, quiet, offline bool) (*pr
 			fmt.Fprintf(stderr, "%s: configuration refused: %s does not exist: %s\n", role, cfgPath, firstRunHint(role))
 			return nil, ExitConfig
 		}
-		fmt.Fprintf(stderr, "%s: configuration refused:\n%v\n", role, err)
+		reportConfigError(stderr, role, err)
 		return nil, ExitConfig
 	}
 	if string(c.Role) != role {
@@ -265,7 +252,8 @@ func prepareOn(role, cfgPath string, stderr io.Writer, quiet, offline bool) (*pr
 	if quiet && lc.Level < slog.LevelWarn {
 		lc.Level = slog.LevelWarn
 	}
-	log := slog.New(lc.Handler(stderr)).With("daemon", role)
+	level := new(slog.LevelVar) // a reload may change it
+	log := slog.New(newLogHandler(lc, stderr, level)).With("daemon", role)
 	// With static keys nobody can rekey: a soft bound is a warning to the
 	// operator, a hard bound ends that SA's traffic.
 	c.OnLifetime = func(e tunnel.LifetimeEvent) {
@@ -278,7 +266,7 @@ func prepareOn(role, cfgPath string, stderr io.Writer, quiet, offline bool) (*pr
 	b, err := c.Build()
 	c.Wipe() // the SAs hold their own copies now
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: configuration refused:\n%v\n", role, err)
+		reportConfigError(stderr, role, err)
 		return nil, ExitConfig
 	}
 	for _, w := range b.Warnings {
@@ -297,7 +285,7 @@ func prepareOn(role, cfgPath string, stderr io.Writer, quiet, offline bool) (*pr
 	if r := b.TUN.BypassRule; r != nil {
 		s.Rule = &Rule{Mark: r.Mark, Table: r.Table, Priority: r.Priority}
 	}
-	return &prepared{cfg: c, built: b, setup: s, log: log}, ExitOK
+	return &prepared{cfg: c, built: b, setup: s, log: log, level: level}, ExitOK
 }
 
 // checkHost runs config.CheckHost on this host: what start-up would
@@ -647,14 +635,19 @@ Flags:
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
+	// Every signal a terminal session can send ends the connection
+	// cleanly: SIGHUP (the terminal closed) and SIGPIPE (whoever read our
+	// output left: `connect | head -3`) like Ctrl-C. Notify for SIGPIPE
+	// also turns the runtime's default (die on a write to a broken
+	// stdout, leaving the rules and the peer's IKE SA behind) into EPIPE.
+	signal.Notify(sigc, exitSignals...)
 	defer signal.Stop(sigc)
 	var how atomic.Value // what ended it
 	how.Store("roadwarrior disconnect")
 	go func() {
 		select {
 		case sig := <-sigc:
-			how.Store(map[os.Signal]string{syscall.SIGINT: "Ctrl-C", syscall.SIGTERM: "SIGTERM"}[sig])
+			how.Store(signalName(sig))
 			stop()
 		case <-ctx.Done():
 		}

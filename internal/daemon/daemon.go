@@ -17,7 +17,6 @@ import (
 	"github.com/roamsec/roamsec/ike"
 	"github.com/roamsec/roamsec/internal/config"
 	"github.com/roamsec/roamsec/internal/datapath"
-	"github.com/roamsec/roamsec/mobility"
 	"github.com/roamsec/roamsec/tun"
 	"github.com/roamsec/roamsec/tunnel"
 	"github.com/roamsec/roamsec/tunnel/transport"
@@ -82,39 +81,94 @@ type Running struct {
 
 // Run brings the tunnel up and runs it until ctx ends. It returns after
 // removing what it installed.
-func Run(ctx context.Context, s Setup) (err error) {
+//
+// Everything Run opens is pushed on one cleanup stack as it is opened, so
+// every return path, early or late, undoes exactly what was done, newest
+// first; every goroutine it starts is joined before it returns.
+func Run(ctx context.Context, s Setup) error {
+	s.defaults()
+	var cl cleanups
+	defer cl.run()
+	cl.push(func() { s.closeSAs() })
+	dev, err := openDevice(&cl, &s)
+	if err != nil {
+		return err
+	}
+	cfg := datapath.Config{TUN: dev, SPD: s.SPD, SAD: s.SAD, Log: s.Log}
+	if err := openTransports(&cl, &s, &cfg); err != nil {
+		return err
+	}
+	ir, err := startIKE(&cl, &s, dev, &cfg)
+	if err != nil {
+		return err
+	}
+	metricsLn, err := listenMetrics(&cl, s.Metrics)
+	if err != nil {
+		return err
+	}
+	dp, err := datapath.New(cfg)
+	if err != nil {
+		return err
+	}
+	s.logInstalled(dev)
+	r := &Running{Device: dev, Datapath: dp, setup: &s, started: time.Now()}
+	if s.Mobility != nil {
+		r.mob = new(mobilityState)
+	}
+	err = r.serve(ctx, cfg, ir, metricsLn)
+	r.logCounters()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// cleanups is a stack of undo functions, run newest first.
+type cleanups []func()
+
+func (c *cleanups) push(f func()) { *c = append(*c, f) }
+
+func (c *cleanups) run() {
+	for i := len(*c) - 1; i >= 0; i-- {
+		(*c)[i]()
+	}
+	*c = nil
+}
+
+func (s *Setup) defaults() {
 	if s.Log == nil {
 		s.Log = slog.Default()
 	}
 	if s.UDPPort == 0 {
 		s.UDPPort = transport.NATTPort
 	}
-	log := s.Log
-	// disconnect (the control command) ends the run like a signal does.
-	ctx, disconnect := context.WithCancel(ctx)
-	defer disconnect()
-	defer func() {
-		for _, sa := range s.Outbound {
-			sa.Close()
-		}
-		for _, sa := range s.SAD.All() {
-			s.SAD.Remove(sa.SPI)
-		}
-	}()
+}
 
+// closeSAs zeroes the static SAs' keys and empties the SAD.
+func (s *Setup) closeSAs() {
+	for _, sa := range s.Outbound {
+		sa.Close()
+	}
+	for _, sa := range s.SAD.All() {
+		s.SAD.Remove(sa.SPI)
+	}
+}
+
+// openDevice creates the TUN device with its addresses, routes and the
+// bypass rule. Closing the device (the data path does it on exit; a
+// second Close is harmless) deletes the link and with it its addresses
+// and routes; Unconfigure removes the rules, which belong to no link.
+func openDevice(cl *cleanups, s *Setup) (*tun.Device, error) {
 	dev, err := tun.Open(s.TUN)
 	if err != nil {
-		return fmt.Errorf("open TUN device %q: %w (is /dev/net/tun there, and do we have CAP_NET_ADMIN?)", s.TUN.Name, err)
+		return nil, fmt.Errorf("open TUN device %q: %w (is /dev/net/tun there, and do we have CAP_NET_ADMIN?)", s.TUN.Name, err)
 	}
-	// Closing the device (the datapath does it on exit; a second Close is
-	// harmless) deletes the link and with it its addresses and routes;
-	// Unconfigure removes the rules, which do not belong to the link.
-	defer dev.Close()
-	defer func() {
-		if uerr := dev.Unconfigure(); uerr != nil {
-			log.Warn("cleanup", "err", uerr)
+	cl.push(func() { dev.Close() })
+	cl.push(func() {
+		if err := dev.Unconfigure(); err != nil {
+			s.Log.Warn("cleanup", "err", err)
 		}
-	}()
+	})
 	routes := make([]tun.Route, len(s.Routes))
 	for i, r := range s.Routes {
 		if s.Rule != nil && r.Table == 0 {
@@ -123,388 +177,305 @@ func Run(ctx context.Context, s Setup) (err error) {
 		routes[i] = r
 	}
 	if err := dev.Configure(s.Addrs, routes); err != nil {
-		return err
+		return nil, err
 	}
 	if s.Rule != nil {
 		if err := dev.AddBypassRule(s.Rule.Mark, s.Rule.Table, s.Rule.Priority); err != nil {
-			return err
+			return nil, err
 		}
 	}
+	return dev, nil
+}
 
-	cfg := datapath.Config{TUN: dev, SPD: s.SPD, SAD: s.SAD, Log: log}
+// markable is what openTransports opens: a socket that can carry the
+// bypass mark.
+type markable interface {
+	Close() error
+	SetMark(uint32) error
+}
+
+// openTransports opens the ESP sockets the SAs need (raw ESP, UDP 4500;
+// IKE always needs UDP 4500) into cfg, marked when there is a bypass rule.
+func openTransports(cl *cleanups, s *Setup, cfg *datapath.Config) error {
 	needESP, needUDP := false, s.IKE != nil
 	for _, sas := range [][]*tunnel.SA{s.Outbound, s.SAD.All()} {
 		for _, sa := range sas {
-			if sa.UDPEncap {
-				needUDP = true
-			} else {
-				needESP = true
-			}
+			needUDP = needUDP || sa.UDPEncap
+			needESP = needESP || !sa.UDPEncap
 		}
 	}
-	var conns []interface {
-		Close() error
-		SetMark(uint32) error
-	}
-	closeAll := func() {
-		for _, c := range conns {
-			c.Close()
+	opened := func(c markable) error {
+		cl.push(func() { c.Close() })
+		if s.Rule == nil {
+			return nil
 		}
+		return c.SetMark(s.Rule.Mark)
 	}
 	if needESP {
 		e4, err := transport.ListenRawESP(netip.IPv4Unspecified())
 		if err != nil {
-			closeAll()
 			return fmt.Errorf("raw ESP socket (IPv4): %w (needs CAP_NET_RAW)", err)
 		}
-		conns = append(conns, e4)
 		cfg.ESP4 = e4
+		if err := opened(e4); err != nil {
+			return err
+		}
 		if e6, err := transport.ListenRawESP(netip.IPv6Unspecified()); err == nil {
-			conns = append(conns, e6)
 			cfg.ESP6 = e6
+			if err := opened(e6); err != nil {
+				return err
+			}
 		} else {
-			log.Warn("no IPv6 ESP socket", "err", err)
+			s.Log.Warn("no IPv6 ESP socket", "err", err)
 		}
 	}
 	if needUDP {
 		u4, err := transport.ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), s.UDPPort))
 		if err != nil {
-			closeAll()
 			return fmt.Errorf("UDP port %d (IPv4): %w", s.UDPPort, err)
 		}
-		conns = append(conns, u4)
 		cfg.UDP4 = u4
+		if err := opened(u4); err != nil {
+			return err
+		}
 		if u6, err := transport.ListenUDP(netip.AddrPortFrom(netip.IPv6Unspecified(), s.UDPPort)); err == nil {
-			conns = append(conns, u6)
 			cfg.UDP6 = u6
+			if err := opened(u6); err != nil {
+				return err
+			}
 		} else {
-			log.Warn("no IPv6 UDP socket", "err", err)
+			s.Log.Warn("no IPv6 UDP socket", "err", err)
 		}
-	}
-	for _, c := range conns {
-		if s.Rule == nil {
-			break
-		}
-		if err := c.SetMark(s.Rule.Mark); err != nil {
-			closeAll()
-			return err
-		}
-	}
-	var ep *ike.Endpoint
-	var socks ikeSockets
-	ikeEvents := make(chan ike.Progress, 64)
-	if s.IKE != nil {
-		icfg, err := ikeConfig(s.IKE, s.Role, s.Listen)
-		if err != nil {
-			closeAll()
-			return fmt.Errorf("ike: %w", err)
-		}
-		st := &ikeState{spd: s.SPD, sad: s.SAD, dev: dev, log: log, policies: map[string]*tunnel.Policy{},
-			children: map[string]*ike.Child{}, vips: map[netip.Addr]bool{}, up: make(chan struct{}), initiator: icfg.Initiator}
-		s.ike = st
-		icfg.Install, icfg.Remove, icfg.Log = st.install, st.remove, log
-		icfg.Send = socks.send
-		icfg.Progress = func(p ike.Progress) {
-			st.track.progress(p)
-			if s.Progress != nil {
-				s.Progress(p)
-			}
-			select {
-			case ikeEvents <- p:
-			default:
-			}
-		}
-		if ep, err = ike.New(icfg); err != nil {
-			closeAll()
-			return err
-		}
-		st.ep = ep
-		if u, ok := cfg.UDP4.(*transport.UDPConn); ok {
-			socks.p4500[0] = u
-		}
-		if u, ok := cfg.UDP6.(*transport.UDPConn); ok {
-			socks.p4500[1] = u
-		}
-		for i, any := range []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
-			c, err := transport.ListenIKE(netip.AddrPortFrom(any, s.IKE.Port))
-			if err != nil {
-				if i == 0 {
-					closeAll()
-					return fmt.Errorf("IKE port %d: %w (needs CAP_NET_BIND_SERVICE)", s.IKE.Port, err)
-				}
-				log.Warn("no IPv6 IKE socket", "err", err)
-				continue
-			}
-			if s.Rule != nil {
-				if err := c.SetMark(s.Rule.Mark); err != nil {
-					c.Close()
-					closeAll()
-					return err
-				}
-			}
-			socks.p500[i] = c
-			conns = append(conns, c)
-			go readIKE(c, ep)
-		}
-		cfg.OnIKE = func(msg []byte, local netip.Addr, remote netip.AddrPort) { ep.Handle(msg, local, remote, true) }
-		defer ep.Close()
-	}
-	var metricsLn net.Listener
-	if s.Metrics != "" {
-		if metricsLn, err = net.Listen("tcp", s.Metrics); err != nil {
-			closeAll()
-			return fmt.Errorf("metrics endpoint: %w", err)
-		}
-		defer metricsLn.Close()
-	}
-	dp, err := datapath.New(cfg)
-	if err != nil {
-		closeAll()
-		return err
-	}
-
-	for _, sa := range s.Outbound {
-		log.Info("SA installed", "spi", fmt.Sprintf("%#08x", sa.SPI), "dir", "out", "transform", sa.Transform.String(), "encap", encapName(sa), "selector", sa.Selector.String())
-	}
-	for _, sa := range s.SAD.All() {
-		log.Info("SA installed", "spi", fmt.Sprintf("%#08x", sa.SPI), "dir", "in", "transform", sa.Transform.String(), "encap", encapName(sa), "peer", sa.PeerAddrs.String())
-	}
-	log.Info("tunnel up", "tun", dev.Name(), "mtu", dev.MTU(), "backend", string(s.TUN.Backend))
-	var mob *mobilityState
-	if s.Mobility != nil {
-		mob = new(mobilityState)
-	}
-	running := &Running{Device: dev, Datapath: dp, setup: &s, mob: mob, started: time.Now()}
-	if s.Ready != nil {
-		s.Ready(running)
-	}
-	if s.KeepAlive > 0 && cfg.UDP4 != nil {
-		go keepalives(ctx, s, cfg)
-	}
-	mctx, stopMobility := context.WithCancel(ctx)
-	mdone := make(chan struct{})
-	if s.ControlSocket != "" {
-		go func() {
-			if err := running.serveControl(mctx, disconnect); err != nil {
-				log.Warn("control socket", "err", err)
-			}
-		}()
-	}
-	if metricsLn != nil {
-		go running.serveMetrics(mctx, metricsLn)
-	}
-	ikeFatal := make(chan error, 1)
-	if ep != nil && s.ike.initiator {
-		gw, err := resolveGateway(ctx, s.IKE.Gateway, true)
-		if err != nil {
-			stopMobility()
-			return err
-		}
-		local := netip.Addr{}
-		if m := s.Mobility; m != nil && len(m.Paths) > 0 {
-			local, gw = m.Paths[m.Primary].Local, m.Paths[m.Primary].Peer
-		} else {
-			for _, a := range s.Listen {
-				if a.Is4() == gw.Is4() {
-					local = a
-					break
-				}
-			}
-		}
-		log.Info("IKE: connecting", "gateway", s.IKE.Gateway, "addr", gw, "local", local, "id", s.IKE.ID.String(), "mode", s.IKE.Mode.String())
-		go connectLoop(mctx, ep, local, netip.AddrPortFrom(gw, s.IKE.Port), ikeEvents, log, ikeFatal, s.FailFast)
-	}
-	if s.Mobility != nil {
-		go func() {
-			defer close(mdone)
-			if err := runMobility(mctx, s, dev, mob, ep); err != nil {
-				log.Error("mobility stopped: the SA stays on its current path", "err", err)
-			}
-		}()
-	} else {
-		close(mdone)
-	}
-	// The data path outlives ctx until the IKE SAs are deleted: the
-	// DELETE goes out through its UDP 4500 sockets.
-	dctx, stopDP := context.WithCancel(context.WithoutCancel(ctx))
-	var fatalErr error
-	go func() {
-		select {
-		case err := <-ikeFatal:
-			fatalErr = err
-		case <-ctx.Done():
-			if ep != nil {
-				ep.Close()
-			}
-		}
-		stopDP()
-	}()
-	err = dp.Run(dctx)
-	stopDP()
-	if fatalErr != nil {
-		err = fatalErr
-	}
-	if ep != nil {
-		ep.Close() // after a fatal error or a data path failure
-	}
-	stopMobility()
-	<-mdone
-	st := dp.Stats()
-	log.Info("tunnel down", "tun_read", st.TunRead, "tun_written", st.TunWritten, "esp_sent", st.ESPSent, "esp_received", st.ESPReceived)
-	for _, sa := range s.SAD.All() {
-		c := sa.Counters.Snapshot()
-		log.Info("SA counters", "spi", fmt.Sprintf("%#08x", sa.SPI), "packets", c.Packets, "bytes", c.Bytes, "drops", c.DropsByName())
-	}
-	if err != nil && !errors.Is(err, context.Canceled) {
-		return err
 	}
 	return nil
 }
 
-// runMobility feeds the path set from its detectors and applies the
-// switches it decides, until ctx ends. On a gateway it only answers the
-// road warriors' SCTP path monitoring.
-func runMobility(ctx context.Context, s Setup, dev *tun.Device, st *mobilityState, ep *ike.Endpoint) error {
-	m := s.Mobility
-	if len(m.Paths) == 0 { // gateway
-		if m.Detector != config.DetectorSCTP {
-			st.setDetector("none (the gateway follows the road warrior)", "not used")
-			return nil
-		}
-		st.setDetector("answers road warriors' SCTP path monitoring", "yes")
-		r := &mobility.SCTPResponder{Local: m.SCTPListen, Port: m.SCTPPort, HB: m.Heartbeat, Log: s.Log}
-		err := r.Run(ctx)
-		if errors.Is(err, mobility.ErrNoKernelSCTP) {
-			st.setDetector("none: NO KERNEL SCTP on this host (road warriors fall back to ESP-level probes, answered by the kernel)", "no")
-			s.Log.Warn("mobility: NO KERNEL SCTP on this host: not answering SCTP path monitoring; road warriors fall back to ESP-level probes, which this host answers (ICMP echo)")
-			return nil
-		}
-		return err
+// ikeRun is the IKE side of a run: the endpoint, the events the connect
+// loop follows and the fatal error it reports; nil without IKE.
+type ikeRun struct {
+	ep     *ike.Endpoint
+	events chan ike.Progress
+	fatal  chan error
+}
+
+// startIKE creates the IKE endpoint on UDP 500 (its own sockets, read by
+// goroutines joined on cleanup) and UDP 4500 (the data path's sockets,
+// non-ESP marker). Without an ike section it returns nil.
+func startIKE(cl *cleanups, s *Setup, dev *tun.Device, cfg *datapath.Config) (*ikeRun, error) {
+	if s.IKE == nil {
+		return nil, nil
 	}
-	// One path set per address family: a switch moves only the outer
-	// addresses and routes of its own family, so IPv4 and IPv6 fail over
-	// independently (each keeps its own primary).
-	type family struct {
-		set   *mobility.Set
-		mover *mobility.Mover
-		paths []mobility.Path
+	icfg, err := ikeConfig(s.IKE, s.Role, s.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("ike: %w", err)
 	}
-	var fams []family
-	for _, v4 := range []bool{true, false} {
-		var paths []mobility.Path
-		primary := 0
-		for i, p := range m.Paths {
-			if p.Local.Is4() != v4 {
-				continue
-			}
-			if i == m.Primary {
-				primary = len(paths)
-			}
-			paths = append(paths, p)
+	st := &ikeState{spd: s.SPD, sad: s.SAD, dev: dev, log: s.Log, policies: map[string]*tunnel.Policy{},
+		children: map[string]*ike.Child{}, vips: map[netip.Addr]bool{}, up: make(chan struct{}), initiator: icfg.Initiator}
+	s.ike = st
+	ir := &ikeRun{events: make(chan ike.Progress, 64), fatal: make(chan error, 1)}
+	var socks ikeSockets
+	icfg.Install, icfg.Remove, icfg.Log = st.install, st.remove, s.Log
+	icfg.Send = socks.send
+	icfg.Progress = func(p ike.Progress) {
+		st.track.progress(p)
+		if s.Progress != nil {
+			s.Progress(p)
 		}
-		if len(paths) == 0 {
+		select {
+		case ir.events <- p:
+		default:
+		}
+	}
+	if ir.ep, err = ike.New(icfg); err != nil {
+		return nil, err
+	}
+	st.ep = ir.ep
+	cl.push(ir.ep.Close) // after a fatal error or a data path failure too
+	if u, ok := cfg.UDP4.(*transport.UDPConn); ok {
+		socks.p4500[0] = u
+	}
+	if u, ok := cfg.UDP6.(*transport.UDPConn); ok {
+		socks.p4500[1] = u
+	}
+	var readers sync.WaitGroup
+	cl.push(readers.Wait) // runs after the sockets below are closed
+	for i, any := range []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
+		c, err := transport.ListenIKE(netip.AddrPortFrom(any, s.IKE.Port))
+		if err != nil {
+			if i == 0 {
+				return nil, fmt.Errorf("IKE port %d: %w (needs CAP_NET_BIND_SERVICE)", s.IKE.Port, err)
+			}
+			s.Log.Warn("no IPv6 IKE socket", "err", err)
 			continue
 		}
-		set, err := mobility.NewSet(paths, primary, m.Policy, time.Now())
-		if err != nil {
-			return err
-		}
-		fams = append(fams, family{set, &mobility.Mover{SAs: s.Outbound, Current: s.ike.outbound, Routes: dev, Paths: paths, Log: s.Log}, paths})
-	}
-	st.mu.Lock()
-	for _, f := range fams {
-		st.sets, st.movers = append(st.sets, f.set), append(st.movers, f.mover)
-	}
-	st.mu.Unlock()
-	events := make(chan mobility.Event, 64)
-	errc := make(chan error, 2+len(fams))
-	// The prober starts at most once: when configured, or when any
-	// family's SCTP detector finds no kernel SCTP.
-	var probeOnce sync.Once
-	probe := func(why string) {
-		probeOnce.Do(func() {
-			kernel := "not used"
-			if why == "no kernel SCTP" {
-				kernel = "no"
-				s.Log.Warn("mobility: NO KERNEL SCTP on this host: path failure detection falls back to ESP-level probes with the same RFC 4960 rules")
-			}
-			st.setDetector("ESP-level probes (RFC 4960 path management on ICMP echo)", kernel)
-			pr := &mobility.Prober{Paths: m.Paths, HB: m.Heartbeat}
-			go func() { errc <- pr.Run(ctx, events) }()
-			s.Log.Info("mobility", "detector", "ESP-level probes: RFC 4960 §8 path management on ICMP echo through the host-to-host SA", "why", why,
-				"heartbeat", m.Heartbeat.Interval.String(), "path_max_retrans", m.Heartbeat.PathMaxRetrans, "pf_threshold", m.Heartbeat.PFThreshold)
-		})
-	}
-	up := mobility.Unconfirmed // heartbeats confirm a path that comes up
-	switch m.Detector {
-	case config.DetectorSCTP:
-		st.setDetector("kernel SCTP association (RFC 4960 heartbeats)", "yes")
-		for _, f := range fams { // one association per family
-			d := &mobility.SCTPDetector{Paths: f.paths, Port: m.SCTPPort, HB: m.Heartbeat, Log: s.Log}
-			go func() {
-				err := d.Run(ctx, events)
-				if errors.Is(err, mobility.ErrNoKernelSCTP) {
-					probe("no kernel SCTP")
-					return
-				}
-				errc <- err
-			}()
-		}
-		s.Log.Info("mobility", "detector", "kernel SCTP association, RFC 4960 §8 heartbeats", "port", m.SCTPPort,
-			"heartbeat", m.Heartbeat.Interval.String(), "path_max_retrans", m.Heartbeat.PathMaxRetrans, "pf_threshold", m.Heartbeat.PFThreshold)
-	case config.DetectorProbe:
-		probe("configured")
-	default:
-		st.setDetector("netlink only (cannot see a path that stays up but drops everything)", "not used")
-		up = mobility.Active // netlink alone confirms a path that comes up
-		s.Log.Warn("mobility", "detector", "netlink only", "note", "a path that stays up but drops everything is not detected without heartbeats")
-	}
-	go func() { errc <- mobility.WatchLinks(ctx, m.Paths, up, events) }()
-	s.Log.Info("mobility paths", "primary", m.Paths[m.Primary].String(), "paths", len(m.Paths), "families", len(fams))
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	if s.ike != nil {
-		var movers []*mobility.Mover
-		for _, f := range fams {
-			movers = append(movers, f.mover)
-		}
-		s.ike.mu.Lock()
-		s.ike.moved = movedRule(movers)
-		s.ike.mu.Unlock()
-	}
-	apply := func(f family, sw mobility.Switch, ok bool) {
-		if ok {
-			if err := f.mover.Apply(sw); err != nil {
-				s.Log.Error("path switch", "err", err)
-			}
-			if ep != nil {
-				// IKE follows the path too (MOBIKE with peers that speak it).
-				go ep.Move(sw.To.Local, sw.To.Peer)
+		cl.push(func() { c.Close() })
+		if s.Rule != nil {
+			if err := c.SetMark(s.Rule.Mark); err != nil {
+				return nil, err
 			}
 		}
+		socks.p500[i] = c
+		readers.Go(func() { readIKE(c, ir.ep) })
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-errc:
-			if err != nil {
-				return err
-			}
-		case ev := <-events:
-			s.Log.Debug("path event", "local", ev.Local, "peer", ev.Peer, "link", ev.Link, "state", ev.State.String(), "source", ev.Source)
-			for _, f := range fams {
-				sw, ok := f.set.Update(ev)
-				apply(f, sw, ok)
-			}
-		case now := <-tick.C:
-			for _, f := range fams {
-				sw, ok := f.set.Tick(now)
-				apply(f, sw, ok)
-			}
-		}
+	cfg.OnIKE = func(msg []byte, local netip.Addr, remote netip.AddrPort) { ir.ep.Handle(msg, local, remote, true) }
+	return ir, nil
+}
+
+func listenMetrics(cl *cleanups, addr string) (net.Listener, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics endpoint: %w", err)
+	}
+	cl.push(func() { ln.Close() })
+	return ln, nil
+}
+
+func (s *Setup) logInstalled(dev *tun.Device) {
+	for _, sa := range s.Outbound {
+		s.Log.Info("SA installed", "spi", fmt.Sprintf("%#08x", sa.SPI), "dir", "out", "transform", sa.Transform.String(), "encap", encapName(sa), "selector", sa.Selector.String())
+	}
+	for _, sa := range s.SAD.All() {
+		s.Log.Info("SA installed", "spi", fmt.Sprintf("%#08x", sa.SPI), "dir", "in", "transform", sa.Transform.String(), "encap", encapName(sa), "peer", sa.PeerAddrs.String())
+	}
+	s.Log.Info("tunnel up", "tun", dev.Name(), "mtu", dev.MTU(), "backend", string(s.TUN.Backend))
+}
+
+func (r *Running) logCounters() {
+	st := r.Datapath.Stats()
+	log := r.setup.Log
+	log.Info("tunnel down", "tun_read", st.TunRead, "tun_written", st.TunWritten, "esp_sent", st.ESPSent, "esp_received", st.ESPReceived)
+	for _, sa := range r.setup.SAD.All() {
+		c := sa.Counters.Snapshot()
+		log.Info("SA counters", "spi", fmt.Sprintf("%#08x", sa.SPI), "packets", c.Packets, "bytes", c.Bytes, "drops", c.DropsByName())
 	}
 }
+
+// serve runs the data path and its helpers — keep-alives, the control
+// socket, metrics, the road warrior's IKE connect loop, mobility — until
+// ctx ends, disconnect is asked for, IKE reports a fatal error or the
+// data path fails. The helpers stop when the data path has; all are
+// joined before serve returns.
+//
+// The data path outlives ctx until the IKE SAs are deleted: the DELETE
+// goes out through its UDP 4500 sockets.
+func (r *Running) serve(ctx context.Context, cfg datapath.Config, ir *ikeRun, metricsLn net.Listener) error {
+	s := r.setup
+	// disconnect (the control command) ends the run like a signal does.
+	ctx, disconnect := context.WithCancel(ctx)
+	defer disconnect()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	helpers, stopHelpers := context.WithCancel(ctx)
+	defer stopHelpers() // before wg.Wait: deferred calls run newest first
+	if s.Ready != nil {
+		s.Ready(r)
+	}
+	if s.KeepAlive > 0 && cfg.UDP4 != nil {
+		wg.Go(func() { keepalives(helpers, *s, cfg) })
+	}
+	if s.ControlSocket != "" {
+		wg.Go(func() {
+			if err := r.serveControl(helpers, disconnect); err != nil {
+				s.Log.Warn("control socket", "err", err)
+			}
+		})
+	}
+	if metricsLn != nil {
+		wg.Go(func() { r.serveMetrics(helpers, metricsLn) })
+	}
+	var ep *ike.Endpoint
+	var fatal <-chan error // nil without IKE: never ready
+	if ir != nil {
+		ep, fatal = ir.ep, ir.fatal
+		if s.ike.initiator {
+			wg.Go(func() { r.connect(helpers, ir) })
+		}
+	}
+	if s.Mobility != nil {
+		wg.Go(func() {
+			if err := runMobility(helpers, *s, r.Device, r.mob, ep); err != nil {
+				s.Log.Error("mobility stopped: the SA stays on its current path", "err", err)
+			}
+		})
+	}
+	dctx, stopDP := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopDP()
+	var fatalErr error
+	wg.Go(func() {
+		select {
+		case fatalErr = <-fatal:
+		case <-ctx.Done():
+			if ep != nil {
+				ep.Close() // DELETE the IKE SAs while the data path still runs
+			}
+		case <-dctx.Done(): // the data path failed
+		}
+		stopDP()
+	})
+	err := r.Datapath.Run(dctx)
+	stopDP()
+	stopHelpers()
+	wg.Wait()
+	if fatalErr != nil {
+		return fatalErr
+	}
+	return err
+}
+
+// connect resolves the gateway and keeps the road warrior's IKE SA up
+// (connectLoop) until ctx ends; a failure that retrying cannot mend goes
+// to ir.fatal.
+func (r *Running) connect(ctx context.Context, ir *ikeRun) {
+	s := r.setup
+	gw, err := r.resolve(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			ir.fatal <- err
+		}
+		return
+	}
+	local := netip.Addr{}
+	if m := s.Mobility; m != nil && len(m.Paths) > 0 {
+		local, gw = m.Paths[m.Primary].Local, m.Paths[m.Primary].Peer
+	} else {
+		for _, a := range s.Listen {
+			if a.Is4() == gw.Is4() {
+				local = a
+				break
+			}
+		}
+	}
+	s.Log.Info("IKE: connecting", "gateway", s.IKE.Gateway, "addr", gw, "local", local, "id", s.IKE.ID.String(), "mode", s.IKE.Mode.String())
+	connectLoop(ctx, ir.ep, local, netip.AddrPortFrom(gw, s.IKE.Port), ir.events, s.Log, ir.fatal, s.FailFast)
+}
+
+// resolve looks the gateway's name up. With FailFast (connect, a person
+// waiting) a failure is final; the daemon keeps trying with backoff, up
+// to resolveMaxBackoff apart, until ctx ends: a laptop that boots before
+// its Wi-Fi (no DNS yet) connects once the network is there, instead of
+// exiting 6 and leaving the VPN down.
+func (r *Running) resolve(ctx context.Context) (netip.Addr, error) {
+	s := r.setup
+	backoff := time.Second
+	for {
+		gw, err := resolveGateway(ctx, s.IKE.Gateway, true)
+		if err == nil || s.FailFast || ctx.Err() != nil {
+			return gw, err
+		}
+		s.Log.Warn("IKE: cannot resolve the gateway's name yet; retrying", "gateway", s.IKE.Gateway, "in", backoff.String(), "err", err)
+		select {
+		case <-ctx.Done():
+			return netip.Addr{}, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, resolveMaxBackoff)
+	}
+}
+
+const resolveMaxBackoff = 30 * time.Second
 
 // keepalives sends an RFC 3948 §2.3 NAT keep-alive on every UDP SA.
 func keepalives(ctx context.Context, s Setup, cfg datapath.Config) {
@@ -516,7 +487,13 @@ func keepalives(ctx context.Context, s Setup, cfg datapath.Config) {
 			return
 		case <-t.C:
 		}
-		for _, sa := range s.Outbound {
+		sas := s.Outbound
+		if s.ike != nil && s.ike.initiator {
+			// A road warrior's negotiated SAs too: it is the side that
+			// may sit behind a NAT (RFC 3948 §2.3).
+			sas = append(sas[:len(sas):len(sas)], s.ike.outbound()...)
+		}
+		for _, sa := range sas {
 			r := sa.Outer()
 			if !sa.UDPEncap || len(r.Dst) == 0 {
 				continue

@@ -60,6 +60,7 @@ type Datapath struct {
 	tunRead, tunWritten   atomic.Uint64
 	espSent, espReceived  atomic.Uint64
 	noTransport, sendErrs atomic.Uint64
+	sendErrLogged         atomic.Int64 // unix ns of the last "ESP send failed" line
 	ikeDropped            atomic.Uint64
 
 	outWork chan *outBatch

@@ -200,6 +200,11 @@ func TestWrongKeyCountsICVFailures(t *testing.T) {
 	if err := bed.RW.Ping(netns.Srv4, time.Second); err == nil {
 		t.Fatal("ping passed with a wrong key")
 	}
+	// The ping's packets may still be on their way through a loaded
+	// machine's pipeline: wait for the count, with a generous bound.
+	for end := time.Now().Add(10 * time.Second); gw.in.Counters.Drops[tunnel.DropICV].Load() == 0 && time.Now().Before(end); {
+		bed.RW.Ping(netns.Srv4, 200*time.Millisecond)
+	}
 	if gw.in.Counters.Drops[tunnel.DropICV].Load() == 0 || gw.in.Counters.Packets.Load() != 0 {
 		t.Fatalf("gw in %+v", gw.in.Counters.Snapshot())
 	}

@@ -77,7 +77,7 @@ func (d *Datapath) open(b *inBatch) {
 			}
 			continue
 		}
-		inner, _, err := d.cfg.SAD.Decapsulate(m.Remote.Addr(), m.Local, m.Buf)
+		inner, _, err := d.cfg.SAD.DecapsulateFrom(m.Remote, m.Local, m.Buf)
 		if err != nil {
 			continue // counted on the SA and the SAD
 		}

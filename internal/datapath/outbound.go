@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/roamsec/roamsec/tun"
 	"github.com/roamsec/roamsec/tunnel"
@@ -23,6 +24,7 @@ type sealed struct {
 	esp      []byte
 	sa       *tunnel.SA
 	src, dst netip.Addr
+	port     uint16 // 0: the SA's PeerPort
 }
 
 func (d *Datapath) newOutBatches() chan *outBatch {
@@ -82,7 +84,7 @@ func (d *Datapath) seal(b *outBatch) {
 			b.res[i] = sealed{}
 			continue
 		}
-		b.res[i] = sealed{esp: s.ESP, sa: s.SA, src: s.Src, dst: s.Dst}
+		b.res[i] = sealed{esp: s.ESP, sa: s.SA, src: s.Src, dst: s.Dst, port: s.Port}
 	}
 }
 
@@ -108,7 +110,12 @@ func (d *Datapath) sendESP(free, q chan *outBatch) {
 			}
 			port := uint16(0)
 			if r.sa.UDPEncap {
+				// Where the peer's ESP came from (a NAT's mapping,
+				// RFC 3948), else the negotiated port.
 				port = r.sa.PeerPort
+				if r.port != 0 {
+					port = r.port
+				}
 			}
 			pending[c] = append(pending[c], transport.Datagram{Buf: r.esp, Local: r.src, Remote: netip.AddrPortFrom(r.dst, port)})
 		}
@@ -135,8 +142,20 @@ func (d *Datapath) write(c transport.Conn, ds []transport.Datagram) {
 		// Skip the datagram that failed (no route on that uplink, say)
 		// and keep going with the rest.
 		d.sendErrs.Add(1)
+		d.logSendErr(ds[n], err)
 		ds = ds[n+1:]
 	}
+}
+
+// logSendErr makes failing sends visible without flooding the log: at
+// most one line every 10 s, with the running count (Stats.SendErrs).
+func (d *Datapath) logSendErr(dg transport.Datagram, err error) {
+	now := time.Now().UnixNano()
+	last := d.sendErrLogged.Load()
+	if last != 0 && now-last < int64(10*time.Second) || !d.sendErrLogged.CompareAndSwap(last, now) {
+		return
+	}
+	d.log.Warn("ESP send failed", "local", dg.Local, "remote", dg.Remote, "err", err, "send_errors", d.sendErrs.Load())
 }
 
 func (d *Datapath) connFor(sa *tunnel.SA, dst netip.Addr) transport.Conn {

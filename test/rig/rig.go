@@ -60,14 +60,10 @@ func (w lockedWriter) Write(b []byte) (int, error) {
 // Start runs bin with args inside ns and waits until its log says the
 // tunnel is up (or it exits, or timeout passes).
 func Start(ns *netns.NS, bin string, timeout time.Duration, args ...string) (*Proc, error) {
-	p := &Proc{Name: filepath.Base(bin), done: make(chan struct{})}
-	p.cmd = ns.Command(bin, args...)
-	p.cmd.Stdout = lockedWriter{p}
-	p.cmd.Stderr = lockedWriter{p}
-	if err := p.cmd.Start(); err != nil {
+	p, err := Launch(ns, bin, args...)
+	if err != nil {
 		return nil, err
 	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
 	deadline := time.After(timeout)
 	for !strings.Contains(p.Log(), "tunnel up") {
 		select {
@@ -80,6 +76,30 @@ func Start(ns *netns.NS, bin string, timeout time.Duration, args ...string) (*Pr
 		}
 	}
 	return p, nil
+}
+
+// Launch runs bin with args inside ns and returns at once (to kill it
+// during its start-up, say).
+func Launch(ns *netns.NS, bin string, args ...string) (*Proc, error) {
+	p := &Proc{Name: filepath.Base(bin), done: make(chan struct{})}
+	p.cmd = ns.Command(bin, args...)
+	p.cmd.Stdout = lockedWriter{p}
+	p.cmd.Stderr = lockedWriter{p}
+	if err := p.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	return p, nil
+}
+
+// Exited reports whether the process has ended.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // Log is everything the daemon wrote so far.
