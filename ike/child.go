@@ -41,6 +41,23 @@ type Child struct {
 	timer    *time.Timer
 }
 
+// Sibling is, while Remove runs for c, another Child SA of the same name
+// that stays: after a rekey collision (RFC 7296 §2.8.1) two new pairs
+// share the name until the redundant one is deleted, and the data path
+// must then carry on with the other. Nil if there is none. Only for use
+// inside Config.Remove (it reads state guarded by the endpoint's lock).
+func (c *Child) Sibling() *Child {
+	if c.ike == nil {
+		return nil
+	}
+	for i := len(c.ike.children) - 1; i >= 0; i-- {
+		if x := c.ike.children[i]; x != c && x.Name == c.Name && !x.replaced {
+			return x
+		}
+	}
+	return nil
+}
+
 // childErr carries the notify a refused Child SA answers with.
 type childErr struct {
 	t   message.NotifyType
@@ -49,7 +66,22 @@ type childErr struct {
 
 func (e *childErr) Error() string { return fmt.Sprintf("%v: %s", e.t, e.msg) }
 
+// invalidKEErr refuses a CREATE_CHILD_SA with INVALID_KE_PAYLOAD naming
+// the group to use (RFC 7296 §1.3).
+type invalidKEErr struct {
+	group dhGroup
+	msg   string
+}
+
+func (e *invalidKEErr) Error() string {
+	return fmt.Sprintf("INVALID_KE_PAYLOAD (want %v): %s", e.group, e.msg)
+}
+
 func childError(err error) message.Payload {
+	var ke *invalidKEErr
+	if errors.As(err, &ke) {
+		return notify(message.INVALID_KE_PAYLOAD, binary.BigEndian.AppendUint16(nil, uint16(ke.group)))
+	}
 	var ce *childErr
 	if errors.As(err, &ce) {
 		return notify(ce.t, nil)
@@ -147,7 +179,11 @@ func (s *ikeSA) newChildOffer(hostToHost bool) *childOffer {
 }
 
 func (s *ikeSA) offerSA(c *childOffer) *message.SA {
-	return espSAPayload(s.e.cfg.ESPProposals, c.spi, c.dh != nil)
+	var g dhGroup
+	if c.dh != nil {
+		g = c.dh.group
+	}
+	return espSAPayload(s.e.cfg.ESPProposals, c.spi, g)
 }
 
 // outerRule is where RFC 3554 §2's three cases meet the negotiated Child
@@ -191,7 +227,7 @@ func onePerFamily(as []netip.Addr) []netip.Addr {
 }
 
 // buildChild creates the two tunnel SAs of a negotiated Child SA.
-func (s *ikeSA) buildChild(esp ESPProposal, spiIn, spiOut uint32, i2r, r2i []byte, weInitiated bool,
+func (s *ikeSA) buildChild(esp espSuite, spiIn, spiOut uint32, i2r, r2i []byte, weInitiated bool,
 	localTS, remoteTS []message.TrafficSelector, hostToHost bool, vip []netip.Addr) (*Child, error) {
 	cfg := &s.e.cfg
 	defer clear(i2r)
@@ -275,6 +311,7 @@ func (s *ikeSA) install(c *Child, rekeyOf *Child) error {
 	default:
 		c.Name = fmt.Sprintf("%s/net", s.name())
 	}
+	s.aimChild(c) // a Child SA made while a MOBIKE move awaits its check goes to the proven address
 	if err := cfg.Install(c); err != nil {
 		c.In.Close()
 		c.Out.Close()
@@ -290,8 +327,8 @@ func (s *ikeSA) install(c *Child, rekeyOf *Child) error {
 	}
 	cfg.Log.Info(verb, "ike", s.name(), "child", c.Name, "spi_in", fmt.Sprintf("%#08x", c.In.SPI), "spi_out", fmt.Sprintf("%#08x", c.Out.SPI),
 		"proposal", c.Proposal, "local_ts", tsString(c.localTS), "remote_ts", tsString(c.remoteTS), "encap", c.Out.UDPEncap, "vip", c.VirtualIP)
-	s.e.progress(Progress{Step: "CHILD_SA", Peer: s.remote, Info: fmt.Sprintf("%s: SPIs in %#08x out %#08x, %s <=> %s",
-		c.Name, c.In.SPI, c.Out.SPI, tsString(c.localTS), tsString(c.remoteTS))})
+	s.emit(Progress{Kind: EvChildInstalled, Child: &ChildEvent{Name: c.Name, SPIIn: c.In.SPI, SPIOut: c.Out.SPI,
+		LocalTS: tsString(c.localTS), RemoteTS: tsString(c.remoteTS), HostToHost: c.HostToHost, Rekey: rekeyOf != nil}})
 	return nil
 }
 
@@ -327,21 +364,11 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 	if len(filterNotify(ps, message.USE_TRANSPORT_MODE)) > 0 {
 		return nil, &childErr{message.NO_PROPOSAL_CHOSEN, "transport mode asked for; tunnel mode only"}
 	}
-	var dh dhGroup
-	if ke != nil {
-		dh = dhGroup(ke.Group)
+	esp, chosen, err := s.chooseChildProposal(sa, ke, inAuth)
+	if err != nil {
+		return nil, err
 	}
-	if ke != nil && dh.curve() == nil {
-		return nil, &childErr{message.INVALID_KE_PAYLOAD, fmt.Sprintf("DH group %d not supported", dh)}
-	}
-	esp, chosen, ok := chooseESP(cfg.ESPProposals, sa, dh)
-	if !ok && ke != nil {
-		// PFS with any group we support, whatever our proposals name.
-		esp, chosen, ok = chooseESP(withDH(cfg.ESPProposals, dh), sa, dh)
-	}
-	if !ok {
-		return nil, &childErr{message.NO_PROPOSAL_CHOSEN, "no ESP proposal in common"}
-	}
+	dh := esp.dh
 	var out []message.Payload
 	var vip []netip.Addr
 	var tsiN, tsrN []message.TrafficSelector
@@ -401,11 +428,12 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 			return nil, &childErr{message.INTERNAL_ADDRESS_FAILURE, fmt.Sprintf("no virtual address pool for %v", s.peerID)}
 		}
 		tsiN = narrow(tsi.Selectors, prefixesOf(vip))
+		s.vip = vip // the peer's: it is in virtual-address mode
 		out = append(out, reply)
 	default:
 		// RFC 3554 §4: every claimed address must be the peer's.
 		tsiN = uniform(tsi.Selectors)
-		if u := unauthorized(tsiN, s.authority); u != nil {
+		if u := unauthorized(tsiN, s.hostAuthority(tsiN, tsr.Selectors)); u != nil {
 			return nil, &childErr{message.TS_UNACCEPTABLE, fmt.Sprintf("%v claims %s, which it has no authority for (RFC 3554 §4)", s.peerID, tsString([]message.TrafficSelector{*u}))}
 		}
 	}
@@ -446,12 +474,46 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 	return out, nil
 }
 
-func withDH(ps []ESPProposal, g dhGroup) []ESPProposal {
-	out := slices.Clone(ps)
-	for i := range out {
-		out[i].dh = g
+// hostAuthority is what a peer may claim in a CREATE_CHILD_SA: its
+// authority (RFC 3554 §4), and, for the path-monitoring Child SA of a
+// virtual-address peer (it was given an inner address, so its uplink
+// addresses are in no pool of ours), the outer addresses it runs this IKE
+// SA on: the one IKE comes from and those it announced in the
+// authenticated IKE_AUTH (RFC 4555 §3.6). Only when TSi is exactly such
+// hosts and TSr exactly ours, so the SA covers nothing but traffic
+// between the two hosts' own outer addresses.
+func (s *ikeSA) hostAuthority(tsi, tsr []message.TrafficSelector) []netip.Prefix {
+	if len(s.vip) == 0 || !sameHosts(tsi, s.peerOuterAddrs()) || !sameHosts(uniform(tsr), s.ourOuterAddrs()) {
+		return s.authority
 	}
-	return out
+	return append(slices.Clone(s.authority), prefixesOf(s.peerOuterAddrs())...)
+}
+
+// chooseChildProposal is the responder's Child SA proposal choice. In
+// CREATE_CHILD_SA, INVALID_KE_PAYLOAD only ever names a group the peer
+// offered in this SA payload (RFC 7296 §1.3: "the responder ... selected
+// ... a different group"); a proposal we can only take with a group it
+// does not offer, or one we do not implement (e.g. MODP-2048 when the
+// Child SA was created without PFS), gets NO_PROPOSAL_CHOSEN.
+func (s *ikeSA) chooseChildProposal(sa *message.SA, ke *message.KE, inAuthExch bool) (espSuite, message.Proposal, error) {
+	cfg := &s.e.cfg
+	how, want := inAuth, dhGroup(0)
+	if !inAuthExch {
+		how = inCreate
+		if ke != nil {
+			want = dhGroup(ke.Group)
+		}
+	}
+	esp, chosen, ok := chooseESP(cfg.ESPProposals, sa, want, how)
+	if !ok {
+		return esp, chosen, &childErr{message.NO_PROPOSAL_CHOSEN,
+			fmt.Sprintf("no ESP proposal in common (KE group %v): offered %s, allowed %s", want, offerString(sa), proposalsString(cfg.ESPProposals))}
+	}
+	if esp.dh != want {
+		return esp, chosen, &invalidKEErr{esp.dh,
+			fmt.Sprintf("KE group %v, but the proposal we take (%s) wants %v", want, esp, esp.dh)}
+	}
+	return esp, chosen, nil
 }
 
 func prefixesOf(as []netip.Addr) []netip.Prefix {
@@ -477,7 +539,7 @@ func (s *ikeSA) childResponse(ps []message.Payload, c *childOffer, nr []byte) er
 	cfg := &s.e.cfg
 	for _, n := range message.FindAll[*message.Notify](ps) {
 		if n.NotifyType < 16384 {
-			return fmt.Errorf("gateway refused the Child SA: %v", n.NotifyType)
+			return &NotifyError{Type: n.NotifyType} // a Child SA refused
 		}
 	}
 	ni := c.ni
@@ -498,12 +560,13 @@ func (s *ikeSA) childResponse(ps []message.Payload, c *childOffer, nr []byte) er
 		defer clear(shared)
 		dh = c.dh.group
 	}
-	esp, spiOut, err := acceptESP(cfg.ESPProposals, message.Find[*message.SA](ps), dh)
-	if err != nil && dh != 0 {
-		esp, spiOut, err = acceptESP(withDH(cfg.ESPProposals, dh), message.Find[*message.SA](ps), dh)
+	how := inCreate
+	if c.ni == nil {
+		how = inAuth
 	}
+	esp, spiOut, err := acceptESP(cfg.ESPProposals, message.Find[*message.SA](ps), dh, how)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrNoProposal, err)
 	}
 	var tsi, tsr []message.TrafficSelector
 	for _, t := range message.FindAll[*message.TS](ps) {
@@ -548,11 +611,8 @@ func (s *ikeSA) createChild(c *childOffer) {
 	c.ni = randomBytes(minNonceLen)
 	if cfg.PFS {
 		g := s.prop.dh
-		for _, p := range cfg.ESPProposals {
-			if p.dh != 0 {
-				g = p.dh
-				break
-			}
+		if ds := cfg.ESPProposals[0].dh; len(ds) > 0 {
+			g = ds[0]
 		}
 		c.dh, _ = newDH(g)
 	}
@@ -560,11 +620,7 @@ func (s *ikeSA) createChild(c *childOffer) {
 	if c.rekeys != nil {
 		ps = append(ps, &message.Notify{Protocol: message.ProtoESP, SPI: binary.BigEndian.AppendUint32(nil, c.rekeys.In.SPI), NotifyType: message.REKEY_SA})
 	}
-	sa := espSAPayload(cfg.ESPProposals, c.spi, c.dh != nil)
-	if c.dh != nil {
-		sa = espSAPayload(withDH(cfg.ESPProposals, c.dh.group), c.spi, true)
-	}
-	ps = append(ps, sa, &message.Nonce{Data: c.ni})
+	ps = append(ps, s.offerSA(c), &message.Nonce{Data: c.ni})
 	if c.dh != nil {
 		ps = append(ps, &message.KE{Group: uint16(c.dh.group), Data: c.dh.public()})
 	}
@@ -583,21 +639,22 @@ func (s *ikeSA) createChild(c *childOffer) {
 				s.childFailed(c, err)
 				return
 			}
+			if old := c.rekeys; old != nil && old.replaced && message.Find[*message.SA](rps) != nil {
+				// A collision (§2.8.1): the peer rekeyed it too. The SA
+				// made with the lowest of the four nonces is redundant,
+				// and whoever made it deletes it. Ours, if redundant,
+				// never reaches the data path, where it would take the
+				// name's policy from the one that stays.
+				if theirs := s.rekeyedByPeer(old); theirs != nil && bytes.Compare(minNonce(c.ni, nr.Data), theirs.nonceMin) < 0 {
+					s.sendDelete(c.spi, old.Name, "rekey collision: redundant")
+					return
+				}
+			}
 			if err := s.childResponse(rps, c, nr.Data); err != nil {
 				s.childFailed(c, err)
 				return
 			}
 			if old := c.rekeys; old != nil {
-				if old.replaced {
-					// A collision (§2.8.1): the peer rekeyed it too. The SA
-					// made with the lowest of the four nonces is redundant,
-					// and whoever made it deletes it.
-					mine := s.children[len(s.children)-1]
-					if theirs := s.rekeyedByPeer(old); theirs != nil && bytes.Compare(minNonce(c.ni, nr.Data), theirs.nonceMin) < 0 {
-						s.deleteChild(mine, "rekey collision: redundant")
-						return
-					}
-				}
 				old.replaced = true
 				s.deleteChild(old, "rekeyed")
 			}
@@ -617,7 +674,7 @@ func (s *ikeSA) rekeyedByPeer(old *Child) *Child {
 func (s *ikeSA) childFailed(c *childOffer, err error) {
 	s.e.cfg.Log.Warn("CREATE_CHILD_SA failed", "ike", s.name(), "err", err)
 	if c.rekeys == nil {
-		s.e.progress(Progress{Step: "failed", Peer: s.remote, Err: err})
+		s.emit(Progress{Kind: EvChildFailed, Err: err})
 	}
 }
 
@@ -640,8 +697,14 @@ func (s *ikeSA) rekeyChild(c *Child) {
 // being used at once.
 func (s *ikeSA) deleteChild(c *Child, why string) {
 	spi := c.In.SPI
-	s.e.cfg.Log.Info("Child SA deleted", "ike", s.name(), "child", c.Name, "spi_in", fmt.Sprintf("%#08x", spi), "why", why)
 	s.removeChild(c)
+	s.sendDelete(spi, c.Name, why)
+}
+
+// sendDelete sends the INFORMATIONAL DELETE of the Child SA whose inbound
+// SPI is spi.
+func (s *ikeSA) sendDelete(spi uint32, name, why string) {
+	s.e.cfg.Log.Info("Child SA deleted", "ike", s.name(), "child", name, "spi_in", fmt.Sprintf("%#08x", spi), "why", why)
 	s.start(&request{exch: message.INFORMATIONAL,
 		payloads: []message.Payload{&message.Delete{Protocol: message.ProtoESP, SPISize: 4, SPIs: [][]byte{binary.BigEndian.AppendUint32(nil, spi)}}},
 		onReply:  func(*message.Message, []message.Payload) {},
@@ -687,13 +750,6 @@ func (s *ikeSA) respondCreateChild(msgID uint32, ps []message.Payload) {
 	out, err := s.acceptChild(ps, ni.Data, nr, ke, old, false)
 	if err != nil {
 		cfg.Log.Warn("CREATE_CHILD_SA refused", "ike", s.name(), "err", err)
-		var ce *childErr
-		if errors.As(err, &ce) && ce.t == message.INVALID_KE_PAYLOAD {
-			var g [2]byte
-			binary.BigEndian.PutUint16(g[:], uint16(s.prop.dh))
-			reply(notify(message.INVALID_KE_PAYLOAD, g[:]))
-			return
-		}
 		reply(childError(err))
 		return
 	}
@@ -748,7 +804,7 @@ func (s *ikeSA) rekeyIKE() {
 			s.e.sas[n.spiI] = n
 			s.handOver(n, prop, shared, ni, nr.Data)
 			clear(shared)
-			s.deleteIKE("rekeyed")
+			s.deleteIKE(DownRekeyed)
 		},
 		onFail: s.failed})
 }
@@ -768,7 +824,7 @@ func firstError(ps []message.Payload) string {
 
 // handOver moves everything from s to its replacement n, keyed from the
 // rekey exchange: SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr).
-func (s *ikeSA) handOver(n *ikeSA, prop IKEProposal, shared, ni, nr []byte) {
+func (s *ikeSA) handOver(n *ikeSA, prop ikeSuite, shared, ni, nr []byte) {
 	n.prop, n.ni, n.nr = prop, ni, nr
 	n.keys = deriveIKE(prop.prf, prop.encr, s.prop.prf, s.keys.d, shared, ni, nr, n.spiI, n.spiR)
 	n.setCiphers()
@@ -779,6 +835,7 @@ func (s *ikeSA) handOver(n *ikeSA, prop IKEProposal, shared, ni, nr []byte) {
 	n.local, n.remote = s.local, s.remote
 	n.vip, n.dns = s.vip, s.dns
 	n.id = s.id
+	n.proven, n.espPeer = s.proven, s.espPeer
 	n.rekeys = s.rekeys + 1
 	n.authenticated = s.authenticated
 	n.children = s.children
@@ -798,12 +855,19 @@ func (s *ikeSA) handOver(n *ikeSA, prop IKEProposal, shared, ni, nr []byte) {
 func (s *ikeSA) respondRekeyIKE(msgID uint32, sa *message.SA, ni *message.Nonce, ke *message.KE) {
 	cfg := &s.e.cfg
 	reply := func(out ...message.Payload) { s.respond(message.CREATE_CHILD_SA, msgID, out) }
-	prop, chosen, ok := chooseIKE(cfg.IKEProposals, sa)
+	var want dhGroup
+	if ke != nil {
+		want = dhGroup(ke.Group)
+	}
+	prop, chosen, ok := chooseIKE(cfg.IKEProposals, sa, want)
 	if !ok || len(chosen.SPI) != 8 {
+		cfg.Log.Warn("IKE SA rekey refused: no proposal in common", "ike", s.name(),
+			"offered", offerString(sa), "allowed", proposalsString(cfg.IKEProposals))
 		reply(notify(message.NO_PROPOSAL_CHOSEN, nil))
 		return
 	}
-	if ke == nil || dhGroup(ke.Group) != prop.dh {
+	if ke == nil || want != prop.dh {
+		// §1.3.2: a group the peer offered (chooseIKE returns no other).
 		var g [2]byte
 		binary.BigEndian.PutUint16(g[:], uint16(prop.dh))
 		reply(notify(message.INVALID_KE_PAYLOAD, g[:]))
@@ -858,30 +922,15 @@ func (s *ikeSA) respondInformational(msgID uint32, ps []message.Payload, remote 
 			}
 		}
 	}
-	// RFC 4555 §3.5, §4.2.5: a responder copies COOKIE2 into its response
-	// unchanged; the initiator closes the IKE SA if it does not come back.
-	for _, c := range filterNotify(ps, message.COOKIE2) {
-		out = append(out, notify(message.COOKIE2, c.Data))
-	}
-	if len(filterNotify(ps, message.UPDATE_SA_ADDRESSES)) > 0 {
-		// RFC 4555 §3.5: the addresses of this authenticated request are
-		// the peer's new ones.
-		s.e.cfg.Log.Info("MOBIKE: peer moved", "ike", s.name(), "from", s.remote, "to", remote)
-		s.remote = remote
-		s.peerAddrs = readAddrNotifies(ps)
-		for _, c := range s.children {
-			if !c.HostToHost {
-				r := c.Out.Outer()
-				if !r.DstFromInner {
-					r.Dst = []netip.Addr{remote.Addr()}
-					c.Out.SetOuter(r)
-				}
-			}
-		}
-	}
+	mobike, then := s.mobikeRequest(ps, remote)
+	out = append(out, mobike...)
 	s.respond(message.INFORMATIONAL, msgID, out)
 	if deleteIKE {
-		s.destroy("deleted by the peer")
+		s.destroy(DownPeerDeleted)
+		return
+	}
+	if then != nil {
+		then()
 	}
 }
 
@@ -890,8 +939,20 @@ func (s *ikeSA) respondInformational(msgID uint32, ps []message.Payload, remote 
 func (s *ikeSA) updateAddresses() {
 	ps := []message.Payload{notify(message.UPDATE_SA_ADDRESSES, nil)}
 	ps = append(ps, natNotifies(s.spiI, s.spiR, netip.AddrPortFrom(s.local, s.localPort()), s.remote)...)
-	ps = append(ps, addrNotifies(s.e.cfg.LocalAddrs, s.local)...)
+	// §3.6: our other addresses, or that there are none.
+	if extra := addrNotifies(s.e.cfg.LocalAddrs, s.local); len(extra) > 0 {
+		ps = append(ps, extra...)
+	} else {
+		ps = append(ps, notify(message.NO_ADDITIONAL_ADDRESSES, nil))
+	}
+	// §3.5, §4.2.5: a COOKIE2 the responder copies back.
+	cookie := randomBytes(16)
+	ps = append(ps, notify(message.COOKIE2, cookie))
 	s.start(&request{exch: message.INFORMATIONAL, payloads: ps,
-		onReply: func(*message.Message, []message.Payload) {},
-		onFail:  s.failed})
+		onReply: func(_ *message.Message, rps []message.Payload) {
+			if !slices.ContainsFunc(filterNotify(rps, message.COOKIE2), func(n *message.Notify) bool { return bytes.Equal(n.Data, cookie) }) {
+				s.e.cfg.Log.Warn("MOBIKE: the responder did not copy our COOKIE2 (RFC 4555 §4.2.5)", "ike", s.name())
+			}
+		},
+		onFail: s.failed})
 }

@@ -83,7 +83,8 @@ type Config struct {
 	RemoteTS []netip.Prefix
 	// HostToHost: after IKE_AUTH an initiator also negotiates a Child SA
 	// between its own outer addresses and the gateway's (RFC 3554 §2 case
-	// 1, outer = inner) for the SCTP path monitoring.
+	// 1, outer = inner) for the path monitoring (SCTP, probes), in both
+	// modes.
 	HostToHost bool
 	// LocalAddrs are our outer addresses: announced to the peer
 	// (ADDITIONAL_IP4/6_ADDRESS, RFC 4555) and accepted as ESP
@@ -117,18 +118,11 @@ type Config struct {
 	Remove  func(*Child)
 	// OnLifetime receives the Child SAs' lifetime events.
 	OnLifetime func(tunnel.LifetimeEvent)
-	// Progress, if set, reports each step (for the CLI).
+	// Progress, if set, reports each event (events.go), under the
+	// endpoint's lock: it must not block or call back into the endpoint.
 	Progress func(Progress)
 
 	Log *slog.Logger
-}
-
-// Progress is one step of a connection, for people watching.
-type Progress struct {
-	Step string // "IKE_SA_INIT", "IKE_AUTH", "CHILD_SA", "established", "failed", "deleted", ...
-	Peer netip.AddrPort
-	Info string
-	Err  error
 }
 
 func (c *Config) defaults() error {
@@ -163,4 +157,22 @@ func (c *Config) defaults() error {
 		return errors.New("ike: no local identity")
 	}
 	return nil
+}
+
+// PeerGoneWithin bounds how long an IKE SA with a dead peer lasts: at
+// most twice DPD of silence before the liveness check starts (the timer
+// runs every DPD), then the check and its retransmissions, each timeout
+// double the previous (RFC 7296 §2.4). Zero when DPD is off.
+func (c Config) PeerGoneWithin() time.Duration {
+	if c.DPD <= 0 {
+		return 0
+	}
+	rt, tries := c.RetransmitTimeout, c.RetransmitTries
+	if rt == 0 {
+		rt = time.Second
+	}
+	if tries == 0 {
+		tries = 5
+	}
+	return 2*c.DPD + rt*(1<<(tries+1)-1)
 }

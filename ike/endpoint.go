@@ -32,6 +32,8 @@ type Endpoint struct {
 	secret   [32]byte // cookie secret (RFC 7296 §2.6)
 	closed   bool
 	seq      int
+	// freeze notices that this process did not run (see checkFreeze).
+	freeze *time.Timer
 
 	// Stats counts messages dropped before any state was touched.
 	Stats Stats
@@ -58,7 +60,58 @@ func New(cfg Config) (*Endpoint, error) {
 	e := &Endpoint{cfg: cfg, sas: map[uint64]*ikeSA{}, halfOpen: map[initKey]*ikeSA{},
 		leases: map[string]netip.Addr{}, leased: map[netip.Addr]string{}}
 	copy(e.secret[:], randomBytes(32))
+	if cfg.Initiator {
+		e.mu.Lock()
+		e.watchFreeze(time.Now().Round(0))
+		e.mu.Unlock()
+	}
 	return e, nil
+}
+
+// freezeTick is how often an initiator checks that it has been running.
+const freezeTick = time.Second
+
+// watchFreeze runs checkFreeze every freezeTick until Close. Under e.mu.
+func (e *Endpoint) watchFreeze(last time.Time) {
+	e.freeze = time.AfterFunc(freezeTick, func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.closed {
+			return
+		}
+		now := time.Now().Round(0)
+		e.checkFreeze(last, now)
+		e.watchFreeze(now)
+	})
+}
+
+// checkFreeze ends an initiator's IKE SAs when the process did not run
+// (SIGSTOP, a suspended laptop) between last and now for longer than a
+// liveness check takes to give up (DPD plus every retransmission): a peer
+// with our settings has deleted them and their Child SAs by now (RFC 7296
+// §2.4), and sending ESP into them until our own check fails would only
+// blackhole traffic. The owner connects again; the INITIAL_CONTACT of
+// that IKE_AUTH removes them on the peer if they are still there. The
+// wall clock counts (Round(0)): the monotonic one stops during suspend.
+// Under e.mu.
+func (e *Endpoint) checkFreeze(last, now time.Time) {
+	gap := now.Sub(last) - freezeTick
+	if gap <= e.freezeLimit() {
+		return
+	}
+	for _, s := range e.sas {
+		if s.state == stEstablished {
+			e.cfg.Log.Warn("IKE: this process did not run for longer than a liveness check takes (suspended?): ending the IKE SA to reconnect",
+				"ike", s.name(), "gap", gap.Round(time.Millisecond).String())
+			s.fail(DownPeerDead, ErrSuspended)
+		}
+	}
+}
+
+// freezeLimit is how long a liveness check takes to give up: DPD and
+// every retransmission.
+func (e *Endpoint) freezeLimit() time.Duration {
+	return max(e.cfg.DPD, 0) + e.cfg.RetransmitTimeout*time.Duration(1<<(e.cfg.RetransmitTries+1)-1)
 }
 
 func (e *Endpoint) logDrop(why string, remote netip.AddrPort, err error) {
@@ -127,18 +180,52 @@ func (e *Endpoint) Handle(b []byte, local netip.Addr, remote netip.AddrPort, nat
 }
 
 // Connect starts an initiator's IKE SA to remote (port 500) from local.
-// It returns at once; Progress and the Install callback tell the rest.
-func (e *Endpoint) Connect(local netip.Addr, remote netip.AddrPort) error {
+// It returns at once, with the generation (Progress.Gen) of the new IKE SA
+// line; Progress and the Install callback tell the rest.
+func (e *Endpoint) Connect(local netip.Addr, remote netip.AddrPort) (int, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if !e.cfg.Initiator {
-		return errors.New("ike: a responder does not connect")
+		return 0, errors.New("ike: a responder does not connect")
 	}
 	if e.closed {
-		return errors.New("ike: endpoint closed")
+		return 0, errors.New("ike: endpoint closed")
 	}
 	s := e.newSA(true, local, remote, false)
-	return s.startInit()
+	if err := s.startInit(); err != nil {
+		s.fail(DownNegotiation, err)
+		return 0, err
+	}
+	return s.id, nil
+}
+
+// Reset ends every IKE SA, as Close does, but leaves the endpoint open: a
+// road warrior starting over (a reconnect) first removes everything of
+// the old IKE SA, so no Child SA of it can outlive it (RFC 7296 §2.4: the
+// INITIAL_CONTACT of the next IKE_AUTH tells the peer to do the same). An
+// established SA gets a DELETE, without waiting for the answer. Each SA
+// reports its terminal event (DownReset).
+func (e *Endpoint) Reset() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range e.sas {
+		if s.state == stEstablished {
+			s.sendDeleteNow()
+		}
+		s.destroy(DownReset)
+	}
+}
+
+// Alive reports whether an IKE SA of line gen exists (half-open or up).
+func (e *Endpoint) Alive(gen int) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range e.sas {
+		if s.id == gen && s.state != stDead {
+			return true
+		}
+	}
+	return false
 }
 
 // Close deletes every IKE SA (sending DELETE, without waiting for the
@@ -150,9 +237,12 @@ func (e *Endpoint) Close() {
 		if s.state == stEstablished {
 			s.sendDeleteNow()
 		}
-		s.destroy("shutdown")
+		s.destroy(DownShutdown)
 	}
 	e.closed = true
+	if e.freeze != nil {
+		e.freeze.Stop()
+	}
 }
 
 // Established reports whether some IKE SA is up.

@@ -1,6 +1,7 @@
 package ike
 
 import (
+	"errors"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/roamsec/roamsec/ike/auth"
+	"github.com/roamsec/roamsec/ike/message"
 	"github.com/roamsec/roamsec/tunnel"
 )
 
@@ -50,6 +52,9 @@ func (p *plane) remove(c *Child) {
 	defer p.mu.Unlock()
 	if p.children[c.Name] == c {
 		delete(p.children, c.Name)
+		if n := c.Sibling(); n != nil {
+			p.children[c.Name] = n // as the daemon does
+		}
 	}
 	p.removed = append(p.removed, c)
 }
@@ -79,6 +84,48 @@ type wire struct {
 	drop   atomic.Bool
 	sent   atomic.Int64
 	log    [][]byte // everything sent, in order
+	// blocked drops what one address sends to another ({from, to}).
+	blocked map[[2]netip.Addr]bool
+	// holding keeps messages in held until release delivers them at once.
+	holding bool
+	held    []func()
+}
+
+func (w *wire) hold() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.holding = true
+}
+
+// flush delivers what is held, one after the other, and keeps holding
+// what that sends.
+func (w *wire) flush() {
+	w.mu.Lock()
+	held := w.held
+	w.held = nil
+	w.mu.Unlock()
+	for _, f := range held {
+		f()
+	}
+}
+
+func (w *wire) release() {
+	w.mu.Lock()
+	held := w.held
+	w.holding, w.held = false, nil
+	w.mu.Unlock()
+	for _, f := range held {
+		go f()
+	}
+}
+
+func (w *wire) block(from, to netip.Addr, on bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.blocked == nil {
+		w.blocked = map[[2]netip.Addr]bool{}
+	}
+	w.blocked[[2]netip.Addr{from, to}] = on
 }
 
 func (w *wire) send(from netip.Addr) func([]byte, netip.Addr, netip.AddrPort, bool) error {
@@ -87,22 +134,33 @@ func (w *wire) send(from netip.Addr) func([]byte, netip.Addr, netip.AddrPort, bo
 		if w.drop.Load() {
 			return nil
 		}
+		if !local.IsValid() {
+			local = from
+		}
 		w.mu.Lock()
 		to := w.owners[remote.Addr()]
 		w.log = append(w.log, append([]byte(nil), msg...))
+		if w.blocked[[2]netip.Addr{local, remote.Addr()}] {
+			to = nil
+		}
 		w.mu.Unlock()
 		if to == nil {
 			return nil
-		}
-		if !local.IsValid() {
-			local = from
 		}
 		port := uint16(500)
 		if natT {
 			port = 4500
 		}
 		m := append([]byte(nil), msg...)
-		go to.Handle(m, remote.Addr(), netip.AddrPortFrom(local, port), natT)
+		deliver := func() { to.Handle(m, remote.Addr(), netip.AddrPortFrom(local, port), natT) }
+		w.mu.Lock()
+		if w.holding {
+			w.held = append(w.held, deliver)
+			w.mu.Unlock()
+			return nil
+		}
+		w.mu.Unlock()
+		go deliver()
 		return nil
 	}
 }
@@ -150,7 +208,7 @@ func newPair(t *testing.T, rwCfg, gwCfg Config) *pair {
 
 func (p *pair) connect(t *testing.T) {
 	t.Helper()
-	if err := p.rw.Connect(rwAddr, netip.AddrPortFrom(gwAddr, 500)); err != nil {
+	if _, err := p.rw.Connect(rwAddr, netip.AddrPortFrom(gwAddr, 500)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -292,7 +350,7 @@ func TestUnauthorizedAddressRefused_RFC3554_4(t *testing.T) {
 	waitFor(t, "the Child SA refused", func() bool {
 		select {
 		case pr := <-p.prog:
-			if pr.Step == "failed" {
+			if pr.Kind == EvFailed {
 				failed = pr
 				return true
 			}
@@ -300,7 +358,8 @@ func TestUnauthorizedAddressRefused_RFC3554_4(t *testing.T) {
 		}
 		return false
 	})
-	if failed.Err == nil || !strings.Contains(failed.Err.Error(), "TS_UNACCEPTABLE") {
+	var ne *NotifyError
+	if !errors.As(failed.Err, &ne) || ne.Type != message.TS_UNACCEPTABLE {
 		t.Fatalf("failure %v, want TS_UNACCEPTABLE", failed.Err)
 	}
 	time.Sleep(50 * time.Millisecond)
@@ -317,7 +376,7 @@ func TestWrongPSKRefused_RFC7296_2_15(t *testing.T) {
 	waitFor(t, "authentication failure", func() bool {
 		select {
 		case pr := <-p.prog:
-			return pr.Step == "failed" && pr.Err == ErrAuthRefused
+			return pr.Kind == EvFailed && errors.Is(pr.Err, ErrAuthRefused)
 		default:
 		}
 		return false

@@ -38,7 +38,7 @@ func (s *ikeSA) localPort() uint16 {
 func (s *ikeSA) startInit() error {
 	cfg := &s.e.cfg
 	if s.dh == nil {
-		dh, err := newDH(cfg.IKEProposals[0].dh)
+		dh, err := newDH(cfg.IKEProposals[0].dh[0])
 		if err != nil {
 			return err
 		}
@@ -65,12 +65,11 @@ func (s *ikeSA) startInit() error {
 		s.out.timer.Stop()
 	}
 	s.out = nil
-	s.e.progress(Progress{Step: "IKE_SA_INIT", Peer: s.remote, Info: "proposing " + cfg.IKEProposals[0].String()})
+	s.emit(Progress{Kind: EvIKESAInit, Proposal: cfg.IKEProposals[0].String()})
 	s.send(&request{exch: message.IKE_SA_INIT, plain: true, pkts: [][]byte{s.msg1},
 		onReply: func(*message.Message, []message.Payload) {},
 		onFail: func(err error) {
-			s.e.progress(Progress{Step: "failed", Peer: s.remote, Err: fmt.Errorf("IKE_SA_INIT: %w", err)})
-			s.destroy("no answer")
+			s.fail(DownPeerDead, &ExchangeError{Exchange: message.IKE_SA_INIT, Err: err})
 		}})
 	return nil
 }
@@ -83,8 +82,7 @@ func (s *ikeSA) initResponse(m *message.Message, local netip.Addr, remote netip.
 		s.out.timer.Stop()
 		s.out = nil
 		cfg.Log.Warn("IKE_SA_INIT failed", "peer", s.remote, "err", err)
-		s.e.progress(Progress{Step: "failed", Peer: s.remote, Err: err})
-		s.destroy("IKE_SA_INIT failed")
+		s.fail(DownNegotiation, err)
 	}
 	if n := m.Notify(message.COOKIE); n != nil {
 		if s.cookie != nil && bytes.Equal(s.cookie, n.Data) || len(n.Data) < 1 || len(n.Data) > 64 {
@@ -96,8 +94,8 @@ func (s *ikeSA) initResponse(m *message.Message, local netip.Addr, remote netip.
 	}
 	if n := m.Notify(message.INVALID_KE_PAYLOAD); n != nil && len(n.Data) == 2 && !s.dhRetried {
 		g := dhGroup(binary.BigEndian.Uint16(n.Data))
-		if !slices.ContainsFunc(cfg.IKEProposals, func(p IKEProposal) bool { return p.dh == g }) {
-			fail(fmt.Errorf("gateway wants DH group %d, which we did not offer", g))
+		if !slices.ContainsFunc(cfg.IKEProposals, func(p IKEProposal) bool { return slices.Contains(p.dh, g) }) {
+			fail(fmt.Errorf("%w: gateway wants DH group %d, which we did not offer", ErrNoProposal, g))
 			return
 		}
 		s.dhRetried = true
@@ -113,7 +111,7 @@ func (s *ikeSA) initResponse(m *message.Message, local netip.Addr, remote netip.
 	}
 	for _, p := range ps {
 		if n, ok := p.(*message.Notify); ok && n.NotifyType < 16384 {
-			fail(fmt.Errorf("gateway refused IKE_SA_INIT: %v", n.NotifyType))
+			fail(&NotifyError{Exchange: message.IKE_SA_INIT, Type: n.NotifyType})
 			return
 		}
 	}
@@ -126,7 +124,7 @@ func (s *ikeSA) initResponse(m *message.Message, local netip.Addr, remote netip.
 	}
 	prop, err := acceptIKE(cfg.IKEProposals, sa)
 	if err != nil {
-		fail(err)
+		fail(fmt.Errorf("%w: %w", ErrNoProposal, err))
 		return
 	}
 	if uint16(prop.dh) != ke.Group || prop.dh != s.dh.group {
@@ -319,8 +317,7 @@ func (s *ikeSA) sendAuth() {
 	idi := localID(cfg.LocalID, false)
 	a, certs, err := s.ourAuth(s.signedOctets(s.msg1, s.nr, s.keys.pi, idi))
 	if err != nil {
-		s.e.progress(Progress{Step: "failed", Peer: s.remote, Err: err})
-		s.destroy("auth")
+		s.fail(DownNegotiation, err)
 		return
 	}
 	ps := []message.Payload{idi}
@@ -345,12 +342,11 @@ func (s *ikeSA) sendAuth() {
 	ps = append(ps, s.offerSA(c), c.tsi(), c.tsr())
 	ps = append(ps, notify(message.INITIAL_CONTACT, nil), notify(message.MOBIKE_SUPPORTED, nil))
 	ps = append(ps, addrNotifies(cfg.LocalAddrs, s.local)...)
-	s.e.progress(Progress{Step: "IKE_AUTH", Peer: s.remote, Info: fmt.Sprintf("as %v, %s", cfg.LocalID, map[bool]string{true: "certificate", false: "pre-shared key"}[cfg.Credential != nil])})
+	s.emit(Progress{Kind: EvIKEAuth, ID: cfg.LocalID, Cert: cfg.Credential != nil})
 	s.start(&request{exch: message.IKE_AUTH, payloads: ps,
 		onReply: func(m *message.Message, rps []message.Payload) { s.authResponse(rps, c) },
 		onFail: func(err error) {
-			s.e.progress(Progress{Step: "failed", Peer: s.remote, Err: fmt.Errorf("IKE_AUTH: %w", err)})
-			s.destroy("no answer")
+			s.fail(DownPeerDead, &ExchangeError{Exchange: message.IKE_AUTH, Err: err})
 		}})
 }
 
@@ -359,8 +355,7 @@ func (s *ikeSA) authResponse(ps []message.Payload, c *childOffer) {
 	cfg := &s.e.cfg
 	fail := func(err error) {
 		cfg.Log.Warn("IKE_AUTH failed", "peer", s.remote, "err", err)
-		s.e.progress(Progress{Step: "failed", Peer: s.remote, Err: err})
-		s.destroy("IKE_AUTH failed")
+		s.fail(DownNegotiation, err)
 	}
 	for _, n := range message.FindAll[*message.Notify](ps) {
 		if n.NotifyType == message.AUTHENTICATION_FAILED {
@@ -375,11 +370,11 @@ func (s *ikeSA) authResponse(ps []message.Payload, c *childOffer) {
 	}
 	pid := auth.Identity{Type: auth.IDType(idr.IDType), Data: idr.Data}
 	if len(cfg.RemoteID.Data) > 0 && !cfg.RemoteID.Equal(pid) {
-		fail(fmt.Errorf("gateway authenticated as %v, want %v", pid, cfg.RemoteID))
+		fail(fmt.Errorf("%w: it authenticated as %v, want %v", ErrPeerAuth, pid, cfg.RemoteID))
 		return
 	}
 	if _, err := s.verifyPeer(ps, idr, s.signedOctets(s.msg2, s.ni, s.keys.pr, idr), cfg.PSK); err != nil {
-		fail(fmt.Errorf("gateway %v failed authentication: %w", pid, err))
+		fail(fmt.Errorf("%w: %v: %w", ErrPeerAuth, pid, err))
 		return
 	}
 	s.peerID = pid
@@ -388,7 +383,7 @@ func (s *ikeSA) authResponse(ps []message.Payload, c *childOffer) {
 	s.established()
 	cfg.Log.Info("IKE SA established", "ike", s.name(), "local", netip.AddrPortFrom(s.local, s.localPort()), "remote", s.remote,
 		"proposal", s.prop.String(), "nat", s.natHere || s.natThere, "mobike", s.peerMOBIKE)
-	s.e.progress(Progress{Step: "established", Peer: s.remote, Info: fmt.Sprintf("IKE SA with %v (%s)", pid, s.prop)})
+	s.emit(Progress{Kind: EvIKEEstablished, ID: pid, Proposal: s.prop.String()})
 	if cp := message.Find[*message.CP](ps); cp != nil {
 		for _, a := range cp.Attrs {
 			switch {
@@ -402,16 +397,19 @@ func (s *ikeSA) authResponse(ps []message.Payload, c *childOffer) {
 		}
 	}
 	if cfg.Mode == ModeVirtual && len(s.vip) == 0 {
-		fail(errors.New("gateway assigned no virtual address"))
+		fail(ErrNoVirtualAddress)
 		return
 	}
 	if err := s.childResponse(ps, c, nil); err != nil {
 		cfg.Log.Warn("Child SA refused", "ike", s.name(), "err", err)
-		s.e.progress(Progress{Step: "failed", Peer: s.remote, Err: err})
-		s.deleteIKE("no Child SA")
+		s.downErr = err // the line's EvFailed, once the DELETE is done
+		s.deleteIKE(DownNegotiation)
 		return
 	}
-	if cfg.HostToHost && cfg.Mode == ModeRFC3554 {
+	// The path-monitoring Child SA (outer = inner, our outer addresses <=>
+	// the gateway's), in both modes: the probes and the SCTP association
+	// ride it, authenticated, on the path each one tests.
+	if cfg.HostToHost {
 		s.createChild(s.newChildOffer(true))
 	}
 }
@@ -425,9 +423,6 @@ func filterNotify(ps []message.Payload, t message.NotifyType) []*message.Notify 
 	}
 	return out
 }
-
-// ErrAuthRefused is the gateway's AUTHENTICATION_FAILED.
-var ErrAuthRefused = errors.New("the gateway refused our authentication (AUTHENTICATION_FAILED): check the identity and the PSK or certificate")
 
 // respondInit is the responder's half of IKE_SA_INIT; it keeps no state
 // for requests it refuses, and none before the cookie check (§2.6).
@@ -465,14 +460,16 @@ func (e *Endpoint) respondInit(h message.Header, b []byte, local netip.Addr, rem
 			return
 		}
 	}
-	prop, chosen, ok := chooseIKE(e.cfg.IKEProposals, sa)
+	prop, chosen, ok := chooseIKE(e.cfg.IKEProposals, sa, dhGroup(ke.Group))
 	if !ok {
-		e.cfg.Log.Info("IKE_SA_INIT refused: no proposal in common", "peer", remote)
+		e.cfg.Log.Info("IKE_SA_INIT refused: no proposal in common", "peer", remote,
+			"offered", offerString(sa), "allowed", proposalsString(e.cfg.IKEProposals))
 		plain(notify(message.NO_PROPOSAL_CHOSEN, nil))
 		return
 	}
 	if dhGroup(ke.Group) != prop.dh {
-		// §1.3: tell the initiator which group to use; keep no state.
+		// §1.2: tell the initiator which group to use (one it offered in
+		// this SA payload: chooseIKE only returns those); keep no state.
 		var g [2]byte
 		binary.BigEndian.PutUint16(g[:], uint16(prop.dh))
 		plain(notify(message.INVALID_KE_PAYLOAD, g[:]))
@@ -495,7 +492,7 @@ func (e *Endpoint) respondInit(h message.Header, b []byte, local netip.Addr, rem
 	s.keys = deriveIKE(prop.prf, prop.encr, 0, nil, shared, s.ni, s.nr, s.spiI, s.spiR)
 	clear(shared)
 	if err := s.setCiphers(); err != nil {
-		s.destroy("cipher")
+		s.destroy(DownNegotiation)
 		return
 	}
 	s.peerCaps(m)
@@ -522,7 +519,7 @@ func (e *Endpoint) respondInit(h message.Header, b []byte, local netip.Addr, rem
 	// A half-open SA that never authenticates goes away (§2.6's concern).
 	s.afterLocked(30*e.cfg.RetransmitTimeout, func() {
 		if s.state == stInitDone {
-			s.destroy("IKE_AUTH never came")
+			s.destroy(DownHalfOpenTimeout)
 		}
 	})
 	e.cfg.Send(s.msg2, local, remote, natT)
@@ -535,7 +532,7 @@ func (s *ikeSA) respondAuth(msgID uint32, ps []message.Payload) {
 	refuse := func(err error) {
 		cfg.Log.Warn("IKE_AUTH refused", "peer", s.remote, "err", err)
 		s.respond(message.IKE_AUTH, msgID, []message.Payload{notify(message.AUTHENTICATION_FAILED, nil)})
-		s.destroy("authentication failed")
+		s.destroy(DownNegotiation)
 	}
 	var idi *message.ID
 	for _, id := range message.FindAll[*message.ID](ps) {
@@ -574,7 +571,7 @@ func (s *ikeSA) respondAuth(msgID uint32, ps []message.Payload) {
 		for _, o := range s.e.sas {
 			if o != s && o.state == stEstablished && o.peerID.Equal(pid) {
 				cfg.Log.Info("INITIAL_CONTACT: removing the old IKE SA", "ike", o.name())
-				o.destroy("replaced (INITIAL_CONTACT)")
+				o.destroy(DownReplaced)
 			}
 		}
 	}

@@ -166,7 +166,7 @@ func BenchmarkHandshake(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if err := rw.Connect(rwAddr, netip.AddrPortFrom(gwAddr, 500)); err != nil {
+				if _, err := rw.Connect(rwAddr, netip.AddrPortFrom(gwAddr, 500)); err != nil {
 					b.Fatal(err)
 				}
 				gwTime += w.pump(gw)

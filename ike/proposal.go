@@ -2,33 +2,59 @@ package ike
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/roamsec/roamsec/ike/message"
 	"github.com/roamsec/roamsec/tunnel"
 )
 
-// IKEProposal is one IKE SA suite: an AEAD cipher, a PRF and a DH group.
+// IKEProposal is one IKE SA proposal as strongSwan writes it: one or more
+// ciphers, PRFs and DH groups, each list in our order of preference. Any
+// combination of one of each is acceptable (RFC 7296 §3.3: a proposal
+// offers every combination of its transforms).
 type IKEProposal struct {
+	encr []encrAlg
+	prf  []prfAlg
+	dh   []dhGroup
+}
+
+// ESPProposal is one Child SA proposal: ciphers, extended sequence
+// numbers or not (in preference order), and the DH groups accepted for PFS
+// in CREATE_CHILD_SA (none named: any group we implement).
+type ESPProposal struct {
+	encr []encrAlg
+	esn  []bool
+	dh   []dhGroup
+}
+
+// ikeSuite is what an IKE SA negotiated: one of each.
+type ikeSuite struct {
 	encr encrAlg
 	prf  prfAlg
 	dh   dhGroup
 }
 
-// ESPProposal is one Child SA suite: an AEAD cipher, extended sequence
-// numbers or not, and a DH group for PFS in CREATE_CHILD_SA (0: none).
-type ESPProposal struct {
+// espSuite is what a Child SA negotiated; dh 0: no PFS exchange.
+type espSuite struct {
 	encr encrAlg
 	esn  bool
 	dh   dhGroup
 }
 
-// Default proposals, strongest first. Every one is also strongSwan 5.9's
-// name for it, so the same strings configure both.
+// What roamsec implements, in our order of preference.
 var (
-	DefaultIKEProposals = mustIKE("aes256gcm16-prfsha256-ecp256", "aes256gcm16-prfsha384-ecp384",
-		"aes128gcm16-prfsha256-x25519", "chacha20poly1305-prfsha256-x25519")
-	DefaultESPProposals = mustESP("aes256gcm16-esn", "aes256gcm16", "aes128gcm16-esn", "aes128gcm16", "chacha20poly1305")
+	allEncr = []encrAlg{{encrAESGCM16, 256}, {encrAESGCM16, 128}, {encrChaCha20P, 256}}
+	allPRF  = []prfAlg{prfSHA256, prfSHA384, prfSHA512}
+	allDH   = []dhGroup{dhECP256, dhECP384, dhCurve25519}
+)
+
+// Default proposals: everything we implement, like strongSwan's
+// `default`; a peer may pick any combination (our preference first).
+// Configured proposals restrict it.
+var (
+	DefaultIKEProposals = mustIKE("default")
+	DefaultESPProposals = mustESP("default")
 )
 
 func mustIKE(ss ...string) []IKEProposal {
@@ -67,6 +93,18 @@ func parseEncr(tok string) (encrAlg, bool) {
 	return encrAlg{}, false
 }
 
+func parsePRF(tok string) (prfAlg, bool) {
+	switch tok {
+	case "prfsha256":
+		return prfSHA256, true
+	case "prfsha384":
+		return prfSHA384, true
+	case "prfsha512":
+		return prfSHA512, true
+	}
+	return 0, false
+}
+
 func parseDH(tok string) (dhGroup, bool) {
 	switch tok {
 	case "ecp256":
@@ -79,86 +117,144 @@ func parseDH(tok string) (dhGroup, bool) {
 	return 0, false
 }
 
-// ParseIKEProposal parses "ENCR-PRF-DH" as strongSwan writes it, e.g.
-// aes256gcm16-prfsha256-ecp256. Only AEAD ciphers: aes128gcm16,
-// aes256gcm16, chacha20poly1305; PRFs prfsha256/384/512; DH ecp256,
-// ecp384, x25519.
+const (
+	supportedEncr = "aes128gcm16, aes256gcm16, chacha20poly1305"
+	supportedPRF  = "prfsha256, prfsha384, prfsha512"
+	supportedDH   = "ecp256, ecp384, x25519 (curve25519)"
+)
+
+func addOnce[T comparable](l []T, v T) []T {
+	if slices.Contains(l, v) {
+		return l
+	}
+	return append(l, v)
+}
+
+// ParseIKEProposal parses a proposal as strongSwan writes it: tokens
+// joined by "-", any number of ciphers, PRFs and DH groups, e.g.
+// aes128gcm16-prfsha384-curve25519 or
+// aes256gcm16-aes128gcm16-prfsha256-prfsha512-ecp256-x25519; "default" is
+// everything we implement. AEAD ciphers only (aes128gcm16, aes256gcm16,
+// chacha20poly1305), so no integrity algorithm.
 func ParseIKEProposal(s string) (IKEProposal, error) {
 	var p IKEProposal
-	toks := strings.Split(strings.ToLower(strings.TrimSpace(s)), "-")
-	if len(toks) != 3 {
-		return p, fmt.Errorf("IKE proposal %q: want cipher-prf-dhgroup, e.g. aes256gcm16-prfsha256-ecp256", s)
+	s = strings.ToLower(strings.TrimSpace(s))
+	if s == "default" {
+		return IKEProposal{encr: slices.Clone(allEncr), prf: slices.Clone(allPRF), dh: slices.Clone(allDH)}, nil
 	}
-	var ok bool
-	if p.encr, ok = parseEncr(toks[0]); !ok {
-		return p, fmt.Errorf("IKE proposal %q: cipher %q not supported (aes128gcm16, aes256gcm16, chacha20poly1305)", s, toks[0])
+	for _, t := range strings.Split(s, "-") {
+		if e, ok := parseEncr(t); ok {
+			p.encr = addOnce(p.encr, e)
+		} else if f, ok := parsePRF(t); ok {
+			p.prf = addOnce(p.prf, f)
+		} else if g, ok := parseDH(t); ok {
+			p.dh = addOnce(p.dh, g)
+		} else {
+			return p, fmt.Errorf("IKE proposal %q: %q not supported: not a cipher (%s), PRF (%s) or DH group (%s) we implement", s, t, supportedEncr, supportedPRF, supportedDH)
+		}
 	}
-	switch toks[1] {
-	case "prfsha256":
-		p.prf = prfSHA256
-	case "prfsha384":
-		p.prf = prfSHA384
-	case "prfsha512":
-		p.prf = prfSHA512
-	default:
-		return p, fmt.Errorf("IKE proposal %q: PRF %q not supported (prfsha256, prfsha384, prfsha512)", s, toks[1])
-	}
-	if p.dh, ok = parseDH(toks[2]); !ok {
-		return p, fmt.Errorf("IKE proposal %q: DH group %q not supported (ecp256, ecp384, x25519)", s, toks[2])
+	switch {
+	case len(p.encr) == 0:
+		return p, fmt.Errorf("IKE proposal %q names no cipher (%s)", s, supportedEncr)
+	case len(p.prf) == 0:
+		return p, fmt.Errorf("IKE proposal %q names no PRF (%s)", s, supportedPRF)
+	case len(p.dh) == 0:
+		return p, fmt.Errorf("IKE proposal %q names no DH group (%s)", s, supportedDH)
 	}
 	return p, nil
 }
 
-func (p IKEProposal) String() string {
-	prf := map[prfAlg]string{prfSHA256: "prfsha256", prfSHA384: "prfsha384", prfSHA512: "prfsha512"}[p.prf]
-	dh := p.dh.String()
-	if p.dh == dhCurve25519 {
-		dh = "x25519"
+func joinTokens[T fmt.Stringer](parts []string, l []T) []string {
+	for _, x := range l {
+		parts = append(parts, x.String())
 	}
-	return p.encr.String() + "-" + prf + "-" + dh
+	return parts
 }
 
-// ParseESPProposal parses "ENCR[-DH][-esn|-noesn]", e.g. aes256gcm16-esn
-// or aes128gcm16-x25519 (PFS on rekey).
+func (p IKEProposal) String() string {
+	parts := joinTokens(nil, p.encr)
+	parts = joinTokens(parts, p.prf)
+	return strings.Join(joinTokens(parts, p.dh), "-")
+}
+
+func (p prfAlg) String() string {
+	switch p {
+	case prfSHA384:
+		return "prfsha384"
+	case prfSHA512:
+		return "prfsha512"
+	}
+	return "prfsha256"
+}
+
+func (s ikeSuite) String() string {
+	return s.encr.String() + "-" + s.prf.String() + "-" + s.dh.String()
+}
+
+// ParseESPProposal parses "CIPHER[-CIPHER...][-DH...][-esn][-noesn]", e.g.
+// aes256gcm16, aes128gcm16-curve25519 (these groups for PFS at rekey) or
+// aes256gcm16-esn-noesn; "default" is every cipher, ESN or not, and PFS
+// with any group we implement. Without esn/noesn: no ESN (strongSwan's
+// default too).
 func ParseESPProposal(s string) (ESPProposal, error) {
 	var p ESPProposal
-	toks := strings.Split(strings.ToLower(strings.TrimSpace(s)), "-")
-	var ok bool
-	if p.encr, ok = parseEncr(toks[0]); !ok {
-		return p, fmt.Errorf("ESP proposal %q: cipher %q not supported (aes128gcm16, aes256gcm16, chacha20poly1305)", s, toks[0])
+	s = strings.ToLower(strings.TrimSpace(s))
+	if s == "default" {
+		return ESPProposal{encr: slices.Clone(allEncr), esn: []bool{true, false}}, nil
 	}
-	for _, t := range toks[1:] {
-		switch t {
-		case "esn":
-			p.esn = true
-		case "noesn":
-			p.esn = false
-		default:
-			if p.dh, ok = parseDH(t); !ok {
-				return p, fmt.Errorf("ESP proposal %q: %q is neither esn/noesn nor a DH group (ecp256, ecp384, x25519)", s, t)
-			}
+	for _, t := range strings.Split(s, "-") {
+		if e, ok := parseEncr(t); ok {
+			p.encr = addOnce(p.encr, e)
+		} else if g, ok := parseDH(t); ok {
+			p.dh = addOnce(p.dh, g)
+		} else if t == "esn" || t == "noesn" {
+			p.esn = addOnce(p.esn, t == "esn")
+		} else {
+			return p, fmt.Errorf("ESP proposal %q: %q not supported: not a cipher (%s), DH group (%s), esn or noesn", s, t, supportedEncr, supportedDH)
 		}
+	}
+	if len(p.encr) == 0 {
+		return p, fmt.Errorf("ESP proposal %q names no cipher (%s)", s, supportedEncr)
+	}
+	if len(p.esn) == 0 {
+		p.esn = []bool{false}
 	}
 	return p, nil
 }
 
 func (p ESPProposal) String() string {
-	s := p.encr.String()
-	if p.dh != 0 {
-		s += "-" + p.dh.String()
+	parts := joinTokens(joinTokens(nil, p.encr), p.dh)
+	for _, e := range p.esn {
+		parts = append(parts, map[bool]string{true: "esn", false: "noesn"}[e])
 	}
-	if p.esn {
-		s += "-esn"
+	return strings.Join(parts, "-")
+}
+
+func (s espSuite) String() string {
+	out := s.encr.String()
+	if s.dh != 0 {
+		out += "-" + s.dh.String()
 	}
-	return s
+	if s.esn {
+		out += "-esn"
+	}
+	return out
+}
+
+// pfsGroups is the groups p accepts for PFS: those it names, else all.
+func (p ESPProposal) pfsGroups() []dhGroup {
+	if len(p.dh) > 0 {
+		return p.dh
+	}
+	return allDH
 }
 
 // transform maps the ESP cipher to the tunnel package's.
-func (p ESPProposal) transform() tunnel.Transform {
+func (s espSuite) transform() tunnel.Transform {
 	switch {
-	case p.encr.id == encrChaCha20P:
+	case s.encr.id == encrChaCha20P:
 		return tunnel.ChaCha20Poly1305
-	case p.encr.bits == 128:
+	case s.encr.bits == 128:
 		return tunnel.AESGCM128
 	}
 	return tunnel.AESGCM256
@@ -172,46 +268,63 @@ func encrTransform(e encrAlg) message.Transform {
 	return t
 }
 
+func esnID(esn bool) uint16 {
+	if esn {
+		return esnYes
+	}
+	return esnNo
+}
+
 // ikeSAPayload is our SA payload offer for an IKE SA. spi is empty in
 // IKE_SA_INIT and 8 bytes in a rekey (RFC 7296 §3.3.1).
 func ikeSAPayload(ps []IKEProposal, spi []byte) *message.SA {
 	sa := new(message.SA)
 	for i, p := range ps {
-		sa.Proposals = append(sa.Proposals, message.Proposal{
-			Num: uint8(i + 1), Protocol: message.ProtoIKE, SPI: spi,
-			Transforms: []message.Transform{
-				encrTransform(p.encr),
-				{Type: message.TransformPRF, ID: uint16(p.prf)},
-				{Type: message.TransformDH, ID: uint16(p.dh)},
-			},
-		})
+		var ts []message.Transform
+		for _, e := range p.encr {
+			ts = append(ts, encrTransform(e))
+		}
+		for _, f := range p.prf {
+			ts = append(ts, message.Transform{Type: message.TransformPRF, ID: uint16(f)})
+		}
+		for _, g := range p.dh {
+			ts = append(ts, message.Transform{Type: message.TransformDH, ID: uint16(g)})
+		}
+		sa.Proposals = append(sa.Proposals, message.Proposal{Num: uint8(i + 1), Protocol: message.ProtoIKE, SPI: spi, Transforms: ts})
 	}
 	return sa
 }
 
-// espSAPayload is our offer for a Child SA; pfs adds each proposal's DH
-// group (CREATE_CHILD_SA with PFS); the first Child SA, created with
-// IKE_AUTH, carries none (RFC 7296 §1.2).
-func espSAPayload(ps []ESPProposal, spi uint32, pfs bool) *message.SA {
+// espSAPayload is our offer for a Child SA. pfs, if not 0, is the KE group
+// we send (CREATE_CHILD_SA with PFS): each proposal then offers its
+// groups, that one first; the first Child SA, created with IKE_AUTH,
+// offers none (RFC 7296 §1.2).
+func espSAPayload(ps []ESPProposal, spi uint32, pfs dhGroup) *message.SA {
 	sa := new(message.SA)
 	spib := []byte{byte(spi >> 24), byte(spi >> 16), byte(spi >> 8), byte(spi)}
 	for i, p := range ps {
-		ts := []message.Transform{encrTransform(p.encr)}
-		if pfs && p.dh != 0 {
-			ts = append(ts, message.Transform{Type: message.TransformDH, ID: uint16(p.dh)})
+		var ts []message.Transform
+		for _, e := range p.encr {
+			ts = append(ts, encrTransform(e))
 		}
-		esn := uint16(esnNo)
-		if p.esn {
-			esn = esnYes
+		if pfs != 0 {
+			ts = append(ts, message.Transform{Type: message.TransformDH, ID: uint16(pfs)})
+			for _, g := range p.dh {
+				if g != pfs {
+					ts = append(ts, message.Transform{Type: message.TransformDH, ID: uint16(g)})
+				}
+			}
 		}
-		ts = append(ts, message.Transform{Type: message.TransformESN, ID: esn})
+		for _, e := range p.esn {
+			ts = append(ts, message.Transform{Type: message.TransformESN, ID: esnID(e)})
+		}
 		sa.Proposals = append(sa.Proposals, message.Proposal{Num: uint8(i + 1), Protocol: message.ProtoESP, SPI: spib, Transforms: ts})
 	}
 	return sa
 }
 
-// has reports whether a received proposal offers transform t.
-func has(p *message.Proposal, t message.Transform) bool {
+// offers reports whether a received proposal offers transform t.
+func offers(p *message.Proposal, t message.Transform) bool {
 	for _, x := range p.Transforms {
 		// §3.3.6: a transform with an attribute we do not understand is
 		// never chosen.
@@ -220,6 +333,10 @@ func has(p *message.Proposal, t message.Transform) bool {
 		}
 	}
 	return false
+}
+
+func offersID(p *message.Proposal, t message.TransformType, id uint16) bool {
+	return offers(p, message.Transform{Type: t, ID: id})
 }
 
 // typesOffered is the set of transform types in p.
@@ -231,108 +348,221 @@ func typesOffered(p *message.Proposal) map[message.TransformType]bool {
 	return m
 }
 
-// chooseIKE picks, in our order of preference, the first of ours that one
-// of the peer's proposals offers in full (RFC 7296 §3.3.6), and returns the
-// chosen proposal as the response carries it.
-func chooseIKE(ours []IKEProposal, sa *message.SA) (IKEProposal, message.Proposal, bool) {
-	for _, o := range ours {
-		want := []message.Transform{encrTransform(o.encr), {Type: message.TransformPRF, ID: uint16(o.prf)}, {Type: message.TransformDH, ID: uint16(o.dh)}}
-		for i := range sa.Proposals {
-			p := &sa.Proposals[i]
-			if p.Protocol != message.ProtoIKE {
-				continue
-			}
-			types := typesOffered(p)
-			if types[message.TransformINTEG] && !hasID(p, message.TransformINTEG, 0) {
-				continue // an AEAD proposal carries no integrity transform, or NONE (§3.3.3)
-			}
-			ok := true
-			for _, w := range want {
-				ok = ok && has(p, w)
-			}
-			if ok {
-				return o, message.Proposal{Num: p.Num, Protocol: message.ProtoIKE, SPI: p.SPI, Transforms: want}, true
-			}
-		}
-	}
-	return IKEProposal{}, message.Proposal{}, false
+// aeadOnly: an AEAD proposal carries no integrity transform, or NONE
+// (RFC 7296 §3.3.3, RFC 5282 §8).
+func aeadOnly(p *message.Proposal) bool {
+	return !typesOffered(p)[message.TransformINTEG] || offersID(p, message.TransformINTEG, 0)
 }
 
-func hasID(p *message.Proposal, t message.TransformType, id uint16) bool {
-	for _, x := range p.Transforms {
-		if x.Acceptable() && x.Type == t && x.ID == id {
-			return true
+func firstEncr(p *message.Proposal, ours []encrAlg) (encrAlg, bool) {
+	for _, e := range ours {
+		if offers(p, encrTransform(e)) {
+			return e, true
 		}
 	}
-	return false
+	return encrAlg{}, false
 }
 
-// chooseESP picks a Child SA proposal the same way. dh is the KE group the
-// peer sent in CREATE_CHILD_SA (0: none): with it, the proposal must offer
-// that group (PFS); without it, no DH or DH NONE.
-func chooseESP(ours []ESPProposal, sa *message.SA, dh dhGroup) (ESPProposal, message.Proposal, bool) {
-	for _, o := range ours {
-		for i := range sa.Proposals {
-			p := &sa.Proposals[i]
-			if p.Protocol != message.ProtoESP || len(p.SPI) != 4 {
-				continue
-			}
-			if !has(p, encrTransform(o.encr)) {
-				continue
-			}
-			types := typesOffered(p)
-			if types[message.TransformINTEG] && !hasID(p, message.TransformINTEG, 0) {
-				continue
-			}
-			esn := uint16(esnNo)
-			if o.esn {
-				esn = esnYes
-			}
-			if types[message.TransformESN] && !hasID(p, message.TransformESN, esn) {
-				continue
-			}
-			if !types[message.TransformESN] && o.esn {
-				continue
-			}
-			resp := []message.Transform{encrTransform(o.encr)}
-			if dh != 0 {
-				if !hasID(p, message.TransformDH, uint16(dh)) {
+func firstPRF(p *message.Proposal, ours []prfAlg) (prfAlg, bool) {
+	for _, f := range ours {
+		if offersID(p, message.TransformPRF, uint16(f)) {
+			return f, true
+		}
+	}
+	return 0, false
+}
+
+// pickDH is the group of a proposal: want (the KE payload's group) if the
+// peer offers it and we allow it, else the first of ours it offers.
+func pickDH(p *message.Proposal, ours []dhGroup, want dhGroup) (dhGroup, bool) {
+	if want != 0 && slices.Contains(ours, want) && offersID(p, message.TransformDH, uint16(want)) {
+		return want, true
+	}
+	for _, g := range ours {
+		if offersID(p, message.TransformDH, uint16(g)) {
+			return g, true
+		}
+	}
+	return 0, false
+}
+
+// chooseIKE picks, for the first of our proposals that one of the peer's
+// proposals matches, one transform of each type (RFC 7296 §3.3.6): ours
+// in our order of preference, and the group of the peer's KE payload
+// (ke) if that proposal offers it, so no INVALID_KE_PAYLOAD round trip is
+// needed. Proposals offering the KE group win over earlier ones that do
+// not. The returned group differs from ke only if the chosen proposal
+// lacks it: then it is one the peer offered there, the one an
+// INVALID_KE_PAYLOAD may name (§1.2).
+func chooseIKE(ours []IKEProposal, sa *message.SA, ke dhGroup) (ikeSuite, message.Proposal, bool) {
+	for _, needKE := range []bool{true, false} {
+		for _, o := range ours {
+			for i := range sa.Proposals {
+				p := &sa.Proposals[i]
+				if p.Protocol != message.ProtoIKE || !aeadOnly(p) {
 					continue
 				}
-				resp = append(resp, message.Transform{Type: message.TransformDH, ID: uint16(dh)})
-			} else if types[message.TransformDH] && !hasID(p, message.TransformDH, 0) {
-				continue
+				e, ok1 := firstEncr(p, o.encr)
+				f, ok2 := firstPRF(p, o.prf)
+				g, ok3 := pickDH(p, o.dh, ke)
+				if !ok1 || !ok2 || !ok3 || needKE && g != ke {
+					continue
+				}
+				s := ikeSuite{e, f, g}
+				return s, message.Proposal{Num: p.Num, Protocol: message.ProtoIKE, SPI: p.SPI, Transforms: s.transforms()}, true
 			}
-			resp = append(resp, message.Transform{Type: message.TransformESN, ID: esn})
-			chosen := o
-			chosen.dh = dh
-			return chosen, message.Proposal{Num: p.Num, Protocol: message.ProtoESP, SPI: p.SPI, Transforms: resp}, true
 		}
 	}
-	return ESPProposal{}, message.Proposal{}, false
+	return ikeSuite{}, message.Proposal{}, false
 }
 
-// acceptIKE checks a responder's choice against what we offered (§2.7:
-// exactly one proposal, one transform per type, one we sent).
-func acceptIKE(ours []IKEProposal, sa *message.SA) (IKEProposal, error) {
-	if sa == nil || len(sa.Proposals) != 1 {
-		return IKEProposal{}, fmt.Errorf("responder's SA payload must hold exactly one proposal")
+func (s ikeSuite) transforms() []message.Transform {
+	return []message.Transform{encrTransform(s.encr), {Type: message.TransformPRF, ID: uint16(s.prf)}, {Type: message.TransformDH, ID: uint16(s.dh)}}
+}
+
+// espChoice says how chooseESP treats DH transforms.
+type espChoice uint8
+
+const (
+	// inAuth: the first Child SA takes its keys from the IKE SA (RFC 7296
+	// §1.2, §2.17); a DH transform offered with it is not negotiated.
+	inAuth espChoice = iota
+	// inCreate: CREATE_CHILD_SA; the KE payload's group (0: none) must be
+	// in the chosen proposal, or no DH / DH NONE when there is no KE
+	// (§1.3.1).
+	inCreate
+)
+
+// chooseESP picks a Child SA proposal the same way: the first of ours
+// that one of the peer's ESP proposals matches, one transform of each
+// type. In CREATE_CHILD_SA, proposals that match the KE payload's group
+// (ke, 0 for none) win; failing those, a proposal that offers another
+// group we accept is returned with that group, for INVALID_KE_PAYLOAD.
+func chooseESP(ours []ESPProposal, sa *message.SA, ke dhGroup, how espChoice) (espSuite, message.Proposal, bool) {
+	for _, needKE := range []bool{true, false} {
+		for _, o := range ours {
+			for i := range sa.Proposals {
+				p := &sa.Proposals[i]
+				if p.Protocol != message.ProtoESP || len(p.SPI) != 4 || !aeadOnly(p) {
+					continue
+				}
+				e, ok := firstEncr(p, o.encr)
+				if !ok {
+					continue
+				}
+				esn, ok := pickESN(p, o.esn)
+				if !ok {
+					continue
+				}
+				s := espSuite{encr: e, esn: esn}
+				if how == inCreate {
+					if s.dh, ok = pickChildDH(p, o, ke); !ok || needKE && s.dh != ke {
+						continue
+					}
+				}
+				return s, message.Proposal{Num: p.Num, Protocol: message.ProtoESP, SPI: p.SPI, Transforms: s.transforms()}, true
+			}
+		}
 	}
-	got, _, ok := chooseIKE(ours, sa)
-	if !ok || len(sa.Proposals[0].Transforms) != 3 {
-		return IKEProposal{}, fmt.Errorf("responder chose a proposal we did not offer")
+	return espSuite{}, message.Proposal{}, false
+}
+
+// pickESN: an ESP proposal names ESN (§3.3.3); one that names none is
+// taken as "no ESN".
+func pickESN(p *message.Proposal, ours []bool) (bool, bool) {
+	if !typesOffered(p)[message.TransformESN] {
+		return false, slices.Contains(ours, false)
+	}
+	for _, e := range ours {
+		if offersID(p, message.TransformESN, esnID(e)) {
+			return e, true
+		}
+	}
+	return false, false
+}
+
+// pickChildDH is a CREATE_CHILD_SA proposal's group: none if the peer's
+// proposal allows none (no DH transform, or DH NONE) and it sent no KE;
+// else its KE group if offered and allowed, else the first allowed group
+// it offers.
+func pickChildDH(p *message.Proposal, o ESPProposal, ke dhGroup) (dhGroup, bool) {
+	noneOK := !typesOffered(p)[message.TransformDH] || offersID(p, message.TransformDH, 0)
+	if ke == 0 && noneOK {
+		return 0, true
+	}
+	return pickDH(p, o.pfsGroups(), ke)
+}
+
+func (s espSuite) transforms() []message.Transform {
+	ts := []message.Transform{encrTransform(s.encr)}
+	if s.dh != 0 {
+		ts = append(ts, message.Transform{Type: message.TransformDH, ID: uint16(s.dh)})
+	}
+	return append(ts, message.Transform{Type: message.TransformESN, ID: esnID(s.esn)})
+}
+
+// singleChoice checks a responder's SA payload (§2.7: exactly one
+// proposal, one transform of each type) and returns that proposal.
+func singleChoice(sa *message.SA) (*message.Proposal, error) {
+	if sa == nil || len(sa.Proposals) != 1 {
+		return nil, fmt.Errorf("responder's SA payload must hold exactly one proposal")
+	}
+	p := &sa.Proposals[0]
+	seen := map[message.TransformType]bool{}
+	for _, t := range p.Transforms {
+		if seen[t.Type] {
+			return nil, fmt.Errorf("responder chose two %v transforms", t.Type)
+		}
+		seen[t.Type] = true
+	}
+	return p, nil
+}
+
+// acceptIKE checks a responder's choice against what we offered.
+func acceptIKE(ours []IKEProposal, sa *message.SA) (ikeSuite, error) {
+	p, err := singleChoice(sa)
+	if err != nil {
+		return ikeSuite{}, err
+	}
+	got, _, ok := chooseIKE(ours, sa, 0)
+	if !ok || len(p.Transforms) != 3 {
+		return ikeSuite{}, fmt.Errorf("responder chose a proposal we did not offer: %s", offerString(sa))
 	}
 	return got, nil
 }
 
-func acceptESP(ours []ESPProposal, sa *message.SA, dh dhGroup) (ESPProposal, uint32, error) {
-	if sa == nil || len(sa.Proposals) != 1 {
-		return ESPProposal{}, 0, fmt.Errorf("responder's SA payload must hold exactly one proposal")
+// acceptESP checks a responder's Child SA choice; dh is the KE group we
+// sent (0: none), which the choice must name.
+func acceptESP(ours []ESPProposal, sa *message.SA, dh dhGroup, how espChoice) (espSuite, uint32, error) {
+	p, err := singleChoice(sa)
+	if err != nil {
+		return espSuite{}, 0, err
 	}
-	got, p, ok := chooseESP(ours, sa, dh)
-	if !ok || len(sa.Proposals[0].Transforms) != len(p.Transforms) {
-		return ESPProposal{}, 0, fmt.Errorf("responder chose a Child SA proposal we did not offer")
+	got, want, ok := chooseESP(ours, sa, dh, how)
+	if !ok || got.dh != dh || len(p.Transforms) != len(want.Transforms) {
+		return espSuite{}, 0, fmt.Errorf("responder chose a Child SA proposal we did not offer: %s", offerString(sa))
 	}
-	s := sa.Proposals[0].SPI
+	s := p.SPI
 	return got, uint32(s[0])<<24 | uint32(s[1])<<16 | uint32(s[2])<<8 | uint32(s[3]), nil
+}
+
+// offerString is a peer's SA payload for the log, e.g.
+// "IKE:ENCR_AES_GCM_16_128/PRF_HMAC_SHA2_384/DH_CURVE25519, IKE:...".
+func offerString(sa *message.SA) string {
+	if sa == nil {
+		return "(no SA payload)"
+	}
+	var ps []string
+	for _, p := range sa.Proposals {
+		var ts []string
+		for _, t := range p.Transforms {
+			ts = append(ts, t.String())
+		}
+		ps = append(ps, p.Protocol.String()+":"+strings.Join(ts, "/"))
+	}
+	return strings.Join(ps, ", ")
+}
+
+func proposalsString[T fmt.Stringer](ps []T) string {
+	return strings.Join(joinTokens(nil, ps), ", ")
 }

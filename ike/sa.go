@@ -1,7 +1,6 @@
 package ike
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -41,7 +40,7 @@ type ikeSA struct {
 	created   time.Time
 	lastHeard time.Time
 
-	prop    IKEProposal
+	prop    ikeSuite
 	keys    ikeKeys
 	sendKey *skCipher
 	recvKey *skCipher
@@ -56,12 +55,16 @@ type ikeSA struct {
 	peerHashes []auth.HashAlg
 	peerMOBIKE bool
 	peerAddrs  []netip.Addr // ADDITIONAL_IP*_ADDRESS (RFC 4555 §3.6)
-	certReq    bool         // the peer sent CERTREQ
-	peerID     auth.Identity
-	peer       *Peer
-	authority  []netip.Prefix
-	vip        []netip.Addr // virtual addresses: assigned to us, or (responder) to the peer
-	dns        []netip.Addr
+	// MOBIKE responder (RFC 4555 §3.5, §3.7): the peer endpoints it has
+	// shown it receives at, and the one the ESP SAs send to.
+	proven    []netip.AddrPort
+	espPeer   netip.AddrPort
+	certReq   bool // the peer sent CERTREQ
+	peerID    auth.Identity
+	peer      *Peer
+	authority []netip.Prefix
+	vip       []netip.Addr // virtual addresses: assigned to us, or (responder) to the peer
+	dns       []netip.Addr
 
 	// Requests we send: window size 1 (§2.3), the rest queued.
 	nextID uint32
@@ -80,6 +83,7 @@ type ikeSA struct {
 
 	dpdTimer, ikeRekeyTimer *time.Timer
 	replacedBy              *ikeSA
+	downErr                 error     // the failure that ends the SA (its EvFailed)
 	rekeys                  int       // IKE SA rekeys this SA descends from
 	authenticated           time.Time // when the first of the line authenticated
 }
@@ -106,14 +110,11 @@ type request struct {
 	pkts     [][]byte
 	tries    int
 	timer    *time.Timer
-	plain    bool // IKE_SA_INIT
+	plain    bool           // IKE_SA_INIT
+	to       netip.AddrPort // where to send it; zero: the peer's current address
 	onReply  func(m *message.Message, ps []message.Payload)
 	onFail   func(err error)
 }
-
-// ErrPeerSilent: retransmissions ran out (§2.4: the peer is dead, or
-// unreachable).
-var ErrPeerSilent = errors.New("no answer from the peer (retransmissions exhausted)")
 
 // start queues or sends a request.
 func (s *ikeSA) start(r *request) {
@@ -157,8 +158,12 @@ func (s *ikeSA) followNAT() {
 // timeout doubling each time (§2.1).
 func (s *ikeSA) transmit(r *request) {
 	s.followNAT()
+	to := s.remote
+	if r.to.IsValid() {
+		to = r.to
+	}
 	for _, p := range r.pkts {
-		if err := s.e.cfg.Send(p, s.local, s.remote, s.natT); err != nil {
+		if err := s.e.cfg.Send(p, s.local, to, s.natT); err != nil {
 			s.e.cfg.Log.Debug("IKE send", "ike", s.name(), "err", err)
 		}
 	}
@@ -411,6 +416,10 @@ func (s *ikeSA) established() {
 		s.authenticated = time.Now()
 	}
 	s.dh = nil
+	if !s.initiator && len(s.proven) == 0 {
+		// The IKE SA was set up with the peer at this endpoint.
+		s.proven, s.espPeer = []netip.AddrPort{s.remote}, s.remote
+	}
 	s.armDPD()
 	if d := s.e.cfg.IKELifetime; d > 0 {
 		s.ikeRekeyTimer = s.afterLocked(jitter(d), func() { s.rekeyIKE() })
@@ -461,15 +470,32 @@ func (s *ikeSA) armDPD() {
 	})
 }
 
-// failed ends an SA whose request went unanswered.
+// failed ends an SA whose request went unanswered (§2.4: the peer is
+// dead, or unreachable).
 func (s *ikeSA) failed(err error) {
 	s.e.cfg.Log.Warn("IKE SA failed", "ike", s.name(), "peer", s.remote, "err", err)
-	s.e.progress(Progress{Step: "failed", Peer: s.remote, Err: err})
-	s.destroy("peer dead")
+	s.fail(DownPeerDead, err)
 }
 
-// destroy removes the SA and its Child SAs and zeroes the keys.
-func (s *ikeSA) destroy(why string) {
+// fail ends the SA after a failure: its terminal event is EvFailed with
+// err.
+func (s *ikeSA) fail(why DownReason, err error) {
+	if s.downErr == nil {
+		s.downErr = err
+	}
+	s.destroy(why)
+}
+
+// emit reports an event of this SA's line.
+func (s *ikeSA) emit(p Progress) {
+	p.Gen, p.Peer = s.id, s.remote
+	s.e.progress(p)
+}
+
+// destroy removes the SA and its Child SAs and zeroes the keys. It reports
+// the line's one terminal event (an initiator's SA, or one that was up),
+// unless a rekey replaced the SA: the line goes on.
+func (s *ikeSA) destroy(why DownReason) {
 	if s.state == stDead {
 		return
 	}
@@ -498,9 +524,16 @@ func (s *ikeSA) destroy(why string) {
 		s.sendKey.wipe()
 		s.recvKey.wipe()
 	}
-	if wasUp && s.replacedBy == nil {
-		s.e.cfg.Log.Info("IKE SA down", "ike", s.name(), "why", why)
-		s.e.progress(Progress{Step: "deleted", Peer: s.remote, Info: why})
+	if s.replacedBy != nil || !wasUp && !s.initiator {
+		return
+	}
+	if wasUp {
+		s.e.cfg.Log.Info("IKE SA down", "ike", s.name(), "why", why.String(), "err", s.downErr)
+	}
+	if s.downErr != nil {
+		s.emit(Progress{Kind: EvFailed, Reason: why, Err: s.downErr})
+	} else {
+		s.emit(Progress{Kind: EvDeleted, Reason: why})
 	}
 }
 
@@ -515,7 +548,7 @@ func (s *ikeSA) sendDeleteNow() {
 }
 
 // deleteIKE deletes the SA with an INFORMATIONAL exchange (§1.4.1).
-func (s *ikeSA) deleteIKE(why string) {
+func (s *ikeSA) deleteIKE(why DownReason) {
 	s.state = stDeleting
 	s.start(&request{exch: message.INFORMATIONAL,
 		payloads: []message.Payload{&message.Delete{Protocol: message.ProtoIKE}},

@@ -97,7 +97,13 @@ func (p *parser) ike(top *fields, c *Config) {
 	}
 	k.LocalTS = p.prefixes(f, "local_ts")
 	k.RemoteTS = p.prefixes(f, "remote_ts")
-	k.HostToHost = f.boolean("host_to_host", c.Mobility != nil && k.Mode == ike.ModeRFC3554)
+	k.HostToHost = f.boolean("host_to_host", c.Mobility != nil)
+	if c.Role == RoleRoadWarrior && c.Mobility != nil && len(c.Mobility.Paths) > 0 && !k.HostToHost {
+		// The probes and the SCTP association ride the host-to-host Child
+		// SA (outer = inner), in both modes; without it no path is
+		// monitored, and failover never happens.
+		p.errf(f.lineOf("host_to_host"), "ike.host_to_host", "false leaves every mobility path unmonitored (path monitoring rides the host-to-host Child SA): remove it, or remove mobility")
+	}
 	if c.Role == RoleRoadWarrior {
 		k.Gateway = f.str("gateway", "")
 		if k.Gateway == "" {

@@ -51,6 +51,7 @@ func TestIKEConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "short.psk"), []byte("short"), 0o600)
 	os.WriteFile(filepath.Join(dir, "open.psk"), []byte("long enough but world readable"), 0o644)
+	os.WriteFile(filepath.Join(dir, "good.psk"), []byte("long enough and private to us"), 0o600)
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"no gateway", "role: roadwarrior\nike:\n  id: a@b.example\n  remote_ts: [10.0.0.0/8]\n  psk_file: short.psk\n", "ike.gateway: missing"},
 		{"short PSK", "role: roadwarrior\nike:\n  id: a@b.example\n  gateway: 192.0.2.1\n  remote_ts: [10.0.0.0/8]\n  psk_file: short.psk\n", "shorter than 16 bytes"},
@@ -58,6 +59,8 @@ func TestIKEConfigErrors(t *testing.T) {
 		{"bad proposal", "role: gateway\nike:\n  id: gw.example\n  proposals: [aes256cbc-sha1-modp1024]\n  peers: [{id: a@b.example, psk_file: open.psk}]\n", "not supported"},
 		{"gateway without peers", "role: gateway\nike:\n  id: gw.example\n", "ike.peers: missing"},
 		{"bad identity", "role: gateway\nike:\n  id: \"CN=\"\n  peers: []\n", "ike.id"},
+		{"path monitoring off with paths", "role: roadwarrior\ntransport: {listen: [192.0.2.2, 198.51.100.2]}\nike:\n  id: a@b.example\n  gateway: 192.0.2.1\n  remote_ts: [203.0.113.0/24]\n  psk_file: good.psk\n  mode: virtual\n  host_to_host: false\n" +
+			"mobility:\n  paths:\n    - {name: primary, local: 192.0.2.2, peer: 192.0.2.1}\n    - {name: secondary, local: 198.51.100.2, peer: 198.51.100.1}\n", "x.yaml:9: ike.host_to_host: false leaves every mobility path unmonitored"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse(filepath.Join(dir, "x.yaml"), []byte(tc.yaml))

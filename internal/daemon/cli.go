@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/roamsec/roamsec/ike"
+	"github.com/roamsec/roamsec/ike/message"
 	"github.com/roamsec/roamsec/internal/config"
 	"github.com/roamsec/roamsec/internal/control"
 	"github.com/roamsec/roamsec/internal/version"
@@ -525,22 +526,34 @@ func classify(err error, fc failureContext) failure {
 			what = "no permission to create the TUN device (/dev/net/tun: operation not permitted)"
 		}
 		return failure{ExitPermission, fmt.Sprintf("%s: run as root (sudo %s), or give the binary CAP_NET_ADMIN, CAP_NET_RAW and CAP_NET_BIND_SERVICE", what, fc.role)}
-	case errors.Is(err, ike.ErrPeerSilent) && strings.HasPrefix(text, "IKE_AUTH"):
+	case errors.Is(err, ike.ErrPeerSilent) && inExchange(err, message.IKE_AUTH):
 		return failure{ExitUnreachable, fmt.Sprintf("%s answered on UDP %d but not on UDP 4500: is UDP 4500 open (firewall, NAT) on the way?", gw, port)}
 	case errors.Is(err, ike.ErrPeerSilent):
 		return failure{ExitUnreachable, fmt.Sprintf("no answer from %s on UDP %d: is the gateway up, and is UDP %d/4500 open?", gw, port, port)}
 	case errors.Is(err, ike.ErrAuthRefused):
 		return failure{ExitAuthRefused, fmt.Sprintf("%s refused our authentication as %s: check ike.id and the pre-shared key (ike.psk_file) or certificate in %s, and that the gateway accepts this identity", gw, id, fc.cfgPath)}
-	case strings.Contains(text, "failed authentication") || strings.Contains(text, "gateway authenticated as"):
+	case errors.Is(err, ike.ErrPeerAuth):
 		return failure{ExitAuthRefused, fmt.Sprintf("%s did not prove its identity (%v): check ike.gateway_id, and the pre-shared key or ike.cas in %s", gw, err, fc.cfgPath)}
-	case strings.Contains(text, "TS_UNACCEPTABLE"):
+	case refusedWith(err, message.TS_UNACCEPTABLE):
 		return failure{ExitTSRefused, fmt.Sprintf("the gateway refused the addresses we asked for (TS_UNACCEPTABLE: %s <=> %s): ask its administrator to allow them for %s, or ask for less (ike.local_ts, ike.remote_ts in %s)", lts, rts, id, fc.cfgPath)}
-	case strings.Contains(text, "INTERNAL_ADDRESS_FAILURE") || strings.Contains(text, "no virtual address"):
+	case errors.Is(err, ike.ErrNoVirtualAddress):
 		return failure{ExitTSRefused, fmt.Sprintf("the gateway has no virtual address for us (%v): ask its administrator to give %s a pool (virtual_pool)", err, id)}
-	case strings.Contains(text, "NO_PROPOSAL_CHOSEN") || strings.Contains(text, "no proposal") || strings.Contains(text, "did not offer"):
+	case errors.Is(err, ike.ErrNoProposal):
 		return failure{ExitNoProposal, fmt.Sprintf("the gateway accepts none of our proposals (%v): set ike.proposals and ike.esp_proposals in %s to what it offers", err, fc.cfgPath)}
 	}
 	return failure{ExitRuntime, err.Error()}
+}
+
+// inExchange: err happened in exchange x of ours (ike.ExchangeError).
+func inExchange(err error, x message.ExchangeType) bool {
+	var xe *ike.ExchangeError
+	return errors.As(err, &xe) && xe.Exchange == x
+}
+
+// refusedWith: the gateway answered with error notify t (ike.NotifyError).
+func refusedWith(err error, t message.NotifyType) bool {
+	var ne *ike.NotifyError
+	return errors.As(err, &ne) && ne.Type == t
 }
 
 func prefixList(ps []netip.Prefix) string {
@@ -857,7 +870,7 @@ func (u *connectUI) loop() {
 	shown := map[string]string{} // path name -> state and use shown
 	seen := map[string]bool{}    // Child SA names installed
 	var lastSwitch time.Time
-	wantHosts := u.k.HostToHost && u.k.Mode == ike.ModeRFC3554
+	wantHosts := u.k.HostToHost
 	snapshot := func() {
 		if st, ok := u.status(); ok {
 			u.mu.Lock()
@@ -927,83 +940,60 @@ func (u *connectUI) loop() {
 		}
 	}
 	handle := func(p ike.Progress) {
-		switch p.Step {
-		case "IKE_SA_INIT":
+		ev := Event{Event: p.Kind.String(), Peer: p.Peer.String(), Info: p.String()}
+		switch p.Kind {
+		case ike.EvIKESAInit:
 			u.mu.Lock()
 			u.peer = p.Peer
 			u.mu.Unlock()
-			u.emit(Event{Event: p.Step, Peer: p.Peer.String(), Info: p.Info, Message: fmt.Sprintf("IKE_SA_INIT to %s: %s", p.Peer, p.Info)})
-		case "IKE_AUTH":
-			who := strings.TrimPrefix(p.Info, "as ")
-			if i := strings.LastIndex(who, ", "); i > 0 {
-				who = who[:i] + " (" + who[i+2:] + ")"
-			}
-			u.emit(Event{Event: p.Step, Peer: p.Peer.String(), Info: p.Info, Message: fmt.Sprintf("IKE_AUTH as %s to %s", who, p.Peer)})
-		case "established":
-			msg := strings.Replace(p.Info, "IKE SA with ", "IKE SA established with ", 1)
-			if m := establishedRE.FindStringSubmatch(p.Info); m != nil {
-				msg = fmt.Sprintf("IKE SA established with %s at %s: %s", m[1], p.Peer, m[2])
-			}
-			u.emit(Event{Event: p.Step, Peer: p.Peer.String(), Info: p.Info, Message: msg})
-		case "CHILD_SA":
-			name, _, _ := strings.Cut(p.Info, ":")
-			var c *ChildStatus
-			if st, ok := u.status(); ok {
-				for i := range st.Children {
-					if st.Children[i].Name == name {
-						c = &st.Children[i]
-					}
-				}
-			}
-			ev := Event{Event: p.Step, Peer: p.Peer.String(), Info: p.Info, Child: c, Message: "Child SA " + p.Info}
-			switch {
-			case c == nil:
-			case seen[name]:
-				ev.Message = fmt.Sprintf("rekeyed %s: SPIs in %s out %s", name, c.SPIIn, c.SPIOut)
-			case c.HostToHost:
-				ev.Message = fmt.Sprintf("path monitoring SA: SPIs in %s out %s, %s <=> %s", c.SPIIn, c.SPIOut, c.Local, c.Remote)
-			default:
-				ev.Event = "tunnel_up"
-				inner := "inner addresses " + c.Local + " (RFC 3554: our own)"
-				if len(c.VirtualIP) > 0 {
-					inner = "virtual address " + strings.Join(c.VirtualIP, ", ")
-				}
-				ev.Message = fmt.Sprintf("tunnel up: %s; SPIs in %s out %s; %s <=> %s (%s)", inner, c.SPIIn, c.SPIOut, c.Local, c.Remote, c.Proposal)
-			}
-			fresh := !seen[name]
-			seen[name] = true
+			ev.Message = fmt.Sprintf("IKE_SA_INIT to %s: proposing %s", p.Peer, p.Proposal)
 			u.emit(ev)
-			if fresh && (c == nil || !c.HostToHost || phase == phaseHosts) {
-				afterChild()
-			}
-		case "failed":
+		case ike.EvIKEAuth:
+			how := map[bool]string{true: "certificate", false: "pre-shared key"}[p.Cert]
+			ev.Message = fmt.Sprintf("IKE_AUTH as %v (%s) to %s", p.ID, how, p.Peer)
+			u.emit(ev)
+		case ike.EvIKEEstablished:
+			ev.Message = fmt.Sprintf("IKE SA established with %v at %s: %s", p.ID, p.Peer, p.Proposal)
+			u.emit(ev)
+		case ike.EvChildInstalled:
+			u.childInstalled(ev, p.Child, seen, phase == phaseHosts, afterChild)
+		case ike.EvChildFailed, ike.EvFailed:
 			u.mu.Lock()
 			fatal := phase == phaseIKE && u.first == nil
 			if fatal {
 				u.first = p.Err
 			}
 			u.mu.Unlock()
-			msg := fmt.Sprintf("failed: %v", p.Err)
-			if phase == phaseHosts || phase == phasePaths {
-				msg = fmt.Sprintf("the path-monitoring SA failed (%v): failover detection is limited", p.Err)
-			}
-			if !fatal {
-				u.emit(Event{Event: p.Step, Peer: p.Peer.String(), Error: fmt.Sprint(p.Err), Message: msg})
-			}
 			if fatal {
 				snapshot()
 				u.cancel(p.Err)
-			} else if phase == phaseHosts {
+				return
+			}
+			ev.Error = fmt.Sprint(p.Err)
+			switch {
+			case p.Kind == ike.EvChildFailed && (phase == phaseHosts || phase == phasePaths):
+				ev.Message = fmt.Sprintf("the path-monitoring SA failed (%v): failover detection is limited", p.Err)
+			case p.Kind == ike.EvFailed && phase == phaseConnected:
+				ev.Message = fmt.Sprintf("connection lost: IKE SA failed (%v); reconnecting", p.Err)
+			default:
+				ev.Message = fmt.Sprintf("failed: %v", p.Err)
+			}
+			u.emit(ev)
+			if phase == phaseHosts && p.Kind == ike.EvChildFailed {
 				afterChild()
 			}
-		case "deleted":
-			if p.Info == "shutdown" { // our own: Ctrl-C, SIGTERM or disconnect
-				u.emit(Event{Event: p.Step, Peer: p.Peer.String(), Info: p.Info, Message: fmt.Sprintf("disconnecting: DELETE sent to %s", p.Peer)})
-			} else if phase == phaseConnected {
-				u.emit(Event{Event: p.Step, Peer: p.Peer.String(), Info: p.Info, Message: fmt.Sprintf("connection lost: IKE SA deleted (%s); reconnecting", p.Info)})
+		case ike.EvDeleted:
+			switch {
+			case p.Reason == ike.DownShutdown: // our own: Ctrl-C, SIGTERM or disconnect
+				ev.Message = fmt.Sprintf("disconnecting: DELETE sent to %s", p.Peer)
+				u.emit(ev)
+			case phase == phaseConnected && p.Reason != ike.DownReset:
+				ev.Message = fmt.Sprintf("connection lost: IKE SA deleted (%s); reconnecting", p.Reason)
+				u.emit(ev)
 			}
 		default:
-			u.emit(Event{Event: p.Step, Peer: p.Peer.String(), Info: p.Info, Message: fmt.Sprintf("%s %s", p.Step, p.Info)})
+			ev.Message = fmt.Sprintf("%s %s", p.Kind, p)
+			u.emit(ev)
 		}
 	}
 	for {
@@ -1030,6 +1020,44 @@ func (u *connectUI) loop() {
 				snapshot()
 			}
 		}
+	}
+}
+
+// childInstalled shows a Child SA: the tunnel, the path-monitoring SA, or
+// a rekey; a new one moves connect on (afterChild).
+func (u *connectUI) childInstalled(ev Event, ce *ike.ChildEvent, seen map[string]bool, waitingHosts bool, afterChild func()) {
+	if ce == nil {
+		return
+	}
+	name := ce.Name
+	var c *ChildStatus
+	if st, ok := u.status(); ok {
+		for i := range st.Children {
+			if st.Children[i].Name == name {
+				c = &st.Children[i]
+			}
+		}
+	}
+	ev.Child, ev.Message = c, "Child SA "+ev.Info
+	switch {
+	case c == nil:
+	case seen[name]:
+		ev.Message = fmt.Sprintf("rekeyed %s: SPIs in %s out %s", name, c.SPIIn, c.SPIOut)
+	case c.HostToHost:
+		ev.Message = fmt.Sprintf("path monitoring SA: SPIs in %s out %s, %s <=> %s", c.SPIIn, c.SPIOut, c.Local, c.Remote)
+	default:
+		ev.Event = "tunnel_up"
+		inner := "inner addresses " + c.Local + " (RFC 3554: our own)"
+		if len(c.VirtualIP) > 0 {
+			inner = "virtual address " + strings.Join(c.VirtualIP, ", ")
+		}
+		ev.Message = fmt.Sprintf("tunnel up: %s; SPIs in %s out %s; %s <=> %s (%s)", inner, c.SPIIn, c.SPIOut, c.Local, c.Remote, c.Proposal)
+	}
+	fresh := !seen[name]
+	seen[name] = true
+	u.emit(ev)
+	if fresh && (!ce.HostToHost || waitingHosts) {
+		afterChild()
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/roamsec/roamsec/ike"
 	"github.com/roamsec/roamsec/ike/auth"
+	"github.com/roamsec/roamsec/ike/message"
 	"github.com/roamsec/roamsec/internal/config"
 )
 
@@ -28,21 +29,51 @@ func TestCLIClassify(t *testing.T) {
 		code int
 		want string
 	}{
-		{fmt.Errorf("IKE_SA_INIT: %w", silent), ExitUnreachable, "no answer from gw.example (192.0.2.1) on UDP 500: is the gateway up, and is UDP 500/4500 open?"},
-		{fmt.Errorf("IKE_AUTH: %w", silent), ExitUnreachable, "gw.example (192.0.2.1) answered on UDP 500 but not on UDP 4500"},
+		{&ike.ExchangeError{Exchange: message.IKE_SA_INIT, Err: silent}, ExitUnreachable, "no answer from gw.example (192.0.2.1) on UDP 500: is the gateway up, and is UDP 500/4500 open?"},
+		{&ike.ExchangeError{Exchange: message.IKE_AUTH, Err: silent}, ExitUnreachable, "gw.example (192.0.2.1) answered on UDP 500 but not on UDP 4500"},
 		{fmt.Errorf("%w: gw.example: %w", ErrNameNotFound, &net.DNSError{Err: "no such host", Name: "gw.example", IsNotFound: true}), ExitNameUnknown, "cannot resolve the gateway's name gw.example: no such host"},
 		{ike.ErrAuthRefused, ExitAuthRefused, "refused our authentication as rw1@example.org: check ike.id and the pre-shared key"},
-		{errors.New("gateway gw.example failed authentication: bad AUTH"), ExitAuthRefused, "did not prove its identity"},
+		{fmt.Errorf("%w: gw.example: bad AUTH", ike.ErrPeerAuth), ExitAuthRefused, "did not prove its identity"},
 		{fmt.Errorf("open TUN device %q: %w", "roamsec0", syscall.EPERM), ExitPermission, "no permission to create the TUN device (/dev/net/tun: operation not permitted): run as root (sudo roadwarrior connect)"},
 		{fmt.Errorf("IKE port 500: %w", &os.SyscallError{Syscall: "bind", Err: syscall.EACCES}), ExitPermission, "run as root"},
-		{errors.New("gateway refused the Child SA: TS_UNACCEPTABLE"), ExitTSRefused, "the gateway refused the addresses we asked for (TS_UNACCEPTABLE: 192.0.2.2/32 <=> 203.0.113.0/24)"},
-		{errors.New("gateway assigned no virtual address"), ExitTSRefused, "no virtual address for us"},
-		{errors.New("gateway refused IKE_SA_INIT: NO_PROPOSAL_CHOSEN"), ExitNoProposal, "set ike.proposals and ike.esp_proposals"},
+		{&ike.NotifyError{Type: message.TS_UNACCEPTABLE}, ExitTSRefused, "the gateway refused the addresses we asked for (TS_UNACCEPTABLE: 192.0.2.2/32 <=> 203.0.113.0/24)"},
+		{ike.ErrNoVirtualAddress, ExitTSRefused, "no virtual address for us"},
+		{&ike.NotifyError{Exchange: message.IKE_SA_INIT, Type: message.NO_PROPOSAL_CHOSEN}, ExitNoProposal, "set ike.proposals and ike.esp_proposals"},
 		{errors.New("something else"), ExitRuntime, "something else"},
 	} {
 		f := classify(c.err, fc)
 		if f.code != c.code || !strings.Contains(f.msg, c.want) {
 			t.Errorf("%v: %d %q, want %d with %q", c.err, f.code, f.msg, c.code, c.want)
+		}
+	}
+}
+
+// The exit code follows the error's type, not its words: the same typed
+// error under any message keeps its code, and a message that only reads
+// like one (an untyped error) does not get it.
+func TestCLIExitCodeNotFromText(t *testing.T) {
+	fc := failureContext{role: "roadwarrior connect", cfgPath: "rw.yaml"}
+	typed := []struct {
+		err  error
+		code int
+	}{
+		{&ike.ExchangeError{Exchange: message.IKE_AUTH, Err: ike.ErrPeerSilent}, ExitUnreachable},
+		{ike.ErrPeerSilent, ExitUnreachable},
+		{ike.ErrAuthRefused, ExitAuthRefused},
+		{ike.ErrPeerAuth, ExitAuthRefused},
+		{&ike.NotifyError{Type: message.TS_UNACCEPTABLE}, ExitTSRefused},
+		{&ike.NotifyError{Type: message.INTERNAL_ADDRESS_FAILURE}, ExitTSRefused},
+		{ike.ErrNoVirtualAddress, ExitTSRefused},
+		{&ike.NotifyError{Exchange: message.IKE_SA_INIT, Type: message.NO_PROPOSAL_CHOSEN}, ExitNoProposal},
+		{ike.ErrNoProposal, ExitNoProposal},
+	}
+	for _, c := range typed {
+		reworded := fmt.Errorf("quite different words entirely: %w", c.err)
+		if got := classify(reworded, fc).code; got != c.code {
+			t.Errorf("%T %v reworded: exit %d, want %d", c.err, c.err, got, c.code)
+		}
+		if got := classify(errors.New(c.err.Error()), fc).code; got == c.code {
+			t.Errorf("untyped %q: exit %d from its text alone", c.err, got)
 		}
 	}
 }

@@ -449,7 +449,7 @@ func (r *Running) connect(ctx context.Context, ir *ikeRun) {
 		}
 	}
 	s.Log.Info("IKE: connecting", "gateway", s.IKE.Gateway, "addr", gw, "local", local, "id", s.IKE.ID.String(), "mode", s.IKE.Mode.String())
-	connectLoop(ctx, ir.ep, local, netip.AddrPortFrom(gw, s.IKE.Port), ir.events, s.Log, ir.fatal, s.FailFast)
+	connectLoop(ctx, ir.ep, s.ike, r.mob, local, netip.AddrPortFrom(gw, s.IKE.Port), ir.events, s.Log, ir.fatal, s.FailFast)
 }
 
 // resolve looks the gateway's name up. With FailFast (connect, a person

@@ -73,12 +73,17 @@ func (st *ikeState) install(c *ike.Child) error {
 			continue
 		}
 		// Our virtual address (road warrior): on the TUN device, and the
-		// source of the routes into it.
+		// source of the routes into the protected networks. Host routes to
+		// single addresses outside them (the gateway's path addresses)
+		// keep their uplink source: each path's probes and its SCTP
+		// address ride the host-to-host Child SA, outer = inner, on the
+		// path they test.
 		if err := st.dev.Configure([]netip.Prefix{netip.PrefixFrom(a, a.BitLen())}, nil); err != nil {
 			st.sad.Remove(c.In.SPI)
 			return err
 		}
-		if err := st.dev.SetRouteSource(a, nil); err != nil {
+		keep := func(dst netip.Prefix) bool { return dst.IsSingleIP() && !c.Selector.Remote.Contains(dst.Addr()) }
+		if err := st.dev.SetRouteSource(a, keep); err != nil {
 			st.log.Warn("virtual address: route source", "err", err)
 		}
 		st.vips[a] = true
@@ -107,12 +112,39 @@ func (st *ikeState) remove(c *ike.Child) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.children[c.Name] == c {
+		if n := c.Sibling(); n != nil {
+			// A rekey collision's survivor takes the name back.
+			st.children[c.Name] = n
+			if p := st.policies[c.Name]; p != nil {
+				p.SA.Store(n.Out)
+			}
+			return
+		}
 		delete(st.children, c.Name)
 		if p := st.policies[c.Name]; p != nil {
 			st.spd.Remove(p)
 			delete(st.policies, c.Name)
 		}
 	}
+}
+
+// purge removes every negotiated Child SA from the SAD and SPD and
+// returns how many there were. After the endpoint's Reset there are none
+// (each IKE SA removes its own): this is the data path's guarantee that
+// nothing of an old IKE SA stays.
+func (st *ikeState) purge() int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := len(st.children)
+	for name, c := range st.children {
+		st.sad.Remove(c.In.SPI)
+		delete(st.children, name)
+	}
+	for name, p := range st.policies {
+		st.spd.Remove(p)
+		delete(st.policies, name)
+	}
+	return n
 }
 
 // ikeConfig turns the config section into the endpoint's configuration.
@@ -215,47 +247,180 @@ func resolveGateway(ctx context.Context, name string, v4 bool) (netip.Addr, erro
 var ErrNameNotFound = errors.New("gateway name not found")
 
 // connectLoop keeps a road warrior's IKE SA up: connect, and after a
-// failure (the gateway silent, DPD) connect again with backoff. A refused
-// authentication ends it: retrying will not help. With failFast any
-// failure before the first Child SA is installed ends it.
-func connectLoop(ctx context.Context, ep *ike.Endpoint, local netip.Addr, gw netip.AddrPort, events <-chan ike.Progress, log *slog.Logger, fatal chan<- error, failFast bool) {
-	backoff := time.Second
-	up := false
+// failure (the gateway silent, DPD, deleted) connect again with backoff.
+// A refused authentication ends it: retrying will not help. With failFast
+// any failure before the first Child SA is installed ends it.
+func connectLoop(ctx context.Context, ep *ike.Endpoint, st *ikeState, mob *mobilityState, local netip.Addr, gw netip.AddrPort, events <-chan ike.Progress, log *slog.Logger, fatal chan<- error, failFast bool) {
+	c := &connector{ep: ep, st: st, local: local, gw: gw, events: events, log: log, failFast: failFast}
+	if mob != nil {
+		c.paths = mob.status
+	}
+	if err := c.run(ctx); err != nil {
+		fatal <- err
+	}
+}
+
+// connector is the road warrior's one state machine for its connection:
+// one IKE SA line (ike.Progress.Gen) at a time, in flight or up. Only the
+// terminal event of the current line moves it on; events of older lines
+// are ignored. Before the next attempt everything of the old line is torn
+// down, locally and with DELETE, so no Child SA can outlive its IKE SA.
+type connector struct {
+	ep       *ike.Endpoint
+	st       *ikeState
+	local    netip.Addr
+	gw       netip.AddrPort
+	events   <-chan ike.Progress
+	log      *slog.Logger
+	failFast bool
+
+	up      bool // a Child SA was installed once
+	backoff time.Duration
+	// establishedAt: when the current line's IKE SA came up (zero: not
+	// yet).
+	establishedAt time.Time
+
+	// paths, with mobility, tells whether the paths answer; the current
+	// line's tunnel came up at tunnelUp, and some path answered since
+	// (answered) or we said loudly that none does (warned).
+	paths    func() *MobilityStatus
+	tunnelUp time.Time
+	answered bool
+	warned   bool
+}
+
+// stableLine: a line up this long was no failed attempt; after it ends
+// the next attempt starts at once.
+const stableLine = 10 * time.Second
+
+// pathsSilentAfter: a tunnel whose paths have not answered this long after
+// it came up has no working failure detection, and we say so.
+const pathsSilentAfter = 10 * time.Second
+
+// errLineLost: the endpoint has no SA of the current line, and its
+// terminal event did not reach us (the event channel was full).
+var errLineLost = errors.New("IKE SA gone without a terminal event")
+
+func (c *connector) run(ctx context.Context) error {
+	c.backoff = time.Second
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	for {
-		if err := ep.Connect(sourceFor(local, gw.Addr()), gw); err != nil {
-			fatal <- err
+		gen, err := c.ep.Connect(sourceFor(c.local, c.gw.Addr()), c.gw)
+		if err != nil {
+			return err
+		}
+		end, ok := c.await(ctx, gen, tick.C)
+		if !ok || ctx.Err() != nil || end.Reason == ike.DownShutdown {
+			return nil // stopping: the endpoint is closing its SAs
+		}
+		if errors.Is(end.Err, ike.ErrAuthRefused) || c.failFast && !c.up && end.Err != nil {
+			return end.Err
+		}
+		c.teardown()
+		wait := c.backoff
+		if !c.establishedAt.IsZero() && time.Since(c.establishedAt) >= stableLine {
+			// A line that held: this is a new failure, try again at once.
+			// The backoff grows over attempts that fail in a row; an IKE SA
+			// that comes up resets it (to 1 s, so a gateway that accepts
+			// and then deletes us at once is retried no faster than that).
+			wait = 0
+		} else {
+			c.backoff = min(2*c.backoff, 30*time.Second)
+		}
+		c.log.Warn("IKE: reconnecting", "gateway", c.gw, "in", wait.String(), "ike_line", gen, "why", end.Reason.String(), "err", end.Err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// await follows line gen until its terminal event; false when ctx ends.
+func (c *connector) await(ctx context.Context, gen int, tick <-chan time.Time) (ike.Progress, bool) {
+	c.tunnelUp, c.answered, c.warned, c.establishedAt = time.Time{}, false, false, time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return ike.Progress{}, false
+		case ev := <-c.events:
+			if ev.Gen != gen {
+				continue // an older line's, torn down already
+			}
+			switch {
+			case ev.Kind == ike.EvIKEEstablished:
+				c.establishedAt, c.backoff = time.Now(), time.Second
+			case ev.Kind == ike.EvChildInstalled:
+				c.up = true
+				if c.tunnelUp.IsZero() {
+					c.tunnelUp = time.Now()
+				}
+			case ev.Kind.Terminal():
+				return ev, true
+			}
+		case <-tick:
+			if c.ep.Alive(gen) {
+				c.checkPaths()
+				continue
+			}
+			return c.lost(gen), true
+		}
+	}
+}
+
+// checkPaths says loudly, once per line, when no path has answered
+// pathsSilentAfter after the tunnel came up: failover cannot work (no
+// path-monitoring SA, or the gateway does not answer on it).
+func (c *connector) checkPaths() {
+	if c.paths == nil || c.tunnelUp.IsZero() || c.answered || c.warned {
+		return
+	}
+	m := c.paths()
+	if m == nil || len(m.Paths) == 0 {
+		return
+	}
+	for _, p := range m.Paths {
+		if p.State == mobility.Active.String() {
+			c.answered = true
 			return
 		}
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev := <-events:
-				switch ev.Step {
-				case "failed", "deleted":
-					if errors.Is(ev.Err, ike.ErrAuthRefused) || failFast && !up && ev.Err != nil {
-						fatal <- ev.Err
-						return
-					}
-					if ep.Established() {
-						continue
-					}
-					log.Warn("IKE: reconnecting", "gateway", gw, "in", backoff.String(), "why", ev.Err, "info", ev.Info)
-					select {
-					case <-ctx.Done():
-						return
-					case <-time.After(backoff):
-					}
-					backoff = min(2*backoff, 30*time.Second)
-					goto again
-				case "established":
-					backoff = time.Second
-				case "CHILD_SA":
-					up = true
-				}
+	}
+	if time.Since(c.tunnelUp) < pathsSilentAfter {
+		return
+	}
+	c.warned = true
+	msg := fmt.Sprintf("no path has answered %v after the tunnel came up: failure detection is not working, a dead path will not be left (is the path-monitoring Child SA up, and does the gateway answer on it?)", pathsSilentAfter)
+	c.log.Error("paths silent", "detector", m.Detector, "paths", len(m.Paths), "why", msg)
+	if c.st != nil {
+		c.st.track.warn(msg)
+	}
+}
+
+// lost is the end of a line the endpoint no longer has: its terminal
+// event if it is still queued, else errLineLost.
+func (c *connector) lost(gen int) ike.Progress {
+	timeout := time.After(100 * time.Millisecond)
+	for {
+		select {
+		case ev := <-c.events:
+			if ev.Gen == gen && ev.Kind.Terminal() {
+				return ev
 			}
+		case <-timeout:
+			return ike.Progress{Kind: ike.EvFailed, Gen: gen, Err: errLineLost}
 		}
-	again:
+	}
+}
+
+// teardown removes every SA of the old line: the endpoint's (DELETE to
+// the gateway where one is up), then whatever the data path still holds.
+func (c *connector) teardown() {
+	c.ep.Reset()
+	if c.st != nil {
+		if n := c.st.purge(); n > 0 {
+			c.log.Error("IKE: Child SAs outlived their IKE SA; removed", "count", n)
+		}
 	}
 }
 

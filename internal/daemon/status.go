@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -374,8 +373,6 @@ type ikeTrack struct {
 	rekeys      uint64
 }
 
-var establishedRE = regexp.MustCompile(`^IKE SA with (.*) \(([^()]*)\)$`)
-
 func (t *ikeTrack) progress(p ike.Progress) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -384,32 +381,38 @@ func (t *ikeTrack) progress(p ike.Progress) {
 			t.state, t.since = s, time.Now()
 		}
 	}
-	switch p.Step {
-	case "IKE_SA_INIT":
+	switch p.Kind {
+	case ike.EvIKESAInit:
 		set("connecting")
 		t.peer = p.Peer
-	case "IKE_AUTH":
+	case ike.EvIKEAuth:
 		set("authenticating")
 		t.peer = p.Peer
-	case "established":
+	case ike.EvIKEEstablished:
 		set("established")
 		t.peer, t.lastErr = p.Peer, ""
-		if m := establishedRE.FindStringSubmatch(p.Info); m != nil {
-			t.peerID, t.proposal = m[1], m[2]
-		}
-	case "failed":
-		if p.Err != nil {
-			t.lastErr = p.Err.Error()
-		}
-		if t.state != "established" {
+		t.peerID, t.proposal = p.ID.String(), p.Proposal
+	case ike.EvChildFailed:
+		t.lastErr = fmt.Sprint(p.Err)
+	case ike.EvFailed:
+		t.lastErr = fmt.Sprint(p.Err)
+		if t.state == "established" {
+			set("down")
+		} else {
 			set("failed")
 		}
-	case "deleted":
+	case ike.EvDeleted:
 		set("down")
-		if p.Info != "" {
-			t.lastErr = "IKE SA deleted: " + p.Info
-		}
+		t.lastErr = "IKE SA deleted: " + p.Reason.String()
 	}
+}
+
+// warn records a problem for status (last_error) without changing the
+// state.
+func (t *ikeTrack) warn(msg string) {
+	t.mu.Lock()
+	t.lastErr = msg
+	t.mu.Unlock()
 }
 
 // installed counts a Child SA: a rekey, or the first Child SA of a new

@@ -151,30 +151,6 @@ func TestOuterTCPToPrimarySurvivesGatewaySideDrop(t *testing.T) {
 		stalls[len(stalls)/2].Round(time.Millisecond), len(stalls), stalls[0].Round(time.Millisecond), stalls[len(stalls)-1].Round(time.Millisecond), s.Received()>>20)
 }
 
-// startSwanPeerTS is startSwan with kernel-libipsec's allow_peer_ts and
-// the packet marks that keep charon's own packets out of its tunnel
-// (RFC 3554 mode: the road warrior's inner addresses are its outer ones).
-func startSwanPeerTS(t *testing.T, ns *netns.NS, name, conf string) *strongswan.Charon {
-	t.Helper()
-	if err := strongswan.Install(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := strongswan.Start(ctx, ns, strongswan.Config{Name: name, Swanctl: conf, AllowPeerTS: true,
-		Debug: map[string]int{"ike": 2, "chd": 1, "knl": 1, "cfg": 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("strongSwan %s log tail:\n%s", name, c.Tail(80))
-		}
-		c.Stop(5 * time.Second)
-	})
-	return c
-}
-
 // swanRFC3554RW is a strongSwan road warrior in RFC 3554 mode: its TSi
 // are its own addresses localTS, its IKE SA runs from local to gw.
 func swanRFC3554RW(local, gw, localTS string) string {

@@ -131,6 +131,9 @@ func (p *Proc) Signal(sig os.Signal, timeout time.Duration) error {
 	}
 }
 
+// Send delivers sig without waiting (SIGSTOP, SIGCONT).
+func (p *Proc) Send(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // Kill ends the daemon at once.
 func (p *Proc) Kill() {
 	p.cmd.Process.Kill()

@@ -3,6 +3,7 @@ package rig
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -135,6 +136,27 @@ func (s *Stream) FirstReplyAfter(t0 time.Time) time.Time {
 		}
 	}
 	return time.Time{}
+}
+
+// LongestGap is the longest time between two answers in a row that came
+// back between from and to (from and to count as answers): the outage of
+// an interruption inside that window.
+func (s *Stream) LongestGap(from, to time.Time) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var got []time.Time
+	for _, r := range s.replies {
+		if r.got.After(from) && r.got.Before(to) {
+			got = append(got, r.got)
+		}
+	}
+	slices.SortFunc(got, func(a, b time.Time) int { return a.Compare(b) })
+	prev, longest := from, time.Duration(0)
+	for _, g := range append(got, to) {
+		longest = max(longest, g.Sub(prev))
+		prev = g
+	}
+	return longest
 }
 
 // WaitFor polls cond every few milliseconds until it holds or d passes,
