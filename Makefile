@@ -16,6 +16,7 @@ build: deps
 
 vet: deps
 	$(GO) vet ./...
+	$(GO) -C packaging vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
@@ -24,9 +25,12 @@ demo: deps
 	$(GO) run ./test/demo
 
 # Every test: unit, known-answer, tshark, network-namespace end-to-end
-# (needs root), with the race detector, then a short run of every fuzz target.
+# (needs root), with the race detector; the packaging module's (packaging/
+# is a module of its own, so nfpm's tree stays out of the daemons' go.mod);
+# then a short run of every fuzz target.
 test: deps vet
 	$(GO) test -race -count=1 -timeout 30m ./...
+	$(GO) -C packaging test -count=1 -timeout 30m ./...
 	$(MAKE) --no-print-directory fuzz
 
 fuzz: deps

@@ -325,7 +325,7 @@ func checkDeb(t *testing.T, deb, role string, licensed bool) {
 	// Man page: the sections the brief asks for, and the exit codes.
 	man := gunzip(t, filepath.Join(root, "usr/share/man/man8", pkg+".8.gz"))
 	for _, s := range []string{".TH " + strings.ToUpper(pkg) + " 8", ".SH SYNOPSIS", ".SH OPTIONS", ".SH FILES", ".SH EXIT STATUS", ".SH EXAMPLES",
-		"\\-config", "\\-check", "\\-version", "status", "/etc/roamsec/" + role + ".yaml", "roamsec " + testVersion} {
+		"\\-config", "\\-check", "\\-offline", "\\-version", "status", ".B init", "/etc/roamsec/" + role + ".yaml", "roamsec " + testVersion} {
 		if !strings.Contains(man, s) {
 			t.Errorf("man page lacks %q", s)
 		}

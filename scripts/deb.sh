@@ -64,8 +64,9 @@ log "building static binaries and mkdeb"
 CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -trimpath -buildvcs=false \
 	-ldflags "-s -w -buildid= -X $module/internal/version.Version=$VERSION" \
 	-o "$work/bin/" ./cmd/gateway ./cmd/roadwarrior
-# The packager runs here, on the build machine.
-go build -o "$work/mkdeb" ./packaging/cmd/mkdeb
+# The packager runs here, on the build machine. It is a module of its own
+# (packaging/go.mod): nfpm's dependencies stay out of the daemons' module.
+go build -C packaging -o "$work/mkdeb" ./cmd/mkdeb
 
 changelog_date=$(LC_ALL=C date -u -R -d "@$SOURCE_DATE_EPOCH")
 mandate=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%d)

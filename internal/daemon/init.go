@@ -121,14 +121,14 @@ func initCmd(role string, args []string, stdin io.Reader, stdout, stderr io.Writ
 	if host == "" {
 		host = "GATEWAY-ADDRESS"
 	}
-	fmt.Fprintf(stdout, `The gateway's configuration (%s) uses it as shipped:
+	fmt.Fprintf(stdout, `The shipped configuration (/etc/roamsec/gateway.yaml) names it (%s beside it):
   systemctl enable --now roamsec-gateway
 On the road warrior, as root (the pre-shared key is the line between the EOFs;
 pass it only over a channel you trust):
   roamsec-roadwarrior init -gateway %s -psk-file - <<'EOF'
 %s
 EOF
-`, filepath.Join(*dir, "gateway.yaml"), host, psk)
+`, PSKFile, host, psk)
 	return ExitOK
 }
 

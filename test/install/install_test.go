@@ -210,7 +210,10 @@ func TestInstallUpgradePurge(t *testing.T) {
 
 	// Purge both: nothing of ours is left.
 	before := c.etcSystemd()
-	c.dpkg("--purge", "roamsec-gateway", "roamsec-roadwarrior")
+	// The road warrior first: its postrm removes the configuration its
+	// init wrote, which no package owns (purged after the gateway, dpkg
+	// would rightly warn that /etc/roamsec still holds it).
+	c.dpkg("--purge", "roamsec-roadwarrior", "roamsec-gateway")
 	for _, role := range roles {
 		pkg := "roamsec-" + role
 		if out, err := c.output("dpkg-query", "-W", "-f=${Status}", pkg); err == nil && strings.TrimSpace(out) != "" {
