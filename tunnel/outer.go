@@ -123,11 +123,11 @@ func (r *OuterRule) addrs(innerSrc, innerDst netip.Addr) (src, dst netip.Addr, p
 			e, ok = t.live(innerDst) // rule 1
 		}
 		if !ok {
-			e, ok = t.freshest(v4) // rules 2 and 3
+			e, ok = t.reachable(v4) // rules 2 and 3
 		}
-		if ok {
+		if ok && (e.peer.Addr().Is4() == v4 || !r.SrcFromInner && e.local.IsValid()) {
 			dst, port = e.peer.Addr(), e.peer.Port()
-			if !r.SrcFromInner && e.local.IsValid() && e.local.Is4() == v4 {
+			if !r.SrcFromInner && e.local.IsValid() && (e.local.Is4() == v4 || e.peer.Addr().Is4() != v4) {
 				src = e.local
 			}
 		}

@@ -162,12 +162,33 @@ func (p *PeerTracker) live(a netip.Addr) (peerEndpoint, bool) {
 // freshest returns the endpoint of the family (IPv4 if v4) heard from
 // most recently, if any.
 func (p *PeerTracker) freshest(v4 bool) (peerEndpoint, bool) {
+	e, _, ok := p.freshestOf(func(a netip.Addr) bool { return a.Is4() == v4 })
+	return e, ok
+}
+
+// reachable is rules 2 and 3's endpoint for an inner packet of family v4:
+// the freshest endpoint of that family, unless the peer has since been
+// heard only from the other family for longer than the silence threshold
+// (a MOBIKE road warrior that moved its SAs from IPv4 to IPv6 outer
+// addresses, as strongSwan does when its IPv4 uplink dies): then the
+// freshest of any family. Tunnel mode carries either inner family in
+// either outer one (RFC 4301 §5.1.2.1).
+func (p *PeerTracker) reachable(v4 bool) (peerEndpoint, bool) {
+	e, h, ok := p.freshestOf(func(a netip.Addr) bool { return a.Is4() == v4 })
+	o, oh, ook := p.freshestOf(func(a netip.Addr) bool { return a.Is4() != v4 })
+	if ook && (!ok || oh-h > p.silence()) {
+		return o, true
+	}
+	return e, ok
+}
+
+func (p *PeerTracker) freshestOf(match func(netip.Addr) bool) (peerEndpoint, int64, bool) {
 	var best *peerEndpoint
 	var bestHeard int64 = -1
 	for i := range p.slots {
 		s := &p.slots[i]
 		e := s.at.Load()
-		if e == nil || e.peer.Addr().Is4() != v4 {
+		if e == nil || !match(e.peer.Addr()) {
 			continue
 		}
 		if h := s.heard.Load(); h > bestHeard {
@@ -175,9 +196,9 @@ func (p *PeerTracker) freshest(v4 bool) (peerEndpoint, bool) {
 		}
 	}
 	if best == nil {
-		return peerEndpoint{}, false
+		return peerEndpoint{}, 0, false
 	}
-	return *best, true
+	return *best, bestHeard, true
 }
 
 // Addr returns the endpoint address of one family (IPv4 if v4) the peer

@@ -14,6 +14,7 @@ import (
 func TestOuterRulesFollowWhatThePeerProved(t *testing.T) {
 	ap := netip.MustParseAddrPort
 	gwA, gwB := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("198.51.100.1")
+	gwV6 := netip.MustParseAddr("2001:db8:2::1")
 	ike := netip.MustParseAddr("192.0.2.2") // the road warrior's IKE endpoint
 	type heard struct {
 		from    string
@@ -68,6 +69,12 @@ func TestOuterRulesFollowWhatThePeerProved(t *testing.T) {
 		{"rule 2: with a NAT even an address the peer sent from is not used as inner = outer", true,
 			[]heard{{"192.0.2.2:4500", gwA, false, 1}, {"203.0.113.7:4500", gwA, false, 5}},
 			rwAddr, gwA, ap("203.0.113.7:4500")},
+		{"rule 3: a peer heard only over IPv6 since its IPv4 went silent gets IPv4 inside IPv6 (RFC 4301 §5.1.2.1)", true,
+			[]heard{{"192.0.2.2:4500", gwA, false, 100}, {"[2001:db8:2::2]:4500", gwV6, false, 150}, {"[2001:db8:2::2]:4500", gwV6, false, 600}},
+			rwAddr, gwV6, ap("[2001:db8:2::2]:4500")},
+		{"rule 3: the inner family's outer address while it is not silent longer than the threshold", true,
+			[]heard{{"192.0.2.2:4500", gwA, false, 100}, {"[2001:db8:2::2]:4500", gwV6, false, 300}},
+			rwAddr, gwA, ap("192.0.2.2:4500")},
 	}
 	for _, c := range cases {
 		t.Run(c.rule, func(t *testing.T) {
