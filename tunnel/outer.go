@@ -85,7 +85,11 @@ func OuterAddrs(r OuterRule, innerSrc, innerDst netip.Addr) (src, dst netip.Addr
 //     warrior's path-monitoring SA has outer = inner on every uplink), and
 //     only while that address's path lives (PeerTracker.live: not silent
 //     while another address of the peer kept talking). The port is the
-//     one that address sent from.
+//     one that address sent from. A path is also not live once the
+//     monitored peer moved its own traffic off it (PeerTracker.left): its
+//     detector hears both directions, our evidence only one, so a path
+//     dead only from us to the peer still brings us the peer's probes.
+//     Then ESP goes over the path the peer moved to (PeerTracker.chosen).
 //  2. NAT detected: never the inner address. ESP in UDP goes to the
 //     NAT-mapped endpoint the peer was last heard from, address and port
 //     (RFC 3948 §2.1: the NAT chose them). A NAT rebinding is followed
@@ -121,6 +125,9 @@ func (r *OuterRule) addrs(innerSrc, innerDst netip.Addr) (src, dst netip.Addr, p
 		ok := false
 		if r.DstFromInner && !r.NAT {
 			e, ok = t.live(innerDst) // rule 1
+		}
+		if !ok && r.DstFromInner && !r.NAT {
+			e, ok = t.chosen(v4) // rule 1's exception: the path the peer moved to
 		}
 		if !ok {
 			e, ok = t.reachable(v4) // rules 2 and 3

@@ -37,6 +37,38 @@ type PeerTracker struct {
 	slots     [peerSlots]peerSlot
 	monitored atomic.Bool // path evidence comes from a monitoring SA
 	insert    sync.Mutex
+	// sendsTo is, per family (0: IPv4, 1: IPv6), which of our addresses a
+	// monitored peer's own traffic (not its probes) arrives at now, and
+	// which before it last changed: the path the peer's failure detector
+	// chose, and the one it left. The detector hears both directions; we
+	// hear only the peer's, so a path that dies one way (ours to the peer)
+	// still brings us its probes, and only the peer's move tells us.
+	sendsTo [2]pathChoice
+}
+
+type pathChoice struct {
+	cur, left atomic.Pointer[netip.Addr]
+	mu        sync.Mutex // orders a change; reads are atomic
+}
+
+// note records that the peer's traffic arrived at local.
+func (c *pathChoice) note(local netip.Addr) {
+	if cur := c.cur.Load(); cur != nil && *cur == local {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur := c.cur.Load(); cur == nil || *cur != local {
+		c.left.Store(cur)
+		c.cur.Store(&local)
+	}
+}
+
+func famIndex(a netip.Addr) int {
+	if a.Is4() {
+		return 0
+	}
+	return 1
 }
 
 type peerSlot struct {
@@ -71,6 +103,9 @@ func (p *PeerTracker) seenAt(peer netip.AddrPort, local netip.Addr, monitor bool
 		p.monitored.Store(true)
 	}
 	evidence := monitor || !p.monitored.Load()
+	if !monitor && local.IsValid() {
+		p.sendsTo[famIndex(local)].note(local)
+	}
 	s := p.find(peer.Addr())
 	if s == nil {
 		s = p.add(peer, local)
@@ -156,13 +191,47 @@ func (p *PeerTracker) live(a netip.Addr) (peerEndpoint, bool) {
 			return peerEndpoint{}, false
 		}
 	}
+	if p.left(e) {
+		return peerEndpoint{}, false
+	}
 	return *e, true
+}
+
+// left: a monitored peer moved its own traffic off the path e is on (to
+// our address on another path it is monitoring): its detector found the
+// path dead, maybe only in our direction, which our probes' evidence
+// cannot show. It holds until the peer's traffic comes back to that path.
+func (p *PeerTracker) left(e *peerEndpoint) bool {
+	if !p.monitored.Load() || !e.local.IsValid() {
+		return false
+	}
+	c := &p.sendsTo[famIndex(e.local)]
+	cur, left := c.cur.Load(), c.left.Load()
+	return cur != nil && left != nil && *left == e.local && *cur != e.local
+}
+
+// chosen is the endpoint on the path a monitored peer sends its own
+// traffic over now (family v4), if it has moved off another.
+func (p *PeerTracker) chosen(v4 bool) (peerEndpoint, bool) {
+	if !p.monitored.Load() {
+		return peerEndpoint{}, false
+	}
+	i := 1
+	if v4 {
+		i = 0
+	}
+	cur := p.sendsTo[i].cur.Load()
+	if cur == nil || p.sendsTo[i].left.Load() == nil {
+		return peerEndpoint{}, false
+	}
+	e, _, ok := p.freshestOf(func(netip.Addr) bool { return true }, func(e *peerEndpoint) bool { return e.local == *cur })
+	return e, ok
 }
 
 // freshest returns the endpoint of the family (IPv4 if v4) heard from
 // most recently, if any.
 func (p *PeerTracker) freshest(v4 bool) (peerEndpoint, bool) {
-	e, _, ok := p.freshestOf(func(a netip.Addr) bool { return a.Is4() == v4 })
+	e, _, ok := p.freshestOf(func(a netip.Addr) bool { return a.Is4() == v4 }, nil)
 	return e, ok
 }
 
@@ -174,21 +243,21 @@ func (p *PeerTracker) freshest(v4 bool) (peerEndpoint, bool) {
 // freshest of any family. Tunnel mode carries either inner family in
 // either outer one (RFC 4301 §5.1.2.1).
 func (p *PeerTracker) reachable(v4 bool) (peerEndpoint, bool) {
-	e, h, ok := p.freshestOf(func(a netip.Addr) bool { return a.Is4() == v4 })
-	o, oh, ook := p.freshestOf(func(a netip.Addr) bool { return a.Is4() != v4 })
+	e, h, ok := p.freshestOf(func(a netip.Addr) bool { return a.Is4() == v4 }, nil)
+	o, oh, ook := p.freshestOf(func(a netip.Addr) bool { return a.Is4() != v4 }, nil)
 	if ook && (!ok || oh-h > p.silence()) {
 		return o, true
 	}
 	return e, ok
 }
 
-func (p *PeerTracker) freshestOf(match func(netip.Addr) bool) (peerEndpoint, int64, bool) {
+func (p *PeerTracker) freshestOf(match func(netip.Addr) bool, also func(*peerEndpoint) bool) (peerEndpoint, int64, bool) {
 	var best *peerEndpoint
 	var bestHeard int64 = -1
 	for i := range p.slots {
 		s := &p.slots[i]
 		e := s.at.Load()
-		if e == nil || !match(e.peer.Addr()) {
+		if e == nil || !match(e.peer.Addr()) || also != nil && !also(e) {
 			continue
 		}
 		if h := s.heard.Load(); h > bestHeard {
