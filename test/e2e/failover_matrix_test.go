@@ -153,10 +153,14 @@ func switchesLoggedCounted(c *reconnectCase) (logged, counted int, err error) {
 	return strings.Count(c.rw.Log(), `msg="path switch"`), st.Mobility.Switches, nil
 }
 
-// grows reports whether s receives another 64 KiB within d.
-func grows(s *rig.TCPStream, d time.Duration) bool {
+// grows reports whether s receives another 64 KiB within d, and when it
+// had (zero if not).
+func grows(s *rig.TCPStream, d time.Duration) (bool, time.Time) {
 	from := s.Received()
-	return rig.WaitFor(d, func() bool { return s.Received() > from+64<<10 })
+	if rig.WaitFor(d, func() bool { return s.Received() > from+64<<10 }) {
+		return true, time.Now()
+	}
+	return false, time.Time{}
 }
 
 // matrixTrial kills the primary while a UDP echo stream runs, waits for
@@ -186,7 +190,7 @@ func matrixTrial(t *testing.T, c *reconnectCase, d rig.Death, tcp *rig.TCPStream
 		return r
 	}
 	defer s.Close()
-	if !rig.WaitFor(10*time.Second, func() bool { return !s.FirstReplyAfter(time.Time{}).IsZero() }) || !grows(tcp, 10*time.Second) {
+	if ok, _ := grows(tcp, 10*time.Second); !ok || !rig.WaitFor(10*time.Second, func() bool { return !s.FirstReplyAfter(time.Time{}).IsZero() }) {
 		r.err = fmt.Errorf("no UDP or TCP traffic before the death")
 		return r
 	}
@@ -196,12 +200,13 @@ func matrixTrial(t *testing.T, c *reconnectCase, d rig.Death, tcp *rig.TCPStream
 		return r
 	}
 	dead := time.Now()
+	var movedAt time.Time
 	r.resumed = rig.WaitFor(30*time.Second, func() bool { return !s.FirstReplyAfter(dead).IsZero() })
 	if r.resumed {
 		r.outage = s.FirstReplyAfter(dead).Sub(dead)
 		// The established connection must move while the primary is
 		// still dead, not only once it is back (issue 16 item 3).
-		r.tcpMoved = grows(tcp, 20*time.Second)
+		r.tcpMoved, movedAt = grows(tcp, 20*time.Second)
 		if !r.tcpMoved {
 			var seen any = "no status"
 			if st, err := statusOf("gateway", c.gwCfg); err == nil && st.IKE != nil && len(st.IKE.SAs) == 1 {
@@ -216,16 +221,19 @@ func matrixTrial(t *testing.T, c *reconnectCase, d rig.Death, tcp *rig.TCPStream
 	if err := d.Restore(); err != nil && r.err == nil {
 		r.err = err
 	}
+	// The stall: the longest gap between reads from the death until the
+	// stream had demonstrably moved (or the restore).
 	to := restored
 	if r.tcpMoved {
-		to = tcp.FirstReadAfter(dead.Add(50 * time.Millisecond))
+		to = movedAt
 	}
 	r.tcpStall = tcp.Stall(dead, to)
 	if !rig.WaitFor(30*time.Second, func() bool { return primaryInUse(t, c.rwCfg) }) && r.err == nil {
 		r.err = fmt.Errorf("no return to the primary within 30 s of the restore")
 	}
 	// Survived: flowing again after the return, every byte checked.
-	r.tcpOK = grows(tcp, 30*time.Second) && tcp.Err() == nil
+	flowing, _ := grows(tcp, 30*time.Second)
+	r.tcpOK = flowing && tcp.Err() == nil
 	if !r.tcpOK && r.err == nil {
 		r.err = fmt.Errorf("the established TCP stream did not survive (error %v)", tcp.Err())
 	}
