@@ -81,20 +81,25 @@ func silentDropAt(ns *netns.NS) rig.Death {
 type matrixCell struct {
 	death   rig.Death
 	covered map[string]string // mode -> test
+	// oneWay: the road warrior's own sending on the primary still works,
+	// so the gateway alone may route around the dead direction (RFC 3554
+	// mode: to the road warrior's other address, once it sees the
+	// primary's path dead) and the road warrior need not switch.
+	oneWay bool
 }
 
 func matrixCells(bed *netns.Bed) []matrixCell {
 	gwDrop, rwDrop := silentDropAt(bed.GW), silentDropAt(bed.RW)
 	gwDrop.Name, rwDrop.Name = "silent drop, gateway side", "silent drop, road-warrior side"
 	return []matrixCell{
-		{gwDrop, map[string]string{"rfc3554": "TestOuterTCPToPrimarySurvivesGatewaySideDrop"}},
-		{rwDrop, nil},
+		{gwDrop, map[string]string{"rfc3554": "TestOuterTCPToPrimarySurvivesGatewaySideDrop"}, false},
+		{rwDrop, nil, false},
 		{rig.Death{Name: "one way: gateway to road warrior dropped",
 			Kill:    func() error { return bed.RW.BlockIngress(netns.IfPrimary) },
-			Restore: func() error { return bed.RW.UnblockIngress(netns.IfPrimary) }}, nil},
+			Restore: func() error { return bed.RW.UnblockIngress(netns.IfPrimary) }}, nil, true},
 		{rig.Death{Name: "primary link down",
 			Kill:    func() error { return bed.RW.LinkDown(netns.IfPrimary) },
-			Restore: func() error { return bed.RW.LinkUp(netns.IfPrimary) }}, map[string]string{"virtual": "TestVirtualIKEFailover"}},
+			Restore: func() error { return bed.RW.LinkUp(netns.IfPrimary) }}, map[string]string{"virtual": "TestVirtualIKEFailover"}, false},
 	}
 }
 
@@ -324,7 +329,7 @@ func TestFailoverMatrix(t *testing.T) {
 						if r.logged != r.counted {
 							t.Errorf("trial %d: %d path switches logged, %d counted", i+1, r.logged, r.counted)
 						}
-						if r.logged == 0 {
+						if r.logged == 0 && !cell.oneWay {
 							t.Errorf("trial %d: no path switch logged", i+1)
 						}
 						if !r.tcpOK {
