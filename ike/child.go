@@ -829,6 +829,7 @@ func (s *ikeSA) handOver(n *ikeSA, prop ikeSuite, shared, ni, nr []byte) {
 	n.keys = deriveIKE(prop.prf, prop.encr, s.prop.prf, s.keys.d, shared, ni, nr, n.spiI, n.spiR)
 	n.setCiphers()
 	n.peerID, n.peer, n.authority = s.peerID, s.peer, s.authority
+	n.certAddrs, n.pskAuth = s.certAddrs, s.pskAuth
 	n.peerFrag, n.peerHashes, n.peerMOBIKE, n.peerAddrs = s.peerFrag, s.peerHashes, s.peerMOBIKE, s.peerAddrs
 	n.natHere, n.natThere, n.natT = s.natHere, s.natThere, s.natT
 	n.peerTrack = s.peerTrack

@@ -63,6 +63,8 @@ type ikeSA struct {
 	peerID    auth.Identity
 	peer      *Peer
 	authority []netip.Prefix
+	certAddrs []netip.Prefix // the addresses the peer's certificate certifies
+	pskAuth   bool           // the peer authenticated with a PSK
 	vip       []netip.Addr // virtual addresses: assigned to us, or (responder) to the peer
 	dns       []netip.Addr
 
