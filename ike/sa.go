@@ -65,7 +65,7 @@ type ikeSA struct {
 	authority []netip.Prefix
 	certAddrs []netip.Prefix // the addresses the peer's certificate certifies
 	pskAuth   bool           // the peer authenticated with a PSK
-	vip       []netip.Addr // virtual addresses: assigned to us, or (responder) to the peer
+	vip       []netip.Addr   // virtual addresses: assigned to us, or (responder) to the peer
 	dns       []netip.Addr
 
 	// Requests we send: window size 1 (§2.3), the rest queued.
