@@ -43,6 +43,7 @@ func (e *Endpoint) SetPeers(peers []Peer) PeersResult {
 		if np == nil || !s.stillAuthorized(np) {
 			e.cfg.Log.Info("IKE: peer policy removed or changed by a reload: deleting the IKE SA", "ike", s.name())
 			res.Deleted = append(res.Deleted, s.name())
+			s.policyGone = true
 			s.deleteIKE(DownPolicyChanged)
 			continue
 		}

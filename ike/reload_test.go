@@ -155,3 +155,24 @@ func TestSetPeersAddedPeerConnects(t *testing.T) {
 		t.Fatalf("virtual address %v not from the added peer's pool", c.VirtualIP)
 	}
 }
+
+// TestSetPeersDuringIKERekey: a peer removed while its IKE SA's rekey
+// (RFC 7296 §2.18) is in flight does not live on in the replacement.
+func TestSetPeersDuringIKERekey(t *testing.T) {
+	rw, gw := pskConfigs(t, ModeVirtual)
+	gw.Peers[0].PSK = bytes.Clone(gw.Peers[0].PSK)
+	p := newPair(t, rw, gw)
+	p.connect(t)
+	checkPaired(t, p, 1)
+	p.w.hold()
+	p.gw.Rekey(true) // the request waits on the wire
+	res := p.gw.SetPeers([]Peer{{ID: mustID(t, "rw2@roamsec.example"), PSK: []byte("the second road warrior's key, 32+ bytes")}})
+	if len(res.Deleted) != 1 {
+		t.Fatalf("SetPeers = %+v, want the SA deleted", res)
+	}
+	p.w.release()
+	waitFor(t, "no IKE SA and no Child SA left on the gateway", func() bool {
+		return !p.gw.Established() && len(p.gp.snapshot()) == 0
+	})
+	waitFor(t, "no IKE SA left on the road warrior", func() bool { return !p.rw.Established() })
+}
