@@ -106,7 +106,9 @@ func childrenOf(log, id string) []string {
 // warrior connects and carries traffic while the first keeps its Child
 // SAs (same SPIs, no new IKE SA). Then the first identity is removed and
 // the gateway reloaded: its IKE SA is deleted (RFC 7296 §1.4.1 DELETE,
-// the road warrior hears it), and the second's stays.
+// the road warrior hears it), and the second's stays. Last, only the PSK
+// file changes: the second's IKE SA, authenticated with the old key, is
+// deleted as well.
 func TestReloadAppliesPeers(t *testing.T) {
 	start := time.Now()
 	bed := netns.New(t)
@@ -190,6 +192,21 @@ func TestReloadAppliesPeers(t *testing.T) {
 	}
 	if out, err := rw2ns.Run("ping", "-c", "2", "-i", "0.2", "-W", "2", netns.Srv4.String()); err != nil {
 		t.Fatalf("ping from rw2 after rw1's removal: %v\n%s", err, out)
+	}
+
+	// Reload 3: only the PSK file changes (the YAML is the same): rw2
+	// authenticated with the old key, so its IKE SA is deleted too.
+	if err := os.WriteFile(filepath.Join(dir, "psk"), []byte("a-new-key-after-a-rotation-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := gw.Send(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !rig.WaitFor(10*time.Second, func() bool {
+		return regexp.MustCompile(`ike.peers applied.* peers=1 ike_sas_kept=0 ike_sas_deleted=\[rw2@roamsec.example#\d+\]`).MatchString(gw.Log()) &&
+			regexp.MustCompile(`IKE SA down.*ike=rw2@\S+ why="peer policy removed or changed \(reload\)"`).MatchString(gw.Log())
+	}) {
+		t.Fatalf("rw2's IKE SA not deleted after its PSK changed\nrw2:\n%s\ngw:\n%s", rw2.Log(), gw.Log())
 	}
 	t.Logf("test took %v", time.Since(start).Round(time.Millisecond))
 }
