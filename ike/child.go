@@ -829,6 +829,7 @@ func (s *ikeSA) handOver(n *ikeSA, prop ikeSuite, shared, ni, nr []byte) {
 	n.keys = deriveIKE(prop.prf, prop.encr, s.prop.prf, s.keys.d, shared, ni, nr, n.spiI, n.spiR)
 	n.setCiphers()
 	n.peerID, n.peer, n.authority = s.peerID, s.peer, s.authority
+	n.certAddrs, n.pskAuth, n.policyGone = s.certAddrs, s.pskAuth, s.policyGone
 	n.peerFrag, n.peerHashes, n.peerMOBIKE, n.peerAddrs = s.peerFrag, s.peerHashes, s.peerMOBIKE, s.peerAddrs
 	n.natHere, n.natThere, n.natT = s.natHere, s.natThere, s.natT
 	n.peerTrack = s.peerTrack
@@ -849,6 +850,11 @@ func (s *ikeSA) handOver(n *ikeSA, prop ikeSuite, shared, ni, nr []byte) {
 	}
 	n.established()
 	s.e.cfg.Log.Info("IKE SA rekeyed", "ike", n.name(), "spi_i", fmt.Sprintf("%016x", n.spiI), "spi_r", fmt.Sprintf("%016x", n.spiR))
+	if n.policyGone {
+		// A reload removed the peer while this rekey was in flight
+		// (SetPeers): the replacement goes the same way.
+		n.deleteIKE(DownPolicyChanged)
+	}
 }
 
 // respondRekeyIKE is the responder's half of an IKE SA rekey.

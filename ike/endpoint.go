@@ -372,8 +372,12 @@ func authorityOf(p *Peer, cert []netip.Prefix) []netip.Prefix {
 // findPeer returns the responder's policy for an identity: the entry
 // naming it, else (for certificate authentication) a wildcard entry.
 func (e *Endpoint) findPeer(id auth.Identity, withPSK bool) *Peer {
-	for i := range e.cfg.Peers {
-		p := &e.cfg.Peers[i]
+	return findPeer(e.cfg.Peers, id, withPSK)
+}
+
+func findPeer(peers []Peer, id auth.Identity, withPSK bool) *Peer {
+	for i := range peers {
+		p := &peers[i]
 		if len(p.ID.Data) > 0 && p.ID.Equal(id) && (!withPSK || p.PSK != nil) {
 			return p
 		}
@@ -381,8 +385,8 @@ func (e *Endpoint) findPeer(id auth.Identity, withPSK bool) *Peer {
 	if withPSK {
 		return nil
 	}
-	for i := range e.cfg.Peers {
-		if p := &e.cfg.Peers[i]; len(p.ID.Data) == 0 {
+	for i := range peers {
+		if p := &peers[i]; len(p.ID.Data) == 0 {
 			return p
 		}
 	}

@@ -61,11 +61,13 @@ const (
 	DownNegotiation                // IKE_SA_INIT, IKE_AUTH or the first Child SA failed
 	DownHalfOpenTimeout            // responder: IKE_AUTH never came
 	DownRekeyed                    // replaced by its rekey (§2.18): the line goes on
+	DownPolicyChanged              // SetPeers: the peer's policy was removed or no longer covers the SA
 )
 
 var downNames = [...]string{DownNone: "", DownShutdown: "shutdown", DownReset: "reset (reconnecting)", DownPeerDead: "peer dead",
 	DownPeerDeleted: "deleted by the peer", DownReplaced: "replaced (INITIAL_CONTACT)", DownNegotiation: "negotiation failed",
-	DownHalfOpenTimeout: "IKE_AUTH never came", DownRekeyed: "rekeyed"}
+	DownHalfOpenTimeout: "IKE_AUTH never came", DownRekeyed: "rekeyed",
+	DownPolicyChanged: "peer policy removed or changed (reload)"}
 
 func (r DownReason) String() string {
 	if int(r) < len(downNames) {

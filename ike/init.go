@@ -562,6 +562,7 @@ func (s *ikeSA) respondAuth(msgID uint32, ps []message.Payload) {
 	}
 	s.peerID, s.peer = pid, peer
 	s.authority = authorityOf(peer, certAddrs)
+	s.certAddrs, s.pskAuth = certAddrs, a.Method == auth.MethodPSK
 	delete(s.e.halfOpen, initKey{s.remote, s.spiI})
 	s.peerMOBIKE = len(filterNotify(ps, message.MOBIKE_SUPPORTED)) > 0
 	s.peerAddrs = readAddrNotifies(ps)

@@ -63,8 +63,13 @@ type ikeSA struct {
 	peerID    auth.Identity
 	peer      *Peer
 	authority []netip.Prefix
-	vip       []netip.Addr // virtual addresses: assigned to us, or (responder) to the peer
-	dns       []netip.Addr
+	certAddrs []netip.Prefix // the addresses the peer's certificate certifies
+	pskAuth   bool           // the peer authenticated with a PSK
+	// policyGone: SetPeers deleted this SA; a rekey that completes
+	// meanwhile must not let the replacement live on (handOver).
+	policyGone bool
+	vip        []netip.Addr // virtual addresses: assigned to us, or (responder) to the peer
+	dns        []netip.Addr
 
 	// Requests we send: window size 1 (§2.3), the rest queued.
 	nextID uint32

@@ -159,10 +159,18 @@ func ikeConfig(k *config.IKE, role string, listen []netip.Addr) (ike.Config, err
 	}
 	// Loaded and checked by config when the file was parsed (-check too).
 	cfg.Credential, cfg.CAs = k.Credential, k.CAs
-	for _, p := range k.Peers {
-		cfg.Peers = append(cfg.Peers, ike.Peer{ID: p.ID, PSK: p.PSK, Addresses: p.Addresses, VirtualPool: p.VirtualPool, VirtualPool6: p.VirtualPool6, DNS: p.DNS})
-	}
+	cfg.Peers = ikePeers(k)
 	return cfg, nil
+}
+
+// ikePeers is the gateway's peers section as the endpoint's policies
+// (sharing the PSKs' memory).
+func ikePeers(k *config.IKE) []ike.Peer {
+	var out []ike.Peer
+	for _, p := range k.Peers {
+		out = append(out, ike.Peer{ID: p.ID, PSK: p.PSK, Addresses: p.Addresses, VirtualPool: p.VirtualPool, VirtualPool6: p.VirtualPool6, DNS: p.DNS})
+	}
+	return out
 }
 
 // ikeSockets is what IKE sends through: port 500 (no marker) and the data

@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/roamsec/roamsec/internal/config"
 	"github.com/roamsec/roamsec/internal/sdnotify"
 	"github.com/roamsec/roamsec/internal/version"
 )
@@ -143,10 +144,11 @@ func (d *daemonRun) reloads(ctx context.Context) {
 
 // reload validates the file as a start would (config.Load and Build:
 // every `file:line: field` error), and, if it is valid, applies what can
-// change without a restart — the log level — and names the sections whose
-// changes wait for the next restart. A refused file changes nothing: the
-// daemon keeps running as it was. (ExecReload runs -check first, so
-// `systemctl reload` itself fails on a bad file.)
+// change without a restart — the log level, and a gateway's ike.peers
+// (applyPeers) — and names the sections whose changes wait for the next
+// restart. A refused file changes nothing: the daemon keeps running as it
+// was. (ExecReload runs -check first, so `systemctl reload` itself fails
+// on a bad file.)
 func (d *daemonRun) reload() {
 	log := d.p.log
 	notify(log, sdnotify.Reloading, sdnotify.Status("reloading "+d.cfgPath))
@@ -157,30 +159,64 @@ func (d *daemonRun) reload() {
 		return
 	}
 	np.close() // only validated and read: the running SAs stay
+	live := map[string]bool{"log": true}
+	applied := []string{"log level"}
+	if d.applyPeers(np.setup.IKE) {
+		live[peersSection] = true
+		applied = append(applied, peersSection)
+	} else if np.setup.IKE != nil {
+		np.setup.IKE.Wipe()
+	}
 	old := d.p.level.Level()
 	d.p.level.Set(np.level.Level())
 	next := sectionHashes(d.cfgPath)
 	var pending []string
+	if d.sections == nil {
+		d.sections = map[string][32]byte{}
+	}
 	for name, h := range next {
-		if name != "log" && d.sections[name] != h {
+		if live[name] {
+			d.sections[name] = h
+		} else if d.sections[name] != h {
 			pending = append(pending, name)
 		}
 	}
 	for name := range d.sections {
-		if _, ok := next[name]; !ok && name != "log" {
+		if _, ok := next[name]; !ok && !live[name] {
 			pending = append(pending, name)
 		}
 	}
 	slices.Sort(pending)
-	log.Info("reloaded", "config", d.cfgPath, "log_level", d.p.level.Level().String(), "log_level_was", old.String(), "applied", "log level")
+	log.Info("reloaded", "config", d.cfgPath, "log_level", d.p.level.Level().String(), "log_level_was", old.String(), "applied", applied)
 	if len(pending) > 0 {
 		log.Warn("reload: changed sections take effect at the next restart (systemctl restart)", "sections", pending)
 	}
 }
 
+// peersSection names a gateway's ike.peers among the sections a reload
+// compares: the one part of the ike section it applies live.
+const peersSection = "ike.peers"
+
+// applyPeers hands a gateway's new ike.peers to its running IKE endpoint
+// (ike.Endpoint.SetPeers: new IKE_AUTHs use them at once; the IKE SAs of
+// removed or changed peers are deleted, the others keep their SPIs). It
+// reports whether it did: not on a road warrior, not without an ike
+// section, not before the tunnel is up. The endpoint then owns k's PSKs.
+func (d *daemonRun) applyPeers(k *config.IKE) bool {
+	r := d.running()
+	if k == nil || d.role != string(config.RoleGateway) || r == nil || r.setup.ike == nil || r.setup.ike.ep == nil {
+		return false
+	}
+	res := r.setup.ike.ep.SetPeers(ikePeers(k))
+	d.p.log.Info("reload: ike.peers applied", "peers", len(k.Peers), "ike_sas_kept", len(res.Kept), "ike_sas_deleted", res.Deleted)
+	return true
+}
+
 // sectionHashes is a digest of each top-level section of the YAML file,
 // to tell which ones a reload changed without keeping the file (it holds
-// keys) in memory. An unreadable file gives nil.
+// keys) in memory. A gateway's ike.peers, which a reload applies live, is
+// a section of its own (peersSection), apart from the rest of ike. An
+// unreadable file gives nil.
 func sectionHashes(path string) map[string][32]byte {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -191,14 +227,29 @@ func sectionHashes(path string) map[string][32]byte {
 	if yaml.Unmarshal(data, &doc) != nil {
 		return nil
 	}
-	out := make(map[string][32]byte, len(doc))
-	for name, n := range doc {
-		b, err := yaml.Marshal(&n)
+	out := make(map[string][32]byte, len(doc)+1)
+	hash := func(name string, n *yaml.Node) {
+		b, err := yaml.Marshal(n)
 		if err != nil {
-			continue
+			return
 		}
 		out[name] = sha256.Sum256(b)
 		clear(b)
+	}
+	for name, n := range doc {
+		if name == "ike" && n.Kind == yaml.MappingNode {
+			rest := n
+			rest.Content = nil
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == "peers" {
+					hash(peersSection, n.Content[i+1])
+					continue
+				}
+				rest.Content = append(rest.Content, n.Content[i], n.Content[i+1])
+			}
+			n = rest
+		}
+		hash(name, &n)
 	}
 	return out
 }
