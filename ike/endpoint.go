@@ -208,11 +208,17 @@ func (e *Endpoint) Connect(local netip.Addr, remote netip.AddrPort) (int, error)
 func (e *Endpoint) Reset() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.endAll(DownReset)
+}
+
+// endAll deletes every IKE SA (DELETE to the established ones, without
+// waiting for the answer) for reason; e.mu is held.
+func (e *Endpoint) endAll(reason DownReason) {
 	for _, s := range e.sas {
 		if s.state == stEstablished {
 			s.sendDeleteNow()
 		}
-		s.destroy(DownReset)
+		s.destroy(reason)
 	}
 }
 
@@ -233,12 +239,7 @@ func (e *Endpoint) Alive(gen int) bool {
 func (e *Endpoint) Close() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, s := range e.sas {
-		if s.state == stEstablished {
-			s.sendDeleteNow()
-		}
-		s.destroy(DownShutdown)
-	}
+	e.endAll(DownShutdown)
 	e.closed = true
 	if e.freeze != nil {
 		e.freeze.Stop()
