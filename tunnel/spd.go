@@ -214,8 +214,10 @@ type Policy struct {
 // Writers serialize on a mutex and publish a new snapshot that shares all
 // but the changed paths with the old one (path copying). Costs per update,
 // n the number of policies:
-//   - Insert at the front or the end (what IKE does), Remove: O(log n)
-//     expected (a trie path per prefix of the policy's selector).
+//   - Insert at the front or the end (what IKE does), Remove: a trie path
+//     copied per prefix pair of the policy's selector, O(address length),
+//     independent of n (IKE installing 100,000 policies one by one:
+//     BenchmarkSPDInsert).
 //   - Insert in the middle: O(n log n) (the neighbours' order keys are
 //     found by sorting), and O(n log n) more to renumber the whole order when
 //     about 20 inserts have split one gap.
