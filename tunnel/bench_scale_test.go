@@ -150,3 +150,37 @@ func BenchmarkSPDInsert(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSPDLookupScale is the lookup alone among N peers' policies:
+// "last" asks for the last peer every time (its path stays in cache),
+// "spread" for each peer in turn (a packet per peer, as with traffic
+// spread over every road warrior: the index's nodes come from memory).
+func BenchmarkSPDLookupScale(b *testing.B) {
+	for _, n := range scalePeers {
+		spd, _, _ := scaleSPD(b, n)
+		flows := make([]Flow, n)
+		for i := range flows {
+			flows[i] = Flow{Src: scaleServer, Dst: peerVIP(i), Proto: ProtoUDP, HasPorts: true, SrcPort: 5000, DstPort: 5001}
+		}
+		b.Run(fmt.Sprintf("last/peers=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if spd.LookupOutbound(&flows[n-1]) == nil {
+					b.Fatal("no policy")
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("spread/peers=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if spd.LookupOutbound(&flows[i]) == nil {
+					b.Fatal("no policy")
+				}
+				if i++; i == n {
+					i = 0
+				}
+			}
+		})
+	}
+}
