@@ -208,7 +208,8 @@ type Policy struct {
 // under its destination and source prefixes, so a lookup costs O(address
 // length) plus the few policies filed on the packet's path, not O(number
 // of policies), and still returns exactly the first match of the list
-// (proved against the walk by TestSPDIndexMatchesLinearWalk).
+// (proved against the walk by
+// TestRFC4301_4_4_1_IndexIsFirstMatchOfOrderedList).
 //
 // Readers never lock: they load an immutable snapshot of the index.
 // Writers serialize on a mutex and publish a new snapshot that shares all
