@@ -315,7 +315,7 @@ func (s *ikeSA) handleEncrypted(m *message.Message, local netip.Addr, remote net
 		e.logDrop("no encrypted payload", remote, nil)
 		return
 	}
-	if enc.Fragment && !s.fragRoom(h, len(enc.Body)) {
+	if enc.Fragment && !s.fragRoom(h, max(len(enc.Body)-aeadIVLen-aeadICVLen-1, 0)) { // the plaintext at most
 		return // counted; before the AEAD, so it costs nothing
 	}
 	pt, err := s.recvKey.open(m.Raw[:enc.AADLen], enc.Body)
