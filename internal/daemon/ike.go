@@ -155,7 +155,9 @@ func ikeConfig(k *config.IKE, role string, listen []netip.Addr) (ike.Config, err
 		LocalTS: k.LocalTS, RemoteTS: k.RemoteTS, HostToHost: k.HostToHost, LocalAddrs: listen,
 		UDPEncap: true, IKELifetime: k.IKELifetime, ChildLifetime: k.ChildLifetime, DPD: k.DPD,
 		RetransmitTimeout: k.RetransmitTimeout, RetransmitTries: k.RetransmitTries,
-		FragmentSize: k.FragmentSize,
+		FragmentSize:    k.FragmentSize,
+		CookieThreshold: k.Limits.CookieThreshold, HalfOpenMax: k.Limits.HalfOpenMax, HalfOpenPerSource: k.Limits.HalfOpenPerSource,
+		HalfOpenTimeout: k.Limits.HalfOpenTimeout, FragmentMemory: k.Limits.FragmentMemory, FragmentMemoryPerSA: k.Limits.FragmentMemoryPerSA,
 	}
 	// Loaded and checked by config when the file was parsed (-check too).
 	cfg.Credential, cfg.CAs = k.Credential, k.CAs
