@@ -12,6 +12,7 @@ import (
 
 	"github.com/roamsec/roamsec/ike"
 	"github.com/roamsec/roamsec/internal/config"
+	"github.com/roamsec/roamsec/internal/datapath"
 	"github.com/roamsec/roamsec/mobility"
 	"github.com/roamsec/roamsec/tun"
 	"github.com/roamsec/roamsec/tunnel"
@@ -22,11 +23,12 @@ import (
 // negotiates go into the SAD and SPD, by name, so a rekey swaps the
 // outbound SA of the same policy without a gap.
 type ikeState struct {
-	ep  *ike.Endpoint
-	spd *tunnel.SPD
-	sad *tunnel.SAD
-	dev *tun.Device
-	log *slog.Logger
+	ep    *ike.Endpoint
+	queue *datapath.IKEQueue // IKE from both ports to the endpoint's goroutines
+	spd   *tunnel.SPD
+	sad   *tunnel.SAD
+	dev   *tun.Device
+	log   *slog.Logger
 
 	mu       sync.Mutex
 	policies map[string]*tunnel.Policy
@@ -203,8 +205,8 @@ func (k *ikeSockets) send(msg []byte, local netip.Addr, remote netip.AddrPort, n
 	return errors.New("no IKE socket of that family")
 }
 
-// readIKE hands port-500 messages to the endpoint until the socket closes.
-func readIKE(c *transport.IKEConn, ep *ike.Endpoint) {
+// readIKE hands port-500 messages to the IKE queue until the socket closes.
+func readIKE(c *transport.IKEConn, q *datapath.IKEQueue) {
 	msgs := make([]transport.Datagram, 8)
 	bufs := make([][]byte, len(msgs))
 	for i := range msgs {
@@ -222,7 +224,7 @@ func readIKE(c *transport.IKEConn, ep *ike.Endpoint) {
 			continue
 		}
 		for _, m := range msgs[:n] {
-			ep.Handle(m.Buf, m.Local, m.Remote, false)
+			q.Push(m.Buf, m.Local, m.Remote, false)
 		}
 		for i := range msgs {
 			bufs[i] = msgs[i].Buf[:cap(msgs[i].Buf)]
