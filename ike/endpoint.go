@@ -24,16 +24,16 @@ import (
 type Endpoint struct {
 	cfg Config
 
-	mu       sync.Mutex
-	sas      map[uint64]*ikeSA // by our SPI
-	half     halfOpenTable // responder: IKE SAs not yet authenticated (halfopen.go)
+	mu   sync.Mutex
+	sas  map[uint64]*ikeSA // by our SPI
+	half halfOpenTable     // responder: IKE SAs not yet authenticated (halfopen.go)
 	// fragBytes is the RFC 7383 reassembly memory all SAs hold.
 	fragBytes int
-	leases   map[string]netip.Addr // virtual addresses by identity
-	leased   map[netip.Addr]string
-	secret   [32]byte // cookie secret (RFC 7296 §2.6)
-	closed   bool
-	seq      int
+	leases    map[string]netip.Addr // virtual addresses by identity
+	leased    map[netip.Addr]string
+	secret    [32]byte // cookie secret (RFC 7296 §2.6)
+	closed    bool
+	seq       int
 	// freeze notices that this process did not run (see checkFreeze).
 	freeze *time.Timer
 

@@ -198,7 +198,7 @@ func TestAuthenticatedLeavesHalfOpen(t *testing.T) {
 // TestCloseEndsHalfOpen: Close removes every half-open SA and stops the
 // expiry timer.
 func TestCloseEndsHalfOpen(t *testing.T) {
-	e, c := newResponder(t, func(c *Config) { c.CookieThreshold, c.HalfOpenPerSource = 1 << 20, 1 << 20 })
+	e, c := newResponder(t, func(c *Config) { c.CookieThreshold, c.HalfOpenPerSource = 1<<20, 1<<20 })
 	for i := range 3000 {
 		halfOpen(t, e, c, src(i))
 	}
@@ -249,7 +249,7 @@ func TestFragmentMemoryBounded_RFC7383(t *testing.T) {
 // BenchmarkHalfOpenExpiry: the cost of expiring one half-open SA, with
 // many of them (it was O(n) each: a scan of the table).
 func BenchmarkHalfOpenExpiry(b *testing.B) {
-	e, c := newResponder(b, func(c *Config) { c.CookieThreshold, c.HalfOpenPerSource, c.HalfOpenMax = 1 << 30, 1 << 30, 1 << 30 })
+	e, c := newResponder(b, func(c *Config) { c.CookieThreshold, c.HalfOpenPerSource, c.HalfOpenMax = 1<<30, 1<<30, 1<<30 })
 	for i := range b.N {
 		halfOpen(b, e, c, src(i))
 	}
