@@ -104,8 +104,9 @@ type Config struct {
 	// requests must carry a cookie (RFC 7296 §2.6). Default 64.
 	CookieThreshold int
 	// HalfOpenMax caps the half-open IKE SAs (IKE_SA_INIT answered, not
-	// authenticated), HalfOpenPerSource those from one address; above
-	// either, IKE_SA_INIT is dropped and counted. Defaults 10000 and 32.
+	// authenticated): at the cap the oldest goes to make room.
+	// HalfOpenPerSource caps those from one address: above it IKE_SA_INIT
+	// is dropped. Both counted (Stats.Drops). Defaults 10000 and 32.
 	HalfOpenMax       int
 	HalfOpenPerSource int
 	// HalfOpenTimeout: a half-open IKE SA that has not authenticated by

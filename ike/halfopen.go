@@ -9,7 +9,8 @@ import (
 
 // This file bounds what IKE SAs that never authenticate may hold (RFC 7296
 // §2.6 names the attack: "a lot of half-open IKE SAs ... a lot of memory
-// and CPU"): half-open SAs capped in total and per source address, their
+// and CPU"): half-open SAs capped in total (the oldest makes room) and per
+// source address (new ones refused), their
 // expiry O(1) each, and RFC 7383 reassembly memory capped in bytes.
 //
 // Half-open SAs all live for the same HalfOpenTimeout, so the order they
@@ -44,7 +45,7 @@ type halfOpenLink struct {
 type DropReason uint8
 
 const (
-	DropHalfOpenCap  DropReason = iota // HalfOpenMax half-open SAs exist
+	DropHalfOpenCap  DropReason = iota // the oldest half-open SA went to make room at HalfOpenMax
 	DropPerSourceCap                   // HalfOpenPerSource from that address
 	DropFragMemory                     // RFC 7383 reassembly memory full (global or per SA)
 	DropQueueFull                      // the IKE queue in front of the endpoint was full (counted by its owner)
@@ -70,19 +71,25 @@ func DropReasons() []DropReason {
 	return out
 }
 
-// admitHalfOpen says whether a new half-open SA from src may be created;
-// it counts the refusal. Under e.mu.
+// admitHalfOpen says whether a new half-open SA from src may be created
+// (after the cookie check, so src is real). An address at its share is
+// refused, counted. At HalfOpenMax the oldest half-open SA makes room,
+// counted: it has had the longest to send its IKE_AUTH, which a real
+// initiator does one round trip after IKE_SA_INIT, so attackers from many
+// addresses cannot keep a real initiator out by filling the table, only
+// by pushing HalfOpenMax new SAs through it within its round trip. Under
+// e.mu.
 func (e *Endpoint) admitHalfOpen(src netip.Addr) bool {
 	t := &e.half
-	switch {
-	case len(t.byKey) >= e.cfg.HalfOpenMax:
-		e.Stats.Drops[DropHalfOpenCap]++
-	case t.perSrc[src] >= e.cfg.HalfOpenPerSource:
+	if t.perSrc[src] >= e.cfg.HalfOpenPerSource {
 		e.Stats.Drops[DropPerSourceCap]++
-	default:
-		return true
+		return false
 	}
-	return false
+	if len(t.byKey) >= e.cfg.HalfOpenMax && t.head != nil {
+		e.Stats.Drops[DropHalfOpenCap]++
+		t.head.destroy(DownHalfOpenTimeout) // unlinks it
+	}
+	return true
 }
 
 // addHalfOpen records s (just answered IKE_SA_INIT from key) as half-open,

@@ -99,22 +99,38 @@ func TestHalfOpenCappedPerSource(t *testing.T) {
 	}
 }
 
-// TestHalfOpenCappedInTotal: at HalfOpenMax half-open SAs, IKE_SA_INIT is
-// dropped and counted, whatever its source, even with a valid cookie.
-func TestHalfOpenCappedInTotal(t *testing.T) {
+// TestHalfOpenCapEvictsOldest: at HalfOpenMax half-open SAs, a new one
+// (with a valid cookie) is answered and the oldest goes, counted: the
+// table stays at the cap, and a real initiator that authenticates within
+// its round trip is never kept out by a table full of attackers.
+func TestHalfOpenCapEvictsOldest(t *testing.T) {
 	e, c := newResponder(t, func(c *Config) { c.HalfOpenMax, c.CookieThreshold = 6, 2 })
-	answered := 0
+	var first *HalfOpenClient
 	for i := range 10 {
-		if halfOpen(t, e, c, src(i)) != nil {
-			answered++
+		hc := halfOpen(t, e, c, src(i))
+		if hc == nil {
+			t.Fatalf("request %d not answered", i)
+		}
+		if i == 0 {
+			first = hc
 		}
 	}
 	st := e.Counters()
-	if answered != 6 || st.HalfOpen != 6 || st.Drops[DropHalfOpenCap] != 4 {
-		t.Fatalf("answered %d, half-open %d, cap drops %d; want 6, 6, 4", answered, st.HalfOpen, st.Drops[DropHalfOpenCap])
+	if st.HalfOpen != 6 || st.Drops[DropHalfOpenCap] != 4 {
+		t.Fatalf("half-open %d, cap drops %d; want 6, 4", st.HalfOpen, st.Drops[DropHalfOpenCap])
 	}
 	if st.Cookies != 8 || !st.CookieMode || st.CookieSwitches != 1 {
 		t.Fatalf("cookies %d, mode %v, switches %d; want 8 (every request after the 2nd), on, 1", st.Cookies, st.CookieMode, st.CookieSwitches)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k, s := range e.half.byKey {
+		if k.remote == src(0) || s.spiI == first.SPIi {
+			t.Fatal("the oldest half-open SA is still there")
+		}
+	}
+	if e.half.head.half.key.remote != src(4) {
+		t.Fatalf("oldest left is from %v, want %v", e.half.head.half.key.remote, src(4))
 	}
 }
 
