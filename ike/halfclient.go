@@ -21,6 +21,7 @@ type HalfOpenClient struct {
 	dh         *dhKey
 	ni         []byte
 	cookie     []byte
+	peerKE, nr []byte // from the response; the keys are derived when Fragments needs them
 	send       *skCipher
 }
 
@@ -52,8 +53,8 @@ func (c *HalfOpenClient) Request() []byte {
 var ErrCookie = errors.New("ike: responder wants a cookie")
 
 // Response takes the IKE_SA_INIT response: a COOKIE (ErrCookie: send
-// Request again), or the responder's KE and nonce, from which it derives
-// the keys (nil: half-open, Fragments works).
+// Request again), or the responder's SA, KE and nonce (nil: half-open;
+// Fragments derives the keys).
 func (c *HalfOpenClient) Response(b []byte) error {
 	m, err := message.Parse(b)
 	if err != nil {
@@ -74,13 +75,23 @@ func (c *HalfOpenClient) Response(b []byte) error {
 	if err != nil {
 		return err
 	}
-	shared, err := c.dh.shared(ke.Data)
+	c.SPIr, c.prop, c.peerKE, c.nr = m.Header.SPIr, prop, bytes.Clone(ke.Data), bytes.Clone(nr.Data)
+	return nil
+}
+
+func (c *HalfOpenClient) keys() error {
+	if c.send != nil {
+		return nil
+	}
+	if c.nr == nil {
+		return errors.New("ike: no IKE_SA_INIT response yet")
+	}
+	shared, err := c.dh.shared(c.peerKE)
 	if err != nil {
 		return err
 	}
-	c.SPIr, c.prop = m.Header.SPIr, prop
-	keys := deriveIKE(prop.prf, prop.encr, 0, nil, shared, c.ni, nr.Data, c.SPIi, c.SPIr)
-	c.send, _, err = newCiphers(prop, keys, true)
+	keys := deriveIKE(c.prop.prf, c.prop.encr, 0, nil, shared, c.ni, c.nr, c.SPIi, c.SPIr)
+	c.send, _, err = newCiphers(c.prop, keys, true)
 	return err
 }
 
@@ -89,8 +100,8 @@ func (c *HalfOpenClient) Response(b []byte) error {
 // bytes of plaintext, authenticated with the half-open SA's keys: with
 // from > 1 the set never completes.
 func (c *HalfOpenClient) Fragments(total, from, to, size int) ([][]byte, error) {
-	if c.send == nil {
-		return nil, errors.New("ike: no keys yet")
+	if err := c.keys(); err != nil {
+		return nil, err
 	}
 	var out [][]byte
 	part := make([]byte, size)
