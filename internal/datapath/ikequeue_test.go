@@ -84,3 +84,69 @@ func BenchmarkIKEQueuePush(b *testing.B) {
 		q.Push(msg, netip.Addr{}, ikeFrom, true)
 	}
 }
+
+// initMsg is the start of an IKE_SA_INIT request: SPIi set, SPIr zero,
+// exchange 34, Initiator flag (RFC 7296 §3.1).
+func initMsg() []byte {
+	m := make([]byte, 300)
+	m[0], m[17], m[18], m[19] = 1, 0x20, 34, 0x08
+	return m
+}
+
+// TestIKEQueueInitFloodLeavesSALane: a flood of new IKE_SA_INIT requests
+// fills only its own lane; messages of existing IKE SAs (responder SPI
+// set) are still queued, and served first.
+func TestIKEQueueInitFloodLeavesSALane(t *testing.T) {
+	const slots = 8
+	q := NewIKEQueue(slots)
+	stuck := make(chan struct{})
+	var order []bool // isInit of each handled message
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	first := make(chan struct{}, 1)
+	wg.Go(func() {
+		q.Run(1, func(msg []byte, _ netip.Addr, _ netip.AddrPort, _ bool) {
+			select {
+			case first <- struct{}{}:
+				<-stuck
+			default:
+			}
+			mu.Lock()
+			order = append(order, isInit(msg))
+			mu.Unlock()
+		})
+	})
+	q.Push(initMsg(), netip.Addr{}, ikeFrom, false) // taken by the goroutine, which then sticks
+	<-first
+	for range 100 {
+		q.Push(initMsg(), netip.Addr{}, ikeFrom, false)
+	}
+	auth := make([]byte, 300)
+	auth[8], auth[18] = 1, 35 // SPIr set, IKE_AUTH
+	for i := range slots {
+		if !q.Push(auth, netip.Addr{}, ikeFrom, true) {
+			t.Fatalf("IKE_AUTH %d refused while the IKE_SA_INIT lane is full", i)
+		}
+	}
+	// The stuck message still holds its slot: slots-1 more fit.
+	if q.Dropped() != 100-(slots-1) {
+		t.Fatalf("%d dropped, want %d (the IKE_SA_INIT beyond its lane)", q.Dropped(), 100-(slots-1))
+	}
+	close(stuck)
+	for {
+		mu.Lock()
+		n := len(order)
+		mu.Unlock()
+		if n == 2*slots {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	q.Close()
+	wg.Wait()
+	for i, init := range order[1 : 1+slots] { // after the stuck one: the IKE_AUTHs
+		if init {
+			t.Fatalf("message %d served was an IKE_SA_INIT while IKE_AUTH waited: %v", i+2, order)
+		}
+	}
+}
