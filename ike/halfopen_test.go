@@ -276,3 +276,51 @@ func BenchmarkHalfOpenExpiry(b *testing.B) {
 	}
 	e.mu.Unlock()
 }
+
+// TestConcurrentIKEAuthOutsideLock: many road warriors authenticate with
+// certificates at once; the gateway checks and makes signatures, and does
+// IKE_SA_INIT's Diffie-Hellman, without its lock, from several goroutines
+// (the wire delivers each message on a goroutine of its own). Every one
+// gets its IKE SA, and the race detector sees no unguarded state.
+func TestConcurrentIKEAuthOutsideLock(t *testing.T) {
+	const n = 12
+	rwCfg, gwCfg := certConfigs(t, ModeVirtual)
+	p := newPair(t, rwCfg, gwCfg)
+	up := make(chan int, n)
+	for i := range n {
+		addr := netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)})
+		cfg := rwCfg
+		pl := new(plane)
+		cfg.Initiator, cfg.Send, cfg.Install, cfg.Remove, cfg.Log = true, p.w.send(addr), pl.install, pl.remove, testLog(t)
+		cfg.LocalID = mustID(t, "rw1@roamsec.example")
+		cfg.Progress = func(pr Progress) {
+			if pr.Kind == EvIKEEstablished {
+				up <- i
+			}
+		}
+		rw, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(rw.Close)
+		p.w.mu.Lock()
+		p.w.owners[addr] = rw
+		p.w.mu.Unlock()
+		if _, err := rw.Connect(addr, netip.AddrPortFrom(gwAddr, 500)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[int]bool{}
+	deadline := time.After(30 * time.Second)
+	for len(seen) < n {
+		select {
+		case i := <-up:
+			seen[i] = true
+		case <-deadline:
+			t.Fatalf("%d of %d road warriors established", len(seen), n)
+		}
+	}
+	if st := p.gw.Counters(); st.HalfOpen != 0 {
+		t.Fatalf("%d half-open SAs left after every IKE_AUTH", st.HalfOpen)
+	}
+}

@@ -206,11 +206,18 @@ func (s *ikeSA) signedOctets(ourMsg, peerNonce, skp []byte, id *message.ID) []by
 }
 
 func (s *ikeSA) ourAuth(octets []byte) (*message.Auth, []message.Payload, error) {
-	cfg := &s.e.cfg
-	psk := cfg.PSK
-	if !s.initiator && s.peer != nil && s.peer.PSK != nil && cfg.Credential == nil {
+	psk := s.e.cfg.PSK
+	if !s.initiator && s.peer != nil && s.peer.PSK != nil {
 		psk = s.peer.PSK
 	}
+	return s.ourAuthWith(octets, psk)
+}
+
+// ourAuthWith is our AUTH payload (and certificates) over octets: with psk
+// without a credential. It reads only what does not change after
+// IKE_SA_INIT, so it runs without e.mu.
+func (s *ikeSA) ourAuthWith(octets, psk []byte) (*message.Auth, []message.Payload, error) {
+	cfg := &s.e.cfg
 	if cfg.Credential == nil {
 		if psk == nil {
 			return nil, nil, errors.New("no PSK for this peer")
@@ -589,8 +596,13 @@ func (e *Endpoint) admitInit(h message.Header, b []byte, local netip.Addr, remot
 
 // respondAuth is the responder's half of IKE_AUTH: authenticate the
 // peer, authorize its addresses (RFC 3554 §4), create the first Child SA.
+// The public-key work (the peer's certificate chain and signature, our
+// signature) runs without e.mu, which Handle holds on entry and gets back
+// before this returns: meanwhile the SA takes no other request (its window
+// has moved past this one, and nothing but IKE_AUTH is taken before it),
+// and whatever ended it meanwhile (expiry, Close) is seen after.
 func (s *ikeSA) respondAuth(msgID uint32, ps []message.Payload) {
-	cfg := &s.e.cfg
+	e, cfg := s.e, &s.e.cfg
 	refuse := func(err error) {
 		cfg.Log.Warn("IKE_AUTH refused", "peer", s.remote, "err", err)
 		s.respond(message.IKE_AUTH, msgID, []message.Payload{notify(message.AUTHENTICATION_FAILED, nil)})
@@ -608,42 +620,64 @@ func (s *ikeSA) respondAuth(msgID uint32, ps []message.Payload) {
 		return
 	}
 	pid := auth.Identity{Type: auth.IDType(idi.IDType), Data: idi.Data}
-	peer := s.e.findPeer(pid, a.Method == auth.MethodPSK)
+	peer := e.findPeer(pid, a.Method == auth.MethodPSK)
 	if peer == nil {
 		refuse(fmt.Errorf("no policy for identity %v", pid))
 		return
 	}
-	var psk []byte
-	if peer.PSK != nil {
-		psk = peer.PSK
+	// Copies: a reload may zero the policy's PSK, and an expiry the keys,
+	// while the lock is released.
+	psk := bytes.Clone(peer.PSK)
+	defer clear(psk)
+	idr := localID(cfg.LocalID, true)
+	theirOctets := s.signedOctets(s.msg1, s.nr, s.keys.pi, idi)
+	ourOctets := s.signedOctets(s.msg2, s.ni, s.keys.pr, idr)
+
+	s.authBusy = true
+	e.mu.Unlock()
+	certAddrs, verr := s.verifyPeer(ps, idi, theirOctets, psk)
+	var ours *message.Auth
+	var certs []message.Payload
+	var serr error
+	if verr == nil {
+		ours, certs, serr = s.ourAuthWith(ourOctets, psk)
 	}
-	certAddrs, err := s.verifyPeer(ps, idi, s.signedOctets(s.msg1, s.nr, s.keys.pi, idi), psk)
-	if err != nil {
-		refuse(fmt.Errorf("%v: %w", pid, err))
+	e.mu.Lock()
+	s.authBusy = false
+	if s.state == stDead || e.closed {
+		return // expired, evicted or closed meanwhile
+	}
+	if verr != nil {
+		refuse(fmt.Errorf("%v: %w", pid, verr))
 		return
 	}
 	s.peerID, s.peer = pid, peer
 	s.authority = authorityOf(peer, certAddrs)
 	s.certAddrs, s.pskAuth = certAddrs, a.Method == auth.MethodPSK
-	s.e.removeHalfOpen(s) // by the key it was added under: s.remote may have floated to 4500
+	e.removeHalfOpen(s) // by the key it was added under: s.remote may have floated to 4500
 	s.peerMOBIKE = len(filterNotify(ps, message.MOBIKE_SUPPORTED)) > 0
 	s.peerAddrs = readAddrNotifies(ps)
 	if len(filterNotify(ps, message.INITIAL_CONTACT)) > 0 {
 		// §2.4: the peer has no other SA with us: forget old ones of the
 		// same identity (a road warrior that restarted).
-		for _, o := range s.e.sas {
+		for _, o := range e.sas {
 			if o != s && o.state == stEstablished && o.peerID.Equal(pid) {
 				cfg.Log.Info("INITIAL_CONTACT: removing the old IKE SA", "ike", o.name())
 				o.destroy(DownReplaced)
 			}
 		}
 	}
-	idr := localID(cfg.LocalID, true)
-	ours, certs, err := s.ourAuth(s.signedOctets(s.msg2, s.ni, s.keys.pr, idr))
-	if err != nil {
-		refuse(err)
+	if serr != nil {
+		refuse(serr)
 		return
 	}
+	s.finishAuth(msgID, ps, idr, ours, certs)
+}
+
+// finishAuth establishes the responder's IKE SA and answers IKE_AUTH with
+// our AUTH and the first Child SA. Under e.mu.
+func (s *ikeSA) finishAuth(msgID uint32, ps []message.Payload, idr *message.ID, ours *message.Auth, certs []message.Payload) {
+	cfg := &s.e.cfg
 	out := []message.Payload{idr}
 	if s.certReq || len(certs) > 0 {
 		out = append(out, certs...)

@@ -51,6 +51,7 @@ type ikeSA struct {
 	cookie     []byte
 	dhRetried  bool
 	chosen     message.Proposal // responder: the proposal chosen, until the IKE_SA_INIT response is built
+	authBusy   bool             // responder: checking IKE_AUTH's signatures without e.mu (respondAuth)
 
 	peerFrag   bool
 	peerHashes []auth.HashAlg
@@ -379,6 +380,10 @@ func (s *ikeSA) handleEncrypted(m *message.Message, local netip.Addr, remote net
 	s.replyTo = remote // responses go where the request came from (§2.11)
 	switch h.Exchange {
 	case message.IKE_AUTH:
+		if s.authBusy {
+			e.logDrop("IKE_AUTH while the last one is being checked", remote, nil)
+			return
+		}
 		if s.initiator || s.state != stInitDone {
 			s.respond(h.Exchange, h.MsgID, []message.Payload{&message.Notify{NotifyType: message.INVALID_SYNTAX}})
 			return
