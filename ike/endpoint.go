@@ -72,6 +72,7 @@ func New(cfg Config) (*Endpoint, error) {
 		half:   halfOpenTable{byKey: map[initKey]*ikeSA{}, perSrc: map[netip.Addr]int{}},
 		leases: map[string]netip.Addr{}, leased: map[netip.Addr]string{}}
 	copy(e.secret[:], randomBytes(32))
+	e.Stats.CookieMode = cfg.CookieThreshold <= 0 // cookies always
 	if cfg.Initiator {
 		e.mu.Lock()
 		e.watchFreeze(time.Now().Round(0))

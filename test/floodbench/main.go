@@ -41,7 +41,7 @@ func main() {
 	flag.IntVar(&o.spoof, "spoof", 20000, "spoofed IKE_SA_INIT per second")
 	flag.IntVar(&o.cookies, "cookies", 3000, "cookie-answering IKE_SA_INIT per second on UDP 500")
 	flag.IntVar(&o.natt, "natt", 2000, "cookie-answering IKE_SA_INIT per second on UDP 4500")
-	flag.IntVar(&o.sources, "sources", 64, "real attacker addresses for -cookies")
+	flag.IntVar(&o.sources, "sources", 400, "real attacker addresses for -cookies (400 × the default per-source cap 32 > the default half_open_max 10000)")
 	flag.IntVar(&o.fragSrc, "fragsrc", 4, "attacker addresses sending fragment sets")
 	flag.IntVar(&o.fragRate, "fragrate", 20, "half-open SAs per second that get fragment sets (all -fragsrc together)")
 	flag.IntVar(&o.trials, "trials", 5, "road warrior reconnects per run")
