@@ -19,8 +19,10 @@ import (
 // Endpoint runs IKE SAs: a road warrior's one connection, or every road
 // warrior's connection to a gateway. Messages come in through Handle (from
 // the UDP 500 and 4500 sockets); timers drive retransmissions, liveness
-// checks and rekeying. One lock serialises all of it: IKE runs at human
-// speed, and the data path never waits for it.
+// checks and rekeying. One lock serialises the state; a responder's
+// Diffie-Hellman (IKE_SA_INIT) and public-key work (IKE_AUTH) run outside
+// it, so several IKE goroutines use several cores, and the data path never
+// waits for any of it (the daemon hands IKE over through a bounded queue).
 type Endpoint struct {
 	cfg Config
 
