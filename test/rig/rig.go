@@ -214,3 +214,6 @@ func TCPTransfer(bed *netns.Bed, size int) (time.Duration, error) {
 	}
 	return time.Since(start), nil
 }
+
+// PID is the daemon's process id (for /proc: RSS, CPU time).
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
