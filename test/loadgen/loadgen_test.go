@@ -3,7 +3,11 @@ package loadgen
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"github.com/roamsec/roamsec/internal/daemon"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,6 +99,27 @@ func (f *fleet) waitStatus(t *testing.T, ikeSAs, children int) {
 	}
 }
 
+// cli runs `gateway ARGS -config CFG` in gw and returns its output.
+func (f *fleet) cli(t *testing.T, args ...string) string {
+	t.Helper()
+	out, code, err := rig.Run(context.Background(), f.bed.GW, f.bin, append(args, "-config", f.cfg)...)
+	if err != nil || code != 0 {
+		t.Fatalf("gateway %v: exit %d, %v\n%s", args, code, err, out)
+	}
+	return out
+}
+
+// saList is `gateway sa list -json ARGS`.
+func (f *fleet) saList(t *testing.T, args ...string) []daemon.ChildStatus {
+	t.Helper()
+	var cs []daemon.ChildStatus
+	out := f.cli(t, append([]string{"sa", "list", "-json"}, args...)...)
+	if err := json.Unmarshal([]byte(out), &cs); err != nil {
+		t.Fatalf("sa list -json %v: %v\n%s", args, err, out)
+	}
+	return cs
+}
+
 func span(from, to int) []int {
 	var out []int
 	for i := from; i < to; i++ {
@@ -120,6 +145,17 @@ func TestFleetConnectsCarriesChurns(t *testing.T) {
 		t.Fatalf("bring-up: %d of %d up, errors %v\ngateway:\n%s", r.Up, n, r.Errors, f.gw.Log())
 	}
 	f.waitStatus(t, n, n)
+	// status and sa list with a fleet: filters pick peers, the summary
+	// counts them all.
+	if got := f.saList(t, "-state", "idle"); len(got) != n {
+		t.Errorf("sa list -state idle before any traffic: %d, want %d", len(got), n)
+	}
+	if got := f.saList(t, "-id", "rw7@load.roamsec.example"); len(got) != 1 || got[0].Peer != "rw7@load.roamsec.example" || got[0].Remote != "100.64.0.8" {
+		t.Errorf("sa list -id rw7@...: %+v", got)
+	}
+	if got := f.saList(t, "-addr", "100.64.0.0/28"); len(got) != 15 {
+		t.Errorf("sa list -addr 100.64.0.0/28: %d Child SAs, want 15 (100.64.0.1 .. 15)", len(got))
+	}
 	traffic := func(rounds uint64) {
 		t.Helper()
 		before := make([]uint64, n)
@@ -135,6 +171,19 @@ func TestFleetConnectsCarriesChurns(t *testing.T) {
 		}
 	}
 	traffic(3)
+	if got := f.saList(t, "-state", "active"); len(got) != n {
+		t.Errorf("sa list -state active after traffic over each: %d, want %d", len(got), n)
+	}
+	text := f.cli(t, "status")
+	if !strings.Contains(text, fmt.Sprintf("Summary: %d IKE SAs, %d Child SAs (%d active, 0 idle, 0 expired)", n, n, n)) ||
+		!strings.Contains(text, "Listed: 20 of the IKE SAs, 20 of the Child SAs") {
+		t.Errorf("gateway status:\n%s", text)
+	}
+	var sum daemon.Status
+	if err := json.Unmarshal([]byte(f.cli(t, "status", "-summary", "-json")), &sum); err != nil || sum.Summary == nil ||
+		sum.Summary.IKESAs != n || sum.Summary.ChildSAs != n || len(sum.Children) != 0 {
+		t.Errorf("status -summary -json: %v %+v", err, sum.Summary)
+	}
 
 	// Churn. Disconnected road warriors' IKE SAs are gone from the gateway.
 	for _, i := range span(0, 10) {
