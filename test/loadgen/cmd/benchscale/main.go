@@ -103,10 +103,13 @@ func run(n, window int, dpd, idle, blast time.Duration, payload, senders int) er
 			return err
 		}
 		rss0 := rssKB(gw.PID())
+		gwCPU0, genCPU0 := cpuTicks(gw.PID()), cpuTicks(os.Getpid())
 		r := b.gen.Up(context.Background(), nil, window, 30*time.Second)
+		gwCPU, genCPU := cpuTicks(gw.PID())-gwCPU0, cpuTicks(os.Getpid())-genCPU0
 		rate := float64(r.Up) / r.Elapsed.Seconds()
-		fmt.Printf("gateway on cpus %s: %d up, %d failed in %v: %.0f handshakes/s (window %d); load: %s\n",
-			cpus, r.Up, r.Failed, r.Elapsed.Round(time.Millisecond), rate, window, uptime())
+		fmt.Printf("gateway on cpus %s: %d up, %d failed in %v: %.0f handshakes/s (window %d); CPU during it: gateway %.0f%%, generator %.0f%% of a core; load: %s\n",
+			cpus, r.Up, r.Failed, r.Elapsed.Round(time.Millisecond), rate, window,
+			float64(gwCPU)/r.Elapsed.Seconds(), float64(genCPU)/r.Elapsed.Seconds(), uptime())
 		for e, k := range r.Errors {
 			fmt.Printf("    %d× %s\n", k, e)
 		}
@@ -156,6 +159,10 @@ func (b *bench) established(gw *rig.Proc, rss0 int, r loadgen.UpResult, dpd, idl
 		}
 	}
 
+	if err := b.churn(all); err != nil {
+		return err
+	}
+
 	// Idle: DPD keeps the peers; the gateway's CPU over idle.
 	cpu0 := cpuTicks(gw.PID())
 	t0 := time.Now()
@@ -168,6 +175,42 @@ func (b *bench) established(gw *rig.Proc, rss0 int, r loadgen.UpResult, dpd, idl
 	}
 	fmt.Printf("idle %v with %d peers (gateway DPD %v): gateway CPU %.1f%% of a core; %d IKE SAs still up; load: %s\n",
 		el.Round(time.Millisecond), b.gen.Stats().Up, dpd, 100*float64(cpu)/100/el.Seconds(), st.IKE.IKESAs, uptime())
+	return nil
+}
+
+// churn: a tenth of the fleet (at most 1,000) disconnects (DELETE) and
+// connects again; then every road warrior rekeys its Child SA at once
+// (a rekey storm, what jitter keeps from happening by itself).
+func (b *bench) churn(all []int) error {
+	k := max(1, min(b.n/10, 1000))
+	r := b.gen.Up(context.Background(), all[:k], b.window, 30*time.Second)
+	st, err := loadgen.GatewayStatus(b.bed, b.bin, b.cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("churn: %d road warriors disconnected and reconnected in %v (%.0f/s), %d failed; gateway: %d IKE SAs, %d established since start; load: %s\n",
+		k, r.Elapsed.Round(time.Millisecond), float64(r.Up)/r.Elapsed.Seconds(), r.Failed, st.IKE.IKESAs, st.IKE.Established, uptime())
+	before := make([]uint64, len(all))
+	for _, i := range all {
+		before[i] = b.gen.RekeysOf(i)
+	}
+	t0 := time.Now()
+	for _, i := range all {
+		b.gen.Rekey(i, false)
+	}
+	done := 0
+	for deadline := t0.Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		done = 0
+		for _, i := range all {
+			if b.gen.RekeysOf(i) > before[i] {
+				done++
+			}
+		}
+		if done == len(all) {
+			break
+		}
+	}
+	fmt.Printf("rekey storm: %d of %d Child SAs rekeyed in %v; load: %s\n", done, len(all), time.Since(t0).Round(time.Millisecond), uptime())
 	return nil
 }
 
