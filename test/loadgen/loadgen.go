@@ -69,8 +69,8 @@ type Gen struct {
 	espBad  atomic.Uint64
 	espRx   atomic.Uint64
 
-	wg   sync.WaitGroup
-	once sync.Once
+	readers, workers sync.WaitGroup
+	once             sync.Once
 }
 
 type ikeMsg struct {
@@ -113,18 +113,24 @@ func New(cfg Config) (*Gen, error) {
 		g.byIP[a] = rw
 	}
 	for range cfg.Shards {
-		ch := make(chan ikeMsg, 1024)
+		ch := make(chan ikeMsg, shardQueue)
 		g.shards = append(g.shards, ch)
-		g.wg.Go(func() {
+		g.workers.Go(func() {
 			for m := range ch {
 				m.rw.ep.Handle(m.b, m.local, m.remote, m.natT)
 			}
 		})
 	}
-	g.wg.Go(func() { g.read(g.ike500.ReadBatch, false) })
-	g.wg.Go(func() { g.read(g.udp.ReadBatch, true) })
+	g.readers.Go(func() { g.read(g.ike500.ReadBatch, false) })
+	g.readers.Go(func() { g.read(g.udp.ReadBatch, true) })
 	return g, nil
 }
+
+// shardQueue is how many IKE messages wait for one shard; when it is full
+// the socket's reader waits (and the socket's buffer fills), as a real
+// road warrior would be slow, rather than the generator losing answers
+// its road warriors then retransmit for.
+const shardQueue = 4096
 
 // Len is the number of road warriors.
 func (g *Gen) Len() int { return len(g.rws) }
@@ -141,8 +147,7 @@ func (g *Gen) send(msg []byte, local netip.Addr, remote netip.AddrPort, natT boo
 }
 
 // read serves one socket until it closes: IKE to its road warrior's shard
-// (dropped and counted when the shard is full: the generator must not
-// stall its ESP on IKE), ESP opened and counted here.
+// (waiting while the shard is full), ESP opened and counted here.
 func (g *Gen) read(readBatch func([]transport.Datagram) (int, error), udp4500 bool) {
 	msgs := make([]transport.Datagram, 64)
 	bufs := make([][]byte, len(msgs))
@@ -180,12 +185,7 @@ func (g *Gen) dispatchIKE(m transport.Datagram, natT bool) {
 		return
 	}
 	// The reader's buffer is reused: the shard gets a copy.
-	msg := ikeMsg{rw: rw, b: append([]byte(nil), m.Buf...), local: m.Local, remote: m.Remote, natT: natT}
-	select {
-	case g.shards[rw.i%len(g.shards)] <- msg:
-	default:
-		g.ikeDrop.Add(1)
-	}
+	g.shards[rw.i%len(g.shards)] <- ikeMsg{rw: rw, b: append([]byte(nil), m.Buf...), local: m.Local, remote: m.Remote, natT: natT}
 }
 
 // openESP decapsulates with the generator's SAD and credits the road
@@ -210,7 +210,7 @@ type Stats struct {
 	Up          int    // road warriors with a Child SA installed
 	ESPReceived uint64 // inner packets opened
 	ESPBad      uint64 // ESP that did not open (unknown SPI, ICV, replay) or was not for one of us
-	IKEDropped  uint64 // IKE messages for no road warrior, or with its shard full
+	IKEDropped  uint64 // IKE messages for no road warrior
 	SADLen      int
 }
 
@@ -228,10 +228,11 @@ func (g *Gen) Close() {
 			rw.ep.Close()
 		}
 		g.closeSockets()
+		g.readers.Wait() // a reader waiting on a shard gets through: the shards still run
 		for _, ch := range g.shards {
 			close(ch)
 		}
-		g.wg.Wait()
+		g.workers.Wait()
 	})
 }
 

@@ -176,8 +176,8 @@ func (b *bench) established(gw *rig.Proc, rss0 int, r loadgen.UpResult, dpd, idl
 	if err != nil {
 		return err
 	}
-	fmt.Printf("idle %v with %d peers (gateway DPD %v): gateway CPU %.1f%% of a core; %d IKE SAs still up; load: %s\n",
-		el.Round(time.Millisecond), b.gen.Stats().Up, dpd, 100*float64(cpu)/100/el.Seconds(), st.IKE.IKESAs, uptime())
+	fmt.Printf("idle %v with %d peers (gateway DPD %v): gateway CPU %.1f%% of a core; %d IKE SAs still up, IKE counters %+v; generator %+v; load: %s\n",
+		el.Round(time.Millisecond), b.gen.Stats().Up, dpd, 100*float64(cpu)/100/el.Seconds(), st.IKE.IKESAs, *st.IKE.Counters, b.gen.Stats(), uptime())
 	return nil
 }
 
@@ -213,7 +213,12 @@ func (b *bench) churn(all []int) error {
 			break
 		}
 	}
-	fmt.Printf("rekey storm: %d of %d Child SAs rekeyed in %v; load: %s\n", done, len(all), time.Since(t0).Round(time.Millisecond), uptime())
+	st, err = loadgen.GatewayStatus(b.bed, b.bin, b.cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("rekey storm: %d of %d Child SAs rekeyed in %v; gateway: %d IKE SAs, %d Child SA rekeys since start, IKE counters %+v; generator %+v; load: %s\n",
+		done, len(all), time.Since(t0).Round(time.Millisecond), st.IKE.IKESAs, st.IKE.ChildRekeys, *st.IKE.Counters, b.gen.Stats(), uptime())
 	return nil
 }
 
