@@ -38,6 +38,7 @@ func main() {
 	blast := flag.Duration("blast", 5*time.Second, "how long each traffic phase sends")
 	payload := flag.Int("payload", 1200, "UDP payload bytes of the traffic")
 	senders := flag.Int("senders", 2, "generator goroutines sealing ESP")
+	flag.StringVar(&perfOut, "perf", "", "record the gateway with perf(1) into this file during the 2-core bring-up, and stop after it")
 	flag.Parse()
 	if err := run(*n, *window, *dpd, *idle, *blast, *payload, *senders); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-scale:", err)
@@ -55,6 +56,21 @@ type bench struct {
 	window  int
 	payload int
 	senders int
+}
+
+// perfOut, if set, is where perf(1) records the gateway's 2-core bring-up.
+var perfOut string
+
+// startPerf records pid with call graphs until the returned stop runs.
+func startPerf(pid int) (stop func(), err error) {
+	cmd := exec.Command("perf", "record", "-g", "-p", strconv.Itoa(pid), "-o", perfOut)
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	}, nil
 }
 
 func run(n, window int, dpd, idle, blast time.Duration, payload, senders int) error {
@@ -98,13 +114,23 @@ func run(n, window int, dpd, idle, blast time.Duration, payload, senders int) er
 
 	// Handshakes per second: a fresh gateway on 1 core, then on 2.
 	for _, cpus := range []string{"0", "0,1"} {
+		if perfOut != "" && cpus == "0" {
+			continue // a profile of the 2-core bring-up only
+		}
 		gw, err := loadgen.StartGateway(b.bed, b.bin, b.cfg, cpus)
 		if err != nil {
 			return err
 		}
 		rss0 := rssKB(gw.PID())
 		gwCPU0, genCPU0 := cpuTicks(gw.PID()), cpuTicks(os.Getpid())
+		stopPerf := func() {}
+		if perfOut != "" && cpus != "0" {
+			if stopPerf, err = startPerf(gw.PID()); err != nil {
+				return err
+			}
+		}
 		r := b.gen.Up(context.Background(), nil, window, 30*time.Second)
+		stopPerf()
 		gwCPU, genCPU := cpuTicks(gw.PID())-gwCPU0, cpuTicks(os.Getpid())-genCPU0
 		rate := float64(r.Up) / r.Elapsed.Seconds()
 		// On a shared machine the rate follows the load; the gateway's CPU
@@ -121,6 +147,9 @@ func run(n, window int, dpd, idle, blast time.Duration, payload, senders int) er
 				return err
 			}
 			continue
+		}
+		if perfOut != "" {
+			return stop(gw)
 		}
 		err = b.established(gw, rss0, r, dpd, idle, blast)
 		if serr := stop(gw); err == nil {
