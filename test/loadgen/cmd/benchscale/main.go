@@ -191,10 +191,6 @@ func (b *bench) established(gw *rig.Proc, rss0 int, r loadgen.UpResult, dpd, idl
 		}
 	}
 
-	if err := b.churn(all); err != nil {
-		return err
-	}
-
 	// Idle: DPD keeps the peers; the gateway's CPU over idle.
 	cpu0 := cpuTicks(gw.PID())
 	t0 := time.Now()
@@ -207,6 +203,17 @@ func (b *bench) established(gw *rig.Proc, rss0 int, r loadgen.UpResult, dpd, idl
 	}
 	fmt.Printf("idle %v with %d peers (gateway DPD %v): gateway CPU %.1f%% of a core; %d IKE SAs still up, IKE counters %+v; generator %+v; load: %s\n",
 		el.Round(time.Millisecond), b.gen.Stats().Up, dpd, 100*float64(cpu)/100/el.Seconds(), st.IKE.IKESAs, *st.IKE.Counters, b.gen.Stats(), uptime())
+	if err := b.churn(all); err != nil {
+		return err
+	}
+	// What the storm left: both sides' counts once the retransmissions
+	// have had their time.
+	time.Sleep(idle)
+	if st, err = loadgen.GatewayStatus(b.bed, b.bin, b.cfg); err != nil {
+		return err
+	}
+	fmt.Printf("%v after the storm: gateway %d IKE SAs, IKE counters %+v; generator %+v; load: %s\n",
+		idle, st.IKE.IKESAs, *st.IKE.Counters, b.gen.Stats(), uptime())
 	return nil
 }
 
