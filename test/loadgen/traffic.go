@@ -50,20 +50,27 @@ func ipv4Checksum(h []byte) uint16 {
 
 // Blast sends UDP datagrams of payload bytes to dst through the Child SAs
 // of road warriors idx, round robin, from senders goroutines, until ctx
-// ends or each road warrior sent count (0: no limit). It returns how many
-// were sealed and handed to the socket. Road warriors that are down are
-// skipped.
+// ends or each sender has gone count times over its share (0: no limit).
+// It returns how many were sealed and handed to the socket. Road warriors
+// that are down are skipped.
 func (g *Gen) Blast(ctx context.Context, idx []int, dst netip.AddrPort, payload, count, senders int) uint64 {
 	if len(idx) == 0 {
 		return 0
 	}
 	var sent atomic.Uint64
 	var wg sync.WaitGroup
-	senders = max(1, min(senders, len(idx)))
+	senders = max(1, senders)
 	for s := range senders {
 		wg.Go(func() {
-			// Each sender owns a contiguous share of idx.
-			share := idx[s*len(idx)/senders : (s+1)*len(idx)/senders]
+			// Each sender owns a contiguous share of idx; with fewer road
+			// warriors than senders they all send over every one (Seal is
+			// safe concurrently; the reordering, a batch or two, stays far
+			// inside the replay window), so one SA gets as many senders as
+			// many SAs do.
+			share := idx
+			if len(idx) >= senders {
+				share = idx[s*len(idx)/senders : (s+1)*len(idx)/senders]
+			}
 			sent.Add(g.blast(ctx, share, dst, payload, count))
 		})
 	}
