@@ -6,7 +6,7 @@ GO ?= go
 # report its own deadline as a failure (golang/go#75804, fixed in 1.27).
 FUZZTIME ?= 20000x
 
-.PHONY: deps demo test fuzz bench bench-esp bench-ike bench-flood bench-failover bench-reconnect bench-matrix bench-strongswan bench-outer deb docker build vet
+.PHONY: deps demo test fuzz bench bench-esp bench-ike bench-flood bench-failover bench-reconnect bench-matrix bench-strongswan bench-outer bench-scale deb docker build vet
 
 deps:
 	@bash scripts/deps.sh
@@ -75,6 +75,13 @@ bench-reconnect: deps
 # The issue 16 failover matrix (IKEv2, both modes, every cell): a table per mode, 5 trials per cell.
 bench-matrix: deps
 	ROAMSEC_MATRIX_TRIALS=5 $(GO) test -count=1 -v -timeout 40m -run '^TestFailoverMatrix$$' ./test/e2e
+
+# The load generator (test/loadgen) against the gateway daemon: handshakes/s on
+# 1 and 2 cores, time to bring up SCALE_N road warriors, RSS per road warrior,
+# traffic over all SAs vs one, idle CPU under DPD. Reports, does not assert.
+SCALE_N ?= 10000
+bench-scale: deps
+	$(GO) run ./test/loadgen/cmd/benchscale -n $(SCALE_N)
 
 # IKEv2 handshakes per second and gateway memory per tunnel.
 bench-ike: deps

@@ -436,7 +436,10 @@ func (s *ikeSA) afterLocked(d time.Duration, f func()) *time.Timer {
 }
 
 // jitter takes up to 10% off d, so two peers with the same lifetime
-// rarely rekey at the same moment (RFC 7296 §2.8.1 collisions).
+// rarely rekey at the same moment (RFC 7296 §2.8.1 collisions), and a
+// gateway's road warriors that connected in the same second do not all
+// rekey, or check liveness, in one later second (§2.8: "the SA lifetime
+// SHOULD have some randomness"). Uniform over 256 steps of d/10/255.
 func jitter(d time.Duration) time.Duration {
 	r := randomBytes(1)[0]
 	return d - d/10*time.Duration(r)/255
@@ -444,6 +447,9 @@ func jitter(d time.Duration) time.Duration {
 
 // armDPD checks liveness after DPD of silence (§2.4): an empty
 // INFORMATIONAL request; no answer after the retransmissions kills the SA.
+// The timer runs a jittered period (at most d, so PeerGoneWithin holds),
+// spreading the checks of peers that came up together; the silence it
+// asks for is still the whole of d.
 func (s *ikeSA) armDPD() {
 	d := s.e.cfg.DPD
 	if d <= 0 {
@@ -452,7 +458,7 @@ func (s *ikeSA) armDPD() {
 	if s.dpdTimer != nil {
 		s.dpdTimer.Stop()
 	}
-	s.dpdTimer = s.afterLocked(d, func() {
+	s.dpdTimer = s.afterLocked(jitter(d), func() {
 		if s.state != stEstablished {
 			return
 		}

@@ -36,6 +36,15 @@ type Then struct {
 	After func()
 }
 
+// Stream is an answer sent item by item, so neither the daemon nor the
+// client holds the whole list (a gateway's 10,000 Child SAs): a header
+// line {"ok":true,"stream":true}, one line {"item":...} per item, and a
+// last line {"end":true,"count":n}. Items runs in the connection's
+// goroutine; it stops when yield returns false (the client went away).
+type Stream struct {
+	Items func(yield func(any) bool)
+}
+
 // NoGroup leaves the socket to root alone.
 const NoGroup = -1
 
@@ -163,6 +172,10 @@ func serveOne(c net.Conn, h Handler, o Options) {
 	if err == nil {
 		v, err = h(cmd)
 	}
+	if st, ok := v.(Stream); ok && err == nil {
+		sendStream(c, st)
+		return
+	}
 	var after func()
 	if t, ok := v.(Then); ok {
 		v, after = t.Data, t.After
@@ -178,6 +191,93 @@ func serveOne(c net.Conn, h Handler, o Options) {
 	}
 }
 
+// streamItemTimeout bounds each write of a stream: a client that stops
+// reading does not hold the connection's goroutine for ever.
+const streamItemTimeout = 5 * time.Second
+
+func sendStream(c net.Conn, st Stream) {
+	w := bufio.NewWriter(c)
+	enc := json.NewEncoder(w)
+	if enc.Encode(streamLine{OK: true, Stream: true}) != nil {
+		return
+	}
+	n := 0
+	failed := false
+	st.Items(func(item any) bool {
+		c.SetWriteDeadline(time.Now().Add(streamItemTimeout))
+		if err := enc.Encode(streamLine{Item: item}); err != nil {
+			failed = true
+			return false
+		}
+		n++
+		return true
+	})
+	if !failed {
+		c.SetWriteDeadline(time.Now().Add(streamItemTimeout))
+		enc.Encode(streamLine{End: true, Count: n})
+		w.Flush()
+	}
+}
+
+type streamLine struct {
+	OK     bool   `json:"ok,omitempty"`
+	Error  string `json:"error,omitempty"`
+	Stream bool   `json:"stream,omitempty"`
+	Item   any    `json:"item,omitempty"`
+	End    bool   `json:"end,omitempty"`
+	Count  int    `json:"count,omitempty"`
+}
+
+// QueryStream sends cmd to the daemon at path and calls each for every
+// item of its Stream answer, in order, as they arrive. It fails if the
+// stream ends early (the daemon died), or if each does.
+func QueryStream(path, cmd string, each func(json.RawMessage) error) error {
+	c, err := dial(path)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(c, "%s\n", cmd); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bufio.NewReader(c))
+	var head struct {
+		OK     bool   `json:"ok"`
+		Error  string `json:"error"`
+		Stream bool   `json:"stream"`
+	}
+	if err := dec.Decode(&head); err != nil {
+		return fmt.Errorf("control: bad answer from %s: %w", path, err)
+	}
+	if !head.OK {
+		return remoteError(head.Error)
+	}
+	if !head.Stream {
+		return fmt.Errorf("control: %s answered %q without a stream (an older daemon?)", path, cmd)
+	}
+	for n := 0; ; n++ {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		var l struct {
+			Item  json.RawMessage `json:"item"`
+			End   bool            `json:"end"`
+			Count int             `json:"count"`
+		}
+		if err := dec.Decode(&l); err != nil {
+			return fmt.Errorf("control: stream from %s ended after %d items: %w", path, n, err)
+		}
+		if l.End {
+			if l.Count != n {
+				return fmt.Errorf("control: stream from %s: %d items, its end says %d", path, n, l.Count)
+			}
+			return nil
+		}
+		if err := each(l.Item); err != nil {
+			return err
+		}
+	}
+}
+
 // ErrNoDaemon: nothing listens on the control socket.
 var ErrNoDaemon = errors.New("no daemon is running there")
 
@@ -185,15 +285,9 @@ var ErrNoDaemon = errors.New("no daemon is running there")
 // Errors wrap ErrNoDaemon when no daemon listens, and os.ErrPermission
 // when we may not open the socket or send that command.
 func Query(path, cmd string, out any) error {
-	c, err := net.DialTimeout("unix", path, 2*time.Second)
+	c, err := dial(path)
 	if err != nil {
-		switch {
-		case errors.Is(err, os.ErrPermission):
-			return fmt.Errorf("no permission to open the control socket %s: %w: run as root (sudo), or be in the configured control_group", path, os.ErrPermission)
-		case errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED):
-			return fmt.Errorf("cannot reach the daemon at %s: %w (is it running? start it, or use connect)", path, ErrNoDaemon)
-		}
-		return fmt.Errorf("control: %s: %w", path, err)
+		return err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -215,6 +309,20 @@ func Query(path, cmd string, out any) error {
 		return nil
 	}
 	return json.Unmarshal(r.Data, out)
+}
+
+func dial(path string) (net.Conn, error) {
+	c, err := net.DialTimeout("unix", path, 2*time.Second)
+	if err != nil {
+		switch {
+		case errors.Is(err, os.ErrPermission):
+			return nil, fmt.Errorf("no permission to open the control socket %s: %w: run as root (sudo), or be in the configured control_group", path, os.ErrPermission)
+		case errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED):
+			return nil, fmt.Errorf("cannot reach the daemon at %s: %w (is it running? start it, or use connect)", path, ErrNoDaemon)
+		}
+		return nil, fmt.Errorf("control: %s: %w", path, err)
+	}
+	return c, nil
 }
 
 // remoteError is the daemon's refusal; a refusal for lack of permission

@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -223,5 +224,48 @@ func TestCLIControlGroupUnreachableWarns(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("no warning")
+	}
+}
+
+// A Stream answer arrives item by item, in order, all of them (a gateway's
+// 10,000 Child SAs), and its end is checked; a refusal is still an error.
+func TestQueryStreamDeliversEveryItemInOrder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.sock")
+	const n = 10000
+	serve(t, path, func(cmd string) (any, error) {
+		if cmd != "sa list stream" {
+			return nil, errors.New("unknown command")
+		}
+		return Stream{Items: func(yield func(any) bool) {
+			for i := range n {
+				if !yield(map[string]int{"i": i}) {
+					return
+				}
+			}
+		}}, nil
+	})
+	next := 0
+	err := QueryStream(path, "sa list stream", func(b json.RawMessage) error {
+		var v map[string]int
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		if v["i"] != next {
+			return fmt.Errorf("item %d arrived as number %d", v["i"], next)
+		}
+		next++
+		return nil
+	})
+	if err != nil || next != n {
+		t.Fatalf("%d of %d items: %v", next, n, err)
+	}
+	if err := QueryStream(path, "reboot", func(json.RawMessage) error { return nil }); err == nil || !strings.Contains(err.Error(), "unknown command") {
+		t.Fatalf("refused command: %v", err)
+	}
+	// A client that gives up half way: the daemon's goroutine ends (the
+	// test's Serve cleanup would hang otherwise).
+	stop := errors.New("enough")
+	if err := QueryStream(path, "sa list stream", func(json.RawMessage) error { return stop }); !errors.Is(err, stop) {
+		t.Fatalf("stopping early: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -104,8 +105,8 @@ Flags (daemon):
 		return
 	}
 	fmt.Fprintf(w, `Usage: gateway [-config FILE] [-check] [-version]
-       gateway status [-config FILE] [-json]
-       gateway sa list [-config FILE] [-json]
+       gateway status [-config FILE] [-json] [-summary] [-all] [-id PATTERN] [-addr PREFIX] [-state STATE]
+       gateway sa list [-config FILE] [-json] [-id PATTERN] [-addr PREFIX] [-state STATE]
        gateway init [-address HOST] [-dir DIR] [-force]
        gateway version
 
@@ -115,10 +116,17 @@ warriors (IKEv2, or static keys), and removes everything again on SIGTERM
 or SIGINT.
 
 Commands:
-  status      the IKE and Child SAs with SPIs, counters, detector (over the
-              control socket named in the configuration)
+  status      a summary (IKE SAs, Child SAs by state), then the IKE and
+              Child SAs with SPIs, counters, detector (over the control socket
+              named in the configuration); text lists the first 20 (-all: every
+              one); -summary: the counts only
   sa list     one line per Child SA: peer identity, SPIs in/out, selectors,
-              virtual address, bytes, packets, age
+              virtual address, bytes, packets, age, as the daemon streams them
+              (-json: one array, written as it arrives)
+  Filters (status, sa list): -id PATTERN (shell pattern on the identity),
+              -addr ADDR|PREFIX (inner or outer address), -state active|idle|
+              expired (Child SAs that carried packets, none yet, or past their
+              hard lifetime)
   init        write a fresh pre-shared key, roadwarrior.psk (mode 0600), into
               /etc/roamsec (-dir), which the shipped gateway.yaml uses, and
               print the road warrior's init command line with it
@@ -371,18 +379,46 @@ func usageCode(err error) int {
 	return ExitUsage
 }
 
+// statusTextLimit: the text status lists this many IKE SAs, Child SAs
+// and SAs after the summary (a gateway's fleet would print thousands);
+// -all, -json or a filter lifts it.
+const statusTextLimit = 20
+
+// filterFlags are status's and sa list's filters (Filter).
+func filterFlags(fs *flag.FlagSet) (id, addr, state *string) {
+	id = fs.String("id", "", "only peers whose identity matches this shell pattern (e.g. 'rw1*@example.org')")
+	addr = fs.String("addr", "", "only peers with an inner or outer address in this address or prefix")
+	state = fs.String("state", "", "only Child SAs in this state: active, idle (no packet yet) or expired")
+	return id, addr, state
+}
+
 // statusCmd asks the running daemon for its status over the control
 // socket named in the config.
 func statusCmd(role string, args []string, stdout, stderr io.Writer) int {
 	fs, cfgPath, asJSON := cmdFlags(role, "status", stderr, true)
+	id, addr, state := filterFlags(fs)
+	summary := fs.Bool("summary", false, "the counts only, no lists")
+	all := fs.Bool("all", false, fmt.Sprintf("list every SA (text: the first %d by default)", statusTextLimit))
 	if pos, err := parseArgs(fs, args); err != nil || len(pos) > 0 {
 		if err == nil {
 			fmt.Fprintf(stderr, "%s status: unexpected argument %q\n", role, pos[0])
 		}
 		return usageCode(err)
 	}
+	f, err := parseFilter(*id, *addr, *state, 0)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s status: %v\n", role, err)
+		return ExitUsage
+	}
+	if !*asJSON && !*all && f.zero() {
+		f.Limit = statusTextLimit
+	}
+	cmd := strings.TrimSpace(cmdStatus + " " + f.words())
+	if *summary {
+		cmd += " summary"
+	}
 	var st Status
-	if code := query(role, cmdStatus, *cfgPath, &st, stderr); code != ExitOK {
+	if code := query(role, cmd, *cfgPath, &st, stderr); code != ExitOK {
 		return code
 	}
 	if *asJSON {
@@ -395,29 +431,65 @@ func statusCmd(role string, args []string, stdout, stderr io.Writer) int {
 	return ExitOK
 }
 
-// saListCmd lists the Child SAs.
+// saListCmd lists the Child SAs as the daemon streams them: a gateway's
+// thousands are printed as they arrive, never held whole.
 func saListCmd(role string, args []string, stdout, stderr io.Writer) int {
 	fs, cfgPath, asJSON := cmdFlags(role, "sa list", stderr, true)
+	id, addr, state := filterFlags(fs)
 	if pos, err := parseArgs(fs, args); err != nil || len(pos) > 0 {
 		if err == nil {
 			fmt.Fprintf(stderr, "%s sa list: unexpected argument %q\n", role, pos[0])
 		}
 		return usageCode(err)
 	}
-	var cs []ChildStatus
-	if code := query(role, cmdSAList, *cfgPath, &cs, stderr); code != ExitOK {
+	f, err := parseFilter(*id, *addr, *state, 0)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s sa list: %v\n", role, err)
+		return ExitUsage
+	}
+	sock, code := controlSocket(role, cmdSAList, *cfgPath, stderr)
+	if code != ExitOK {
 		return code
 	}
-	if *asJSON {
-		if cs == nil {
-			cs = []ChildStatus{}
+	w := bufio.NewWriter(stdout)
+	defer w.Flush()
+	n := 0
+	err = control.QueryStream(sock, strings.TrimSpace(cmdSAList+" "+f.words())+" stream", func(b json.RawMessage) error {
+		var c ChildStatus
+		if err := json.Unmarshal(b, &c); err != nil {
+			return err
 		}
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(cs)
-		return ExitOK
+		if *asJSON {
+			// The same document as one indented array, written item by item.
+			sep := ",\n  "
+			if n == 0 {
+				sep = "[\n  "
+			}
+			item, _ := json.MarshalIndent(c, "  ", "  ")
+			w.WriteString(sep)
+			w.Write(item)
+		} else {
+			printChild(w, c)
+		}
+		n++
+		return nil
+	})
+	if err != nil {
+		w.Flush()
+		fmt.Fprintf(stderr, "%s sa list: %v\n", role, err)
+		if errors.Is(err, os.ErrPermission) {
+			return ExitPermission
+		}
+		return ExitRuntime
 	}
-	PrintSAList(stdout, cs)
+	switch {
+	case *asJSON && n == 0:
+		w.WriteString("[]\n")
+	case *asJSON:
+		w.WriteString("\n]\n")
+	case n == 0:
+		fmt.Fprintln(w, "no Child SAs")
+	}
 	return ExitOK
 }
 

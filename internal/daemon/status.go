@@ -36,6 +36,9 @@ type Status struct {
 	// IKE and Children are there when IKEv2 negotiates the SAs.
 	IKE      *IKEStatus    `json:"ike,omitempty"`
 	Children []ChildStatus `json:"children,omitempty"`
+	// Summary is set when the status was asked for with a filter, a limit
+	// or as a summary (the CLI always asks so since lists can be long).
+	Summary *Summary `json:"summary,omitempty"`
 }
 
 // DatapathStatus is the data path's counters, with its drops that belong
@@ -147,6 +150,21 @@ type ChildStatus struct {
 	PacketsIn  uint64            `json:"packets_in"`
 	PacketsOut uint64            `json:"packets_out"`
 	Drops      map[string]uint64 `json:"drops,omitempty"` // both SAs, by reason
+	State      string            `json:"state"`           // StateActive, StateIdle or StateExpired
+}
+
+// Summary is status's first part: the counts, whatever the lists hold (a
+// filter, a limit, or -summary leaves them shorter or out).
+type Summary struct {
+	IKESAs   int            `json:"ike_sas"`
+	ChildSAs int            `json:"child_sas"`
+	ByState  map[string]int `json:"child_sas_by_state"`
+	SAs      int            `json:"sas"`
+	// Listed: how many entries the lists below hold.
+	ListedIKESAs   int    `json:"listed_ike_sas"`
+	ListedChildSAs int    `json:"listed_child_sas"`
+	ListedSAs      int    `json:"listed_sas"`
+	Filter         string `json:"filter,omitempty"`
 }
 
 // SAStatus is one SA. Keys never appear here.
@@ -308,6 +326,9 @@ func (r *Running) status(role string, started time.Time, mob *mobilityState) Sta
 // PrintStatus writes st for people.
 func PrintStatus(w io.Writer, st Status) {
 	fmt.Fprintf(w, "roamsec %s %s, up %s, TUN %s (MTU %d)\n", st.Daemon, st.Version, time.Since(st.Started).Round(time.Second), st.TUN, st.MTU)
+	if s := st.Summary; s != nil {
+		printSummary(w, st.Daemon, s)
+	}
 	if k := st.IKE; k != nil {
 		if k.Role == "initiator" {
 			fmt.Fprintf(w, "IKE SA: %s since %s, as %s to %s", strings.ToUpper(k.State), k.Since.Format(time.TimeOnly), k.LocalID, k.Gateway)
@@ -540,7 +561,8 @@ func (st *ikeState) childStatus() []ChildStatus {
 		cs := ChildStatus{Name: c.Name, IKE: c.Name, Peer: c.Peer, SPIIn: fmt.Sprintf("%#08x", c.In.SPI), SPIOut: fmt.Sprintf("%#08x", c.Out.SPI),
 			Local: c.Selector.Local.String(), Remote: c.Selector.Remote.String(), Proposal: c.Proposal, HostToHost: c.HostToHost,
 			Created: c.Created, AgeSeconds: now.Sub(c.Created).Seconds(),
-			BytesIn: in.Bytes, BytesOut: outc.Bytes, PacketsIn: in.Packets, PacketsOut: outc.Packets}
+			BytesIn: in.Bytes, BytesOut: outc.Bytes, PacketsIn: in.Packets, PacketsOut: outc.Packets,
+			State: childState(c.In.Alive() && c.Out.Alive(), in.Packets+outc.Packets)}
 		if i := strings.LastIndexByte(c.Name, '/'); i > 0 {
 			cs.IKE = c.Name[:i]
 		}
@@ -589,6 +611,9 @@ func (r *Running) serveControl(ctx context.Context, disconnect func()) error {
 		o.Group = s.ControlGroup.GID
 	}
 	return control.ServeWith(ctx, s.ControlSocket, o, func(cmd string) (any, error) {
+		if words := strings.Fields(cmd); len(words) > 1 && (words[0] == cmdStatus || cmd != cmdSAList && strings.HasPrefix(cmd, cmdSAList+" ")) {
+			return r.filtered(words)
+		}
 		switch cmd {
 		case cmdStatus:
 			return r.Status(), nil
@@ -665,18 +690,38 @@ func PrintSAList(w io.Writer, cs []ChildStatus) {
 		return
 	}
 	for _, c := range cs {
-		vip := "-"
-		if len(c.VirtualIP) > 0 {
-			vip = strings.Join(c.VirtualIP, ",")
-		}
-		kind := ""
-		if c.HostToHost {
-			kind = " (path monitoring)"
-		}
-		fmt.Fprintf(w, "%s  SPIs in %s out %s  %s <=> %s  vip %s  in %s/%d pkts  out %s/%d pkts  age %s%s\n",
-			c.Peer, c.SPIIn, c.SPIOut, c.Local, c.Remote, vip, humanBytes(c.BytesIn), c.PacketsIn, humanBytes(c.BytesOut), c.PacketsOut,
-			(time.Duration(c.AgeSeconds) * time.Second).String(), kind)
+		printChild(w, c)
 	}
+}
+
+// printSummary is status's first lines: the counts, and what the lists
+// below leave out.
+func printSummary(w io.Writer, role string, s *Summary) {
+	fmt.Fprintf(w, "Summary: %d IKE SAs, %d Child SAs (%d active, %d idle, %d expired), %d SAs\n",
+		s.IKESAs, s.ChildSAs, s.ByState[StateActive], s.ByState[StateIdle], s.ByState[StateExpired], s.SAs)
+	if s.ListedIKESAs < s.IKESAs || s.ListedChildSAs < s.ChildSAs || s.ListedSAs < s.SAs {
+		why := "a filter: " + s.Filter
+		if strings.HasPrefix(s.Filter, "limit=") {
+			why = "-all lists them all"
+		}
+		fmt.Fprintf(w, "Listed: %d of the IKE SAs, %d of the Child SAs, %d of the SAs (%s; %s sa list -id, -addr, -state picks peers)\n",
+			s.ListedIKESAs, s.ListedChildSAs, s.ListedSAs, why, role)
+	}
+}
+
+// printChild is one Child SA's line of sa list.
+func printChild(w io.Writer, c ChildStatus) {
+	vip := "-"
+	if len(c.VirtualIP) > 0 {
+		vip = strings.Join(c.VirtualIP, ",")
+	}
+	kind := ""
+	if c.HostToHost {
+		kind = " (path monitoring)"
+	}
+	fmt.Fprintf(w, "%s  SPIs in %s out %s  %s <=> %s  vip %s  in %s/%d pkts  out %s/%d pkts  age %s%s\n",
+		c.Peer, c.SPIIn, c.SPIOut, c.Local, c.Remote, vip, humanBytes(c.BytesIn), c.PacketsIn, humanBytes(c.BytesOut), c.PacketsOut,
+		(time.Duration(c.AgeSeconds) * time.Second).String(), kind)
 }
 
 func humanBytes(n uint64) string {

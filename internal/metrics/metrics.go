@@ -102,7 +102,19 @@ var (
 	descIKEDrop = prometheus.NewDesc(ns+"_ike_drops_total", "IKE messages dropped by a bound, by reason.", []string{"reason"}, nil)
 	descDP      = prometheus.NewDesc(ns+"_datapath_packets_total", "Packets through the data path, by stage.", []string{"stage"}, nil)
 	descDPDrops = prometheus.NewDesc(ns+"_datapath_drops_total", "Packets dropped outside any SA (no policy, unknown SPI, ...), by reason.", []string{"reason"}, nil)
+	descNegPkts = prometheus.NewDesc(ns+"_child_sa_packets_total", "Packets sealed (out) or opened (in) by the Child SAs installed now, summed.", []string{"dir"}, nil)
+	descNegByte = prometheus.NewDesc(ns+"_child_sa_bytes_total", "Inner bytes sealed (out) or opened (in) by the Child SAs installed now, summed.", []string{"dir"}, nil)
+	descNegDrop = prometheus.NewDesc(ns+"_child_sa_drops_total", "Packets the Child SAs installed now dropped, summed, by reason.", []string{"reason"}, nil)
+	descOmitted = prometheus.NewDesc(ns+"_sa_series_omitted", "Negotiated SAs whose per-SA series are left out (more than PerSALimit): see the roamsec_child_sa_* sums, or `sa list`.", nil, nil)
 )
+
+// PerSALimit bounds the per-SA series of negotiated SAs. Each is labelled
+// with its SPI and peer, so a gateway serving a fleet would export
+// several series per road warrior, renamed at every rekey: an unbounded
+// cardinality Prometheus is not built for. Above the limit only the sums
+// (roamsec_child_sa_*, labelled by direction or reason) and the count
+// left out are exported; static SAs are always listed (there are few).
+const PerSALimit = 64
 
 // Collector turns snapshots into metrics.
 type Collector struct {
@@ -112,7 +124,7 @@ type Collector struct {
 // Describe implements prometheus.Collector.
 func (c Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descInfo, descPackets, descBytes, descSADrops, descIKE, descIKEEst, descChild, descRekeys,
-		descPath, descInUse, descPrimary, descSwitch, descTook, descWhen, descDP, descDPDrops,
+		descPath, descInUse, descPrimary, descSwitch, descTook, descWhen, descDP, descDPDrops, descNegPkts, descNegByte, descNegDrop, descOmitted,
 		descHalf, descCookie, descCSwitch, descFrag, descIKEDrop} {
 		ch <- d
 	}
@@ -132,20 +144,7 @@ func (c Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, t, v, labels...)
 	}
 	m(descInfo, prometheus.GaugeValue, 1, s.Role, s.Version)
-	seen := map[[2]string]bool{} // a registry refuses duplicate series
-	for _, sa := range s.SAs {
-		if k := [2]string{sa.SPI, sa.Dir}; seen[k] {
-			continue
-		} else {
-			seen[k] = true
-		}
-		l := []string{sa.SPI, sa.Dir, sa.Child, sa.Peer}
-		m(descPackets, prometheus.CounterValue, float64(sa.Packets), l...)
-		m(descBytes, prometheus.CounterValue, float64(sa.Bytes), l...)
-		for r, n := range sa.Drops {
-			m(descSADrops, prometheus.CounterValue, float64(n), append(l[:4:4], r)...)
-		}
-	}
+	c.collectSAs(s, m)
 	if s.IKE {
 		m(descIKE, prometheus.GaugeValue, float64(s.IKESAs))
 		m(descIKEEst, prometheus.CounterValue, float64(s.IKEEstablished))
@@ -179,6 +178,59 @@ func (c Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for k, v := range s.Drops {
 		m(descDPDrops, prometheus.CounterValue, float64(v), k)
+	}
+}
+
+// collectSAs reports the SAs: each static one, each negotiated one while
+// there are at most PerSALimit, and always the sums of the negotiated ones.
+func (c Collector) collectSAs(s Snapshot, m func(*prometheus.Desc, prometheus.ValueType, float64, ...string)) {
+	seen := map[[2]string]bool{} // a registry refuses duplicate series
+	var negotiated []SA
+	pkts, bytes, drops := map[string]uint64{"in": 0, "out": 0}, map[string]uint64{"in": 0, "out": 0}, map[string]uint64{}
+	for _, sa := range s.SAs {
+		if k := [2]string{sa.SPI, sa.Dir}; seen[k] {
+			continue
+		} else {
+			seen[k] = true
+		}
+		if sa.Child == "static" {
+			perSA(sa, m)
+			continue
+		}
+		negotiated = append(negotiated, sa)
+		pkts[sa.Dir] += sa.Packets
+		bytes[sa.Dir] += sa.Bytes
+		for r, n := range sa.Drops {
+			drops[r] += n
+		}
+	}
+	omitted := 0
+	if len(negotiated) > PerSALimit {
+		omitted = len(negotiated)
+	} else {
+		for _, sa := range negotiated {
+			perSA(sa, m)
+		}
+	}
+	if !s.IKE {
+		return
+	}
+	for _, dir := range []string{"in", "out"} {
+		m(descNegPkts, prometheus.CounterValue, float64(pkts[dir]), dir)
+		m(descNegByte, prometheus.CounterValue, float64(bytes[dir]), dir)
+	}
+	for r, n := range drops {
+		m(descNegDrop, prometheus.CounterValue, float64(n), r)
+	}
+	m(descOmitted, prometheus.GaugeValue, float64(omitted))
+}
+
+func perSA(sa SA, m func(*prometheus.Desc, prometheus.ValueType, float64, ...string)) {
+	l := []string{sa.SPI, sa.Dir, sa.Child, sa.Peer}
+	m(descPackets, prometheus.CounterValue, float64(sa.Packets), l...)
+	m(descBytes, prometheus.CounterValue, float64(sa.Bytes), l...)
+	for r, n := range sa.Drops {
+		m(descSADrops, prometheus.CounterValue, float64(n), append(l[:4:4], r)...)
 	}
 }
 

@@ -2,9 +2,11 @@ package metrics
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -96,3 +98,70 @@ func TestMetricsServeScrape(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// scrape serves src once and returns the body.
+func scrape(t *testing.T, src func() Snapshot) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, ln, src, nil) }()
+	defer func() { cancel(); <-done }()
+	resp, err := http.Get("http://" + ln.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// A gateway with 10,000 road warriors: its negotiated SAs' per-SA series
+// (SPI and peer labels) are left out above PerSALimit; the sums carry
+// their traffic and drops exactly, the static SAs stay listed, and the
+// number of series does not grow with the fleet.
+func TestMetricsCardinalityBoundedPastPerSALimit(t *testing.T) {
+	fleet := func(n int) Snapshot {
+		s := Snapshot{Role: "gateway", Version: "test", IKE: true, IKESAs: n, ChildSAs: n,
+			SAs: []SA{{SPI: "0x00000100", Dir: "out", Child: "static", Packets: 1}}}
+		for i := range n {
+			peer := fmt.Sprintf("rw%d@example", i)
+			s.SAs = append(s.SAs,
+				SA{SPI: fmt.Sprintf("%#08x", 0x10000+2*i), Dir: "in", Child: peer + "#1/net", Peer: peer, Packets: 2, Bytes: 200, Drops: map[string]uint64{"replay": 1}},
+				SA{SPI: fmt.Sprintf("%#08x", 0x10001+2*i), Dir: "out", Child: peer + "#1/net", Peer: peer, Packets: 3, Bytes: 300})
+		}
+		return s
+	}
+	lines := map[int]int{}
+	for _, n := range []int{PerSALimit/2 + 1, 5000, 10000} {
+		body := scrape(t, func() Snapshot { return fleet(n) })
+		negotiated := 2 * n
+		listed := strings.Count(body, "\nroamsec_sa_packets_total{") - 1 // minus the static one
+		if negotiated <= PerSALimit && listed != negotiated || negotiated > PerSALimit && listed != 0 {
+			t.Errorf("%d road warriors: %d negotiated SAs listed", n, listed)
+		}
+		for _, want := range []string{
+			`roamsec_sa_packets_total{child="static",dir="out",peer="",spi="0x00000100"} 1`,
+			`roamsec_child_sa_packets_total{dir="in"} ` + promFloat(2*n),
+			`roamsec_child_sa_bytes_total{dir="out"} ` + promFloat(300*n),
+			`roamsec_child_sa_drops_total{reason="replay"} ` + promFloat(n),
+		} {
+			if !strings.Contains(body, want) {
+				t.Errorf("%d road warriors: scrape lacks %q", n, want)
+			}
+		}
+		if negotiated > PerSALimit && !strings.Contains(body, "roamsec_sa_series_omitted "+promFloat(negotiated)) {
+			t.Errorf("%d road warriors: omitted count missing", n)
+		}
+		lines[n] = strings.Count(body, "\nroamsec_")
+	}
+	if lines[5000] != lines[10000] {
+		t.Errorf("roamsec series: %d at 5,000 road warriors, %d at 10,000: grows with the fleet", lines[5000], lines[10000])
+	}
+}
+
+// promFloat is how the text format writes a value.
+func promFloat(n int) string { return strconv.FormatFloat(float64(n), 'g', -1, 64) }

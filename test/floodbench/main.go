@@ -259,7 +259,7 @@ func sampleGateway(gw *rig.Proc) func() (int64, float64) {
 	done := make(chan struct{})
 	var peak int64
 	var wg sync.WaitGroup
-	c0, t0 := cpuTicks(gw.Pid()), time.Now()
+	c0, t0 := cpuTicks(gw.PID()), time.Now()
 	wg.Go(func() {
 		for {
 			if r, err := gw.RSS(); err == nil {
@@ -275,7 +275,7 @@ func sampleGateway(gw *rig.Proc) func() (int64, float64) {
 	return func() (int64, float64) {
 		close(done)
 		wg.Wait()
-		c1 := cpuTicks(gw.Pid())
+		c1 := cpuTicks(gw.PID())
 		return peak, float64(c1-c0) / 100 / time.Since(t0).Seconds() // USER_HZ 100
 	}
 }

@@ -228,3 +228,22 @@ func TestCleanupOnFailure(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadAddrs: the load generator's addresses are on rw and gw reaches
+// each of them (first, middle, last) through rw's primary link.
+func TestLoadAddrs(t *testing.T) {
+	b := New(t)
+	addrs, err := b.AddLoadAddrs(300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(addrs) != 300 || addrs[0] != netip.MustParseAddr("100.64.0.1") || addrs[299] != netip.MustParseAddr("100.64.1.44") {
+		t.Fatalf("addresses %v .. %v (%d)", addrs[0], addrs[len(addrs)-1], len(addrs))
+	}
+	for _, a := range []netip.Addr{addrs[0], addrs[150], addrs[299]} {
+		mustPing(t, b.GW, a)
+	}
+	if _, err := b.AddLoadAddrs(0); err == nil {
+		t.Error("AddLoadAddrs(0) accepted")
+	}
+}

@@ -216,12 +216,12 @@ func TCPTransfer(bed *netns.Bed, size int) (time.Duration, error) {
 	return time.Since(start), nil
 }
 
-// Pid is the daemon's process ID (ip netns exec execs it in place).
-func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+// PID is the daemon's process id (for /proc: RSS, CPU time).
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
 
 // RSS is the daemon's resident set size now, in bytes (VmRSS).
 func (p *Proc) RSS() (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.PID()))
 	if err != nil {
 		return 0, err
 	}
