@@ -2,6 +2,7 @@ package ike
 
 import (
 	"errors"
+	"maps"
 	"net/netip"
 	"testing"
 	"time"
@@ -137,6 +138,53 @@ func TestInitialContactRemovesOldChildSAs_RFC7296_2_4(t *testing.T) {
 		if now[c] {
 			t.Errorf("gateway still has the old Child SA %s", c.Name)
 		}
+	}
+}
+
+// The indexes that replace walks over every IKE SA (inbound SPIs for
+// allocSPI, identities for INITIAL_CONTACT) hold exactly what is alive:
+// the installed Child SAs' SPIs and the established IKE SAs, nothing after
+// a reconnect or a reset.
+func TestIndexesFollowTheLiveSAs(t *testing.T) {
+	rw, gw := pskConfigs(t, ModeRFC3554)
+	rw.HostToHost = true
+	p := newPair(t, rw, gw)
+	p.connect(t)
+	p.w.drop.Store(true)
+	p.rw.Reset()
+	p.w.drop.Store(false)
+	p.connect(t)
+	checkPaired(t, p, 2)
+	for side, e := range map[string]*Endpoint{"road warrior": p.rw, "gateway": p.gw} {
+		e.mu.Lock()
+		want := map[uint32]struct{}{}
+		nIKE := 0
+		for _, s := range e.sas {
+			if s.state == stEstablished {
+				nIKE++
+			}
+			for _, c := range s.children {
+				want[c.In.SPI] = struct{}{}
+			}
+		}
+		indexed := 0
+		for _, m := range e.byPeer {
+			indexed += len(m)
+		}
+		got := maps.Clone(e.spisIn)
+		e.mu.Unlock()
+		if !maps.Equal(got, want) {
+			t.Errorf("%s: inbound SPI index %v, want %v", side, got, want)
+		}
+		if indexed != nIKE {
+			t.Errorf("%s: %d IKE SAs indexed by peer, %d established", side, indexed, nIKE)
+		}
+	}
+	p.gw.Reset()
+	p.gw.mu.Lock()
+	defer p.gw.mu.Unlock()
+	if len(p.gw.spisIn) != 0 || len(p.gw.byPeer) != 0 {
+		t.Errorf("after Reset: %d SPIs, %d identities indexed", len(p.gw.spisIn), len(p.gw.byPeer))
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/roamsec/roamsec/ike/auth"
@@ -409,6 +410,7 @@ func encryptedOf(m *message.Message) *message.Encrypted {
 // established finishes authentication: timers start.
 func (s *ikeSA) established() {
 	s.state = stEstablished
+	s.e.indexPeer(s)
 	if s.authenticated.IsZero() {
 		s.authenticated = time.Now()
 	}
@@ -504,6 +506,7 @@ func (s *ikeSA) destroy(why DownReason) {
 	}
 	wasUp := s.state >= stEstablished
 	s.state = stDead
+	s.e.unindexPeer(s)
 	for _, t := range []*time.Timer{s.dpdTimer, s.ikeRekeyTimer} {
 		if t != nil {
 			t.Stop()
@@ -555,4 +558,46 @@ func (s *ikeSA) deleteIKE(why DownReason) {
 		onReply:  func(*message.Message, []message.Payload) { s.destroy(why) },
 		onFail:   func(error) { s.destroy(why) },
 	})
+}
+
+// peerKey buckets identities for Endpoint.byPeer so that identities Equal
+// calls equal share a bucket: FQDN and RFC 822 names compare without case;
+// every DN shares one bucket (dnEqual's canonical form is not a key), so
+// INITIAL_CONTACT among DN identities still compares each with Equal.
+func peerKey(id auth.Identity) string {
+	switch id.Type {
+	case auth.IDFQDN, auth.IDRFC822Addr:
+		return fmt.Sprintf("%d:%s", id.Type, strings.ToLower(string(id.Data)))
+	case auth.IDDERASN1DN:
+		return fmt.Sprintf("%d:", id.Type)
+	}
+	return fmt.Sprintf("%d:%x", id.Type, id.Data)
+}
+
+// indexPeer files an established IKE SA under its peer's identity. Under e.mu.
+func (e *Endpoint) indexPeer(s *ikeSA) {
+	if s.peerID.Data == nil {
+		return
+	}
+	k := peerKey(s.peerID)
+	m := e.byPeer[k]
+	if m == nil {
+		m = map[*ikeSA]struct{}{}
+		e.byPeer[k] = m
+	}
+	m[s] = struct{}{}
+}
+
+// unindexPeer takes a dying IKE SA out of byPeer. Under e.mu.
+func (e *Endpoint) unindexPeer(s *ikeSA) {
+	if s.peerID.Data == nil {
+		return
+	}
+	k := peerKey(s.peerID)
+	if m := e.byPeer[k]; m != nil {
+		delete(m, s)
+		if len(m) == 0 {
+			delete(e.byPeer, k)
+		}
+	}
 }
