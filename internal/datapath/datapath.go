@@ -65,6 +65,12 @@ type Datapath struct {
 
 	outWork chan *outBatch
 	inWork  chan *inBatch
+
+	connList []transport.Conn // the configured transports, fixed by New
+
+	// Batches handed to the pipeline and not yet written, outbound; a
+	// reader that sees none processes a small batch itself.
+	outInFlight atomic.Int64
 }
 
 // New checks cfg and returns a datapath ready to Run.
@@ -84,11 +90,17 @@ func New(cfg Config) (*Datapath, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Datapath{
+	d := &Datapath{
 		cfg: cfg, log: cfg.Log,
 		outWork: make(chan *outBatch, cfg.InFlight*4),
 		inWork:  make(chan *inBatch, cfg.InFlight*4),
-	}, nil
+	}
+	for _, c := range []transport.Conn{cfg.ESP4, cfg.ESP6, cfg.UDP4, cfg.UDP6} {
+		if c != nil {
+			d.connList = append(d.connList, c)
+		}
+	}
+	return d, nil
 }
 
 // Stats returns a snapshot of the counters.
@@ -139,10 +151,9 @@ func (d *Datapath) Run(ctx context.Context) error {
 	rest.Go(func() { d.sendESP(outFree, outQ) })
 	// Inbound: each transport → open → TUN.
 	for _, c := range d.conns() {
-		inQ := make(chan *inBatch, d.cfg.InFlight)
-		inFree := d.newInBatches(c)
-		readers.Go(func() { errc <- d.readESP(stop, c, inFree, inQ) })
-		rest.Go(func() { d.writeTUN(inFree, inQ) })
+		p := d.newInPipe(c)
+		readers.Go(func() { errc <- d.readESP(stop, p) })
+		rest.Go(func() { d.writeTUN(p) })
 	}
 	go func() {
 		readers.Wait()
@@ -166,15 +177,7 @@ func (d *Datapath) Run(ctx context.Context) error {
 	return first
 }
 
-func (d *Datapath) conns() []transport.Conn {
-	var cs []transport.Conn
-	for _, c := range []transport.Conn{d.cfg.ESP4, d.cfg.ESP6, d.cfg.UDP4, d.cfg.UDP6} {
-		if c != nil {
-			cs = append(cs, c)
-		}
-	}
-	return cs
-}
+func (d *Datapath) conns() []transport.Conn { return d.connList }
 
 func isClosed(err error) bool {
 	return err == nil || errors.Is(err, os.ErrClosed) || errors.Is(err, errStopped)

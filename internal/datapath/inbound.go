@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/roamsec/roamsec/tun"
 	"github.com/roamsec/roamsec/tunnel"
@@ -38,19 +39,39 @@ func (d *Datapath) newInBatches(c transport.Conn) chan *inBatch {
 	return free
 }
 
-func (d *Datapath) readESP(stop <-chan struct{}, c transport.Conn, free, q chan *inBatch) error {
-	defer close(q)
+// inPipe is one transport's inbound pipeline: its reader, its TUN writer
+// and the batches between them.
+type inPipe struct {
+	c        transport.Conn
+	free, q  chan *inBatch
+	inFlight atomic.Int64 // batches handed on and not yet written to the TUN
+	// Written by the TUN writer only: inner packets of the batches it
+	// writes together (the reader has its own, for batches it handles).
+	out [][]byte
+}
+
+func (d *Datapath) newInPipe(c transport.Conn) *inPipe {
+	return &inPipe{
+		c: c, free: d.newInBatches(c), q: make(chan *inBatch, d.cfg.InFlight),
+		out: make([][]byte, 0, maxCoalesce+c.BatchSize()),
+	}
+}
+
+func (d *Datapath) readESP(stop <-chan struct{}, p *inPipe) error {
+	defer close(p.q)
+	var b *inBatch
 	for {
-		var b *inBatch
-		select {
-		case b = <-free:
-		case <-stop:
-			return errStopped
+		if b == nil {
+			select {
+			case b = <-p.free:
+			case <-stop:
+				return errStopped
+			}
 		}
 		for i := range b.msgs {
 			b.msgs[i] = transport.Datagram{Buf: b.bases[i]}
 		}
-		n, err := c.ReadBatch(b.msgs)
+		n, err := p.c.ReadBatch(b.msgs)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return errStopped
@@ -59,9 +80,20 @@ func (d *Datapath) readESP(stop <-chan struct{}, c transport.Conn, free, q chan 
 		}
 		d.espReceived.Add(uint64(n))
 		b.n = n
+		if n <= inlineMax && p.inFlight.Load() == 0 {
+			// As readTUN: nothing ahead of this batch, so it is opened
+			// and written here, without waking two other goroutines.
+			d.open(b)
+			d.writeOut(b.out)
+			clear(b.out)
+			b.out = b.out[:0]
+			continue
+		}
+		p.inFlight.Add(1)
 		b.done.Lock()
-		q <- b
+		p.q <- b
 		d.inWork <- b
+		b = nil
 	}
 }
 
@@ -87,21 +119,53 @@ func (d *Datapath) open(b *inBatch) {
 	}
 }
 
-func (d *Datapath) writeTUN(free, q chan *inBatch) {
-	for b := range q {
+// writeTUN writes opened batches to the TUN in reading order; batches
+// already opened when it gets to them are written together, which also
+// gives the TUN's GRO more to coalesce.
+func (d *Datapath) writeTUN(p *inPipe) {
+	held := make([]*inBatch, 0, d.cfg.InFlight)
+	for b := range p.q {
 		b.done.Lock()
-		if len(b.out) > 0 {
-			if _, err := d.cfg.TUN.Write(b.out, tun.Offset); err != nil {
-				if !errors.Is(err, os.ErrClosed) {
-					d.log.Debug("tun write", "err", err)
+		p.out = append(p.out, b.out...)
+		held = append(held, b)
+	more:
+		for len(p.out) < maxCoalesce {
+			select {
+			case nb, ok := <-p.q:
+				if !ok {
+					break more
 				}
-			} else {
-				d.tunWritten.Add(uint64(len(b.out)))
+				nb.done.Lock()
+				p.out = append(p.out, nb.out...)
+				held = append(held, nb)
+			default:
+				break more
 			}
 		}
-		clear(b.out)
-		b.out = b.out[:0]
-		b.done.Unlock()
-		free <- b
+		d.writeOut(p.out)
+		clear(p.out)
+		p.out = p.out[:0]
+		for i, hb := range held {
+			clear(hb.out)
+			hb.out = hb.out[:0]
+			hb.done.Unlock()
+			p.inFlight.Add(-1)
+			p.free <- hb
+			held[i] = nil
+		}
+		held = held[:0]
 	}
+}
+
+func (d *Datapath) writeOut(out [][]byte) {
+	if len(out) == 0 {
+		return
+	}
+	if _, err := d.cfg.TUN.Write(out, tun.Offset); err != nil {
+		if !errors.Is(err, os.ErrClosed) {
+			d.log.Debug("tun write", "err", err)
+		}
+		return
+	}
+	d.tunWritten.Add(uint64(len(out)))
 }

@@ -105,6 +105,17 @@ func measurePath(ctx context.Context, o options, id, work string) (r pathResult)
 	}
 	r.TCPMedianGbps = median(r.TCPGbps)
 	r.setCPU(total, s)
+	if o.streams > 1 {
+		for i := range o.runs {
+			gbps, err := tcpRun(ctx, bed, o.duration, "-P", strconv.Itoa(o.streams))
+			if err != nil {
+				return fail(fmt.Errorf("TCP run %d with %d streams: %w", i+1, o.streams, err))
+			}
+			r.TCPStreams, r.TCPStreamsGbps = o.streams, append(r.TCPStreamsGbps, gbps)
+			progress("%s %s: TCP run %d/%d, %d streams: %.2f Gbit/s", id, r.Name, i+1, o.runs, o.streams, gbps)
+		}
+		r.TCPStreamsMedianGbps = median(r.TCPStreamsGbps)
+	}
 
 	if o.udp {
 		u, err := udpSearch(ctx, bed, o, func(format string, a ...any) {
@@ -120,7 +131,49 @@ func measurePath(ctx context.Context, o options, id, work string) (r pathResult)
 			return fail(err)
 		}
 	}
+	if o.udpCPURate > 0 && s.rw != nil {
+		c, err := udpCPU(ctx, bed, m, o)
+		if err != nil {
+			r.UDPError = oneLine(err.Error())
+		} else {
+			r.UDPCPU = c
+			progress("%s %s: 64-byte UDP at %s pps: CPU %.2f / %.2f µs per packet (rw / gw)", id, r.Name, kpps(o.udpCPURate), c.RWUsPerPacket, c.GWUsPerPacket)
+		}
+	}
 	return r
+}
+
+// udpCPUResult is the tunnel processes' CPU time per 64-byte packet
+// delivered at a fixed rate below the loss-free rate of every path: the
+// per-packet cost, apart from where each path saturates.
+type udpCPUResult struct {
+	PPS           float64 `json:"pps"` // delivered
+	LossPercent   float64 `json:"loss_percent"`
+	RWUsPerPacket float64 `json:"rw_us_per_packet"`
+	GWUsPerPacket float64 `json:"gw_us_per_packet"`
+}
+
+func udpCPU(ctx context.Context, bed *netns.Bed, m *meter, o options) (*udpCPUResult, error) {
+	before, err := m.snap()
+	if err != nil {
+		return nil, err
+	}
+	p, err := udpRun(ctx, bed, o.udpDuration, o.udpCPURate)
+	if err != nil {
+		return nil, err
+	}
+	after, err := m.snap()
+	if err != nil {
+		return nil, err
+	}
+	d := after.sub(before)
+	pk := p.DeliveredPPS * o.udpDuration.Seconds()
+	if pk <= 0 {
+		return nil, errors.New("no 64-byte packets delivered")
+	}
+	us := func(ticks uint64) float64 { return float64(ticks) / clkTck * 1e6 / pk }
+	return &udpCPUResult{PPS: p.DeliveredPPS, LossPercent: p.LossPercent,
+		RWUsPerPacket: us(d.rwTicks), GWUsPerPacket: us(d.gwTicks)}, nil
 }
 
 func (s *setup) alive() error {
@@ -234,8 +287,8 @@ func iperf(ctx context.Context, bed *netns.Bed, args ...string) (*iperfResult, e
 	return nil, lastErr
 }
 
-func tcpRun(ctx context.Context, bed *netns.Bed, d time.Duration) (float64, error) {
-	res, err := iperf(ctx, bed, "-t", secs(d))
+func tcpRun(ctx context.Context, bed *netns.Bed, d time.Duration, extra ...string) (float64, error) {
+	res, err := iperf(ctx, bed, append([]string{"-t", secs(d)}, extra...)...)
 	if err != nil {
 		return 0, err
 	}
