@@ -67,6 +67,9 @@ type Datapath struct {
 	inWork  chan *inBatch
 
 	connList []transport.Conn // the configured transports, fixed by New
+	// gro: the transports that coalesce on receive (UDP GRO); read-only
+	// after New.
+	gro map[transport.Conn]bool
 
 	// Batches handed to the pipeline and not yet written, outbound; a
 	// reader that sees none processes a small batch itself.
@@ -95,9 +98,20 @@ func New(cfg Config) (*Datapath, error) {
 		outWork: make(chan *outBatch, cfg.InFlight*4),
 		inWork:  make(chan *inBatch, cfg.InFlight*4),
 	}
+	d.gro = make(map[transport.Conn]bool)
 	for _, c := range []transport.Conn{cfg.ESP4, cfg.ESP6, cfg.UDP4, cfg.UDP6} {
-		if c != nil {
-			d.connList = append(d.connList, c)
+		if c == nil {
+			continue
+		}
+		d.connList = append(d.connList, c)
+		// Our receive buffers hold 64 KiB and we keep our own list of
+		// them: what UDP GRO needs (transport.UDPConn.EnableGRO).
+		if g, ok := c.(groConn); ok {
+			if err := g.EnableGRO(); err != nil {
+				d.log.Debug("no UDP GRO", "err", err)
+			} else {
+				d.gro[c] = true
+			}
 		}
 	}
 	return d, nil

@@ -19,20 +19,46 @@ type inBatch struct {
 	msgs  []transport.Datagram
 	n     int
 	out   [][]byte // inner packets with tun.Offset bytes of headroom, for tun.Write
+	// heads are spare buffers for the first packet of each coalesced
+	// read (UDP GRO), where the TUN's GRO can append the ones after it.
+	heads [][]byte
 }
+
+// groBufs is how many receive buffers a batch of a GRO transport has, each
+// with room for transport.GROSegments packets; each coalesced read also
+// gets a head buffer.
+const groBufs = 16
+
+// groConn is a transport that can coalesce on receive (*transport.UDPConn).
+type groConn interface{ EnableGRO() error }
 
 // Inbound buffers are large: the TUN's GRO may coalesce following packets
 // into a buffer's spare capacity, which is what makes TCP through the TUN
 // cheap for the kernel.
 const inBufSize = 65535 + 64
 
+// inSlots is how many packets one batch of c holds, and how many of
+// them get a receive buffer.
+func (d *Datapath) inSlots(c transport.Conn) (slots, bufs int) {
+	if d.gro[c] {
+		return groBufs * transport.GROSegments, groBufs
+	}
+	return c.BatchSize(), c.BatchSize()
+}
+
 func (d *Datapath) newInBatches(c transport.Conn) chan *inBatch {
-	bs := c.BatchSize()
+	slots, nbufs := d.inSlots(c)
 	free := make(chan *inBatch, d.cfg.InFlight)
 	for range d.cfg.InFlight {
-		b := &inBatch{bases: make([][]byte, bs), msgs: make([]transport.Datagram, bs), out: make([][]byte, 0, bs)}
+		b := &inBatch{bases: make([][]byte, nbufs), msgs: make([]transport.Datagram, slots), out: make([][]byte, 0, slots)}
 		for i := range b.bases {
 			b.bases[i] = make([]byte, inBufSize)
+		}
+		if d.gro[c] {
+			b.heads = make([][]byte, nbufs)
+			for i := range b.heads {
+				b.heads[i] = make([]byte, inBufSize)
+			}
 		}
 		free <- b
 	}
@@ -51,9 +77,10 @@ type inPipe struct {
 }
 
 func (d *Datapath) newInPipe(c transport.Conn) *inPipe {
+	slots, _ := d.inSlots(c)
 	return &inPipe{
 		c: c, free: d.newInBatches(c), q: make(chan *inBatch, d.cfg.InFlight),
-		out: make([][]byte, 0, maxCoalesce+c.BatchSize()),
+		out: make([][]byte, 0, maxCoalesce+slots),
 	}
 }
 
@@ -68,8 +95,8 @@ func (d *Datapath) readESP(stop <-chan struct{}, p *inPipe) error {
 				return errStopped
 			}
 		}
-		for i := range b.msgs {
-			b.msgs[i] = transport.Datagram{Buf: b.bases[i]}
+		for i, buf := range b.bases {
+			b.msgs[i] = transport.Datagram{Buf: buf} // the rest is room for the packets of coalesced reads
 		}
 		n, err := p.c.ReadBatch(b.msgs)
 		if err != nil {
@@ -99,6 +126,7 @@ func (d *Datapath) readESP(stop <-chan struct{}, p *inPipe) error {
 
 func (d *Datapath) open(b *inBatch) {
 	b.out = b.out[:0]
+	heads := b.heads
 	for i := range b.n {
 		m := &b.msgs[i]
 		if m.IKE {
@@ -115,7 +143,15 @@ func (d *Datapath) open(b *inBatch) {
 		}
 		// The inner packet starts tunnel.HeaderLen bytes into the ESP
 		// packet: that header becomes the TUN write's headroom.
-		b.out = append(b.out, m.Buf[:tunnel.HeaderLen+len(inner)])
+		pkt := m.Buf[:tunnel.HeaderLen+len(inner)]
+		if m.Segs > 1 && len(heads) > 0 {
+			// The packets of a coalesced read are capped at their own
+			// ends, so the TUN's GRO could not append the ones after
+			// this first one to it: one copy per read gives it room.
+			pkt = heads[0][:copy(heads[0], pkt)]
+			heads = heads[1:]
+		}
+		b.out = append(b.out, pkt)
 	}
 }
 
