@@ -235,3 +235,54 @@ func FuzzDeliverGRO(f *testing.F) {
 		}
 	})
 }
+
+// TestNoAllocsPerPacketGRO: the receive path with UDP GRO, splitting
+// included, allocates nothing in steady state.
+func TestNoAllocsPerPacketGRO(t *testing.T) {
+	bed := newTestbed(t)
+	p := newPair(t, bed, false, true)
+	if err := p.b.(*UDPConn).EnableGRO(); err != nil {
+		t.Skipf("no UDP_GRO: %v", err)
+	}
+	const batch = 32
+	out := make([]Datagram, batch)
+	for i := range out {
+		out[i] = Datagram{Buf: espPacket(0x8100, uint32(i+1), 1400), Local: p.srcA[0], Remote: netip.AddrPortFrom(p.dstB[0], p.portB)}
+	}
+	bufs := make([][]byte, 2)
+	for i := range bufs {
+		bufs[i] = make([]byte, 65536)
+	}
+	in := make([]Datagram, len(bufs)*GROSegments)
+	var failed error
+	cycle := func() {
+		if _, err := p.a.WriteBatch(out); err != nil {
+			failed = err
+			return
+		}
+		for got := 0; got < batch; {
+			for i := range bufs {
+				in[i].Buf = bufs[i]
+			}
+			n, err := p.b.ReadBatch(in)
+			if err != nil {
+				failed = err
+				return
+			}
+			got += n
+		}
+	}
+	timer := time.AfterFunc(10*time.Second, func() { p.b.Close() })
+	defer timer.Stop()
+	cycle()
+	allocs := testing.AllocsPerRun(100, cycle)
+	if failed != nil {
+		t.Fatal(failed)
+	}
+	if allocs != 0 {
+		t.Errorf("%v allocations per %d-packet write+read with GRO, want 0", allocs, batch)
+	}
+	if p.b.Stats().Coalesced == 0 {
+		t.Error("no coalesced read")
+	}
+}
