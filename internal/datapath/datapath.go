@@ -35,7 +35,10 @@ type Config struct {
 	SAD        *tunnel.SAD
 	Log        *slog.Logger
 	Workers    int // crypto workers; 0 = one per core
-	InFlight   int // batches in flight per direction and reader; 0 = 4
+	// InFlight: batches in flight per inbound reader; 0 = 4. Outbound
+	// gets at least outFlight: a TUN read of one small packet is a batch
+	// of its own, so under a flood of them few batches hold few packets.
+	InFlight int
 	// OnIKE receives IKE messages that arrived on a UDP socket (RFC 3948
 	// non-ESP marker). Nil drops them. It must copy msg.
 	OnIKE func(msg []byte, local netip.Addr, remote netip.AddrPort)
@@ -74,6 +77,7 @@ type Datapath struct {
 	// Batches handed to the pipeline and not yet written, outbound; a
 	// reader that sees none processes a small batch itself.
 	outInFlight atomic.Int64
+	outFlight   int // outbound batches
 }
 
 // New checks cfg and returns a datapath ready to Run.
@@ -95,8 +99,9 @@ func New(cfg Config) (*Datapath, error) {
 	}
 	d := &Datapath{
 		cfg: cfg, log: cfg.Log,
-		outWork: make(chan *outBatch, cfg.InFlight*4),
-		inWork:  make(chan *inBatch, cfg.InFlight*4),
+		outFlight: max(cfg.InFlight, outFlight),
+		outWork:   make(chan *outBatch, max(cfg.InFlight, outFlight)),
+		inWork:    make(chan *inBatch, cfg.InFlight*4),
 	}
 	d.gro = make(map[transport.Conn]bool)
 	for _, c := range []transport.Conn{cfg.ESP4, cfg.ESP6, cfg.UDP4, cfg.UDP6} {
@@ -159,7 +164,7 @@ func (d *Datapath) Run(ctx context.Context) error {
 		rest.Go(d.worker)
 	}
 	// Outbound: TUN → seal → transports.
-	outQ := make(chan *outBatch, d.cfg.InFlight)
+	outQ := make(chan *outBatch, d.outFlight)
 	outFree := d.newOutBatches()
 	readers.Go(func() { errc <- d.readTUN(stop, outFree, outQ) })
 	rest.Go(func() { d.sendESP(outFree, outQ) })

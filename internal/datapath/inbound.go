@@ -25,9 +25,12 @@ type inBatch struct {
 }
 
 // groBufs is how many receive buffers a batch of a GRO transport has, each
-// with room for transport.GROSegments packets; each coalesced read also
-// gets a head buffer.
-const groBufs = 16
+// with room for transport.GROSegments packets; groHeads of its coalesced
+// reads get a head buffer.
+const (
+	groBufs  = 16
+	groHeads = 32
+)
 
 // groConn is a transport that can coalesce on receive (*transport.UDPConn).
 type groConn interface{ EnableGRO() error }
@@ -55,7 +58,7 @@ func (d *Datapath) newInBatches(c transport.Conn) chan *inBatch {
 			b.bases[i] = make([]byte, inBufSize)
 		}
 		if d.gro[c] {
-			b.heads = make([][]byte, nbufs)
+			b.heads = make([][]byte, groHeads)
 			for i := range b.heads {
 				b.heads[i] = make([]byte, inBufSize)
 			}
@@ -126,7 +129,7 @@ func (d *Datapath) readESP(stop <-chan struct{}, p *inPipe) error {
 
 func (d *Datapath) open(b *inBatch) {
 	b.out = b.out[:0]
-	heads := b.heads
+	hr := headRoom{heads: b.heads}
 	for i := range b.n {
 		m := &b.msgs[i]
 		if m.IKE {
@@ -139,20 +142,94 @@ func (d *Datapath) open(b *inBatch) {
 		}
 		inner, _, err := d.cfg.SAD.DecapsulateFrom(m.Remote, m.Local, m.Buf)
 		if err != nil {
+			hr.lost(m)
 			continue // counted on the SA and the SAD
 		}
 		// The inner packet starts tunnel.HeaderLen bytes into the ESP
 		// packet: that header becomes the TUN write's headroom.
-		pkt := m.Buf[:tunnel.HeaderLen+len(inner)]
-		if m.Segs > 1 && len(heads) > 0 {
-			// The packets of a coalesced read are capped at their own
-			// ends, so the TUN's GRO could not append the ones after
-			// this first one to it: one copy per read gives it room.
-			pkt = heads[0][:copy(heads[0], pkt)]
-			heads = heads[1:]
-		}
-		b.out = append(b.out, pkt)
+		b.out = append(b.out, hr.place(m, m.Buf[:tunnel.HeaderLen+len(inner)]))
 	}
+}
+
+// headRoom keeps the TUN's GRO working on coalesced reads (UDP GRO). Their
+// packets are slices of one buffer, each capped at its own end but the
+// last, so the TUN's GRO cannot append a flow's next packets to one of
+// them: it would overwrite the packets after it. So the packet that starts
+// a GRO run (the first of a read, or one after a packet that ended a run)
+// is copied into a head buffer with room; the following ones are appended
+// to it. That is one or two copies per read of up to 64 packets.
+type headRoom struct {
+	heads  [][]byte
+	left   int  // packets of the current coalesced read still to come
+	newRun bool // the next packet of the read starts a new GRO run
+}
+
+func (h *headRoom) next(m *transport.Datagram) (inRead, first bool) {
+	if m.Segs > 1 {
+		h.left, h.newRun = m.Segs, false
+		first = true
+	}
+	if h.left == 0 {
+		return false, false
+	}
+	h.left--
+	return true, first
+}
+
+// lost notes a packet of a read that is not written: the next one cannot
+// continue its run.
+func (h *headRoom) lost(m *transport.Datagram) {
+	if in, _ := h.next(m); in {
+		h.newRun = true
+	}
+}
+
+// place returns pkt, or its copy in a head buffer.
+func (h *headRoom) place(m *transport.Datagram, pkt []byte) []byte {
+	in, first := h.next(m)
+	if !in {
+		return pkt // a datagram of its own: it has the buffer's room
+	}
+	need := first || h.newRun
+	h.newRun = endsGRORun(pkt[tunnel.HeaderLen:])
+	if need && h.left > 0 && len(h.heads) > 0 { // the last one has room
+		pkt = h.heads[0][:copy(h.heads[0], pkt)]
+		h.heads = h.heads[1:]
+	}
+	return pkt
+}
+
+// endsGRORun reports whether nothing can be appended to inner by the TUN's
+// TCP GRO (wireguard-go's tun): a TCP segment with any flag but ACK (PSH
+// ends a run), or a packet that is neither TCP nor UDP.
+func endsGRORun(inner []byte) bool {
+	if len(inner) < 1 {
+		return true
+	}
+	var proto byte
+	hl := 0
+	switch inner[0] >> 4 {
+	case 4:
+		if len(inner) < 20 {
+			return true
+		}
+		proto, hl = inner[9], int(inner[0]&0x0f)*4
+	case 6:
+		if len(inner) < 40 {
+			return true
+		}
+		proto, hl = inner[6], 40
+	default:
+		return true
+	}
+	switch proto {
+	case 17: // UDP: a run ends on a shorter datagram, rarely mid-read
+		return false
+	case 6:
+		const flags, ack = 13, 0x10
+		return len(inner) <= hl+flags || inner[hl+flags] != ack
+	}
+	return true
 }
 
 // writeTUN writes opened batches to the TUN in reading order; batches

@@ -32,8 +32,8 @@ func (d *Datapath) newOutBatches() chan *outBatch {
 	// Segments of a TUN GSO read are at most one MTU; ESP adds its header
 	// in front (the TUN offset is exactly that headroom) and the trailer.
 	size := tunnel.HeaderLen + d.cfg.TUN.MTU() + tunnel.MaxTrailer + 64
-	free := make(chan *outBatch, d.cfg.InFlight)
-	for range d.cfg.InFlight {
+	free := make(chan *outBatch, d.outFlight)
+	for range d.outFlight {
 		b := &outBatch{bufs: make([][]byte, bs), sizes: make([]int, bs), res: make([]sealed, bs)}
 		for i := range b.bufs {
 			b.bufs[i] = make([]byte, size)
@@ -106,6 +106,8 @@ const (
 	// VoIP, games, DNS, ACKs). Larger reads go to the crypto workers so
 	// that bulk traffic uses every core.
 	inlineMax = 8
+	// outFlight is the least number of outbound batches (Config.InFlight).
+	outFlight = 16
 	// maxCoalesce is how many packets the writer gathers from batches
 	// already done before it sends: one sendmmsg's worth.
 	maxCoalesce = 128
@@ -175,7 +177,7 @@ func (s *sender) send(b *outBatch) {
 // a pipeline that fell behind catches up with fewer system calls.
 func (d *Datapath) sendESP(free, q chan *outBatch) {
 	s := d.newSender()
-	held := make([]*outBatch, 0, d.cfg.InFlight)
+	held := make([]*outBatch, 0, d.outFlight)
 	for b := range q {
 		b.done.Lock()
 		s.add(b)

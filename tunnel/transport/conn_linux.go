@@ -368,7 +368,8 @@ func (c *batchConn) deliver(msgs []Datagram, k int) int {
 // shorter (the kernel coalesces only equal-sized datagrams of one flow,
 // RFC 768 framing lost). Each becomes a Datagram whose Buf is a slice of
 // the receive buffer, capped at its own end so that appending to it (the
-// TUN's GRO) cannot run into the next one: nothing is copied.
+// TUN's GRO) cannot run into the next one (the last keeps the buffer's
+// spare capacity): nothing is copied.
 func (c *batchConn) deliverGRO(msgs []Datagram, k int) int {
 	b := &c.rx
 	got := c.got[:0]
@@ -401,7 +402,13 @@ func (c *batchConn) deliverGRO(msgs []Datagram, k int) int {
 				over++ // only from a local sender of more than GROSegments segments
 				continue
 			}
-			p, isIKE, drop := classifyUDP(r.buf[off:end:end])
+			// Capped at the next packet's start; the last keeps the
+			// buffer's spare room.
+			seg := r.buf[off:end:end]
+			if end == r.n {
+				seg = r.buf[off:end]
+			}
+			p, isIKE, drop := classifyUDP(seg)
 			switch drop {
 			case dropKeepalive:
 				ka++

@@ -58,7 +58,8 @@ type Datagram struct {
 	// Segs is set on receive, on the first of several ESP packets that
 	// arrived as one coalesced datagram (UDP GRO, UDPConn.EnableGRO): how
 	// many there are. They follow it in msgs and their Bufs are slices
-	// of one receive buffer, each capped at its own end. 0 otherwise.
+	// of one receive buffer, each but the last capped at its own end.
+	// 0 otherwise.
 	Segs int
 }
 
