@@ -35,10 +35,7 @@ type Config struct {
 	SAD        *tunnel.SAD
 	Log        *slog.Logger
 	Workers    int // crypto workers; 0 = one per core
-	// InFlight: batches in flight per inbound reader; 0 = 4. Outbound
-	// gets at least outFlight: a TUN read of one small packet is a batch
-	// of its own, so under a flood of them few batches hold few packets.
-	InFlight int
+	InFlight   int // batches in flight per direction and reader; 0 = 4
 	// OnIKE receives IKE messages that arrived on a UDP socket (RFC 3948
 	// non-ESP marker). Nil drops them. It must copy msg.
 	OnIKE func(msg []byte, local netip.Addr, remote netip.AddrPort)
@@ -99,8 +96,8 @@ func New(cfg Config) (*Datapath, error) {
 	}
 	d := &Datapath{
 		cfg: cfg, log: cfg.Log,
-		outFlight: max(cfg.InFlight, outFlight),
-		outWork:   make(chan *outBatch, max(cfg.InFlight, outFlight)),
+		outFlight: cfg.InFlight,
+		outWork:   make(chan *outBatch, cfg.InFlight*4),
 		inWork:    make(chan *inBatch, cfg.InFlight*4),
 	}
 	d.gro = make(map[transport.Conn]bool)

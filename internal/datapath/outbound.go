@@ -106,8 +106,6 @@ const (
 	// VoIP, games, DNS, ACKs). Larger reads go to the crypto workers so
 	// that bulk traffic uses every core.
 	inlineMax = 8
-	// outFlight is the least number of outbound batches (Config.InFlight).
-	outFlight = 16
 	// maxCoalesce is how many packets the writer gathers from batches
 	// already done before it sends: one sendmmsg's worth.
 	maxCoalesce = 128
