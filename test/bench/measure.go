@@ -65,7 +65,7 @@ func measurePath(ctx context.Context, o options, id, work string) (r pathResult)
 			progress("%s: bed teardown: %v", id, err)
 		}
 	}()
-	s, err := starters[id](&pathEnv{ctx: ctx, bed: bed, bin: o.bin, dir: dir, src: o.srcDir})
+	s, err := starters[id](&pathEnv{ctx: ctx, bed: bed, bin: o.bin, dir: dir, src: o.srcDir, peers: o.peers})
 	if err != nil {
 		return fail(err)
 	}
@@ -115,6 +115,24 @@ func measurePath(ctx context.Context, o options, id, work string) (r pathResult)
 			progress("%s %s: TCP run %d/%d, %d streams: %.2f Gbit/s", id, r.Name, i+1, o.runs, o.streams, gbps)
 		}
 		r.TCPStreamsMedianGbps = median(r.TCPStreamsGbps)
+	}
+	if len(s.peers) > 0 {
+		srvs, err := startPeerServers(ctx, bed, s.peers)
+		for _, d := range srvs {
+			defer d.stop()
+		}
+		if err != nil {
+			return fail(err)
+		}
+		for i := range o.runs {
+			gbps, err := peersRun(ctx, bed, s.peers, o.duration)
+			if err != nil {
+				return fail(fmt.Errorf("TCP run %d with %d road warriors: %w", i+1, len(s.peers)+1, err))
+			}
+			r.Peers, r.PeersGbps = len(s.peers)+1, append(r.PeersGbps, gbps)
+			progress("%s %s: TCP run %d/%d, %d road warriors: %.2f Gbit/s", id, r.Name, i+1, o.runs, r.Peers, gbps)
+		}
+		r.PeersMedianGbps = median(r.PeersGbps)
 	}
 
 	if o.udp {
@@ -248,7 +266,12 @@ type iperfSum struct {
 // iperf runs the iperf3 client in rw against srv, retrying while the server
 // is still busy with the previous test.
 func iperf(ctx context.Context, bed *netns.Bed, args ...string) (*iperfResult, error) {
-	args = append([]string{"-c", netns.Srv4.String(), "-p", iperfPort, "-J"}, args...)
+	return iperfFrom(ctx, bed.RW, peerPort(1), args...)
+}
+
+// iperfFrom runs the iperf3 client in ns against the server on port.
+func iperfFrom(ctx context.Context, ns *netns.NS, port int, args ...string) (*iperfResult, error) {
+	args = append([]string{"-c", netns.Srv4.String(), "-p", strconv.Itoa(port), "-J"}, args...)
 	var lastErr error
 	for try := 0; try < 10; try++ {
 		if try > 0 {
@@ -258,9 +281,9 @@ func iperf(ctx context.Context, bed *netns.Bed, args ...string) (*iperfResult, e
 			case <-time.After(300 * time.Millisecond):
 			}
 		}
-		cmd := command(ctx, bed.RW, "iperf3", args...)
+		cmd := command(ctx, ns, "iperf3", args...)
 		out, err := cmd.Output()
-		logf("%s: iperf3 %s", bed.RW.Name, strings.Join(args, " "))
+		logf("%s: iperf3 %s", ns.Name, strings.Join(args, " "))
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}

@@ -42,6 +42,10 @@ type pathResult struct {
 	TCPStreams           int       `json:"tcp_streams,omitempty"`
 	TCPStreamsGbps       []float64 `json:"tcp_streams_gbps,omitempty"`
 	TCPStreamsMedianGbps float64   `json:"tcp_streams_median_gbps,omitempty"`
+	// One TCP stream from each of several road warriors at once: the sum.
+	Peers           int       `json:"peers,omitempty"`
+	PeersGbps       []float64 `json:"peers_gbps,omitempty"`
+	PeersMedianGbps float64   `json:"peers_median_gbps,omitempty"`
 	// CPU per 64-byte packet at a fixed rate (-udp-cpu-rate).
 	UDPCPU   *udpCPUResult `json:"udp64_cpu,omitempty"`
 	UDPError string        `json:"udp64_error,omitempty"`
@@ -237,7 +241,7 @@ func (rep *report) printMore(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "path	TCP streams	Gbit/s per run	median	/wg-go	64B pps /wg-go	64B CPU µs/pkt rw	gw	at pps	")
+	fmt.Fprintln(tw, "path\tTCP streams\tGbit/s per run\tmedian\t/wg-go\troad warriors\tGbit/s per run\tmedian\t64B pps /wg-go\t64B CPU µs/pkt rw\tgw\tat pps\t")
 	for _, p := range rep.Paths {
 		if !p.Available {
 			continue
@@ -250,6 +254,15 @@ func (rep *report) printMore(w io.Writer) {
 				rs[i] = fmt.Sprintf("%.2f", g)
 			}
 			runs, med = strings.Join(rs, " "), fmt.Sprintf("%.2f", p.TCPStreamsMedianGbps)
+		}
+		peers, pruns, pmed := "-", "-", "-"
+		if p.Peers > 1 {
+			peers = strconv.Itoa(p.Peers)
+			rs := make([]string, len(p.PeersGbps))
+			for i, g := range p.PeersGbps {
+				rs[i] = fmt.Sprintf("%.2f", g)
+			}
+			pruns, pmed = strings.Join(rs, " "), fmt.Sprintf("%.2f", p.PeersMedianGbps)
 		}
 		udpRatio := "-"
 		if p.UDP64 != nil {
@@ -265,9 +278,9 @@ func (rep *report) printMore(w io.Writer) {
 			rwc, gwc = fmt.Sprintf("%.2f", p.UDPCPU.RWUsPerPacket), fmt.Sprintf("%.2f", p.UDPCPU.GWUsPerPacket)
 			at = strconv.FormatFloat(p.UDPCPU.PPS, 'f', 0, 64)
 		}
-		fmt.Fprintf(tw, "%s %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", p.ID, p.Name, streams, runs, med,
+		fmt.Fprintf(tw, "%s %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", p.ID, p.Name, streams, runs, med,
 			ratio(p.TCPStreamsMedianGbps, func(q *pathResult) float64 { return q.TCPStreamsMedianGbps }),
-			udpRatio, rwc, gwc, at)
+			peers, pruns, pmed, udpRatio, rwc, gwc, at)
 	}
 	tw.Flush()
 }

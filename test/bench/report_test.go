@@ -27,7 +27,7 @@ func TestTable(t *testing.T) {
 			CPU: &cpuResult{RWUsPerPacket: &rw, GWUsPerPacket: &gw, AllUsPerPacket: 8}, UDP64: &udpResult{PPS: 27000},
 			TCPStreams: 4, TCPStreamsGbps: []float64{2.5, 2.25, 2.75}, TCPStreamsMedianGbps: 2.5,
 			UDPCPU: &udpCPUResult{PPS: 9990, RWUsPerPacket: 7.5, GWUsPerPacket: 8.25}},
-		{ID: "d", Name: "roamsec raw", Available: true, TCPGbps: []float64{2}, TCPMedianGbps: 2,
+		{ID: "d", Name: "roamsec raw", Peers: 4, PeersGbps: []float64{3.25, 3.5}, PeersMedianGbps: 3.375, Available: true, TCPGbps: []float64{2}, TCPMedianGbps: 2,
 			UDP64: &udpResult{PPS: 40500}, TCPStreams: 4, TCPStreamsGbps: []float64{3.75}, TCPStreamsMedianGbps: 3.75},
 	}}
 	rep.finish()
@@ -41,7 +41,7 @@ func TestTable(t *testing.T) {
 	rep.printTable(&b)
 	out := b.String()
 	for _, want := range []string{"roamsec: not available (no /x/gateway)", "1.60 1.50 1.70", "3.00", ">=200000 (sender-bound)", "27000",
-		"2.50 2.25 2.75", "7.50", "8.25", "9990", "1.50"} {
+		"2.50 2.25 2.75", "7.50", "8.25", "9990", "1.50", "3.25 3.50", "3.38"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
