@@ -57,8 +57,10 @@ type Datapath struct {
 	log      *slog.Logger
 	outDrops tunnel.Counters
 
-	tunRead, tunWritten   atomic.Uint64
-	espSent, espReceived  atomic.Uint64
+	// Each written per batch by a different goroutine: a cache line
+	// each, so the readers and writers do not bounce one between cores.
+	tunRead, tunWritten  paddedCounter
+	espSent, espReceived paddedCounter
 	noTransport, sendErrs atomic.Uint64
 	sendErrLogged         atomic.Int64 // unix ns of the last "ESP send failed" line
 	ikeDropped            atomic.Uint64
@@ -75,6 +77,12 @@ type Datapath struct {
 	// reader that sees none processes a small batch itself.
 	outInFlight atomic.Int64
 	outFlight   int // outbound batches
+}
+
+// paddedCounter is an atomic counter alone on its (64-byte) cache line.
+type paddedCounter struct {
+	atomic.Uint64
+	_ [56]byte
 }
 
 // New checks cfg and returns a datapath ready to Run.
