@@ -9,7 +9,10 @@
 // For each path: iperf3 TCP (server in srv, client in rw) for -duration,
 // -runs times; the tunnel processes' CPU time (utime+stime from
 // /proc/PID/stat) per packet moved; and the highest rate of 64-byte UDP
-// datagrams delivered with less than 0.1% loss (binary search). Each path
+// datagrams delivered with less than 0.1% loss (binary search); TCP with 4
+// parallel streams (-streams); on the roamsec paths TCP from 4 road
+// warriors at once, one stream each (-peers); and the tunnel processes' CPU
+// per 64-byte packet at a fixed 10k pps (-udp-cpu-rate). Each path
 // gets a fresh bed, torn down before the next one (also on error and
 // Ctrl-C). Run it with `make bench` (scripts/bench.sh), or as root:
 //
