@@ -66,8 +66,8 @@ type Datapath struct {
 
 	// Each written per batch by a different goroutine: a cache line
 	// each, so the readers and writers do not bounce one between cores.
-	tunRead, tunWritten  paddedCounter
-	espSent, espReceived paddedCounter
+	tunRead, tunWritten   paddedCounter
+	espSent, espReceived  paddedCounter
 	noTransport, sendErrs atomic.Uint64
 	sendErrLogged         atomic.Int64 // unix ns of the last "ESP send failed" line
 	ikeDropped            atomic.Uint64
