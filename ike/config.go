@@ -103,6 +103,20 @@ type Config struct {
 	// CookieThreshold: above this many half-open IKE SAs, IKE_SA_INIT
 	// requests must carry a cookie (RFC 7296 §2.6). Default 64.
 	CookieThreshold int
+	// HalfOpenMax caps the half-open IKE SAs (IKE_SA_INIT answered, not
+	// authenticated): at the cap the oldest goes to make room.
+	// HalfOpenPerSource caps those from one address: above it IKE_SA_INIT
+	// is dropped. Both counted (Stats.Drops). Defaults 10000 and 32.
+	HalfOpenMax       int
+	HalfOpenPerSource int
+	// HalfOpenTimeout: a half-open IKE SA that has not authenticated by
+	// then goes. Default 30 × RetransmitTimeout.
+	HalfOpenTimeout time.Duration
+	// FragmentMemory bounds the RFC 7383 fragments all IKE SAs hold while
+	// reassembling, FragmentMemoryPerSA one SA's, in bytes. Defaults 8 MiB
+	// and 64 KiB (strongSwan's max_packet is 10,000 bytes).
+	FragmentMemory      int
+	FragmentMemoryPerSA int
 	// FragmentSize: encrypted messages larger than this are sent as
 	// RFC 7383 fragments when the peer supports them. Default 1280.
 	FragmentSize int
@@ -125,6 +139,14 @@ type Config struct {
 	Log *slog.Logger
 }
 
+// The defaults of the bounds on unauthenticated state.
+const (
+	DefaultHalfOpenMax         = 10000
+	DefaultHalfOpenPerSource   = 32
+	DefaultFragmentMemory      = 8 << 20
+	DefaultFragmentMemoryPerSA = 64 << 10
+)
+
 func (c *Config) defaults() error {
 	if c.IKEProposals == nil {
 		c.IKEProposals = DefaultIKEProposals
@@ -140,6 +162,21 @@ func (c *Config) defaults() error {
 	}
 	if c.CookieThreshold == 0 {
 		c.CookieThreshold = 64
+	}
+	if c.HalfOpenMax == 0 {
+		c.HalfOpenMax = DefaultHalfOpenMax
+	}
+	if c.HalfOpenPerSource == 0 {
+		c.HalfOpenPerSource = DefaultHalfOpenPerSource
+	}
+	if c.HalfOpenTimeout == 0 {
+		c.HalfOpenTimeout = 30 * c.RetransmitTimeout
+	}
+	if c.FragmentMemory == 0 {
+		c.FragmentMemory = DefaultFragmentMemory
+	}
+	if c.FragmentMemoryPerSA == 0 {
+		c.FragmentMemoryPerSA = DefaultFragmentMemoryPerSA
 	}
 	if c.FragmentSize == 0 {
 		c.FragmentSize = 1280

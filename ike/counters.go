@@ -5,5 +5,7 @@ package ike
 func (e *Endpoint) Counters() Stats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.Stats
+	st := e.Stats
+	st.HalfOpen, st.FragmentBytes = len(e.half.byKey), e.fragBytes
+	return st
 }

@@ -19,19 +19,23 @@ import (
 // Endpoint runs IKE SAs: a road warrior's one connection, or every road
 // warrior's connection to a gateway. Messages come in through Handle (from
 // the UDP 500 and 4500 sockets); timers drive retransmissions, liveness
-// checks and rekeying. One lock serialises all of it: IKE runs at human
-// speed, and the data path never waits for it.
+// checks and rekeying. One lock serialises the state; a responder's
+// Diffie-Hellman (IKE_SA_INIT) and public-key work (IKE_AUTH) run outside
+// it, so several IKE goroutines use several cores, and the data path never
+// waits for any of it (the daemon hands IKE over through a bounded queue).
 type Endpoint struct {
 	cfg Config
 
-	mu       sync.Mutex
-	sas      map[uint64]*ikeSA // by our SPI
-	halfOpen map[initKey]*ikeSA
-	leases   map[string]netip.Addr // virtual addresses by identity
-	leased   map[netip.Addr]string
-	secret   [32]byte // cookie secret (RFC 7296 §2.6)
-	closed   bool
-	seq      int
+	mu   sync.Mutex
+	sas  map[uint64]*ikeSA // by our SPI
+	half halfOpenTable     // responder: IKE SAs not yet authenticated (halfopen.go)
+	// fragBytes is the RFC 7383 reassembly memory all SAs hold.
+	fragBytes int
+	leases    map[string]netip.Addr // virtual addresses by identity
+	leased    map[netip.Addr]string
+	secret    [32]byte // cookie secret (RFC 7296 §2.6)
+	closed    bool
+	seq       int
 	// freeze notices that this process did not run (see checkFreeze).
 	freeze *time.Timer
 
@@ -45,6 +49,15 @@ type Stats struct {
 	Retransmitted uint64 // requests we sent again
 	Answered      uint64 // retransmitted requests answered from the cache
 	Cookies       uint64 // IKE_SA_INIT requests answered with a COOKIE
+	// CookieMode: cookies are demanded now (CookieThreshold half-open SAs
+	// or more); CookieSwitches counts its changes, on and off.
+	CookieMode     bool
+	CookieSwitches uint64
+	// HalfOpen and FragmentBytes are gauges, filled in by Counters.
+	HalfOpen      int
+	FragmentBytes int
+	// Drops counts what the endpoint refused to keep, by reason.
+	Drops [numDropReasons]uint64
 }
 
 type initKey struct {
@@ -57,9 +70,11 @@ func New(cfg Config) (*Endpoint, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	e := &Endpoint{cfg: cfg, sas: map[uint64]*ikeSA{}, halfOpen: map[initKey]*ikeSA{},
+	e := &Endpoint{cfg: cfg, sas: map[uint64]*ikeSA{},
+		half:   halfOpenTable{byKey: map[initKey]*ikeSA{}, perSrc: map[netip.Addr]int{}},
 		leases: map[string]netip.Addr{}, leased: map[netip.Addr]string{}}
 	copy(e.secret[:], randomBytes(32))
+	e.Stats.CookieMode = cfg.CookieThreshold <= 0 // cookies always
 	if cfg.Initiator {
 		e.mu.Lock()
 		e.watchFreeze(time.Now().Round(0))
@@ -132,17 +147,13 @@ func (e *Endpoint) Handle(b []byte, local netip.Addr, remote netip.AddrPort, nat
 	}
 	// The received buffer belongs to the socket reader; we keep copies.
 	b = bytes.Clone(b[:h.Length])
+	if h.Exchange == message.IKE_SA_INIT && !h.IsResponse() {
+		e.respondInit(h, b, local, remote, natT) // takes e.mu itself, not around the DH
+		return
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return
-	}
-	if h.Exchange == message.IKE_SA_INIT && !h.IsResponse() {
-		if h.SPIr != 0 || h.MsgID != 0 {
-			e.logDrop("IKE_SA_INIT request with SPIr or message ID set", remote, nil)
-			return
-		}
-		e.respondInit(h, b, local, remote, natT)
 		return
 	}
 	// The I flag says who sent it: our SPI is the other one (§3.1).
@@ -241,6 +252,7 @@ func (e *Endpoint) Close() {
 	defer e.mu.Unlock()
 	e.endAll(DownShutdown)
 	e.closed = true
+	e.stopReaper()
 	if e.freeze != nil {
 		e.freeze.Stop()
 	}

@@ -174,21 +174,29 @@ func (s *ikeSA) peerCaps(m *message.Message) {
 }
 
 func (s *ikeSA) setCiphers() error {
-	ei, saltI, err := s.prop.encr.newAEAD(s.keys.ei)
+	send, recv, err := newCiphers(s.prop, s.keys, s.initiator)
 	if err != nil {
 		return err
 	}
-	er, saltR, err := s.prop.encr.newAEAD(s.keys.er)
+	s.sendKey, s.recvKey = send, recv
+	return nil
+}
+
+// newCiphers makes the SK payload's ciphers from keys; it touches no SA.
+func newCiphers(prop ikeSuite, keys ikeKeys, initiator bool) (send, recv *skCipher, err error) {
+	ei, saltI, err := prop.encr.newAEAD(keys.ei)
 	if err != nil {
-		return err
+		return nil, nil, err
+	}
+	er, saltR, err := prop.encr.newAEAD(keys.er)
+	if err != nil {
+		return nil, nil, err
 	}
 	i, r := &skCipher{aead: ei, salt: saltI}, &skCipher{aead: er, salt: saltR}
-	if s.initiator {
-		s.sendKey, s.recvKey = i, r
-	} else {
-		s.sendKey, s.recvKey = r, i
+	if initiator {
+		return i, r, nil
 	}
-	return nil
+	return r, i, nil
 }
 
 // signedOctets is §2.15: the IKE_SA_INIT message the signer sent, the
@@ -198,11 +206,18 @@ func (s *ikeSA) signedOctets(ourMsg, peerNonce, skp []byte, id *message.ID) []by
 }
 
 func (s *ikeSA) ourAuth(octets []byte) (*message.Auth, []message.Payload, error) {
-	cfg := &s.e.cfg
-	psk := cfg.PSK
-	if !s.initiator && s.peer != nil && s.peer.PSK != nil && cfg.Credential == nil {
+	psk := s.e.cfg.PSK
+	if !s.initiator && s.peer != nil && s.peer.PSK != nil {
 		psk = s.peer.PSK
 	}
+	return s.ourAuthWith(octets, psk)
+}
+
+// ourAuthWith is our AUTH payload (and certificates) over octets: with psk
+// without a credential. It reads only what does not change after
+// IKE_SA_INIT, so it runs without e.mu.
+func (s *ikeSA) ourAuthWith(octets, psk []byte) (*message.Auth, []message.Payload, error) {
+	cfg := &s.e.cfg
 	if cfg.Credential == nil {
 		if psk == nil {
 			return nil, nil, errors.New("no PSK for this peer")
@@ -424,86 +439,54 @@ func filterNotify(ps []message.Payload, t message.NotifyType) []*message.Notify 
 	return out
 }
 
+// maxInitRequest bounds the IKE_SA_INIT request a half-open SA keeps (it
+// signs it in IKE_AUTH, §2.15): strongSwan's default max_packet.
+const maxInitRequest = 10000
+
 // respondInit is the responder's half of IKE_SA_INIT; it keeps no state
-// for requests it refuses, and none before the cookie check (§2.6).
+// for requests it refuses, and none before the cookie check (§2.6). The
+// checks and the new half-open SA's place are taken under e.mu; the
+// Diffie-Hellman and the key derivation run outside it (several IKE
+// goroutines use several cores), and the SA gets its keys under e.mu again.
+// Called without e.mu.
 func (e *Endpoint) respondInit(h message.Header, b []byte, local netip.Addr, remote netip.AddrPort, natT bool) {
-	if s := e.halfOpen[initKey{remote, h.SPIi}]; s != nil {
-		// A retransmission: the same answer (§2.1).
-		if bytes.Equal(s.msg1, b) {
-			e.Stats.Answered++
-			e.cfg.Send(s.msg2, s.local, s.remote, s.natT)
-		}
+	e.mu.Lock()
+	s, peerKE := e.admitInit(h, b, local, remote, natT)
+	if s == nil {
+		e.mu.Unlock()
 		return
 	}
-	m, err := message.Parse(b)
-	if err != nil {
-		e.logDrop("malformed IKE_SA_INIT", remote, err)
-		return
-	}
-	plain := func(ps ...message.Payload) {
-		r := &message.Message{Header: message.Header{SPIi: h.SPIi, Version: 0x20, Exchange: message.IKE_SA_INIT, Flags: message.FlagResponse}, Payloads: ps}
-		e.cfg.Send(r.Encode(), local, remote, natT)
-	}
-	sa := message.Find[*message.SA](m.Payloads)
-	ke := message.Find[*message.KE](m.Payloads)
-	ni := message.Find[*message.Nonce](m.Payloads)
-	if sa == nil || ke == nil || ni == nil {
-		e.logDrop("IKE_SA_INIT without SA, KE or Nonce", remote, nil)
-		plain(notify(message.INVALID_SYNTAX, nil))
-		return
-	}
-	if len(e.halfOpen) >= e.cfg.CookieThreshold {
-		want := e.cookie(ni.Data, remote, h.SPIi)
-		if n := m.Notify(message.COOKIE); n == nil || !bytes.Equal(n.Data, want) {
-			e.Stats.Cookies++
-			plain(notify(message.COOKIE, want))
-			return
-		}
-	}
-	prop, chosen, ok := chooseIKE(e.cfg.IKEProposals, sa, dhGroup(ke.Group))
-	if !ok {
-		e.cfg.Log.Info("IKE_SA_INIT refused: no proposal in common", "peer", remote,
-			"offered", offerString(sa), "allowed", proposalsString(e.cfg.IKEProposals))
-		plain(notify(message.NO_PROPOSAL_CHOSEN, nil))
-		return
-	}
-	if dhGroup(ke.Group) != prop.dh {
-		// §1.2: tell the initiator which group to use (one it offered in
-		// this SA payload: chooseIKE only returns those); keep no state.
-		var g [2]byte
-		binary.BigEndian.PutUint16(g[:], uint16(prop.dh))
-		plain(notify(message.INVALID_KE_PAYLOAD, g[:]))
-		return
-	}
+	prop, ni, nr, spiI, spiR := s.prop, s.ni, s.nr, s.spiI, s.spiR
+	e.mu.Unlock()
+
+	var keys ikeKeys
+	var send, recv *skCipher
 	dh, err := newDH(prop.dh)
-	if err != nil {
-		plain(notify(message.NO_PROPOSAL_CHOSEN, nil))
+	var shared []byte
+	if err == nil {
+		shared, err = dh.shared(peerKE)
+	}
+	if err == nil {
+		keys = deriveIKE(prop.prf, prop.encr, 0, nil, shared, ni, nr, spiI, spiR)
+		clear(shared)
+		send, recv, err = newCiphers(prop, keys, false)
+	}
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s.state == stDead { // expired, reset or closed meanwhile
+		keys.wipe()
 		return
 	}
-	shared, err := dh.shared(ke.Data)
 	if err != nil {
+		keys.wipe()
 		e.logDrop("bad KE", remote, err)
-		plain(notify(message.INVALID_SYNTAX, nil))
-		return
-	}
-	s := e.newSA(false, local, remote, natT)
-	s.spiI = h.SPIi
-	s.prop, s.ni, s.nr, s.msg1 = prop, bytes.Clone(ni.Data), randomBytes(minNonceLen), b
-	s.keys = deriveIKE(prop.prf, prop.encr, 0, nil, shared, s.ni, s.nr, s.spiI, s.spiR)
-	clear(shared)
-	if err := s.setCiphers(); err != nil {
 		s.destroy(DownNegotiation)
+		e.sendPlain(h.SPIi, local, remote, natT, notify(message.INVALID_SYNTAX, nil))
 		return
 	}
-	s.peerCaps(m)
-	if n := m.Notify(message.NAT_DETECTION_DESTINATION_IP); n != nil {
-		s.natHere = !bytes.Equal(n.Data, natHash(s.spiI, 0, netip.AddrPortFrom(local, s.localPort())))
-	}
-	if n := m.Notify(message.NAT_DETECTION_SOURCE_IP); n != nil {
-		s.natThere = !bytes.Equal(n.Data, natHash(s.spiI, 0, remote))
-	}
-	chosen.SPI = nil
-	ps := []message.Payload{&message.SA{Proposals: []message.Proposal{chosen}},
+	s.keys, s.sendKey, s.recvKey = keys, send, recv
+	ps := []message.Payload{&message.SA{Proposals: []message.Proposal{s.chosen}},
 		&message.KE{Group: uint16(prop.dh), Data: dh.public()}, &message.Nonce{Data: s.nr}}
 	ps = append(ps, natNotifies(s.spiI, s.spiR, netip.AddrPortFrom(local, s.localPort()), remote)...)
 	if cr := e.certReq(); cr != nil {
@@ -513,22 +496,113 @@ func (e *Endpoint) respondInit(h message.Header, b []byte, local netip.Addr, rem
 		notify(message.SIGNATURE_HASH_ALGORITHMS, auth.EncodeHashAlgs(auth.SupportedHashAlgs)))
 	r := &message.Message{Header: message.Header{SPIi: s.spiI, SPIr: s.spiR, Version: 0x20, Exchange: message.IKE_SA_INIT, Flags: message.FlagResponse}, Payloads: ps}
 	s.msg2 = r.Encode()
+	s.chosen = message.Proposal{}
+	e.cfg.Send(s.msg2, local, remote, natT)
+}
+
+func (e *Endpoint) sendPlain(spiI uint64, local netip.Addr, remote netip.AddrPort, natT bool, ps ...message.Payload) {
+	r := &message.Message{Header: message.Header{SPIi: spiI, Version: 0x20, Exchange: message.IKE_SA_INIT, Flags: message.FlagResponse}, Payloads: ps}
+	e.cfg.Send(r.Encode(), local, remote, natT)
+}
+
+// admitInit runs an IKE_SA_INIT request's checks (retransmission, syntax,
+// cookie, the half-open caps, proposal) and returns the new half-open SA
+// without keys, and the peer's KE data; nil if the request was answered or
+// dropped here. Under e.mu.
+func (e *Endpoint) admitInit(h message.Header, b []byte, local netip.Addr, remote netip.AddrPort, natT bool) (*ikeSA, []byte) {
+	if e.closed {
+		return nil, nil
+	}
+	if h.SPIr != 0 || h.MsgID != 0 {
+		e.logDrop("IKE_SA_INIT request with SPIr or message ID set", remote, nil)
+		return nil, nil
+	}
+	if s := e.half.byKey[initKey{remote, h.SPIi}]; s != nil {
+		// A retransmission: the same answer (§2.1), once there is one.
+		if s.msg2 != nil && bytes.Equal(s.msg1, b) {
+			e.Stats.Answered++
+			e.cfg.Send(s.msg2, s.local, s.remote, s.natT)
+		}
+		return nil, nil
+	}
+	if len(b) > maxInitRequest {
+		e.logDrop("IKE_SA_INIT request too large", remote, nil)
+		return nil, nil
+	}
+	m, err := message.Parse(b)
+	if err != nil {
+		e.logDrop("malformed IKE_SA_INIT", remote, err)
+		return nil, nil
+	}
+	plain := func(ps ...message.Payload) { e.sendPlain(h.SPIi, local, remote, natT, ps...) }
+	sa := message.Find[*message.SA](m.Payloads)
+	ke := message.Find[*message.KE](m.Payloads)
+	ni := message.Find[*message.Nonce](m.Payloads)
+	if sa == nil || ke == nil || ni == nil {
+		e.logDrop("IKE_SA_INIT without SA, KE or Nonce", remote, nil)
+		plain(notify(message.INVALID_SYNTAX, nil))
+		return nil, nil
+	}
+	if len(e.half.byKey) >= e.cfg.CookieThreshold {
+		want := e.cookie(ni.Data, remote, h.SPIi)
+		if n := m.Notify(message.COOKIE); n == nil || !bytes.Equal(n.Data, want) {
+			e.Stats.Cookies++
+			plain(notify(message.COOKIE, want))
+			return nil, nil
+		}
+	}
+	// After the cookie: a spoofed source cannot use up a real one's share.
+	if !e.admitHalfOpen(remote.Addr()) {
+		return nil, nil
+	}
+	prop, chosen, ok := chooseIKE(e.cfg.IKEProposals, sa, dhGroup(ke.Group))
+	if !ok {
+		e.cfg.Log.Info("IKE_SA_INIT refused: no proposal in common", "peer", remote,
+			"offered", offerString(sa), "allowed", proposalsString(e.cfg.IKEProposals))
+		plain(notify(message.NO_PROPOSAL_CHOSEN, nil))
+		return nil, nil
+	}
+	if dhGroup(ke.Group) != prop.dh {
+		// §1.2: tell the initiator which group to use (one it offered in
+		// this SA payload: chooseIKE only returns those); keep no state.
+		var g [2]byte
+		binary.BigEndian.PutUint16(g[:], uint16(prop.dh))
+		plain(notify(message.INVALID_KE_PAYLOAD, g[:]))
+		return nil, nil
+	}
+	if prop.dh.curve() == nil {
+		plain(notify(message.NO_PROPOSAL_CHOSEN, nil))
+		return nil, nil
+	}
+	s := e.newSA(false, local, remote, natT)
+	s.spiI = h.SPIi
+	s.prop, s.ni, s.nr, s.msg1 = prop, bytes.Clone(ni.Data), randomBytes(minNonceLen), b
+	chosen.SPI = nil
+	s.chosen = chosen
+	s.peerCaps(m)
+	if n := m.Notify(message.NAT_DETECTION_DESTINATION_IP); n != nil {
+		s.natHere = !bytes.Equal(n.Data, natHash(s.spiI, 0, netip.AddrPortFrom(local, s.localPort())))
+	}
+	if n := m.Notify(message.NAT_DETECTION_SOURCE_IP); n != nil {
+		s.natThere = !bytes.Equal(n.Data, natHash(s.spiI, 0, remote))
+	}
 	s.state = stInitDone
 	s.peerNext = 1
-	e.halfOpen[initKey{remote, h.SPIi}] = s
-	// A half-open SA that never authenticates goes away (§2.6's concern).
-	s.afterLocked(30*e.cfg.RetransmitTimeout, func() {
-		if s.state == stInitDone {
-			s.destroy(DownHalfOpenTimeout)
-		}
-	})
-	e.cfg.Send(s.msg2, local, remote, natT)
+	// A half-open SA that never authenticates goes away (§2.6's concern):
+	// the table's one timer expires it.
+	e.addHalfOpen(s, initKey{remote, h.SPIi})
+	return s, bytes.Clone(ke.Data)
 }
 
 // respondAuth is the responder's half of IKE_AUTH: authenticate the
 // peer, authorize its addresses (RFC 3554 §4), create the first Child SA.
+// The public-key work (the peer's certificate chain and signature, our
+// signature) runs without e.mu, which Handle holds on entry and gets back
+// before this returns: meanwhile the SA takes no other request (its window
+// has moved past this one, and nothing but IKE_AUTH is taken before it),
+// and whatever ended it meanwhile (expiry, Close) is seen after.
 func (s *ikeSA) respondAuth(msgID uint32, ps []message.Payload) {
-	cfg := &s.e.cfg
+	e, cfg := s.e, &s.e.cfg
 	refuse := func(err error) {
 		cfg.Log.Warn("IKE_AUTH refused", "peer", s.remote, "err", err)
 		s.respond(message.IKE_AUTH, msgID, []message.Payload{notify(message.AUTHENTICATION_FAILED, nil)})
@@ -546,42 +620,64 @@ func (s *ikeSA) respondAuth(msgID uint32, ps []message.Payload) {
 		return
 	}
 	pid := auth.Identity{Type: auth.IDType(idi.IDType), Data: idi.Data}
-	peer := s.e.findPeer(pid, a.Method == auth.MethodPSK)
+	peer := e.findPeer(pid, a.Method == auth.MethodPSK)
 	if peer == nil {
 		refuse(fmt.Errorf("no policy for identity %v", pid))
 		return
 	}
-	var psk []byte
-	if peer.PSK != nil {
-		psk = peer.PSK
+	// Copies: a reload may zero the policy's PSK, and an expiry the keys,
+	// while the lock is released.
+	psk := bytes.Clone(peer.PSK)
+	defer clear(psk)
+	idr := localID(cfg.LocalID, true)
+	theirOctets := s.signedOctets(s.msg1, s.nr, s.keys.pi, idi)
+	ourOctets := s.signedOctets(s.msg2, s.ni, s.keys.pr, idr)
+
+	s.authBusy = true
+	e.mu.Unlock()
+	certAddrs, verr := s.verifyPeer(ps, idi, theirOctets, psk)
+	var ours *message.Auth
+	var certs []message.Payload
+	var serr error
+	if verr == nil {
+		ours, certs, serr = s.ourAuthWith(ourOctets, psk)
 	}
-	certAddrs, err := s.verifyPeer(ps, idi, s.signedOctets(s.msg1, s.nr, s.keys.pi, idi), psk)
-	if err != nil {
-		refuse(fmt.Errorf("%v: %w", pid, err))
+	e.mu.Lock()
+	s.authBusy = false
+	if s.state == stDead || e.closed {
+		return // expired, evicted or closed meanwhile
+	}
+	if verr != nil {
+		refuse(fmt.Errorf("%v: %w", pid, verr))
 		return
 	}
 	s.peerID, s.peer = pid, peer
 	s.authority = authorityOf(peer, certAddrs)
 	s.certAddrs, s.pskAuth = certAddrs, a.Method == auth.MethodPSK
-	delete(s.e.halfOpen, initKey{s.remote, s.spiI})
+	e.removeHalfOpen(s) // by the key it was added under: s.remote may have floated to 4500
 	s.peerMOBIKE = len(filterNotify(ps, message.MOBIKE_SUPPORTED)) > 0
 	s.peerAddrs = readAddrNotifies(ps)
 	if len(filterNotify(ps, message.INITIAL_CONTACT)) > 0 {
 		// §2.4: the peer has no other SA with us: forget old ones of the
 		// same identity (a road warrior that restarted).
-		for _, o := range s.e.sas {
+		for _, o := range e.sas {
 			if o != s && o.state == stEstablished && o.peerID.Equal(pid) {
 				cfg.Log.Info("INITIAL_CONTACT: removing the old IKE SA", "ike", o.name())
 				o.destroy(DownReplaced)
 			}
 		}
 	}
-	idr := localID(cfg.LocalID, true)
-	ours, certs, err := s.ourAuth(s.signedOctets(s.msg2, s.ni, s.keys.pr, idr))
-	if err != nil {
-		refuse(err)
+	if serr != nil {
+		refuse(serr)
 		return
 	}
+	s.finishAuth(msgID, ps, idr, ours, certs)
+}
+
+// finishAuth establishes the responder's IKE SA and answers IKE_AUTH with
+// our AUTH and the first Child SA. Under e.mu.
+func (s *ikeSA) finishAuth(msgID uint32, ps []message.Payload, idr *message.ID, ours *message.Auth, certs []message.Payload) {
+	cfg := &s.e.cfg
 	out := []message.Payload{idr}
 	if s.certReq || len(certs) > 0 {
 		out = append(out, certs...)

@@ -50,6 +50,8 @@ type ikeSA struct {
 	dh         *dhKey
 	cookie     []byte
 	dhRetried  bool
+	chosen     message.Proposal // responder: the proposal chosen, until the IKE_SA_INIT response is built
+	authBusy   bool             // responder: checking IKE_AUTH's signatures without e.mu (respondAuth)
 
 	peerFrag   bool
 	peerHashes []auth.HashAlg
@@ -82,6 +84,7 @@ type ikeSA struct {
 	cached     [][]byte
 	haveCached bool
 	frags      fragments
+	half       halfOpenLink   // responder: its place among the half-open SAs (halfopen.go)
 	replyTo    netip.AddrPort // where the request being answered came from
 
 	children []*Child
@@ -273,6 +276,7 @@ type fragments struct {
 	total    int
 	next     message.PayloadType
 	parts    map[int][]byte
+	bytes    int // charged against the reassembly bounds (reserveFrag)
 }
 
 const maxFragments = 64
@@ -312,6 +316,9 @@ func (s *ikeSA) handleEncrypted(m *message.Message, local netip.Addr, remote net
 		e.logDrop("no encrypted payload", remote, nil)
 		return
 	}
+	if enc.Fragment && !s.fragRoom(h, max(len(enc.Body)-aeadIVLen-aeadICVLen-1, 0)) { // the plaintext at most
+		return // counted; before the AEAD, so it costs nothing
+	}
 	pt, err := s.recvKey.open(m.Raw[:enc.AADLen], enc.Body)
 	if err != nil {
 		e.logDrop("integrity", remote, err)
@@ -319,29 +326,10 @@ func (s *ikeSA) handleEncrypted(m *message.Message, local netip.Addr, remote net
 	}
 	next := enc.Next
 	if enc.Fragment {
-		f := &s.frags
-		if f.parts == nil || f.msgID != h.MsgID || f.response != h.IsResponse() {
-			*f = fragments{msgID: h.MsgID, response: h.IsResponse(), parts: map[int][]byte{}}
-		}
-		if enc.TotalFrags == 0 || enc.TotalFrags > maxFragments || enc.FragNum == 0 || enc.FragNum > enc.TotalFrags ||
-			(f.total != 0 && f.total != int(enc.TotalFrags)) {
-			e.logDrop("bad fragment numbers", remote, nil)
+		var done bool
+		if pt, next, done = s.addFragment(h, enc, pt, remote); !done {
 			return
 		}
-		f.total = int(enc.TotalFrags)
-		if enc.FragNum == 1 {
-			f.next = enc.Next
-		}
-		f.parts[int(enc.FragNum)] = pt
-		if len(f.parts) < f.total {
-			return
-		}
-		pt = nil
-		for i := 1; i <= f.total; i++ {
-			pt = append(pt, f.parts[i]...)
-		}
-		next = f.next
-		s.frags = fragments{}
 	}
 	ps, err := message.ParsePayloads(next, pt)
 	if err != nil {
@@ -392,6 +380,10 @@ func (s *ikeSA) handleEncrypted(m *message.Message, local netip.Addr, remote net
 	s.replyTo = remote // responses go where the request came from (§2.11)
 	switch h.Exchange {
 	case message.IKE_AUTH:
+		if s.authBusy {
+			e.logDrop("IKE_AUTH while the last one is being checked", remote, nil)
+			return
+		}
 		if s.initiator || s.state != stInitDone {
 			s.respond(h.Exchange, h.MsgID, []message.Payload{&message.Notify{NotifyType: message.INVALID_SYNTAX}})
 			return
@@ -519,11 +511,8 @@ func (s *ikeSA) destroy(why DownReason) {
 	}
 	s.children = nil
 	delete(s.e.sas, s.ourSPI())
-	for k, v := range s.e.halfOpen {
-		if v == s {
-			delete(s.e.halfOpen, k)
-		}
-	}
+	s.e.removeHalfOpen(s) // O(1): the SA knows its place
+	s.releaseFrags()
 	s.keys.wipe()
 	if s.sendKey != nil {
 		s.sendKey.wipe()

@@ -59,8 +59,12 @@ func (c *pathChoice) note(local netip.Addr) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if cur := c.cur.Load(); cur == nil || *cur != local {
+		// A copy made here, not &local: taking the parameter's address
+		// would move it to the heap on every call, the fast path's too.
+		next := new(netip.Addr)
+		*next = local
 		c.left.Store(cur)
-		c.cur.Store(&local)
+		c.cur.Store(next)
 	}
 }
 

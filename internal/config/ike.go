@@ -52,7 +52,23 @@ type IKE struct {
 	RetransmitTries   int
 	FragmentSize      int    // RFC 7383: larger encrypted messages go as fragments; 0: 1280
 	Port              uint16 // the IKE port (500)
+	Limits            IKELimits
 }
+
+// IKELimits bound what unauthenticated peers can make a gateway hold
+// (ike.Config's fields of the same names; RFC 7296 §2.6).
+type IKELimits struct {
+	CookieThreshold     int // half-open SAs before cookies are demanded; -1: always
+	HalfOpenMax         int
+	HalfOpenPerSource   int
+	HalfOpenTimeout     time.Duration
+	FragmentMemory      int // bytes, all SAs
+	FragmentMemoryPerSA int // bytes, one SA
+	Queue               int // IKE messages from the UDP 4500 sockets waiting for the IKE goroutines
+}
+
+// DefaultIKEQueue is ike.queue's default.
+const DefaultIKEQueue = 1024
 
 // IKEPeer is one gateway peers entry.
 type IKEPeer struct {
@@ -71,7 +87,8 @@ func (p *parser) ike(top *fields, c *Config) {
 	}
 	f := p.fields(n, top.lineOf("ike"), "ike", "id", "gateway", "gateway_id", "mode", "local_ts", "remote_ts", "host_to_host",
 		"psk_file", "cert", "key", "cas", "peers", "proposals", "esp_proposals", "pfs", "ike_lifetime", "child_lifetime", "dpd",
-		"retransmit_timeout", "retransmit_tries", "port", "fragment_size")
+		"retransmit_timeout", "retransmit_tries", "port", "fragment_size",
+		"cookie_threshold", "half_open_max", "half_open_per_source", "half_open_timeout", "fragment_memory", "fragment_memory_per_sa", "queue")
 	k := &IKE{}
 	id := func(ff *fields, name string, required bool) auth.Identity {
 		v, vn, ok := ff.scalar(name)
@@ -210,7 +227,39 @@ func (p *parser) ike(top *fields, c *Config) {
 	k.FragmentSize = int(frag)
 	port, _ := f.uint("port", 500, 1, 65535)
 	k.Port = uint16(port)
+	k.Limits = p.ikeLimits(f)
 	c.IKE = k
+}
+
+// ikeLimits reads the bounds on unauthenticated state (RFC 7296 §2.6).
+func (p *parser) ikeLimits(f *fields) IKELimits {
+	var l IKELimits
+	ct, _ := f.uint("cookie_threshold", 64, 0, 1<<20)
+	l.CookieThreshold = int(ct)
+	if ct == 0 {
+		l.CookieThreshold = -1 // always
+	}
+	n, _ := f.uint("half_open_max", ike.DefaultHalfOpenMax, 1, 1<<22)
+	l.HalfOpenMax = int(n)
+	n, _ = f.uint("half_open_per_source", ike.DefaultHalfOpenPerSource, 1, 1<<22)
+	l.HalfOpenPerSource = int(n)
+	if l.HalfOpenPerSource > l.HalfOpenMax {
+		p.errf(f.lineOf("half_open_per_source"), f.path2("half_open_per_source"), "%d is more than half_open_max (%d)", l.HalfOpenPerSource, l.HalfOpenMax)
+	}
+	l.HalfOpenTimeout, _ = f.duration("half_open_timeout", 30*time.Second)
+	if l.HalfOpenTimeout < time.Second || l.HalfOpenTimeout > 10*time.Minute {
+		p.errf(f.lineOf("half_open_timeout"), f.path2("half_open_timeout"), "want 1s to 10m (an IKE_AUTH must fit in it), got %v", l.HalfOpenTimeout)
+	}
+	n, _ = f.uint("fragment_memory", ike.DefaultFragmentMemory, 64<<10, 1<<30)
+	l.FragmentMemory = int(n)
+	n, _ = f.uint("fragment_memory_per_sa", ike.DefaultFragmentMemoryPerSA, 4<<10, 16<<20)
+	l.FragmentMemoryPerSA = int(n)
+	if l.FragmentMemoryPerSA > l.FragmentMemory {
+		p.errf(f.lineOf("fragment_memory_per_sa"), f.path2("fragment_memory_per_sa"), "%d is more than fragment_memory (%d)", l.FragmentMemoryPerSA, l.FragmentMemory)
+	}
+	n, _ = f.uint("queue", DefaultIKEQueue, 16, 1<<16)
+	l.Queue = int(n)
+	return l
 }
 
 // credentials loads ike.cert with ike.key (ike.cas are loaded as they are

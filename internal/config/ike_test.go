@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/roamsec/roamsec/ike"
 )
@@ -57,6 +58,11 @@ func TestIKEConfigErrors(t *testing.T) {
 		{"short PSK", "role: roadwarrior\nike:\n  id: a@b.example\n  gateway: 192.0.2.1\n  remote_ts: [10.0.0.0/8]\n  psk_file: short.psk\n", "shorter than 16 bytes"},
 		{"readable PSK", "role: roadwarrior\nike:\n  id: a@b.example\n  gateway: 192.0.2.1\n  remote_ts: [10.0.0.0/8]\n  psk_file: open.psk\n", "chmod 600"},
 		{"bad proposal", "role: gateway\nike:\n  id: gw.example\n  proposals: [aes256cbc-sha1-modp1024]\n  peers: [{id: a@b.example, psk_file: open.psk}]\n", "not supported"},
+		{"half-open cap not a number", "role: gateway\nike:\n  id: gw.example\n  peers: [{id: a@b.example, psk_file: good.psk}]\n  half_open_max: lots\n", "x.yaml:5: ike.half_open_max: want a whole number"},
+		{"per-source cap above the total", "role: gateway\nike:\n  id: gw.example\n  peers: [{id: a@b.example, psk_file: good.psk}]\n  half_open_max: 10\n  half_open_per_source: 11\n", "x.yaml:6: ike.half_open_per_source: 11 is more than half_open_max (10)"},
+		{"half-open timeout too short", "role: gateway\nike:\n  id: gw.example\n  peers: [{id: a@b.example, psk_file: good.psk}]\n  half_open_timeout: 10ms\n", "x.yaml:5: ike.half_open_timeout: want 1s to 10m"},
+		{"fragment memory per SA above the total", "role: gateway\nike:\n  id: gw.example\n  peers: [{id: a@b.example, psk_file: good.psk}]\n  fragment_memory: 65536\n  fragment_memory_per_sa: 131072\n", "x.yaml:6: ike.fragment_memory_per_sa: 131072 is more than fragment_memory"},
+		{"queue too small", "role: gateway\nike:\n  id: gw.example\n  peers: [{id: a@b.example, psk_file: good.psk}]\n  queue: 1\n", "x.yaml:5: ike.queue: want a whole number from 16"},
 		{"gateway without peers", "role: gateway\nike:\n  id: gw.example\n", "ike.peers: missing"},
 		{"bad identity", "role: gateway\nike:\n  id: \"CN=\"\n  peers: []\n", "ike.id"},
 		{"path monitoring off with paths", "role: roadwarrior\ntransport: {listen: [192.0.2.2, 198.51.100.2]}\nike:\n  id: a@b.example\n  gateway: 192.0.2.1\n  remote_ts: [203.0.113.0/24]\n  psk_file: good.psk\n  mode: virtual\n  host_to_host: false\n" +
@@ -71,5 +77,30 @@ func TestIKEConfigErrors(t *testing.T) {
 				t.Errorf("error lacks file:line: %v", err)
 			}
 		})
+	}
+}
+
+// TestIKELimitsDefaultsAndSet: the bounds on unauthenticated state have
+// their defaults when absent and take what the file says.
+func TestIKELimitsDefaultsAndSet(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "good.psk"), []byte("long enough and private to us"), 0o600)
+	base := "role: gateway\nike:\n  id: gw.example\n  peers: [{id: a@b.example, psk_file: good.psk}]\n"
+	c, err := Parse(filepath.Join(dir, "x.yaml"), []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := IKELimits{CookieThreshold: 64, HalfOpenMax: ike.DefaultHalfOpenMax, HalfOpenPerSource: ike.DefaultHalfOpenPerSource,
+		HalfOpenTimeout: 30 * time.Second, FragmentMemory: ike.DefaultFragmentMemory, FragmentMemoryPerSA: ike.DefaultFragmentMemoryPerSA, Queue: DefaultIKEQueue}
+	if c.IKE.Limits != want {
+		t.Fatalf("defaults %+v, want %+v", c.IKE.Limits, want)
+	}
+	c, err = Parse(filepath.Join(dir, "x.yaml"), []byte(base+"  cookie_threshold: 0\n  half_open_max: 500\n  half_open_per_source: 5\n  half_open_timeout: 10s\n  fragment_memory: 1048576\n  fragment_memory_per_sa: 32768\n  queue: 256\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = IKELimits{CookieThreshold: -1, HalfOpenMax: 500, HalfOpenPerSource: 5, HalfOpenTimeout: 10 * time.Second, FragmentMemory: 1 << 20, FragmentMemoryPerSA: 32 << 10, Queue: 256}
+	if c.IKE.Limits != want {
+		t.Fatalf("set %+v, want %+v", c.IKE.Limits, want)
 	}
 }

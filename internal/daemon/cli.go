@@ -832,6 +832,19 @@ func (u *connectUI) lastStatus() *Status {
 	return u.final
 }
 
+// setFinal keeps st as the status the last event carries, unless st has
+// no SAs and the one kept has: a snapshot taken while the connection ends
+// (after DELETE, before Run returns) shows nothing up; the last one with
+// the SAs tells what was.
+func (u *connectUI) setFinal(st *Status) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(st.Children) == 0 && u.final != nil && len(u.final.Children) > 0 {
+		return
+	}
+	u.final = st
+}
+
 func (u *connectUI) status() (Status, bool) {
 	u.mu.Lock()
 	r := u.running
@@ -873,9 +886,7 @@ func (u *connectUI) loop() {
 	wantHosts := u.k.HostToHost
 	snapshot := func() {
 		if st, ok := u.status(); ok {
-			u.mu.Lock()
-			u.final = &st
-			u.mu.Unlock()
+			u.setFinal(&st)
 		}
 	}
 	connected := func() {
@@ -906,9 +917,7 @@ func (u *connectUI) loop() {
 		if !ok || st.Mobility == nil {
 			return
 		}
-		u.mu.Lock()
-		u.final = &st
-		u.mu.Unlock()
+		u.setFinal(&st)
 		m := st.Mobility
 		settled := true
 		for _, p := range m.Paths {

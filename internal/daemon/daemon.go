@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"time"
 
@@ -298,7 +299,15 @@ func startIKE(cl *cleanups, s *Setup, dev *tun.Device, cfg *datapath.Config) (*i
 		socks.p4500[1] = u
 	}
 	var readers sync.WaitGroup
-	cl.push(readers.Wait) // runs after the sockets below are closed
+	cl.push(readers.Wait) // runs after the sockets below are closed and the queue stopped
+	// IKE from both ports goes through one bounded queue to IKE goroutines
+	// of its own (at most half the cores: ESP keeps the rest under an IKE
+	// flood); the crypto workers and the port-500 readers never wait for
+	// the endpoint (datapath.IKEQueue).
+	q := datapath.NewIKEQueue(s.IKE.Limits.Queue)
+	st.queue = q
+	readers.Go(func() { q.Run(max(runtime.GOMAXPROCS(0)/2, 1), ir.ep.Handle) })
+	cl.push(q.Close)
 	for i, any := range []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
 		c, err := transport.ListenIKE(netip.AddrPortFrom(any, s.IKE.Port))
 		if err != nil {
@@ -315,9 +324,9 @@ func startIKE(cl *cleanups, s *Setup, dev *tun.Device, cfg *datapath.Config) (*i
 			}
 		}
 		socks.p500[i] = c
-		readers.Go(func() { readIKE(c, ir.ep) })
+		readers.Go(func() { readIKE(c, q) })
 	}
-	cfg.OnIKE = func(msg []byte, local netip.Addr, remote netip.AddrPort) { ir.ep.Handle(msg, local, remote, true) }
+	cfg.OnIKE = func(msg []byte, local netip.Addr, remote netip.AddrPort) { q.Push(msg, local, remote, true) }
 	return ir, nil
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/roamsec/roamsec/ike"
 	"github.com/roamsec/roamsec/internal/config"
+	"github.com/roamsec/roamsec/internal/datapath"
 	"github.com/roamsec/roamsec/mobility"
 	"github.com/roamsec/roamsec/tun"
 	"github.com/roamsec/roamsec/tunnel"
@@ -22,11 +23,12 @@ import (
 // negotiates go into the SAD and SPD, by name, so a rekey swaps the
 // outbound SA of the same policy without a gap.
 type ikeState struct {
-	ep  *ike.Endpoint
-	spd *tunnel.SPD
-	sad *tunnel.SAD
-	dev *tun.Device
-	log *slog.Logger
+	ep    *ike.Endpoint
+	queue *datapath.IKEQueue // IKE from both ports to the endpoint's goroutines
+	spd   *tunnel.SPD
+	sad   *tunnel.SAD
+	dev   *tun.Device
+	log   *slog.Logger
 
 	mu       sync.Mutex
 	policies map[string]*tunnel.Policy
@@ -155,7 +157,9 @@ func ikeConfig(k *config.IKE, role string, listen []netip.Addr) (ike.Config, err
 		LocalTS: k.LocalTS, RemoteTS: k.RemoteTS, HostToHost: k.HostToHost, LocalAddrs: listen,
 		UDPEncap: true, IKELifetime: k.IKELifetime, ChildLifetime: k.ChildLifetime, DPD: k.DPD,
 		RetransmitTimeout: k.RetransmitTimeout, RetransmitTries: k.RetransmitTries,
-		FragmentSize: k.FragmentSize,
+		FragmentSize:    k.FragmentSize,
+		CookieThreshold: k.Limits.CookieThreshold, HalfOpenMax: k.Limits.HalfOpenMax, HalfOpenPerSource: k.Limits.HalfOpenPerSource,
+		HalfOpenTimeout: k.Limits.HalfOpenTimeout, FragmentMemory: k.Limits.FragmentMemory, FragmentMemoryPerSA: k.Limits.FragmentMemoryPerSA,
 	}
 	// Loaded and checked by config when the file was parsed (-check too).
 	cfg.Credential, cfg.CAs = k.Credential, k.CAs
@@ -201,8 +205,8 @@ func (k *ikeSockets) send(msg []byte, local netip.Addr, remote netip.AddrPort, n
 	return errors.New("no IKE socket of that family")
 }
 
-// readIKE hands port-500 messages to the endpoint until the socket closes.
-func readIKE(c *transport.IKEConn, ep *ike.Endpoint) {
+// readIKE hands port-500 messages to the IKE queue until the socket closes.
+func readIKE(c *transport.IKEConn, q *datapath.IKEQueue) {
 	msgs := make([]transport.Datagram, 8)
 	bufs := make([][]byte, len(msgs))
 	for i := range msgs {
@@ -220,7 +224,7 @@ func readIKE(c *transport.IKEConn, ep *ike.Endpoint) {
 			continue
 		}
 		for _, m := range msgs[:n] {
-			ep.Handle(m.Buf, m.Local, m.Remote, false)
+			q.Push(m.Buf, m.Local, m.Remote, false)
 		}
 		for i := range msgs {
 			bufs[i] = msgs[i].Buf[:cap(msgs[i].Buf)]

@@ -71,6 +71,32 @@ type IKECounters struct {
 	Retransmitted uint64 `json:"retransmitted"`
 	Answered      uint64 `json:"answered_from_cache"`
 	Cookies       uint64 `json:"cookies"`
+	// The bounds on unauthenticated state (RFC 7296 §2.6): half-open IKE
+	// SAs now, whether cookies are demanded now and how often that
+	// switched, the RFC 7383 fragments held, and the IKE messages dropped
+	// by each bound (ike.DropReason names).
+	HalfOpen       int               `json:"half_open"`
+	CookieMode     bool              `json:"cookie_mode"`
+	CookieSwitches uint64            `json:"cookie_switches"`
+	FragmentBytes  int               `json:"fragment_bytes"`
+	Drops          map[string]uint64 `json:"drops,omitempty"`
+}
+
+// ikeCounters turns the endpoint's counters, and the IKE queue's drops,
+// into status.
+func ikeCounters(c ike.Stats, queueDrops uint64) *IKECounters {
+	out := &IKECounters{Dropped: c.Dropped, Retransmitted: c.Retransmitted, Answered: c.Answered, Cookies: c.Cookies,
+		HalfOpen: c.HalfOpen, CookieMode: c.CookieMode, CookieSwitches: c.CookieSwitches, FragmentBytes: c.FragmentBytes}
+	c.Drops[ike.DropQueueFull] += queueDrops
+	for _, r := range ike.DropReasons() {
+		if c.Drops[r] != 0 {
+			if out.Drops == nil {
+				out.Drops = map[string]uint64{}
+			}
+			out.Drops[r.String()] = c.Drops[r]
+		}
+	}
+	return out
 }
 
 // IKEStatus is the IKE side: a road warrior's IKE SA (its state, as the
@@ -269,8 +295,11 @@ func (r *Running) status(role string, started time.Time, mob *mobilityState) Sta
 		st.IKE = ik.track.status(r.setup.IKE, ik.initiator, st.Children)
 		if ik.ep != nil {
 			st.IKE.SAs = ik.ep.SAs()
-			c := ik.ep.Counters()
-			st.IKE.Counters = &IKECounters{Dropped: c.Dropped, Retransmitted: c.Retransmitted, Answered: c.Answered, Cookies: c.Cookies}
+			var qd uint64
+			if ik.queue != nil {
+				qd = ik.queue.Dropped()
+			}
+			st.IKE.Counters = ikeCounters(ik.ep.Counters(), qd)
 		}
 	}
 	return st
@@ -333,6 +362,11 @@ func PrintStatus(w io.Writer, st Status) {
 	if k := st.IKE; k != nil && k.Counters != nil {
 		c := k.Counters
 		fmt.Fprintf(w, "IKE messages: %d dropped, %d requests retransmitted, %d answered from the cache, %d cookies sent\n", c.Dropped, c.Retransmitted, c.Answered, c.Cookies)
+		mode := "off"
+		if c.CookieMode {
+			mode = "on"
+		}
+		fmt.Fprintf(w, "IKE bounds: %d half-open, cookies %s (%d switches), %d bytes of fragments held; dropped: %s\n", c.HalfOpen, mode, c.CookieSwitches, c.FragmentBytes, dropsText(c.Drops))
 	}
 	if m := st.Mobility; m != nil {
 		fmt.Fprintf(w, "Path failure detector: %s (kernel SCTP: %s)\n", m.Detector, m.KernelSCTP)
@@ -604,6 +638,13 @@ func (r *Running) metricsSnapshot() metrics.Snapshot {
 	}
 	if ik := st.IKE; ik != nil {
 		snap.IKE, snap.IKESAs, snap.ChildSAs, snap.IKEEstablished, snap.ChildRekeys = true, ik.IKESAs, len(st.Children), ik.Established, ik.ChildRekeys
+		if c := ik.Counters; c != nil {
+			snap.IKEHalfOpen, snap.IKECookieMode, snap.IKECookieSwitches, snap.IKEFragmentBytes = c.HalfOpen, c.CookieMode, c.CookieSwitches, c.FragmentBytes
+			snap.IKEDrops = map[string]uint64{}
+			for _, r := range ike.DropReasons() { // every reason, zeros too: a fixed label set
+				snap.IKEDrops[r.String()] = c.Drops[r.String()]
+			}
+		}
 	}
 	if m := st.Mobility; m != nil {
 		for _, p := range m.Paths {

@@ -5,9 +5,17 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/roamsec/roamsec/ike"
 	"github.com/roamsec/roamsec/internal/datapath"
 	"github.com/roamsec/roamsec/tunnel"
 )
+
+func ikeStats() ike.Stats {
+	st := ike.Stats{Dropped: 5, Retransmitted: 6, Answered: 7, Cookies: 8, HalfOpen: 40, CookieMode: true, CookieSwitches: 3, FragmentBytes: 2048}
+	st.Drops[ike.DropPerSourceCap] = 11
+	st.Drops[ike.DropFragMemory] = 12
+	return st
+}
 
 func statusWithDrops() Status {
 	var out tunnel.CountersSnapshot
@@ -16,7 +24,7 @@ func statusWithDrops() Status {
 		Daemon:   "gateway",
 		SAs:      []SAStatus{{SPI: "0xc0de0001", Dir: "in", Drops: map[string]uint64{"replay": 1, "icv": 3}}},
 		Datapath: datapathStatus(datapath.Stats{OutDrops: out, SendErrs: 2}),
-		IKE:      &IKEStatus{Role: "responder", Counters: &IKECounters{Dropped: 5, Retransmitted: 6, Answered: 7, Cookies: 8}},
+		IKE:      &IKEStatus{Role: "responder", Counters: ikeCounters(ikeStats(), 9)},
 	}
 }
 
@@ -35,7 +43,15 @@ func TestStatusJSONDropsAreLabelledByReason(t *testing.T) {
 			Drops map[string]uint64 `json:"drops"`
 		} `json:"datapath"`
 		IKE struct {
-			Counters map[string]uint64 `json:"counters"`
+			Counters struct {
+				Dropped, Retransmitted, Cookies uint64
+				Answered                        uint64 `json:"answered_from_cache"`
+				HalfOpen                        int    `json:"half_open"`
+				CookieMode                      bool   `json:"cookie_mode"`
+				CookieSwitches                  uint64 `json:"cookie_switches"`
+				FragmentBytes                   int    `json:"fragment_bytes"`
+				Drops                           map[string]uint64
+			} `json:"counters"`
 		} `json:"ike"`
 	}
 	if err := json.Unmarshal(b, &got); err != nil {
@@ -47,8 +63,13 @@ func TestStatusJSONDropsAreLabelledByReason(t *testing.T) {
 	if got.Datapath.Drops[tunnel.DropPolicy.String()] != 4 || got.Datapath.Drops["send_error"] != 2 || len(got.Datapath.Drops) != 2 {
 		t.Errorf("data path drops %v (JSON %s)", got.Datapath.Drops, b)
 	}
-	if c := got.IKE.Counters; c["dropped"] != 5 || c["retransmitted"] != 6 || c["answered_from_cache"] != 7 || c["cookies"] != 8 {
-		t.Errorf("IKE counters %v", c)
+	if c := got.IKE.Counters; c.Dropped != 5 || c.Retransmitted != 6 || c.Answered != 7 || c.Cookies != 8 ||
+		c.HalfOpen != 40 || !c.CookieMode || c.CookieSwitches != 3 || c.FragmentBytes != 2048 {
+		t.Errorf("IKE counters %+v (JSON %s)", c, b)
+	}
+	// IKE drops by the bound that dropped them, the queue's among them.
+	if d := got.IKE.Counters.Drops; len(d) != 3 || d["per_source_cap"] != 11 || d["fragment_memory"] != 12 || d["queue_full"] != 9 {
+		t.Errorf("IKE drops %v", d)
 	}
 	// The client decodes what the daemon sends into the same type.
 	var back Status
@@ -63,7 +84,8 @@ func TestStatusTextPrintsDropsReadably(t *testing.T) {
 	var b strings.Builder
 	PrintStatus(&b, statusWithDrops())
 	out := b.String()
-	for _, want := range []string{"drops: icv 3, replay 1", "drops outside any SA: " + tunnel.DropPolicy.String() + " 4, send_error 2", "IKE messages: 5 dropped, 6 requests retransmitted, 7 answered from the cache, 8 cookies sent"} {
+	for _, want := range []string{"drops: icv 3, replay 1", "drops outside any SA: " + tunnel.DropPolicy.String() + " 4, send_error 2", "IKE messages: 5 dropped, 6 requests retransmitted, 7 answered from the cache, 8 cookies sent",
+		"IKE bounds: 40 half-open, cookies on (3 switches), 2048 bytes of fragments held; dropped: fragment_memory 12, per_source_cap 11, queue_full 9"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}

@@ -28,8 +28,17 @@ type Snapshot struct {
 	ChildSAs       int    // up now
 	IKEEstablished uint64 // since start
 	ChildRekeys    uint64 // since start
-	Paths          []Path
-	Switches       int // path switches (failovers and switch-backs) since start
+	// The bounds on unauthenticated IKE state (gateway): half-open SAs
+	// now, cookie mode and its switches, fragment bytes held, and IKE
+	// messages dropped by reason (a fixed set: half_open_cap,
+	// per_source_cap, fragment_memory, queue_full).
+	IKEHalfOpen       int
+	IKECookieMode     bool
+	IKECookieSwitches uint64
+	IKEFragmentBytes  int
+	IKEDrops          map[string]uint64
+	Paths             []Path
+	Switches          int // path switches (failovers and switch-backs) since start
 	// LastSwitch, if any, is when the last switch happened and how long it
 	// took from the detector's event to the SAs moved.
 	LastSwitch *Switch
@@ -86,6 +95,11 @@ var (
 	descSwitch  = prometheus.NewDesc(ns+"_path_switches_total", "Path switches (failovers and switch-backs) since start.", nil, nil)
 	descTook    = prometheus.NewDesc(ns+"_last_path_switch_duration_seconds", "How long the last path switch took, from the detector's event to the SAs moved.", []string{"from", "to"}, nil)
 	descWhen    = prometheus.NewDesc(ns+"_last_path_switch_timestamp_seconds", "When the last path switch happened (Unix time).", nil, nil)
+	descHalf    = prometheus.NewDesc(ns+"_ike_half_open_sas", "IKE SAs answered in IKE_SA_INIT and not yet authenticated.", nil, nil)
+	descCookie  = prometheus.NewDesc(ns+"_ike_cookie_mode", "1 while IKE_SA_INIT needs a cookie (RFC 7296 §2.6).", nil, nil)
+	descCSwitch = prometheus.NewDesc(ns+"_ike_cookie_mode_switches_total", "Times cookie mode switched on or off.", nil, nil)
+	descFrag    = prometheus.NewDesc(ns+"_ike_fragment_bytes", "Bytes of RFC 7383 fragments held for reassembly.", nil, nil)
+	descIKEDrop = prometheus.NewDesc(ns+"_ike_drops_total", "IKE messages dropped by a bound, by reason.", []string{"reason"}, nil)
 	descDP      = prometheus.NewDesc(ns+"_datapath_packets_total", "Packets through the data path, by stage.", []string{"stage"}, nil)
 	descDPDrops = prometheus.NewDesc(ns+"_datapath_drops_total", "Packets dropped outside any SA (no policy, unknown SPI, ...), by reason.", []string{"reason"}, nil)
 )
@@ -98,7 +112,8 @@ type Collector struct {
 // Describe implements prometheus.Collector.
 func (c Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descInfo, descPackets, descBytes, descSADrops, descIKE, descIKEEst, descChild, descRekeys,
-		descPath, descInUse, descPrimary, descSwitch, descTook, descWhen, descDP, descDPDrops} {
+		descPath, descInUse, descPrimary, descSwitch, descTook, descWhen, descDP, descDPDrops,
+		descHalf, descCookie, descCSwitch, descFrag, descIKEDrop} {
 		ch <- d
 	}
 }
@@ -136,6 +151,13 @@ func (c Collector) Collect(ch chan<- prometheus.Metric) {
 		m(descIKEEst, prometheus.CounterValue, float64(s.IKEEstablished))
 		m(descChild, prometheus.GaugeValue, float64(s.ChildSAs))
 		m(descRekeys, prometheus.CounterValue, float64(s.ChildRekeys))
+		m(descHalf, prometheus.GaugeValue, float64(s.IKEHalfOpen))
+		m(descCookie, prometheus.GaugeValue, b2f(s.IKECookieMode))
+		m(descCSwitch, prometheus.CounterValue, float64(s.IKECookieSwitches))
+		m(descFrag, prometheus.GaugeValue, float64(s.IKEFragmentBytes))
+		for r, n := range s.IKEDrops {
+			m(descIKEDrop, prometheus.CounterValue, float64(n), r)
+		}
 	}
 	for _, p := range s.Paths {
 		l := []string{p.Name, p.Local, p.Peer}

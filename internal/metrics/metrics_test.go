@@ -21,6 +21,8 @@ func snap() Snapshot {
 			{SPI: "0xc0de0002", Dir: "in", Child: "gw#1/net", Peer: "gw", Packets: 9}, // listed twice: reported once
 		},
 		IKE: true, IKESAs: 1, ChildSAs: 1, IKEEstablished: 3, ChildRekeys: 4,
+		IKEHalfOpen: 12, IKECookieMode: true, IKECookieSwitches: 3, IKEFragmentBytes: 4096,
+		IKEDrops: map[string]uint64{"half_open_cap": 5, "queue_full": 0},
 		Paths: []Path{
 			{Name: "wifi", Local: "192.0.2.2", Peer: "192.0.2.1", State: "inactive", Primary: true},
 			{Name: "lte", Local: "198.51.100.2", Peer: "198.51.100.1", State: "active", InUse: true},
@@ -68,6 +70,12 @@ func TestMetricsServeScrape(t *testing.T) {
 		`roamsec_sa_drops_total{child="gw#1/net",dir="in",peer="gw",reason="replay",spi="0xc0de0002"} 2`,
 		`roamsec_ike_sas_established_total 3`,
 		`roamsec_child_sa_rekeys_total 4`,
+		`roamsec_ike_half_open_sas 12`,
+		`roamsec_ike_cookie_mode 1`,
+		`roamsec_ike_cookie_mode_switches_total 3`,
+		`roamsec_ike_fragment_bytes 4096`,
+		`roamsec_ike_drops_total{reason="half_open_cap"} 5`,
+		`roamsec_ike_drops_total{reason="queue_full"} 0`,
 		`roamsec_path_state{local="192.0.2.2",path="wifi",peer="192.0.2.1",state="inactive"} 1`,
 		`roamsec_path_state{local="192.0.2.2",path="wifi",peer="192.0.2.1",state="active"} 0`,
 		`roamsec_path_in_use{local="198.51.100.2",path="lte",peer="198.51.100.1"} 1`,

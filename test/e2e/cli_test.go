@@ -369,7 +369,8 @@ func TestConnectCLIDisconnectJSONLogs(t *testing.T) {
 	last := events[len(events)-1]
 	if last.Exit == nil || *last.Exit != 0 || last.Status == nil || last.Status.IKE == nil || len(last.Status.Children) == 0 ||
 		!strings.Contains(last.Message, "roadwarrior disconnect") {
-		t.Fatalf("last event %+v", last)
+		b, _ := json.Marshal(last)
+		t.Fatalf("last event %s", b)
 	}
 	sc := bufio.NewScanner(strings.NewReader(p.Stderr()))
 	n := 0

@@ -165,7 +165,8 @@ func TestVirtualAddressModeTCPSurvivesFailover(t *testing.T) {
 			}
 		}
 	})
-	defer func() { close(stop); wg.Wait(); conn.Close() }()
+	// Close before waiting: a writer blocked on a dead tunnel returns.
+	defer func() { close(stop); conn.Close(); wg.Wait() }()
 
 	time.Sleep(time.Second) // flowing, and the heartbeats confirmed both paths
 	deaths := []struct {
@@ -175,7 +176,7 @@ func TestVirtualAddressModeTCPSurvivesFailover(t *testing.T) {
 		{"link down", func() error { return bed.RW.LinkDown(netns.IfPrimary) }, func() error { return bed.RW.LinkUp(netns.IfPrimary) }},
 		{"silent drop", func() error { return bed.Blackhole(netns.IfPrimary) }, func() error { return bed.Unblackhole(netns.IfPrimary) }},
 	}
-	for _, d := range deaths {
+	for i, d := range deaths {
 		if err := d.kill(); err != nil {
 			t.Fatal(err)
 		}
@@ -190,7 +191,13 @@ func TestVirtualAddressModeTCPSurvivesFailover(t *testing.T) {
 		if err := d.restore(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(2 * time.Second) // back on the primary (switch_back 1s)
+		// Back on the primary: switch_back is 1s, but the switch waits
+		// while the primary measures clearly worse than the secondary
+		// (its smoothed RTT lags a burst of load), so wait for it.
+		if !rig.WaitFor(15*time.Second, func() bool { return strings.Count(rw.Log(), "path switch") >= 2*(i+1) }) {
+			t.Fatalf("%s: not back on the primary 15 s after the restore:\n%s", d.name, rw.Log())
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	select {
 	case err := <-writeErr:

