@@ -8,6 +8,13 @@
 // and decryption use every core. Batches, buffers and datagram slices are
 // preallocated and recycled through free lists, so the steady state does
 // not allocate, and a bounded number of batches in flight bounds memory.
+//
+// Small packets (VoIP, games, DNS, ACKs) mostly arrive one per read, and
+// handing each over costs two goroutine wake-ups, more than sealing it.
+// So a reader whose read holds few packets while nothing of its direction
+// is in flight processes and sends it itself; only larger reads, or reads
+// behind others, go through the workers. Writers that find several
+// batches done send them with one system call.
 package datapath
 
 import (
@@ -57,14 +64,32 @@ type Datapath struct {
 	log      *slog.Logger
 	outDrops tunnel.Counters
 
-	tunRead, tunWritten   atomic.Uint64
-	espSent, espReceived  atomic.Uint64
+	// Each written per batch by a different goroutine: a cache line
+	// each, so the readers and writers do not bounce one between cores.
+	tunRead, tunWritten   paddedCounter
+	espSent, espReceived  paddedCounter
 	noTransport, sendErrs atomic.Uint64
 	sendErrLogged         atomic.Int64 // unix ns of the last "ESP send failed" line
 	ikeDropped            atomic.Uint64
 
 	outWork chan *outBatch
 	inWork  chan *inBatch
+
+	connList []transport.Conn // the configured transports, fixed by New
+	// gro: the transports that coalesce on receive (UDP GRO); read-only
+	// after New.
+	gro map[transport.Conn]bool
+
+	// Batches handed to the pipeline and not yet written, outbound; a
+	// reader that sees none processes a small batch itself.
+	outInFlight atomic.Int64
+	outFlight   int // outbound batches
+}
+
+// paddedCounter is an atomic counter alone on its (64-byte) cache line.
+type paddedCounter struct {
+	atomic.Uint64
+	_ [56]byte
 }
 
 // New checks cfg and returns a datapath ready to Run.
@@ -84,11 +109,29 @@ func New(cfg Config) (*Datapath, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Datapath{
+	d := &Datapath{
 		cfg: cfg, log: cfg.Log,
-		outWork: make(chan *outBatch, cfg.InFlight*4),
-		inWork:  make(chan *inBatch, cfg.InFlight*4),
-	}, nil
+		outFlight: cfg.InFlight,
+		outWork:   make(chan *outBatch, cfg.InFlight*4),
+		inWork:    make(chan *inBatch, cfg.InFlight*4),
+	}
+	d.gro = make(map[transport.Conn]bool)
+	for _, c := range []transport.Conn{cfg.ESP4, cfg.ESP6, cfg.UDP4, cfg.UDP6} {
+		if c == nil {
+			continue
+		}
+		d.connList = append(d.connList, c)
+		// Our receive buffers hold 64 KiB and we keep our own list of
+		// them: what UDP GRO needs (transport.UDPConn.EnableGRO).
+		if g, ok := c.(groConn); ok {
+			if err := g.EnableGRO(); err != nil {
+				d.log.Debug("no UDP GRO", "err", err)
+			} else {
+				d.gro[c] = true
+			}
+		}
+	}
+	return d, nil
 }
 
 // Stats returns a snapshot of the counters.
@@ -133,16 +176,15 @@ func (d *Datapath) Run(ctx context.Context) error {
 		rest.Go(d.worker)
 	}
 	// Outbound: TUN → seal → transports.
-	outQ := make(chan *outBatch, d.cfg.InFlight)
+	outQ := make(chan *outBatch, d.outFlight)
 	outFree := d.newOutBatches()
 	readers.Go(func() { errc <- d.readTUN(stop, outFree, outQ) })
 	rest.Go(func() { d.sendESP(outFree, outQ) })
 	// Inbound: each transport → open → TUN.
 	for _, c := range d.conns() {
-		inQ := make(chan *inBatch, d.cfg.InFlight)
-		inFree := d.newInBatches(c)
-		readers.Go(func() { errc <- d.readESP(stop, c, inFree, inQ) })
-		rest.Go(func() { d.writeTUN(inFree, inQ) })
+		p := d.newInPipe(c)
+		readers.Go(func() { errc <- d.readESP(stop, p) })
+		rest.Go(func() { d.writeTUN(p) })
 	}
 	go func() {
 		readers.Wait()
@@ -166,15 +208,7 @@ func (d *Datapath) Run(ctx context.Context) error {
 	return first
 }
 
-func (d *Datapath) conns() []transport.Conn {
-	var cs []transport.Conn
-	for _, c := range []transport.Conn{d.cfg.ESP4, d.cfg.ESP6, d.cfg.UDP4, d.cfg.UDP6} {
-		if c != nil {
-			cs = append(cs, c)
-		}
-	}
-	return cs
-}
+func (d *Datapath) conns() []transport.Conn { return d.connList }
 
 func isClosed(err error) bool {
 	return err == nil || errors.Is(err, os.ErrClosed) || errors.Is(err, errStopped)

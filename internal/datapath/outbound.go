@@ -32,8 +32,8 @@ func (d *Datapath) newOutBatches() chan *outBatch {
 	// Segments of a TUN GSO read are at most one MTU; ESP adds its header
 	// in front (the TUN offset is exactly that headroom) and the trailer.
 	size := tunnel.HeaderLen + d.cfg.TUN.MTU() + tunnel.MaxTrailer + 64
-	free := make(chan *outBatch, d.cfg.InFlight)
-	for range d.cfg.InFlight {
+	free := make(chan *outBatch, d.outFlight)
+	for range d.outFlight {
 		b := &outBatch{bufs: make([][]byte, bs), sizes: make([]int, bs), res: make([]sealed, bs)}
 		for i := range b.bufs {
 			b.bufs[i] = make([]byte, size)
@@ -49,26 +49,38 @@ var _ = [1]struct{}{}[tun.Offset-tunnel.HeaderLen]
 
 func (d *Datapath) readTUN(stop <-chan struct{}, free, q chan *outBatch) error {
 	defer close(q)
+	inline := d.newSender()
+	var b *outBatch
 	for {
-		var b *outBatch
-		select {
-		case b = <-free:
-		case <-stop:
-			return errStopped
+		if b == nil {
+			select {
+			case b = <-free:
+			case <-stop:
+				return errStopped
+			}
 		}
 		n, err := d.cfg.TUN.Read(b.bufs, b.sizes, tun.Offset)
 		if err != nil && !errors.Is(err, tun.ErrTooManySegments) {
 			return err
 		}
 		if n == 0 {
-			free <- b
 			continue
 		}
 		d.tunRead.Add(uint64(n))
 		b.n = n
+		if n <= inlineMax && d.outInFlight.Load() == 0 {
+			// Nothing queued ahead of this batch, so sending it from here
+			// keeps the order; it saves the two goroutine wake-ups of the
+			// hand-off, which cost more than sealing a few packets.
+			d.seal(b)
+			inline.send(b)
+			continue
+		}
+		d.outInFlight.Add(1)
 		b.done.Lock()
 		q <- b // order first, so the writer waits on this batch next
 		d.outWork <- b
+		b = nil
 	}
 }
 
@@ -88,47 +100,110 @@ func (d *Datapath) seal(b *outBatch) {
 	}
 }
 
-// sendESP writes sealed batches in reading order, grouping consecutive
-// packets that go through the same socket into one sendmmsg.
-func (d *Datapath) sendESP(free, q chan *outBatch) {
-	conns := d.conns()
-	pending := make(map[transport.Conn][]transport.Datagram, len(conns))
-	for _, c := range conns {
-		pending[c] = make([]transport.Datagram, 0, d.cfg.TUN.BatchSize())
+const (
+	// inlineMax: a read of at most this many packets, with nothing in
+	// flight, is sealed and sent by the reader itself (small packets:
+	// VoIP, games, DNS, ACKs). Larger reads go to the crypto workers so
+	// that bulk traffic uses every core.
+	inlineMax = 8
+	// maxCoalesce is how many packets the writer gathers from batches
+	// already done before it sends: one sendmmsg's worth.
+	maxCoalesce = 128
+)
+
+// sender groups consecutive packets that go through the same socket into
+// one sendmmsg. Each goroutine that sends owns one.
+type sender struct {
+	d       *Datapath
+	conns   []transport.Conn
+	pending [][]transport.Datagram // by index into conns
+}
+
+func (d *Datapath) newSender() *sender {
+	s := &sender{d: d, conns: d.conns()}
+	s.pending = make([][]transport.Datagram, len(s.conns))
+	for i := range s.pending {
+		// The writer adds whole batches while under maxCoalesce.
+		s.pending[i] = make([]transport.Datagram, 0, maxCoalesce+d.cfg.TUN.BatchSize())
 	}
+	return s
+}
+
+// add queues b's sealed packets; flush sends them.
+func (s *sender) add(b *outBatch) {
+	for i := range b.n {
+		r := &b.res[i]
+		if r.sa == nil {
+			continue
+		}
+		c := s.d.connIndex(r.sa, r.dst)
+		if c < 0 {
+			s.d.noTransport.Add(1)
+			continue
+		}
+		port := uint16(0)
+		if r.sa.UDPEncap {
+			// Where the peer's ESP came from (a NAT's mapping,
+			// RFC 3948), else the negotiated port.
+			port = r.sa.PeerPort
+			if r.port != 0 {
+				port = r.port
+			}
+		}
+		s.pending[c] = append(s.pending[c], transport.Datagram{Buf: r.esp, Local: r.src, Remote: netip.AddrPortFrom(r.dst, port)})
+	}
+}
+
+func (s *sender) flush() {
+	for i, ds := range s.pending {
+		if len(ds) == 0 {
+			continue
+		}
+		s.d.write(s.conns[i], ds)
+		clear(ds) // drop references to the SAs' buffers
+		s.pending[i] = ds[:0]
+	}
+}
+
+func (s *sender) send(b *outBatch) {
+	s.add(b)
+	s.flush()
+}
+
+// sendESP writes sealed batches in reading order. Batches that are already
+// sealed when it gets to them go out together, up to one socket batch, so
+// a pipeline that fell behind catches up with fewer system calls.
+func (d *Datapath) sendESP(free, q chan *outBatch) {
+	s := d.newSender()
+	held := make([]*outBatch, 0, d.outFlight)
 	for b := range q {
 		b.done.Lock()
-		for i := range b.n {
-			r := &b.res[i]
-			if r.sa == nil {
-				continue
-			}
-			c := d.connFor(r.sa, r.dst)
-			if c == nil {
-				d.noTransport.Add(1)
-				continue
-			}
-			port := uint16(0)
-			if r.sa.UDPEncap {
-				// Where the peer's ESP came from (a NAT's mapping,
-				// RFC 3948), else the negotiated port.
-				port = r.sa.PeerPort
-				if r.port != 0 {
-					port = r.port
+		s.add(b)
+		held = append(held, b)
+		queued := b.n
+	more:
+		for queued < maxCoalesce {
+			select {
+			case nb, ok := <-q:
+				if !ok {
+					break more
 				}
+				nb.done.Lock() // in order: sealed by now or soon
+				s.add(nb)
+				held = append(held, nb)
+				queued += nb.n
+			default:
+				break more
 			}
-			pending[c] = append(pending[c], transport.Datagram{Buf: r.esp, Local: r.src, Remote: netip.AddrPortFrom(r.dst, port)})
 		}
-		for c, ds := range pending {
-			if len(ds) == 0 {
-				continue
-			}
-			d.write(c, ds)
-			clear(ds) // drop references to the SAs' buffers
-			pending[c] = ds[:0]
+		s.flush()
+		for i, hb := range held {
+			hb.done.Unlock()
+			d.outInFlight.Add(-1)
+			free <- hb
+			held[i] = nil
 		}
-		b.done.Unlock()
-		free <- b
+		held = held[:0]
 	}
 }
 
@@ -158,14 +233,27 @@ func (d *Datapath) logSendErr(dg transport.Datagram, err error) {
 	d.log.Warn("ESP send failed", "local", dg.Local, "remote", dg.Remote, "err", err, "send_errors", d.sendErrs.Load())
 }
 
-func (d *Datapath) connFor(sa *tunnel.SA, dst netip.Addr) transport.Conn {
+// connIndex returns the index in d.conns() of the socket for sa towards
+// dst, or -1 if there is none.
+func (d *Datapath) connIndex(sa *tunnel.SA, dst netip.Addr) int {
+	var want transport.Conn
 	switch {
 	case sa.UDPEncap && dst.Is4():
-		return d.cfg.UDP4
+		want = d.cfg.UDP4
 	case sa.UDPEncap:
-		return d.cfg.UDP6
+		want = d.cfg.UDP6
 	case dst.Is4():
-		return d.cfg.ESP4
+		want = d.cfg.ESP4
+	default:
+		want = d.cfg.ESP6
 	}
-	return d.cfg.ESP6
+	if want == nil {
+		return -1
+	}
+	for i, c := range d.connList {
+		if c == want {
+			return i
+		}
+	}
+	return -1
 }

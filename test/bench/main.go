@@ -9,7 +9,10 @@
 // For each path: iperf3 TCP (server in srv, client in rw) for -duration,
 // -runs times; the tunnel processes' CPU time (utime+stime from
 // /proc/PID/stat) per packet moved; and the highest rate of 64-byte UDP
-// datagrams delivered with less than 0.1% loss (binary search). Each path
+// datagrams delivered with less than 0.1% loss (binary search); TCP with 4
+// parallel streams (-streams); on the roamsec paths TCP from 4 road
+// warriors at once, one stream each (-peers); and the tunnel processes' CPU
+// per 64-byte packet at a fixed 10k pps (-udp-cpu-rate). Each path
 // gets a fresh bed, torn down before the next one (also on error and
 // Ctrl-C). Run it with `make bench` (scripts/bench.sh), or as root:
 //
@@ -49,6 +52,9 @@ type options struct {
 	udpDuration time.Duration
 	udpProbes   int
 	verbose     bool
+	streams     int     // parallel TCP streams of the extra TCP row; 0 or 1: none
+	peers       int     // road warriors of the several-peers row (roamsec paths); 0 or 1: none
+	udpCPURate  float64 // 64-byte UDP rate at which the tunnel's CPU per packet is measured; 0: not
 	idleWait    time.Duration
 	srcDir      string // module root, for go build and packaging/examples
 }
@@ -66,6 +72,9 @@ func main() {
 	flag.DurationVar(&o.udpDuration, "udp-duration", 3*time.Second, "length of each 64-byte UDP probe")
 	flag.IntVar(&o.udpProbes, "udp-probes", 8, "at most this many UDP probes per path (binary search)")
 	flag.DurationVar(&o.idleWait, "idle-wait", 15*time.Second, "before each path, wait up to this long for the CPUs to be idle (figures taken on a busy machine are flagged)")
+	flag.IntVar(&o.peers, "peers", 4, "also measure TCP from this many road warriors at once, one stream each (roamsec paths); 0 or 1 skips it")
+	flag.IntVar(&o.streams, "streams", 4, "also measure TCP with this many parallel streams (iperf3 -P); 0 or 1 skips it")
+	flag.Float64Var(&o.udpCPURate, "udp-cpu-rate", 10000, "also measure the tunnel processes' CPU per 64-byte packet at this fixed rate (pps); 0 skips it")
 	flag.BoolVar(&o.verbose, "v", false, "log every step to stderr")
 	flag.Parse()
 	for _, p := range strings.Split(paths, ",") {

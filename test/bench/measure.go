@@ -65,7 +65,7 @@ func measurePath(ctx context.Context, o options, id, work string) (r pathResult)
 			progress("%s: bed teardown: %v", id, err)
 		}
 	}()
-	s, err := starters[id](&pathEnv{ctx: ctx, bed: bed, bin: o.bin, dir: dir, src: o.srcDir})
+	s, err := starters[id](&pathEnv{ctx: ctx, bed: bed, bin: o.bin, dir: dir, src: o.srcDir, peers: o.peers})
 	if err != nil {
 		return fail(err)
 	}
@@ -105,6 +105,35 @@ func measurePath(ctx context.Context, o options, id, work string) (r pathResult)
 	}
 	r.TCPMedianGbps = median(r.TCPGbps)
 	r.setCPU(total, s)
+	if o.streams > 1 {
+		for i := range o.runs {
+			gbps, err := tcpRun(ctx, bed, o.duration, "-P", strconv.Itoa(o.streams))
+			if err != nil {
+				return fail(fmt.Errorf("TCP run %d with %d streams: %w", i+1, o.streams, err))
+			}
+			r.TCPStreams, r.TCPStreamsGbps = o.streams, append(r.TCPStreamsGbps, gbps)
+			progress("%s %s: TCP run %d/%d, %d streams: %.2f Gbit/s", id, r.Name, i+1, o.runs, o.streams, gbps)
+		}
+		r.TCPStreamsMedianGbps = median(r.TCPStreamsGbps)
+	}
+	if len(s.peers) > 0 {
+		srvs, err := startPeerServers(ctx, bed, s.peers)
+		for _, d := range srvs {
+			defer d.stop()
+		}
+		if err != nil {
+			return fail(err)
+		}
+		for i := range o.runs {
+			gbps, err := peersRun(ctx, bed, s.peers, o.duration)
+			if err != nil {
+				return fail(fmt.Errorf("TCP run %d with %d road warriors: %w", i+1, len(s.peers)+1, err))
+			}
+			r.Peers, r.PeersGbps = len(s.peers)+1, append(r.PeersGbps, gbps)
+			progress("%s %s: TCP run %d/%d, %d road warriors: %.2f Gbit/s", id, r.Name, i+1, o.runs, r.Peers, gbps)
+		}
+		r.PeersMedianGbps = median(r.PeersGbps)
+	}
 
 	if o.udp {
 		u, err := udpSearch(ctx, bed, o, func(format string, a ...any) {
@@ -120,7 +149,49 @@ func measurePath(ctx context.Context, o options, id, work string) (r pathResult)
 			return fail(err)
 		}
 	}
+	if o.udpCPURate > 0 && s.rw != nil {
+		c, err := udpCPU(ctx, bed, m, o)
+		if err != nil {
+			r.UDPError = oneLine(err.Error())
+		} else {
+			r.UDPCPU = c
+			progress("%s %s: 64-byte UDP at %s pps: CPU %.2f / %.2f µs per packet (rw / gw)", id, r.Name, kpps(o.udpCPURate), c.RWUsPerPacket, c.GWUsPerPacket)
+		}
+	}
 	return r
+}
+
+// udpCPUResult is the tunnel processes' CPU time per 64-byte packet
+// delivered at a fixed rate below the loss-free rate of every path: the
+// per-packet cost, apart from where each path saturates.
+type udpCPUResult struct {
+	PPS           float64 `json:"pps"` // delivered
+	LossPercent   float64 `json:"loss_percent"`
+	RWUsPerPacket float64 `json:"rw_us_per_packet"`
+	GWUsPerPacket float64 `json:"gw_us_per_packet"`
+}
+
+func udpCPU(ctx context.Context, bed *netns.Bed, m *meter, o options) (*udpCPUResult, error) {
+	before, err := m.snap()
+	if err != nil {
+		return nil, err
+	}
+	p, err := udpRun(ctx, bed, o.udpDuration, o.udpCPURate)
+	if err != nil {
+		return nil, err
+	}
+	after, err := m.snap()
+	if err != nil {
+		return nil, err
+	}
+	d := after.sub(before)
+	pk := p.DeliveredPPS * o.udpDuration.Seconds()
+	if pk <= 0 {
+		return nil, errors.New("no 64-byte packets delivered")
+	}
+	us := func(ticks uint64) float64 { return float64(ticks) / clkTck * 1e6 / pk }
+	return &udpCPUResult{PPS: p.DeliveredPPS, LossPercent: p.LossPercent,
+		RWUsPerPacket: us(d.rwTicks), GWUsPerPacket: us(d.gwTicks)}, nil
 }
 
 func (s *setup) alive() error {
@@ -195,7 +266,12 @@ type iperfSum struct {
 // iperf runs the iperf3 client in rw against srv, retrying while the server
 // is still busy with the previous test.
 func iperf(ctx context.Context, bed *netns.Bed, args ...string) (*iperfResult, error) {
-	args = append([]string{"-c", netns.Srv4.String(), "-p", iperfPort, "-J"}, args...)
+	return iperfFrom(ctx, bed.RW, peerPort(1), args...)
+}
+
+// iperfFrom runs the iperf3 client in ns against the server on port.
+func iperfFrom(ctx context.Context, ns *netns.NS, port int, args ...string) (*iperfResult, error) {
+	args = append([]string{"-c", netns.Srv4.String(), "-p", strconv.Itoa(port), "-J"}, args...)
 	var lastErr error
 	for try := 0; try < 10; try++ {
 		if try > 0 {
@@ -205,9 +281,9 @@ func iperf(ctx context.Context, bed *netns.Bed, args ...string) (*iperfResult, e
 			case <-time.After(300 * time.Millisecond):
 			}
 		}
-		cmd := command(ctx, bed.RW, "iperf3", args...)
+		cmd := command(ctx, ns, "iperf3", args...)
 		out, err := cmd.Output()
-		logf("%s: iperf3 %s", bed.RW.Name, strings.Join(args, " "))
+		logf("%s: iperf3 %s", ns.Name, strings.Join(args, " "))
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -234,8 +310,8 @@ func iperf(ctx context.Context, bed *netns.Bed, args ...string) (*iperfResult, e
 	return nil, lastErr
 }
 
-func tcpRun(ctx context.Context, bed *netns.Bed, d time.Duration) (float64, error) {
-	res, err := iperf(ctx, bed, "-t", secs(d))
+func tcpRun(ctx context.Context, bed *netns.Bed, d time.Duration, extra ...string) (float64, error) {
+	res, err := iperf(ctx, bed, append([]string{"-t", secs(d)}, extra...)...)
 	if err != nil {
 		return 0, err
 	}

@@ -25,6 +25,9 @@ type pathEnv struct {
 	bin string // the binaries (-bin)
 	dir string // a scratch directory of this path, for configs and keys
 	src string // the module root
+	// peers: road warriors for the several-peers row; paths that support
+	// it set up peers 2… (setup.peers), others ignore it.
+	peers int
 }
 
 // setup is a running path: the tunnel endpoint processes, whose CPU time is
@@ -33,7 +36,8 @@ type pathEnv struct {
 type setup struct {
 	rw, gw     *daemon
 	rwIf, gwIf string
-	stop       func() // ends the daemons and undoes what start did
+	stop       func()      // ends the daemons and undoes what start did
+	peers      []extraPeer // road warriors 2… (-peers), running
 }
 
 // starter brings a path up on a fresh bed: after it returns, rw reaches

@@ -38,7 +38,17 @@ type pathResult struct {
 	RatioToWG     *float64   `json:"ratio_to_wireguard_go,omitempty"`
 	CPU           *cpuResult `json:"cpu,omitempty"`
 	UDP64         *udpResult `json:"udp64,omitempty"`
-	UDPError      string     `json:"udp64_error,omitempty"`
+	// TCP with several parallel streams (iperf3 -P), per run and median.
+	TCPStreams           int       `json:"tcp_streams,omitempty"`
+	TCPStreamsGbps       []float64 `json:"tcp_streams_gbps,omitempty"`
+	TCPStreamsMedianGbps float64   `json:"tcp_streams_median_gbps,omitempty"`
+	// One TCP stream from each of several road warriors at once: the sum.
+	Peers           int       `json:"peers,omitempty"`
+	PeersGbps       []float64 `json:"peers_gbps,omitempty"`
+	PeersMedianGbps float64   `json:"peers_median_gbps,omitempty"`
+	// CPU per 64-byte packet at a fixed rate (-udp-cpu-rate).
+	UDPCPU   *udpCPUResult `json:"udp64_cpu,omitempty"`
+	UDPError string        `json:"udp64_error,omitempty"`
 	// BackgroundCPUPercent is how busy the machine was, with nothing of
 	// ours running, in the second before the path was set up.
 	BackgroundCPUPercent float64 `json:"background_cpu_percent"`
@@ -182,6 +192,7 @@ func (rep *report) printTable(w io.Writer) {
 			p.TCPMedianGbps, optRatio(p.RatioToBare), bc, rwc, gwc, all, udp)
 	}
 	tw.Flush()
+	rep.printMore(w)
 
 	fmt.Fprintln(w)
 	for _, p := range rep.Paths {
@@ -211,6 +222,67 @@ func (rep *report) printTable(w io.Writer) {
 			fmt.Fprintf(w, "%s %s: 64-byte UDP: %s\n", p.ID, p.Name, p.UDPError)
 		}
 	}
+}
+
+// printMore prints the second table: parallel TCP streams, the 64-byte
+// rate against wireguard-go's, and CPU per 64-byte packet at a fixed rate.
+func (rep *report) printMore(w io.Writer) {
+	var wg *pathResult
+	for i := range rep.Paths {
+		if rep.Paths[i].ID == "c" && rep.Paths[i].Available {
+			wg = &rep.Paths[i]
+		}
+	}
+	ratio := func(v float64, of func(*pathResult) float64) string {
+		if wg == nil || of(wg) <= 0 || v <= 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", v/of(wg))
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "path\tTCP streams\tGbit/s per run\tmedian\t/wg-go\troad warriors\tGbit/s per run\tmedian\t64B pps /wg-go\t64B CPU µs/pkt rw\tgw\tat pps\t")
+	for _, p := range rep.Paths {
+		if !p.Available {
+			continue
+		}
+		streams, runs, med := "-", "-", "-"
+		if p.TCPStreams > 1 {
+			streams = strconv.Itoa(p.TCPStreams)
+			rs := make([]string, len(p.TCPStreamsGbps))
+			for i, g := range p.TCPStreamsGbps {
+				rs[i] = fmt.Sprintf("%.2f", g)
+			}
+			runs, med = strings.Join(rs, " "), fmt.Sprintf("%.2f", p.TCPStreamsMedianGbps)
+		}
+		peers, pruns, pmed := "-", "-", "-"
+		if p.Peers > 1 {
+			peers = strconv.Itoa(p.Peers)
+			rs := make([]string, len(p.PeersGbps))
+			for i, g := range p.PeersGbps {
+				rs[i] = fmt.Sprintf("%.2f", g)
+			}
+			pruns, pmed = strings.Join(rs, " "), fmt.Sprintf("%.2f", p.PeersMedianGbps)
+		}
+		udpRatio := "-"
+		if p.UDP64 != nil {
+			udpRatio = ratio(p.UDP64.PPS, func(q *pathResult) float64 {
+				if q.UDP64 == nil {
+					return 0
+				}
+				return q.UDP64.PPS
+			})
+		}
+		rwc, gwc, at := "n/a", "n/a", "-"
+		if p.UDPCPU != nil {
+			rwc, gwc = fmt.Sprintf("%.2f", p.UDPCPU.RWUsPerPacket), fmt.Sprintf("%.2f", p.UDPCPU.GWUsPerPacket)
+			at = strconv.FormatFloat(p.UDPCPU.PPS, 'f', 0, 64)
+		}
+		fmt.Fprintf(tw, "%s %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", p.ID, p.Name, streams, runs, med,
+			ratio(p.TCPStreamsMedianGbps, func(q *pathResult) float64 { return q.TCPStreamsMedianGbps }),
+			peers, pruns, pmed, udpRatio, rwc, gwc, at)
+	}
+	tw.Flush()
 }
 
 func optUs(v *float64) string {

@@ -24,7 +24,11 @@ func TestTable(t *testing.T) {
 			CPU: &cpuResult{AllUsPerPacket: 1}, UDP64: &udpResult{PPS: 200000, SenderBound: true}},
 		{ID: "b", Name: "roamsec", Error: "no /x/gateway"},
 		{ID: "c", Name: "wireguard-go", Available: true, TCPGbps: []float64{1.6, 1.5, 1.7}, TCPMedianGbps: 1.6,
-			CPU: &cpuResult{RWUsPerPacket: &rw, GWUsPerPacket: &gw, AllUsPerPacket: 8}, UDP64: &udpResult{PPS: 27000}},
+			CPU: &cpuResult{RWUsPerPacket: &rw, GWUsPerPacket: &gw, AllUsPerPacket: 8}, UDP64: &udpResult{PPS: 27000},
+			TCPStreams: 4, TCPStreamsGbps: []float64{2.5, 2.25, 2.75}, TCPStreamsMedianGbps: 2.5,
+			UDPCPU: &udpCPUResult{PPS: 9990, RWUsPerPacket: 7.5, GWUsPerPacket: 8.25}},
+		{ID: "d", Name: "roamsec raw", Peers: 4, PeersGbps: []float64{3.25, 3.5}, PeersMedianGbps: 3.375, Available: true, TCPGbps: []float64{2}, TCPMedianGbps: 2,
+			UDP64: &udpResult{PPS: 40500}, TCPStreams: 4, TCPStreamsGbps: []float64{3.75}, TCPStreamsMedianGbps: 3.75},
 	}}
 	rep.finish()
 	if rep.RoamsecOverWireGuard != nil {
@@ -36,7 +40,8 @@ func TestTable(t *testing.T) {
 	var b strings.Builder
 	rep.printTable(&b)
 	out := b.String()
-	for _, want := range []string{"roamsec: not available (no /x/gateway)", "1.60 1.50 1.70", "3.00", ">=200000 (sender-bound)", "27000"} {
+	for _, want := range []string{"roamsec: not available (no /x/gateway)", "1.60 1.50 1.70", "3.00", ">=200000 (sender-bound)", "27000",
+		"2.50 2.25 2.75", "7.50", "8.25", "9990", "1.50", "3.25 3.50", "3.38"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}

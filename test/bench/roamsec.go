@@ -34,8 +34,17 @@ func startRoamsec(env *pathEnv, encap string) (_ *setup, err error) {
 	if err := checkBinary(rwBin, how); err != nil {
 		return nil, err
 	}
-	gwConf, rwConf, err := writeRoamsecConfigs(env, encap)
+	var peers []extraPeer
+	unlink := func() {}
+	if env.peers > 1 {
+		peers = newExtraPeers(env.bed, env.peers)
+		if unlink, err = linkExtraPeers(env.ctx, env.bed, peers); err != nil {
+			return nil, err
+		}
+	}
+	gwConf, rwConf, extraConfs, err := writeRoamsecConfigs(env, encap, peers)
 	if err != nil {
+		unlink()
 		return nil, err
 	}
 	s := &setup{rwIf: roamsecTunRW, gwIf: roamsecTunGW}
@@ -44,6 +53,7 @@ func startRoamsec(env *pathEnv, encap string) (_ *setup, err error) {
 		for i := len(ds) - 1; i >= 0; i-- {
 			ds[i].stop()
 		}
+		unlink()
 	}
 	defer func() {
 		if err != nil {
@@ -61,6 +71,17 @@ func startRoamsec(env *pathEnv, encap string) (_ *setup, err error) {
 	if err := waitTunnel(env.ctx, env.bed, 10*time.Second, s.gw, s.rw); err != nil {
 		return nil, err
 	}
+	for i, p := range peers {
+		d, err := startDaemon(env.ctx, p.ns, nil, rwBin, "-config", extraConfs[i])
+		if err != nil {
+			return nil, err
+		}
+		ds = append(ds, d)
+		if err := waitPing(env.ctx, p.ns, d); err != nil {
+			return nil, err
+		}
+	}
+	s.peers = peers
 	return s, nil
 }
 
@@ -77,10 +98,22 @@ type roamsecParams struct {
 	GWPrimary, GWSecondary  string // gateway addresses on those links
 	ServerNet               string // behind the gateway
 	RWTun, GWTun            string
-	SPIOut, SPIIn           string // as the road warrior sees them, 0x-hex
-	KeyOut, KeyIn           string // aes256gcm16 key + 4-byte salt, hex (RFC 4106)
-	RWSocket, GWSocket      string // control sockets, in the path's scratch directory
-	Encap                   string // esp or udp
+	SPIOut, SPIIn           string        // as the road warrior sees them, 0x-hex
+	KeyOut, KeyIn           string        // aes256gcm16 key + 4-byte salt, hex (RFC 4106)
+	RWSocket, GWSocket      string        // control sockets, in the path's scratch directory
+	Encap                   string        // esp or udp
+	Extra                   []extraParams // road warriors 2… (-peers)
+}
+
+// extraParams are road warrior k >= 2's: its address, the gateway's on its
+// link, its link's net, its SA pair, its control socket.
+type extraParams struct {
+	K                   int
+	RW, GW, Net         string
+	SPIOut, SPIIn       string
+	KeyOut, KeyIn       string
+	RWSocket, ServerNet string
+	RWTun, Encap        string
 }
 
 // The templates are packaging/examples/{gateway,roadwarrior}.yaml cut down
@@ -109,8 +142,11 @@ tun:
   routes:
     - dst: {{.RWPrimary}}/32
     - dst: {{.RWSecondary}}/32
+{{- range .Extra}}
+    - dst: {{.RW}}/32
+{{- end}}
 transport:
-  listen: [{{.GWPrimary}}, {{.GWSecondary}}]
+  listen: [{{.GWPrimary}}, {{.GWSecondary}}{{range .Extra}}, {{.GW}}{{end}}]
 sas:
   - name: bench-rw
     transform: aes256gcm16
@@ -124,6 +160,53 @@ sas:
       mode: gateway-to-road-warrior
       local: [{{.GWPrimary}}]
     selector: "local {{.ServerNet}} remote {{.RWPrimary}},{{.RWSecondary}}"
+{{- range .Extra}}
+  - name: bench-rw{{.K}}
+    transform: aes256gcm16
+    esn: true
+    encap: {{.Encap}}
+    inbound:  {spi: {{.SPIOut}}, key: {{.KeyOut}}}
+    outbound: {spi: {{.SPIIn}}, key: {{.KeyIn}}}
+    local_addrs: [{{.GW}}]
+    peer_addrs: [{{.Net}}]
+    outer:
+      mode: gateway-to-road-warrior
+      local: [{{.GW}}]
+    selector: "local {{.ServerNet}} remote {{.RW}}"
+{{- end}}
+`
+
+// extraRWTemplate is road warrior k >= 2's: roadwarriorTemplate with one
+// uplink.
+const extraRWTemplate = `# roamsec road warrior {{.K}} for test/bench (written per run; keys are fresh).
+role: roadwarrior
+log:
+  level: warn
+control_socket: {{.RWSocket}}
+tun:
+  name: {{.RWTun}}
+  table: 220
+  bypass_rule:
+    mark: 0x5253
+    priority: 100
+  routes:
+    - dst: {{.ServerNet}}
+      src: {{.RW}}
+transport:
+  listen: [{{.RW}}]
+sas:
+  - name: bench-gw
+    transform: aes256gcm16
+    esn: true
+    encap: {{.Encap}}
+    outbound: {spi: {{.SPIOut}}, key: {{.KeyOut}}}
+    inbound:  {spi: {{.SPIIn}}, key: {{.KeyIn}}}
+    local_addrs: [{{.RW}}]
+    peer_addrs: [{{.GW}}]
+    outer:
+      mode: road-warrior
+      gateway: [{{.GW}}]
+    selector: "local {{.RW}} remote {{.ServerNet}}"
 `
 
 const roadwarriorTemplate = `# roamsec road warrior for test/bench (written per run; keys are fresh).
@@ -157,20 +240,32 @@ sas:
     selector: "local {{.RWPrimary}},{{.RWSecondary}} remote {{.ServerNet}}"
 `
 
-func writeRoamsecConfigs(env *pathEnv, encap string) (gw, rw string, err error) {
+func writeRoamsecConfigs(env *pathEnv, encap string, peers []extraPeer) (gw, rw string, extra []string, err error) {
 	p := newRoamsecParams(env.dir)
 	p.Encap = encap
+	addExtraParams(&p, env.dir, peers)
+	for _, e := range p.Extra {
+		text, err := renderTemplate("roadwarrior.yaml", extraRWTemplate, e)
+		if err != nil {
+			return "", "", nil, err
+		}
+		f, err := writeFile(env.dir, fmt.Sprintf("roadwarrior%d.yaml", e.K), text)
+		if err != nil {
+			return "", "", nil, err
+		}
+		extra = append(extra, f)
+	}
 	gwText, rwText, err := renderRoamsecConfigs(p)
 	if err != nil {
-		return "", "", err
+		return "", "", nil, err
 	}
 	if gw, err = writeFile(env.dir, "gateway.yaml", gwText); err != nil {
-		return "", "", err
+		return "", "", nil, err
 	}
 	if rw, err = writeFile(env.dir, "roadwarrior.yaml", rwText); err != nil {
-		return "", "", err
+		return "", "", nil, err
 	}
-	return gw, rw, nil
+	return gw, rw, extra, nil
 }
 
 func newRoamsecParams(dir string) roamsecParams {
@@ -188,18 +283,31 @@ func newRoamsecParams(dir string) roamsecParams {
 	}
 }
 
-func renderRoamsecConfigs(p roamsecParams) (gw, rw string, err error) {
-	render := func(name, tmpl string) (string, error) {
-		var b strings.Builder
-		t, err := template.New(name).Option("missingkey=error").Parse(tmpl)
-		if err == nil {
-			err = t.Execute(&b, p)
-		}
-		if err != nil {
-			return "", fmt.Errorf("roamsec config %s: %w", name, err)
-		}
-		return b.String(), nil
+func addExtraParams(p *roamsecParams, dir string, ps []extraPeer) {
+	for _, e := range ps {
+		p.Extra = append(p.Extra, extraParams{
+			K: e.k, RW: e.rw.String(), GW: e.gw.String(), Net: e.net.String(),
+			SPIOut: randSPI(), SPIIn: randSPI(), KeyOut: randHex(36), KeyIn: randHex(36),
+			RWSocket:  filepath.Join(dir, fmt.Sprintf("roadwarrior%d.sock", e.k)),
+			ServerNet: p.ServerNet, RWTun: p.RWTun, Encap: p.Encap,
+		})
 	}
+}
+
+func renderTemplate(name, tmpl string, data any) (string, error) {
+	var b strings.Builder
+	t, err := template.New(name).Option("missingkey=error").Parse(tmpl)
+	if err == nil {
+		err = t.Execute(&b, data)
+	}
+	if err != nil {
+		return "", fmt.Errorf("roamsec config %s: %w", name, err)
+	}
+	return b.String(), nil
+}
+
+func renderRoamsecConfigs(p roamsecParams) (gw, rw string, err error) {
+	render := func(name, tmpl string) (string, error) { return renderTemplate(name, tmpl, p) }
 	if gw, err = render("gateway.yaml", gatewayTemplate); err != nil {
 		return "", "", err
 	}

@@ -17,8 +17,14 @@ import (
 const (
 	batchSize = 128 // as wireguard-go: amortises the syscall, bounded memory
 
-	// oobSize fits IPV6_PKTINFO (40 bytes on 64-bit) plus UDP_SEGMENT (24).
+	// oobSize fits IPV6_PKTINFO (40 bytes on 64-bit) plus UDP_SEGMENT or
+	// UDP_GRO (24 each).
 	oobSize = 64
+
+	// GROSegments bounds the packets the kernel coalesces into one read
+	// with UDP GRO: UDP_GRO_CNT_MAX of the GRO engine, and what our
+	// UDP_SEGMENT sender puts in one send.
+	GROSegments = 64
 
 	ipv4HeaderLen = 20 // without options
 	espHeaderLen  = 8  // SPI + sequence number, RFC 4303 §2
@@ -57,9 +63,25 @@ type batchConn struct {
 	tx   mmsgBatch
 
 	gso bool // UDP_SEGMENT on send; guarded by txMu
+	// gro: UDP_GRO on receive (EnableGRO); guarded by rxMu, as is got.
+	gro bool
+	got []received
 
 	received, sent, keepalives, malformed, ike atomic.Uint64
+	groOverflow                                atomic.Uint64
 	gsoSends                                   atomic.Uint64 // segmented sends, for tests
+	coalesced                                  atomic.Uint64 // reads that held several packets (UDP GRO)
+}
+
+// received is one datagram as recvmmsg returned it, before a coalesced
+// one is split: ReadBatch reuses msgs for the segments, so what it needs
+// of each received message is set aside first.
+type received struct {
+	buf    []byte // the whole receive buffer
+	n      int
+	gso    int // segment size from the UDP_GRO control message; 0: one datagram
+	remote netip.AddrPort
+	local  netip.Addr
 }
 
 // mmsgBatch holds everything one recvmmsg/sendmmsg call needs, allocated once
@@ -181,17 +203,25 @@ func bufPtr(b []byte) *byte {
 
 // ReadBatch implements Conn.
 func (c *batchConn) ReadBatch(msgs []Datagram) (int, error) {
-	if len(msgs) > batchSize {
-		msgs = msgs[:batchSize]
-	}
-	if len(msgs) == 0 {
-		return 0, nil
-	}
 	c.rxMu.Lock()
 	defer c.rxMu.Unlock()
+	limit, count := batchSize, len(msgs)
+	if c.gro {
+		// Every received datagram may hold GROSegments packets: read
+		// only as many as msgs has room for all of.
+		limit = batchSize * GROSegments
+		count = min(batchSize, max(1, len(msgs)/GROSegments))
+	}
+	if len(msgs) > limit {
+		msgs = msgs[:limit]
+	}
+	count = min(count, len(msgs))
+	if count == 0 {
+		return 0, nil
+	}
 	b := &c.rx
 	for {
-		for i := range msgs {
+		for i := range msgs[:count] {
 			h := &b.hdrs[i]
 			h.Len = 0
 			h.Hdr.Namelen = unix.SizeofSockaddrInet6
@@ -208,7 +238,7 @@ func (c *batchConn) ReadBatch(msgs []Datagram) (int, error) {
 				h.Hdr.SetIovlen(1)
 			}
 		}
-		b.count = len(msgs)
+		b.count = count
 		if err := c.rc.Read(b.fn); err != nil {
 			return 0, err
 		}
@@ -218,7 +248,13 @@ func (c *batchConn) ReadBatch(msgs []Datagram) (int, error) {
 			}
 			return 0, os.NewSyscallError("recvmmsg", b.errno)
 		}
-		if n := c.deliver(msgs, b.n); n > 0 {
+		var n int
+		if c.gro {
+			n = c.deliverGRO(msgs, b.n)
+		} else {
+			n = c.deliver(msgs, b.n)
+		}
+		if n > 0 {
 			return n, nil
 		}
 	}
@@ -325,6 +361,126 @@ func (c *batchConn) deliver(msgs []Datagram, k int) int {
 		c.malformed.Add(bad)
 	}
 	return j
+}
+
+// deliverGRO is deliver for a UDP socket with UDP_GRO: a received datagram
+// may hold several ESP packets of gso bytes each, the last possibly
+// shorter (the kernel coalesces only equal-sized datagrams of one flow,
+// RFC 768 framing lost). Each becomes a Datagram whose Buf is a slice of
+// the receive buffer, capped at its own end so that appending to it (the
+// TUN's GRO) cannot run into the next one (the last keeps the buffer's
+// spare capacity): nothing is copied.
+func (c *batchConn) deliverGRO(msgs []Datagram, k int) int {
+	b := &c.rx
+	got := c.got[:0]
+	for i := range k {
+		h := &b.hdrs[i]
+		if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
+			c.malformed.Add(1)
+			continue
+		}
+		oob := b.oob[i*oobSize : i*oobSize+int(h.Hdr.Controllen)]
+		r := received{buf: msgs[i].Buf, n: int(h.Len), remote: sockaddrToAddrPort(&b.names[i]), local: pktinfoDst(oob)}
+		if g := groSize(oob); g > 0 && g < r.n {
+			r.gso = g
+			c.coalesced.Add(1)
+		}
+		got = append(got, r)
+	}
+	c.got = got
+	var esp, ike, ka, bad, over uint64
+	j := 0
+	for _, r := range got {
+		seg := r.n
+		if r.gso > 0 {
+			seg = r.gso
+		}
+		first := j
+		for off := 0; off < r.n; off += seg {
+			end := min(off+seg, r.n)
+			if j == len(msgs) {
+				over++ // only from a local sender of more than GROSegments segments
+				continue
+			}
+			// Capped at the next packet's start; the last keeps the
+			// buffer's spare room.
+			seg := r.buf[off:end:end]
+			if end == r.n {
+				seg = r.buf[off:end]
+			}
+			p, isIKE, drop := classifyUDP(seg)
+			switch drop {
+			case dropKeepalive:
+				ka++
+				continue
+			case dropMalformed:
+				bad++
+				continue
+			}
+			msgs[j] = Datagram{Buf: p, IKE: isIKE, Remote: r.remote, Local: r.local}
+			if isIKE {
+				ike++
+			} else {
+				esp++
+			}
+			j++
+		}
+		if j-first > 1 {
+			msgs[first].Segs = j - first
+		}
+	}
+	clear(c.got) // no references to the caller's buffers after return
+	for _, v := range []struct {
+		ctr *atomic.Uint64
+		n   uint64
+	}{{&c.received, esp}, {&c.ike, ike}, {&c.keepalives, ka}, {&c.malformed, bad}, {&c.groOverflow, over}} {
+		if v.n > 0 {
+			v.ctr.Add(v.n)
+		}
+	}
+	return j
+}
+
+type udpDrop int
+
+const (
+	dropNone udpDrop = iota
+	dropKeepalive
+	dropMalformed
+)
+
+// classifyUDP sorts one ESP-in-UDP payload (RFC 3948 §2): IKE behind the
+// non-ESP marker (returned without it), a NAT keep-alive, too short for
+// ESP, or ESP.
+func classifyUDP(buf []byte) (p []byte, isIKE bool, drop udpDrop) {
+	n := len(buf)
+	switch {
+	case n >= 4 && buf[0]|buf[1]|buf[2]|buf[3] == 0:
+		if n == 4 {
+			return nil, false, dropMalformed // marker without an IKE message
+		}
+		return buf[4:], true, dropNone
+	case n == 1 && buf[0] == 0xff:
+		return nil, false, dropKeepalive
+	case n < espHeaderLen:
+		return nil, false, dropMalformed
+	}
+	return buf, false, dropNone
+}
+
+// groSize returns the segment size of a UDP_GRO control message, or 0.
+func groSize(oob []byte) int {
+	for len(oob) >= unix.SizeofCmsghdr {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(oob)
+		if err != nil {
+			break
+		}
+		if h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && len(data) >= 4 {
+			return int(*(*int32)(unsafe.Pointer(&data[0])))
+		}
+		oob = rest
+	}
+	return 0
 }
 
 func sockaddrToAddrPort(sa *unix.RawSockaddrInet6) netip.AddrPort {
@@ -598,10 +754,12 @@ func (c *batchConn) LocalAddr() netip.AddrPort { return c.local }
 // Stats implements Conn.
 func (c *batchConn) Stats() Stats {
 	return Stats{
-		Received:   c.received.Load(),
-		Sent:       c.sent.Load(),
-		Keepalives: c.keepalives.Load(),
-		Malformed:  c.malformed.Load(),
-		IKE:        c.ike.Load(),
+		Received:    c.received.Load(),
+		Sent:        c.sent.Load(),
+		Keepalives:  c.keepalives.Load(),
+		Malformed:   c.malformed.Load(),
+		IKE:         c.ike.Load(),
+		GROOverflow: c.groOverflow.Load(),
+		Coalesced:   c.coalesced.Load(),
 	}
 }

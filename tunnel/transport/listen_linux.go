@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"syscall"
 
@@ -140,6 +141,36 @@ func setSockopts(fd int, v6 bool) error {
 		return err
 	}
 	return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT)
+}
+
+// EnableGRO turns on UDP_GRO (Linux 5.0+): the kernel may then hand over
+// up to GROSegments equal-sized datagrams of one flow in one read, which
+// ReadBatch splits into one Datagram per packet without copying. ReadBatch
+// then receives into msgs[:len(msgs)/GROSegments] (at most BatchSize; at
+// least one) and uses the rest of msgs as room for the packets: pass
+// GROSegments entries per receive buffer, up to BatchSize*GROSegments.
+// Every receive buffer must hold 64 KiB (a coalesced read is up to that
+// large; a shorter buffer would truncate it), and the caller must keep its
+// own list of its buffers: delivered Bufs are slices of them, and msgs no
+// longer holds each. It returns an error where the kernel lacks UDP_GRO;
+// the socket then works as before.
+func (c *UDPConn) EnableGRO() error {
+	var serr error
+	if err := c.rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 1)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return os.NewSyscallError("setsockopt UDP_GRO", serr)
+	}
+	c.rxMu.Lock()
+	c.gro = true
+	if c.got == nil {
+		c.got = make([]received, 0, batchSize)
+	}
+	c.rxMu.Unlock()
+	return nil
 }
 
 // SendKeepalive sends a NAT keep-alive, the single byte 0xFF

@@ -55,6 +55,12 @@ type Datagram struct {
 	// 4-byte non-ESP marker (RFC 3948 §2.2). On receive the marker has been
 	// stripped. On send over UDP the marker is prepended.
 	IKE bool
+	// Segs is set on receive, on the first of several ESP packets that
+	// arrived as one coalesced datagram (UDP GRO, UDPConn.EnableGRO): how
+	// many there are. They follow it in msgs and their Bufs are slices
+	// of one receive buffer, each but the last capped at its own end.
+	// 0 otherwise.
+	Segs int
 }
 
 // Conn sends and receives ESP packets in batches. It is implemented by
@@ -65,7 +71,8 @@ type Conn interface {
 	// msgs[:n]. Each msgs[i].Buf must hold the whole receive buffer on
 	// entry. Packets that are dropped (keep-alives, malformed) can leave
 	// the buffers permuted among msgs, but every buffer passed in stays
-	// in msgs, so callers that pool buffers lose none.
+	// in msgs, so callers that pool buffers lose none. A UDPConn with
+	// EnableGRO differs: see there.
 	ReadBatch(msgs []Datagram) (n int, err error)
 	// WriteBatch sends msgs in order. On error, n is the number sent and
 	// msgs[n] is the one that failed. Messages after it were not sent.
@@ -84,4 +91,11 @@ type Stats struct {
 	Keepalives uint64 // NAT keep-alives received and dropped (RFC 3948 §2.3)
 	Malformed  uint64 // datagrams received and dropped: too short, truncated, SPI 0, bad IPv4 header
 	IKE        uint64 // IKE messages delivered (UDP only)
+	// GROOverflow counts packets of coalesced datagrams dropped because
+	// msgs had no room left for them: only a local sender of more than
+	// GROSegments segments per send can cause it (UDP with EnableGRO).
+	GROOverflow uint64
+	// Coalesced counts reads that held several packets (UDP GRO); their
+	// packets are counted in Received.
+	Coalesced uint64
 }
