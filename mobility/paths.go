@@ -235,7 +235,7 @@ func (s *Set) Apply(ev Event) Outcome {
 		if ev.Measured {
 			p.measured, p.loss, p.rtt = true, ev.Loss, ev.RTT
 		}
-		if p.state == ev.State {
+		if p.state == ev.State || upOnActive(p.state, ev.State) {
 			continue
 		}
 		o.Changes = append(o.Changes, Change{Path: p.Path, From: p.state, To: ev.State, Source: ev.Source, Time: ev.Time})
@@ -254,6 +254,14 @@ func (s *Set) Tick(now time.Time) (Switch, bool) {
 	defer s.mu.Unlock()
 	return s.decide(now)
 }
+
+// upOnActive: a link or address coming up (netlink reports Unconfirmed
+// where heartbeats must confirm) says nothing against a path a detector
+// already confirmed, so it does not demote it. Linux can report an IPv6
+// link "up" twice (link, then the address leaving DAD), the second after
+// kernel SCTP has confirmed the path, and SCTP, reporting changes only,
+// would not say "active" again until the next flap.
+func upOnActive(cur, ev State) bool { return ev == Unconfirmed && cur == Active }
 
 func matches(p Path, ev Event) bool {
 	return (ev.Local.IsValid() && ev.Local == p.Local) ||

@@ -249,3 +249,21 @@ func TestSwitchesNumberedAndChangesTimed(t *testing.T) {
 		t.Fatalf("changes %+v", changes)
 	}
 }
+
+// A link coming up again (netlink: Unconfirmed) does not demote a path a
+// detector confirmed meanwhile: kernel SCTP, which reports changes only,
+// would not confirm it again, and traffic would never switch back.
+func TestLinkUpDoesNotDemoteAConfirmedPath(t *testing.T) {
+	s := run(t, Policy{SwitchBack: time.Second}, []step{
+		{ev: Event{Peer: pri.Peer, State: Active, Source: "sctp", Time: at(0)}},
+		{ev: Event{Peer: sec.Peer, State: Active, Source: "sctp", Time: at(0)}},
+		{ev: Event{Link: pri.Link, State: Inactive, Source: "netlink", Time: at(1000)}, wantTo: "lte"},
+		{ev: Event{Link: pri.Link, State: Unconfirmed, Source: "netlink", Time: at(1100)}},
+		{ev: Event{Peer: pri.Peer, State: Active, Source: "sctp", Time: at(1150)}},
+		{ev: Event{Link: pri.Link, State: Unconfirmed, Source: "netlink", Time: at(1160)}}, // IPv6: the address left DAD
+		{ev: Event{Time: at(2200)}, tick: true, wantTo: "wifi"},
+	})
+	if st := s.Status()[0]; st.State != Active {
+		t.Fatalf("primary %s, want active", st.State)
+	}
+}

@@ -17,6 +17,7 @@ const (
 	optRTOInfo         = 0   // SCTP_RTOINFO
 	optAssocInfo       = 1   // SCTP_ASSOCINFO
 	optInitMsg         = 2   // SCTP_INITMSG
+	optNoDelay         = 3   // SCTP_NODELAY
 	optPrimaryAddr     = 6   // SCTP_PRIMARY_ADDR
 	optPeerAddrParams  = 9   // SCTP_PEER_ADDR_PARAMS
 	optEvents          = 11  // SCTP_EVENTS

@@ -24,6 +24,7 @@ func TestLayoutMatchesLinuxHeader(t *testing.T) {
 		"SCTP_RTOINFO":                         optRTOInfo,
 		"SCTP_ASSOCINFO":                       optAssocInfo,
 		"SCTP_INITMSG":                         optInitMsg,
+		"SCTP_NODELAY":                         optNoDelay,
 		"SCTP_PRIMARY_ADDR":                    optPrimaryAddr,
 		"SCTP_PEER_ADDR_PARAMS":                optPeerAddrParams,
 		"SCTP_EVENTS":                          optEvents,

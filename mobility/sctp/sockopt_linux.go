@@ -169,6 +169,13 @@ func configureSocket(fd int, t Tuning) error {
 	if err := setAssocValue(fd, optExposePFState, futureAssoc, pfExposeEnable); err != nil && !errors.Is(err, unix.ENOPROTOOPT) {
 		return optErr("set SCTP_EXPOSE_POTENTIALLY_FAILED_STATE", err)
 	}
+	// No Nagle: the association carries heartbeats and, with
+	// data_interval, one byte at a time whose only purpose is to be
+	// outstanding at once (T3-rtx). Held back behind an unacknowledged
+	// byte, it would wait for a SACK the peer delays.
+	if err := unix.SetsockoptInt(fd, solSCTP, optNoDelay, 1); err != nil {
+		return optErr("set SCTP_NODELAY", err)
+	}
 	if t.AssocMaxRetrans > 0 {
 		if err := setsockopt(fd, optAssocInfo, encodeAssocMaxRxt(futureAssoc, uint16(t.AssocMaxRetrans))); err != nil {
 			return optErr("set SCTP_ASSOCINFO", err)
@@ -185,7 +192,10 @@ func applyTuning(fd int, assoc int32, t Tuning, socketLevel bool) error {
 			return err
 		}
 	}
-	p := PeerAddrParams{Flags: SPPHBEnable, HeartbeatInterval: t.HeartbeatInterval, PathMaxRetrans: t.PathMaxRetrans}
+	// SACKs at once (no delayed SACK, RFC 4960 §6.2): a path's RTT, and so
+	// its RTO, is then the path's, not the peer's 200 ms SACK delay, and
+	// a dead path's T3-rtx expires one short RTO after the death.
+	p := PeerAddrParams{Flags: SPPHBEnable | SPPSackDelayDisable, HeartbeatInterval: t.HeartbeatInterval, PathMaxRetrans: t.PathMaxRetrans}
 	if err := setPaddrParams(fd, assoc, netip.AddrPort{}, p); err != nil {
 		return err
 	}
