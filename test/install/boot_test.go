@@ -101,7 +101,23 @@ func TestSystemdBoot(t *testing.T) {
 		}
 	}
 
-	rw, err := rig.Start(bed.RW, filepath.Join(work, "bin", "roadwarrior"), 15*time.Second, "-config", rig.ExampleConfig("roadwarrior.yaml"))
+	// The example's control socket is /run/roamsec/roadwarrior.sock on this
+	// host, which test/e2e's road warriors use while this package runs:
+	// this one gets its own, or their status would read this daemon.
+	rwText, err := os.ReadFile(rig.ExampleConfig("roadwarrior.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sock = "control_socket: /run/roamsec/roadwarrior.sock"
+	if !strings.Contains(string(rwText), sock) {
+		t.Fatalf("example roadwarrior.yaml changed: no %q", sock)
+	}
+	rwCfg, err := rig.WriteFile(t.TempDir(), "roadwarrior.yaml",
+		strings.Replace(string(rwText), sock, "control_socket: "+filepath.Join(t.TempDir(), "rw.sock"), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rw, err := rig.Start(bed.RW, filepath.Join(work, "bin", "roadwarrior"), 15*time.Second, "-config", rwCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
