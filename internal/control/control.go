@@ -232,15 +232,11 @@ type streamLine struct {
 // item of its Stream answer, in order, as they arrive. It fails if the
 // stream ends early (the daemon died), or if each does.
 func QueryStream(path, cmd string, each func(json.RawMessage) error) error {
-	c, err := dial(path)
+	c, err := send(path, cmd)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := fmt.Fprintf(c, "%s\n", cmd); err != nil {
-		return err
-	}
 	dec := json.NewDecoder(bufio.NewReader(c))
 	var head struct {
 		OK     bool   `json:"ok"`
@@ -285,15 +281,11 @@ var ErrNoDaemon = errors.New("no daemon is running there")
 // Errors wrap ErrNoDaemon when no daemon listens, and os.ErrPermission
 // when we may not open the socket or send that command.
 func Query(path, cmd string, out any) error {
-	c, err := dial(path)
+	c, err := send(path, cmd)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := fmt.Fprintf(c, "%s\n", cmd); err != nil {
-		return err
-	}
 	var r struct {
 		OK    bool            `json:"ok"`
 		Error string          `json:"error"`
@@ -309,6 +301,21 @@ func Query(path, cmd string, out any) error {
 		return nil
 	}
 	return json.Unmarshal(r.Data, out)
+}
+
+// send dials the daemon at path and writes cmd, with the 5 s deadline a
+// query gets; the caller reads the answer and closes the connection.
+func send(path, cmd string) (net.Conn, error) {
+	c, err := dial(path)
+	if err != nil {
+		return nil, err
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(c, "%s\n", cmd); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 func dial(path string) (net.Conn, error) {
