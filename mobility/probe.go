@@ -122,7 +122,13 @@ func (p *pathTimer) answered(seq uint16) (time.Time, bool) {
 // counting only those older than RTOMax (the others may still be) and,
 // while the path is active, only those sent since it became active: an
 // outage it recovered from is not loss (a path is judged on how it does
-// now; one that keeps losing heartbeats shows it again soon).
+// now; one that keeps losing heartbeats shows it again soon). The
+// fraction is over at least a full window: until a path has had
+// lossWindow heartbeats judged, the ones it has not had count as
+// answered. Otherwise one heartbeat lost just after a recovery (the
+// neighbour entry still resolving) reads as 20 % loss, and the primary
+// stays "worse" than the alternate, and without traffic, until some 60
+// good heartbeats have diluted it: about ten seconds (CI saw this).
 func (p *pathTimer) loss(now time.Time, hb Heartbeat) float64 {
 	n, lost := 0, 0
 	for _, r := range p.recent {
@@ -137,10 +143,7 @@ func (p *pathTimer) loss(now time.Time, hb Heartbeat) float64 {
 			lost++
 		}
 	}
-	if n == 0 {
-		return 0
-	}
-	return float64(lost) / float64(n)
+	return float64(lost) / float64(max(n, lossWindow))
 }
 
 // Prober runs RFC 4960 §8 path management on ICMP echo probes where the

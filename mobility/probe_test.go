@@ -228,3 +228,22 @@ func TestLossSinceRecoveryOnly(t *testing.T) {
 		t.Fatalf("after recovery %+v: want no loss", last)
 	}
 }
+
+// One heartbeat lost just after a recovery is not loss enough to make the
+// path worse than a clean one (lossMargin): a fraction over the few
+// heartbeats since would keep traffic off a good primary for seconds.
+func TestOneLossAfterRecoveryIsNotWorse(t *testing.T) {
+	f := newFakeProber(t, DefaultHeartbeat, pri)
+	f.keepAlive(time.Second, pri)
+	for range 20 { // dead for a while: inactive
+		f.drop(pri)
+		f.step(50 * time.Millisecond)
+	}
+	f.keepAlive(300*time.Millisecond, pri) // back
+	f.missOne(pri)
+	f.keepAlive(time.Second, pri) // the lost one is past RTOMax: counted
+	last := f.events[len(f.events)-1]
+	if !last.Answer || last.Loss <= 0 || last.Loss >= lossMargin {
+		t.Fatalf("after recovery and one lost heartbeat %+v: want a loss above 0 and below the margin %v", last, lossMargin)
+	}
+}
