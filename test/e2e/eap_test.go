@@ -62,7 +62,9 @@ func startEAPBed(t *testing.T, tls bool) *eapBed {
 		Users: []freeradius.User{{Name: eapUser, Password: eapPassword, Reply: []string{
 			"Framed-IP-Address = " + eapVIP, "Session-Timeout = " + strconv.Itoa(eapSession), fmt.Sprintf("Class = %q", eapClass)}}}}
 	if tls {
-		srv, err := b.ca.Issue("radius.roamsec.example", pki.ECDSAP256, []string{"radius.roamsec.example"}, nil, nil)
+		// strongSwan's EAP-TLS checks the server's certificate against
+		// the gateway's IKE identity (no aaa_id configured).
+		srv, err := b.ca.Issue("radius.roamsec.example", pki.ECDSAP256, []string{gwID}, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -149,7 +151,7 @@ func swanEAP(name, auth, user string) string {
 `, name, netns.GWPrimary4, auth, user, extra, gwID, name)
 }
 
-const swanEAPPlugins = strongswan.DefaultPlugins + " eap-identity eap-mschapv2 eap-tls md5 sha1 des"
+const swanEAPPlugins = strongswan.DefaultPlugins + " eap-identity eap-mschapv2 eap-tls md5 sha1"
 
 func (b *eapBed) startSwan(t *testing.T, conns string, files map[string][]byte) *strongswan.Charon {
 	t.Helper()
@@ -278,4 +280,43 @@ func TestEAPMSCHAPv2ThroughRADIUS(t *testing.T) {
 			t.Errorf("Child SAs after a refused login: %s", out)
 		}
 	})
+}
+
+// TestEAPTLSThroughRADIUS: a strongSwan road warrior with EAP-TLS (its
+// certificate checked by FreeRADIUS, FreeRADIUS's by strongSwan against
+// the gateway's identity) connects through the gateway, gets the Framed-IP-Address
+// and passes traffic; the MSK of the TLS session authenticates IKE.
+func TestEAPTLSThroughRADIUS(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	b := startEAPBed(t, true)
+	carol, err := b.ca.Issue("carol", pki.ECDSAP256, nil, nil, []string{eapUser})
+	if err != nil {
+		t.Fatal(err)
+	}
+	swan := b.startSwan(t, "connections {\n"+swanEAP("home", "eap-tls", eapUser)+"}\n", map[string][]byte{"x509/carol.pem": carol.CertPEM, "private/carol.pem": carol.KeyPEM})
+	logs := func() string { return "roamsec:\n" + b.gw.Log() + "\nstrongSwan:\n" + swan.Tail(60) }
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	if err := swan.Initiate(ctx, "home", "home"); err != nil {
+		t.Fatalf("initiate: %v\n%s", err, logs())
+	}
+	sas, err := swan.WaitSA(ctx, 20*time.Second, strongswan.ChildInstalled("home"))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, logs())
+	}
+	t.Logf("EAP-TLS through RADIUS (one silent server first): connected in %v", time.Since(start).Round(time.Millisecond))
+	ike, _ := strongswan.FindIKE(sas, "home")
+	if len(ike.LocalVIPs) != 1 || ike.LocalVIPs[0] != eapVIP {
+		t.Errorf("virtual address %v, want Framed-IP-Address %s", ike.LocalVIPs, eapVIP)
+	}
+	if !strings.Contains(swan.Log(), "EAP_TLS") {
+		t.Errorf("strongSwan did not run EAP-TLS\n%s", logs())
+	}
+	pingThrough(t, b.bed, "EAP-TLS road warrior", logs)
+	if err := swan.TerminateWait(ctx, "home"); err != nil {
+		t.Fatal(err)
+	}
 }
