@@ -121,14 +121,16 @@ func userName(id auth.Identity) string {
 
 // findEAPPeer is the EAP policy for an identity: the entry naming it, else
 // a wildcard EAP entry.
-func (e *Endpoint) findEAPPeer(id auth.Identity) *Peer {
-	for i := range e.cfg.Peers {
-		if p := &e.cfg.Peers[i]; p.EAP && len(p.ID.Data) > 0 && p.ID.Equal(id) {
+func (e *Endpoint) findEAPPeer(id auth.Identity) *Peer { return findEAPPeer(e.cfg.Peers, id) }
+
+func findEAPPeer(peers []Peer, id auth.Identity) *Peer {
+	for i := range peers {
+		if p := &peers[i]; p.EAP && len(p.ID.Data) > 0 && p.ID.Equal(id) {
 			return p
 		}
 	}
-	for i := range e.cfg.Peers {
-		if p := &e.cfg.Peers[i]; p.EAP && len(p.ID.Data) == 0 {
+	for i := range peers {
+		if p := &peers[i]; p.EAP && len(p.ID.Data) == 0 {
 			return p
 		}
 	}
@@ -350,4 +352,9 @@ func (s *ikeSA) refuseAuth(msgID uint32, err error) {
 		clear(s.eap.msk)
 	}
 	s.destroy(DownNegotiation)
+}
+
+// aaaAddr reports whether a is the address the AAA server assigned.
+func (s *ikeSA) aaaAddr(a netip.Addr) bool {
+	return s.aaa != nil && s.aaa.VirtualIP4.IsValid() && s.aaa.VirtualIP4 == a
 }

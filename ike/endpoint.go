@@ -404,10 +404,12 @@ func (e *Endpoint) findPeer(id auth.Identity, withPSK bool) *Peer {
 	return findPeer(e.cfg.Peers, id, withPSK)
 }
 
+// EAP entries are not among them: those authenticate only with EAP
+// (findEAPPeer).
 func findPeer(peers []Peer, id auth.Identity, withPSK bool) *Peer {
 	for i := range peers {
 		p := &peers[i]
-		if len(p.ID.Data) > 0 && p.ID.Equal(id) && (!withPSK || p.PSK != nil) {
+		if len(p.ID.Data) > 0 && p.ID.Equal(id) && (!withPSK || p.PSK != nil) && !p.EAP {
 			return p
 		}
 	}
@@ -415,7 +417,7 @@ func findPeer(peers []Peer, id auth.Identity, withPSK bool) *Peer {
 		return nil
 	}
 	for i := range peers {
-		if p := &peers[i]; len(p.ID.Data) == 0 {
+		if p := &peers[i]; len(p.ID.Data) == 0 && !p.EAP {
 			return p
 		}
 	}
