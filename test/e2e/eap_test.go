@@ -34,6 +34,7 @@ const (
 	eapVIP      = "100.64.0.77" // Framed-IP-Address: not the pool's first address
 	eapClass    = "roamsec-gold"
 	eapSession  = 3600
+	eapOnlyUser = "erin@roamsec.example" // her policy allows EAP-only (RFC 5998)
 )
 
 // eapBed is the gateway, FreeRADIUS and the PKI of the EAP tests.
@@ -61,7 +62,8 @@ func startEAPBed(t *testing.T, tls bool) *eapBed {
 	}
 	rcfg := freeradius.Config{Listen: netns.Srv4, Client: netip.PrefixFrom(netns.GWServer4, 32), Secret: eapSecret,
 		Users: []freeradius.User{{Name: eapUser, Password: eapPassword, Reply: []string{
-			"Framed-IP-Address = " + eapVIP, "Session-Timeout = " + strconv.Itoa(eapSession), fmt.Sprintf("Class = %q", eapClass)}}}}
+			"Framed-IP-Address = " + eapVIP, "Session-Timeout = " + strconv.Itoa(eapSession), fmt.Sprintf("Class = %q", eapClass)}},
+			{Name: eapOnlyUser, Password: eapPassword}}}
 	if tls {
 		// strongSwan's EAP-TLS checks the server's certificate against
 		// the gateway's IKE identity (no aaa_id configured).
@@ -107,6 +109,7 @@ ike:
   local_ts: [203.0.113.0/24]
   peers:
     - {id: %[6]s, psk_file: psk, virtual_pool: 100.64.0.0/24}
+    - {id: %[7]s, auth: eap-radius, eap_only: true, virtual_pool: 100.64.0.0/24}
     - {auth: eap-radius, virtual_pool: 100.64.0.0/24}
 radius:
   servers:
@@ -115,7 +118,7 @@ radius:
   timeout: 300ms
   retries: 1
   interim: 0s
-`, dir, gwID, certPath, keyPath, netns.Srv4, rwID))
+`, dir, gwID, certPath, keyPath, netns.Srv4, rwID, eapOnlyUser))
 	if b.gw, err = rig.Start(b.bed.GW, filepath.Join(bin, "gateway"), 15*time.Second, "-config", b.gwCfg); err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +301,13 @@ func TestEAPTLSThroughRADIUS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	swan := b.startSwan(t, "connections {\n"+swanEAP("home", "eap-tls", eapUser)+"}\n", map[string][]byte{"x509/carol.pem": carol.CertPEM, "private/carol.pem": carol.KeyPEM})
+	erin, err := b.ca.Issue("erin", pki.ECDSAP256, nil, nil, []string{eapOnlyUser})
+	if err != nil {
+		t.Fatal(err)
+	}
+	only := strings.NewReplacer("auth = pubkey", "auth = eap-tls", "carol.pem", "erin.pem").Replace(swanEAP("only", "eap-tls", eapOnlyUser))
+	swan := b.startSwan(t, "connections {\n"+swanEAP("home", "eap-tls", eapUser)+only+"}\n", map[string][]byte{"x509/carol.pem": carol.CertPEM, "private/carol.pem": carol.KeyPEM,
+		"x509/erin.pem": erin.CertPEM, "private/erin.pem": erin.KeyPEM})
 	logs := func() string { return "roamsec:\n" + b.gw.Log() + "\nstrongSwan:\n" + swan.Tail(60) }
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -322,6 +331,27 @@ func TestEAPTLSThroughRADIUS(t *testing.T) {
 	if err := swan.TerminateWait(ctx, "home"); err != nil {
 		t.Fatal(err)
 	}
+
+	t.Run("EAP-only", func(t *testing.T) {
+		// RFC 5998: strongSwan asks (EAP_ONLY_AUTHENTICATION); erin's
+		// policy allows it, so the gateway sends no signature, and with
+		// remote auth = eap-tls strongSwan takes EAP-TLS's mutual
+		// authentication and MSK instead. (strongSwan refuses EAP-only
+		// with EAP-MSCHAPv2, which it does not count as mutual.)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := swan.Initiate(ctx, "only", "only"); err != nil {
+			t.Fatalf("initiate: %v\n%s", err, logs())
+		}
+		// (carol's, before, was [ IDr CERT AUTH EAP/REQ/TLS ].)
+		if !strings.Contains(swan.Log(), "parsed IKE_AUTH response 1 [ IDr EAP/REQ/") {
+			t.Errorf("the gateway's first IKE_AUTH response to erin is not IDr and EAP alone\n%s", logs())
+		}
+		pingThrough(t, b.bed, "EAP-only road warrior", logs)
+		if err := swan.TerminateWait(ctx, "only"); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // TestEAPBench (make bench-eap; ROAMSEC_BENCH_EAP=N): the same strongSwan
