@@ -6,7 +6,7 @@ GO ?= go
 # report its own deadline as a failure (golang/go#75804, fixed in 1.27).
 FUZZTIME ?= 20000x
 
-.PHONY: deps demo test fuzz bench bench-esp bench-ike bench-flood bench-failover bench-reconnect bench-matrix bench-strongswan bench-outer bench-scale deb docker build vet
+.PHONY: deps demo test fuzz bench bench-esp bench-ike bench-flood bench-failover bench-reconnect bench-matrix bench-strongswan bench-outer bench-scale bench-eap deb docker build vet
 
 deps:
 	@bash scripts/deps.sh
@@ -82,6 +82,12 @@ bench-matrix: deps
 SCALE_N ?= 10000
 bench-scale: deps
 	$(GO) run ./test/loadgen/cmd/benchscale -n $(SCALE_N)
+
+# EAP-MSCHAPv2 through FreeRADIUS against PSK, the same strongSwan road warrior
+# and gateway in one run: connect time and sequential handshakes per second.
+bench-eap: deps
+	bash scripts/deps-strongswan.sh
+	ROAMSEC_BENCH_EAP=$(or $(EAP_N),50) $(GO) test -count=1 -v -timeout 20m -run '^TestEAPBench$$' ./test/e2e
 
 # IKEv2 handshakes per second and gateway memory per tunnel.
 bench-ike: deps

@@ -30,6 +30,9 @@ type Child struct {
 	HostToHost bool
 	Created    time.Time
 	Proposal   string
+	// AAA (gateway) is what the AAA server authorized for the peer's IKE
+	// SA line, nil without EAP; the same pointer for all its Child SAs.
+	AAA *Authorization
 
 	ike      *ikeSA
 	localTS  []message.TrafficSelector
@@ -286,7 +289,7 @@ func (s *ikeSA) buildChild(esp espSuite, spiIn, spiOut uint32, i2r, r2i []byte, 
 	in.Dir, in.SPI, in.Key, in.Peer, in.PeerMonitor = tunnel.Inbound, spiIn, inKey, tracker, hostToHost
 	out.Dir, out.SPI, out.Key, out.Outer = tunnel.Outbound, spiOut, outKey, s.outerRule(hostToHost, virtual, tracker)
 	c := &Child{Peer: s.peerID.String(), Selector: sel, VirtualIP: vip, DNS: s.dns, HostToHost: hostToHost,
-		Created: time.Now(), Proposal: esp.String(), ike: s, localTS: localTS, remoteTS: remoteTS, ours: weInitiated}
+		Created: time.Now(), Proposal: esp.String(), ike: s, localTS: localTS, remoteTS: remoteTS, ours: weInitiated, AAA: s.aaa}
 	if c.In, err = tunnel.NewSA(in); err != nil {
 		return nil, err
 	}
@@ -397,6 +400,17 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 			switch want.Type {
 			case message.INTERNAL_IP4_ADDRESS:
 				pool = s.peer.VirtualPool
+				if s.aaa != nil && s.aaa.VirtualIP4.IsValid() {
+					// RADIUS Framed-IP-Address: the AAA server's choice.
+					a := s.aaa.VirtualIP4
+					if who, taken := s.e.leased[a]; taken && who != s.peerID.String() {
+						return nil, &childErr{message.INTERNAL_ADDRESS_FAILURE, fmt.Sprintf("Framed-IP-Address %v is leased to %s", a, who)}
+					}
+					s.e.leased[a] = s.peerID.String()
+					reply.Attrs = append(reply.Attrs, message.CPAttr{Type: want.Type, Value: a.AsSlice()})
+					vip = append(vip, a)
+					continue
+				}
 			case message.INTERNAL_IP6_ADDRESS:
 				pool = s.peer.VirtualPool6
 			case message.INTERNAL_IP4_DNS, message.INTERNAL_IP6_DNS:
@@ -834,6 +848,7 @@ func (s *ikeSA) handOver(n *ikeSA, prop ikeSuite, shared, ni, nr []byte) {
 	n.peerTrack = s.peerTrack
 	n.local, n.remote = s.local, s.remote
 	n.vip, n.dns = s.vip, s.dns
+	n.aaa, n.authLifetime = s.aaa, s.authLifetime
 	n.id = s.id
 	n.proven, n.espPeer = s.proven, s.espPeer
 	n.rekeys = s.rekeys + 1

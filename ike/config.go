@@ -47,6 +47,10 @@ type Peer struct {
 	VirtualPool  netip.Prefix
 	VirtualPool6 netip.Prefix
 	DNS          []netip.Addr
+	// EAP: the peer authenticates with EAP through Config.EAP (RFC 7296
+	// §2.16); EAPOnly lets it ask for EAP-only authentication (RFC 5998).
+	EAP     bool
+	EAPOnly bool
 }
 
 // Config configures an Endpoint: one road warrior's connection to its
@@ -67,6 +71,9 @@ type Config struct {
 	CAs []*x509.Certificate
 
 	Peers []Peer // responder
+	// EAP runs the EAP methods of the Peers that use EAP (a RADIUS
+	// server); nil: none do.
+	EAP EAPBackend
 
 	IKEProposals []IKEProposal // nil: DefaultIKEProposals
 	ESPProposals []ESPProposal // nil: DefaultESPProposals

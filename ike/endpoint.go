@@ -2,6 +2,7 @@ package ike
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -41,6 +42,10 @@ type Endpoint struct {
 	secret    [32]byte // cookie secret (RFC 7296 §2.6)
 	closed    bool
 	seq       int
+	// ctx ends at Close: the EAP relays (eap.go) give up; wg joins them.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 	// freeze notices that this process did not run (see checkFreeze).
 	freeze *time.Timer
 
@@ -61,6 +66,8 @@ type Stats struct {
 	// HalfOpen and FragmentBytes are gauges, filled in by Counters.
 	HalfOpen      int
 	FragmentBytes int
+	// EAPAccepted and EAPRejected count the AAA server's verdicts (eap.go).
+	EAPAccepted, EAPRejected uint64
 	// Drops counts what the endpoint refused to keep, by reason.
 	Drops [numDropReasons]uint64
 }
@@ -79,6 +86,7 @@ func New(cfg Config) (*Endpoint, error) {
 		half:   halfOpenTable{byKey: map[initKey]*ikeSA{}, perSrc: map[netip.Addr]int{}},
 		leases: map[string]netip.Addr{}, leased: map[netip.Addr]string{}}
 	copy(e.secret[:], randomBytes(32))
+	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.Stats.CookieMode = cfg.CookieThreshold <= 0 // cookies always
 	if cfg.Initiator {
 		e.mu.Lock()
@@ -251,16 +259,19 @@ func (e *Endpoint) Alive(gen int) bool {
 }
 
 // Close deletes every IKE SA (sending DELETE, without waiting for the
-// answer) and removes their Child SAs.
+// answer) and removes their Child SAs; it returns once the EAP relays in
+// flight have given up.
 func (e *Endpoint) Close() {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	e.endAll(DownShutdown)
 	e.closed = true
 	e.stopReaper()
 	if e.freeze != nil {
 		e.freeze.Stop()
 	}
+	e.mu.Unlock()
+	e.cancel()
+	e.wg.Wait()
 }
 
 // Established reports whether some IKE SA is up.
@@ -393,10 +404,12 @@ func (e *Endpoint) findPeer(id auth.Identity, withPSK bool) *Peer {
 	return findPeer(e.cfg.Peers, id, withPSK)
 }
 
+// EAP entries are not among them: those authenticate only with EAP
+// (findEAPPeer).
 func findPeer(peers []Peer, id auth.Identity, withPSK bool) *Peer {
 	for i := range peers {
 		p := &peers[i]
-		if len(p.ID.Data) > 0 && p.ID.Equal(id) && (!withPSK || p.PSK != nil) {
+		if len(p.ID.Data) > 0 && p.ID.Equal(id) && (!withPSK || p.PSK != nil) && !p.EAP {
 			return p
 		}
 	}
@@ -404,7 +417,7 @@ func findPeer(peers []Peer, id auth.Identity, withPSK bool) *Peer {
 		return nil
 	}
 	for i := range peers {
-		if p := &peers[i]; len(p.ID.Data) == 0 {
+		if p := &peers[i]; len(p.ID.Data) == 0 && !p.EAP {
 			return p
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/roamsec/roamsec/ike/auth"
 	"github.com/roamsec/roamsec/ike/message"
@@ -615,8 +616,16 @@ func (s *ikeSA) respondAuth(msgID uint32, ps []message.Payload) {
 		}
 	}
 	a := message.Find[*message.Auth](ps)
-	if idi == nil || a == nil {
-		refuse(errors.New("no IDi or AUTH (EAP is not supported)"))
+	if s.eap != nil {
+		s.eapRound(msgID, ps) // eap.go
+		return
+	}
+	if idi != nil && a == nil {
+		s.startEAP(msgID, ps, idi) // RFC 7296 §2.16: the peer wants EAP
+		return
+	}
+	if idi == nil {
+		refuse(errors.New("no IDi"))
 		return
 	}
 	pid := auth.Identity{Type: auth.IDType(idi.IDType), Data: idi.Data}
@@ -658,14 +667,7 @@ func (s *ikeSA) respondAuth(msgID uint32, ps []message.Payload) {
 	s.peerMOBIKE = len(filterNotify(ps, message.MOBIKE_SUPPORTED)) > 0
 	s.peerAddrs = readAddrNotifies(ps)
 	if len(filterNotify(ps, message.INITIAL_CONTACT)) > 0 {
-		// §2.4: the peer has no other SA with us: forget old ones of the
-		// same identity (a road warrior that restarted).
-		for o := range e.byPeer[peerKey(pid)] {
-			if o != s && o.state == stEstablished && o.peerID.Equal(pid) {
-				cfg.Log.Info("INITIAL_CONTACT: removing the old IKE SA", "ike", o.name())
-				o.destroy(DownReplaced)
-			}
-		}
+		s.initialContact(pid)
 	}
 	if serr != nil {
 		refuse(serr)
@@ -674,15 +676,36 @@ func (s *ikeSA) respondAuth(msgID uint32, ps []message.Payload) {
 	s.finishAuth(msgID, ps, idr, ours, certs)
 }
 
+// initialContact is §2.4: the peer has no other SA with us: forget old
+// ones of the same identity (a road warrior that restarted). Under e.mu.
+func (s *ikeSA) initialContact(pid auth.Identity) {
+	for o := range s.e.byPeer[peerKey(pid)] {
+		if o != s && o.state == stEstablished && o.peerID.Equal(pid) {
+			s.e.cfg.Log.Info("INITIAL_CONTACT: removing the old IKE SA", "ike", o.name())
+			o.destroy(DownReplaced)
+		}
+	}
+}
+
 // finishAuth establishes the responder's IKE SA and answers IKE_AUTH with
-// our AUTH and the first Child SA. Under e.mu.
+// our AUTH and the first Child SA; idr nil after EAP (§2.16: the last
+// response has no IDr). Under e.mu.
 func (s *ikeSA) finishAuth(msgID uint32, ps []message.Payload, idr *message.ID, ours *message.Auth, certs []message.Payload) {
 	cfg := &s.e.cfg
-	out := []message.Payload{idr}
+	var out []message.Payload
+	if idr != nil {
+		out = append(out, idr)
+	}
 	if s.certReq || len(certs) > 0 {
 		out = append(out, certs...)
 	}
 	out = append(out, ours)
+	if s.authLifetime > 0 {
+		// RFC 4478: reauthenticate before the AAA server's Session-Timeout.
+		var b [4]byte
+		binary.BigEndian.PutUint32(b[:], uint32(s.authLifetime/time.Second))
+		out = append(out, notify(message.AUTH_LIFETIME, b[:]))
+	}
 	s.established()
 	cfg.Log.Info("IKE SA established", "ike", s.name(), "local", s.local, "remote", s.remote, "proposal", s.prop.String(),
 		"nat", s.natHere || s.natThere, "mobike", s.peerMOBIKE)

@@ -40,6 +40,9 @@ func (e *Endpoint) SetPeers(peers []Peer) PeersResult {
 			continue
 		}
 		np := findPeer(peers, s.peerID, s.pskAuth)
+		if s.aaa != nil { // authenticated with EAP (eap.go)
+			np = findEAPPeer(peers, s.peerID)
+		}
 		if np == nil || !s.stillAuthorized(np) {
 			e.cfg.Log.Info("IKE: peer policy removed or changed by a reload: deleting the IKE SA", "ike", s.name())
 			res.Deleted = append(res.Deleted, s.name())
@@ -88,7 +91,9 @@ func (s *ikeSA) stillAuthorized(np *Peer) bool {
 			continue
 		}
 		if len(c.VirtualIP) > 0 {
-			if !inPools(c.VirtualIP, np) {
+			// A Framed-IP-Address is the AAA server's to authorize, not
+			// the pool's: a reload does not take it back.
+			if !inPools(slices.DeleteFunc(slices.Clone(c.VirtualIP), s.aaaAddr), np) {
 				return false
 			}
 			continue

@@ -72,6 +72,12 @@ type ikeSA struct {
 	// meanwhile must not let the replacement live on (handOver).
 	policyGone bool
 	vip        []netip.Addr // virtual addresses: assigned to us, or (responder) to the peer
+	// eap (responder) is the EAP conversation until IKE_AUTH ends
+	// (eap.go); aaa what the AAA server authorized, kept by rekeys;
+	// authLifetime its Session-Timeout (RFC 4478 AUTH_LIFETIME).
+	eap          *eapConv
+	aaa          *Authorization
+	authLifetime time.Duration
 	dns        []netip.Addr
 
 	// Requests we send: window size 1 (§2.3), the rest queued.

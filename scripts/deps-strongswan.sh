@@ -9,7 +9,8 @@
 # Idempotent: a second run installs nothing.
 set -euo pipefail
 
-pkgs=(strongswan-swanctl charon-systemd libcharon-extra-plugins
+# libcharon-extauth-plugins: eap-mschapv2 (test/e2e's EAP road warrior).
+pkgs=(strongswan-swanctl charon-systemd libcharon-extra-plugins libcharon-extauth-plugins
 	libstrongswan-extra-plugins libstrongswan-standard-plugins)
 missing=()
 for p in "${pkgs[@]}"; do

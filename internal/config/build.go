@@ -20,6 +20,8 @@ type Built struct {
 	Mobility      *Mobility // nil: no mobility section
 	// IKE, if set, negotiates SAs; its secrets are the daemon's to zero.
 	IKE *IKE
+	// RADIUS, if set, is the AAA servers; its secrets are the daemon's.
+	RADIUS *RADIUS
 
 	// SPD: the extra policies in file order, then one PROTECT entry per
 	// SA, bound to its outbound SA.
@@ -81,6 +83,7 @@ func (c *Config) Build() (b *Built, err error) {
 		Transport:     c.Transport,
 		Mobility:      c.Mobility,
 		IKE:           c.IKE.clone(),
+		RADIUS:        c.RADIUS.clone(),
 		SPD:           new(tunnel.SPD),
 		SAD:           new(tunnel.SAD),
 		Warnings:      slices.Clone(c.Warnings),
@@ -168,6 +171,7 @@ func (c *Config) Wipe() {
 	if c.IKE != nil {
 		c.IKE.Wipe()
 	}
+	c.RADIUS.Wipe()
 	for i := range c.SAs {
 		c.SAs[i].Outbound.Key.Wipe()
 		c.SAs[i].Inbound.Key.Wipe()

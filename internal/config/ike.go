@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net/netip"
@@ -78,6 +79,12 @@ type IKEPeer struct {
 	VirtualPool  netip.Prefix   // IPv4
 	VirtualPool6 netip.Prefix
 	DNS          []netip.Addr
+	// EAP (auth: eap-radius): EAP relayed to the radius section's
+	// servers (RFC 7296 §2.16); EAPOnly (eap_only: true) lets the peer
+	// skip our certificate AUTH (RFC 5998).
+	EAP     bool
+	EAPOnly bool
+	authLine int
 }
 
 func (p *parser) ike(top *fields, c *Config) {
@@ -169,10 +176,21 @@ func (p *parser) ike(top *fields, c *Config) {
 	}
 	for i, pn := range f.list("peers") {
 		path := elem("ike.peers", i)
-		pf := p.fields(pn, pn.Line, path, "id", "psk_file", "addresses", "virtual_pool", "dns")
+		pf := p.fields(pn, pn.Line, path, "id", "psk_file", "addresses", "virtual_pool", "dns", "auth", "eap_only")
 		var peer IKEPeer
 		peer.ID = id(pf, "id", false)
-		if pf.has("psk_file") {
+		method, _ := pf.enum("auth", "", "psk", "pubkey", "eap-radius")
+		peer.EAP, peer.authLine = method == "eap-radius", pf.lineOf("auth")
+		peer.EAPOnly = pf.boolean("eap_only", false)
+		if peer.EAPOnly && !peer.EAP {
+			p.errf(pf.lineOf("eap_only"), pf.path2("eap_only"), "EAP-only (RFC 5998) needs auth: eap-radius")
+		}
+		if peer.EAP {
+			pf.forbid("psk_file", "auth: eap-radius: the RADIUS server authenticates this peer")
+			if k.Credential == nil && !peer.EAPOnly {
+				p.errf(pf.lineOf("auth"), pf.path2("auth"), "EAP needs the gateway's certificate (ike.cert, ike.key), or eap_only: true")
+			}
+		} else if pf.has("psk_file") {
 			peer.PSK = p.pskFile(pf, "psk_file")
 			if len(peer.ID.Data) == 0 {
 				pf.missing("id", ": a pre-shared key belongs to one identity")
@@ -335,29 +353,38 @@ func (p *parser) pskFile(f *fields, name string) Secret {
 		p.errf(vn.Line, f.path2(name), "cannot read PSK file: %v", err)
 		return nil
 	}
-	if msg := checkKeyFileMode(path, st); msg != "" {
-		p.errf(vn.Line, f.path2(name), "%s", strings.ReplaceAll(msg, "key file", "PSK file"))
+	s, msg := readSecret(path, st)
+	if msg != "" {
+		p.errf(vn.Line, f.path2(name), "PSK %s", msg)
 		return nil
+	}
+	if len(s) < 16 {
+		s.Wipe()
+		p.errf(vn.Line, f.path2(name), "PSK in %s is shorter than 16 bytes: use a long random secret (e.g. openssl rand -base64 32)", path)
+		return nil
+	}
+	return s
+}
+
+// readSecret reads a secret from the file at path (st its Stat): readable
+// by its owner only, at most maxKeyFile bytes, surrounding whitespace
+// ignored. msg says what is wrong ("file ... is too large"), or is empty.
+func readSecret(path string, st os.FileInfo) (Secret, string) {
+	if msg := checkKeyFileMode(path, st); msg != "" {
+		return nil, strings.TrimPrefix(strings.ReplaceAll(msg, "key file", "file"), "PSK ")
 	}
 	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		p.errf(vn.Line, f.path2(name), "cannot read PSK file: %v", err)
-		return nil
+		return nil, fmt.Sprintf("file: cannot read: %v", err)
 	}
 	defer fh.Close()
 	buf := make([]byte, maxKeyFile+1)
 	defer clear(buf)
 	n, _ := io.ReadFull(fh, buf)
 	if n > maxKeyFile {
-		p.errf(vn.Line, f.path2(name), "PSK file %s is too large", path)
-		return nil
+		return nil, fmt.Sprintf("file %s is too large", path)
 	}
-	s := bytes.TrimSpace(buf[:n])
-	if len(s) < 16 {
-		p.errf(vn.Line, f.path2(name), "PSK in %s is shorter than 16 bytes: use a long random secret (e.g. openssl rand -base64 32)", path)
-		return nil
-	}
-	return append(Secret(nil), s...)
+	return append(Secret(nil), bytes.TrimSpace(buf[:n])...), ""
 }
 
 // clone copies the section with its own copies of the secrets (Build hands

@@ -286,7 +286,7 @@ func prepareOn(role, cfgPath string, stderr io.Writer, quiet, offline bool) (*pr
 		UDPPort: b.Transport.UDPPort, KeepAlive: b.Transport.NATKeepalive,
 		SPD: b.SPD, SAD: b.SAD, Outbound: b.Outbound, Log: log,
 		Mobility: b.Mobility, ControlSocket: b.ControlSocket, Role: role,
-		IKE: b.IKE, Listen: b.Transport.Listen, ControlGroup: c.ControlGroup,
+		IKE: b.IKE, RADIUS: b.RADIUS, Listen: b.Transport.Listen, ControlGroup: c.ControlGroup,
 	}
 	if c.Metrics != nil {
 		s.Metrics = c.Metrics.Listen

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/roamsec/roamsec/ike"
+	"github.com/roamsec/roamsec/radius"
 	"github.com/roamsec/roamsec/internal/config"
 	"github.com/roamsec/roamsec/internal/datapath"
 	"github.com/roamsec/roamsec/tun"
@@ -62,6 +63,9 @@ type Setup struct {
 	// addresses (announced to the peer).
 	IKE    *config.IKE
 	Listen []netip.Addr
+	// RADIUS, if set, is the AAA servers of the peers with auth:
+	// eap-radius (aaa.go).
+	RADIUS *config.RADIUS
 	// Progress, if set, receives the IKE steps (the CLI shows them).
 	Progress func(ike.Progress)
 	// FailFast (connect): a failure before the first Child SA is up ends
@@ -69,6 +73,7 @@ type Setup struct {
 	FailFast bool
 
 	ike *ikeState
+	aaa *radius.Client // the RADIUS client's counters, for status
 }
 
 // Running is a daemon whose tunnel is up.
@@ -276,6 +281,9 @@ func startIKE(cl *cleanups, s *Setup, dev *tun.Device, cfg *datapath.Config) (*i
 	ir := &ikeRun{events: make(chan ike.Progress, 64), fatal: make(chan error, 1)}
 	var socks ikeSockets
 	icfg.Install, icfg.Remove, icfg.Log = st.install, st.remove, s.Log
+	if s.RADIUS != nil {
+		startAAA(cl, s, &icfg) // aaa.go
+	}
 	icfg.Send = socks.send
 	icfg.Progress = func(p ike.Progress) {
 		st.track.progress(p)

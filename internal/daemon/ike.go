@@ -172,7 +172,8 @@ func ikeConfig(k *config.IKE, role string, listen []netip.Addr) (ike.Config, err
 func ikePeers(k *config.IKE) []ike.Peer {
 	var out []ike.Peer
 	for _, p := range k.Peers {
-		out = append(out, ike.Peer{ID: p.ID, PSK: p.PSK, Addresses: p.Addresses, VirtualPool: p.VirtualPool, VirtualPool6: p.VirtualPool6, DNS: p.DNS})
+		out = append(out, ike.Peer{ID: p.ID, PSK: p.PSK, Addresses: p.Addresses, VirtualPool: p.VirtualPool, VirtualPool6: p.VirtualPool6, DNS: p.DNS,
+			EAP: p.EAP, EAPOnly: p.EAPOnly})
 	}
 	return out
 }
