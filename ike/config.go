@@ -47,6 +47,12 @@ type Peer struct {
 	VirtualPool  netip.Prefix
 	VirtualPool6 netip.Prefix
 	DNS          []netip.Addr
+	// ESPProposals, if set, replace Config.ESPProposals for this peer's
+	// Child SAs (a one-time key's objective, seed 002 table 3).
+	ESPProposals []ESPProposal
+	// OneTime: a policy a OneTimeAuthority made for one IKE SA; a reload
+	// (SetPeers) leaves its IKE SA alone.
+	OneTime bool
 }
 
 // Config configures an Endpoint: one road warrior's connection to its
@@ -67,6 +73,9 @@ type Config struct {
 	CAs []*x509.Certificate
 
 	Peers []Peer // responder
+	// OneTime, if set, admits road warriors with one-time keys (IDi
+	// ID_KEY_ID, a signature AUTH; onetime.go) that no Peer names.
+	OneTime OneTimeAuthority
 
 	IKEProposals []IKEProposal // nil: DefaultIKEProposals
 	ESPProposals []ESPProposal // nil: DefaultESPProposals
