@@ -1081,6 +1081,9 @@ func (u *connectUI) loop() {
 			u.emit(ev)
 		case ike.EvIKEAuth:
 			how := map[bool]string{true: "certificate", false: "pre-shared key"}[p.Cert]
+			if u.cfgPath == "-one-time" {
+				how = "one-time key, RFC 7427 Ed25519 over an RFC 7670 raw public key"
+			}
 			ev.Message = fmt.Sprintf("IKE_AUTH as %v (%s) to %s", p.ID, how, p.Peer)
 			u.emit(ev)
 		case ike.EvIKEEstablished:

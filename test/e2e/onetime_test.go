@@ -239,9 +239,9 @@ func TestOneTimeKeyRacingGatewaysAdmitOne(t *testing.T) {
 		switch {
 		case up(p):
 			winners++
-		case p.wait(0) == daemon.ExitOneTimeRefused:
+		case p.wait(5*time.Second) == daemon.ExitOneTimeRefused:
 		default:
-			t.Errorf("exit %d, neither connected nor refused:\n%s", p.wait(0), p)
+			t.Errorf("exit %d, neither connected nor refused:\n%s", p.wait(5*time.Second), p)
 		}
 	}
 	if winners != 1 {
