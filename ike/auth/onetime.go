@@ -142,6 +142,11 @@ func ParseOneTimeCode(code string) (*OneTimeKey, error) {
 		return nil, fmt.Errorf("%w: %v", ErrCodeFormat, err)
 	}
 	defer clear(b)
+	if otkEncoding.EncodeToString(b) != clean {
+		// The last character's unused bits (RFC 4648 §6) must be zero:
+		// a typo there would otherwise decode unnoticed.
+		return nil, ErrCodeChecksum
+	}
 	if len(b) < 1+otkSecretLen+1+otkChecksum || b[0] != otkVersion {
 		return nil, ErrCodeFormat
 	}
