@@ -121,3 +121,14 @@ func FuzzParseOneTimeIdentity(f *testing.F) {
 		ParseOneTimeIdentity(Identity{Type: IDKeyID, Data: b})
 	})
 }
+
+// CERT encoding 15 data comes from the peer: garbage is an error.
+func FuzzParseRawPublicKey(f *testing.F) {
+	k, _ := GenerateOneTime("fuzz")
+	spki, _ := RawPublicKey(k.PublicKey())
+	f.Add(spki)
+	f.Add([]byte{0x30, 0x03, 0x02, 0x01, 0x00})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ParseRawPublicKey(b)
+	})
+}
