@@ -40,10 +40,19 @@ type OneTimeAuthority interface {
 }
 
 // isOneTime: this IKE_AUTH is a one-time key's (ID_KEY_ID, a signature)
-// and we take them, and no configured peer claims the identity.
+// and we take them, and no configured peer names the identity (a peer
+// without an ID, any identity our CAs certify, does not: a one-time key
+// has no certificate).
 func (s *ikeSA) isOneTime(pid auth.Identity, a *message.Auth) bool {
-	return s.e.cfg.OneTime != nil && pid.Type == auth.IDKeyID && a.Method != auth.MethodPSK &&
-		s.e.findPeer(pid, false) == nil
+	if s.e.cfg.OneTime == nil || pid.Type != auth.IDKeyID || a.Method == auth.MethodPSK {
+		return false
+	}
+	for i := range s.e.cfg.Peers {
+		if p := &s.e.cfg.Peers[i]; len(p.ID.Data) > 0 && p.ID.Equal(pid) {
+			return false
+		}
+	}
+	return true
 }
 
 // respondOneTime is respondAuth for a one-time key. Like it, the checks

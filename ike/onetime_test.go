@@ -88,6 +88,16 @@ func TestOneTimeKeyAuthenticates_RFC7670_RFC8420(t *testing.T) {
 	}
 }
 
+// A gateway that also takes any identity its CAs certify (a peer without
+// an ID) still sends one-time keys to the authority.
+func TestOneTimeKeyBesideWildcardCertificatePeer(t *testing.T) {
+	rw, gw, _, _ := oneTimeConfigs(t)
+	gw.Peers = []Peer{{VirtualPool: netip.MustParsePrefix("100.64.0.0/24")}}
+	p := newPair(t, rw, gw)
+	p.connect(t)
+	checkPaired(t, p, 1)
+}
+
 // Seed 002: valid once. The second IKE SA with the same key gets
 // AUTHENTICATION_FAILED.
 func TestOneTimeKeySecondUseRefused(t *testing.T) {

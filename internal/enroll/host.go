@@ -176,7 +176,7 @@ func (h *Host) read() (*db, error) {
 }
 
 func (h *Host) write(d *db) error {
-	data, err := json.MarshalIndent(d, "", " ")
+	data, err := json.Marshal(d)
 	if err != nil {
 		return err
 	}

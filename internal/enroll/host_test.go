@@ -203,3 +203,27 @@ func FuzzHostDatabase(f *testing.F) {
 		h.List()
 	})
 }
+
+// BenchmarkAdmit is the Host's share of one one-time IKE_AUTH: lock, read
+// the database (1,000 keys), verify, mark used, write and fsync.
+func BenchmarkAdmit(b *testing.B) {
+	h := OpenHost(filepath.Join(b.TempDir(), "keys.json"))
+	keys, _, err := h.Issue("alice", 1000, ObjectiveESP, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	reqs := make([]AdmitRequest, len(keys))
+	for i, k := range keys {
+		reqs[i] = request(k)
+	}
+	i := 0
+	for b.Loop() {
+		if i == len(reqs) {
+			b.Fatal("more iterations than keys: use -benchtime ≤ 1000x")
+		}
+		if _, err := h.Admit(reqs[i]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
