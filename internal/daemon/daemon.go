@@ -276,7 +276,7 @@ func startIKE(cl *cleanups, s *Setup, dev *tun.Device, cfg *datapath.Config) (*i
 	ir := &ikeRun{events: make(chan ike.Progress, 64), fatal: make(chan error, 1)}
 	var socks ikeSockets
 	icfg.Install, icfg.Remove, icfg.Log = st.install, st.remove, s.Log
-	if err := startOneTime(cl, s, &icfg); err != nil {
+	if err := startOneTime(cl, s, &icfg, st); err != nil {
 		return nil, err
 	}
 	icfg.Send = socks.send

@@ -21,7 +21,7 @@ import (
 // of admitted keys are logged to the accounting log as they come and go
 // (the counters at removal). The log closes after the endpoint (LIFO), so
 // the last tunnel_down lines are written.
-func startOneTime(cl *cleanups, s *Setup, icfg *ike.Config) error {
+func startOneTime(cl *cleanups, s *Setup, icfg *ike.Config, st *ikeState) error {
 	o := s.IKE.OneTime
 	if o == nil || icfg.Initiator {
 		return nil
@@ -39,7 +39,7 @@ func startOneTime(cl *cleanups, s *Setup, icfg *ike.Config) error {
 	if _, err := t.Host.List(); err != nil {
 		return fmt.Errorf("ike.one_time.database: %w", err)
 	}
-	icfg.OneTime = t
+	icfg.OneTime, st.oneTime = t, t
 	install, remove := icfg.Install, icfg.Remove
 	icfg.Install = func(c *ike.Child) error {
 		if err := install(c); err != nil {

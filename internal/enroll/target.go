@@ -23,8 +23,39 @@ type Target struct {
 	DNS                       []netip.Addr
 	Log                       *slog.Logger
 
-	mu      sync.Mutex
-	tunnels map[string]admitted // by the identity's String, as ike.Child.Peer names it
+	mu       sync.Mutex
+	tunnels  map[string]admitted // by the identity's String, as ike.Child.Peer names it
+	admitted uint64
+	refused  map[Reason]uint64
+}
+
+// Counts are the keys admitted and refused (by reason) since start.
+type Counts struct {
+	Admitted uint64            `json:"admitted"`
+	Refused  map[string]uint64 `json:"refused,omitempty"`
+}
+
+// Counts returns the counters.
+func (t *Target) Counts() Counts {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := Counts{Admitted: t.admitted}
+	for r, n := range t.refused {
+		if c.Refused == nil {
+			c.Refused = map[string]uint64{}
+		}
+		c.Refused[string(r)] = n
+	}
+	return c
+}
+
+func (t *Target) countRefused(r Reason) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.refused == nil {
+		t.refused = map[Reason]uint64{}
+	}
+	t.refused[r]++
 }
 
 type admitted struct {
@@ -43,6 +74,7 @@ func (t *Target) Admit(r ike.OneTimeRequest) (*ike.Peer, error) {
 	if err != nil {
 		e := base
 		e.Reason, e.Detail = ReasonOf(err), err.Error()
+		t.countRefused(e.Reason)
 		t.log(e, EvRefused)
 		return nil, err
 	}
@@ -54,6 +86,7 @@ func (t *Target) Admit(r ike.OneTimeRequest) (*ike.Peer, error) {
 	if err != nil {
 		e := base
 		e.Reason, e.Detail = ReasonStore, err.Error()
+		t.countRefused(e.Reason)
 		t.log(e, EvRefused)
 		return nil, err
 	}
@@ -64,6 +97,7 @@ func (t *Target) Admit(r ike.OneTimeRequest) (*ike.Peer, error) {
 		t.tunnels = map[string]admitted{}
 	}
 	t.tunnels[auth.OneTimeIdentity(r.KeyID, r.User).String()] = admitted{base.KeyID, r.User, rec.Objective}
+	t.admitted++
 	t.mu.Unlock()
 	t.log(base, EvAuthorized)
 	return p, nil

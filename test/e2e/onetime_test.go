@@ -6,6 +6,7 @@ import (
 	"encoding/base32"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -197,6 +198,14 @@ func TestOneTimeKeysEndToEnd(t *testing.T) {
 
 	list, _, _ := runCLI(t, bed.GW, "gateway", "enroll", "list", "-db", dir+"/keys.json")
 	t.Logf("enroll list:\n%s", list)
+	out, errOut, code := runCLI(t, bed.GW, "gateway", "status", "-json", "-config", filepath.Join(dir, "gw-a.yaml"))
+	var st daemon.Status
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil {
+		t.Fatalf("gateway status -json: exit %d, %v: %s%s", code, err, out, errOut)
+	}
+	if o := st.IKE.OneTime; o == nil || o.Admitted != 2 || !maps.Equal(o.Refused, map[string]uint64{"used": 1, "wrong_user": 1, "revoked": 1, "expired": 1}) {
+		t.Errorf("gateway status: one-time counters %+v", st.IKE.OneTime)
+	}
 	gw.Stop(5 * time.Second)
 	evs := accounting(t, dir)
 	for _, c := range []struct {
