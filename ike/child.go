@@ -509,7 +509,6 @@ func (s *ikeSA) hostAuthority(tsi, tsr []message.TrafficSelector) []netip.Prefix
 // does not offer, or one we do not implement (e.g. MODP-2048 when the
 // Child SA was created without PFS), gets NO_PROPOSAL_CHOSEN.
 func (s *ikeSA) chooseChildProposal(sa *message.SA, ke *message.KE, inAuthExch bool) (espSuite, message.Proposal, error) {
-	cfg := &s.e.cfg
 	how, want := inAuth, dhGroup(0)
 	if !inAuthExch {
 		how = inCreate
@@ -517,10 +516,11 @@ func (s *ikeSA) chooseChildProposal(sa *message.SA, ke *message.KE, inAuthExch b
 			want = dhGroup(ke.Group)
 		}
 	}
-	esp, chosen, ok := chooseESP(cfg.ESPProposals, sa, want, how)
+	allowed := s.espProposals()
+	esp, chosen, ok := chooseESP(allowed, sa, want, how)
 	if !ok {
 		return esp, chosen, &childErr{message.NO_PROPOSAL_CHOSEN,
-			fmt.Sprintf("no ESP proposal in common (KE group %v): offered %s, allowed %s", want, offerString(sa), proposalsString(cfg.ESPProposals))}
+			fmt.Sprintf("no ESP proposal in common (KE group %v): offered %s, allowed %s", want, offerString(sa), proposalsString(allowed))}
 	}
 	if esp.dh != want {
 		return esp, chosen, &invalidKEErr{esp.dh,

@@ -51,6 +51,12 @@ type Peer struct {
 	// §2.16); EAPOnly lets it ask for EAP-only authentication (RFC 5998).
 	EAP     bool
 	EAPOnly bool
+	// ESPProposals, if set, replace Config.ESPProposals for this peer's
+	// Child SAs (a one-time key's objective, seed 002 table 3).
+	ESPProposals []ESPProposal
+	// OneTime: a policy a OneTimeAuthority made for one IKE SA; a reload
+	// (SetPeers) leaves its IKE SA alone.
+	OneTime bool
 }
 
 // Config configures an Endpoint: one road warrior's connection to its
@@ -74,6 +80,9 @@ type Config struct {
 	// EAP runs the EAP methods of the Peers that use EAP (a RADIUS
 	// server); nil: none do.
 	EAP EAPBackend
+	// OneTime, if set, admits road warriors with one-time keys (IDi
+	// ID_KEY_ID, a signature AUTH; onetime.go) that no Peer names.
+	OneTime OneTimeAuthority
 
 	IKEProposals []IKEProposal // nil: DefaultIKEProposals
 	ESPProposals []ESPProposal // nil: DefaultESPProposals

@@ -230,8 +230,8 @@ func (s *ikeSA) ourAuthWith(octets, psk []byte) (*message.Auth, []message.Payloa
 		return nil, nil, err
 	}
 	var certs []message.Payload
-	for _, c := range cfg.Credential.Chain {
-		certs = append(certs, &message.Cert{Encoding: 4, Data: c.Raw})
+	for _, der := range cfg.Credential.CertPayloads() {
+		certs = append(certs, &message.Cert{Encoding: cfg.Credential.CertEncoding(), Data: der})
 	}
 	return &message.Auth{Method: method, Data: data}, certs, nil
 }
@@ -629,6 +629,10 @@ func (s *ikeSA) respondAuth(msgID uint32, ps []message.Payload) {
 		return
 	}
 	pid := auth.Identity{Type: auth.IDType(idi.IDType), Data: idi.Data}
+	if s.isOneTime(pid, a) {
+		s.respondOneTime(msgID, ps, idi, a)
+		return
+	}
 	peer := e.findPeer(pid, a.Method == auth.MethodPSK)
 	if peer == nil {
 		refuse(fmt.Errorf("no policy for identity %v", pid))

@@ -36,7 +36,7 @@ func (e *Endpoint) SetPeers(peers []Peer) PeersResult {
 	var res PeersResult
 	peers = slices.Clone(peers)
 	for _, s := range e.sas {
-		if s.initiator || s.state != stEstablished || s.peer == nil {
+		if s.initiator || s.state != stEstablished || s.peer == nil || s.peer.OneTime {
 			continue
 		}
 		np := findPeer(peers, s.peerID, s.pskAuth)

@@ -16,6 +16,9 @@ type Credential struct {
 	// RSAPSS makes Sign use RSASSA-PSS in method 14 instead of PKCS#1 v1.5.
 	// Off by default: strongSwan 5.9 verifies PSS but many peers do not.
 	RSAPSS bool
+	// Raw: an RFC 7670 raw public key, no chain; CertPayloads is the key's
+	// SubjectPublicKeyInfo for CERT encoding 15 (a one-time key).
+	Raw bool
 }
 
 // NewCredential checks that key is usable for IKE (RSA of 2048 bits or
@@ -143,10 +146,17 @@ func loadKey(path string) (crypto.Signer, error) {
 
 // CertPayloads returns the CERT payload data to send, leaf first: each
 // certificate's DER, encoding 4 "X.509 Certificate - Signature" (RFC 7296
-// §3.6).
+// §3.6); for a Raw credential the one SubjectPublicKeyInfo (CertEncoding).
 func (c *Credential) CertPayloads() [][]byte {
 	if c == nil {
 		return nil
+	}
+	if c.Raw {
+		spki, err := RawPublicKey(c.Key.Public())
+		if err != nil {
+			return nil
+		}
+		return [][]byte{spki}
 	}
 	out := make([][]byte, 0, len(c.Chain))
 	for _, cert := range c.Chain {
@@ -180,6 +190,14 @@ func SubjectIdentity(cert *x509.Certificate) Identity {
 		return Identity{Type: IDDERASN1DN}
 	}
 	return Identity{Type: IDDERASN1DN, Data: cert.RawSubject}
+}
+
+// CertEncoding is the CERT encoding of CertPayloads: 4, or 15 for Raw.
+func (c *Credential) CertEncoding() uint8 {
+	if c != nil && c.Raw {
+		return CertRawPublicKey
+	}
+	return 4
 }
 
 func subjectString(c *x509.Certificate) string {

@@ -218,10 +218,21 @@ func Load(path string) (*Config, error) {
 // found is reported (errors.Join of *FieldError); on error no keys are
 // kept.
 func Parse(name string, data []byte) (c *Config, err error) {
-	if name == "" {
-		name = "<config>"
+	return parse(&parser{file: name, dir: filepath.Dir(name)}, data)
+}
+
+// ParseOneTime is Parse for a road warrior's in-memory configuration
+// around a one-time key (roadwarrior connect -one-time): it has no
+// credential files; the caller sets IKE.Credential and IKE.PSK (the
+// gateway's secret) before Build.
+func ParseOneTime(name string, data []byte) (*Config, error) {
+	return parse(&parser{file: name, dir: filepath.Dir(name), oneTimeClient: true}, data)
+}
+
+func parse(p *parser, data []byte) (c *Config, err error) {
+	if p.file == "" {
+		p.file = "<config>"
 	}
-	p := &parser{file: name, dir: filepath.Dir(name)}
 	root := p.decode(data)
 	if root != nil {
 		p.rejectAliases(root, 0)

@@ -41,6 +41,9 @@ type IKE struct {
 	CAs        []*x509.Certificate
 	// Gateway: the road warriors it accepts.
 	Peers []IKEPeer
+	// OneTime (gateway): road warriors with one-time keys (seed 002,
+	// internal/enroll); nil: none.
+	OneTime *OneTime
 
 	IKEProposals []ike.IKEProposal
 	ESPProposals []ike.ESPProposal
@@ -71,6 +74,18 @@ type IKELimits struct {
 // DefaultIKEQueue is ike.queue's default.
 const DefaultIKEQueue = 1024
 
+// OneTime is a gateway's ike.one_time: the Host's key database it
+// shares with other gateway processes, the accounting log, and what an
+// admitted key is authorized for.
+type OneTime struct {
+	Database     string
+	Accounting   string // "": no accounting log
+	Name         string // this gateway in the database and the log
+	VirtualPool  netip.Prefix
+	VirtualPool6 netip.Prefix
+	DNS          []netip.Addr
+}
+
 // IKEPeer is one gateway peers entry.
 type IKEPeer struct {
 	ID           auth.Identity // zero: any identity a certificate of our CAs proves
@@ -95,7 +110,8 @@ func (p *parser) ike(top *fields, c *Config) {
 	f := p.fields(n, top.lineOf("ike"), "ike", "id", "gateway", "gateway_id", "mode", "local_ts", "remote_ts", "host_to_host",
 		"psk_file", "cert", "key", "cas", "peers", "proposals", "esp_proposals", "pfs", "ike_lifetime", "child_lifetime", "dpd",
 		"retransmit_timeout", "retransmit_tries", "port", "fragment_size",
-		"cookie_threshold", "half_open_max", "half_open_per_source", "half_open_timeout", "fragment_memory", "fragment_memory_per_sa", "queue")
+		"cookie_threshold", "half_open_max", "half_open_per_source", "half_open_timeout", "fragment_memory", "fragment_memory_per_sa", "queue",
+		"one_time")
 	k := &IKE{}
 	id := func(ff *fields, name string, required bool) auth.Identity {
 		v, vn, ok := ff.scalar(name)
@@ -171,7 +187,7 @@ func (p *parser) ike(top *fields, c *Config) {
 		}
 	}
 	p.credentials(f, k)
-	if c.Role == RoleRoadWarrior && k.PSK == nil && k.CertFile == "" {
+	if c.Role == RoleRoadWarrior && k.PSK == nil && k.CertFile == "" && !p.oneTimeClient {
 		p.errf(f.line, "ike", "no credentials: give psk_file, or cert and key")
 	}
 	for i, pn := range f.list("peers") {
@@ -213,7 +229,14 @@ func (p *parser) ike(top *fields, c *Config) {
 		peer.DNS, _ = pf.addrs("dns")
 		k.Peers = append(k.Peers, peer)
 	}
-	if c.Role == RoleGateway && len(k.Peers) == 0 {
+	if f.has("one_time") {
+		if c.Role != RoleGateway {
+			f.forbid("one_time", "a gateway admits one-time keys; a road warrior uses one with connect -one-time")
+		} else {
+			k.OneTime = p.oneTime(f)
+		}
+	}
+	if c.Role == RoleGateway && len(k.Peers) == 0 && k.OneTime == nil {
 		f.missing("peers", ": the road warriors this gateway accepts")
 	}
 	for i, pn := range f.list("proposals") {
@@ -416,4 +439,31 @@ func initCommand(r Role) string {
 		r = RoleGateway
 	}
 	return "roamsec-" + string(r) + " init"
+}
+
+// oneTime reads ike.one_time.
+func (p *parser) oneTime(parent *fields) *OneTime {
+	f := p.fields(parent.get("one_time"), parent.lineOf("one_time"), "ike.one_time", "database", "accounting", "name", "virtual_pool", "dns")
+	o := &OneTime{Database: p.path(f, "database"), Accounting: p.path(f, "accounting"), Name: f.str("name", "")}
+	if o.Database == "" {
+		f.missing("database", ": the one-time key database (gateway enroll issue -db writes it)")
+	}
+	if o.Name == "" {
+		o.Name, _ = os.Hostname()
+	}
+	for i, vp := range p.prefixes(f, "virtual_pool") {
+		slot := &o.VirtualPool
+		if vp.Addr().Is6() {
+			slot = &o.VirtualPool6
+		}
+		if slot.IsValid() {
+			p.errf(f.lineOf("virtual_pool"), f.itemPath("virtual_pool", i), "one pool per address family")
+		}
+		*slot = vp.Masked()
+	}
+	if !o.VirtualPool.IsValid() && !o.VirtualPool6.IsValid() {
+		f.missing("virtual_pool", ": where admitted road warriors' addresses come from, e.g. [100.64.1.0/24]")
+	}
+	o.DNS, _ = f.addrs("dns")
+	return o
 }

@@ -64,6 +64,9 @@ func TestIKEConfigErrors(t *testing.T) {
 		{"fragment memory per SA above the total", "role: gateway\nike:\n  id: gw.example\n  peers: [{id: a@b.example, psk_file: good.psk}]\n  fragment_memory: 65536\n  fragment_memory_per_sa: 131072\n", "x.yaml:6: ike.fragment_memory_per_sa: 131072 is more than fragment_memory"},
 		{"queue too small", "role: gateway\nike:\n  id: gw.example\n  peers: [{id: a@b.example, psk_file: good.psk}]\n  queue: 1\n", "x.yaml:5: ike.queue: want a whole number from 16"},
 		{"gateway without peers", "role: gateway\nike:\n  id: gw.example\n", "ike.peers: missing"},
+		{"one-time keys without a database", "role: gateway\nike:\n  id: gw.example\n  one_time:\n    virtual_pool: [100.64.1.0/24]\n", "x.yaml:5: ike.one_time.database: missing"},
+		{"one-time keys without a pool", "role: gateway\nike:\n  id: gw.example\n  one_time:\n    database: keys.json\n", "x.yaml:5: ike.one_time.virtual_pool: missing"},
+		{"one-time keys on a road warrior", "role: roadwarrior\nike:\n  id: a@b.example\n  gateway: 192.0.2.1\n  remote_ts: [10.0.0.0/8]\n  psk_file: good.psk\n  one_time: {database: keys.json}\n", "x.yaml:7: ike.one_time"},
 		{"bad identity", "role: gateway\nike:\n  id: \"CN=\"\n  peers: []\n", "ike.id"},
 		{"path monitoring off with paths", "role: roadwarrior\ntransport: {listen: [192.0.2.2, 198.51.100.2]}\nike:\n  id: a@b.example\n  gateway: 192.0.2.1\n  remote_ts: [203.0.113.0/24]\n  psk_file: good.psk\n  mode: virtual\n  host_to_host: false\n" +
 			"mobility:\n  paths:\n    - {name: primary, local: 192.0.2.2, peer: 192.0.2.1}\n    - {name: secondary, local: 198.51.100.2, peer: 198.51.100.1}\n", "x.yaml:9: ike.host_to_host: false leaves every mobility path unmonitored"},
@@ -77,6 +80,21 @@ func TestIKEConfigErrors(t *testing.T) {
 				t.Errorf("error lacks file:line: %v", err)
 			}
 		})
+	}
+}
+
+// A gateway whose only road warriors come with one-time keys needs no
+// peers; the database and the log are taken relative to the file.
+func TestIKEOneTimeGatewayWithoutPeers(t *testing.T) {
+	dir := t.TempDir()
+	c, err := Parse(filepath.Join(dir, "x.yaml"), []byte("role: gateway\nike:\n  id: gw.example\n  one_time:\n    database: keys.json\n    accounting: acct.jsonl\n    virtual_pool: [100.64.1.0/24, 2001:db8:64::/64]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.IKE.OneTime
+	if o == nil || o.Database != filepath.Join(dir, "keys.json") || o.Accounting != filepath.Join(dir, "acct.jsonl") ||
+		o.VirtualPool.String() != "100.64.1.0/24" || o.VirtualPool6.String() != "2001:db8:64::/64" || o.Name == "" {
+		t.Fatalf("one_time: %+v", o)
 	}
 }
 

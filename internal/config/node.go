@@ -25,6 +25,8 @@ type parser struct {
 
 	inlineKeys bool
 	role       Role // once read, for messages
+	// oneTimeClient: ParseOneTime, the credential comes from a code.
+	oneTimeClient bool
 }
 
 func (p *parser) errf(line int, path, format string, args ...any) {

@@ -44,6 +44,11 @@ const (
 	ExitPermission  = 8  // not root / no CAP_NET_ADMIN, or the control socket is not ours to open
 	ExitTSRefused   = 9  // the gateway refused our addresses (TS_UNACCEPTABLE, no virtual address)
 	ExitNoProposal  = 10 // no IKE or ESP proposal in common (NO_PROPOSAL_CHOSEN)
+	// ExitOneTimeRefused: the gateway refused a one-time code (used,
+	// revoked, expired, tampered, or not issued for it).
+	ExitOneTimeRefused = 11
+	// ExitOneTimeCode: the one-time code is mistyped (checksum) or no code.
+	ExitOneTimeCode = 12
 )
 
 const exitCodesHelp = `Exit codes:
@@ -59,12 +64,16 @@ const exitCodesHelp = `Exit codes:
   9   the gateway refused the addresses we asked for (TS_UNACCEPTABLE,
       or no virtual address for us)
   10  no proposal in common with the gateway (NO_PROPOSAL_CHOSEN)
+  11  the gateway refused the one-time code (used, revoked, expired,
+      tampered, or not issued for this gateway)
+  12  the one-time code is mistyped (checksum) or not a code
 `
 
 func usage(role string, w io.Writer) {
 	if role == string(config.RoleRoadWarrior) {
 		fmt.Fprintf(w, `Usage: roadwarrior [-config FILE] [-check] [-version]
        roadwarrior connect [GATEWAY] [-config FILE] [-json] [-v]
+       roadwarrior connect GATEWAY -one-time CODE|- [-remote-ts PREFIX,...] [-json] [-v]
        roadwarrior status [-config FILE] [-json]
        roadwarrior sa list [-config FILE] [-json]
        roadwarrior disconnect [-config FILE]
@@ -108,6 +117,7 @@ Flags (daemon):
        gateway status [-config FILE] [-json] [-summary] [-all] [-id PATTERN] [-addr PREFIX] [-state STATE]
        gateway sa list [-config FILE] [-json] [-id PATTERN] [-addr PREFIX] [-state STATE]
        gateway init [-address HOST] [-dir DIR] [-force]
+       gateway enroll issue|revoke|list ... (one-time keys; gateway enroll -help)
        gateway version
 
 roamsec %s gateway. Without a command it runs as the daemon: it creates the
@@ -164,6 +174,12 @@ func Main(role string, args []string, stdout, stderr io.Writer) int {
 				return ExitUsage
 			}
 			return disconnectCmd(role, args[1:], stdout, stderr)
+		case "enroll":
+			if role != string(config.RoleGateway) {
+				fmt.Fprintf(stderr, "roadwarrior: enroll is a gateway command (the Host issues one-time keys)\n")
+				return ExitUsage
+			}
+			return enrollCmd(args[1:], stdout, stderr)
 		case "connect":
 			if role != string(config.RoleRoadWarrior) {
 				fmt.Fprintf(stderr, "gateway: connect is a road-warrior command\n")
@@ -247,6 +263,12 @@ func prepareOn(role, cfgPath string, stderr io.Writer, quiet, offline bool) (*pr
 		reportConfigError(stderr, role, err)
 		return nil, ExitConfig
 	}
+	return prepareLoaded(role, cfgPath, c, stderr, quiet, offline)
+}
+
+// prepareLoaded is prepareOn after the file is parsed (connect -one-time
+// builds its configuration in memory).
+func prepareLoaded(role, cfgPath string, c *config.Config, stderr io.Writer, quiet, offline bool) (*prepared, int) {
 	if string(c.Role) != role {
 		c.Wipe()
 		fmt.Fprintf(stderr, "%s: %s: role is %q, but this is the %s daemon\n", role, cfgPath, c.Role, role)
@@ -543,6 +565,7 @@ type failureContext struct {
 	ike           *config.IKE
 	gwName        string // as the user gave it
 	gwAddr        string // where IKE_SA_INIT went (address:port)
+	oneTime       bool   // connect -one-time
 }
 
 type failure struct {
@@ -602,6 +625,10 @@ func classify(err error, fc failureContext) failure {
 		return failure{ExitUnreachable, fmt.Sprintf("%s answered on UDP %d but not on UDP 4500: is UDP 4500 open (firewall, NAT) on the way?", gw, port)}
 	case errors.Is(err, ike.ErrPeerSilent):
 		return failure{ExitUnreachable, fmt.Sprintf("no answer from %s on UDP %d: is the gateway up, and is UDP %d/4500 open?", gw, port, port)}
+	case errors.Is(err, ike.ErrAuthRefused) && fc.oneTime:
+		return failure{ExitOneTimeRefused, fmt.Sprintf("%s refused the one-time code: it was used already, revoked, expired, altered, or not issued for this gateway (the gateway's log and accounting say which): ask for a new code", gw)}
+	case errors.Is(err, ike.ErrPeerAuth) && fc.oneTime:
+		return failure{ExitOneTimeRefused, fmt.Sprintf("%s did not prove it holds this code's gateway secret (%v): it is not the gateway the code was issued for", gw, err)}
 	case errors.Is(err, ike.ErrAuthRefused):
 		return failure{ExitAuthRefused, fmt.Sprintf("%s refused our authentication as %s: check ike.id and the pre-shared key (ike.psk_file) or certificate in %s, and that the gateway accepts this identity", gw, id, fc.cfgPath)}
 	case errors.Is(err, ike.ErrPeerAuth):
@@ -664,8 +691,11 @@ func connectCmd(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("config", "/etc/roamsec/"+role+".yaml", "the profile (configuration file, YAML)")
 	asJSON := fs.Bool("json", false, "print one JSON object per step, then the final status")
 	verbose := fs.Bool("v", false, "show the daemon's log on stderr (else warnings and errors only)")
+	var ot oneTimeFlags
+	ot.register(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, `Usage: roadwarrior connect [GATEWAY] [-config FILE] [-json] [-v]
+       roadwarrior connect GATEWAY -one-time CODE|- [-remote-ts PREFIX,...] [-json] [-v]
 
 Connects with the profile's ike section and shows each step: the gateway's
 name resolved, IKE_SA_INIT, IKE_AUTH, the tunnel (addresses, SPIs, traffic
@@ -673,6 +703,12 @@ selectors), each mobility path and whether it answers. It runs the daemon
 in the foreground: Ctrl-C, SIGTERM or "roadwarrior disconnect" deletes the
 IKE SA, removes the TUN device and routes, and exits 0. GATEWAY (a name or
 an address) overrides ike.gateway.
+
+With -one-time (a code from "gateway enroll issue", - reads it from
+standard input) no configuration file is read or written: the profile is
+built in memory (virtual address, the networks of -remote-ts through the
+tunnel), the code's key pair authenticates once (RFC 7427 Ed25519 over an
+RFC 7670 raw public key), and the key is zeroed after IKE_AUTH.
 
 %s
 Flags:
@@ -688,7 +724,18 @@ Flags:
 		return ExitUsage
 	}
 	ui := &connectUI{out: stdout, json: *asJSON, cfgPath: *cfgPath}
-	p, code := prepare(role, *cfgPath, stderr, !*verbose)
+	var p *prepared
+	var code int
+	var otk *oneTimeClient
+	if ot.code != "" {
+		otk, p, code = ot.prepare(pos, os.Stdin, stderr, !*verbose)
+		if otk != nil {
+			defer otk.zero()
+			ui.cfgPath = "-one-time"
+		}
+	} else {
+		p, code = prepare(role, *cfgPath, stderr, !*verbose)
+	}
 	if p == nil {
 		ui.finish(code, "", nil)
 		return code
@@ -702,7 +749,7 @@ Flags:
 		return ExitConfig
 	}
 	ui.k, ui.mob = s.IKE, s.Mobility
-	fc := failureContext{role: role + " connect", cfgPath: *cfgPath, ike: s.IKE}
+	fc := failureContext{role: role + " connect", cfgPath: ui.cfgPath, ike: s.IKE, oneTime: otk != nil}
 	fail := func(f failure) int {
 		if !ui.json {
 			fmt.Fprintf(stderr, "%s connect: %s\n", role, f.msg)
@@ -771,6 +818,9 @@ Flags:
 	ui.cancel = cancelRun
 	ui.start()
 	s.Progress = ui.progress
+	if otk != nil {
+		s.Progress = otk.progress(ui.progress)
+	}
 	s.Ready = ui.ready
 	s.FailFast = true
 	runErr := Run(runCtx, *s)
@@ -1031,6 +1081,9 @@ func (u *connectUI) loop() {
 			u.emit(ev)
 		case ike.EvIKEAuth:
 			how := map[bool]string{true: "certificate", false: "pre-shared key"}[p.Cert]
+			if u.cfgPath == "-one-time" {
+				how = "one-time key, RFC 7427 Ed25519 over an RFC 7670 raw public key"
+			}
 			ev.Message = fmt.Sprintf("IKE_AUTH as %v (%s) to %s", p.ID, how, p.Peer)
 			u.emit(ev)
 		case ike.EvIKEEstablished:

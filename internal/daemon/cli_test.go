@@ -80,7 +80,8 @@ func TestCLIExitCodeNotFromText(t *testing.T) {
 
 // Every exit code is in the usage text and in both man pages.
 func TestCLIExitCodesDocumented(t *testing.T) {
-	codes := []int{ExitOK, ExitUsage, ExitConfig, ExitRuntime, ExitUnreachable, ExitNameUnknown, ExitAuthRefused, ExitPermission, ExitTSRefused, ExitNoProposal}
+	codes := []int{ExitOK, ExitUsage, ExitConfig, ExitRuntime, ExitUnreachable, ExitNameUnknown, ExitAuthRefused, ExitPermission, ExitTSRefused, ExitNoProposal,
+		ExitOneTimeRefused, ExitOneTimeCode}
 	for _, role := range []string{"roadwarrior", "gateway"} {
 		var b bytes.Buffer
 		if code := Main(role, []string{"-help"}, &b, &b); code != ExitOK {

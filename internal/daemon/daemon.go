@@ -284,6 +284,9 @@ func startIKE(cl *cleanups, s *Setup, dev *tun.Device, cfg *datapath.Config) (*i
 	if s.RADIUS != nil {
 		startAAA(cl, s, &icfg) // aaa.go
 	}
+	if err := startOneTime(cl, s, &icfg, st); err != nil {
+		return nil, err
+	}
 	icfg.Send = socks.send
 	icfg.Progress = func(p ike.Progress) {
 		st.track.progress(p)

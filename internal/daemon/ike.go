@@ -13,6 +13,7 @@ import (
 	"github.com/roamsec/roamsec/ike"
 	"github.com/roamsec/roamsec/internal/config"
 	"github.com/roamsec/roamsec/internal/datapath"
+	"github.com/roamsec/roamsec/internal/enroll"
 	"github.com/roamsec/roamsec/mobility"
 	"github.com/roamsec/roamsec/tun"
 	"github.com/roamsec/roamsec/tunnel"
@@ -45,6 +46,8 @@ type ikeState struct {
 	initiator bool
 	// track is what status and metrics show of the IKE SAs (status.go).
 	track ikeTrack
+	// oneTime (gateway, ike.one_time): the one-time keys' Target.
+	oneTime *enroll.Target
 }
 
 // outbound is the current outbound SAs of the negotiated Child SAs.

@@ -16,6 +16,7 @@ import (
 	"github.com/roamsec/roamsec/internal/config"
 	"github.com/roamsec/roamsec/internal/control"
 	"github.com/roamsec/roamsec/internal/datapath"
+	"github.com/roamsec/roamsec/internal/enroll"
 	"github.com/roamsec/roamsec/internal/metrics"
 	"github.com/roamsec/roamsec/internal/version"
 	"github.com/roamsec/roamsec/mobility"
@@ -129,6 +130,9 @@ type IKEStatus struct {
 	SAs []ike.SAInfo `json:"sas,omitempty"`
 	// Counters are the endpoint's own counters.
 	Counters *IKECounters `json:"counters,omitempty"`
+	// OneTime (gateway with ike.one_time): one-time keys admitted, and
+	// refused by reason.
+	OneTime *enroll.Counts `json:"one_time,omitempty"`
 }
 
 // ChildStatus is one negotiated Child SA pair, as `sa list` shows it.
@@ -311,6 +315,10 @@ func (r *Running) status(role string, started time.Time, mob *mobilityState) Sta
 	if ik := r.setup.ike; ik != nil {
 		st.Children = ik.childStatus()
 		st.IKE = ik.track.status(r.setup.IKE, ik.initiator, st.Children)
+		if ik.oneTime != nil {
+			c := ik.oneTime.Counts()
+			st.IKE.OneTime = &c
+		}
 		if ik.ep != nil {
 			st.IKE.SAs = ik.ep.SAs()
 			var qd uint64
@@ -388,6 +396,10 @@ func PrintStatus(w io.Writer, st Status) {
 			mode = "on"
 		}
 		fmt.Fprintf(w, "IKE bounds: %d half-open, cookies %s (%d switches), %d bytes of fragments held; dropped: %s\n", c.HalfOpen, mode, c.CookieSwitches, c.FragmentBytes, dropsText(c.Drops))
+	}
+	if k := st.IKE; k != nil && k.OneTime != nil {
+		o := k.OneTime
+		fmt.Fprintf(w, "One-time keys: %d admitted; refused: %s\n", o.Admitted, dropsText(o.Refused))
 	}
 	if m := st.Mobility; m != nil {
 		fmt.Fprintf(w, "Path failure detector: %s (kernel SCTP: %s)\n", m.Detector, m.KernelSCTP)
