@@ -43,6 +43,8 @@ type Endpoint struct {
 	seq       int
 	// freeze notices that this process did not run (see checkFreeze).
 	freeze *time.Timer
+	// scr is the lock-free cookie path's state (Screen, screen.go).
+	scr screen
 
 	// Stats counts messages dropped before any state was touched.
 	Stats Stats
@@ -80,6 +82,7 @@ func New(cfg Config) (*Endpoint, error) {
 		leases: map[string]netip.Addr{}, leased: map[netip.Addr]string{}}
 	copy(e.secret[:], randomBytes(32))
 	e.Stats.CookieMode = cfg.CookieThreshold <= 0 // cookies always
+	e.scr.cookieMode.Store(e.Stats.CookieMode)
 	if cfg.Initiator {
 		e.mu.Lock()
 		e.watchFreeze(time.Now().Round(0))

@@ -305,6 +305,7 @@ func startIKE(cl *cleanups, s *Setup, dev *tun.Device, cfg *datapath.Config) (*i
 	// flood); the crypto workers and the port-500 readers never wait for
 	// the endpoint (datapath.IKEQueue).
 	q := datapath.NewIKEQueue(s.IKE.Limits.Queue)
+	q.Screen = ir.ep.Screen // RFC 7296 §2.6 cookies in the reading goroutine, before the queue
 	st.queue = q
 	readers.Go(func() { q.Run(max(runtime.GOMAXPROCS(0)/2, 1), ir.ep.Handle) })
 	cl.push(q.Close)

@@ -20,6 +20,12 @@ import (
 // IKE_SA_INIT, spoofed or not, fills only its own lane, and the messages
 // of IKE SAs that exist (IKE_AUTH, DPD, rekeys, DELETE) still get through.
 type IKEQueue struct {
+	// Screen, if set (before the first Push), sees each new IKE_SA_INIT
+	// request first, in the pushing goroutine; true: it took the message
+	// (ike.Endpoint.Screen: answered with a COOKIE or dropped, counted
+	// there), which then takes no slot.
+	Screen func(msg []byte, local netip.Addr, remote netip.AddrPort, natT bool) bool
+
 	lanes   [2]lane // laneSA first, then laneInit
 	ready   chan struct{}
 	dropped atomic.Uint64
@@ -71,11 +77,14 @@ func isInit(msg []byte) bool {
 	return len(msg) >= 28 && binary.BigEndian.Uint64(msg[8:16]) == 0 && msg[18] == 34 && msg[19]&0x20 == 0
 }
 
-// Push copies msg into the queue; it never blocks. False: dropped and
-// counted (queue full).
+// Push copies msg into the queue (or lets Screen take it); it never
+// blocks. False: dropped and counted (queue full).
 func (q *IKEQueue) Push(msg []byte, local netip.Addr, remote netip.AddrPort, natT bool) bool {
 	l := &q.lanes[laneSA]
 	if isInit(msg) {
+		if q.Screen != nil && q.Screen(msg, local, remote, natT) {
+			return true
+		}
 		l = &q.lanes[laneInit]
 	}
 	if l.queued.Add(int64(len(msg))) > l.maxBytes {

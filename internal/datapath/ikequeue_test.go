@@ -150,3 +150,29 @@ func TestIKEQueueInitFloodLeavesSALane(t *testing.T) {
 		}
 	}
 }
+
+// TestIKEQueueScreenTakesNoSlot: IKE_SA_INIT requests the screen takes
+// (ike.Endpoint.Screen answering a spoofed flood with cookies) use no slot
+// and are not queue drops; the screen never sees other messages.
+func TestIKEQueueScreenTakesNoSlot(t *testing.T) {
+	q := NewIKEQueue(4)
+	var screened int
+	q.Screen = func(msg []byte, _ netip.Addr, _ netip.AddrPort, _ bool) bool {
+		if !isInit(msg) {
+			t.Fatal("the screen saw a message of an existing IKE SA")
+		}
+		screened++
+		return true
+	}
+	for range 100 {
+		if !q.Push(initMsg(), netip.Addr{}, ikeFrom, false) {
+			t.Fatal("a screened message counted as dropped")
+		}
+	}
+	auth := make([]byte, 300)
+	auth[8], auth[18] = 1, 35
+	q.Push(auth, netip.Addr{}, ikeFrom, true)
+	if screened != 100 || q.Dropped() != 0 || len(q.lanes[laneInit].work) != 0 || len(q.lanes[laneSA].work) != 1 {
+		t.Fatalf("screened %d, dropped %d, init lane %d, SA lane %d", screened, q.Dropped(), len(q.lanes[laneInit].work), len(q.lanes[laneSA].work))
+	}
+}
