@@ -159,6 +159,9 @@ func (e *Endpoint) Handle(b []byte, local netip.Addr, remote netip.AddrPort, nat
 		e.respondInit(h, b, local, remote, natT) // takes e.mu itself, not around the DH
 		return
 	}
+	// Parsed before the lock (it reads only b): the IKE goroutines
+	// parse in parallel.
+	m, perr := message.Parse(b)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
@@ -182,9 +185,8 @@ func (e *Endpoint) Handle(b []byte, local netip.Addr, remote netip.AddrPort, nat
 		e.logDrop("SPI mismatch", remote, nil)
 		return
 	}
-	m, err := message.Parse(b)
-	if err != nil {
-		e.logDrop("malformed message", remote, err)
+	if perr != nil {
+		e.logDrop("malformed message", remote, perr)
 		return
 	}
 	if h.Exchange == message.IKE_SA_INIT {
