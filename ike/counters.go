@@ -7,5 +7,7 @@ func (e *Endpoint) Counters() Stats {
 	defer e.mu.Unlock()
 	st := e.Stats
 	st.HalfOpen, st.FragmentBytes = len(e.half.byKey), e.fragBytes
+	st.Cookies += e.scr.cookies.Load() // answered by Screen, without the lock
+	st.Dropped += e.scr.dropped.Load()
 	return st
 }

@@ -48,6 +48,8 @@ type Endpoint struct {
 	wg     sync.WaitGroup
 	// freeze notices that this process did not run (see checkFreeze).
 	freeze *time.Timer
+	// scr is the lock-free cookie path's state (Screen, screen.go).
+	scr screen
 
 	// Stats counts messages dropped before any state was touched.
 	Stats Stats
@@ -88,6 +90,7 @@ func New(cfg Config) (*Endpoint, error) {
 	copy(e.secret[:], randomBytes(32))
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.Stats.CookieMode = cfg.CookieThreshold <= 0 // cookies always
+	e.scr.cookieMode.Store(e.Stats.CookieMode)
 	if cfg.Initiator {
 		e.mu.Lock()
 		e.watchFreeze(time.Now().Round(0))
@@ -164,6 +167,9 @@ func (e *Endpoint) Handle(b []byte, local netip.Addr, remote netip.AddrPort, nat
 		e.respondInit(h, b, local, remote, natT) // takes e.mu itself, not around the DH
 		return
 	}
+	// Parsed before the lock (it reads only b): the IKE goroutines
+	// parse in parallel.
+	m, perr := message.Parse(b)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
@@ -187,9 +193,8 @@ func (e *Endpoint) Handle(b []byte, local netip.Addr, remote netip.AddrPort, nat
 		e.logDrop("SPI mismatch", remote, nil)
 		return
 	}
-	m, err := message.Parse(b)
-	if err != nil {
-		e.logDrop("malformed message", remote, err)
+	if perr != nil {
+		e.logDrop("malformed message", remote, perr)
 		return
 	}
 	if h.Exchange == message.IKE_SA_INIT {

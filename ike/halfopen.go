@@ -148,6 +148,7 @@ func (e *Endpoint) cookieSwitch() {
 	if on != e.Stats.CookieMode {
 		e.Stats.CookieMode = on
 		e.Stats.CookieSwitches++
+		e.scr.cookieMode.Store(on)
 	}
 }
 

@@ -519,12 +519,23 @@ func (e *Endpoint) admitInit(h message.Header, b []byte, local netip.Addr, remot
 		return nil, nil
 	}
 	if s := e.half.byKey[initKey{remote, h.SPIi}]; s != nil {
-		// A retransmission: the same answer (§2.1), once there is one.
-		if s.msg2 != nil && bytes.Equal(s.msg1, b) {
-			e.Stats.Answered++
-			e.cfg.Send(s.msg2, s.local, s.remote, s.natT)
+		if bytes.Equal(s.msg1, b) {
+			// A retransmission: the same answer (§2.1), once there is one.
+			if s.msg2 != nil {
+				e.Stats.Answered++
+				e.cfg.Send(s.msg2, s.local, s.remote, s.natT)
+			}
+			return nil, nil
 		}
-		return nil, nil
+		// The same initiator SPI from the same address and port, another
+		// request: the initiator started over with the cookie it was
+		// asked for (§2.6; Screen answers a retransmission without one
+		// with a COOKIE once cookies are demanded). The cookie proves the
+		// address; the old half-open SA makes way.
+		if !e.validCookie(b, h, remote) {
+			return nil, nil
+		}
+		s.destroy(DownNegotiation)
 	}
 	if len(b) > maxInitRequest {
 		e.logDrop("IKE_SA_INIT request too large", remote, nil)

@@ -96,3 +96,43 @@ func FuzzParsePayloads(f *testing.F) {
 		}
 	})
 }
+
+// FuzzScanInit: the cookie path's scanner never panics, returns slices of
+// its input, and agrees with the full parser on the Nonce and the first
+// payload's COOKIE whenever both accept the message.
+func FuzzScanInit(f *testing.F) {
+	for _, s := range seeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := ParseHeader(b)
+		if err != nil {
+			return
+		}
+		cookie, nonce, err := ScanInit(b, h)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidSyntax) {
+				t.Fatalf("unexpected error kind: %v", err)
+			}
+			return
+		}
+		m, perr := Parse(b)
+		if perr != nil {
+			return // the scanner checks less than the parser
+		}
+		n := Find[*Nonce](m.Payloads)
+		if n == nil {
+			return // a Nonce inside an unknown critical payload's place, etc.
+		}
+		var first []byte
+		if c, ok := m.Payloads[0].(*Notify); ok && c.NotifyType == COOKIE {
+			first = c.Data
+		}
+		if len(FindAll[*Nonce](m.Payloads)) == 1 && !bytes.Equal(n.Data, nonce) {
+			t.Fatalf("nonce %x, parser says %x", nonce, n.Data)
+		}
+		if !bytes.Equal(first, cookie) {
+			t.Fatalf("cookie %x, parser says %x", cookie, first)
+		}
+	})
+}

@@ -312,12 +312,15 @@ func startIKE(cl *cleanups, s *Setup, dev *tun.Device, cfg *datapath.Config) (*i
 	var readers sync.WaitGroup
 	cl.push(readers.Wait) // runs after the sockets below are closed and the queue stopped
 	// IKE from both ports goes through one bounded queue to IKE goroutines
-	// of its own (at most half the cores: ESP keeps the rest under an IKE
-	// flood); the crypto workers and the port-500 readers never wait for
-	// the endpoint (datapath.IKEQueue).
-	q := datapath.NewIKEQueue(s.IKE.Limits.Queue)
+	// of its own, one per core, each IKE SA on one of them; the crypto
+	// workers and the port-500 readers never wait for the endpoint
+	// (datapath.IKEQueue), and answer spoofed IKE_SA_INIT with cookies
+	// themselves (ike.Endpoint.Screen), so what reaches these goroutines is
+	// bounded by the queue and the half-open caps.
+	q := datapath.NewIKEQueue(s.IKE.Limits.Queue, runtime.GOMAXPROCS(0))
+	q.Screen = ir.ep.Screen // RFC 7296 §2.6 cookies in the reading goroutine, before the queue
 	st.queue = q
-	readers.Go(func() { q.Run(max(runtime.GOMAXPROCS(0)/2, 1), ir.ep.Handle) })
+	readers.Go(func() { q.Run(ir.ep.Handle) })
 	cl.push(q.Close)
 	for i, any := range []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
 		c, err := transport.ListenIKE(netip.AddrPortFrom(any, s.IKE.Port))

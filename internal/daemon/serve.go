@@ -35,6 +35,9 @@ func runDaemon(role, cfgPath string, p *prepared, stderr io.Writer) int {
 	var wg sync.WaitGroup
 	wg.Go(func() { d.reloads(helpers) })
 	wg.Go(func() { d.watchdog(helpers) })
+	if path := os.Getenv(HeapProfileEnv); path != "" {
+		wg.Go(func() { heapProfiles(helpers, path, p.log) })
+	}
 	runDone := make(chan struct{})
 	wg.Go(func() {
 		select {

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"encoding/binary"
+	"hash/maphash"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -16,21 +17,25 @@ import (
 // first, and IKE retransmits (RFC 7296 §2.1).
 //
 // New IKE_SA_INIT requests (responder SPI zero) have a lane of their own,
-// and the IKE goroutines serve the other lane first: a flood of
+// which any IKE goroutine takes from; the messages of an existing IKE SA go
+// to the lane of the one goroutine that handles that IKE SA (worker), and
+// each goroutine serves its own lane first: a flood of
 // IKE_SA_INIT, spoofed or not, fills only its own lane, and the messages
 // of IKE SAs that exist (IKE_AUTH, DPD, rekeys, DELETE) still get through.
 type IKEQueue struct {
-	lanes   [2]lane // laneSA first, then laneInit
-	ready   chan struct{}
+	// Screen, if set (before the first Push), sees each new IKE_SA_INIT
+	// request first, in the pushing goroutine; true: it took the message
+	// (ike.Endpoint.Screen: answered with a COOKIE or dropped, counted
+	// there), which then takes no slot.
+	Screen func(msg []byte, local netip.Addr, remote netip.AddrPort, natT bool) bool
+
+	init    lane   // new IKE_SA_INIT requests, for any worker
+	sa      []lane // messages of existing IKE SAs, one lane per worker
+	seed    maphash.Seed
 	dropped atomic.Uint64
 	done    chan struct{}
 	stop    sync.Once
 }
-
-const (
-	laneSA   = 0 // messages of existing IKE SAs
-	laneInit = 1 // new IKE_SA_INIT requests
-)
 
 type lane struct {
 	work     chan *ikeMsg
@@ -51,18 +56,29 @@ type ikeMsg struct {
 // slots × ikeSlot and the bytes queued at any time at most maxBytes.
 const ikeSlot = 2048
 
-// NewIKEQueue makes a queue of n slots per lane, each lane holding at most
-// n × 2 KiB of messages.
-func NewIKEQueue(n int) *IKEQueue {
-	q := &IKEQueue{ready: make(chan struct{}, 2*n), done: make(chan struct{})}
-	for i := range q.lanes {
-		l := &q.lanes[i]
-		l.work, l.free, l.maxBytes = make(chan *ikeMsg, n), make(chan *ikeMsg, n), int64(n)*ikeSlot
-		for range n {
-			l.free <- &ikeMsg{buf: make([]byte, 0, ikeSlot)}
-		}
+// NewIKEQueue makes a queue for workers IKE goroutines: n slots for new
+// IKE_SA_INIT requests, shared, and n slots for the messages of existing
+// IKE SAs, split among the workers (at least minSlots each); each lane
+// holds at most its slots × 2 KiB of messages.
+func NewIKEQueue(n, workers int) *IKEQueue {
+	workers = max(workers, 1)
+	q := &IKEQueue{sa: make([]lane, workers), seed: maphash.MakeSeed(), done: make(chan struct{})}
+	q.init.make(n)
+	for i := range q.sa {
+		q.sa[i].make(max((n+workers-1)/workers, minSlots))
 	}
 	return q
+}
+
+// minSlots is the fewest slots a worker's lane has: room for a few IKE
+// SAs' messages however small the queue is configured.
+const minSlots = 8
+
+func (l *lane) make(n int) {
+	l.work, l.free, l.maxBytes = make(chan *ikeMsg, n), make(chan *ikeMsg, n), int64(n)*ikeSlot
+	for range n {
+		l.free <- &ikeMsg{buf: make([]byte, 0, ikeSlot)}
+	}
 }
 
 // isInit says whether msg is a new IKE_SA_INIT request: exchange type 34,
@@ -71,12 +87,31 @@ func isInit(msg []byte) bool {
 	return len(msg) >= 28 && binary.BigEndian.Uint64(msg[8:16]) == 0 && msg[18] == 34 && msg[19]&0x20 == 0
 }
 
-// Push copies msg into the queue; it never blocks. False: dropped and
-// counted (queue full).
+// worker is the worker that handles msg's IKE SA: every message of one
+// IKE SA carries the initiator's SPI (RFC 7296 §3.1, whoever sends it, a
+// COOKIE or INVALID_KE_PAYLOAD answer included), so one IKE SA's messages
+// are handled by one goroutine, in the order they came (its window, §2.3,
+// and RFC 7383 fragment sets need no reordering). The seed keeps a peer
+// from choosing SPIs that all land on one worker.
+func (q *IKEQueue) worker(msg []byte) int {
+	var spi uint64
+	if len(msg) >= 8 {
+		spi = binary.BigEndian.Uint64(msg)
+	}
+	return int(maphash.Comparable(q.seed, spi) % uint64(len(q.sa)))
+}
+
+// Push copies msg into the queue (or lets Screen take it); it never
+// blocks. False: dropped and counted (queue full).
 func (q *IKEQueue) Push(msg []byte, local netip.Addr, remote netip.AddrPort, natT bool) bool {
-	l := &q.lanes[laneSA]
+	var l *lane
 	if isInit(msg) {
-		l = &q.lanes[laneInit]
+		if q.Screen != nil && q.Screen(msg, local, remote, natT) {
+			return true
+		}
+		l = &q.init
+	} else {
+		l = &q.sa[q.worker(msg)]
 	}
 	if l.queued.Add(int64(len(msg))) > l.maxBytes {
 		l.queued.Add(-int64(len(msg)))
@@ -93,55 +128,53 @@ func (q *IKEQueue) Push(msg []byte, local netip.Addr, remote netip.AddrPort, nat
 	}
 	m.buf = append(m.buf[:0], msg...)
 	m.local, m.remote, m.natT = local, remote, natT
-	l.work <- m           // never blocks: there are as many slots as free buffers
-	q.ready <- struct{}{} // nor this: one token per queued message, 2n at most
+	l.work <- m // never blocks: there are as many slots as free buffers
 	return true
 }
 
 // Dropped is how many messages the queue refused.
 func (q *IKEQueue) Dropped() uint64 { return q.dropped.Load() }
 
-// Run drains the queue with workers goroutines calling handle (which must
-// copy what it keeps) until Close; it returns once they all have.
-func (q *IKEQueue) Run(workers int, handle func(msg []byte, local netip.Addr, remote netip.AddrPort, natT bool)) {
+// Workers is how many goroutines Run starts.
+func (q *IKEQueue) Workers() int { return len(q.sa) }
+
+// Run drains the queue with its workers calling handle (which must copy
+// what it keeps) until Close; it returns once they all have. Several
+// workers call handle at once, never for the same IKE SA.
+func (q *IKEQueue) Run(handle func(msg []byte, local netip.Addr, remote netip.AddrPort, natT bool)) {
 	var wg sync.WaitGroup
-	for range max(workers, 1) {
-		wg.Go(func() {
-			for {
-				select {
-				case <-q.done:
-					return
-				case <-q.ready:
-				}
-				q.serve(handle)
-			}
-		})
+	for i := range q.sa {
+		wg.Go(func() { q.serve(&q.sa[i], handle) })
 	}
 	wg.Wait()
 }
 
-// serve handles one message, from the existing SAs' lane if it has one.
-// A ready token was taken, so one of the lanes holds a message.
-func (q *IKEQueue) serve(handle func([]byte, netip.Addr, netip.AddrPort, bool)) {
-	var m *ikeMsg
-	var l *lane
-	select {
-	case m = <-q.lanes[laneSA].work:
-		l = &q.lanes[laneSA]
-	default:
+// serve is one worker: its IKE SAs' messages first, new IKE_SA_INIT
+// requests when it has none, until Close.
+func (q *IKEQueue) serve(own *lane, handle func([]byte, netip.Addr, netip.AddrPort, bool)) {
+	for {
+		var m *ikeMsg
+		l := own
 		select {
-		case m = <-q.lanes[laneSA].work:
-			l = &q.lanes[laneSA]
-		case m = <-q.lanes[laneInit].work:
-			l = &q.lanes[laneInit]
+		case <-q.done:
+			return
+		case m = <-own.work:
+		default:
+			select {
+			case <-q.done:
+				return
+			case m = <-own.work:
+			case m = <-q.init.work:
+				l = &q.init
+			}
 		}
+		handle(m.buf, m.local, m.remote, m.natT)
+		l.queued.Add(-int64(len(m.buf)))
+		if cap(m.buf) > ikeSlot {
+			m.buf = make([]byte, 0, ikeSlot)
+		}
+		l.free <- m
 	}
-	handle(m.buf, m.local, m.remote, m.natT)
-	l.queued.Add(-int64(len(m.buf)))
-	if cap(m.buf) > ikeSlot {
-		m.buf = make([]byte, 0, ikeSlot)
-	}
-	l.free <- m
 }
 
 // Close stops Run's goroutines; messages still queued are dropped.

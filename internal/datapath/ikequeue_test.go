@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -16,13 +17,13 @@ var ikeFrom = netip.MustParseAddrPort("198.51.100.7:4500")
 // is handled, intact.
 func TestIKEQueueFullDropsNeverBlocks(t *testing.T) {
 	const slots = 16
-	q := NewIKEQueue(slots)
+	q := NewIKEQueue(slots, 1)
 	stuck := make(chan struct{})
 	var handled atomic.Int64
 	var bad atomic.Int64
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		q.Run(1, func(msg []byte, _ netip.Addr, remote netip.AddrPort, natT bool) {
+		q.Run(func(msg []byte, _ netip.Addr, remote netip.AddrPort, natT bool) {
 			<-stuck
 			if len(msg) != 100 || msg[0] != msg[99] || remote != ikeFrom || !natT {
 				bad.Add(1)
@@ -56,7 +57,7 @@ func TestIKEQueueFullDropsNeverBlocks(t *testing.T) {
 // TestIKEQueueBytesBounded: large messages count by their size: the queue
 // never holds more than slots × 2 KiB, however few messages that is.
 func TestIKEQueueBytesBounded(t *testing.T) {
-	q := NewIKEQueue(16) // 32 KiB
+	q := NewIKEQueue(16, 1) // 32 KiB
 	big := make([]byte, 10000)
 	n := 0
 	for range 10 {
@@ -75,8 +76,8 @@ func TestIKEQueueBytesBounded(t *testing.T) {
 
 // BenchmarkIKEQueuePush is what a crypto worker pays per IKE message.
 func BenchmarkIKEQueuePush(b *testing.B) {
-	q := NewIKEQueue(1024)
-	go q.Run(1, func([]byte, netip.Addr, netip.AddrPort, bool) {})
+	q := NewIKEQueue(1024, 1)
+	go q.Run(func([]byte, netip.Addr, netip.AddrPort, bool) {})
 	defer q.Close()
 	msg := make([]byte, 300)
 	b.ReportAllocs()
@@ -98,14 +99,14 @@ func initMsg() []byte {
 // set) are still queued, and served first.
 func TestIKEQueueInitFloodLeavesSALane(t *testing.T) {
 	const slots = 8
-	q := NewIKEQueue(slots)
+	q := NewIKEQueue(slots, 1)
 	stuck := make(chan struct{})
 	var order []bool // isInit of each handled message
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	first := make(chan struct{}, 1)
 	wg.Go(func() {
-		q.Run(1, func(msg []byte, _ netip.Addr, _ netip.AddrPort, _ bool) {
+		q.Run(func(msg []byte, _ netip.Addr, _ netip.AddrPort, _ bool) {
 			select {
 			case first <- struct{}{}:
 				<-stuck
@@ -149,4 +150,134 @@ func TestIKEQueueInitFloodLeavesSALane(t *testing.T) {
 			t.Fatalf("message %d served was an IKE_SA_INIT while IKE_AUTH waited: %v", i+2, order)
 		}
 	}
+}
+
+// TestIKEQueueScreenTakesNoSlot: IKE_SA_INIT requests the screen takes
+// (ike.Endpoint.Screen answering a spoofed flood with cookies) use no slot
+// and are not queue drops; the screen never sees other messages.
+func TestIKEQueueScreenTakesNoSlot(t *testing.T) {
+	q := NewIKEQueue(4, 1)
+	var screened int
+	q.Screen = func(msg []byte, _ netip.Addr, _ netip.AddrPort, _ bool) bool {
+		if !isInit(msg) {
+			t.Fatal("the screen saw a message of an existing IKE SA")
+		}
+		screened++
+		return true
+	}
+	for range 100 {
+		if !q.Push(initMsg(), netip.Addr{}, ikeFrom, false) {
+			t.Fatal("a screened message counted as dropped")
+		}
+	}
+	auth := make([]byte, 300)
+	auth[8], auth[18] = 1, 35
+	q.Push(auth, netip.Addr{}, ikeFrom, true)
+	if screened != 100 || q.Dropped() != 0 || len(q.init.work) != 0 || len(q.sa[0].work) != 1 {
+		t.Fatalf("screened %d, dropped %d, init lane %d, SA lane %d", screened, q.Dropped(), len(q.init.work), len(q.sa[0].work))
+	}
+}
+
+// spiFor returns an initiator SPI whose messages the queue gives worker w.
+func spiFor(q *IKEQueue, w int) []byte {
+	m := make([]byte, 300)
+	m[17], m[18] = 0x20, 37 // INFORMATIONAL
+	for i := uint64(1); ; i++ {
+		binary.BigEndian.PutUint64(m, i)
+		m[8] = 1 // SPIr set
+		if q.worker(m) == w {
+			return m
+		}
+	}
+}
+
+// TestIKEQueueOneSAOneWorkerInOrder: with several workers, the messages of
+// one IKE SA are handled one at a time and in the order they were pushed
+// (RFC 7296 §2.3's window sees them as sent), while another IKE SA's
+// messages are handled meanwhile by another worker.
+func TestIKEQueueOneSAOneWorkerInOrder(t *testing.T) {
+	const workers, per = 4, 200
+	q := NewIKEQueue(4096, workers)
+	type state struct {
+		busy atomic.Bool
+		last atomic.Int64
+	}
+	var sas [16]state
+	var bad, handled atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		q.Run(func(msg []byte, _ netip.Addr, _ netip.AddrPort, _ bool) {
+			st := &sas[msg[7]]
+			if !st.busy.CompareAndSwap(false, true) {
+				bad.Add(1) // two workers on one IKE SA
+			}
+			seq := int64(binary.BigEndian.Uint32(msg[20:24]))
+			if seq != st.last.Load()+1 {
+				bad.Add(1) // out of order
+			}
+			st.last.Store(seq)
+			time.Sleep(time.Microsecond)
+			st.busy.Store(false)
+			handled.Add(1)
+		})
+	})
+	msg := make([]byte, 100)
+	msg[8], msg[18] = 1, 37
+	pushed := 0
+	for seq := 1; seq <= per; seq++ {
+		for sa := range sas {
+			msg[7] = byte(sa)
+			binary.BigEndian.PutUint32(msg[20:24], uint32(seq))
+			for !q.Push(msg, netip.Addr{}, ikeFrom, false) {
+				time.Sleep(time.Millisecond) // full: the workers catch up
+			}
+			pushed++
+		}
+	}
+	for handled.Load() < int64(pushed) {
+		time.Sleep(time.Millisecond)
+	}
+	q.Close()
+	wg.Wait()
+	if bad.Load() != 0 {
+		t.Fatalf("%d messages handled concurrently with or out of order of their IKE SA's", bad.Load())
+	}
+}
+
+// TestIKEQueueWorkersRunTogether: an IKE SA whose handling blocks (its
+// worker busy) holds up neither another worker's IKE SAs nor new
+// IKE_SA_INIT requests.
+func TestIKEQueueWorkersRunTogether(t *testing.T) {
+	q := NewIKEQueue(64, 2)
+	stuck := make(chan struct{})
+	got := make(chan byte, 4)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		q.Run(func(msg []byte, _ netip.Addr, _ netip.AddrPort, _ bool) {
+			if msg[299] == 'A' {
+				<-stuck
+			}
+			got <- msg[299]
+		})
+	})
+	a, b, i := spiFor(q, 0), spiFor(q, 1), initMsg()
+	a[299], b[299], i[299] = 'A', 'B', 'I'
+	q.Push(a, netip.Addr{}, ikeFrom, false)
+	time.Sleep(10 * time.Millisecond) // worker 0 takes A and sticks
+	q.Push(b, netip.Addr{}, ikeFrom, false)
+	q.Push(i, netip.Addr{}, ikeFrom, false)
+	for range 2 {
+		select {
+		case c := <-got:
+			if c == 'A' {
+				t.Fatal("the stuck message finished")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a message waited for another worker's IKE SA")
+		}
+	}
+	close(stuck)
+	<-got
+	q.Close()
+	wg.Wait()
 }

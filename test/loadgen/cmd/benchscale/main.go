@@ -22,9 +22,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/roamsec/roamsec/ike/auth"
+	"github.com/roamsec/roamsec/internal/daemon"
 	"github.com/roamsec/roamsec/test/loadgen"
 	"github.com/roamsec/roamsec/test/netns"
 	"github.com/roamsec/roamsec/test/rig"
@@ -38,6 +40,8 @@ func main() {
 	blast := flag.Duration("blast", 5*time.Second, "how long each traffic phase sends")
 	payload := flag.Int("payload", 1200, "UDP payload bytes of the traffic")
 	senders := flag.Int("senders", 2, "generator goroutines sealing ESP")
+	flag.StringVar(&heapOut, "heapprofile", "", "write the gateway's heap profile (daemon.HeapProfileEnv, SIGUSR1) here with every road warrior up, and print its top")
+	flag.BoolVar(&memOnly, "memonly", false, "stop after the memory figures (no traffic, idle, churn phases)")
 	flag.StringVar(&perfOut, "perf", "", "record the gateway with perf(1) into this file during the 2-core bring-up, and stop after it")
 	flag.Parse()
 	if err := run(*n, *window, *dpd, *idle, *blast, *payload, *senders); err != nil {
@@ -60,6 +64,33 @@ type bench struct {
 
 // perfOut, if set, is where perf(1) records the gateway's 2-core bring-up.
 var perfOut string
+
+// heapOut, if set, is where the gateway writes its heap profile once every
+// road warrior is up; memOnly stops there.
+var (
+	heapOut string
+	memOnly bool
+)
+
+// heapProfile has the gateway write its heap profile to heapOut
+// (SIGUSR1) and prints the profile's top entries by bytes in use.
+func heapProfile(gw *rig.Proc, bin string) error {
+	os.Remove(heapOut)
+	if err := syscall.Kill(gw.PID(), syscall.SIGUSR1); err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if strings.Contains(gw.Log(), "heap profile written") {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no heap profile from the gateway:\n%s", gw.Log())
+		}
+	}
+	out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=30", "-sample_index=inuse_space", bin, heapOut).CombinedOutput()
+	fmt.Printf("gateway heap in use (%s):\n%s", heapOut, out)
+	return err
+}
 
 // startPerf records pid with call graphs until the returned stop runs.
 func startPerf(pid int) (stop func(), err error) {
@@ -94,6 +125,12 @@ func run(n, window int, dpd, idle, blast time.Duration, payload, senders int) er
 	p, err := loadgen.NewPKI()
 	if err != nil {
 		return err
+	}
+	if heapOut != "" {
+		if heapOut, err = filepath.Abs(heapOut); err != nil {
+			return err
+		}
+		os.Setenv(daemon.HeapProfileEnv, heapOut) // the gateway inherits it
 	}
 	if b.cfg, err = p.WriteGatewayConfig(b.dir, loadgen.GatewayOptions{DPD: dpd}); err != nil {
 		return err
@@ -171,6 +208,14 @@ func (b *bench) established(gw *rig.Proc, rss0 int, r loadgen.UpResult, dpd, idl
 	rss := rssKB(gw.PID())
 	fmt.Printf("gateway: status says %d IKE SAs, %d Child SAs; RSS %d KB before, %d KB after: %.1f KB per road warrior\n",
 		st.IKE.IKESAs, len(st.Children), rss0, rss, float64(rss-rss0)/float64(max(r.Up, 1)))
+	if heapOut != "" {
+		if err := heapProfile(gw, b.bin); err != nil {
+			return err
+		}
+	}
+	if memOnly {
+		return nil
+	}
 
 	all := make([]int, b.n)
 	for i := range all {
