@@ -337,6 +337,7 @@ func (s *ikeSA) goLive(rec *ikectx.SA) {
 	e := s.e
 	e.sas[s.spiR] = s
 	s.state = stEstablished
+	s.resync = true
 	e.indexPeer(s)
 	s.armDPD()
 	if d := rec.IKERekeyIn; d > 0 {
@@ -360,6 +361,20 @@ func (s *ikeSA) goLive(rec *ikectx.SA) {
 		"children", len(s.children), "peer", s.remote, "exported_ago", time.Since(rec.ExportedAt).Round(time.Millisecond).String())
 	s.emit(Progress{Kind: EvIKEEstablished, ID: s.peerID, Proposal: s.prop.String()})
 	s.changed(ChangeCreated)
+}
+
+// resyncSlack is how many requests the peer may have sent to the
+// exporter after the export.
+const resyncSlack = 16
+
+// resyncs reports whether a request with msgID may be the peer's next
+// though we expected peerNext: until the first authenticated request
+// after an import, one up to resyncSlack IDs ahead (the exporter answered
+// the ones between after the export: RFC 6311 §1's problem, which a
+// standby that follows every ChangeMessageID avoids). Only the pre-check:
+// handleEncrypted moves peerNext once the message authenticated.
+func (s *ikeSA) resyncs(msgID uint32) bool {
+	return s.resync && msgID > s.peerNext && msgID-s.peerNext <= resyncSlack
 }
 
 // sat is a + b, at most the largest uint64.

@@ -370,3 +370,35 @@ func newBenchGW(b testing.TB, gw Config) *Endpoint {
 	b.Cleanup(e.Close)
 	return e
 }
+
+// TestImportResyncsPeerMessageIDs_RFC6311: the road warrior's liveness
+// checks that the old gateway answered after the export moved its
+// message ID on; the new gateway takes its next request (authenticated)
+// instead of dropping it as out of window until the peer gives up.
+func TestImportResyncsPeerMessageIDs_RFC6311(t *testing.T) {
+	rw, gw := pskConfigs(t, ModeVirtual)
+	p := newPair(t, rw, gw)
+	p.connect(t)
+	checkPaired(t, p, 1)
+	all, err := p.gw.ExportAll()
+	if err != nil || len(all) != 1 {
+		t.Fatal(all, err)
+	}
+	p.inform(t, rwAddr) // answered by the old gateway, after the export
+	p.inform(t, rwAddr)
+	gw2, _ := p.standby(t, gw)
+	if err := gw2.ImportSA(all[0].Data, 0); err != nil {
+		t.Fatal(err)
+	}
+	p.takeOver(gw2)
+	p.inform(t, rwAddr) // two IDs ahead of the export: taken
+	p.inform(t, rwAddr) // and the window goes on from there
+	// Only the first request after the import may jump, and only ahead.
+	gw2.mu.Lock()
+	for _, s := range gw2.sas {
+		if s.resync || s.resyncs(s.peerNext+1) {
+			t.Error("still resynchronizing after an authenticated request")
+		}
+	}
+	gw2.mu.Unlock()
+}

@@ -93,6 +93,7 @@ type ikeSA struct {
 	dpdTimer, ikeRekeyTimer *time.Timer
 	ikeRekeyAt              time.Time // when ikeRekeyTimer fires (ExportSA hands the rest over)
 	replacedBy              *ikeSA
+	resync                  bool // imported: see resyncs
 	downErr                 error     // the failure that ends the SA (its EvFailed)
 	rekeys                  int       // IKE SA rekeys this SA descends from
 	authenticated           time.Time // when the first of the line authenticated
@@ -307,7 +308,7 @@ func (s *ikeSA) handleEncrypted(m *message.Message, local netip.Addr, remote net
 			}
 			return
 		}
-		if h.MsgID != s.peerNext {
+		if h.MsgID != s.peerNext && !s.resyncs(h.MsgID) {
 			e.logDrop("request out of window", remote, nil)
 			return
 		}
@@ -327,6 +328,14 @@ func (s *ikeSA) handleEncrypted(m *message.Message, local netip.Addr, remote net
 	if err != nil {
 		e.logDrop("integrity", remote, err)
 		return
+	}
+	if !h.IsResponse() && s.resync {
+		// Authenticated: the peer's requests went on at the gateway we
+		// took the SA over from (resyncs).
+		if h.MsgID != s.peerNext {
+			e.cfg.Log.Info("IKE message IDs resynchronized after the import", "ike", s.name(), "expected", s.peerNext, "got", h.MsgID)
+		}
+		s.peerNext, s.resync = h.MsgID, false
 	}
 	next := enc.Next
 	if enc.Fragment {
