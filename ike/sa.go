@@ -93,7 +93,7 @@ type ikeSA struct {
 	dpdTimer, ikeRekeyTimer *time.Timer
 	ikeRekeyAt              time.Time // when ikeRekeyTimer fires (ExportSA hands the rest over)
 	replacedBy              *ikeSA
-	resync                  bool // imported: see resyncs
+	resync                  bool      // imported: see resyncs
 	downErr                 error     // the failure that ends the SA (its EvFailed)
 	rekeys                  int       // IKE SA rekeys this SA descends from
 	authenticated           time.Time // when the first of the line authenticated

@@ -218,4 +218,3 @@ func CheckFile(path string) error {
 	k.Wipe()
 	return nil
 }
-

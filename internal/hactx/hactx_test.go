@@ -151,7 +151,9 @@ func FuzzOpen(f *testing.F) {
 	f.Add(s)
 	f.Add([]byte("RSCTX\x00\x01"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if pt, err := k.Open("context", b); err == nil && !bytes.Equal(b, s) {
+		// Only a message sealed with the key opens: the seed (sealed
+		// again, with another salt, in each fuzzing process).
+		if pt, err := k.Open("context", b); err == nil && string(pt) != "hello" {
 			t.Fatalf("forged message opened: %q", pt)
 		}
 	})
