@@ -35,6 +35,9 @@ const (
 	eapClass    = "roamsec-gold"
 	eapSession  = 3600
 	eapOnlyUser = "erin@roamsec.example" // her policy allows EAP-only (RFC 5998)
+	// frank's sessions last eapShortSession seconds (RADIUS Session-Timeout).
+	eapShortUser    = "frank@roamsec.example"
+	eapShortSession = 6
 )
 
 // eapBed is the gateway, FreeRADIUS and the PKI of the EAP tests.
@@ -63,7 +66,8 @@ func startEAPBed(t *testing.T, tls bool) *eapBed {
 	rcfg := freeradius.Config{Listen: netns.Srv4, Client: netip.PrefixFrom(netns.GWServer4, 32), Secret: eapSecret,
 		Users: []freeradius.User{{Name: eapUser, Password: eapPassword, Reply: []string{
 			"Framed-IP-Address = " + eapVIP, "Session-Timeout = " + strconv.Itoa(eapSession), fmt.Sprintf("Class = %q", eapClass)}},
-			{Name: eapOnlyUser, Password: eapPassword}}}
+			{Name: eapOnlyUser, Password: eapPassword},
+			{Name: eapShortUser, Password: eapPassword, Reply: []string{"Session-Timeout = " + strconv.Itoa(eapShortSession)}}}}
 	if tls {
 		// strongSwan's EAP-TLS checks the server's certificate against
 		// the gateway's IKE identity (no aaa_id configured).
@@ -117,7 +121,7 @@ radius:
     - {address: %[5]s:1812, secret_file: radius.secret}
   timeout: 300ms
   retries: 1
-  interim: 0s
+  interim: 1s
 `, dir, gwID, certPath, keyPath, netns.Srv4, rwID, eapOnlyUser))
 	if b.gw, err = rig.Start(b.bed.GW, filepath.Join(bin, "gateway"), 15*time.Second, "-config", b.gwCfg); err != nil {
 		t.Fatal(err)
@@ -197,8 +201,10 @@ func TestEAPMSCHAPv2ThroughRADIUS(t *testing.T) {
 		t.Skip("needs root")
 	}
 	b := startEAPBed(t, false)
-	conns := "connections {\n" + swanEAP("home", "eap-mschapv2", eapUser) + swanEAP("bad", "eap-mschapv2", "dave@roamsec.example") + "}\n" +
-		fmt.Sprintf("secrets {\n\teap-carol {\n\t\tid = %s\n\t\tsecret = %q\n\t}\n\teap-dave {\n\t\tid = dave@roamsec.example\n\t\tsecret = \"not-the-password\"\n\t}\n}\n", eapUser, eapPassword)
+	conns := "connections {\n" + swanEAP("home", "eap-mschapv2", eapUser) + swanEAP("bad", "eap-mschapv2", "dave@roamsec.example") +
+		swanEAP("short", "eap-mschapv2", eapShortUser) + "}\n" +
+		fmt.Sprintf("secrets {\n\teap-carol {\n\t\tid = %s\n\t\tsecret = %q\n\t}\n\teap-frank {\n\t\tid = %s\n\t\tsecret = %q\n\t}\n\teap-dave {\n\t\tid = dave@roamsec.example\n\t\tsecret = \"not-the-password\"\n\t}\n}\n",
+			eapUser, eapPassword, eapShortUser, eapPassword)
 	swan := b.startSwan(t, conns, nil)
 	logs := func() string { return "roamsec:\n" + b.gw.Log() + "\nstrongSwan:\n" + swan.Tail(60) }
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -224,6 +230,13 @@ func TestEAPMSCHAPv2ThroughRADIUS(t *testing.T) {
 	if out, err := b.bed.RW.Run("ping", "-c", "5", "-i", "0.2", "-s", "1000", "-W", "2", netns.Srv4.String()); err != nil {
 		t.Fatalf("ping: %v\n%s", err, out)
 	}
+	// interim: 1s: an Interim-Update comes while the SA is up.
+	if !rig.WaitFor(5*time.Second, func() bool {
+		recs, _ := b.radius.Accounting()
+		return len(recs) >= 2 && recs[1]["Acct-Status-Type"] == "Interim-Update"
+	}) {
+		t.Fatalf("no Interim-Update\n%s", logs())
+	}
 	out, errOut, code := runCLI(t, b.bed.GW, "gateway", "sa", "list", "-json", "-config", b.gwCfg)
 	if code != 0 {
 		t.Fatalf("sa list: %d %s", code, errOut)
@@ -242,12 +255,12 @@ func TestEAPMSCHAPv2ThroughRADIUS(t *testing.T) {
 	var recs []freeradius.Record
 	if !rig.WaitFor(10*time.Second, func() bool {
 		recs, _ = b.radius.Accounting()
-		return len(recs) >= 2
+		return len(recs) >= 3 && recs[len(recs)-1]["Acct-Status-Type"] == "Stop"
 	}) {
-		t.Fatalf("FreeRADIUS's detail file has %d records, want Start and Stop\n%s", len(recs), logs())
+		t.Fatalf("FreeRADIUS's detail file has %d records, want Start, Interim-Update and Stop\n%v\n%s", len(recs), recs, logs())
 	}
-	st, sp := recs[0], recs[1]
-	if st["Acct-Status-Type"] != "Start" || sp["Acct-Status-Type"] != "Stop" {
+	st, sp := recs[0], recs[len(recs)-1]
+	if st["Acct-Status-Type"] != "Start" || recs[1]["Acct-Status-Type"] != "Interim-Update" {
 		t.Fatalf("accounting records %v", recs)
 	}
 	for _, r := range recs {
@@ -266,6 +279,50 @@ func TestEAPMSCHAPv2ThroughRADIUS(t *testing.T) {
 	}
 	t.Logf("accounting Stop: in %s bytes / %s packets, out %s / %s, session %s s",
 		sp["Acct-Input-Octets"], sp["Acct-Input-Packets"], sp["Acct-Output-Octets"], sp["Acct-Output-Packets"], sp["Acct-Session-Time"])
+
+	t.Run("Session-Timeout bounds the IKE SA", func(t *testing.T) {
+		// RFC 4478: strongSwan is told to reauthenticate within the
+		// Session-Timeout; however it does (a new IKE SA with EAP
+		// again), or if it does not, the gateway deletes the first IKE
+		// SA when the time is up, and accounting stops its session.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		before, _ := b.radius.Accounting()
+		if err := swan.Initiate(ctx, "short", "short"); err != nil {
+			t.Fatalf("initiate: %v\n%s", err, logs())
+		}
+		var sid string
+		if !rig.WaitFor(5*time.Second, func() bool {
+			recs, _ := b.radius.Accounting()
+			for _, r := range recs[len(before):] {
+				if r["User-Name"] == eapShortUser && r["Acct-Status-Type"] == "Start" {
+					sid = r["Acct-Session-Id"]
+					return true
+				}
+			}
+			return false
+		}) {
+			t.Fatalf("no accounting Start for %s", eapShortUser)
+		}
+		stopped := func() bool {
+			recs, _ := b.radius.Accounting()
+			for _, r := range recs {
+				if r["Acct-Session-Id"] == sid && r["Acct-Status-Type"] == "Stop" {
+					return true
+				}
+			}
+			return false
+		}
+		if !rig.WaitFor(time.Duration(eapShortSession+4)*time.Second, stopped) {
+			t.Fatalf("the %d s session still runs after %d s\n%s", eapShortSession, eapShortSession+4, logs())
+		}
+		how := "strongSwan reauthenticated"
+		if strings.Contains(b.gw.Log(), "RADIUS Session-Timeout: deleting the IKE SA") {
+			how = "the gateway deleted the IKE SA"
+		}
+		t.Logf("the %d s session ended within its Session-Timeout: %s", eapShortSession, how)
+		swan.Terminate(ctx, "short")
+	})
 
 	t.Run("wrong password refused", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
