@@ -342,6 +342,14 @@ func TestEAPMSCHAPv2ThroughRADIUS(t *testing.T) {
 		if len(cs) != 0 {
 			t.Errorf("Child SAs after a refused login: %s", out)
 		}
+		out, _, _ = runCLI(t, b.bed.GW, "gateway", "status", "-json", "-config", b.gwCfg)
+		var st daemon.Status
+		if err := json.Unmarshal([]byte(out), &st); err != nil || st.RADIUS == nil {
+			t.Fatalf("status: %v\n%s", err, out)
+		}
+		if r := st.RADIUS; r.EAPAccepted < 2 || r.EAPRejected != 1 || r.Failovers != 1 || r.Timeouts != 1 || r.AccountingLost != 0 {
+			t.Errorf("status radius: %+v: want 2+ accepted, 1 rejected, the one failover from the silent server, nothing lost", *r)
+		}
 	})
 }
 
