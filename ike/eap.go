@@ -110,8 +110,9 @@ func eapIdentity(id string) []byte {
 // eapFailure is an EAP-Failure (RFC 3748 §4.2) for identifier id.
 func eapFailure(id uint8) []byte { return []byte{4, id, 0, 4} }
 
-// userName is the RADIUS User-Name for an IKE identity: its text.
-func userName(id auth.Identity) string {
+// EAPUserName is the EAP identity and RADIUS User-Name for an IKE
+// identity: its text.
+func EAPUserName(id auth.Identity) string {
 	switch id.Type {
 	case auth.IDType(message.ID_FQDN), auth.IDType(message.ID_RFC822_ADDR), auth.IDType(message.ID_KEY_ID):
 		return string(id.Data)
@@ -149,7 +150,7 @@ func (s *ikeSA) startEAP(msgID uint32, ps []message.Payload, idi *message.ID) {
 		return
 	}
 	c := &eapConv{peer: peer, first: ps, idi: idi,
-		conv: EAPConversation{Identity: userName(pid), Peer: s.remote, Local: s.local}}
+		conv: EAPConversation{Identity: EAPUserName(pid), Peer: s.remote, Local: s.local}}
 	// RFC 5998 §4: EAP-only only where the policy allows it; otherwise the
 	// request is ignored and we authenticate with our certificate.
 	c.eapOnly = peer.EAPOnly && len(filterNotify(ps, message.EAP_ONLY_AUTHENTICATION)) > 0

@@ -76,6 +76,7 @@ type ikeSA struct {
 	// (eap.go); aaa what the AAA server authorized, kept by rekeys;
 	// authLifetime its Session-Timeout (RFC 4478 AUTH_LIFETIME).
 	eap          *eapConv
+	eapPeer      EAPMethod // initiator: our EAP method while IKE_AUTH runs (eappeer.go)
 	aaa          *Authorization
 	authLifetime time.Duration
 	dns        []netip.Addr

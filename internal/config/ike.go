@@ -32,7 +32,10 @@ type IKE struct {
 	// Credentials: a PSK (road warrior), or a certificate and key; CAs
 	// verify the peer's certificate.
 	PSK      Secret
-	CertFile string
+	// EAPPassword (road warrior, eap_password_file): authenticate with
+	// EAP-MSCHAPv2 as ID, the gateway with its certificate (cas).
+	EAPPassword Secret
+	CertFile    string
 	KeyFile  string
 	CAFiles  []string
 	// Credential and CAs are CertFile/KeyFile and CAFiles, loaded and
@@ -93,7 +96,7 @@ func (p *parser) ike(top *fields, c *Config) {
 		return
 	}
 	f := p.fields(n, top.lineOf("ike"), "ike", "id", "gateway", "gateway_id", "mode", "local_ts", "remote_ts", "host_to_host",
-		"psk_file", "cert", "key", "cas", "peers", "proposals", "esp_proposals", "pfs", "ike_lifetime", "child_lifetime", "dpd",
+		"psk_file", "eap_password_file", "cert", "key", "cas", "peers", "proposals", "esp_proposals", "pfs", "ike_lifetime", "child_lifetime", "dpd",
 		"retransmit_timeout", "retransmit_tries", "port", "fragment_size",
 		"cookie_threshold", "half_open_max", "half_open_per_source", "half_open_timeout", "fragment_memory", "fragment_memory_per_sa", "queue")
 	k := &IKE{}
@@ -171,8 +174,18 @@ func (p *parser) ike(top *fields, c *Config) {
 		}
 	}
 	p.credentials(f, k)
-	if c.Role == RoleRoadWarrior && k.PSK == nil && k.CertFile == "" {
-		p.errf(f.line, "ike", "no credentials: give psk_file, or cert and key")
+	if f.has("eap_password_file") {
+		if c.Role != RoleRoadWarrior {
+			f.forbid("eap_password_file", "a gateway relays EAP to RADIUS (peers with auth: eap-radius); this is a road warrior's password")
+		} else {
+			k.EAPPassword = p.secretFile(f, "eap_password_file", "EAP password", 1)
+			if len(k.CAFiles) == 0 {
+				p.errf(f.lineOf("eap_password_file"), "ike.eap_password_file", "EAP needs ike.cas: the gateway proves itself with its certificate before the password is used")
+			}
+		}
+	}
+	if c.Role == RoleRoadWarrior && k.PSK == nil && k.CertFile == "" && !f.has("eap_password_file") {
+		p.errf(f.line, "ike", "no credentials: give psk_file, eap_password_file, or cert and key")
 	}
 	for i, pn := range f.list("peers") {
 		path := elem("ike.peers", i)
@@ -395,6 +408,7 @@ func (k *IKE) clone() *IKE {
 	}
 	n := *k
 	n.PSK = append(Secret(nil), k.PSK...)
+	n.EAPPassword = append(Secret(nil), k.EAPPassword...)
 	n.Peers = append([]IKEPeer(nil), k.Peers...)
 	for i := range n.Peers {
 		n.Peers[i].PSK = append(Secret(nil), k.Peers[i].PSK...)
@@ -405,6 +419,7 @@ func (k *IKE) clone() *IKE {
 // Wipe zeroes the pre-shared keys.
 func (k *IKE) Wipe() {
 	k.PSK.Wipe()
+	k.EAPPassword.Wipe()
 	for _, p := range k.Peers {
 		p.PSK.Wipe()
 	}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/roamsec/roamsec/eap"
 	"github.com/roamsec/roamsec/ike"
 	"github.com/roamsec/roamsec/internal/config"
 	"github.com/roamsec/roamsec/internal/datapath"
@@ -164,6 +165,12 @@ func ikeConfig(k *config.IKE, role string, listen []netip.Addr) (ike.Config, err
 	// Loaded and checked by config when the file was parsed (-check too).
 	cfg.Credential, cfg.CAs = k.Credential, k.CAs
 	cfg.Peers = ikePeers(k)
+	if len(k.EAPPassword) > 0 {
+		// One EAP-MSCHAPv2 conversation per IKE SA; the password is the
+		// daemon's (config wipes its own copy after Build).
+		user, pw := ike.EAPUserName(k.ID), k.EAPPassword
+		cfg.EAPClient = func() ike.EAPMethod { return eap.NewMSCHAPv2(user, pw) }
+	}
 	return cfg, nil
 }
 
