@@ -475,3 +475,69 @@ func TestEAPBench(t *testing.T) {
 			float64(len(ds))/sum.Seconds(), strings.TrimSpace(string(load)))
 	}
 }
+
+// TestEAPRoamsecRoadWarrior: our own road warrior as the EAP peer
+// (EAP-MSCHAPv2, eap_password_file) through our gateway to FreeRADIUS: a
+// wrong password is refused (and the road warrior says so), the right one
+// gets the Framed-IP-Address and traffic flows.
+func TestEAPRoamsecRoadWarrior(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	b := startEAPBed(t, false)
+	dir := t.TempDir()
+	caPath, err := b.ca.Write(dir, "ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rw := func(password string) (*rig.Proc, string) {
+		writeCfg(t, dir, "eap.password", password+"\n")
+		cfg := writeCfg(t, dir, "rw.yaml", fmt.Sprintf(`role: roadwarrior
+log: {level: debug}
+control_socket: %s/rw.sock
+tun:
+  name: roamsec0
+  table: 220
+  bypass_rule: {mark: 0x5253}
+  routes:
+    - {dst: 203.0.113.0/24}
+transport:
+  listen: [192.0.2.2]
+ike:
+  id: %s
+  gateway: 192.0.2.1
+  gateway_id: %s
+  mode: virtual
+  remote_ts: [203.0.113.0/24]
+  eap_password_file: eap.password
+  cas: [%s]
+  retransmit_timeout: 500ms
+`, dir, eapUser, gwID, caPath))
+		p, err := rig.Start(b.bed.RW, filepath.Join(bin, "roadwarrior"), 15*time.Second, "-config", cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p, cfg
+	}
+
+	bad, _ := rw("not-the-password")
+	if !rig.WaitFor(15*time.Second, func() bool { return strings.Contains(bad.Log(), "EAP-Failure") }) {
+		t.Errorf("a wrong password was not refused with EAP-Failure\nroad warrior:\n%s\ngateway:\n%s", bad.Log(), b.gw.Log())
+	}
+	if strings.Contains(bad.Log(), "virtual address installed") {
+		t.Errorf("a tunnel with a wrong password")
+	}
+	bad.Stop(5 * time.Second)
+
+	start := time.Now()
+	good, _ := rw(eapPassword)
+	t.Cleanup(func() { good.Stop(5 * time.Second) })
+	if !rig.WaitFor(20*time.Second, func() bool { return strings.Contains(good.Log(), "virtual address installed") }) {
+		t.Fatalf("no tunnel\nroad warrior:\n%s\ngateway:\n%s", good.Log(), b.gw.Log())
+	}
+	t.Logf("our road warrior with EAP-MSCHAPv2 through RADIUS: tunnel up %v after start", time.Since(start).Round(time.Millisecond))
+	if !strings.Contains(good.Log(), "addr="+eapVIP) {
+		t.Errorf("virtual address is not the Framed-IP-Address %s\n%s", eapVIP, good.Log())
+	}
+	pingThrough(t, b.bed, "our EAP road warrior", func() string { return "road warrior:\n" + good.Log() + "\ngateway:\n" + b.gw.Log() })
+}
