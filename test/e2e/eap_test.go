@@ -541,3 +541,107 @@ ike:
 	}
 	pingThrough(t, b.bed, "our EAP road warrior", func() string { return "road warrior:\n" + good.Log() + "\ngateway:\n" + b.gw.Log() })
 }
+
+// TestEAPRoamsecRoadWarriorStrongSwanGateway: our EAP-MSCHAPv2 peer
+// against strongSwan 5.9 as the EAP server (its own eap-mschapv2, asking
+// for the EAP identity first): the interop proof of the peer side.
+func TestEAPRoamsecRoadWarriorStrongSwanGateway(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	bed := netns.New(t)
+	ca, err := pki.NewCA("roamsec EAP test CA", pki.ECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := ca.Issue(gwID, pki.ECDSAP256, []string{gwID}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := strongswan.Install(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	swan, err := strongswan.Start(ctx, bed.GW, strongswan.Config{Name: "gw", Plugins: swanEAPPlugins,
+		Debug: map[string]int{"ike": 2, "cfg": 1}, Files: map[string][]byte{"x509ca/ca.pem": ca.PEM, "x509/gw.pem": gw.CertPEM, "private/gw.pem": gw.KeyPEM},
+		Swanctl: fmt.Sprintf(`connections {
+	rw {
+		version = 2
+		pools = p
+		local {
+			auth = pubkey
+			certs = gw.pem
+			id = %s
+		}
+		remote {
+			auth = eap-mschapv2
+			eap_id = %%any
+		}
+		children {
+			net {
+				local_ts = 203.0.113.0/24
+			}
+		}
+	}
+}
+pools {
+	p {
+		addrs = 100.64.0.0/24
+	}
+}
+secrets {
+	eap-carol {
+		id = %s
+		secret = %q
+	}
+}
+`, gwID, eapUser, eapPassword)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("strongSwan log tail:\n%s", swan.Tail(80))
+		}
+		swan.Stop(5 * time.Second)
+	})
+	dir := t.TempDir()
+	caPath, err := ca.Write(dir, "ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeCfg(t, dir, "eap.password", eapPassword+"\n")
+	cfg := writeCfg(t, dir, "rw.yaml", fmt.Sprintf(`role: roadwarrior
+log: {level: debug}
+control_socket: %s/rw.sock
+tun:
+  name: roamsec0
+  table: 220
+  bypass_rule: {mark: 0x5253}
+  routes:
+    - {dst: 203.0.113.0/24}
+transport:
+  listen: [192.0.2.2]
+ike:
+  id: %s
+  gateway: 192.0.2.1
+  gateway_id: %s
+  mode: virtual
+  remote_ts: [203.0.113.0/24]
+  eap_password_file: eap.password
+  cas: [%s]
+`, dir, eapUser, gwID, caPath))
+	rw, err := rig.Start(bed.RW, filepath.Join(bin, "roadwarrior"), 15*time.Second, "-config", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rw.Stop(5 * time.Second) })
+	if !rig.WaitFor(20*time.Second, func() bool { return strings.Contains(rw.Log(), "virtual address installed") }) {
+		t.Fatalf("no tunnel\nroad warrior:\n%s\nstrongSwan:\n%s", rw.Log(), swan.Tail(60))
+	}
+	if !strings.Contains(swan.Log(), "EAP-MS-CHAPv2 succeeded") && !strings.Contains(swan.Log(), "EAP method EAP_MSCHAPV2 succeeded") {
+		t.Errorf("strongSwan did not run EAP-MSCHAPv2\n%s", swan.Tail(60))
+	}
+	pingThrough(t, bed, "our EAP road warrior, strongSwan gateway", func() string { return "road warrior:\n" + rw.Log() + "\nstrongSwan:\n" + swan.Tail(60) })
+}
