@@ -82,15 +82,15 @@ type Authorization struct {
 
 // eapConv is a responder IKE SA's EAP state between the IKE_AUTH rounds.
 type eapConv struct {
-	peer    *Peer
-	first   []message.Payload // the first IKE_AUTH request: SA, TSi, TSr, CP
-	idi     *message.ID
-	eapOnly bool // RFC 5998: no certificate AUTH of ours
-	conv    EAPConversation
-	msk     []byte // once accepted
-	authz   *Authorization
+	peer     *Peer
+	first    []message.Payload // the first IKE_AUTH request: SA, TSi, TSr, CP
+	idi      *message.ID
+	eapOnly  bool // RFC 5998: no certificate AUTH of ours
+	conv     EAPConversation
+	msk      []byte // once accepted
+	authz    *Authorization
 	accepted bool
-	lastID  uint8 // the Identifier of the last EAP request we relayed
+	lastID   uint8 // the Identifier of the last EAP request we relayed
 }
 
 // ErrEAPRefused: the AAA server rejected the peer.

@@ -79,7 +79,7 @@ type ikeSA struct {
 	eapPeer      EAPMethod // initiator: our EAP method while IKE_AUTH runs (eappeer.go)
 	aaa          *Authorization
 	authLifetime time.Duration
-	dns        []netip.Addr
+	dns          []netip.Addr
 
 	// Requests we send: window size 1 (§2.3), the rest queued.
 	nextID uint32

@@ -31,13 +31,13 @@ type IKE struct {
 	HostToHost bool
 	// Credentials: a PSK (road warrior), or a certificate and key; CAs
 	// verify the peer's certificate.
-	PSK      Secret
+	PSK Secret
 	// EAPPassword (road warrior, eap_password_file): authenticate with
 	// EAP-MSCHAPv2 as ID, the gateway with its certificate (cas).
 	EAPPassword Secret
 	CertFile    string
-	KeyFile  string
-	CAFiles  []string
+	KeyFile     string
+	CAFiles     []string
 	// Credential and CAs are CertFile/KeyFile and CAFiles, loaded and
 	// checked when the file is parsed, so -check sees what start-up sees.
 	Credential *auth.Credential
@@ -85,8 +85,8 @@ type IKEPeer struct {
 	// EAP (auth: eap-radius): EAP relayed to the radius section's
 	// servers (RFC 7296 §2.16); EAPOnly (eap_only: true) lets the peer
 	// skip our certificate AUTH (RFC 5998).
-	EAP     bool
-	EAPOnly bool
+	EAP      bool
+	EAPOnly  bool
 	authLine int
 }
 

@@ -13,13 +13,13 @@ import (
 	"time"
 
 	"github.com/roamsec/roamsec/ike"
-	"github.com/roamsec/roamsec/radius"
 	"github.com/roamsec/roamsec/internal/config"
 	"github.com/roamsec/roamsec/internal/control"
 	"github.com/roamsec/roamsec/internal/datapath"
 	"github.com/roamsec/roamsec/internal/metrics"
 	"github.com/roamsec/roamsec/internal/version"
 	"github.com/roamsec/roamsec/mobility"
+	"github.com/roamsec/roamsec/radius"
 	"github.com/roamsec/roamsec/tunnel"
 )
 
