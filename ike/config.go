@@ -51,6 +51,11 @@ type Peer struct {
 	// §2.16); EAPOnly lets it ask for EAP-only authentication (RFC 5998).
 	EAP     bool
 	EAPOnly bool
+	// EAPAskIdentity: ask the peer for its EAP identity (EAP-Request/
+	// Identity) and use that as the user name, instead of its IKE
+	// identity (Windows, macOS and iOS clients send an address or a
+	// name as IKE identity and the user name in EAP).
+	EAPAskIdentity bool
 }
 
 // Config configures an Endpoint: one road warrior's connection to its

@@ -91,6 +91,7 @@ type eapConv struct {
 	authz    *Authorization
 	accepted bool
 	lastID   uint8 // the Identifier of the last EAP request we relayed
+	askedID  bool  // we asked for the EAP identity: the next response is it
 }
 
 // ErrEAPRefused: the AAA server rejected the peer.
@@ -161,7 +162,11 @@ func (s *ikeSA) startEAP(msgID uint32, ps []message.Payload, idi *message.ID) {
 	s.eap = c
 	idr := localID(cfg.LocalID, true)
 	ourOctets := s.signedOctets(s.msg2, s.ni, s.keys.pr, idr)
-	s.relayEAP(msgID, eapIdentity(c.conv.Identity), func() ([]message.Payload, error) {
+	first := eapIdentity(c.conv.Identity)
+	if peer.EAPAskIdentity {
+		first, c.askedID = nil, true // relayEAP asks the peer instead
+	}
+	s.relayEAP(msgID, first, func() ([]message.Payload, error) {
 		out := []message.Payload{idr}
 		if c.eapOnly {
 			return out, nil
@@ -188,13 +193,23 @@ func (s *ikeSA) eapRound(msgID uint32, ps []message.Payload) {
 		s.refuseAuth(msgID, errors.New("IKE_AUTH of the EAP conversation without an EAP payload"))
 		return
 	}
+	if c.askedID {
+		// RFC 3748 §5.1: the peer's EAP-Response/Identity names the user.
+		c.askedID = false
+		if len(p.Data) < 6 || p.Data[0] != 2 || p.Data[4] != 1 {
+			s.refuseAuth(msgID, errors.New("the answer to EAP-Request/Identity is not an identity"))
+			return
+		}
+		c.conv.Identity = string(p.Data[5:])
+	}
 	s.relayEAP(msgID, bytes.Clone(p.Data), nil)
 }
 
 // relayEAP hands msg to the backend in a goroutine the endpoint owns
 // (e.wg), without e.mu, and answers the IKE_AUTH request msgID with what
 // comes back; pre, if set, runs there too (our signature) and gives the
-// payloads that go before the EAP payload. Meanwhile the SA takes no
+// payloads that go before the EAP payload. A nil msg relays nothing: the
+// answer is our EAP-Request/Identity. Meanwhile the SA takes no
 // other request (authBusy; its retransmissions fall out of the window).
 // Under e.mu.
 func (s *ikeSA) relayEAP(msgID uint32, msg []byte, pre func() ([]message.Payload, error)) {
@@ -209,8 +224,8 @@ func (s *ikeSA) relayEAP(msgID uint32, msg []byte, pre func() ([]message.Payload
 		if pre != nil {
 			head, err = pre()
 		}
-		var ans EAPAnswer
-		if err == nil {
+		ans := EAPAnswer{Verdict: EAPContinue, Msg: []byte{1, 1, 0, 5, 1}} // EAP-Request/Identity
+		if err == nil && msg != nil {
 			ctx, cancel := context.WithTimeout(e.ctx, eapRelayTimeout)
 			ans, err = e.cfg.EAP.Relay(ctx, &conv, msg)
 			cancel()

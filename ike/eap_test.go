@@ -116,6 +116,25 @@ func TestEAP_RFC7296_2_16(t *testing.T) {
 	}
 }
 
+// TestEAPAskIdentity_RFC3748_5_1: a policy that asks for the EAP
+// identity relays the peer's answer, not its IKE identity, as the user.
+func TestEAPAskIdentity_RFC3748_5_1(t *testing.T) {
+	msk := append(bytes.Repeat([]byte{0x5a}, 32), make([]byte, 32)...)
+	back := &toyBackend{msk: msk}
+	rw, gw := eapConfigs(t, back, func() *toyMethod { return &toyMethod{msk: msk} })
+	rw.EAPIdentity = "carol"
+	gw.Peers[0].EAPAskIdentity = true
+	p := newPair(t, rw, gw)
+	p.connect(t)
+	checkPaired(t, p, 1)
+	if len(back.users) != 1 || back.users[0] != "carol" {
+		t.Fatalf("the AAA server saw users %v, want the EAP identity carol", back.users)
+	}
+	if g := p.gp.snapshot()[0]; g.AAA == nil || g.AAA.User != "carol" {
+		t.Fatalf("authorization %+v", g.AAA)
+	}
+}
+
 // TestEAPRefusals: a server's Reject, a server that never answers, an MSK
 // that does not match the server's (a wrong AUTH after EAP-Success) and
 // an identity without an EAP policy all end without a Child SA, the road

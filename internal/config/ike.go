@@ -85,9 +85,12 @@ type IKEPeer struct {
 	// EAP (auth: eap-radius): EAP relayed to the radius section's
 	// servers (RFC 7296 §2.16); EAPOnly (eap_only: true) lets the peer
 	// skip our certificate AUTH (RFC 5998).
-	EAP      bool
-	EAPOnly  bool
-	authLine int
+	EAP     bool
+	EAPOnly bool
+	// EAPAskIdentity (eap_ask_identity: true): the user name is the
+	// peer's EAP identity, asked for, not its IKE identity.
+	EAPAskIdentity bool
+	authLine       int
 }
 
 func (p *parser) ike(top *fields, c *Config) {
@@ -189,14 +192,17 @@ func (p *parser) ike(top *fields, c *Config) {
 	}
 	for i, pn := range f.list("peers") {
 		path := elem("ike.peers", i)
-		pf := p.fields(pn, pn.Line, path, "id", "psk_file", "addresses", "virtual_pool", "dns", "auth", "eap_only")
+		pf := p.fields(pn, pn.Line, path, "id", "psk_file", "addresses", "virtual_pool", "dns", "auth", "eap_only", "eap_ask_identity")
 		var peer IKEPeer
 		peer.ID = id(pf, "id", false)
 		method, _ := pf.enum("auth", "", "psk", "pubkey", "eap-radius")
 		peer.EAP, peer.authLine = method == "eap-radius", pf.lineOf("auth")
 		peer.EAPOnly = pf.boolean("eap_only", false)
-		if peer.EAPOnly && !peer.EAP {
-			p.errf(pf.lineOf("eap_only"), pf.path2("eap_only"), "EAP-only (RFC 5998) needs auth: eap-radius")
+		peer.EAPAskIdentity = pf.boolean("eap_ask_identity", false)
+		for _, f := range []string{"eap_only", "eap_ask_identity"} {
+			if pf.has(f) && !peer.EAP {
+				p.errf(pf.lineOf(f), pf.path2(f), "needs auth: eap-radius")
+			}
 		}
 		if peer.EAP {
 			pf.forbid("psk_file", "auth: eap-radius: the RADIUS server authenticates this peer")

@@ -180,7 +180,7 @@ func ikePeers(k *config.IKE) []ike.Peer {
 	var out []ike.Peer
 	for _, p := range k.Peers {
 		out = append(out, ike.Peer{ID: p.ID, PSK: p.PSK, Addresses: p.Addresses, VirtualPool: p.VirtualPool, VirtualPool6: p.VirtualPool6, DNS: p.DNS,
-			EAP: p.EAP, EAPOnly: p.EAPOnly})
+			EAP: p.EAP, EAPOnly: p.EAPOnly, EAPAskIdentity: p.EAPAskIdentity})
 	}
 	return out
 }

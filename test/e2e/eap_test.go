@@ -114,6 +114,7 @@ ike:
   peers:
     - {id: %[6]s, psk_file: psk, virtual_pool: 100.64.0.0/24}
     - {id: %[7]s, auth: eap-radius, eap_only: true, virtual_pool: 100.64.0.0/24}
+    - {id: laptop.roamsec.example, auth: eap-radius, eap_ask_identity: true, virtual_pool: 100.64.0.0/24}
     - {auth: eap-radius, virtual_pool: 100.64.0.0/24}
 radius:
   servers:
@@ -202,7 +203,8 @@ func TestEAPMSCHAPv2ThroughRADIUS(t *testing.T) {
 	}
 	b := startEAPBed(t, false)
 	conns := "connections {\n" + swanEAP("home", "eap-mschapv2", eapUser) + swanEAP("bad", "eap-mschapv2", "dave@roamsec.example") +
-		swanEAP("short", "eap-mschapv2", eapShortUser) + "}\n" +
+		swanEAP("short", "eap-mschapv2", eapShortUser) +
+		strings.Replace(swanEAP("laptop", "eap-mschapv2", "laptop.roamsec.example"), "id = laptop.roamsec.example", "id = laptop.roamsec.example\n\t\t\teap_id = "+eapUser, 1) + "}\n" +
 		fmt.Sprintf("secrets {\n\teap-carol {\n\t\tid = %s\n\t\tsecret = %q\n\t}\n\teap-frank {\n\t\tid = %s\n\t\tsecret = %q\n\t}\n\teap-dave {\n\t\tid = dave@roamsec.example\n\t\tsecret = \"not-the-password\"\n\t}\n}\n",
 			eapUser, eapPassword, eapShortUser, eapPassword)
 	swan := b.startSwan(t, conns, nil)
@@ -322,6 +324,30 @@ func TestEAPMSCHAPv2ThroughRADIUS(t *testing.T) {
 		}
 		t.Logf("the %d s session ended within its Session-Timeout: %s", eapShortSession, how)
 		swan.Terminate(ctx, "short")
+	})
+
+	t.Run("EAP identity asked for", func(t *testing.T) {
+		// The laptop's policy asks for the EAP identity: its IKE identity
+		// is a host name, the user (and so the Framed-IP-Address) carol.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := swan.Initiate(ctx, "laptop", "laptop"); err != nil {
+			t.Fatalf("initiate: %v\n%s", err, logs())
+		}
+		sas, err := swan.SAs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ike, _ := strongswan.FindIKE(sas, "laptop")
+		if len(ike.LocalVIPs) != 1 || ike.LocalVIPs[0] != eapVIP {
+			t.Errorf("virtual address %v, want carol's Framed-IP-Address %s", ike.LocalVIPs, eapVIP)
+		}
+		if !strings.Contains(b.radius.Log(), `User-Name = "`+eapUser+`"`) || !strings.Contains(swan.Log(), "EAP_IDENTITY") {
+			t.Errorf("no EAP identity exchange for carol\n%s", logs())
+		}
+		if err := swan.TerminateWait(ctx, "laptop"); err != nil {
+			t.Fatal(err)
+		}
 	})
 
 	t.Run("wrong password refused", func(t *testing.T) {
