@@ -374,3 +374,16 @@ func (s *ikeSA) refuseAuth(msgID uint32, err error) {
 func (s *ikeSA) aaaAddr(a netip.Addr) bool {
 	return s.aaa != nil && s.aaa.VirtualIP4.IsValid() && s.aaa.VirtualIP4 == a
 }
+
+// wipeEAP zeroes what an IKE SA that dies in the middle of EAP holds: the
+// MSK (responder), the method's password and keys (initiator).
+func (s *ikeSA) wipeEAP() {
+	if s.eap != nil {
+		clear(s.eap.msk)
+		s.eap.msk = nil
+	}
+	if s.eapPeer != nil {
+		s.eapPeer.Wipe()
+		s.eapPeer = nil
+	}
+}

@@ -534,6 +534,7 @@ func (s *ikeSA) destroy(why DownReason) {
 		s.sendKey.wipe()
 		s.recvKey.wipe()
 	}
+	s.wipeEAP() // eap.go
 	if s.replacedBy != nil || !wasUp && !s.initiator {
 		return
 	}
