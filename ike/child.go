@@ -417,12 +417,14 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 			case message.INTERNAL_IP4_ADDRESS:
 				pool = s.peer.VirtualPool
 				if s.aaa != nil && s.aaa.VirtualIP4.IsValid() {
-					// RADIUS Framed-IP-Address: the AAA server's choice.
-					a := s.aaa.VirtualIP4
-					if who, taken := s.e.leased[a]; taken && who != s.peerID.String() {
+					// RADIUS Framed-IP-Address: the AAA server's choice,
+					// leased to its user (whatever IKE identity it comes
+					// with), so the pool never hands it to another.
+					a, owner := s.aaa.VirtualIP4, "user "+s.aaa.User
+					if who, taken := s.e.leased[a]; taken && who != owner {
 						return nil, &childErr{message.INTERNAL_ADDRESS_FAILURE, fmt.Sprintf("Framed-IP-Address %v is leased to %s", a, who)}
 					}
-					s.e.leased[a] = s.peerID.String()
+					s.e.leased[a] = owner
 					reply.Attrs = append(reply.Attrs, message.CPAttr{Type: want.Type, Value: a.AsSlice()})
 					vip = append(vip, a)
 					continue

@@ -57,6 +57,11 @@ type Peer struct {
 	// OneTime: a policy a OneTimeAuthority made for one IKE SA; a reload
 	// (SetPeers) leaves its IKE SA alone.
 	OneTime bool
+	// EAPAskIdentity: ask the peer for its EAP identity (EAP-Request/
+	// Identity) and use that as the user name, instead of its IKE
+	// identity (Windows, macOS and iOS clients send an address or a
+	// name as IKE identity and the user name in EAP).
+	EAPAskIdentity bool
 }
 
 // Config configures an Endpoint: one road warrior's connection to its
@@ -73,6 +78,12 @@ type Config struct {
 	// Credential signs our AUTH payload (certificate authentication);
 	// nil means PSK.
 	Credential *auth.Credential
+	// EAPClient, on an initiator, makes the EAP method of one IKE_AUTH:
+	// we authenticate with EAP instead of AUTH (RFC 7296 §2.16), after
+	// the gateway's AUTH with its certificate (eappeer.go). EAPIdentity
+	// is our EAP-Response/Identity; empty: LocalID's text.
+	EAPClient   func() EAPMethod
+	EAPIdentity string
 	// CAs verify peers' certificates; their keys also fill our CERTREQ.
 	CAs []*x509.Certificate
 
@@ -209,8 +220,8 @@ func (c *Config) defaults() error {
 	if c.Send == nil || c.Install == nil || c.Remove == nil {
 		return errors.New("ike: Config needs Send, Install and Remove")
 	}
-	if c.Initiator && c.PSK == nil && c.Credential == nil {
-		return errors.New("ike: an initiator needs a PSK or a credential")
+	if c.Initiator && c.PSK == nil && c.Credential == nil && c.EAPClient == nil {
+		return errors.New("ike: an initiator needs a PSK, a credential or an EAP method")
 	}
 	if len(c.LocalID.Data) == 0 {
 		return errors.New("ike: no local identity")

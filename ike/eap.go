@@ -82,15 +82,16 @@ type Authorization struct {
 
 // eapConv is a responder IKE SA's EAP state between the IKE_AUTH rounds.
 type eapConv struct {
-	peer    *Peer
-	first   []message.Payload // the first IKE_AUTH request: SA, TSi, TSr, CP
-	idi     *message.ID
-	eapOnly bool // RFC 5998: no certificate AUTH of ours
-	conv    EAPConversation
-	msk     []byte // once accepted
-	authz   *Authorization
+	peer     *Peer
+	first    []message.Payload // the first IKE_AUTH request: SA, TSi, TSr, CP
+	idi      *message.ID
+	eapOnly  bool // RFC 5998: no certificate AUTH of ours
+	conv     EAPConversation
+	msk      []byte // once accepted
+	authz    *Authorization
 	accepted bool
-	lastID  uint8 // the Identifier of the last EAP request we relayed
+	lastID   uint8 // the Identifier of the last EAP request we relayed
+	askedID  bool  // we asked for the EAP identity: the next response is it
 }
 
 // ErrEAPRefused: the AAA server rejected the peer.
@@ -110,8 +111,9 @@ func eapIdentity(id string) []byte {
 // eapFailure is an EAP-Failure (RFC 3748 §4.2) for identifier id.
 func eapFailure(id uint8) []byte { return []byte{4, id, 0, 4} }
 
-// userName is the RADIUS User-Name for an IKE identity: its text.
-func userName(id auth.Identity) string {
+// EAPUserName is the EAP identity and RADIUS User-Name for an IKE
+// identity: its text.
+func EAPUserName(id auth.Identity) string {
 	switch id.Type {
 	case auth.IDType(message.ID_FQDN), auth.IDType(message.ID_RFC822_ADDR), auth.IDType(message.ID_KEY_ID):
 		return string(id.Data)
@@ -149,7 +151,7 @@ func (s *ikeSA) startEAP(msgID uint32, ps []message.Payload, idi *message.ID) {
 		return
 	}
 	c := &eapConv{peer: peer, first: ps, idi: idi,
-		conv: EAPConversation{Identity: userName(pid), Peer: s.remote, Local: s.local}}
+		conv: EAPConversation{Identity: EAPUserName(pid), Peer: s.remote, Local: s.local}}
 	// RFC 5998 §4: EAP-only only where the policy allows it; otherwise the
 	// request is ignored and we authenticate with our certificate.
 	c.eapOnly = peer.EAPOnly && len(filterNotify(ps, message.EAP_ONLY_AUTHENTICATION)) > 0
@@ -160,7 +162,11 @@ func (s *ikeSA) startEAP(msgID uint32, ps []message.Payload, idi *message.ID) {
 	s.eap = c
 	idr := localID(cfg.LocalID, true)
 	ourOctets := s.signedOctets(s.msg2, s.ni, s.keys.pr, idr)
-	s.relayEAP(msgID, eapIdentity(c.conv.Identity), func() ([]message.Payload, error) {
+	first := eapIdentity(c.conv.Identity)
+	if peer.EAPAskIdentity {
+		first, c.askedID = nil, true // relayEAP asks the peer instead
+	}
+	s.relayEAP(msgID, first, func() ([]message.Payload, error) {
 		out := []message.Payload{idr}
 		if c.eapOnly {
 			return out, nil
@@ -187,13 +193,23 @@ func (s *ikeSA) eapRound(msgID uint32, ps []message.Payload) {
 		s.refuseAuth(msgID, errors.New("IKE_AUTH of the EAP conversation without an EAP payload"))
 		return
 	}
+	if c.askedID {
+		// RFC 3748 §5.1: the peer's EAP-Response/Identity names the user.
+		c.askedID = false
+		if len(p.Data) < 6 || p.Data[0] != 2 || p.Data[4] != 1 {
+			s.refuseAuth(msgID, errors.New("the answer to EAP-Request/Identity is not an identity"))
+			return
+		}
+		c.conv.Identity = string(p.Data[5:])
+	}
 	s.relayEAP(msgID, bytes.Clone(p.Data), nil)
 }
 
 // relayEAP hands msg to the backend in a goroutine the endpoint owns
 // (e.wg), without e.mu, and answers the IKE_AUTH request msgID with what
 // comes back; pre, if set, runs there too (our signature) and gives the
-// payloads that go before the EAP payload. Meanwhile the SA takes no
+// payloads that go before the EAP payload. A nil msg relays nothing: the
+// answer is our EAP-Request/Identity. Meanwhile the SA takes no
 // other request (authBusy; its retransmissions fall out of the window).
 // Under e.mu.
 func (s *ikeSA) relayEAP(msgID uint32, msg []byte, pre func() ([]message.Payload, error)) {
@@ -208,8 +224,8 @@ func (s *ikeSA) relayEAP(msgID uint32, msg []byte, pre func() ([]message.Payload
 		if pre != nil {
 			head, err = pre()
 		}
-		var ans EAPAnswer
-		if err == nil {
+		ans := EAPAnswer{Verdict: EAPContinue, Msg: []byte{1, 1, 0, 5, 1}} // EAP-Request/Identity
+		if err == nil && msg != nil {
 			ctx, cancel := context.WithTimeout(e.ctx, eapRelayTimeout)
 			ans, err = e.cfg.EAP.Relay(ctx, &conv, msg)
 			cancel()
@@ -357,4 +373,17 @@ func (s *ikeSA) refuseAuth(msgID uint32, err error) {
 // aaaAddr reports whether a is the address the AAA server assigned.
 func (s *ikeSA) aaaAddr(a netip.Addr) bool {
 	return s.aaa != nil && s.aaa.VirtualIP4.IsValid() && s.aaa.VirtualIP4 == a
+}
+
+// wipeEAP zeroes what an IKE SA that dies in the middle of EAP holds: the
+// MSK (responder), the method's password and keys (initiator).
+func (s *ikeSA) wipeEAP() {
+	if s.eap != nil {
+		clear(s.eap.msk)
+		s.eap.msk = nil
+	}
+	if s.eapPeer != nil {
+		s.eapPeer.Wipe()
+		s.eapPeer = nil
+	}
 }

@@ -331,10 +331,14 @@ func localID(id auth.Identity, responder bool) *message.ID {
 func (s *ikeSA) sendAuth() {
 	cfg := &s.e.cfg
 	idi := localID(cfg.LocalID, false)
-	a, certs, err := s.ourAuth(s.signedOctets(s.msg1, s.nr, s.keys.pi, idi))
-	if err != nil {
-		s.fail(DownNegotiation, err)
-		return
+	var a *message.Auth
+	var certs []message.Payload
+	if cfg.EAPClient == nil { // with EAP: no AUTH, RFC 7296 §2.16 (eappeer.go)
+		var err error
+		if a, certs, err = s.ourAuth(s.signedOctets(s.msg1, s.nr, s.keys.pi, idi)); err != nil {
+			s.fail(DownNegotiation, err)
+			return
+		}
 	}
 	ps := []message.Payload{idi}
 	ps = append(ps, certs...)
@@ -344,7 +348,9 @@ func (s *ikeSA) sendAuth() {
 	if len(cfg.RemoteID.Data) > 0 {
 		ps = append(ps, localID(cfg.RemoteID, true))
 	}
-	ps = append(ps, a)
+	if a != nil {
+		ps = append(ps, a)
+	}
 	c := s.newChildOffer(false)
 	if cfg.Mode == ModeVirtual {
 		cp := &message.CP{CfgType: 1}
@@ -360,7 +366,13 @@ func (s *ikeSA) sendAuth() {
 	ps = append(ps, addrNotifies(cfg.LocalAddrs, s.local)...)
 	s.emit(Progress{Kind: EvIKEAuth, ID: cfg.LocalID, Cert: cfg.Credential != nil})
 	s.start(&request{exch: message.IKE_AUTH, payloads: ps,
-		onReply: func(m *message.Message, rps []message.Payload) { s.authResponse(rps, c) },
+		onReply: func(m *message.Message, rps []message.Payload) {
+			if cfg.EAPClient != nil {
+				s.eapAuthResponse(rps, c)
+				return
+			}
+			s.authResponse(rps, c)
+		},
 		onFail: func(err error) {
 			s.fail(DownPeerDead, &ExchangeError{Exchange: message.IKE_AUTH, Err: err})
 		}})
@@ -392,6 +404,18 @@ func (s *ikeSA) authResponse(ps []message.Payload, c *childOffer) {
 	if _, err := s.verifyPeer(ps, idr, s.signedOctets(s.msg2, s.ni, s.keys.pr, idr), cfg.PSK); err != nil {
 		fail(fmt.Errorf("%w: %v: %w", ErrPeerAuth, pid, err))
 		return
+	}
+	s.authEstablished(ps, c, pid)
+}
+
+// authEstablished is the initiator's IKE SA once the gateway is
+// authenticated: the configuration payload and the first Child SA. ps is
+// the last IKE_AUTH response.
+func (s *ikeSA) authEstablished(ps []message.Payload, c *childOffer, pid auth.Identity) {
+	cfg := &s.e.cfg
+	fail := func(err error) {
+		cfg.Log.Warn("IKE_AUTH failed", "peer", s.remote, "err", err)
+		s.fail(DownNegotiation, err)
 	}
 	s.peerID = pid
 	s.peerMOBIKE = len(filterNotify(ps, message.MOBIKE_SUPPORTED)) > 0

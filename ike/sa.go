@@ -76,9 +76,10 @@ type ikeSA struct {
 	// (eap.go); aaa what the AAA server authorized, kept by rekeys;
 	// authLifetime its Session-Timeout (RFC 4478 AUTH_LIFETIME).
 	eap          *eapConv
+	eapPeer      EAPMethod // initiator: our EAP method while IKE_AUTH runs (eappeer.go)
 	aaa          *Authorization
 	authLifetime time.Duration
-	dns        []netip.Addr
+	dns          []netip.Addr
 
 	// Requests we send: window size 1 (§2.3), the rest queued.
 	nextID uint32
@@ -557,6 +558,7 @@ func (s *ikeSA) destroy(why DownReason) {
 		s.sendKey.wipe()
 		s.recvKey.wipe()
 	}
+	s.wipeEAP() // eap.go
 	if s.replacedBy != nil || !wasUp && !s.initiator {
 		return
 	}

@@ -42,11 +42,11 @@ func (s Server) acct() netip.AddrPort {
 
 // Stats are the client's counters.
 type Stats struct {
-	Requests      atomic.Uint64 // requests sent (not counting retransmissions)
-	Retransmits   atomic.Uint64
-	Timeouts      atomic.Uint64 // a server that gave no answer after every try
-	Failovers     atomic.Uint64 // moves to the next server
-	BadResponses  atomic.Uint64 // wrong identifier, authenticator or Message-Authenticator: dropped
+	Requests       atomic.Uint64 // requests sent (not counting retransmissions)
+	Retransmits    atomic.Uint64
+	Timeouts       atomic.Uint64 // a server that gave no answer after every try
+	Failovers      atomic.Uint64 // moves to the next server
+	BadResponses   atomic.Uint64 // wrong identifier, authenticator or Message-Authenticator: dropped
 	AccountingLost atomic.Uint64 // accounting requests no server answered
 }
 

@@ -124,9 +124,9 @@ func TestRFC3579_3_2_ResponseChecks(t *testing.T) {
 	otherID := bytes.Clone(req)
 	otherID[1]++
 	for _, c := range []struct {
-		name        string
-		resp, req   []byte
-		secret      []byte
+		name      string
+		resp, req []byte
+		secret    []byte
 	}{
 		{"wrong identifier", good, otherID, secret},
 		{"wrong secret", good, req, []byte("another-secret")},

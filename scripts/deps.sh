@@ -32,9 +32,8 @@ want debootstrap debootstrap
 want systemd-nspawn systemd-container
 want buildah buildah
 # test/freeradius: the AAA server of the EAP tests (test/e2e/eap_test.go),
-# run with its own configuration directory in a namespace; radclient too.
+# run with its own configuration directory in a namespace.
 want freeradius freeradius
-want radclient freeradius-utils
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	echo "deps: apt-get install ${need_pkgs[*]}"
 	export DEBIAN_FRONTEND=noninteractive

@@ -31,10 +31,13 @@ type IKE struct {
 	HostToHost bool
 	// Credentials: a PSK (road warrior), or a certificate and key; CAs
 	// verify the peer's certificate.
-	PSK      Secret
-	CertFile string
-	KeyFile  string
-	CAFiles  []string
+	PSK Secret
+	// EAPPassword (road warrior, eap_password_file): authenticate with
+	// EAP-MSCHAPv2 as ID, the gateway with its certificate (cas).
+	EAPPassword Secret
+	CertFile    string
+	KeyFile     string
+	CAFiles     []string
 	// Credential and CAs are CertFile/KeyFile and CAFiles, loaded and
 	// checked when the file is parsed, so -check sees what start-up sees.
 	Credential *auth.Credential
@@ -99,7 +102,10 @@ type IKEPeer struct {
 	// skip our certificate AUTH (RFC 5998).
 	EAP     bool
 	EAPOnly bool
-	authLine int
+	// EAPAskIdentity (eap_ask_identity: true): the user name is the
+	// peer's EAP identity, asked for, not its IKE identity.
+	EAPAskIdentity bool
+	authLine       int
 }
 
 func (p *parser) ike(top *fields, c *Config) {
@@ -108,7 +114,7 @@ func (p *parser) ike(top *fields, c *Config) {
 		return
 	}
 	f := p.fields(n, top.lineOf("ike"), "ike", "id", "gateway", "gateway_id", "mode", "local_ts", "remote_ts", "host_to_host",
-		"psk_file", "cert", "key", "cas", "peers", "proposals", "esp_proposals", "pfs", "ike_lifetime", "child_lifetime", "dpd",
+		"psk_file", "eap_password_file", "cert", "key", "cas", "peers", "proposals", "esp_proposals", "pfs", "ike_lifetime", "child_lifetime", "dpd",
 		"retransmit_timeout", "retransmit_tries", "port", "fragment_size",
 		"cookie_threshold", "half_open_max", "half_open_per_source", "half_open_timeout", "fragment_memory", "fragment_memory_per_sa", "queue",
 		"one_time")
@@ -187,19 +193,32 @@ func (p *parser) ike(top *fields, c *Config) {
 		}
 	}
 	p.credentials(f, k)
-	if c.Role == RoleRoadWarrior && k.PSK == nil && k.CertFile == "" && !p.oneTimeClient {
-		p.errf(f.line, "ike", "no credentials: give psk_file, or cert and key")
+	if f.has("eap_password_file") {
+		if c.Role != RoleRoadWarrior {
+			f.forbid("eap_password_file", "a gateway relays EAP to RADIUS (peers with auth: eap-radius); this is a road warrior's password")
+		} else {
+			k.EAPPassword = p.secretFile(f, "eap_password_file", "EAP password", 1)
+			if len(k.CAFiles) == 0 {
+				p.errf(f.lineOf("eap_password_file"), "ike.eap_password_file", "EAP needs ike.cas: the gateway proves itself with its certificate before the password is used")
+			}
+		}
+	}
+	if c.Role == RoleRoadWarrior && k.PSK == nil && k.CertFile == "" && !f.has("eap_password_file") && !p.oneTimeClient {
+		p.errf(f.line, "ike", "no credentials: give psk_file, eap_password_file, or cert and key")
 	}
 	for i, pn := range f.list("peers") {
 		path := elem("ike.peers", i)
-		pf := p.fields(pn, pn.Line, path, "id", "psk_file", "addresses", "virtual_pool", "dns", "auth", "eap_only")
+		pf := p.fields(pn, pn.Line, path, "id", "psk_file", "addresses", "virtual_pool", "dns", "auth", "eap_only", "eap_ask_identity")
 		var peer IKEPeer
 		peer.ID = id(pf, "id", false)
 		method, _ := pf.enum("auth", "", "psk", "pubkey", "eap-radius")
 		peer.EAP, peer.authLine = method == "eap-radius", pf.lineOf("auth")
 		peer.EAPOnly = pf.boolean("eap_only", false)
-		if peer.EAPOnly && !peer.EAP {
-			p.errf(pf.lineOf("eap_only"), pf.path2("eap_only"), "EAP-only (RFC 5998) needs auth: eap-radius")
+		peer.EAPAskIdentity = pf.boolean("eap_ask_identity", false)
+		for _, f := range []string{"eap_only", "eap_ask_identity"} {
+			if pf.has(f) && !peer.EAP {
+				p.errf(pf.lineOf(f), pf.path2(f), "needs auth: eap-radius")
+			}
 		}
 		if peer.EAP {
 			pf.forbid("psk_file", "auth: eap-radius: the RADIUS server authenticates this peer")
@@ -418,6 +437,7 @@ func (k *IKE) clone() *IKE {
 	}
 	n := *k
 	n.PSK = append(Secret(nil), k.PSK...)
+	n.EAPPassword = append(Secret(nil), k.EAPPassword...)
 	n.Peers = append([]IKEPeer(nil), k.Peers...)
 	for i := range n.Peers {
 		n.Peers[i].PSK = append(Secret(nil), k.Peers[i].PSK...)
@@ -428,6 +448,7 @@ func (k *IKE) clone() *IKE {
 // Wipe zeroes the pre-shared keys.
 func (k *IKE) Wipe() {
 	k.PSK.Wipe()
+	k.EAPPassword.Wipe()
 	for _, p := range k.Peers {
 		p.PSK.Wipe()
 	}

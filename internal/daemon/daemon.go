@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/roamsec/roamsec/ike"
-	"github.com/roamsec/roamsec/radius"
 	"github.com/roamsec/roamsec/internal/config"
 	"github.com/roamsec/roamsec/internal/datapath"
+	"github.com/roamsec/roamsec/radius"
 	"github.com/roamsec/roamsec/tun"
 	"github.com/roamsec/roamsec/tunnel"
 	"github.com/roamsec/roamsec/tunnel/transport"

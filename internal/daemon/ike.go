@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/roamsec/roamsec/eap"
 	"github.com/roamsec/roamsec/ike"
 	"github.com/roamsec/roamsec/internal/config"
 	"github.com/roamsec/roamsec/internal/datapath"
@@ -167,6 +168,12 @@ func ikeConfig(k *config.IKE, role string, listen []netip.Addr) (ike.Config, err
 	// Loaded and checked by config when the file was parsed (-check too).
 	cfg.Credential, cfg.CAs = k.Credential, k.CAs
 	cfg.Peers = ikePeers(k)
+	if len(k.EAPPassword) > 0 {
+		// One EAP-MSCHAPv2 conversation per IKE SA; the password is the
+		// daemon's (config wipes its own copy after Build).
+		user, pw := ike.EAPUserName(k.ID), k.EAPPassword
+		cfg.EAPClient = func() ike.EAPMethod { return eap.NewMSCHAPv2(user, pw) }
+	}
 	return cfg, nil
 }
 
@@ -176,7 +183,7 @@ func ikePeers(k *config.IKE) []ike.Peer {
 	var out []ike.Peer
 	for _, p := range k.Peers {
 		out = append(out, ike.Peer{ID: p.ID, PSK: p.PSK, Addresses: p.Addresses, VirtualPool: p.VirtualPool, VirtualPool6: p.VirtualPool6, DNS: p.DNS,
-			EAP: p.EAP, EAPOnly: p.EAPOnly})
+			EAP: p.EAP, EAPOnly: p.EAPOnly, EAPAskIdentity: p.EAPAskIdentity})
 	}
 	return out
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/roamsec/roamsec/internal/metrics"
 	"github.com/roamsec/roamsec/internal/version"
 	"github.com/roamsec/roamsec/mobility"
+	"github.com/roamsec/roamsec/radius"
 	"github.com/roamsec/roamsec/tunnel"
 )
 
@@ -37,6 +38,8 @@ type Status struct {
 	// IKE and Children are there when IKEv2 negotiates the SAs.
 	IKE      *IKEStatus    `json:"ike,omitempty"`
 	Children []ChildStatus `json:"children,omitempty"`
+	// RADIUS is there when a radius section relays EAP (aaa.go).
+	RADIUS *RADIUSStatus `json:"radius,omitempty"`
 	// Summary is set when the status was asked for with a filter, a limit
 	// or as a summary (the CLI always asks so since lists can be long).
 	Summary *Summary `json:"summary,omitempty"`
@@ -327,8 +330,29 @@ func (r *Running) status(role string, started time.Time, mob *mobilityState) Sta
 			}
 			st.IKE.Counters = ikeCounters(ik.ep.Counters(), qd)
 		}
+		if c := r.setup.aaa; c != nil && ik.ep != nil {
+			st.RADIUS = radiusStatus(c, ik.ep.Counters())
+		}
 	}
 	return st
+}
+
+// RADIUSStatus is the EAP verdicts and the RADIUS client's counters.
+type RADIUSStatus struct {
+	EAPAccepted    uint64 `json:"eap_accepted"`
+	EAPRejected    uint64 `json:"eap_rejected"`
+	Requests       uint64 `json:"requests"`
+	Retransmits    uint64 `json:"retransmits"`
+	Timeouts       uint64 `json:"timeouts"` // a server silent through every retransmission
+	Failovers      uint64 `json:"failovers"`
+	BadResponses   uint64 `json:"bad_responses"` // dropped: wrong authenticators or identifier
+	AccountingLost uint64 `json:"accounting_lost"`
+}
+
+func radiusStatus(c *radius.Client, s ike.Stats) *RADIUSStatus {
+	return &RADIUSStatus{EAPAccepted: s.EAPAccepted, EAPRejected: s.EAPRejected, Requests: c.Stats.Requests.Load(),
+		Retransmits: c.Stats.Retransmits.Load(), Timeouts: c.Stats.Timeouts.Load(), Failovers: c.Stats.Failovers.Load(),
+		BadResponses: c.Stats.BadResponses.Load(), AccountingLost: c.Stats.AccountingLost.Load()}
 }
 
 // PrintStatus writes st for people.
@@ -400,6 +424,10 @@ func PrintStatus(w io.Writer, st Status) {
 	if k := st.IKE; k != nil && k.OneTime != nil {
 		o := k.OneTime
 		fmt.Fprintf(w, "One-time keys: %d admitted; refused: %s\n", o.Admitted, dropsText(o.Refused))
+	}
+	if r := st.RADIUS; r != nil {
+		fmt.Fprintf(w, "RADIUS: EAP %d accepted, %d rejected; %d requests, %d retransmitted, %d server timeouts, %d failovers, %d bad answers dropped, %d accounting requests lost\n",
+			r.EAPAccepted, r.EAPRejected, r.Requests, r.Retransmits, r.Timeouts, r.Failovers, r.BadResponses, r.AccountingLost)
 	}
 	if m := st.Mobility; m != nil {
 		fmt.Fprintf(w, "Path failure detector: %s (kernel SCTP: %s)\n", m.Detector, m.KernelSCTP)

@@ -35,6 +35,9 @@ const (
 	eapClass    = "roamsec-gold"
 	eapSession  = 3600
 	eapOnlyUser = "erin@roamsec.example" // her policy allows EAP-only (RFC 5998)
+	// frank's sessions last eapShortSession seconds (RADIUS Session-Timeout).
+	eapShortUser    = "frank@roamsec.example"
+	eapShortSession = 6
 )
 
 // eapBed is the gateway, FreeRADIUS and the PKI of the EAP tests.
@@ -63,7 +66,8 @@ func startEAPBed(t *testing.T, tls bool) *eapBed {
 	rcfg := freeradius.Config{Listen: netns.Srv4, Client: netip.PrefixFrom(netns.GWServer4, 32), Secret: eapSecret,
 		Users: []freeradius.User{{Name: eapUser, Password: eapPassword, Reply: []string{
 			"Framed-IP-Address = " + eapVIP, "Session-Timeout = " + strconv.Itoa(eapSession), fmt.Sprintf("Class = %q", eapClass)}},
-			{Name: eapOnlyUser, Password: eapPassword}}}
+			{Name: eapOnlyUser, Password: eapPassword},
+			{Name: eapShortUser, Password: eapPassword, Reply: []string{"Session-Timeout = " + strconv.Itoa(eapShortSession)}}}}
 	if tls {
 		// strongSwan's EAP-TLS checks the server's certificate against
 		// the gateway's IKE identity (no aaa_id configured).
@@ -110,6 +114,7 @@ ike:
   peers:
     - {id: %[6]s, psk_file: psk, virtual_pool: 100.64.0.0/24}
     - {id: %[7]s, auth: eap-radius, eap_only: true, virtual_pool: 100.64.0.0/24}
+    - {id: laptop.roamsec.example, auth: eap-radius, eap_ask_identity: true, virtual_pool: 100.64.0.0/24}
     - {auth: eap-radius, virtual_pool: 100.64.0.0/24}
 radius:
   servers:
@@ -117,7 +122,7 @@ radius:
     - {address: %[5]s:1812, secret_file: radius.secret}
   timeout: 300ms
   retries: 1
-  interim: 0s
+  interim: 1s
 `, dir, gwID, certPath, keyPath, netns.Srv4, rwID, eapOnlyUser))
 	if b.gw, err = rig.Start(b.bed.GW, filepath.Join(bin, "gateway"), 15*time.Second, "-config", b.gwCfg); err != nil {
 		t.Fatal(err)
@@ -197,8 +202,11 @@ func TestEAPMSCHAPv2ThroughRADIUS(t *testing.T) {
 		t.Skip("needs root")
 	}
 	b := startEAPBed(t, false)
-	conns := "connections {\n" + swanEAP("home", "eap-mschapv2", eapUser) + swanEAP("bad", "eap-mschapv2", "dave@roamsec.example") + "}\n" +
-		fmt.Sprintf("secrets {\n\teap-carol {\n\t\tid = %s\n\t\tsecret = %q\n\t}\n\teap-dave {\n\t\tid = dave@roamsec.example\n\t\tsecret = \"not-the-password\"\n\t}\n}\n", eapUser, eapPassword)
+	conns := "connections {\n" + swanEAP("home", "eap-mschapv2", eapUser) + swanEAP("bad", "eap-mschapv2", "dave@roamsec.example") +
+		swanEAP("short", "eap-mschapv2", eapShortUser) +
+		strings.Replace(swanEAP("laptop", "eap-mschapv2", "laptop.roamsec.example"), "id = laptop.roamsec.example", "id = laptop.roamsec.example\n\t\t\teap_id = "+eapUser, 1) + "}\n" +
+		fmt.Sprintf("secrets {\n\teap-carol {\n\t\tid = %s\n\t\tsecret = %q\n\t}\n\teap-frank {\n\t\tid = %s\n\t\tsecret = %q\n\t}\n\teap-dave {\n\t\tid = dave@roamsec.example\n\t\tsecret = \"not-the-password\"\n\t}\n}\n",
+			eapUser, eapPassword, eapShortUser, eapPassword)
 	swan := b.startSwan(t, conns, nil)
 	logs := func() string { return "roamsec:\n" + b.gw.Log() + "\nstrongSwan:\n" + swan.Tail(60) }
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -224,6 +232,13 @@ func TestEAPMSCHAPv2ThroughRADIUS(t *testing.T) {
 	if out, err := b.bed.RW.Run("ping", "-c", "5", "-i", "0.2", "-s", "1000", "-W", "2", netns.Srv4.String()); err != nil {
 		t.Fatalf("ping: %v\n%s", err, out)
 	}
+	// interim: 1s: an Interim-Update comes while the SA is up.
+	if !rig.WaitFor(5*time.Second, func() bool {
+		recs, _ := b.radius.Accounting()
+		return len(recs) >= 2 && recs[1]["Acct-Status-Type"] == "Interim-Update"
+	}) {
+		t.Fatalf("no Interim-Update\n%s", logs())
+	}
 	out, errOut, code := runCLI(t, b.bed.GW, "gateway", "sa", "list", "-json", "-config", b.gwCfg)
 	if code != 0 {
 		t.Fatalf("sa list: %d %s", code, errOut)
@@ -242,12 +257,12 @@ func TestEAPMSCHAPv2ThroughRADIUS(t *testing.T) {
 	var recs []freeradius.Record
 	if !rig.WaitFor(10*time.Second, func() bool {
 		recs, _ = b.radius.Accounting()
-		return len(recs) >= 2
+		return len(recs) >= 3 && recs[len(recs)-1]["Acct-Status-Type"] == "Stop"
 	}) {
-		t.Fatalf("FreeRADIUS's detail file has %d records, want Start and Stop\n%s", len(recs), logs())
+		t.Fatalf("FreeRADIUS's detail file has %d records, want Start, Interim-Update and Stop\n%v\n%s", len(recs), recs, logs())
 	}
-	st, sp := recs[0], recs[1]
-	if st["Acct-Status-Type"] != "Start" || sp["Acct-Status-Type"] != "Stop" {
+	st, sp := recs[0], recs[len(recs)-1]
+	if st["Acct-Status-Type"] != "Start" || recs[1]["Acct-Status-Type"] != "Interim-Update" {
 		t.Fatalf("accounting records %v", recs)
 	}
 	for _, r := range recs {
@@ -267,6 +282,74 @@ func TestEAPMSCHAPv2ThroughRADIUS(t *testing.T) {
 	t.Logf("accounting Stop: in %s bytes / %s packets, out %s / %s, session %s s",
 		sp["Acct-Input-Octets"], sp["Acct-Input-Packets"], sp["Acct-Output-Octets"], sp["Acct-Output-Packets"], sp["Acct-Session-Time"])
 
+	t.Run("Session-Timeout bounds the IKE SA", func(t *testing.T) {
+		// RFC 4478: strongSwan is told to reauthenticate within the
+		// Session-Timeout; however it does (a new IKE SA with EAP
+		// again), or if it does not, the gateway deletes the first IKE
+		// SA when the time is up, and accounting stops its session.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		before, _ := b.radius.Accounting()
+		if err := swan.Initiate(ctx, "short", "short"); err != nil {
+			t.Fatalf("initiate: %v\n%s", err, logs())
+		}
+		var sid string
+		if !rig.WaitFor(5*time.Second, func() bool {
+			recs, _ := b.radius.Accounting()
+			for _, r := range recs[len(before):] {
+				if r["User-Name"] == eapShortUser && r["Acct-Status-Type"] == "Start" {
+					sid = r["Acct-Session-Id"]
+					return true
+				}
+			}
+			return false
+		}) {
+			t.Fatalf("no accounting Start for %s", eapShortUser)
+		}
+		stopped := func() bool {
+			recs, _ := b.radius.Accounting()
+			for _, r := range recs {
+				if r["Acct-Session-Id"] == sid && r["Acct-Status-Type"] == "Stop" {
+					return true
+				}
+			}
+			return false
+		}
+		if !rig.WaitFor(time.Duration(eapShortSession+4)*time.Second, stopped) {
+			t.Fatalf("the %d s session still runs after %d s\n%s", eapShortSession, eapShortSession+4, logs())
+		}
+		how := "strongSwan reauthenticated"
+		if strings.Contains(b.gw.Log(), "RADIUS Session-Timeout: deleting the IKE SA") {
+			how = "the gateway deleted the IKE SA"
+		}
+		t.Logf("the %d s session ended within its Session-Timeout: %s", eapShortSession, how)
+		swan.Terminate(ctx, "short")
+	})
+
+	t.Run("EAP identity asked for", func(t *testing.T) {
+		// The laptop's policy asks for the EAP identity: its IKE identity
+		// is a host name, the user (and so the Framed-IP-Address) carol.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := swan.Initiate(ctx, "laptop", "laptop"); err != nil {
+			t.Fatalf("initiate: %v\n%s", err, logs())
+		}
+		sas, err := swan.SAs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ike, _ := strongswan.FindIKE(sas, "laptop")
+		if len(ike.LocalVIPs) != 1 || ike.LocalVIPs[0] != eapVIP {
+			t.Errorf("virtual address %v, want carol's Framed-IP-Address %s", ike.LocalVIPs, eapVIP)
+		}
+		if !strings.Contains(b.radius.Log(), `User-Name = "`+eapUser+`"`) || !strings.Contains(swan.Log(), "EAP_IDENTITY") {
+			t.Errorf("no EAP identity exchange for carol\n%s", logs())
+		}
+		if err := swan.TerminateWait(ctx, "laptop"); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("wrong password refused", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -284,6 +367,14 @@ func TestEAPMSCHAPv2ThroughRADIUS(t *testing.T) {
 		json.Unmarshal([]byte(out), &cs)
 		if len(cs) != 0 {
 			t.Errorf("Child SAs after a refused login: %s", out)
+		}
+		out, _, _ = runCLI(t, b.bed.GW, "gateway", "status", "-json", "-config", b.gwCfg)
+		var st daemon.Status
+		if err := json.Unmarshal([]byte(out), &st); err != nil || st.RADIUS == nil {
+			t.Fatalf("status: %v\n%s", err, out)
+		}
+		if r := st.RADIUS; r.EAPAccepted < 2 || r.EAPRejected != 1 || r.Failovers != 1 || r.Timeouts != 1 || r.AccountingLost != 0 {
+			t.Errorf("status radius: %+v: want 2+ accepted, 1 rejected, the one failover from the silent server, nothing lost", *r)
 		}
 	})
 }
@@ -409,4 +500,174 @@ func TestEAPBench(t *testing.T) {
 			ds[len(ds)/2].Round(100*time.Microsecond), ds[0].Round(100*time.Microsecond), ds[len(ds)-1].Round(100*time.Microsecond),
 			float64(len(ds))/sum.Seconds(), strings.TrimSpace(string(load)))
 	}
+}
+
+// TestEAPRoamsecRoadWarrior: our own road warrior as the EAP peer
+// (EAP-MSCHAPv2, eap_password_file) through our gateway to FreeRADIUS: a
+// wrong password is refused (and the road warrior says so), the right one
+// gets the Framed-IP-Address and traffic flows.
+func TestEAPRoamsecRoadWarrior(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	b := startEAPBed(t, false)
+	dir := t.TempDir()
+	caPath, err := b.ca.Write(dir, "ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rw := func(password string) (*rig.Proc, string) {
+		writeCfg(t, dir, "eap.password", password+"\n")
+		cfg := writeCfg(t, dir, "rw.yaml", fmt.Sprintf(`role: roadwarrior
+log: {level: debug}
+control_socket: %s/rw.sock
+tun:
+  name: roamsec0
+  table: 220
+  bypass_rule: {mark: 0x5253}
+  routes:
+    - {dst: 203.0.113.0/24}
+transport:
+  listen: [192.0.2.2]
+ike:
+  id: %s
+  gateway: 192.0.2.1
+  gateway_id: %s
+  mode: virtual
+  remote_ts: [203.0.113.0/24]
+  eap_password_file: eap.password
+  cas: [%s]
+  retransmit_timeout: 500ms
+`, dir, eapUser, gwID, caPath))
+		p, err := rig.Start(b.bed.RW, filepath.Join(bin, "roadwarrior"), 15*time.Second, "-config", cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p, cfg
+	}
+
+	bad, _ := rw("not-the-password")
+	if !rig.WaitFor(15*time.Second, func() bool { return strings.Contains(bad.Log(), "EAP-Failure") }) {
+		t.Errorf("a wrong password was not refused with EAP-Failure\nroad warrior:\n%s\ngateway:\n%s", bad.Log(), b.gw.Log())
+	}
+	if strings.Contains(bad.Log(), "virtual address installed") {
+		t.Errorf("a tunnel with a wrong password")
+	}
+	bad.Stop(5 * time.Second)
+
+	start := time.Now()
+	good, _ := rw(eapPassword)
+	t.Cleanup(func() { good.Stop(5 * time.Second) })
+	if !rig.WaitFor(20*time.Second, func() bool { return strings.Contains(good.Log(), "virtual address installed") }) {
+		t.Fatalf("no tunnel\nroad warrior:\n%s\ngateway:\n%s", good.Log(), b.gw.Log())
+	}
+	t.Logf("our road warrior with EAP-MSCHAPv2 through RADIUS: tunnel up %v after start", time.Since(start).Round(time.Millisecond))
+	if !strings.Contains(good.Log(), "addr="+eapVIP) {
+		t.Errorf("virtual address is not the Framed-IP-Address %s\n%s", eapVIP, good.Log())
+	}
+	pingThrough(t, b.bed, "our EAP road warrior", func() string { return "road warrior:\n" + good.Log() + "\ngateway:\n" + b.gw.Log() })
+}
+
+// TestEAPRoamsecRoadWarriorStrongSwanGateway: our EAP-MSCHAPv2 peer
+// against strongSwan 5.9 as the EAP server (its own eap-mschapv2, asking
+// for the EAP identity first): the interop proof of the peer side.
+func TestEAPRoamsecRoadWarriorStrongSwanGateway(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	bed := netns.New(t)
+	ca, err := pki.NewCA("roamsec EAP test CA", pki.ECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := ca.Issue(gwID, pki.ECDSAP256, []string{gwID}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := strongswan.Install(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	swan, err := strongswan.Start(ctx, bed.GW, strongswan.Config{Name: "gw", Plugins: swanEAPPlugins,
+		Debug: map[string]int{"ike": 2, "cfg": 1}, Files: map[string][]byte{"x509ca/ca.pem": ca.PEM, "x509/gw.pem": gw.CertPEM, "private/gw.pem": gw.KeyPEM},
+		Swanctl: fmt.Sprintf(`connections {
+	rw {
+		version = 2
+		pools = p
+		local {
+			auth = pubkey
+			certs = gw.pem
+			id = %s
+		}
+		remote {
+			auth = eap-mschapv2
+			eap_id = %%any
+		}
+		children {
+			net {
+				local_ts = 203.0.113.0/24
+			}
+		}
+	}
+}
+pools {
+	p {
+		addrs = 100.64.0.0/24
+	}
+}
+secrets {
+	eap-carol {
+		id = %s
+		secret = %q
+	}
+}
+`, gwID, eapUser, eapPassword)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("strongSwan log tail:\n%s", swan.Tail(80))
+		}
+		swan.Stop(5 * time.Second)
+	})
+	dir := t.TempDir()
+	caPath, err := ca.Write(dir, "ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeCfg(t, dir, "eap.password", eapPassword+"\n")
+	cfg := writeCfg(t, dir, "rw.yaml", fmt.Sprintf(`role: roadwarrior
+log: {level: debug}
+control_socket: %s/rw.sock
+tun:
+  name: roamsec0
+  table: 220
+  bypass_rule: {mark: 0x5253}
+  routes:
+    - {dst: 203.0.113.0/24}
+transport:
+  listen: [192.0.2.2]
+ike:
+  id: %s
+  gateway: 192.0.2.1
+  gateway_id: %s
+  mode: virtual
+  remote_ts: [203.0.113.0/24]
+  eap_password_file: eap.password
+  cas: [%s]
+`, dir, eapUser, gwID, caPath))
+	rw, err := rig.Start(bed.RW, filepath.Join(bin, "roadwarrior"), 15*time.Second, "-config", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rw.Stop(5 * time.Second) })
+	if !rig.WaitFor(20*time.Second, func() bool { return strings.Contains(rw.Log(), "virtual address installed") }) {
+		t.Fatalf("no tunnel\nroad warrior:\n%s\nstrongSwan:\n%s", rw.Log(), swan.Tail(60))
+	}
+	if !strings.Contains(swan.Log(), "EAP-MS-CHAPv2 succeeded") && !strings.Contains(swan.Log(), "EAP method EAP_MSCHAPV2 succeeded") {
+		t.Errorf("strongSwan did not run EAP-MSCHAPv2\n%s", swan.Tail(60))
+	}
+	pingThrough(t, bed, "our EAP road warrior, strongSwan gateway", func() string { return "road warrior:\n" + rw.Log() + "\nstrongSwan:\n" + swan.Tail(60) })
 }
