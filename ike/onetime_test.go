@@ -1,7 +1,6 @@
 package ike
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"errors"
 	"net/netip"
@@ -22,7 +21,7 @@ type testAuthority struct {
 
 func (a *testAuthority) Admit(r OneTimeRequest) (*Peer, error) {
 	a.last.Store(&r)
-	if !bytes.Equal(r.KeyID, a.key.KeyID()) || r.User != a.key.User {
+	if !r.ID.Equal(a.key.Identity()) {
 		return nil, errors.New("unknown key")
 	}
 	if err := r.Verify(a.key.PublicKey()); err != nil {
@@ -80,8 +79,11 @@ func TestOneTimeKeyAuthenticates_RFC7670_RFC8420(t *testing.T) {
 		t.Fatalf("virtual address %v", c.VirtualIP)
 	}
 	r := a.last.Load()
-	if r == nil || r.RawKey == nil || !k.PublicKey().Equal(r.RawKey.(ed25519.PublicKey)) || r.SPIi == 0 || r.SPIr == 0 || len(r.Nonce) == 0 {
+	if r == nil || r.SPIi == 0 || r.SPIr == 0 || len(r.Nonce) == 0 || !r.ID.Equal(k.Identity()) {
 		t.Fatalf("request: %+v", r)
+	}
+	if pub, err := auth.ParseRawPublicKey(r.RawKey); err != nil || !k.PublicKey().Equal(pub.(ed25519.PublicKey)) {
+		t.Fatalf("raw public key (CERT 15): %v", err)
 	}
 	if g := p.gp.snapshot()[0]; !strings.HasPrefix(g.Peer, "keyid:") {
 		t.Errorf("gateway's Child SA peer %q", g.Peer)

@@ -19,7 +19,8 @@ import (
 func request(k *auth.OneTimeKey) AdmitRequest {
 	msg := []byte("signed octets")
 	_, sig, _ := k.Credential().Sign(msg, []auth.HashAlg{auth.HashIdentity})
-	return AdmitRequest{KeyID: k.KeyID(), User: k.User, RawKey: k.PublicKey(), Gateway: "gw", Remote: "192.0.2.2:500",
+	spki, _ := auth.RawPublicKey(k.PublicKey())
+	return AdmitRequest{KeyID: k.KeyID(), User: k.User, RawKey: spki, Gateway: "gw", Remote: "192.0.2.2:500",
 		Verify: func(pub crypto.PublicKey) error { return auth.Verify(auth.MethodDigitalSignature, sig, msg, pub) }}
 }
 
@@ -74,7 +75,12 @@ func TestSeed002HostStateTransitions(t *testing.T) {
 		}, want: ReasonBadSignature, after: StateValid},
 		{name: "SwappedRawKeyIsRefused", setup: func(h *Host, k *auth.OneTimeKey) AdmitRequest {
 			r := request(k)
-			r.RawKey = other.PublicKey()
+			r.RawKey, _ = auth.RawPublicKey(other.PublicKey())
+			return r
+		}, want: ReasonKeyMismatch, after: StateValid},
+		{name: "GarbledRawKeyIsRefused", setup: func(h *Host, k *auth.OneTimeKey) AdmitRequest {
+			r := request(k)
+			r.RawKey = []byte{0x30, 0x00}
 			return r
 		}, want: ReasonKeyMismatch, after: StateValid},
 	}
