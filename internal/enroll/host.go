@@ -70,8 +70,8 @@ const (
 	ReasonUsed         Reason = "used"
 	ReasonRevoked      Reason = "revoked"
 	ReasonExpired      Reason = "expired"
-	ReasonMalformed    Reason = "malformed"     // the identity is not a one-time key's
-	ReasonStore        Reason = "store"         // the database could not be read or written
+	ReasonMalformed    Reason = "malformed" // the identity is not a one-time key's
+	ReasonStore        Reason = "store"     // the database could not be read or written
 )
 
 // Refusal is the Host's typed refusal.
