@@ -173,6 +173,11 @@ func TestOneTimeKeysEndToEnd(t *testing.T) {
 		t.Fatalf("disconnect: exit %d\n%s", code, p)
 	}
 	noLeftovers(t, bed.RW)
+	// Nothing of it stays on the borrowed machine: the control socket,
+	// its one file, is gone (the key lived in memory only).
+	if _, err := os.Stat(filepath.Join(dir, "rw-"+bed.RW.Name+".sock")); !os.IsNotExist(err) {
+		t.Errorf("control socket left behind: %v", err)
+	}
 
 	// The same code again: the key is used.
 	refused(t, bed.RW, dir, keys[0].Code, daemon.ExitOneTimeRefused, "refused the one-time code")
