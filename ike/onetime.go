@@ -117,8 +117,9 @@ func (s *ikeSA) respondOneTime(msgID uint32, ps []message.Payload, idi *message.
 	s.finishAuth(msgID, ps, idr, ours, nil)
 }
 
-// espProposals are the ESP proposals a responder may choose for this IKE
-// SA's Child SAs: its peer's (a one-time key's objective), else ours.
+// espProposals are the ESP proposals this IKE SA's Child SAs may use,
+// chosen by the peer or offered in our own rekeys: its peer policy's (a
+// one-time key's objective), else the configuration's.
 func (s *ikeSA) espProposals() []ESPProposal {
 	if s.peer != nil && len(s.peer.ESPProposals) > 0 {
 		return s.peer.ESPProposals

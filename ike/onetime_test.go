@@ -155,3 +155,24 @@ func TestOneTimeObjectiveLimitsESPProposals(t *testing.T) {
 		t.Fatalf("proposal %q, want aes256gcm16", got)
 	}
 }
+
+// The objective holds for the IKE SA's life: a Child SA rekey the gateway
+// starts offers only the objective's proposals, even to a road warrior
+// that prefers another cipher (RFC 7296 §2.8: the rekey negotiates anew).
+func TestOneTimeObjectiveHoldsInGatewayRekey_RFC7296_2_8(t *testing.T) {
+	rw, gw, a, _ := oneTimeConfigs(t)
+	a.props = []ESPProposal{mustESP("aes256gcm16-esn-noesn")[0]}
+	rw.ESPProposals = mustESP("aes128gcm16-aes256gcm16-esn-noesn")
+	p := newPair(t, rw, gw)
+	p.connect(t)
+	checkPaired(t, p, 1)
+	before := p.rp.snapshot()[0]
+	p.gw.Rekey(false)
+	waitFor(t, "child rekeyed by the gateway", func() bool { s := p.rp.snapshot(); return len(s) == 1 && s[0] != before })
+	checkPaired(t, p, 1)
+	for _, c := range append(p.gp.snapshot(), p.rp.snapshot()...) {
+		if !strings.HasPrefix(c.Proposal, "aes256gcm16") {
+			t.Fatalf("rekeyed Child SA %s uses %s, outside the objective", c.Name, c.Proposal)
+		}
+	}
+}
