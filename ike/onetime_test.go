@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/roamsec/roamsec/ike/auth"
 )
@@ -175,4 +176,41 @@ func TestOneTimeObjectiveHoldsInGatewayRekey_RFC7296_2_8(t *testing.T) {
 			t.Fatalf("rekeyed Child SA %s uses %s, outside the objective", c.Name, c.Proposal)
 		}
 	}
+}
+
+// verifyOnly admits the key every time (no state): the IKE side's cost
+// alone; the Host's (lock, file, fsync) is enroll's BenchmarkAdmit.
+type verifyOnly struct{ key *auth.OneTimeKey }
+
+func (v verifyOnly) Admit(r OneTimeRequest) (*Peer, error) {
+	if err := r.Verify(v.key.PublicKey()); err != nil {
+		return nil, err
+	}
+	return &Peer{PSK: v.key.GatewaySecret(), VirtualPool: netip.MustParsePrefix("100.64.0.0/8")}, nil
+}
+
+// BenchmarkOneTimeHandshake is BenchmarkHandshake with a one-time key:
+// Ed25519 signature (RFC 8420) verified, shared key MIC answered.
+func BenchmarkOneTimeHandshake(b *testing.B) {
+	t := &testing.T{}
+	rwC, gwC, _, k := oneTimeConfigs(t)
+	gwC.OneTime = verifyOnly{k}
+	rwC.IKEProposals, gwC.IKEProposals = mustIKE("aes256gcm16-prfsha256-ecp256"), mustIKE("aes256gcm16-prfsha256-ecp256")
+	w, rw, gw, rp, _ := newSync(b, rwC, gwC)
+	var gwTime time.Duration
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := rw.Connect(rwAddr, netip.AddrPortFrom(gwAddr, 500)); err != nil {
+			b.Fatal(err)
+		}
+		gwTime += w.pump(gw)
+	}
+	b.StopTimer()
+	if rp.installs != b.N {
+		b.Fatalf("%d Child SAs for %d handshakes", rp.installs, b.N)
+	}
+	b.ReportMetric(float64(gwTime.Microseconds())/float64(b.N), "gw-µs/handshake")
+	rw.Close()
+	gw.Close()
 }
