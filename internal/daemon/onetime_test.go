@@ -105,3 +105,21 @@ func TestEnrollIssueListRevoke(t *testing.T) {
 		t.Fatalf("roadwarrior enroll: exit %d", code)
 	}
 }
+
+func TestOneTimeCodeFromStandardInput(t *testing.T) {
+	k, _ := auth.GenerateOneTime("frank")
+	var stderr bytes.Buffer
+	f := oneTimeFlags{code: "-", remoteTS: "203.0.113.0/24", socket: t.TempDir() + "/rw.sock", tun: "roamsec0"}
+	o, p, code := f.prepare([]string{"192.0.2.1"}, strings.NewReader(k.Code()+"\n"), &stderr, true)
+	if p == nil {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	defer p.close()
+	defer o.zero()
+	if !p.setup.IKE.ID.Equal(k.Identity()) {
+		t.Fatalf("identity %v", p.setup.IKE.ID)
+	}
+	if _, p, code := f.prepare([]string{"192.0.2.1"}, strings.NewReader(""), &stderr, true); p != nil || code != ExitOneTimeCode {
+		t.Fatalf("empty standard input: exit %d", code)
+	}
+}
