@@ -211,10 +211,16 @@ func FuzzHostDatabase(f *testing.F) {
 }
 
 // BenchmarkAdmit is the Host's share of one one-time IKE_AUTH: lock, read
-// the database (1,000 keys), verify, mark used, write and fsync.
+// the database (10 or 1,000 keys), verify, mark used, write and fsync.
 func BenchmarkAdmit(b *testing.B) {
+	for _, n := range []int{10, 1000} {
+		b.Run(fmt.Sprintf("%d-keys", n), func(b *testing.B) { benchAdmit(b, n) })
+	}
+}
+
+func benchAdmit(b *testing.B, n int) {
 	h := OpenHost(filepath.Join(b.TempDir(), "keys.json"))
-	keys, _, err := h.Issue("alice", 1000, ObjectiveESP, 0)
+	keys, _, err := h.Issue("alice", n, ObjectiveESP, 0)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -225,7 +231,16 @@ func BenchmarkAdmit(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		if i == len(reqs) {
-			b.Fatal("more iterations than keys: use -benchtime ≤ 1000x")
+			// Every key used: make them valid again, off the clock.
+			b.StopTimer()
+			h.update(func(d *db) (bool, error) {
+				for _, r := range d.Keys {
+					r.State = StateValid
+				}
+				return true, nil
+			})
+			i = 0
+			b.StartTimer()
 		}
 		if _, err := h.Admit(reqs[i]); err != nil {
 			b.Fatal(err)
