@@ -74,6 +74,12 @@ const (
 	ReasonStore        Reason = "store"     // the database could not be read or written
 )
 
+// Reasons is every Reason: a fixed label set for metrics.
+func Reasons() []Reason {
+	return []Reason{ReasonUnknownKey, ReasonWrongUser, ReasonKeyMismatch, ReasonBadSignature, ReasonUsed, ReasonRevoked,
+		ReasonExpired, ReasonMalformed, ReasonStore}
+}
+
 // Refusal is the Host's typed refusal.
 type Refusal struct {
 	Reason Reason
