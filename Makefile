@@ -6,7 +6,7 @@ GO ?= go
 # report its own deadline as a failure (golang/go#75804, fixed in 1.27).
 FUZZTIME ?= 20000x
 
-.PHONY: deps demo test fuzz bench bench-esp bench-ike bench-flood bench-failover bench-reconnect bench-matrix bench-strongswan bench-outer bench-scale bench-eap deb docker build vet
+.PHONY: deps demo test fuzz bench bench-esp bench-ike bench-otk bench-flood bench-failover bench-reconnect bench-matrix bench-strongswan bench-outer bench-scale bench-eap deb docker build vet
 
 deps:
 	@bash scripts/deps.sh
@@ -92,6 +92,13 @@ bench-eap: deps
 # IKEv2 handshakes per second and gateway memory per tunnel.
 bench-ike: deps
 	$(GO) test ./ike/ -run '^$$' -bench . -benchtime 2s
+
+# One-time keys: connect -one-time to traffic (median of 9, namespaces), the
+# Host's issue and admission costs, the gateway's IKE share of a handshake.
+bench-otk: deps
+	ROAMSEC_BENCH_OTK=9 $(GO) test ./test/e2e/ -count=1 -run '^TestOneTimeConnectTime$$' -v | grep -E 'median|ok|FAIL'
+	$(GO) test ./internal/enroll/ -run '^$$' -bench . -benchtime 200x
+	$(GO) test ./ike/ -run '^$$' -bench 'Handshake' -benchtime 2s
 
 # The gateway's IKE side under issue 11's full-scale floods (spoofed 20,000/s,
 # cookie-answering 3,000/s, largest fragments, IKE on UDP 4500 under iperf3),

@@ -185,7 +185,7 @@ func (s *ikeSA) offerSA(c *childOffer) *message.SA {
 	if c.dh != nil {
 		g = c.dh.group
 	}
-	return espSAPayload(s.e.cfg.ESPProposals, c.spi, g)
+	return espSAPayload(s.espProposals(), c.spi, g)
 }
 
 // outerRule is where RFC 3554 §2's three cases meet the negotiated Child
@@ -595,7 +595,7 @@ func (s *ikeSA) childResponse(ps []message.Payload, c *childOffer, nr []byte) er
 	if c.ni == nil {
 		how = inAuth
 	}
-	esp, spiOut, err := acceptESP(cfg.ESPProposals, message.Find[*message.SA](ps), dh, how)
+	esp, spiOut, err := acceptESP(s.espProposals(), message.Find[*message.SA](ps), dh, how)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrNoProposal, err)
 	}
@@ -642,7 +642,7 @@ func (s *ikeSA) createChild(c *childOffer) {
 	c.ni = randomBytes(minNonceLen)
 	if cfg.PFS {
 		g := s.prop.dh
-		if ds := cfg.ESPProposals[0].dh; len(ds) > 0 {
+		if ds := s.espProposals()[0].dh; len(ds) > 0 {
 			g = ds[0]
 		}
 		c.dh, _ = newDH(g)

@@ -16,11 +16,14 @@ import (
 // up, has Verify check the signature with the public key it stored, and
 // marks the key used.
 type OneTimeRequest struct {
-	KeyID []byte
-	User  string
-	// RawKey is the peer's CERT encoding 15 (RFC 7670), nil if it sent
-	// none: the stored key must be the same.
-	RawKey crypto.PublicKey
+	// ID is the peer's IDi as sent (auth.ParseOneTimeIdentity reads key
+	// ID and user from it): the authority parses it, so that even a
+	// malformed request reaches its accounting.
+	ID auth.Identity
+	// RawKey is the peer's CERT encoding 15 (RFC 7670) as sent, nil if it
+	// sent none (auth.ParseRawPublicKey reads it): the stored key must be
+	// the same.
+	RawKey []byte
 	Remote netip.AddrPort
 	// SPIi, SPIr and Nonce are the request's ID: fresh for each attempt,
 	// and what the signature covers (RFC 7296 §2.15).
@@ -65,19 +68,11 @@ func (s *ikeSA) respondOneTime(msgID uint32, ps []message.Payload, idi *message.
 		s.respond(message.IKE_AUTH, msgID, []message.Payload{notify(message.AUTHENTICATION_FAILED, nil)})
 		s.destroy(DownNegotiation)
 	}
-	keyID, user, err := auth.ParseOneTimeIdentity(pid)
-	if err != nil {
-		refuse(err)
-		return
-	}
-	req := OneTimeRequest{KeyID: keyID, User: user, Remote: s.remote, SPIi: s.spiI, SPIr: s.spiR, Nonce: s.ni}
+	req := OneTimeRequest{ID: pid, Remote: s.remote, SPIi: s.spiI, SPIr: s.spiR, Nonce: s.ni}
 	for _, c := range message.FindAll[*message.Cert](ps) {
-		if c.Encoding != auth.CertRawPublicKey {
-			continue
-		}
-		if req.RawKey, err = auth.ParseRawPublicKey(c.Data); err != nil {
-			refuse(err)
-			return
+		if c.Encoding == auth.CertRawPublicKey {
+			req.RawKey = c.Data
+			break
 		}
 	}
 	idr := localID(cfg.LocalID, true)
@@ -122,8 +117,9 @@ func (s *ikeSA) respondOneTime(msgID uint32, ps []message.Payload, idi *message.
 	s.finishAuth(msgID, ps, idr, ours, nil)
 }
 
-// espProposals are the ESP proposals a responder may choose for this IKE
-// SA's Child SAs: its peer's (a one-time key's objective), else ours.
+// espProposals are the ESP proposals this IKE SA's Child SAs may use,
+// chosen by the peer or offered in our own rekeys: its peer policy's (a
+// one-time key's objective), else the configuration's.
 func (s *ikeSA) espProposals() []ESPProposal {
 	if s.peer != nil && len(s.peer.ESPProposals) > 0 {
 		return s.peer.ESPProposals

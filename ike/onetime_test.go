@@ -1,13 +1,13 @@
 package ike
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"errors"
 	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/roamsec/roamsec/ike/auth"
 )
@@ -22,7 +22,7 @@ type testAuthority struct {
 
 func (a *testAuthority) Admit(r OneTimeRequest) (*Peer, error) {
 	a.last.Store(&r)
-	if !bytes.Equal(r.KeyID, a.key.KeyID()) || r.User != a.key.User {
+	if !r.ID.Equal(a.key.Identity()) {
 		return nil, errors.New("unknown key")
 	}
 	if err := r.Verify(a.key.PublicKey()); err != nil {
@@ -80,8 +80,11 @@ func TestOneTimeKeyAuthenticates_RFC7670_RFC8420(t *testing.T) {
 		t.Fatalf("virtual address %v", c.VirtualIP)
 	}
 	r := a.last.Load()
-	if r == nil || r.RawKey == nil || !k.PublicKey().Equal(r.RawKey.(ed25519.PublicKey)) || r.SPIi == 0 || r.SPIr == 0 || len(r.Nonce) == 0 {
+	if r == nil || r.SPIi == 0 || r.SPIr == 0 || len(r.Nonce) == 0 || !r.ID.Equal(k.Identity()) {
 		t.Fatalf("request: %+v", r)
+	}
+	if pub, err := auth.ParseRawPublicKey(r.RawKey); err != nil || !k.PublicKey().Equal(pub.(ed25519.PublicKey)) {
+		t.Fatalf("raw public key (CERT 15): %v", err)
 	}
 	if g := p.gp.snapshot()[0]; !strings.HasPrefix(g.Peer, "keyid:") {
 		t.Errorf("gateway's Child SA peer %q", g.Peer)
@@ -152,4 +155,62 @@ func TestOneTimeObjectiveLimitsESPProposals(t *testing.T) {
 	if got := p.gp.snapshot()[0].Proposal; !strings.HasPrefix(got, "aes256gcm16") {
 		t.Fatalf("proposal %q, want aes256gcm16", got)
 	}
+}
+
+// The objective holds for the IKE SA's life: a Child SA rekey the gateway
+// starts offers only the objective's proposals, even to a road warrior
+// that prefers another cipher (RFC 7296 §2.8: the rekey negotiates anew).
+func TestOneTimeObjectiveHoldsInGatewayRekey_RFC7296_2_8(t *testing.T) {
+	rw, gw, a, _ := oneTimeConfigs(t)
+	a.props = []ESPProposal{mustESP("aes256gcm16-esn-noesn")[0]}
+	rw.ESPProposals = mustESP("aes128gcm16-aes256gcm16-esn-noesn")
+	p := newPair(t, rw, gw)
+	p.connect(t)
+	checkPaired(t, p, 1)
+	before := p.rp.snapshot()[0]
+	p.gw.Rekey(false)
+	waitFor(t, "child rekeyed by the gateway", func() bool { s := p.rp.snapshot(); return len(s) == 1 && s[0] != before })
+	checkPaired(t, p, 1)
+	for _, c := range append(p.gp.snapshot(), p.rp.snapshot()...) {
+		if !strings.HasPrefix(c.Proposal, "aes256gcm16") {
+			t.Fatalf("rekeyed Child SA %s uses %s, outside the objective", c.Name, c.Proposal)
+		}
+	}
+}
+
+// verifyOnly admits the key every time (no state): the IKE side's cost
+// alone; the Host's (lock, file, fsync) is enroll's BenchmarkAdmit.
+type verifyOnly struct{ key *auth.OneTimeKey }
+
+func (v verifyOnly) Admit(r OneTimeRequest) (*Peer, error) {
+	if err := r.Verify(v.key.PublicKey()); err != nil {
+		return nil, err
+	}
+	return &Peer{PSK: v.key.GatewaySecret(), VirtualPool: netip.MustParsePrefix("100.64.0.0/8")}, nil
+}
+
+// BenchmarkOneTimeHandshake is BenchmarkHandshake with a one-time key:
+// Ed25519 signature (RFC 8420) verified, shared key MIC answered.
+func BenchmarkOneTimeHandshake(b *testing.B) {
+	t := &testing.T{}
+	rwC, gwC, _, k := oneTimeConfigs(t)
+	gwC.OneTime = verifyOnly{k}
+	rwC.IKEProposals, gwC.IKEProposals = mustIKE("aes256gcm16-prfsha256-ecp256"), mustIKE("aes256gcm16-prfsha256-ecp256")
+	w, rw, gw, rp, _ := newSync(b, rwC, gwC)
+	var gwTime time.Duration
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := rw.Connect(rwAddr, netip.AddrPortFrom(gwAddr, 500)); err != nil {
+			b.Fatal(err)
+		}
+		gwTime += w.pump(gw)
+	}
+	b.StopTimer()
+	if rp.installs != b.N {
+		b.Fatalf("%d Child SAs for %d handshakes", rp.installs, b.N)
+	}
+	b.ReportMetric(float64(gwTime.Microseconds())/float64(b.N), "gw-µs/handshake")
+	rw.Close()
+	gw.Close()
 }

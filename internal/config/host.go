@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 )
@@ -114,6 +116,17 @@ func (c *Config) CheckHost(h Host) error {
 			}
 			if pa.Local.IsValid() && !h.HasAddr(pa.Local) {
 				warn(path+".local", "%s is not an address of this host yet: path %s is down until it is", pa.Local, pa.Name)
+			}
+		}
+	}
+	if c.IKE != nil && c.IKE.OneTime != nil {
+		o := c.IKE.OneTime
+		for _, f := range []struct{ path, file string }{{"ike.one_time.database", o.Database}, {"ike.one_time.accounting", o.Accounting}} {
+			if f.file == "" {
+				continue
+			}
+			if st, err := os.Stat(filepath.Dir(f.file)); err != nil || !st.IsDir() {
+				fail(f.path, "the directory of %s does not exist on this host (create it, mode 0700)", f.file)
 			}
 		}
 	}

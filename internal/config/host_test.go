@@ -169,3 +169,18 @@ func TestControlSocketOfReadsNoCredentials(t *testing.T) {
 		})
 	}
 }
+
+// The one-time key database's and accounting log's directories must be
+// there: the gateway creates the files, not the directories.
+func TestCheckHostOneTimeDirectories(t *testing.T) {
+	dir := t.TempDir()
+	yml := "role: gateway\nike:\n  id: gw.example\n  one_time:\n    database: %s/keys.json\n    accounting: %s/acct.jsonl\n    virtual_pool: [100.64.1.0/24]\n"
+	c, err := Parse(filepath.Join(dir, "gw.yaml"), []byte(fmt.Sprintf(yml, dir, filepath.Join(dir, "missing"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.CheckHost(&staticHost{})
+	if err == nil || !strings.Contains(err.Error(), "ike.one_time.accounting: the directory of") || strings.Contains(err.Error(), "ike.one_time.database") {
+		t.Fatalf("got %v", err)
+	}
+}

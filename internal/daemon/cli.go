@@ -725,8 +725,9 @@ in the foreground: Ctrl-C, SIGTERM or "roadwarrior disconnect" deletes the
 IKE SA, removes the TUN device and routes, and exits 0. GATEWAY (a name or
 an address) overrides ike.gateway.
 
-With -one-time (a code from "gateway enroll issue", - reads it from
-standard input) no configuration file is read or written: the profile is
+With -one-time (a code from "gateway enroll issue"; - reads it from
+standard input, which keeps it out of the process list) no configuration
+file is read or written: the profile is
 built in memory (virtual address, the networks of -remote-ts through the
 tunnel), the code's key pair authenticates once (RFC 7427 Ed25519 over an
 RFC 7670 raw public key), and the key is zeroed after IKE_AUTH.

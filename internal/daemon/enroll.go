@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -51,7 +52,8 @@ func enrollCmd(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "JSON output")
 	count := fs.Int("count", 1, "issue: how many key pairs")
 	objective := fs.String("objective", "esp", "issue: the security objective (esp = ID-3, strict = ID-4)")
-	expires := fs.Duration("expires", 0, "issue: valid for this long (e.g. 72h); 0: until used or revoked")
+	var expires days
+	fs.Var(&expires, "expires", "issue: valid for this long (e.g. 7d, 72h, 90m); 0: until used or revoked")
 	out := fs.String("o", "", "issue: write the codes to this file (mode 0600) instead of standard output")
 	qr := fs.Bool("qr", false, "issue: also print each code as a QR code")
 	pos, err := parseArgs(fs, args[1:])
@@ -88,7 +90,7 @@ func enrollCmd(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "gateway enroll issue: -objective: %v\n", err)
 			return ExitUsage
 		}
-		return enrollIssue(h, acct, pos[0], *count, obj, *expires, *out, *qr, *asJSON, stdout, stderr)
+		return enrollIssue(h, acct, pos[0], *count, obj, time.Duration(expires), *out, *qr, *asJSON, stdout, stderr)
 	case "revoke":
 		recs, err := h.Revoke(pos[0])
 		if err != nil {
@@ -210,4 +212,27 @@ func enrollList(h *enroll.Host, asJSON bool, stdout, stderr io.Writer) int {
 		return ExitRuntime
 	}
 	return ExitOK
+}
+
+// days is a duration flag that also takes whole days ("7d"), since key
+// lifetimes are counted in days.
+type days time.Duration
+
+func (d *days) String() string { return time.Duration(*d).String() }
+
+func (d *days) Set(s string) error {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		v, err := strconv.ParseUint(n, 10, 16)
+		if err != nil {
+			return fmt.Errorf("want whole days (7d) or a duration (72h)")
+		}
+		*d = days(time.Duration(v) * 24 * time.Hour)
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v < 0 {
+		return fmt.Errorf("want whole days (7d) or a duration (72h)")
+	}
+	*d = days(v)
+	return nil
 }

@@ -61,7 +61,7 @@ type oneTimeFlags struct {
 }
 
 func (f *oneTimeFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.code, "one-time", "", "connect once with this one-time code (- reads it from standard input); no configuration file")
+	fs.StringVar(&f.code, "one-time", "", "connect once with this one-time code (- reads it from standard input, out of the process list); no configuration file")
 	fs.StringVar(&f.remoteTS, "remote-ts", InitGatewayInner+"/32", "with -one-time: the networks reached through the tunnel (comma-separated)")
 	fs.StringVar(&f.socket, "control-socket", "/run/roamsec/roadwarrior.sock", "with -one-time: the control socket (status, disconnect)")
 	fs.StringVar(&f.tun, "tun", "roamsec0", "with -one-time: the TUN device's name")

@@ -3,8 +3,10 @@ package daemon
 import (
 	"bytes"
 	"crypto/ed25519"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/roamsec/roamsec/ike"
 	"github.com/roamsec/roamsec/ike/auth"
@@ -49,5 +51,75 @@ func TestOneTimeCodeTypoExitCode(t *testing.T) {
 	}
 	if _, p, code := f.prepare(nil, nil, &stderr, true); p != nil || code != ExitUsage {
 		t.Fatalf("without GATEWAY: exit %d", code)
+	}
+}
+
+func TestEnrollExpiresTakesDays(t *testing.T) {
+	for in, want := range map[string]time.Duration{"7d": 7 * 24 * time.Hour, "72h": 72 * time.Hour, "0": 0, "90m": 90 * time.Minute} {
+		var d days
+		if err := d.Set(in); err != nil || time.Duration(d) != want {
+			t.Errorf("%q: %v %v, want %v", in, time.Duration(d), err, want)
+		}
+	}
+	for _, in := range []string{"-1h", "xd", "1.5d", "soon"} {
+		var d days
+		if d.Set(in) == nil {
+			t.Errorf("%q accepted", in)
+		}
+	}
+}
+
+// gateway enroll, as the Host: issue writes codes that decode, list shows
+// them valid, revoke by user revokes them all, and a bad objective is a
+// usage error.
+func TestEnrollIssueListRevoke(t *testing.T) {
+	dir := t.TempDir()
+	db := dir + "/keys.json"
+	var out, errb bytes.Buffer
+	if code := Main("gateway", []string{"enroll", "issue", "dave", "-count", "2", "-expires", "7d", "-db", db, "-o", dir + "/codes"}, &out, &errb); code != ExitOK {
+		t.Fatalf("issue: exit %d: %s", code, errb.String())
+	}
+	data, _ := os.ReadFile(dir + "/codes")
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		code, _, _ := strings.Cut(line, " ")
+		if k, err := auth.ParseOneTimeCode(code); err != nil || k.User != "dave" {
+			t.Fatalf("code %q: %v", code, err)
+		}
+	}
+	if st, _ := os.Stat(dir + "/codes"); st.Mode().Perm() != 0o600 {
+		t.Errorf("codes file mode %v", st.Mode())
+	}
+	out.Reset()
+	Main("gateway", []string{"enroll", "list", "-db", db}, &out, &errb)
+	if strings.Count(out.String(), " valid ") != 2 {
+		t.Fatalf("list:\n%s", out.String())
+	}
+	out.Reset()
+	if code := Main("gateway", []string{"enroll", "revoke", "dave", "-db", db}, &out, &errb); code != ExitOK || strings.Count(out.String(), "revoked key") != 2 {
+		t.Fatalf("revoke: exit %d\n%s", code, out.String())
+	}
+	if code := Main("gateway", []string{"enroll", "issue", "dave", "-objective", "ah", "-db", db}, &out, &errb); code != ExitUsage {
+		t.Fatalf("objective ah: exit %d", code)
+	}
+	if code := Main("roadwarrior", []string{"enroll", "list", "-db", db}, &out, &errb); code != ExitUsage {
+		t.Fatalf("roadwarrior enroll: exit %d", code)
+	}
+}
+
+func TestOneTimeCodeFromStandardInput(t *testing.T) {
+	k, _ := auth.GenerateOneTime("frank")
+	var stderr bytes.Buffer
+	f := oneTimeFlags{code: "-", remoteTS: "203.0.113.0/24", socket: t.TempDir() + "/rw.sock", tun: "roamsec0"}
+	o, p, code := f.prepare([]string{"192.0.2.1"}, strings.NewReader(k.Code()+"\n"), &stderr, true)
+	if p == nil {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	defer p.close()
+	defer o.zero()
+	if !p.setup.IKE.ID.Equal(k.Identity()) {
+		t.Fatalf("identity %v", p.setup.IKE.ID)
+	}
+	if _, p, code := f.prepare([]string{"192.0.2.1"}, strings.NewReader(""), &stderr, true); p != nil || code != ExitOneTimeCode {
+		t.Fatalf("empty standard input: exit %d", code)
 	}
 }

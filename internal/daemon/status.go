@@ -715,6 +715,12 @@ func (r *Running) metricsSnapshot() metrics.Snapshot {
 				snap.IKEDrops[r.String()] = c.Drops[r.String()]
 			}
 		}
+		if o := ik.OneTime; o != nil {
+			snap.OneTime, snap.OneTimeAdmitted, snap.OneTimeRefused = true, o.Admitted, map[string]uint64{}
+			for _, r := range enroll.Reasons() { // zeros too: a fixed label set
+				snap.OneTimeRefused[string(r)] = o.Refused[string(r)]
+			}
+		}
 	}
 	if m := st.Mobility; m != nil {
 		for _, p := range m.Paths {

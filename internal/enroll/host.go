@@ -70,8 +70,15 @@ const (
 	ReasonUsed         Reason = "used"
 	ReasonRevoked      Reason = "revoked"
 	ReasonExpired      Reason = "expired"
-	ReasonStore        Reason = "store" // the database could not be read or written
+	ReasonMalformed    Reason = "malformed" // the identity is not a one-time key's
+	ReasonStore        Reason = "store"     // the database could not be read or written
 )
+
+// Reasons is every Reason: a fixed label set for metrics.
+func Reasons() []Reason {
+	return []Reason{ReasonUnknownKey, ReasonWrongUser, ReasonKeyMismatch, ReasonBadSignature, ReasonUsed, ReasonRevoked,
+		ReasonExpired, ReasonMalformed, ReasonStore}
+}
 
 // Refusal is the Host's typed refusal.
 type Refusal struct {
@@ -311,7 +318,7 @@ func (h *Host) List() ([]Record, error) {
 type AdmitRequest struct {
 	KeyID   []byte
 	User    string
-	RawKey  crypto.PublicKey // the CERT the client sent, if any
+	RawKey  []byte // the CERT encoding 15 (SubjectPublicKeyInfo) the client sent, if any
 	Verify  func(crypto.PublicKey) error
 	Gateway string
 	Remote  string
@@ -337,8 +344,14 @@ func (h *Host) Admit(q AdmitRequest) (Record, error) {
 		if len(pub) != ed25519.PublicKeySize {
 			return false, &Refusal{ReasonStore, "key " + id + ": malformed public key in the database"}
 		}
-		if q.RawKey != nil && !pub.Equal(q.RawKey) {
-			return false, &Refusal{ReasonKeyMismatch, "key " + id + ": the raw public key sent is not the one issued"}
+		if q.RawKey != nil {
+			sent, err := auth.ParseRawPublicKey(q.RawKey)
+			if err != nil {
+				return false, &Refusal{ReasonKeyMismatch, "key " + id + ": " + err.Error()}
+			}
+			if !pub.Equal(sent) {
+				return false, &Refusal{ReasonKeyMismatch, "key " + id + ": the raw public key sent is not the one issued"}
+			}
 		}
 		if q.Verify == nil {
 			return false, &Refusal{ReasonBadSignature, "no signature to check"}

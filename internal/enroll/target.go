@@ -66,11 +66,19 @@ type admitted struct {
 // Admit is ike.OneTimeAuthority: the Host validates and marks the key
 // used; we authorize the user with the key's objective.
 func (t *Target) Admit(r ike.OneTimeRequest) (*ike.Peer, error) {
-	base := Event{KeyID: hex.EncodeToString(r.KeyID), User: r.User, Gateway: t.Gateway, Remote: r.Remote.String(),
-		Request: fmt.Sprintf("%016x_%016x", r.SPIi, r.SPIr)}
+	base := Event{Gateway: t.Gateway, Remote: r.Remote.String(), Request: fmt.Sprintf("%016x_%016x", r.SPIi, r.SPIr)}
+	keyID, user, err := auth.ParseOneTimeIdentity(r.ID)
+	if err == nil {
+		base.KeyID, base.User = hex.EncodeToString(keyID), user
+	}
 	t.log(base, EvRequest)
-	rec, err := t.Host.Admit(AdmitRequest{KeyID: r.KeyID, User: r.User, RawKey: r.RawKey, Verify: r.Verify,
-		Gateway: t.Gateway, Remote: r.Remote.String()})
+	var rec Record
+	if err != nil {
+		err = &Refusal{ReasonMalformed, err.Error()}
+	} else {
+		rec, err = t.Host.Admit(AdmitRequest{KeyID: keyID, User: user, RawKey: r.RawKey, Verify: r.Verify,
+			Gateway: t.Gateway, Remote: r.Remote.String()})
+	}
 	if err != nil {
 		e := base
 		e.Reason, e.Detail = ReasonOf(err), err.Error()
@@ -96,7 +104,7 @@ func (t *Target) Admit(r ike.OneTimeRequest) (*ike.Peer, error) {
 	if t.tunnels == nil {
 		t.tunnels = map[string]admitted{}
 	}
-	t.tunnels[auth.OneTimeIdentity(r.KeyID, r.User).String()] = admitted{base.KeyID, r.User, rec.Objective}
+	t.tunnels[r.ID.String()] = admitted{base.KeyID, user, rec.Objective}
 	t.admitted++
 	t.mu.Unlock()
 	t.log(base, EvAuthorized)

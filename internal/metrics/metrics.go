@@ -37,8 +37,13 @@ type Snapshot struct {
 	IKECookieSwitches uint64
 	IKEFragmentBytes  int
 	IKEDrops          map[string]uint64
-	Paths             []Path
-	Switches          int // path switches (failovers and switch-backs) since start
+	// OneTime (gateway with one-time keys): keys admitted, and refused by
+	// reason (a fixed set, enroll.Reasons), since start.
+	OneTime         bool
+	OneTimeAdmitted uint64
+	OneTimeRefused  map[string]uint64
+	Paths           []Path
+	Switches        int // path switches (failovers and switch-backs) since start
 	// LastSwitch, if any, is when the last switch happened and how long it
 	// took from the detector's event to the SAs moved.
 	LastSwitch *Switch
@@ -100,6 +105,8 @@ var (
 	descCSwitch = prometheus.NewDesc(ns+"_ike_cookie_mode_switches_total", "Times cookie mode switched on or off.", nil, nil)
 	descFrag    = prometheus.NewDesc(ns+"_ike_fragment_bytes", "Bytes of RFC 7383 fragments held for reassembly.", nil, nil)
 	descIKEDrop = prometheus.NewDesc(ns+"_ike_drops_total", "IKE messages dropped by a bound, by reason.", []string{"reason"}, nil)
+	descOTAdm   = prometheus.NewDesc(ns+"_one_time_admitted_total", "One-time keys admitted (seed 002) since start.", nil, nil)
+	descOTRef   = prometheus.NewDesc(ns+"_one_time_refused_total", "One-time keys refused since start, by reason.", []string{"reason"}, nil)
 	descDP      = prometheus.NewDesc(ns+"_datapath_packets_total", "Packets through the data path, by stage.", []string{"stage"}, nil)
 	descDPDrops = prometheus.NewDesc(ns+"_datapath_drops_total", "Packets dropped outside any SA (no policy, unknown SPI, ...), by reason.", []string{"reason"}, nil)
 	descNegPkts = prometheus.NewDesc(ns+"_child_sa_packets_total", "Packets sealed (out) or opened (in) by the Child SAs installed now, summed.", []string{"dir"}, nil)
@@ -125,7 +132,7 @@ type Collector struct {
 func (c Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descInfo, descPackets, descBytes, descSADrops, descIKE, descIKEEst, descChild, descRekeys,
 		descPath, descInUse, descPrimary, descSwitch, descTook, descWhen, descDP, descDPDrops, descNegPkts, descNegByte, descNegDrop, descOmitted,
-		descHalf, descCookie, descCSwitch, descFrag, descIKEDrop} {
+		descHalf, descCookie, descCSwitch, descFrag, descIKEDrop, descOTAdm, descOTRef} {
 		ch <- d
 	}
 }
@@ -156,6 +163,12 @@ func (c Collector) Collect(ch chan<- prometheus.Metric) {
 		m(descFrag, prometheus.GaugeValue, float64(s.IKEFragmentBytes))
 		for r, n := range s.IKEDrops {
 			m(descIKEDrop, prometheus.CounterValue, float64(n), r)
+		}
+	}
+	if s.OneTime {
+		m(descOTAdm, prometheus.CounterValue, float64(s.OneTimeAdmitted))
+		for r, n := range s.OneTimeRefused {
+			m(descOTRef, prometheus.CounterValue, float64(n), r)
 		}
 	}
 	for _, p := range s.Paths {

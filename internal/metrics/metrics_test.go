@@ -25,6 +25,7 @@ func snap() Snapshot {
 		IKE: true, IKESAs: 1, ChildSAs: 1, IKEEstablished: 3, ChildRekeys: 4,
 		IKEHalfOpen: 12, IKECookieMode: true, IKECookieSwitches: 3, IKEFragmentBytes: 4096,
 		IKEDrops: map[string]uint64{"half_open_cap": 5, "queue_full": 0},
+		OneTime:  true, OneTimeAdmitted: 2, OneTimeRefused: map[string]uint64{"used": 1, "expired": 0},
 		Paths: []Path{
 			{Name: "wifi", Local: "192.0.2.2", Peer: "192.0.2.1", State: "inactive", Primary: true},
 			{Name: "lte", Local: "198.51.100.2", Peer: "198.51.100.1", State: "active", InUse: true},
@@ -78,6 +79,9 @@ func TestMetricsServeScrape(t *testing.T) {
 		`roamsec_ike_fragment_bytes 4096`,
 		`roamsec_ike_drops_total{reason="half_open_cap"} 5`,
 		`roamsec_ike_drops_total{reason="queue_full"} 0`,
+		`roamsec_one_time_admitted_total 2`,
+		`roamsec_one_time_refused_total{reason="used"} 1`,
+		`roamsec_one_time_refused_total{reason="expired"} 0`,
 		`roamsec_path_state{local="192.0.2.2",path="wifi",peer="192.0.2.1",state="inactive"} 1`,
 		`roamsec_path_state{local="192.0.2.2",path="wifi",peer="192.0.2.1",state="active"} 0`,
 		`roamsec_path_in_use{local="198.51.100.2",path="lte",peer="198.51.100.1"} 1`,

@@ -2,9 +2,12 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base32"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"maps"
 	"os"
@@ -16,10 +19,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roamsec/roamsec/ike/auth"
 	"github.com/roamsec/roamsec/internal/daemon"
 	"github.com/roamsec/roamsec/internal/enroll"
 	"github.com/roamsec/roamsec/test/netns"
 	"github.com/roamsec/roamsec/test/rig"
+	"github.com/roamsec/roamsec/test/strongswan"
 )
 
 // One-time key pairs (issue 13, seed 002): the gateway is Host and Target;
@@ -173,6 +178,11 @@ func TestOneTimeKeysEndToEnd(t *testing.T) {
 		t.Fatalf("disconnect: exit %d\n%s", code, p)
 	}
 	noLeftovers(t, bed.RW)
+	// Nothing of it stays on the borrowed machine: the control socket,
+	// its one file, is gone (the key lived in memory only).
+	if _, err := os.Stat(filepath.Join(dir, "rw-"+bed.RW.Name+".sock")); !os.IsNotExist(err) {
+		t.Errorf("control socket left behind: %v", err)
+	}
 
 	// The same code again: the key is used.
 	refused(t, bed.RW, dir, keys[0].Code, daemon.ExitOneTimeRefused, "refused the one-time code")
@@ -300,4 +310,95 @@ func TestOneTimeConnectTime(t *testing.T) {
 	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
 	load, _ := os.ReadFile("/proc/loadavg")
 	t.Logf("connect -one-time to traffic, %d trials: median %v (min %v, max %v); loadavg %s", n, ds[n/2].Round(time.Millisecond), ds[0].Round(time.Millisecond), ds[n-1].Round(time.Millisecond), strings.TrimSpace(string(load)))
+}
+
+// The mapping is standard IKEv2: strongSwan 5.9, given the code's key pair
+// as a raw Ed25519 key (pubkey authentication, RFC 7427/8420), the
+// identity as ID_KEY_ID and the gateway's secret as a PSK for the
+// gateway's side, connects to our gateway once; the second time the key
+// is used.
+func TestStrongSwanWithAOneTimeKey(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	bed := netns.New(t)
+	dir := t.TempDir()
+	keys := issueCodes(t, bed.GW, dir, "erin")
+	gw := startOneTimeGW(t, bed.GW, dir, "gw-a")
+	k, err := auth.ParseOneTimeCode(keys[0].Code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k.Credential().Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubDER, _ := x509.MarshalPKIXPublicKey(k.PublicKey())
+	secret := k.GatewaySecret()
+	conf := fmt.Sprintf(`connections {
+	otk {
+		version = 2
+		remote_addrs = %s
+		vips = 0.0.0.0
+		proposals = aes256gcm16-prfsha256-ecp256
+		rekey_time = 0
+		local {
+			auth = pubkey
+			id = "@#%x"
+			pubkeys = erin.pem
+		}
+		remote {
+			auth = psk
+			id = gw.roamsec.example
+		}
+		children {
+			otk {
+				remote_ts = 203.0.113.0/24
+				esp_proposals = aes256gcm16
+				rekey_time = 0
+			}
+		}
+	}
+}
+secrets {
+	ike-gw {
+		id-gw = gw.roamsec.example
+		secret = 0x%x
+	}
+}
+`, netns.GWPrimary4, k.Identity().Data, secret)
+	files := map[string][]byte{
+		"private/erin.pem": pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}),
+		"pubkey/erin.pem":  pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}),
+	}
+	swan := startSwan(t, bed.RW, "otk", conf, files)
+	logs := func() string { return "roamsec:\n" + gw.Log() + "\nstrongSwan:\n" + swan.Tail(80) }
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := swan.Initiate(ctx, "otk", "otk"); err != nil {
+		t.Fatalf("initiate: %v\n%s", err, logs())
+	}
+	if _, err := swan.WaitSA(ctx, 10*time.Second, strongswan.ChildInstalled("otk")); err != nil {
+		t.Fatalf("%v\n%s", err, logs())
+	}
+	pingThrough(t, bed, "strongSwan with a one-time key", logs)
+	if err := swan.TerminateWait(ctx, "otk"); err != nil {
+		t.Fatalf("terminate: %v\n%s", err, logs())
+	}
+	// Used: the second attempt is refused.
+	if err := swan.Initiate(ctx, "otk", "otk"); err == nil {
+		t.Fatalf("the used key connected again\n%s", logs())
+	}
+	var marked, refusedUsed int
+	for _, e := range accounting(t, dir) {
+		switch {
+		case e.Event == enroll.EvMarkedUsed && e.KeyID == keys[0].KeyID:
+			marked++
+		case e.Event == enroll.EvRefused && e.Reason == enroll.ReasonUsed:
+			refusedUsed++
+		}
+	}
+	if marked != 1 || refusedUsed != 1 {
+		t.Fatalf("accounting: %d marked_used, %d refused as used\n%s", marked, refusedUsed, logs())
+	}
 }
