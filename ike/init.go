@@ -184,15 +184,12 @@ func (s *ikeSA) setCiphers() error {
 
 // newCiphers makes the SK payload's ciphers from keys; it touches no SA.
 func newCiphers(prop ikeSuite, keys ikeKeys, initiator bool) (send, recv *skCipher, err error) {
-	ei, saltI, err := prop.encr.newAEAD(keys.ei)
-	if err != nil {
-		return nil, nil, err
+	i, r := &skCipher{encr: prop.encr, km: keys.ei}, &skCipher{encr: prop.encr, km: keys.er}
+	for _, c := range []*skCipher{i, r} {
+		if _, _, err := c.aead(); err != nil { // checked once: each message makes its own
+			return nil, nil, err
+		}
 	}
-	er, saltR, err := prop.encr.newAEAD(keys.er)
-	if err != nil {
-		return nil, nil, err
-	}
-	i, r := &skCipher{aead: ei, salt: saltI}, &skCipher{aead: er, salt: saltR}
 	if initiator {
 		return i, r, nil
 	}
@@ -392,7 +389,7 @@ func (s *ikeSA) authResponse(ps []message.Payload, c *childOffer) {
 		fail(fmt.Errorf("%w: %v: %w", ErrPeerAuth, pid, err))
 		return
 	}
-	s.peerID = pid
+	s.peerID = pid.Clone() // not a slice of the decrypted message, which it would keep whole
 	s.peerMOBIKE = len(filterNotify(ps, message.MOBIKE_SUPPORTED)) > 0
 	s.peerAddrs = readAddrNotifies(ps)
 	s.established()
@@ -662,7 +659,7 @@ func (s *ikeSA) respondAuth(msgID uint32, ps []message.Payload) {
 		refuse(fmt.Errorf("%v: %w", pid, verr))
 		return
 	}
-	s.peerID, s.peer = pid, peer
+	s.peerID, s.peer = pid.Clone(), peer // a slice of the decrypted IKE_AUTH (its certificate too) would keep it all
 	s.authority = authorityOf(peer, certAddrs)
 	s.certAddrs, s.pskAuth = certAddrs, a.Method == auth.MethodPSK
 	e.removeHalfOpen(s) // by the key it was added under: s.remote may have floated to 4500

@@ -415,6 +415,10 @@ func (s *ikeSA) established() {
 		s.authenticated = time.Now()
 	}
 	s.dh = nil
+	// The IKE_SA_INIT messages were kept only for AUTH's signed octets
+	// (§2.15), both sides' now checked; a retransmitted IKE_SA_INIT
+	// request no longer finds the SA (it left the half-open table).
+	s.msg1, s.msg2 = nil, nil
 	if !s.initiator && len(s.proven) == 0 {
 		// The IKE SA was set up with the peer at this endpoint.
 		s.proven, s.espPeer = []netip.AddrPort{s.remote}, s.remote
