@@ -668,7 +668,8 @@ func (s *ikeSA) respondAuth(msgID uint32, ps []message.Payload) {
 	if len(filterNotify(ps, message.INITIAL_CONTACT)) > 0 {
 		// §2.4: the peer has no other SA with us: forget old ones of the
 		// same identity (a road warrior that restarted).
-		for o := range e.byPeer[peerKey(pid)] {
+		for o, next := e.byPeer[peerKey(pid)], (*ikeSA)(nil); o != nil; o = next {
+			next = o.byPeer.next // destroy unlinks o
 			if o != s && o.state == stEstablished && o.peerID.Equal(pid) {
 				cfg.Log.Info("INITIAL_CONTACT: removing the old IKE SA", "ike", o.name())
 				o.destroy(DownReplaced)
