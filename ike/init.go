@@ -695,7 +695,7 @@ func (s *ikeSA) finishAuth(msgID uint32, ps []message.Payload, idr *message.ID, 
 	s.established()
 	cfg.Log.Info("IKE SA established", "ike", s.name(), "local", s.local, "remote", s.remote, "proposal", s.prop.String(),
 		"nat", s.natHere || s.natThere, "mobike", s.peerMOBIKE)
-	child, err := s.acceptChild(ps, s.ni, s.nr, nil, nil, true)
+	child, err := s.acceptChild(ps, s.ni, s.nr, nil, nil, nil, true)
 	if err != nil {
 		// §1.2: the IKE SA stands, the Child SA is refused.
 		cfg.Log.Warn("Child SA refused", "ike", s.name(), "err", err)
