@@ -33,7 +33,7 @@ type Endpoint struct {
 	// byPeer: the established IKE SAs by peer identity (peerKey), for
 	// INITIAL_CONTACT; an SA leaves it when it dies.
 	byPeer map[string]*ikeSA // the first of a list through ikeSA.byPeer
-	half   halfOpenTable // responder: IKE SAs not yet authenticated (halfopen.go)
+	half   halfOpenTable     // responder: IKE SAs not yet authenticated (halfopen.go)
 	// fragBytes is the RFC 7383 reassembly memory all SAs hold.
 	fragBytes int
 	leases    map[string]netip.Addr // virtual addresses by identity
