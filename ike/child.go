@@ -365,7 +365,7 @@ func (s *ikeSA) removeChild(c *Child) {
 // CREATE_CHILD_SA): proposal, PFS, traffic selectors narrowed (§2.9) and
 // authorized (RFC 3554 §4), configuration payload. It returns the
 // response payloads that describe the Child SA.
-func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE, rekeyOf *Child, inAuth bool) ([]message.Payload, error) {
+func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE, pre *dhDone, rekeyOf *Child, inAuth bool) ([]message.Payload, error) {
 	cfg := &s.e.cfg
 	sa := message.Find[*message.SA](ps)
 	var tsi, tsr *message.TS
@@ -478,12 +478,17 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 	}
 	var shared []byte
 	if ke != nil {
-		k, err := newDH(dh)
-		if err != nil {
-			return nil, &childErr{message.NO_PROPOSAL_CHOSEN, err.Error()}
-		}
-		if shared, err = k.shared(ke.Data); err != nil {
-			return nil, &childErr{message.INVALID_SYNTAX, err.Error()}
+		k := pre.take(dh)
+		if k == nil { // not done before (or for another group): now
+			var err error
+			if k, err = newDH(dh); err != nil {
+				return nil, &childErr{message.NO_PROPOSAL_CHOSEN, err.Error()}
+			}
+			if shared, err = k.shared(ke.Data); err != nil {
+				return nil, &childErr{message.INVALID_SYNTAX, err.Error()}
+			}
+		} else {
+			shared = pre.shared
 		}
 		defer clear(shared)
 		out = append(out, &message.KE{Group: uint16(dh), Data: k.public()})
@@ -747,19 +752,27 @@ func (s *ikeSA) sendDelete(spi uint32, name, why string) {
 func (s *ikeSA) respondCreateChild(msgID uint32, ps []message.Payload) {
 	cfg := &s.e.cfg
 	reply := func(out ...message.Payload) { s.respond(message.CREATE_CHILD_SA, msgID, out) }
+	sa := message.Find[*message.SA](ps)
+	ni := message.Find[*message.Nonce](ps)
+	ke := message.Find[*message.KE](ps)
+	if s.state == stEstablished && (sa == nil || ni == nil || len(sa.Proposals) == 0) {
+		reply(notify(message.INVALID_SYNTAX, nil))
+		return
+	}
+	var pre *dhDone
+	if s.state == stEstablished && ke != nil {
+		pre = s.dhUnlocked(ke) // e.mu released meanwhile
+		defer pre.wipe()
+		if s.state == stDead || s.e.closed {
+			return // ended meanwhile
+		}
+	}
 	if s.state != stEstablished {
 		reply(notify(message.TEMPORARY_FAILURE, nil))
 		return
 	}
-	sa := message.Find[*message.SA](ps)
-	ni := message.Find[*message.Nonce](ps)
-	ke := message.Find[*message.KE](ps)
-	if sa == nil || ni == nil || len(sa.Proposals) == 0 {
-		reply(notify(message.INVALID_SYNTAX, nil))
-		return
-	}
 	if sa.Proposals[0].Protocol == message.ProtoIKE {
-		s.respondRekeyIKE(msgID, sa, ni, ke)
+		s.respondRekeyIKE(msgID, sa, ni, ke, pre)
 		return
 	}
 	var old *Child
@@ -778,7 +791,7 @@ func (s *ikeSA) respondCreateChild(msgID uint32, ps []message.Payload) {
 		}
 	}
 	nr := randomBytes(minNonceLen)
-	out, err := s.acceptChild(ps, ni.Data, nr, ke, old, false)
+	out, err := s.acceptChild(ps, ni.Data, nr, ke, pre, old, false)
 	if err != nil {
 		cfg.Log.Warn("CREATE_CHILD_SA refused", "ike", s.name(), "err", err)
 		reply(childError(err))
@@ -890,7 +903,7 @@ func (s *ikeSA) handOver(n *ikeSA, prop ikeSuite, shared, ni, nr []byte) {
 }
 
 // respondRekeyIKE is the responder's half of an IKE SA rekey.
-func (s *ikeSA) respondRekeyIKE(msgID uint32, sa *message.SA, ni *message.Nonce, ke *message.KE) {
+func (s *ikeSA) respondRekeyIKE(msgID uint32, sa *message.SA, ni *message.Nonce, ke *message.KE, pre *dhDone) {
 	cfg := &s.e.cfg
 	reply := func(out ...message.Payload) { s.respond(message.CREATE_CHILD_SA, msgID, out) }
 	var want dhGroup
@@ -911,15 +924,17 @@ func (s *ikeSA) respondRekeyIKE(msgID uint32, sa *message.SA, ni *message.Nonce,
 		reply(notify(message.INVALID_KE_PAYLOAD, g[:]))
 		return
 	}
-	dh, err := newDH(prop.dh)
-	if err != nil {
-		reply(notify(message.NO_PROPOSAL_CHOSEN, nil))
-		return
-	}
-	shared, err := dh.shared(ke.Data)
-	if err != nil {
-		reply(notify(message.INVALID_SYNTAX, nil))
-		return
+	dh, shared := pre.take(prop.dh), pre.sharedOf()
+	if dh == nil { // not done before (or for another group): now
+		var err error
+		if dh, err = newDH(prop.dh); err != nil {
+			reply(notify(message.NO_PROPOSAL_CHOSEN, nil))
+			return
+		}
+		if shared, err = dh.shared(ke.Data); err != nil {
+			reply(notify(message.INVALID_SYNTAX, nil))
+			return
+		}
 	}
 	defer clear(shared)
 	n := s.e.newSA(false, s.local, s.remote, s.natT)
@@ -993,4 +1008,61 @@ func (s *ikeSA) updateAddresses() {
 			}
 		},
 		onFail: s.failed})
+}
+
+// dhDone is our half of a CREATE_CHILD_SA's Diffie-Hellman (PFS for a
+// Child SA, RFC 7296 §1.3.1; the new IKE SA's keys, §1.3.2), done before
+// the exchange's other checks, outside e.mu (dhUnlocked).
+type dhDone struct {
+	key    *dhKey
+	shared []byte
+}
+
+// dhUnlocked runs the Diffie-Hellman for the peer's KE without e.mu, so a
+// rekey storm's ECDH runs on every IKE goroutine at once instead of one at
+// a time under the lock. Under e.mu on entry and on return; the caller
+// checks what may have ended meanwhile (the SA, the endpoint): as if the
+// request had come in a moment later. The SA takes no other request of
+// the peer meanwhile (its window has moved past this one, §2.3, and the
+// IKE queue hands one IKE SA's messages to one goroutine). Nil if the
+// group or the KE data is not one we can use: the exchange then refuses
+// it as before.
+func (s *ikeSA) dhUnlocked(ke *message.KE) *dhDone {
+	g := dhGroup(ke.Group)
+	if g.curve() == nil {
+		return nil
+	}
+	s.e.mu.Unlock()
+	defer s.e.mu.Lock()
+	k, err := newDH(g)
+	if err != nil {
+		return nil
+	}
+	shared, err := k.shared(ke.Data)
+	if err != nil {
+		return nil
+	}
+	return &dhDone{key: k, shared: shared}
+}
+
+// take returns the key if it was made for group g; nil otherwise.
+func (d *dhDone) take(g dhGroup) *dhKey {
+	if d == nil || d.key.group != g {
+		return nil
+	}
+	return d.key
+}
+
+func (d *dhDone) sharedOf() []byte {
+	if d == nil {
+		return nil
+	}
+	return d.shared
+}
+
+// wipe zeroes the shared secret (used or not).
+func (d *dhDone) wipe() {
+	if d != nil {
+		clear(d.shared)
+	}
 }

@@ -100,45 +100,57 @@ func (e encrAlg) String() string {
 	return fmt.Sprintf("aes%dgcm16", e.bits)
 }
 
-// newAEAD builds the AEAD from key material (key || salt).
-func (e encrAlg) newAEAD(km []byte) (cipher.AEAD, []byte, error) {
-	if len(km) != e.keyLen() {
-		return nil, nil, errors.New("ike: wrong key length")
-	}
-	key, salt := km[:len(km)-aeadSaltLen], km[len(km)-aeadSaltLen:]
-	var a cipher.AEAD
-	var err error
+// aeadOf is the AEAD with key (without the salt).
+func (e encrAlg) aeadOf(key []byte) (cipher.AEAD, error) {
 	if e.id == encrChaCha20P {
-		a, err = chacha20poly1305.New(key)
-	} else {
-		var b cipher.Block
-		if b, err = aes.NewCipher(key); err == nil {
-			a, err = cipher.NewGCM(b)
-		}
+		return chacha20poly1305.New(key)
 	}
-	return a, append([]byte(nil), salt...), err
+	b, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(b)
 }
 
 // skCipher protects SK payloads in one direction (RFC 5282 §5 for AES-GCM,
 // RFC 7634 §3 for ChaCha20-Poly1305: nonce = salt || 8-byte IV, AAD = the
 // IKE header and the payload header up to the IV).
+//
+// It keeps the key, not the cipher: the AEAD is made for each message (an
+// AES key schedule and GCM table, well under a microsecond), so an idle IKE
+// SA does not hold two expanded ciphers (about 1.4 KB) for the few
+// messages DPD and rekeys need; a gateway holds thousands.
 type skCipher struct {
-	aead cipher.AEAD
-	salt []byte
+	encr encrAlg
+	km   []byte // SK_e: key and salt; the SA's ikeKeys, wiped with them
 	iv   uint64 // a counter: an IV never repeats under one key (RFC 5282 §3.1)
+}
+
+// aead is the cipher for one message, and the salt.
+func (c *skCipher) aead() (cipher.AEAD, []byte, error) {
+	if len(c.km) != c.encr.keyLen() {
+		return nil, nil, errors.New("ike: no key")
+	}
+	key, salt := c.km[:len(c.km)-aeadSaltLen], c.km[len(c.km)-aeadSaltLen:]
+	a, err := c.encr.aeadOf(key)
+	return a, salt, err
 }
 
 // seal encrypts plaintext (the inner payloads; AEAD needs no padding, so
 // the pad length byte is 0) and returns IV || ciphertext || ICV appended
 // to dst, with aad the message bytes before the IV.
 func (c *skCipher) seal(dst, aad, plaintext []byte) []byte {
+	a, salt, err := c.aead()
+	if err != nil {
+		return dst // cannot happen: newCiphers made one with this key
+	}
 	c.iv++
 	var nonce [12]byte
-	copy(nonce[:4], c.salt)
+	copy(nonce[:4], salt)
 	binary.BigEndian.PutUint64(nonce[4:], c.iv)
 	dst = append(dst, nonce[4:]...)
 	pt := append(plaintext[:len(plaintext):len(plaintext)], 0) // Pad Length 0 (RFC 7296 §3.14)
-	return c.aead.Seal(dst, nonce[:], pt, aad)
+	return a.Seal(dst, nonce[:], pt, aad)
 }
 
 // sealedLen is the size of IV || ciphertext || ICV for n plaintext bytes.
@@ -149,10 +161,14 @@ func (c *skCipher) open(aad, body []byte) ([]byte, error) {
 	if len(body) < aeadIVLen+1+aeadICVLen {
 		return nil, errors.New("encrypted payload too short")
 	}
+	a, salt, err := c.aead()
+	if err != nil {
+		return nil, err
+	}
 	var nonce [12]byte
-	copy(nonce[:4], c.salt)
+	copy(nonce[:4], salt)
 	copy(nonce[4:], body[:aeadIVLen])
-	pt, err := c.aead.Open(nil, nonce[:], body[aeadIVLen:], aad)
+	pt, err := a.Open(nil, nonce[:], body[aeadIVLen:], aad)
 	if err != nil {
 		return nil, errors.New("integrity check of the encrypted payload failed")
 	}
@@ -164,8 +180,8 @@ func (c *skCipher) open(aad, body []byte) ([]byte, error) {
 }
 
 func (c *skCipher) wipe() {
-	clear(c.salt)
-	c.aead = nil
+	clear(c.km)
+	c.km = nil
 }
 
 // dhGroup is a Diffie-Hellman group of RFC 5903 (ECP) or RFC 8031

@@ -33,8 +33,8 @@ type Endpoint struct {
 	spisIn map[uint32]struct{}
 	// byPeer: the established IKE SAs by peer identity (peerKey), for
 	// INITIAL_CONTACT; an SA leaves it when it dies.
-	byPeer map[string]map[*ikeSA]struct{}
-	half   halfOpenTable // responder: IKE SAs not yet authenticated (halfopen.go)
+	byPeer map[string]*ikeSA // the first of a list through ikeSA.byPeer
+	half   halfOpenTable     // responder: IKE SAs not yet authenticated (halfopen.go)
 	// fragBytes is the RFC 7383 reassembly memory all SAs hold.
 	fragBytes int
 	leases    map[string]netip.Addr // virtual addresses by identity
@@ -84,7 +84,7 @@ func New(cfg Config) (*Endpoint, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	e := &Endpoint{cfg: cfg, sas: map[uint64]*ikeSA{}, spisIn: map[uint32]struct{}{}, byPeer: map[string]map[*ikeSA]struct{}{},
+	e := &Endpoint{cfg: cfg, sas: map[uint64]*ikeSA{}, spisIn: map[uint32]struct{}{}, byPeer: map[string]*ikeSA{},
 		half:   halfOpenTable{byKey: map[initKey]*ikeSA{}, perSrc: map[netip.Addr]int{}},
 		leases: map[string]netip.Addr{}, leased: map[netip.Addr]string{}}
 	copy(e.secret[:], randomBytes(32))

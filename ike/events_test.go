@@ -168,8 +168,10 @@ func TestIndexesFollowTheLiveSAs(t *testing.T) {
 			}
 		}
 		indexed := 0
-		for _, m := range e.byPeer {
-			indexed += len(m)
+		for _, head := range e.byPeer {
+			for o := head; o != nil; o = o.byPeer.next {
+				indexed++
+			}
 		}
 		got := maps.Clone(e.spisIn)
 		e.mu.Unlock()

@@ -185,15 +185,12 @@ func (s *ikeSA) setCiphers() error {
 
 // newCiphers makes the SK payload's ciphers from keys; it touches no SA.
 func newCiphers(prop ikeSuite, keys ikeKeys, initiator bool) (send, recv *skCipher, err error) {
-	ei, saltI, err := prop.encr.newAEAD(keys.ei)
-	if err != nil {
-		return nil, nil, err
+	i, r := &skCipher{encr: prop.encr, km: keys.ei}, &skCipher{encr: prop.encr, km: keys.er}
+	for _, c := range []*skCipher{i, r} {
+		if _, _, err := c.aead(); err != nil { // checked once: each message makes its own
+			return nil, nil, err
+		}
 	}
-	er, saltR, err := prop.encr.newAEAD(keys.er)
-	if err != nil {
-		return nil, nil, err
-	}
-	i, r := &skCipher{aead: ei, salt: saltI}, &skCipher{aead: er, salt: saltR}
 	if initiator {
 		return i, r, nil
 	}
@@ -417,7 +414,7 @@ func (s *ikeSA) authEstablished(ps []message.Payload, c *childOffer, pid auth.Id
 		cfg.Log.Warn("IKE_AUTH failed", "peer", s.remote, "err", err)
 		s.fail(DownNegotiation, err)
 	}
-	s.peerID = pid
+	s.peerID = pid.Clone() // not a slice of the decrypted message, which it would keep whole
 	s.peerMOBIKE = len(filterNotify(ps, message.MOBIKE_SUPPORTED)) > 0
 	s.peerAddrs = readAddrNotifies(ps)
 	s.established()
@@ -699,7 +696,7 @@ func (s *ikeSA) respondAuth(msgID uint32, ps []message.Payload) {
 		refuse(fmt.Errorf("%v: %w", pid, verr))
 		return
 	}
-	s.peerID, s.peer = pid, peer
+	s.peerID, s.peer = pid.Clone(), peer // a slice of the decrypted IKE_AUTH (its certificate too) would keep it all
 	s.authority = authorityOf(peer, certAddrs)
 	s.certAddrs, s.pskAuth = certAddrs, a.Method == auth.MethodPSK
 	e.removeHalfOpen(s) // by the key it was added under: s.remote may have floated to 4500
@@ -718,7 +715,8 @@ func (s *ikeSA) respondAuth(msgID uint32, ps []message.Payload) {
 // initialContact is §2.4: the peer has no other SA with us: forget old
 // ones of the same identity (a road warrior that restarted). Under e.mu.
 func (s *ikeSA) initialContact(pid auth.Identity) {
-	for o := range s.e.byPeer[peerKey(pid)] {
+	for o, next := s.e.byPeer[peerKey(pid)], (*ikeSA)(nil); o != nil; o = next {
+		next = o.byPeer.next // destroy unlinks o
 		if o != s && o.state == stEstablished && o.peerID.Equal(pid) {
 			s.e.cfg.Log.Info("INITIAL_CONTACT: removing the old IKE SA", "ike", o.name())
 			o.destroy(DownReplaced)
@@ -748,7 +746,7 @@ func (s *ikeSA) finishAuth(msgID uint32, ps []message.Payload, idr *message.ID, 
 	s.established()
 	cfg.Log.Info("IKE SA established", "ike", s.name(), "local", s.local, "remote", s.remote, "proposal", s.prop.String(),
 		"nat", s.natHere || s.natThere, "mobike", s.peerMOBIKE)
-	child, err := s.acceptChild(ps, s.ni, s.nr, nil, nil, true)
+	child, err := s.acceptChild(ps, s.ni, s.nr, nil, nil, nil, true)
 	if err != nil {
 		// §1.2: the IKE SA stands, the Child SA is refused.
 		cfg.Log.Warn("Child SA refused", "ike", s.name(), "err", err)

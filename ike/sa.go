@@ -93,6 +93,7 @@ type ikeSA struct {
 	haveCached bool
 	frags      fragments
 	half       halfOpenLink   // responder: its place among the half-open SAs (halfopen.go)
+	byPeer     peerLink       // established: its place in Endpoint.byPeer
 	replyTo    netip.AddrPort // where the request being answered came from
 
 	children []*Child
@@ -436,6 +437,10 @@ func (s *ikeSA) established() {
 		s.authenticated = time.Now()
 	}
 	s.dh = nil
+	// The IKE_SA_INIT messages were kept only for AUTH's signed octets
+	// (§2.15), both sides' now checked; a retransmitted IKE_SA_INIT
+	// request no longer finds the SA (it left the half-open table).
+	s.msg1, s.msg2 = nil, nil
 	if !s.initiator && len(s.proven) == 0 {
 		// The IKE SA was set up with the peer at this endpoint.
 		s.proven, s.espPeer = []netip.AddrPort{s.remote}, s.remote
@@ -606,30 +611,45 @@ func peerKey(id auth.Identity) string {
 	return fmt.Sprintf("%d:%x", id.Type, id.Data)
 }
 
-// indexPeer files an established IKE SA under its peer's identity. Under e.mu.
+// indexPeer files an established IKE SA under its peer's identity: the
+// bucket is a list through the SAs themselves (peerLink), so filing one
+// allocates nothing beyond the map entry of its identity. Under e.mu.
 func (e *Endpoint) indexPeer(s *ikeSA) {
-	if s.peerID.Data == nil {
+	if s.peerID.Data == nil || s.byPeer.in {
 		return
 	}
 	k := peerKey(s.peerID)
-	m := e.byPeer[k]
-	if m == nil {
-		m = map[*ikeSA]struct{}{}
-		e.byPeer[k] = m
+	head := e.byPeer[k]
+	s.byPeer = peerLink{in: true, key: k, next: head}
+	if head != nil {
+		head.byPeer.prev = s
 	}
-	m[s] = struct{}{}
+	e.byPeer[k] = s
 }
 
 // unindexPeer takes a dying IKE SA out of byPeer. Under e.mu.
 func (e *Endpoint) unindexPeer(s *ikeSA) {
-	if s.peerID.Data == nil {
+	l := &s.byPeer
+	if !l.in {
 		return
 	}
-	k := peerKey(s.peerID)
-	if m := e.byPeer[k]; m != nil {
-		delete(m, s)
-		if len(m) == 0 {
-			delete(e.byPeer, k)
-		}
+	if l.prev != nil {
+		l.prev.byPeer.next = l.next
+	} else if l.next != nil {
+		e.byPeer[l.key] = l.next
+	} else {
+		delete(e.byPeer, l.key)
 	}
+	if l.next != nil {
+		l.next.byPeer.prev = l.prev
+	}
+	*l = peerLink{}
+}
+
+// peerLink is an IKE SA's place in its identity's bucket of
+// Endpoint.byPeer.
+type peerLink struct {
+	in         bool
+	key        string
+	prev, next *ikeSA
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/roamsec/roamsec/ike/auth"
 	"github.com/roamsec/roamsec/ike/message"
 )
 
@@ -111,5 +112,39 @@ func TestRestartWithCookieReplacesHalfOpen_RFC7296_2_6(t *testing.T) {
 	}
 	if st := e.Counters(); st.HalfOpen != 1 {
 		t.Fatalf("%d half-open SAs, want 1 (the old one replaced)", st.HalfOpen)
+	}
+}
+
+// RFC 7296 §2.4: INITIAL_CONTACT finds the old IKE SAs of an identity
+// through Endpoint.byPeer; its list through the SAs stays exact as SAs of
+// one identity come and go in any order.
+func TestPeerIndexListExact_RFC7296_2_4(t *testing.T) {
+	e, _ := newResponder(t, nil)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var sas []*ikeSA
+	for i := range 5 {
+		s := e.newSA(false, gwAddr, src(i), false)
+		s.peerID = auth.Identity{Type: auth.IDFQDN, Data: []byte("rw.example")}
+		e.indexPeer(s)
+		e.indexPeer(s) // twice: filed once
+		sas = append(sas, s)
+	}
+	count := func() (n int) {
+		for o := e.byPeer[peerKey(sas[0].peerID)]; o != nil; o = o.byPeer.next {
+			n++
+		}
+		return n
+	}
+	for _, i := range []int{2, 4, 0, 2} { // middle, first filed (last in list), head, again
+		e.unindexPeer(sas[i])
+	}
+	if n := count(); n != 2 {
+		t.Fatalf("%d SAs listed, want 2", n)
+	}
+	e.unindexPeer(sas[1])
+	e.unindexPeer(sas[3])
+	if len(e.byPeer) != 0 {
+		t.Fatalf("%d identities left", len(e.byPeer))
 	}
 }

@@ -51,6 +51,10 @@ type Identity struct {
 	Data []byte
 }
 
+// Clone is a copy of id that shares no memory with it (an identity read
+// from a message is a slice of that message).
+func (id Identity) Clone() Identity { return Identity{Type: id.Type, Data: bytes.Clone(id.Data)} }
+
 // maxIdentityLen bounds a parsed identity; an ID payload body cannot exceed a
 // payload's 16-bit length anyway, and DN parsing is not free.
 const maxIdentityLen = 4096

@@ -71,7 +71,7 @@ type IKELimits struct {
 	HalfOpenTimeout     time.Duration
 	FragmentMemory      int // bytes, all SAs
 	FragmentMemoryPerSA int // bytes, one SA
-	Queue               int // IKE messages from the UDP 4500 sockets waiting for the IKE goroutines
+	Queue               int // IKE messages from UDP 500 and 4500 waiting for the IKE goroutines, per lane (new IKE_SA_INIT; existing IKE SAs, split among the goroutines)
 }
 
 // DefaultIKEQueue is ike.queue's default.

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // IKEQueue hands IKE messages from the packet paths to IKE goroutines of
@@ -49,7 +50,19 @@ type ikeMsg struct {
 	local  netip.Addr
 	remote netip.AddrPort
 	natT   bool
+	at     time.Time // queued
 }
+
+// initMaxWait is how long a new IKE_SA_INIT request may wait in its lane:
+// an older one is dropped, counted (queue_full), when a worker reaches it.
+// Under a flood of IKE_SA_INIT that answers cookies (real addresses, a
+// Diffie-Hellman each) the lane stays full, and a FIFO of n slots would
+// make a real initiator wait n × the handling time behind it, twice (the
+// cookie round trip, RFC 7296 §2.6), past its retransmission timer
+// (§2.1): stale requests are skipped in nanoseconds instead, so a new one
+// waits at most about this long. The initiator retransmits what was
+// dropped.
+const initMaxWait = 250 * time.Millisecond
 
 // ikeSlot is a slot's buffer size kept between messages; a larger message
 // gets a buffer of its own, dropped after use, so the steady memory is
@@ -128,11 +141,15 @@ func (q *IKEQueue) Push(msg []byte, local netip.Addr, remote netip.AddrPort, nat
 	}
 	m.buf = append(m.buf[:0], msg...)
 	m.local, m.remote, m.natT = local, remote, natT
+	if l == &q.init {
+		m.at = time.Now()
+	}
 	l.work <- m // never blocks: there are as many slots as free buffers
 	return true
 }
 
-// Dropped is how many messages the queue refused.
+// Dropped is how many messages the queue refused, or dropped as stale
+// (initMaxWait).
 func (q *IKEQueue) Dropped() uint64 { return q.dropped.Load() }
 
 // Workers is how many goroutines Run starts.
@@ -168,7 +185,11 @@ func (q *IKEQueue) serve(own *lane, handle func([]byte, netip.Addr, netip.AddrPo
 				l = &q.init
 			}
 		}
-		handle(m.buf, m.local, m.remote, m.natT)
+		if l == &q.init && time.Since(m.at) > initMaxWait {
+			q.dropped.Add(1) // stale (initMaxWait)
+		} else {
+			handle(m.buf, m.local, m.remote, m.natT)
+		}
 		l.queued.Add(-int64(len(m.buf)))
 		if cap(m.buf) > ikeSlot {
 			m.buf = make([]byte, 0, ikeSlot)

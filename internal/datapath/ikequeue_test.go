@@ -281,3 +281,56 @@ func TestIKEQueueWorkersRunTogether(t *testing.T) {
 	q.Close()
 	wg.Wait()
 }
+
+// TestIKEQueueStaleInitSkipped: IKE_SA_INIT requests that waited longer
+// than initMaxWait (a lane kept full by a flood) are dropped, counted, when
+// a worker reaches them, so a request queued after them is handled at
+// once; the messages of existing IKE SAs are never dropped for their age.
+func TestIKEQueueStaleInitSkipped(t *testing.T) {
+	q := NewIKEQueue(64, 1)
+	stuck := make(chan struct{})
+	var handled []byte
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	first := make(chan struct{}, 1)
+	wg.Go(func() {
+		q.Run(func(msg []byte, _ netip.Addr, _ netip.AddrPort, _ bool) {
+			select {
+			case first <- struct{}{}:
+				<-stuck
+			default:
+			}
+			mu.Lock()
+			handled = append(handled, msg[299])
+			mu.Unlock()
+		})
+	})
+	blocker := spiFor(q, 0)
+	q.Push(blocker, netip.Addr{}, ikeFrom, false) // the worker sticks on it
+	<-first
+	old, sa := initMsg(), spiFor(q, 0)
+	old[299], sa[299] = 'o', 's'
+	for range 10 {
+		q.Push(old, netip.Addr{}, ikeFrom, false)
+	}
+	q.Push(sa, netip.Addr{}, ikeFrom, false)
+	time.Sleep(initMaxWait + 50*time.Millisecond)
+	fresh := initMsg()
+	fresh[299] = 'f'
+	q.Push(fresh, netip.Addr{}, ikeFrom, false)
+	close(stuck)
+	for {
+		mu.Lock()
+		n := len(handled)
+		mu.Unlock()
+		if n == 3 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	q.Close()
+	wg.Wait()
+	if string(handled) != "\x00sf" || q.Dropped() != 10 {
+		t.Fatalf("handled %q, dropped %d; want the blocker, the IKE SA's message and the fresh request, 10 stale dropped", handled, q.Dropped())
+	}
+}

@@ -295,7 +295,7 @@ func cpuTicks(pid int) int64 {
 func iperfTCP(bed *netns.Bed, d time.Duration) (float64, float64, error) {
 	var out []byte
 	var err error
-	for range 10 {
+	for range 40 { // the server may take seconds to listen on a loaded machine
 		out, err = bed.RW.Command("iperf3", "-c", netns.Srv4.String(), "-p", "5201", "-J", "-t", strconv.Itoa(int(d.Seconds()))).Output()
 		if err == nil {
 			break
@@ -303,7 +303,8 @@ func iperfTCP(bed *netns.Bed, d time.Duration) (float64, float64, error) {
 		time.Sleep(300 * time.Millisecond)
 	}
 	var res struct {
-		End struct {
+		Error string `json:"error"` // iperf3 -J reports its failures here, exit status aside
+		End   struct {
 			SumSent     struct{ Retransmits float64 } `json:"sum_sent"`
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
@@ -312,6 +313,9 @@ func iperfTCP(bed *netns.Bed, d time.Duration) (float64, float64, error) {
 	}
 	if jerr := json.Unmarshal(out, &res); jerr != nil {
 		return 0, 0, fmt.Errorf("%v %v: %s", err, jerr, out)
+	}
+	if res.Error != "" {
+		return 0, 0, fmt.Errorf("iperf3: %s", res.Error)
 	}
 	return res.End.SumReceived.BitsPerSecond / 1e6, res.End.SumSent.Retransmits, nil
 }

@@ -80,7 +80,7 @@ func heapProfile(gw *rig.Proc, bin string) error {
 		return err
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if strings.Contains(gw.Log(), "heap profile written") {
+		if _, err := os.Stat(heapOut); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -200,6 +200,11 @@ func run(n, window int, dpd, idle, blast time.Duration, payload, senders int) er
 // established measures with every road warrior up on the 2-core gateway.
 func (b *bench) established(gw *rig.Proc, rss0 int, r loadgen.UpResult, dpd, idle, blast time.Duration) error {
 	fmt.Printf("time to bring up %d road warriors: %v\n", b.n, r.Elapsed.Round(time.Millisecond))
+	// Before any status: `status -json` with every Child SA builds its
+	// whole answer in memory, garbage the RSS below includes.
+	time.Sleep(time.Second)
+	rssUp := rssKB(gw.PID())
+	fmt.Printf("gateway RSS before any status: %d KB: %.1f KB per road warrior\n", rssUp, float64(rssUp-rss0)/float64(max(r.Up, 1)))
 	st, err := loadgen.GatewayStatus(b.bed, b.bin, b.cfg)
 	if err != nil {
 		return err
