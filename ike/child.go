@@ -39,6 +39,8 @@ type Child struct {
 	ours     bool   // created by an exchange we initiated
 	nonceMin []byte // the lowest nonce of the exchange that created it (§2.8.1)
 	timer    *time.Timer
+	rekeyAt  time.Time // when timer fires (ExportSA)
+	esp      espSuite  // what was negotiated (ExportSA)
 }
 
 // Sibling is, while Remove runs for c, another Child SA of the same name
@@ -286,7 +288,7 @@ func (s *ikeSA) buildChild(esp espSuite, spiIn, spiOut uint32, i2r, r2i []byte, 
 	in.Dir, in.SPI, in.Key, in.Peer, in.PeerMonitor = tunnel.Inbound, spiIn, inKey, tracker, hostToHost
 	out.Dir, out.SPI, out.Key, out.Outer = tunnel.Outbound, spiOut, outKey, s.outerRule(hostToHost, virtual, tracker)
 	c := &Child{Peer: s.peerID.String(), Selector: sel, VirtualIP: vip, DNS: s.dns, HostToHost: hostToHost,
-		Created: time.Now(), Proposal: esp.String(), ike: s, localTS: localTS, remoteTS: remoteTS, ours: weInitiated}
+		Created: time.Now(), Proposal: esp.String(), ike: s, localTS: localTS, remoteTS: remoteTS, ours: weInitiated, esp: esp}
 	if c.In, err = tunnel.NewSA(in); err != nil {
 		return nil, err
 	}
@@ -309,6 +311,17 @@ func (s *ikeSA) install(c *Child, rekeyOf *Child) error {
 		c.Name = fmt.Sprintf("%s/net", s.name())
 	}
 	s.aimChild(c) // a Child SA made while a MOBIKE move awaits its check goes to the proven address
+	var d time.Duration
+	if cfg.ChildLifetime > 0 {
+		d = jitter(cfg.ChildLifetime)
+	}
+	return s.put(c, rekeyOf != nil, d)
+}
+
+// put hands a named Child SA to the data path and arms its rekey after
+// rekeyIn (0: none); install and ImportSA share it.
+func (s *ikeSA) put(c *Child, rekey bool, rekeyIn time.Duration) error {
+	cfg := &s.e.cfg
 	if err := cfg.Install(c); err != nil {
 		c.In.Close()
 		c.Out.Close()
@@ -316,17 +329,19 @@ func (s *ikeSA) install(c *Child, rekeyOf *Child) error {
 	}
 	s.children = append(s.children, c)
 	s.e.spisIn[c.In.SPI] = struct{}{}
-	if d := cfg.ChildLifetime; d > 0 {
-		c.timer = s.afterLocked(jitter(d), func() { s.rekeyChild(c) })
+	if rekeyIn > 0 {
+		c.rekeyAt = time.Now().Add(rekeyIn)
+		c.timer = s.afterLocked(rekeyIn, func() { s.rekeyChild(c) })
 	}
 	verb := "Child SA installed"
-	if rekeyOf != nil {
+	if rekey {
 		verb = "Child SA rekeyed"
 	}
 	cfg.Log.Info(verb, "ike", s.name(), "child", c.Name, "spi_in", fmt.Sprintf("%#08x", c.In.SPI), "spi_out", fmt.Sprintf("%#08x", c.Out.SPI),
 		"proposal", c.Proposal, "local_ts", tsString(c.localTS), "remote_ts", tsString(c.remoteTS), "encap", c.Out.UDPEncap, "vip", c.VirtualIP)
 	s.emit(Progress{Kind: EvChildInstalled, Child: &ChildEvent{Name: c.Name, SPIIn: c.In.SPI, SPIOut: c.Out.SPI,
-		LocalTS: tsString(c.localTS), RemoteTS: tsString(c.remoteTS), HostToHost: c.HostToHost, Rekey: rekeyOf != nil}})
+		LocalTS: tsString(c.localTS), RemoteTS: tsString(c.remoteTS), HostToHost: c.HostToHost, Rekey: rekey}})
+	s.changed(ChangeChild)
 	return nil
 }
 
@@ -340,6 +355,7 @@ func (s *ikeSA) removeChild(c *Child) {
 	s.e.cfg.Remove(c)
 	c.In.Close()
 	c.Out.Close()
+	s.changed(ChangeChild)
 }
 
 // acceptChild is the responder's Child SA negotiation (IKE_AUTH or
@@ -809,7 +825,7 @@ func (s *ikeSA) rekeyIKE() {
 }
 
 func (s *ikeSA) armIKERekeyRetry() {
-	s.ikeRekeyTimer = s.afterLocked(10*time.Second, func() { s.rekeyIKE() })
+	s.armIKERekey(10 * time.Second)
 }
 
 func firstError(ps []message.Payload) string {

@@ -135,6 +135,12 @@ type Config struct {
 	// Progress, if set, reports each event (events.go), under the
 	// endpoint's lock: it must not block or call back into the endpoint.
 	Progress func(Progress)
+	// Changed, if set, hears of every change of an established IKE SA
+	// (Change): what a hot standby needs to call ExportSA again. Under the
+	// endpoint's lock, often (every message): it must only note the SPI,
+	// never block or call back into the endpoint. Apart from Progress so
+	// that it never crowds a connection's events out.
+	Changed func(Change)
 
 	Log *slog.Logger
 }

@@ -347,6 +347,7 @@ func (e *Endpoint) Move(local, remote netip.Addr) {
 			continue
 		}
 		s.local, s.remote = local, netip.AddrPortFrom(remote, s.remote.Port())
+		s.changed(ChangeMoved)
 		s.e.cfg.Log.Info("IKE SA moved", "ike", s.name(), "local", local, "remote", s.remote)
 		if s.out != nil {
 			// Retransmit the outstanding request on the new path at once.

@@ -165,7 +165,7 @@ func (w *wire) send(from netip.Addr) func([]byte, netip.Addr, netip.AddrPort, bo
 	}
 }
 
-func testLog(t *testing.T) *slog.Logger {
+func testLog(t testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -179,7 +179,7 @@ type pair struct {
 	prog   chan Progress
 }
 
-func newPair(t *testing.T, rwCfg, gwCfg Config) *pair {
+func newPair(t testing.TB, rwCfg, gwCfg Config) *pair {
 	t.Helper()
 	p := &pair{w: &wire{owners: map[netip.Addr]*Endpoint{}}, rp: new(plane), gp: new(plane), prog: make(chan Progress, 100)}
 	rwCfg.Initiator = true

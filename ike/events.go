@@ -174,3 +174,49 @@ type ExchangeError struct {
 
 func (e *ExchangeError) Error() string { return fmt.Sprintf("%v: %v", e.Exchange, e.Err) }
 func (e *ExchangeError) Unwrap() error { return e.Err }
+
+// ChangeKind is what changed in an established IKE SA, for a standby that
+// keeps a copy of it (ExportSA): seed 004's context moves, and a copy is
+// only good while it follows every one of these.
+type ChangeKind uint8
+
+const (
+	// ChangeCreated: an IKE SA is established (IKE_AUTH, an IKE SA rekey's
+	// new SA, or ImportSA).
+	ChangeCreated ChangeKind = iota + 1
+	// ChangeChild: a Child SA of it was installed, rekeyed or deleted.
+	ChangeChild
+	// ChangeMoved: its peer endpoint or our address changed (MOBIKE, NAT
+	// rebinding, a path switch).
+	ChangeMoved
+	// ChangeMessageID: a message ID advanced, ours or the peer's
+	// (RFC 7296 §2.3; RFC 6311 is what a copy that lags this needs).
+	ChangeMessageID
+	// ChangeDeleted: the IKE SA is gone (for a rekey, the old SA; the new
+	// one reports ChangeCreated).
+	ChangeDeleted
+)
+
+var changeNames = [...]string{ChangeCreated: "created", ChangeChild: "child", ChangeMoved: "moved",
+	ChangeMessageID: "message_id", ChangeDeleted: "deleted"}
+
+func (k ChangeKind) String() string {
+	if int(k) < len(changeNames) && changeNames[k] != "" {
+		return changeNames[k]
+	}
+	return fmt.Sprintf("change(%d)", uint8(k))
+}
+
+// Change reports that an IKE SA changed. SPI is the IKE SA's initiator
+// SPI (SPIi), what ExportSA takes.
+type Change struct {
+	Kind ChangeKind
+	SPI  uint64
+}
+
+// changed reports a change of an established SA through Config.Changed.
+func (s *ikeSA) changed(k ChangeKind) {
+	if f := s.e.cfg.Changed; f != nil && (s.state == stEstablished || k == ChangeDeleted) {
+		f(Change{Kind: k, SPI: s.spiI})
+	}
+}

@@ -43,6 +43,7 @@ func (s *ikeSA) mobikeRequest(ps []message.Payload, remote netip.AddrPort) ([]me
 	// the IP header" (this request passed the integrity check).
 	from := s.remote
 	s.remote = remote
+	s.changed(ChangeMoved)
 	natBefore := s.natHere || s.natThere
 	s.natDetect(ps, remote)
 	cfg.Log.Info("MOBIKE: peer moved", "ike", s.name(), "from", from, "to", remote, "nat", s.natHere || s.natThere,

@@ -91,7 +91,9 @@ type ikeSA struct {
 	children []*Child
 
 	dpdTimer, ikeRekeyTimer *time.Timer
+	ikeRekeyAt              time.Time // when ikeRekeyTimer fires (ExportSA hands the rest over)
 	replacedBy              *ikeSA
+	resync                  bool      // imported: see resyncs
 	downErr                 error     // the failure that ends the SA (its EvFailed)
 	rekeys                  int       // IKE SA rekeys this SA descends from
 	authenticated           time.Time // when the first of the line authenticated
@@ -137,6 +139,7 @@ func (s *ikeSA) start(r *request) {
 func (s *ikeSA) send(r *request) {
 	r.msgID = s.nextID
 	s.nextID++
+	s.changed(ChangeMessageID)
 	if !r.plain {
 		r.pkts = s.protect(r.exch, r.msgID, false, r.payloads)
 	}
@@ -161,6 +164,7 @@ func (s *ikeSA) followNAT() {
 	}
 	s.e.cfg.Log.Info("IKE peer's NAT mapping moved (authenticated ESP)", "ike", s.name(), "from", s.remote, "to", ep)
 	s.remote = ep
+	s.changed(ChangeMoved)
 }
 
 // transmit sends r's packets and arms its retransmission timer, the
@@ -304,7 +308,7 @@ func (s *ikeSA) handleEncrypted(m *message.Message, local netip.Addr, remote net
 			}
 			return
 		}
-		if h.MsgID != s.peerNext {
+		if h.MsgID != s.peerNext && !s.resyncs(h.MsgID) {
 			e.logDrop("request out of window", remote, nil)
 			return
 		}
@@ -324,6 +328,14 @@ func (s *ikeSA) handleEncrypted(m *message.Message, local netip.Addr, remote net
 	if err != nil {
 		e.logDrop("integrity", remote, err)
 		return
+	}
+	if !h.IsResponse() && s.resync {
+		// Authenticated: the peer's requests went on at the gateway we
+		// took the SA over from (resyncs).
+		if h.MsgID != s.peerNext {
+			e.cfg.Log.Info("IKE message IDs resynchronized after the import", "ike", s.name(), "expected", s.peerNext, "got", h.MsgID)
+		}
+		s.peerNext, s.resync = h.MsgID, false
 	}
 	next := enc.Next
 	if enc.Fragment {
@@ -359,6 +371,7 @@ func (s *ikeSA) handleEncrypted(m *message.Message, local netip.Addr, remote net
 		// never sends UPDATE_SA_ADDRESSES for it.
 		e.cfg.Log.Info("IKE peer moved", "ike", s.name(), "from", s.remote, "to", remote)
 		s.remote = remote
+		s.changed(ChangeMoved)
 	}
 	if local.IsValid() && !s.initiator {
 		s.local = local
@@ -378,6 +391,7 @@ func (s *ikeSA) handleEncrypted(m *message.Message, local netip.Addr, remote net
 		return
 	}
 	s.peerNext++
+	s.changed(ChangeMessageID)
 	s.replyTo = remote // responses go where the request came from (§2.11)
 	switch h.Exchange {
 	case message.IKE_AUTH:
@@ -421,8 +435,15 @@ func (s *ikeSA) established() {
 	}
 	s.armDPD()
 	if d := s.e.cfg.IKELifetime; d > 0 {
-		s.ikeRekeyTimer = s.afterLocked(jitter(d), func() { s.rekeyIKE() })
+		s.armIKERekey(jitter(d))
 	}
+	s.changed(ChangeCreated)
+}
+
+// armIKERekey rekeys the IKE SA after d.
+func (s *ikeSA) armIKERekey(d time.Duration) {
+	s.ikeRekeyAt = time.Now().Add(d)
+	s.ikeRekeyTimer = s.afterLocked(d, func() { s.rekeyIKE() })
 }
 
 // afterLocked runs f under the endpoint lock after d, unless the SA died.
@@ -505,6 +526,9 @@ func (s *ikeSA) destroy(why DownReason) {
 		return
 	}
 	wasUp := s.state >= stEstablished
+	if wasUp {
+		s.changed(ChangeDeleted)
+	}
 	s.state = stDead
 	s.e.unindexPeer(s)
 	for _, t := range []*time.Timer{s.dpdTimer, s.ikeRekeyTimer} {

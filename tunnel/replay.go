@@ -138,3 +138,25 @@ func (w *replayWindow) commit(seq uint64) bool {
 	w.ring[(seq>>6)&w.mask] |= 1 << (seq & 63)
 	return true
 }
+
+// raiseFloor moves the window's top to top with every number at or below
+// it marked as seen: every word of the ring full, except the top's word,
+// which holds the bits up to top only (the numbers above it in the same
+// word are still new). A window already at or past top is left alone.
+func (w *replayWindow) raiseFloor(top uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if top == 0 || top <= w.top {
+		return
+	}
+	for i := range w.ring {
+		w.ring[i] = ^uint64(0)
+	}
+	bit := top & 63
+	word := ^uint64(0)
+	if bit < 63 {
+		word = 1<<(bit+1) - 1
+	}
+	w.ring[(top>>6)&w.mask] = word
+	w.top = top
+}

@@ -268,3 +268,39 @@ func reached(l Limit, packets, bytes uint64) string {
 func (sa *SA) String() string {
 	return fmt.Sprintf("SA{spi=%#08x %s %s local=%s peer=%s sel=[%s]}", sa.SPI, sa.Dir, sa.Transform, sa.LocalAddrs, sa.PeerAddrs, sa.Selector)
 }
+
+// KeyMaterial returns a copy of the SA's keying material (cipher key and
+// salt, as SAConfig.Key took it), for moving the SA to another gateway
+// (seed 004's context transfer); nil once the SA is closed. The caller
+// zeroes the copy when done with it.
+func (sa *SA) KeyMaterial() []byte {
+	k := sa.keys.Load()
+	if k == nil {
+		return nil
+	}
+	return append([]byte(nil), k.raw...)
+}
+
+// SkipSeq raises an outbound SA's last-sent sequence number to at least
+// last: a gateway taking over an SA from another that may have sent up to
+// last must never send a number again (RFC 4303 §3.3.3; under AES-GCM and
+// ChaCha20-Poly1305 the sequence number is part of the nonce, so a repeat
+// is a nonce reused). It never lowers the number.
+func (sa *SA) SkipSeq(last uint64) {
+	for {
+		cur := sa.seq.Load()
+		if cur >= last || sa.seq.CompareAndSwap(cur, last) {
+			return
+		}
+	}
+}
+
+// RaiseReplayFloor marks every sequence number up to top as received on
+// an inbound SA (RFC 4303 §3.4.3): what another gateway accepted before
+// handing the SA over cannot be replayed to this one. Numbers above top
+// stay acceptable. No effect if the window is already past top.
+func (sa *SA) RaiseReplayFloor(top uint64) {
+	if sa.replay != nil {
+		sa.replay.raiseFloor(top)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -58,6 +59,13 @@ type Options struct {
 	// Warn, if set, receives problems that do not stop serving (e.g. a
 	// group that cannot reach the socket through its directory).
 	Warn func(msg string)
+	// Body answers the commands (first two words, e.g. "context put")
+	// listed in BodyCommands: their line ends with the length of a body
+	// that follows it (QueryBody), at most MaxBody bytes. Body gets the
+	// line without the length. Such commands are privileged.
+	Body         func(cmd string, body []byte) (any, error)
+	BodyCommands []string
+	MaxBody      int
 }
 
 // Serve listens on path until ctx ends, then removes the socket. The
@@ -158,18 +166,32 @@ func peerUID(c net.Conn) int {
 func serveOne(c net.Conn, h Handler, o Options) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	line, err := bufio.NewReader(io.LimitReader(c, 256)).ReadString('\n')
-	if err != nil {
+	br := bufio.NewReader(c)
+	line, err := br.ReadSlice('\n')
+	if err != nil || len(line) > maxLine {
 		return
 	}
-	cmd := strings.TrimSpace(line)
+	cmd := strings.TrimSpace(string(line))
 	var v any
-	if word, _, _ := strings.Cut(cmd, " "); slices.Contains(o.Privileged, word) {
+	word, _, _ := strings.Cut(cmd, " ")
+	bodyCmd, n, isBody := o.bodyCommand(cmd)
+	if slices.Contains(o.Privileged, word) || isBody {
 		if uid := peerUID(c); uid != 0 && uid != os.Geteuid() {
 			err = fmt.Errorf("%s: %w: only root may ask that (you are uid %d)", word, os.ErrPermission, uid)
 		}
 	}
-	if err == nil {
+	switch {
+	case err != nil:
+	case isBody && (n < 0 || n > o.MaxBody):
+		err = fmt.Errorf("%s: a body of %d bytes, at most %d", bodyCmd, n, o.MaxBody)
+	case isBody:
+		body := make([]byte, n)
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err = io.ReadFull(br, body); err != nil {
+			return
+		}
+		v, err = o.Body(bodyCmd, body)
+	default:
 		v, err = h(cmd)
 	}
 	if st, ok := v.(Stream); ok && err == nil {
@@ -189,6 +211,32 @@ func serveOne(c net.Conn, h Handler, o Options) {
 		c.Close()
 		after()
 	}
+}
+
+// maxLine bounds a command line.
+const maxLine = 256
+
+// bodyCommand reports whether cmd is one of the body commands, and
+// splits off the body's length (-1 if it is not a number).
+func (o Options) bodyCommand(cmd string) (string, int, bool) {
+	if o.Body == nil {
+		return "", 0, false
+	}
+	i := strings.LastIndexByte(cmd, ' ')
+	if i < 0 {
+		return "", 0, false
+	}
+	head := cmd[:i]
+	for _, b := range o.BodyCommands {
+		if head == b || strings.HasPrefix(head, b+" ") {
+			n, err := strconv.Atoi(cmd[i+1:])
+			if err != nil {
+				n = -1
+			}
+			return head, n, true
+		}
+	}
+	return "", 0, false
 }
 
 // streamItemTimeout bounds each write of a stream: a client that stops
@@ -286,6 +334,11 @@ func Query(path, cmd string, out any) error {
 		return err
 	}
 	defer c.Close()
+	return decodeReply(path, c, out)
+}
+
+// decodeReply reads one answer.
+func decodeReply(path string, c net.Conn, out any) error {
 	var r struct {
 		OK    bool            `json:"ok"`
 		Error string          `json:"error"`
@@ -301,6 +354,24 @@ func Query(path, cmd string, out any) error {
 		return nil
 	}
 	return json.Unmarshal(r.Data, out)
+}
+
+// QueryBody sends cmd with body (Options.Body) and decodes the answer
+// into out.
+func QueryBody(path, cmd string, body []byte, out any) error {
+	c, err := dial(path)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := fmt.Fprintf(c, "%s %d\n", cmd, len(body)); err != nil {
+		return err
+	}
+	if _, err := c.Write(body); err != nil {
+		return err
+	}
+	return decodeReply(path, c, out)
 }
 
 // send dials the daemon at path and writes cmd, with the 5 s deadline a

@@ -108,6 +108,9 @@ Flags (daemon):
        gateway status [-config FILE] [-json] [-summary] [-all] [-id PATTERN] [-addr PREFIX] [-state STATE]
        gateway sa list [-config FILE] [-json] [-id PATTERN] [-addr PREFIX] [-state STATE]
        gateway init [-address HOST] [-dir DIR] [-force]
+       gateway context get [-config FILE] NAME|-all > FILE
+       gateway context put [-config FILE] [-seq-jump N] FILE
+       gateway ha keygen FILE
        gateway version
 
 roamsec %s gateway. Without a command it runs as the daemon: it creates the
@@ -130,6 +133,13 @@ Commands:
   init        write a fresh pre-shared key, roadwarrior.psk (mode 0600), into
               /etc/roamsec (-dir), which the shipped gateway.yaml uses, and
               print the road warrior's init command line with it
+  context get the security context of one IKE SA (name, peer identity or
+              SPIi) or of every one (-all) with their Child SAs, sealed with
+              ha.cluster_key, on standard output (seed 004)
+  context put carry on the IKE SAs of such a file here (same SPIs, no new
+              negotiation; a gateway with the same service addresses):
+              outbound ESP sequence numbers jump by -seq-jump (default 2^24)
+  ha keygen   write a new cluster key (32 random bytes in hex, mode 0600)
 
 Needs root, or CAP_NET_ADMIN, CAP_NET_RAW and CAP_NET_BIND_SERVICE.
 Configuration: /etc/roamsec/gateway.yaml unless -config.
@@ -158,6 +168,14 @@ func Main(role string, args []string, stdout, stderr io.Writer) int {
 				return ExitUsage
 			}
 			return saListCmd(role, args[2:], stdout, stderr)
+		case "context":
+			return contextCmd(role, args[1:], stdout, stderr)
+		case "ha":
+			if len(args) < 2 || args[1] != "keygen" {
+				fmt.Fprintf(stderr, "%s ha: want \"ha keygen FILE\" (see %s -help)\n", role, role)
+				return ExitUsage
+			}
+			return haKeygenCmd(role, args[2:], stdout, stderr)
 		case "disconnect":
 			if role != string(config.RoleRoadWarrior) {
 				fmt.Fprintf(stderr, "gateway: disconnect is a road-warrior command; stop the gateway with systemctl stop roamsec-gateway\n")
@@ -290,6 +308,9 @@ func prepareOn(role, cfgPath string, stderr io.Writer, quiet, offline bool) (*pr
 	}
 	if c.Metrics != nil {
 		s.Metrics = c.Metrics.Listen
+	}
+	if c.HA != nil {
+		s.ClusterKey = c.HA.ClusterKey
 	}
 	if r := b.TUN.BypassRule; r != nil {
 		s.Rule = &Rule{Mark: r.Mark, Table: r.Table, Priority: r.Priority}

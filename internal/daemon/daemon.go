@@ -56,6 +56,9 @@ type Setup struct {
 	Role          string
 	// Metrics, if set, is where the Prometheus endpoint listens.
 	Metrics string
+	// ClusterKey, if set, is the cluster key file (ha.cluster_key) that
+	// seals context get and opens context put (context.go).
+	ClusterKey string
 	// Ready, if set, is called once the tunnel is up.
 	Ready func(*Running)
 	// IKE, if set, negotiates SAs with IKEv2; Listen are our outer

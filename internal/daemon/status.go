@@ -605,12 +605,17 @@ const (
 // ends the run.
 func (r *Running) serveControl(ctx context.Context, disconnect func()) error {
 	s := r.setup
-	o := control.Options{Group: control.NoGroup, Privileged: []string{cmdDisconnect},
-		Warn: func(msg string) { s.Log.Warn("control socket", "problem", msg) }}
+	o := control.Options{Group: control.NoGroup, Privileged: []string{cmdDisconnect, "context"},
+		Warn:         func(msg string) { s.Log.Warn("control socket", "problem", msg) },
+		Body:         r.contextPut,
+		BodyCommands: []string{cmdContextPut}, MaxBody: maxContextBody}
 	if s.ControlGroup != nil {
 		o.Group = s.ControlGroup.GID
 	}
 	return control.ServeWith(ctx, s.ControlSocket, o, func(cmd string) (any, error) {
+		if what, ok := strings.CutPrefix(cmd, cmdContextGet+" "); ok {
+			return r.contextGet(what)
+		}
 		if words := strings.Fields(cmd); len(words) > 1 && (words[0] == cmdStatus || cmd != cmdSAList && strings.HasPrefix(cmd, cmdSAList+" ")) {
 			return r.filtered(words)
 		}
