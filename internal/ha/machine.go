@@ -201,7 +201,7 @@ func (m *Machine) Switchover(now time.Time) (Action, error) {
 	if m.role != RoleActive {
 		return ActNone, ErrNotActive
 	}
-	if !m.peerHeard || now.Sub(m.peerHeardAt) >= m.DeadAfter || m.peerRole != RoleStandby {
+	if !m.peerHeard || now.Sub(m.peerHeardAt) >= m.DeadAfter || m.peerRole == RoleActive {
 		return ActNone, ErrNoPeer
 	}
 	m.role = RoleStandby
