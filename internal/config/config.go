@@ -79,6 +79,7 @@ type Config struct {
 	Policies      []Policy  // extra SPD entries, before the SAs' own
 	Mobility      *Mobility // nil: no mobility section
 	IKE           *IKE      // nil: static keys only
+	HA            *HA       // nil: a single gateway (ha.go)
 
 	// Warnings are problems that do not stop the daemon (e.g. a routing
 	// table nothing consults, inline keys in a world-readable file, keys
@@ -294,7 +295,7 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 // config walks the top level.
 func (p *parser) config(root *yaml.Node) *Config {
 	c := &Config{File: p.file}
-	f := p.fields(root, 1, "", "role", "log", "control_socket", "tun", "transport", "sas", "policies", "mobility", "ike", "control_group", "metrics")
+	f := p.fields(root, 1, "", "role", "log", "control_socket", "tun", "transport", "sas", "policies", "mobility", "ike", "control_group", "metrics", "ha")
 
 	if role, ok := f.enum("role", "", string(RoleGateway), string(RoleRoadWarrior)); ok && role == "" {
 		f.missing("role", ": gateway or roadwarrior")
@@ -315,6 +316,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 	p.tun(f, c)
 	p.mobility(f, c)
 	p.ike(f, c)
+	p.ha(f, c)
 	if sn := f.get("sas"); sn != nil {
 		if sn.Kind != yaml.SequenceNode {
 			if sn.Kind != yaml.AliasNode {
