@@ -108,6 +108,7 @@ Flags (daemon):
        gateway status [-config FILE] [-json] [-summary] [-all] [-id PATTERN] [-addr PREFIX] [-state STATE]
        gateway sa list [-config FILE] [-json] [-id PATTERN] [-addr PREFIX] [-state STATE]
        gateway init [-address HOST] [-dir DIR] [-force]
+       gateway ha switchover [-config FILE]
        gateway version
 
 roamsec %s gateway. Without a command it runs as the daemon: it creates the
@@ -127,6 +128,9 @@ Commands:
               -addr ADDR|PREFIX (inner or outer address), -state active|idle|
               expired (Child SAs that carried packets, none yet, or past their
               hard lifetime)
+  ha switchover  (the active of a hot-standby pair, ha section) release the
+              service addresses, send a final checkpoint and hand over to the
+              standby, which takes over at once; this gateway becomes standby
   init        write a fresh pre-shared key, roadwarrior.psk (mode 0600), into
               /etc/roamsec (-dir), which the shipped gateway.yaml uses, and
               print the road warrior's init command line with it
@@ -158,6 +162,12 @@ func Main(role string, args []string, stdout, stderr io.Writer) int {
 				return ExitUsage
 			}
 			return saListCmd(role, args[2:], stdout, stderr)
+		case "ha":
+			if role != string(config.RoleGateway) || len(args) < 2 || args[1] != "switchover" {
+				fmt.Fprintf(stderr, "%s ha: want \"gateway ha switchover\" (see gateway -help)\n", role)
+				return ExitUsage
+			}
+			return switchoverCmd(role, args[2:], stdout, stderr)
 		case "disconnect":
 			if role != string(config.RoleRoadWarrior) {
 				fmt.Fprintf(stderr, "gateway: disconnect is a road-warrior command; stop the gateway with systemctl stop roamsec-gateway\n")
@@ -286,7 +296,7 @@ func prepareOn(role, cfgPath string, stderr io.Writer, quiet, offline bool) (*pr
 		UDPPort: b.Transport.UDPPort, KeepAlive: b.Transport.NATKeepalive,
 		SPD: b.SPD, SAD: b.SAD, Outbound: b.Outbound, Log: log,
 		Mobility: b.Mobility, ControlSocket: b.ControlSocket, Role: role,
-		IKE: b.IKE, Listen: b.Transport.Listen, ControlGroup: c.ControlGroup,
+		IKE: b.IKE, Listen: b.Transport.Listen, ControlGroup: c.ControlGroup, HA: b.HA,
 	}
 	if c.Metrics != nil {
 		s.Metrics = c.Metrics.Listen
@@ -517,6 +527,23 @@ func disconnectCmd(role string, args []string, stdout, stderr io.Writer) int {
 		time.Sleep(50 * time.Millisecond)
 	}
 	fmt.Fprintf(stdout, "disconnected: process %d deleted its IKE SA and exited\n", r.PID)
+	return ExitOK
+}
+
+// switchoverCmd asks the active gateway of a pair to hand over.
+func switchoverCmd(role string, args []string, stdout, stderr io.Writer) int {
+	fs, cfgPath, _ := cmdFlags(role, "ha switchover", stderr, false)
+	if pos, err := parseArgs(fs, args); err != nil || len(pos) > 0 {
+		if err == nil {
+			fmt.Fprintf(stderr, "%s ha switchover: unexpected argument %q\n", role, pos[0])
+		}
+		return usageCode(err)
+	}
+	var r SwitchoverReply
+	if code := query(role, cmdSwitchover, *cfgPath, &r, stderr); code != ExitOK {
+		return code
+	}
+	fmt.Fprintf(stdout, "handed over to %s (epoch %d): this gateway is now %s\n", r.Peer, r.Epoch, r.Role)
 	return ExitOK
 }
 

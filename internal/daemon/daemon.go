@@ -18,6 +18,7 @@ import (
 	"github.com/roamsec/roamsec/ike"
 	"github.com/roamsec/roamsec/internal/config"
 	"github.com/roamsec/roamsec/internal/datapath"
+	"github.com/roamsec/roamsec/internal/ha"
 	"github.com/roamsec/roamsec/tun"
 	"github.com/roamsec/roamsec/tunnel"
 	"github.com/roamsec/roamsec/tunnel/transport"
@@ -67,6 +68,8 @@ type Setup struct {
 	// FailFast (connect): a failure before the first Child SA is up ends
 	// Run with that error, instead of retrying with backoff.
 	FailFast bool
+	// HA, if set, makes this gateway one of a hot-standby pair.
+	HA *config.HA
 
 	ike *ikeState
 }
@@ -78,6 +81,7 @@ type Running struct {
 	setup    *Setup
 	mob      *mobilityState
 	started  time.Time
+	ha       *ha.Node // nil: no ha section
 }
 
 // Run brings the tunnel up and runs it until ctx ends. It returns after
@@ -115,6 +119,14 @@ func Run(ctx context.Context, s Setup) error {
 	r := &Running{Device: dev, Datapath: dp, setup: &s, started: time.Now()}
 	if s.Mobility != nil {
 		r.mob = new(mobilityState)
+	}
+	if s.HA != nil {
+		if r.ha, err = r.newHA(); err != nil {
+			return err
+		}
+		if ir != nil {
+			s.ike.onChange.Store(r.ha)
+		}
 	}
 	err = r.serve(ctx, cfg, ir, metricsLn)
 	r.logCounters()
@@ -279,6 +291,9 @@ func startIKE(cl *cleanups, s *Setup, dev *tun.Device, cfg *datapath.Config) (*i
 	icfg.Send = socks.send
 	icfg.Progress = func(p ike.Progress) {
 		st.track.progress(p)
+		if n := st.onChange.Load(); n != nil {
+			n.Refresh() // an IKE SA or Child SA came, went or changed: stream it to the standby
+		}
 		if s.Progress != nil {
 			s.Progress(p)
 		}
@@ -402,6 +417,9 @@ func (r *Running) serve(ctx context.Context, cfg datapath.Config, ir *ikeRun, me
 		if s.ike.initiator {
 			wg.Go(func() { r.connect(helpers, ir) })
 		}
+	}
+	if r.ha != nil {
+		wg.Go(func() { r.runHA(helpers) })
 	}
 	if s.Mobility != nil {
 		wg.Go(func() {

@@ -73,6 +73,9 @@ type Node struct {
 	sent     atomic.Uint64
 	ackedAt  atomic.Int64
 
+	refreshPending atomic.Bool
+	streamed       map[uint64][32]byte // active: a hash of each record last sent (main loop only)
+
 	mu        sync.Mutex
 	m         *Machine
 	records   map[uint64][]byte // standby: the active's records
@@ -110,6 +113,7 @@ const (
 	wakeConnected
 	wakeChanged
 	wakeSwitchover
+	wakeRefresh
 )
 
 type wake struct {
@@ -167,6 +171,15 @@ func (n *Node) post(w wake) {
 // Child SAs) was created, rekeyed, moved, deleted or its message IDs
 // moved. The active streams the new record (or its deletion).
 func (n *Node) Changed(spi uint64) { n.post(wake{kind: wakeChanged, spi: spi}) }
+
+// Refresh is an IKE event that names no SPI: the active compares every
+// IKE SA's record with what it last streamed and sends the differences.
+// Refreshes that pile up are served once.
+func (n *Node) Refresh() {
+	if n.refreshPending.CompareAndSwap(false, true) {
+		n.post(wake{kind: wakeRefresh})
+	}
+}
 
 // Switchover asks the active to hand over to the standby (planned).
 func (n *Node) Switchover(ctx context.Context) error {
@@ -251,6 +264,11 @@ func (n *Node) loop(ctx context.Context, wg *sync.WaitGroup) {
 			}
 		case wakeSwitchover:
 			w.reply <- n.switchover()
+		case wakeRefresh:
+			n.refreshPending.Store(false)
+			if n.role() == RoleActive {
+				n.refresh()
+			}
 		}
 	}
 }

@@ -2,6 +2,7 @@ package ha
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"maps"
 	"slices"
@@ -74,8 +75,10 @@ func (n *Node) resync() {
 	if err := n.out.send(&Frame{Type: FrameResyncBegin}); err != nil {
 		return
 	}
+	n.streamed = map[uint64][32]byte{}
 	for _, r := range recs {
 		n.out.send(&Frame{Type: FramePut, SPI: r.SPI, Data: r.Data})
+		n.streamed[r.SPI] = sha256.Sum256(r.Data)
 		clear(r.Data)
 	}
 	n.out.send(&Frame{Type: FrameResyncEnd})
@@ -94,11 +97,48 @@ func (n *Node) stream(spi uint64) {
 	switch {
 	case errors.Is(err, ErrGone):
 		n.out.send(&Frame{Type: FrameDelete, SPI: spi})
+		delete(n.streamed, spi)
 	case err != nil:
 		n.log.Error("ha: exporting an IKE SA for the standby", "spi", spi, "err", err)
 	default:
 		n.out.send(&Frame{Type: FramePut, SPI: spi, Data: data})
+		n.noteStreamed(spi, data)
 		clear(data)
+	}
+}
+
+func (n *Node) noteStreamed(spi uint64, data []byte) {
+	if n.streamed == nil {
+		n.streamed = map[uint64][32]byte{}
+	}
+	n.streamed[spi] = sha256.Sum256(data)
+}
+
+// refresh streams the records that differ from what was last sent, and
+// deletes those that are gone.
+func (n *Node) refresh() {
+	if n.cfg.Context == nil {
+		return
+	}
+	recs, err := n.cfg.Context.ExportAll()
+	if err != nil {
+		n.log.Error("ha: exporting the context for the standby", "err", err)
+		return
+	}
+	seen := make(map[uint64]bool, len(recs))
+	for _, r := range recs {
+		seen[r.SPI] = true
+		if h, ok := n.streamed[r.SPI]; !ok || h != sha256.Sum256(r.Data) {
+			n.out.send(&Frame{Type: FramePut, SPI: r.SPI, Data: r.Data})
+			n.noteStreamed(r.SPI, r.Data)
+		}
+		clear(r.Data)
+	}
+	for spi := range n.streamed {
+		if !seen[spi] {
+			n.out.send(&Frame{Type: FrameDelete, SPI: spi})
+			delete(n.streamed, spi)
+		}
 	}
 }
 
