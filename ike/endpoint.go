@@ -238,6 +238,24 @@ func (e *Endpoint) endAll(reason DownReason) {
 	}
 }
 
+// DropAll forgets every IKE SA and removes their Child SAs without a
+// word to the peers: a gateway of an HA pair that becomes standby does
+// this, the other gateway carries the SAs on with the same SPIs, so a
+// DELETE (RFC 7296 §1.4.1) would end them there too. It returns how many
+// IKE SAs were dropped.
+func (e *Endpoint) DropAll() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, s := range e.sas {
+		if s.state == stEstablished {
+			n++
+		}
+		s.destroy(DownHandedOver)
+	}
+	return n
+}
+
 // Alive reports whether an IKE SA of line gen exists (half-open or up).
 func (e *Endpoint) Alive(gen int) bool {
 	e.mu.Lock()

@@ -20,6 +20,9 @@ type Built struct {
 	Mobility      *Mobility // nil: no mobility section
 	// IKE, if set, negotiates SAs; its secrets are the daemon's to zero.
 	IKE *IKE
+	// HA, if set, is this gateway's half of a pair; its key is the
+	// daemon's to zero.
+	HA *HA
 
 	// SPD: the extra policies in file order, then one PROTECT entry per
 	// SA, bound to its outbound SA.
@@ -81,6 +84,7 @@ func (c *Config) Build() (b *Built, err error) {
 		Transport:     c.Transport,
 		Mobility:      c.Mobility,
 		IKE:           c.IKE.clone(),
+		HA:            c.HA.clone(),
 		SPD:           new(tunnel.SPD),
 		SAD:           new(tunnel.SAD),
 		Warnings:      slices.Clone(c.Warnings),
@@ -167,6 +171,9 @@ func (c *Config) Build() (b *Built, err error) {
 func (c *Config) Wipe() {
 	if c.IKE != nil {
 		c.IKE.Wipe()
+	}
+	if c.HA != nil {
+		c.HA.Key.Wipe()
 	}
 	for i := range c.SAs {
 		c.SAs[i].Outbound.Key.Wipe()

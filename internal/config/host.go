@@ -117,6 +117,16 @@ func (c *Config) CheckHost(h Host) error {
 			}
 		}
 	}
+	if h2 := c.HA; h2 != nil {
+		if h2.Listen.IsValid() && !h.HasAddr(h2.Listen.Addr()) {
+			fail("ha.listen", "%s is not an address of this host: the sync link binds it", h2.Listen.Addr())
+		}
+		for i, s := range h2.Services {
+			if s.Link != "" && !h.HasInterface(s.Link) {
+				fail(c.listPath("ha.service_addresses", i, len(h2.Services))+".interface", "no network interface is named %s on this host", show(s.Link))
+			}
+		}
+	}
 	return joinErrors(errs)
 }
 

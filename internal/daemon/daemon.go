@@ -18,6 +18,7 @@ import (
 	"github.com/roamsec/roamsec/ike"
 	"github.com/roamsec/roamsec/internal/config"
 	"github.com/roamsec/roamsec/internal/datapath"
+	"github.com/roamsec/roamsec/internal/ha"
 	"github.com/roamsec/roamsec/tun"
 	"github.com/roamsec/roamsec/tunnel"
 	"github.com/roamsec/roamsec/tunnel/transport"
@@ -70,6 +71,8 @@ type Setup struct {
 	// FailFast (connect): a failure before the first Child SA is up ends
 	// Run with that error, instead of retrying with backoff.
 	FailFast bool
+	// HA, if set, makes this gateway one of a hot-standby pair.
+	HA *config.HA
 
 	ike *ikeState
 }
@@ -81,6 +84,7 @@ type Running struct {
 	setup    *Setup
 	mob      *mobilityState
 	started  time.Time
+	ha       *ha.Node // nil: no ha section
 }
 
 // Run brings the tunnel up and runs it until ctx ends. It returns after
@@ -118,6 +122,17 @@ func Run(ctx context.Context, s Setup) error {
 	r := &Running{Device: dev, Datapath: dp, setup: &s, started: time.Now()}
 	if s.Mobility != nil {
 		r.mob = new(mobilityState)
+	}
+	if s.HA != nil && !s.HA.Pair {
+		s.HA.Key.Wipe() // cluster_key alone: context get/put reads the file when asked
+	}
+	if s.HA != nil && s.HA.Pair {
+		if r.ha, err = r.newHA(); err != nil {
+			return err
+		}
+		if ir != nil {
+			s.ike.onChange.Store(r.ha)
+		}
 	}
 	err = r.serve(ctx, cfg, ir, metricsLn)
 	r.logCounters()
@@ -280,8 +295,16 @@ func startIKE(cl *cleanups, s *Setup, dev *tun.Device, cfg *datapath.Config) (*i
 	var socks ikeSockets
 	icfg.Install, icfg.Remove, icfg.Log = st.install, st.remove, s.Log
 	icfg.Send = socks.send
+	icfg.Changed = func(c ike.Change) {
+		if n := st.onChange.Load(); n != nil {
+			n.Changed(c.SPI) // the standby's copy of this IKE SA must follow (ha)
+		}
+	}
 	icfg.Progress = func(p ike.Progress) {
 		st.track.progress(p)
+		if n := st.onChange.Load(); n != nil {
+			n.Refresh() // an IKE SA or Child SA came, went or changed: stream it to the standby
+		}
 		if s.Progress != nil {
 			s.Progress(p)
 		}
@@ -405,6 +428,9 @@ func (r *Running) serve(ctx context.Context, cfg datapath.Config, ir *ikeRun, me
 		if s.ike.initiator {
 			wg.Go(func() { r.connect(helpers, ir) })
 		}
+	}
+	if r.ha != nil {
+		wg.Go(func() { r.runHA(helpers) })
 	}
 	if s.Mobility != nil {
 		wg.Go(func() {

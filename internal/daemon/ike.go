@@ -8,11 +8,13 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/roamsec/roamsec/ike"
 	"github.com/roamsec/roamsec/internal/config"
 	"github.com/roamsec/roamsec/internal/datapath"
+	"github.com/roamsec/roamsec/internal/ha"
 	"github.com/roamsec/roamsec/mobility"
 	"github.com/roamsec/roamsec/tun"
 	"github.com/roamsec/roamsec/tunnel"
@@ -45,6 +47,9 @@ type ikeState struct {
 	initiator bool
 	// track is what status and metrics show of the IKE SAs (status.go).
 	track ikeTrack
+	// onChange, if set, is told of every IKE event (the HA node streams
+	// the changed IKE SAs to the standby).
+	onChange atomic.Pointer[ha.Node]
 }
 
 // outbound is the current outbound SAs of the negotiated Child SAs.
