@@ -207,7 +207,12 @@ func TestImportRefusals(t *testing.T) {
 		}), ErrNoPolicy},
 		{"road warrior's side", p.gw, mut(func(r *ikectx.SA) { r.Initiator = true }), nil},
 		{"unknown cipher", p.gw, mut(func(r *ikectx.SA) { r.SPIi++; r.SPIr++; r.Children[0].SPIIn++; r.Encr = 12 }), nil},
-		{"ESP key of the wrong length", p.gw, mut(func(r *ikectx.SA) { r.SPIi++; r.SPIr++; r.Children[0].SPIIn++; r.Children[0].KeyIn = r.Children[0].KeyIn[1:] }), nil},
+		{"ESP key of the wrong length", p.gw, mut(func(r *ikectx.SA) {
+			r.SPIi++
+			r.SPIr++
+			r.Children[0].SPIIn++
+			r.Children[0].KeyIn = r.Children[0].KeyIn[1:]
+		}), nil},
 		{"not a record", p.gw, []byte(`{"v":2}`), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
