@@ -199,6 +199,11 @@ func (e *Endpoint) ImportSA(data []byte, seqJump uint64) error {
 	case e.sas[rec.SPIr] != nil || len(e.byInit[rec.SPIi]) > 0:
 		return fmt.Errorf("ike: IKE SA %016x_%016x: %w", rec.SPIi, rec.SPIr, ErrSAExists)
 	}
+	if len(e.cfg.LocalAddrs) > 0 && !slices.Contains(e.cfg.LocalAddrs, rec.Local) {
+		// The peer sends IKE and ESP to this address: the service
+		// addresses move with the context, or the tunnel does not.
+		return fmt.Errorf("ike: the IKE SA runs on %v, not one of this gateway's addresses %v: %w", rec.Local, e.cfg.LocalAddrs, ErrNoPolicy)
+	}
 	for _, c := range rec.Children {
 		if e.spiTaken(c.SPIIn) {
 			return fmt.Errorf("ike: ESP SPI %#08x: %w", c.SPIIn, ErrSAExists)

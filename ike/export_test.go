@@ -205,6 +205,12 @@ func TestImportRefusals(t *testing.T) {
 			r.Children[0].SPIIn++
 			r.VIP = []netip.Addr{netip.MustParseAddr("100.64.9.9")}
 		}), ErrNoPolicy},
+		{"on an address this gateway does not have", p.gw, mut(func(r *ikectx.SA) {
+			r.SPIi++
+			r.SPIr++
+			r.Children[0].SPIIn++
+			r.Local = netip.MustParseAddr("203.0.113.77")
+		}), ErrNoPolicy},
 		{"road warrior's side", p.gw, mut(func(r *ikectx.SA) { r.Initiator = true }), nil},
 		{"unknown cipher", p.gw, mut(func(r *ikectx.SA) { r.SPIi++; r.SPIr++; r.Children[0].SPIIn++; r.Encr = 12 }), nil},
 		{"ESP key of the wrong length", p.gw, mut(func(r *ikectx.SA) {
