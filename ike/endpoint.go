@@ -33,6 +33,10 @@ type Endpoint struct {
 	// byPeer: the established IKE SAs by peer identity (peerKey), for
 	// INITIAL_CONTACT; an SA leaves it when it dies.
 	byPeer map[string]map[*ikeSA]struct{}
+	// byInit: the established IKE SAs by initiator SPI (ExportSA, which a
+	// standby calls on every Change); the initiator picks it, so two peers
+	// may share one (initIndex).
+	byInit map[uint64][]*ikeSA
 	half   halfOpenTable // responder: IKE SAs not yet authenticated (halfopen.go)
 	// fragBytes is the RFC 7383 reassembly memory all SAs hold.
 	fragBytes int
@@ -76,6 +80,7 @@ func New(cfg Config) (*Endpoint, error) {
 		return nil, err
 	}
 	e := &Endpoint{cfg: cfg, sas: map[uint64]*ikeSA{}, spisIn: map[uint32]struct{}{}, byPeer: map[string]map[*ikeSA]struct{}{},
+		byInit: map[uint64][]*ikeSA{},
 		half:   halfOpenTable{byKey: map[initKey]*ikeSA{}, perSrc: map[netip.Addr]int{}},
 		leases: map[string]netip.Addr{}, leased: map[netip.Addr]string{}}
 	copy(e.secret[:], randomBytes(32))

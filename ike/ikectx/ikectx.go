@@ -5,13 +5,19 @@
 // state (ike/export.go), internal/hactx seals it with the cluster key.
 //
 // The form is versioned JSON (byte strings in base64, durations in
-// nanoseconds): small next to the keys it carries, and every field named.
+// nanoseconds), every field named, then the keys in a binary block of
+// their own: encoding/json keeps its buffers in a pool that nobody zeroes,
+// so no key ever goes through it. A record: the JSON's length (4 bytes,
+// big-endian), the JSON, then each key as a length byte and its bytes
+// (SK_d, SK_ei, SK_er, SK_pi, SK_pr, then each Child SA's inbound and
+// outbound key).
 // Decode refuses anything it cannot vouch for (an unknown version or
 // field, a size or count out of bounds) with an error, never a panic.
 package ikectx
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,11 +59,11 @@ type SA struct {
 	EncrBits int    `json:"encr_bits"`
 	PRF      uint16 `json:"prf"`
 	DH       uint16 `json:"dh"`
-	SKd      []byte `json:"sk_d"`
-	SKei     []byte `json:"sk_ei"`
-	SKer     []byte `json:"sk_er"`
-	SKpi     []byte `json:"sk_pi"`
-	SKpr     []byte `json:"sk_pr"`
+	SKd      []byte `json:"-"` // in the key block
+	SKei     []byte `json:"-"` // in the key block
+	SKer     []byte `json:"-"` // in the key block
+	SKpi     []byte `json:"-"` // in the key block
+	SKpr     []byte `json:"-"` // in the key block
 	// SendIV is the last IV (a counter, RFC 5282 §3.1) we sealed an SK
 	// payload with; the importer goes past it.
 	SendIV uint64 `json:"send_iv"`
@@ -117,8 +123,8 @@ type Child struct {
 	VIP      []netip.Addr              `json:"vip,omitempty"`
 	SPIIn    uint32                    `json:"spi_in"`
 	SPIOut   uint32                    `json:"spi_out"`
-	KeyIn    []byte                    `json:"key_in"` // key || salt
-	KeyOut   []byte                    `json:"key_out"`
+	KeyIn    []byte                    `json:"-"` // key || salt; in the key block
+	KeyOut   []byte                    `json:"-"`
 	// SeqOut is the last outbound sequence number sent, ReplayTop the
 	// highest inbound one accepted (RFC 4303 §3.3.3, §3.4.3).
 	SeqOut    uint64        `json:"seq_out"`
@@ -128,30 +134,60 @@ type Child struct {
 	RekeyIn   time.Duration `json:"rekey_in"` // 0: no rekey timer
 }
 
-// Encode writes sa in the current version.
+// Encode writes sa in the current version. The result holds keys: the
+// caller zeroes it.
 func Encode(sa *SA) ([]byte, error) {
 	sa.Version = Version
 	if err := sa.Check(); err != nil {
 		return nil, err
 	}
-	return json.Marshal(sa)
+	j, err := json.Marshal(sa)
+	if err != nil {
+		return nil, err
+	}
+	keys := sa.keys()
+	n := 4 + len(j)
+	for _, k := range keys {
+		n += 1 + len(k)
+	}
+	out := make([]byte, 0, n)
+	out = binary.BigEndian.AppendUint32(out, uint32(len(j)))
+	out = append(out, j...)
+	for _, k := range keys {
+		out = append(append(out, byte(len(k))), k...)
+	}
+	return out, nil
 }
 
-// Decode reads one record and checks it (Check).
+// keys are the key fields in their order in the key block.
+func (sa *SA) keys() [][]byte {
+	ks := [][]byte{sa.SKd, sa.SKei, sa.SKer, sa.SKpi, sa.SKpr}
+	for i := range sa.Children {
+		ks = append(ks, sa.Children[i].KeyIn, sa.Children[i].KeyOut)
+	}
+	return ks
+}
+
+// Decode reads one record and checks it (Check). The keys are copies:
+// the caller zeroes b.
 func Decode(b []byte) (*SA, error) {
 	if len(b) > MaxSize {
 		return nil, fmt.Errorf("ikectx: record of %d bytes, more than %d", len(b), MaxSize)
 	}
+	if len(b) < 4 || uint64(binary.BigEndian.Uint32(b)) > uint64(len(b)-4) {
+		return nil, errors.New("ikectx: truncated record")
+	}
+	j, kb := b[4:4+binary.BigEndian.Uint32(b)], b[4+binary.BigEndian.Uint32(b):]
 	var v struct {
 		Version int `json:"v"`
 	}
-	if err := json.Unmarshal(b, &v); err != nil {
+	if err := json.Unmarshal(j, &v); err != nil {
 		return nil, fmt.Errorf("ikectx: %w", err)
 	}
 	if v.Version != Version {
 		return nil, fmt.Errorf("ikectx: version %d, this build reads %d", v.Version, Version)
 	}
-	d := json.NewDecoder(bytes.NewReader(b))
+	d := json.NewDecoder(bytes.NewReader(j))
 	d.DisallowUnknownFields()
 	sa := new(SA)
 	if err := d.Decode(sa); err != nil {
@@ -160,10 +196,37 @@ func Decode(b []byte) (*SA, error) {
 	if d.More() {
 		return nil, errors.New("ikectx: data after the record")
 	}
+	if len(sa.Children) > MaxChildren {
+		return nil, fmt.Errorf("ikectx: %d Child SAs, more than %d", len(sa.Children), MaxChildren)
+	}
+	if err := sa.readKeys(kb); err != nil {
+		sa.Wipe()
+		return nil, err
+	}
 	if err := sa.Check(); err != nil {
+		sa.Wipe()
 		return nil, err
 	}
 	return sa, nil
+}
+
+// readKeys fills the key fields from the key block, in keys' order.
+func (sa *SA) readKeys(kb []byte) error {
+	dst := []*[]byte{&sa.SKd, &sa.SKei, &sa.SKer, &sa.SKpi, &sa.SKpr}
+	for i := range sa.Children {
+		dst = append(dst, &sa.Children[i].KeyIn, &sa.Children[i].KeyOut)
+	}
+	for _, p := range dst {
+		if len(kb) < 1 || int(kb[0]) > len(kb)-1 {
+			return errors.New("ikectx: truncated key block")
+		}
+		*p = bytes.Clone(kb[1 : 1+kb[0]])
+		kb = kb[1+kb[0]:]
+	}
+	if len(kb) > 0 {
+		return errors.New("ikectx: data after the key block")
+	}
+	return nil
 }
 
 // Check reports the first thing in sa that no established IKE SA has.
@@ -182,10 +245,13 @@ func (sa *SA) Check() error {
 	case sa.Rekeys < 0 || sa.IKERekeyIn < 0 || sa.SilentFor < 0:
 		return errors.New("ikectx: negative count or duration")
 	}
-	for _, k := range [][]byte{sa.SKd, sa.SKei, sa.SKer, sa.SKpi, sa.SKpr, sa.PeerID} {
-		if len(k) > MaxKeyLen*4 {
-			return fmt.Errorf("ikectx: a key or identity of %d bytes", len(k))
+	for _, k := range [][]byte{sa.SKd, sa.SKei, sa.SKer, sa.SKpi, sa.SKpr} {
+		if len(k) > MaxKeyLen {
+			return fmt.Errorf("ikectx: a key of %d bytes", len(k))
 		}
+	}
+	if len(sa.PeerID) > 1024 {
+		return errors.New("ikectx: an identity longer than 1024 bytes")
 	}
 	for _, n := range []int{len(sa.Authority), len(sa.CertAddrs), len(sa.PeerHashes), len(sa.PeerAddrs), len(sa.Proven), len(sa.VIP), len(sa.DNS), len(sa.Cached), len(sa.Outstanding)} {
 		if n > MaxList {

@@ -2,6 +2,8 @@ package ikectx
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"net/netip"
 	"reflect"
@@ -63,9 +65,13 @@ func TestDecodeRefusals(t *testing.T) {
 		name string
 		b    []byte
 	}{
-		{"another version", bytes.Replace(good, []byte(`"v":1`), []byte(`"v":2`), 1)},
-		{"unknown field", bytes.Replace(good, []byte(`"v":1,`), []byte(`"v":1,"extra":0,`), 1)},
-		{"trailing data", append(append([]byte(nil), good...), []byte(` {}`)...)},
+		{"another version", reframe(good, func(j []byte) []byte { return bytes.Replace(j, []byte(`"v":1`), []byte(`"v":2`), 1) })},
+		{"unknown field", reframe(good, func(j []byte) []byte { return bytes.Replace(j, []byte(`"v":1,`), []byte(`"v":1,"extra":0,`), 1) })},
+		{"trailing JSON", reframe(good, func(j []byte) []byte { return append(j, []byte(` {}`)...) })},
+		{"a key in the JSON", reframe(good, func(j []byte) []byte { return bytes.Replace(j, []byte(`"v":1,`), []byte(`"v":1,"sk_d":"AAAA",`), 1) })},
+		{"trailing data", append(append([]byte(nil), good...), 0)},
+		{"key block cut short", good[:len(good)-1]},
+		{"JSON length past the end", append([]byte{0xff, 0xff, 0xff, 0xff}, good[4:]...)},
 		{"no responder SPI (RFC 7296 §3.1)", with(func(s *SA) { s.SPIr = 0 })},
 		{"reserved ESP SPI (RFC 4303 §2.1)", with(func(s *SA) { s.Children[0].SPIIn = 255 })},
 		{"sequence past 2^32 without ESN", with(func(s *SA) { s.Children[0].ESN = false })},
@@ -81,8 +87,9 @@ func TestDecodeRefusals(t *testing.T) {
 				s.Children = append(s.Children, c)
 			}
 		})},
-		{"too large", append([]byte(`{"v":1,"peer_id":"`), append(bytes.Repeat([]byte("A"), MaxSize), '"', '}')...)},
-		{"not JSON", []byte("RSCTX")},
+		{"too large", frame(append([]byte(`{"v":1,"peer_id":"`), append(bytes.Repeat([]byte("A"), MaxSize), '"', '}')...), nil)},
+		{"not JSON", []byte("\x00\x00\x00\x05RSCTX")},
+		{"too short", []byte{0, 0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := Decode(tc.b); err == nil {
@@ -97,8 +104,8 @@ func TestDecodeRefusals(t *testing.T) {
 func FuzzDecode(f *testing.F) {
 	good, _ := Encode(sample())
 	f.Add(good)
-	f.Add([]byte(`{"v":1}`))
-	f.Add([]byte(`{"v":1,"children":[{"local_ts":[{}]}]}`))
+	f.Add(frame([]byte(`{"v":1}`), nil))
+	f.Add(frame([]byte(`{"v":1,"children":[{"local_ts":[{}]}]}`), [][]byte{{1}, {2}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		sa, err := Decode(b)
 		if err != nil {
@@ -112,4 +119,43 @@ func FuzzDecode(f *testing.F) {
 }
 
 // jsonOf encodes without checking: the refusal tests build bad records.
-func jsonOf(sa *SA) ([]byte, error) { return json.Marshal(sa) }
+func jsonOf(sa *SA) ([]byte, error) {
+	j, err := json.Marshal(sa)
+	if err != nil {
+		return nil, err
+	}
+	return frame(j, sa.keys()), nil
+}
+
+func frame(j []byte, keys [][]byte) []byte {
+	out := binary.BigEndian.AppendUint32(nil, uint32(len(j)))
+	out = append(out, j...)
+	for _, k := range keys {
+		out = append(append(out, byte(len(k))), k...)
+	}
+	return out
+}
+
+// reframe changes a record's JSON and keeps its key block.
+func reframe(rec []byte, f func([]byte) []byte) []byte {
+	n := binary.BigEndian.Uint32(rec)
+	j := f(append([]byte(nil), rec[4:4+n]...))
+	out := binary.BigEndian.AppendUint32(nil, uint32(len(j)))
+	return append(append(out, j...), rec[4+n:]...)
+}
+
+// No key goes through encoding/json (whose pooled buffers nobody
+// zeroes): the JSON part holds none of them.
+func TestKeysStayOutOfTheJSON(t *testing.T) {
+	in := sample()
+	b, err := Encode(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := b[4 : 4+binary.BigEndian.Uint32(b)]
+	for _, k := range in.keys() {
+		if bytes.Contains(j, k) || bytes.Contains(j, []byte(base64.StdEncoding.EncodeToString(k)[:8])) {
+			t.Fatalf("key %x in the JSON part", k[:4])
+		}
+	}
+}

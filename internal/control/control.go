@@ -369,6 +369,12 @@ func QueryBody(path, cmd string, body []byte, out any) error {
 		return err
 	}
 	if _, err := c.Write(body); err != nil {
+		// The daemon refused before reading it all (too large): its
+		// answer says why.
+		var re remoteError
+		if rerr := decodeReply(path, c, out); errors.As(rerr, &re) {
+			return rerr
+		}
 		return err
 	}
 	return decodeReply(path, c, out)

@@ -269,3 +269,39 @@ func TestQueryStreamDeliversEveryItemInOrder(t *testing.T) {
 		t.Fatalf("stopping early: %v", err)
 	}
 }
+
+// A command with a body (context put): the body arrives whole, bounded by
+// MaxBody, and only through Body; without the length it is not one.
+func TestQueryBodyDeliversTheBodyBounded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	got := make(chan string, 4)
+	o := Options{Group: NoGroup, BodyCommands: []string{"context put"}, MaxBody: 1 << 20,
+		Body: func(cmd string, body []byte) (any, error) { got <- cmd; return len(body), nil }}
+	go func() {
+		done <- ServeWith(ctx, path, o, func(cmd string) (any, error) { return nil, fmt.Errorf("plain %q", cmd) })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	for range 100 {
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	body := make([]byte, 300000) // more than a socket buffer
+	var n int
+	if err := QueryBody(path, "context put 7", body, &n); err != nil || n != len(body) {
+		t.Fatalf("QueryBody = %d, %v", n, err)
+	}
+	if cmd := <-got; cmd != "context put 7" {
+		t.Fatalf("Body got command %q", cmd)
+	}
+	if err := QueryBody(path, "context put 7", make([]byte, 1<<20+1), &n); err == nil || !strings.Contains(err.Error(), "at most") {
+		t.Fatalf("oversized body: %v", err)
+	}
+	if err := Query(path, "context put", &n); err == nil || !strings.Contains(err.Error(), "plain") {
+		t.Fatalf("without a length: %v", err)
+	}
+}

@@ -60,18 +60,23 @@ func (r *Running) contextGet(what string) (any, error) {
 		return nil, errors.New("context get: a gateway with ike only")
 	}
 	recs, err := exportRetry(s.ike.ep, what)
+	wipe := func() {
+		for _, b := range recs {
+			clear(b)
+		}
+	}
 	if err != nil {
+		wipe()
 		return nil, err
 	}
 	key, err := hactx.Load(s.ClusterKey)
 	if err != nil {
+		wipe()
 		return nil, err
 	}
 	defer key.Wipe()
 	plain := hactx.Join(recs)
-	for _, b := range recs {
-		clear(b)
-	}
+	wipe()
 	defer clear(plain)
 	sealed, err := key.Seal(contextPurpose, plain)
 	if err != nil {

@@ -145,7 +145,7 @@ func contextTakeover(t *testing.T, bed *netns.Bed, gwCfg string, startPeer func(
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if !rig.WaitFor(10*time.Second, func() bool { return !s.FirstReplyAfter(time.Now().Add(-100*time.Millisecond)).IsZero() }) {
+	if !rig.WaitFor(10*time.Second, func() bool { return !s.FirstReplyAfter(time.Now().Add(-100 * time.Millisecond)).IsZero() }) {
 		t.Fatalf("no traffic through gateway 1\nrw:\n%s\ngw:\n%s", rwLog(), gw1.Log())
 	}
 	time.Sleep(time.Second) // a hundred sequence numbers each way
