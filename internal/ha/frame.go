@@ -19,14 +19,14 @@ import (
 type FrameType uint8
 
 const (
-	FrameHeartbeat  FrameType = iota + 1 // role, priority, epoch
-	FramePut                             // one record: IKE SPI + opaque bytes
-	FrameDelete                          // IKE SPI
-	FrameCheckpoint                      // ESP SPI -> outbound seq / inbound edge
-	FrameResyncBegin                     // a full copy of the store follows
-	FrameResyncEnd                       // ... and is complete: replace the store
-	FrameHandover                        // planned switchover: the sender has released the addresses
-	FrameAck                             // cumulative: every frame up to Seq applied
+	FrameHeartbeat   FrameType = iota + 1 // role, priority, epoch
+	FramePut                              // one record: IKE SPI + opaque bytes
+	FrameDelete                           // IKE SPI
+	FrameCheckpoint                       // ESP SPI -> outbound seq / inbound edge
+	FrameResyncBegin                      // a full copy of the store follows
+	FrameResyncEnd                        // ... and is complete: replace the store
+	FrameHandover                         // planned switchover: the sender has released the addresses
+	FrameAck                              // cumulative: every frame up to Seq applied
 )
 
 var frameNames = [...]string{FrameHeartbeat: "heartbeat", FramePut: "put", FrameDelete: "delete", FrameCheckpoint: "checkpoint",

@@ -44,7 +44,9 @@ type Config struct {
 	CheckpointPackets  uint64
 	CheckpointInterval time.Duration
 	Net                Net
-	Context            Context
+	// Probe, if set, replaces the probe of the service network (tests).
+	Probe   func(ctx context.Context, svcs []Service, wait time.Duration) (bool, error)
+	Context Context
 	// Counters, if set, lists the SAs' sequence state (the active's
 	// checkpoints).
 	Counters func() []Checkpoint
@@ -74,6 +76,7 @@ type Node struct {
 	ackedAt  atomic.Int64
 
 	refreshPending atomic.Bool
+	renewedAt      time.Time           // main loop only
 	streamed       map[uint64][32]byte // active: a hash of each record last sent (main loop only)
 
 	mu        sync.Mutex
@@ -202,10 +205,17 @@ func (n *Node) Switchover(ctx context.Context) error {
 // the service addresses on the way out.
 func (n *Node) Run(ctx context.Context) error {
 	defer clear(n.cfg.Key[:])
+	// The wildcard: the peer reaches us on the sync address, probes on
+	// the service addresses (serveIn tells them apart).
 	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", n.cfg.Listen.String())
+	ln, err := lc.Listen(ctx, "tcp", fmt.Sprintf(":%d", n.cfg.Listen.Port()))
 	if err != nil {
 		return fmt.Errorf("ha: sync listen %v: %w", n.cfg.Listen, err)
+	}
+	// Addresses a crashed run of ours left (their lifetime may not have
+	// run out yet): we start as joining, never holding them.
+	if err := n.cfg.Net.Remove(n.cfg.Services); err != nil {
+		n.log.Warn("ha: removing stale service addresses", "err", err)
 	}
 	n.mu.Lock()
 	n.m = NewMachine(time.Now(), n.cfg.DeadAfter, n.cfg.Priority, n.cfg.tiebreak())
@@ -241,6 +251,7 @@ func (n *Node) loop(ctx context.Context, wg *sync.WaitGroup) {
 			return
 		case now := <-t.C:
 			n.sendHeartbeat()
+			n.renew(now)
 			n.act(ctx, wg, n.locked(func(m *Machine) Action { return m.Tick(now) }), false)
 			n.checkpoint(false)
 			continue
@@ -273,6 +284,18 @@ func (n *Node) loop(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
+// renew extends the service addresses' lifetime while we are active
+// (AddrLifetime), twice a lifetime at least.
+func (n *Node) renew(now time.Time) {
+	if n.role() != RoleActive || now.Sub(n.renewedAt) < AddrLifetime*time.Second/4 {
+		return
+	}
+	n.renewedAt = now
+	if err := n.cfg.Net.Add(n.cfg.Services); err != nil {
+		n.log.Error("ha: renewing the service addresses", "err", err)
+	}
+}
+
 func (n *Node) locked(f func(*Machine) Action) Action {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -290,9 +313,9 @@ func (n *Node) sendHeartbeat() {
 func (n *Node) act(ctx context.Context, wg *sync.WaitGroup, a Action, planned bool) {
 	switch a {
 	case ActProbe:
-		wait := max(n.cfg.Heartbeat, 20*time.Millisecond)
+		wait := max(n.cfg.Heartbeat, 50*time.Millisecond)
 		wg.Go(func() {
-			seen, err := n.cfg.Net.Probe(ctx, n.cfg.Services, wait)
+			seen, err := n.probe(ctx, wait)
 			if err != nil {
 				// A probe that cannot be sent proves nothing: count it as
 				// seen, so a broken service link never makes a second active.
