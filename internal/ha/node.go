@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -76,6 +78,8 @@ type Node struct {
 	ackedAt  atomic.Int64
 
 	refreshPending atomic.Bool
+	changedMu      sync.Mutex
+	changed        map[uint64]bool
 	renewedAt      time.Time           // main loop only
 	streamed       map[uint64][32]byte // active: a hash of each record last sent (main loop only)
 
@@ -173,14 +177,53 @@ func (n *Node) post(w wake) {
 // Changed is the IKE endpoint's event: the IKE SA spi (or one of its
 // Child SAs) was created, rekeyed, moved, deleted or its message IDs
 // moved. The active streams the new record (or its deletion).
-func (n *Node) Changed(spi uint64) { n.post(wake{kind: wakeChanged, spi: spi}) }
+// It never blocks the caller (an IKE goroutine): SPIs that change again
+// before the main loop gets to them are streamed once.
+func (n *Node) Changed(spi uint64) {
+	n.changedMu.Lock()
+	if n.changed == nil {
+		n.changed = map[uint64]bool{}
+	}
+	first := len(n.changed) == 0
+	n.changed[spi] = true
+	n.changedMu.Unlock()
+	if first {
+		select {
+		case n.wakes <- wake{kind: wakeChanged}:
+		default: // the loop is behind; takeChanged drains the set on the next wake
+		}
+	}
+}
+
+// streamChanged streams the changed IKE SAs (as the active; a standby
+// just forgets them).
+func (n *Node) streamChanged() {
+	for _, spi := range n.takeChanged() {
+		if n.role() == RoleActive {
+			n.stream(spi)
+		}
+	}
+}
+
+// takeChanged empties the set of changed SPIs.
+func (n *Node) takeChanged() []uint64 {
+	n.changedMu.Lock()
+	defer n.changedMu.Unlock()
+	spis := slices.Sorted(maps.Keys(n.changed))
+	clear(n.changed)
+	return spis
+}
 
 // Refresh is an IKE event that names no SPI: the active compares every
 // IKE SA's record with what it last streamed and sends the differences.
 // Refreshes that pile up are served once.
 func (n *Node) Refresh() {
 	if n.refreshPending.CompareAndSwap(false, true) {
-		n.post(wake{kind: wakeRefresh})
+		select {
+		case n.wakes <- wake{kind: wakeRefresh}:
+		default:
+			n.refreshPending.Store(false) // the loop is behind: the next event asks again
+		}
 	}
 }
 
@@ -250,6 +293,7 @@ func (n *Node) loop(ctx context.Context, wg *sync.WaitGroup) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			n.streamChanged() // any whose wake was dropped
 			n.sendHeartbeat()
 			n.renew(now)
 			n.act(ctx, wg, n.locked(func(m *Machine) Action { return m.Tick(now) }), false)
@@ -270,9 +314,7 @@ func (n *Node) loop(ctx context.Context, wg *sync.WaitGroup) {
 				n.resync()
 			}
 		case wakeChanged:
-			if n.role() == RoleActive {
-				n.stream(w.spi)
-			}
+			n.streamChanged()
 		case wakeSwitchover:
 			w.reply <- n.switchover()
 		case wakeRefresh:
