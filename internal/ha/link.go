@@ -3,8 +3,11 @@ package ha
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,13 +69,16 @@ func (l *outLink) close() {
 // (before any other frame goes out on it), until ctx ends.
 func (n *Node) dialLoop(ctx context.Context) {
 	d := net.Dialer{Timeout: max(n.cfg.DeadAfter, 200*time.Millisecond), LocalAddr: &net.TCPAddr{IP: n.cfg.Listen.Addr().AsSlice()}}
+	var lastErr string // logged once per outage, not once per heartbeat
 	for ctx.Err() == nil {
 		c, err := d.DialContext(ctx, "tcp", n.cfg.Peer.String())
 		if err == nil {
+			lastErr = ""
 			err = n.runOut(ctx, c)
 		}
-		if ctx.Err() == nil && err != nil && !errors.Is(err, io.EOF) {
-			n.log.Debug("ha: sync link to the peer", "peer", n.cfg.Peer, "err", err)
+		if ctx.Err() == nil && err != nil && !errors.Is(err, io.EOF) && err.Error() != lastErr {
+			lastErr = err.Error()
+			n.log.Info("ha: sync link to the peer", "peer", n.cfg.Peer, "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -139,6 +145,10 @@ func (n *Node) serveIn(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
+	if la, ok := c.LocalAddr().(*net.TCPAddr); ok && la.AddrPort().Addr().Unmap() != n.cfg.Listen.Addr() {
+		n.answerProbe(c)
+		return
+	}
 	if ap, ok := c.RemoteAddr().(*net.TCPAddr); !ok || ap.AddrPort().Addr().Unmap() != n.cfg.Peer.Addr() {
 		n.drop(errNotPeer)
 		return
@@ -168,7 +178,7 @@ func (n *Node) serveIn(ctx context.Context, c net.Conn) {
 			return
 		}
 		last = f.Seq
-		n.received.Add(uint64(len(buf)))
+		n.received.Add(uint64(4 + len(buf)))
 		n.apply(f)
 		c.SetWriteDeadline(time.Now().Add(n.cfg.DeadAfter))
 		if abuf, err = send.writeFrame(c, &Frame{Type: FrameAck, Seq: f.Seq, Acked: f.Seq}, abuf); err != nil {
@@ -203,4 +213,82 @@ func (n *Node) drop(err error) {
 	n.mu.Lock()
 	n.drops[reason]++
 	n.mu.Unlock()
+}
+
+// answerProbe answers a probe that reached us on another address than
+// the sync address (a service address, over the service network): one
+// sealed heartbeat, then close.
+func (n *Node) answerProbe(c net.Conn) {
+	c.SetDeadline(time.Now().Add(n.cfg.DeadAfter))
+	send, _, err := handshake(c, n.cfg.Key, false)
+	if err != nil {
+		n.drop(err)
+		return
+	}
+	n.mu.Lock()
+	f := Frame{Type: FrameHeartbeat, Seq: 1, Role: n.m.Role(), Priority: n.cfg.Priority, Epoch: n.m.Epoch()}
+	n.mu.Unlock()
+	send.writeFrame(c, &f, nil)
+}
+
+// probe looks for a live active on the service network: it connects to
+// the first service address of each family at the sync port, over the
+// service network, and asks for a sealed heartbeat. The kernel of a host
+// whose daemon died (kill -9) answers ARP and resets the connection, a
+// dead host answers nothing: neither is a sign of the active. Only a
+// daemon with the cluster key that says it is active is. An answer that
+// does not authenticate means someone else holds the address: taking it
+// would make a conflict, so it counts as seen.
+func (n *Node) probe(ctx context.Context, wait time.Duration) (bool, error) {
+	if n.cfg.Probe != nil {
+		return n.cfg.Probe(ctx, n.cfg.Services, wait)
+	}
+	deadline := time.Now().Add(wait)
+	var targets []netip.Addr
+	for _, s := range n.cfg.Services {
+		a := s.Prefix.Addr()
+		if !slices.ContainsFunc(targets, func(t netip.Addr) bool { return t.Is4() == a.Is4() }) {
+			targets = append(targets, a)
+		}
+	}
+	type res struct {
+		seen bool
+		err  error
+	}
+	out := make(chan res, len(targets))
+	for _, a := range targets {
+		go func() {
+			s, err := n.probeOne(ctx, netip.AddrPortFrom(a, n.cfg.Listen.Port()), deadline)
+			out <- res{s, err}
+		}()
+	}
+	seen, errs := false, []error(nil)
+	for range targets { // every probe joined before returning
+		r := <-out
+		seen = seen || r.seen
+		errs = append(errs, r.err)
+	}
+	return seen, errors.Join(errs...)
+}
+
+func (n *Node) probeOne(ctx context.Context, to netip.AddrPort, deadline time.Time) (bool, error) {
+	d := net.Dialer{Deadline: deadline}
+	c, err := d.DialContext(ctx, "tcp", to.String())
+	if err != nil {
+		return false, nil // refused (no daemon), unreachable or silent (no host)
+	}
+	defer c.Close()
+	c.SetDeadline(deadline)
+	_, recv, err := handshake(c, n.cfg.Key, true)
+	if err != nil {
+		return isTimeout(err), nil // a reset: no daemon; a stall: a daemon too busy to answer is still there
+	}
+	f, _, err := recv.readFrame(c, nil)
+	switch {
+	case errors.Is(err, ErrAuth):
+		return true, fmt.Errorf("probe %v: answered, but not under our cluster key: %w", to, err)
+	case err != nil:
+		return isTimeout(err), nil
+	}
+	return f.Type == FrameHeartbeat && f.Role == RoleActive, nil
 }

@@ -62,7 +62,9 @@ type Config struct {
 	CheckpointPackets  uint64
 	CheckpointInterval time.Duration
 	Net                Net
-	Context            Context
+	// Probe, if set, replaces the probe of the service network (tests).
+	Probe   func(ctx context.Context, svcs []Service, wait time.Duration) (bool, error)
+	Context Context
 	// Counters, if set, lists the SAs' sequence state (the active's
 	// checkpoints).
 	Counters func() []Checkpoint
@@ -103,8 +105,9 @@ type Node struct {
 	ackedAt  atomic.Int64
 
 	refreshPending atomic.Bool
-	chMu           sync.Mutex
-	changed        map[uint64]struct{} // IKE SAs changed since the main loop last looked
+	changedMu      sync.Mutex
+	changed        map[uint64]bool
+	renewedAt      time.Time           // main loop only
 	streamed       map[uint64][32]byte // active: a hash of each record last sent (main loop only)
 
 	mu        sync.Mutex
@@ -203,31 +206,41 @@ func (n *Node) post(w wake) {
 // Changed is the IKE endpoint's event: the IKE SA spi (or one of its
 // Child SAs) was created, rekeyed, moved, deleted or its message IDs
 // moved. The active streams the new record (or its deletion).
-// It never blocks (the endpoint calls it under its lock, and the main
-// loop's ExportSA takes that lock): SPIs pile up in a set served at once.
+// It never blocks the caller (an IKE goroutine): SPIs that change again
+// before the main loop gets to them are streamed once.
 func (n *Node) Changed(spi uint64) {
-	n.chMu.Lock()
-	first := len(n.changed) == 0
+	n.changedMu.Lock()
 	if n.changed == nil {
-		n.changed = map[uint64]struct{}{}
+		n.changed = map[uint64]bool{}
 	}
-	n.changed[spi] = struct{}{}
-	n.chMu.Unlock()
+	first := len(n.changed) == 0
+	n.changed[spi] = true
+	n.changedMu.Unlock()
 	if first {
 		select {
 		case n.wakes <- wake{kind: wakeChanged}:
-		default: // the queue is full: the next wake or tick serves the set
+		default: // the loop is behind; takeChanged drains the set on the next wake
+		}
+	}
+}
+
+// streamChanged streams the changed IKE SAs (as the active; a standby
+// just forgets them).
+func (n *Node) streamChanged() {
+	for _, spi := range n.takeChanged() {
+		if n.role() == RoleActive {
+			n.stream(spi)
 		}
 	}
 }
 
 // takeChanged empties the set of changed SPIs.
-func (n *Node) takeChanged() map[uint64]struct{} {
-	n.chMu.Lock()
-	defer n.chMu.Unlock()
-	c := n.changed
-	n.changed = nil
-	return c
+func (n *Node) takeChanged() []uint64 {
+	n.changedMu.Lock()
+	defer n.changedMu.Unlock()
+	spis := slices.Sorted(maps.Keys(n.changed))
+	clear(n.changed)
+	return spis
 }
 
 // Refresh is an IKE event that names no SPI: the active compares every
@@ -235,10 +248,10 @@ func (n *Node) takeChanged() map[uint64]struct{} {
 // Refreshes that pile up are served once.
 func (n *Node) Refresh() {
 	if n.refreshPending.CompareAndSwap(false, true) {
-		select { // never blocks: the endpoint calls this under its lock
+		select {
 		case n.wakes <- wake{kind: wakeRefresh}:
 		default:
-			n.refreshPending.Store(false)
+			n.refreshPending.Store(false) // the loop is behind: the next event asks again
 		}
 	}
 }
@@ -264,10 +277,17 @@ func (n *Node) Switchover(ctx context.Context) error {
 // the service addresses on the way out.
 func (n *Node) Run(ctx context.Context) error {
 	defer n.cfg.Key.Wipe()
+	// The wildcard: the peer reaches us on the sync address, probes on
+	// the service addresses (serveIn tells them apart).
 	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", n.cfg.Listen.String())
+	ln, err := lc.Listen(ctx, "tcp", fmt.Sprintf(":%d", n.cfg.Listen.Port()))
 	if err != nil {
 		return fmt.Errorf("ha: sync listen %v: %w", n.cfg.Listen, err)
+	}
+	// Addresses a crashed run of ours left (their lifetime may not have
+	// run out yet): we start as joining, never holding them.
+	if err := n.cfg.Net.Remove(n.cfg.Services); err != nil {
+		n.log.Warn("ha: removing stale service addresses", "err", err)
 	}
 	n.mu.Lock()
 	n.m = NewMachine(time.Now(), n.cfg.DeadAfter, n.cfg.Priority, n.cfg.tiebreak())
@@ -302,9 +322,10 @@ func (n *Node) loop(ctx context.Context, wg *sync.WaitGroup) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			n.streamChanged() // any whose wake was dropped
 			n.sendHeartbeat()
+			n.renew(now)
 			n.act(ctx, wg, n.locked(func(m *Machine) Action { return m.Tick(now) }), false)
-			n.streamChanged()
 			n.checkpoint(false)
 			continue
 		case w = <-n.wakes:
@@ -334,6 +355,18 @@ func (n *Node) loop(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
+// renew extends the service addresses' lifetime while we are active
+// (AddrLifetime), twice a lifetime at least.
+func (n *Node) renew(now time.Time) {
+	if n.role() != RoleActive || now.Sub(n.renewedAt) < AddrLifetime*time.Second/4 {
+		return
+	}
+	n.renewedAt = now
+	if err := n.cfg.Net.Add(n.cfg.Services); err != nil {
+		n.log.Error("ha: renewing the service addresses", "err", err)
+	}
+}
+
 func (n *Node) locked(f func(*Machine) Action) Action {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -351,9 +384,9 @@ func (n *Node) sendHeartbeat() {
 func (n *Node) act(ctx context.Context, wg *sync.WaitGroup, a Action, planned bool) {
 	switch a {
 	case ActProbe:
-		wait := max(n.cfg.Heartbeat, 20*time.Millisecond)
+		wait := max(n.cfg.Heartbeat, 50*time.Millisecond)
 		wg.Go(func() {
-			seen, err := n.cfg.Net.Probe(ctx, n.cfg.Services, wait)
+			seen, err := n.probe(ctx, wait)
 			if err != nil {
 				// A probe that cannot be sent proves nothing: count it as
 				// seen, so a broken service link never makes a second active.
@@ -370,18 +403,6 @@ func (n *Node) act(ctx context.Context, wg *sync.WaitGroup, a Action, planned bo
 			n.log.Error("ha: releasing the service addresses", "err", err)
 		}
 		n.dropAll()
-	}
-}
-
-// streamChanged streams the IKE SAs changed since the last call (the
-// active's; a standby forgets them: it holds none).
-func (n *Node) streamChanged() {
-	ch := n.takeChanged()
-	if n.role() != RoleActive {
-		return
-	}
-	for _, spi := range slices.Sorted(maps.Keys(ch)) {
-		n.stream(spi)
 	}
 }
 

@@ -26,7 +26,7 @@ func (f *fakeNet) Remove([]Service) error { f.holder.CompareAndSwap(f.id, 0); re
 func (f *fakeNet) Announce([]Service) error {
 	return nil
 }
-func (f *fakeNet) Probe(ctx context.Context, _ []Service, wait time.Duration) (bool, error) {
+func (f *fakeNet) probe(ctx context.Context, _ []Service, wait time.Duration) (bool, error) {
 	h := f.holder.Load()
 	return h != 0 && h != f.id, nil
 }
@@ -103,9 +103,10 @@ func TestPairReplicatesAndTakesOver(t *testing.T) {
 	var seq atomic.Uint64
 	seq.Store(5000)
 	mk := func(id int32, me, peer netip.AddrPort, c *fakeCtx, counters func() []Checkpoint) *Node {
+		fn := &fakeNet{id: id, holder: holder}
 		n, err := New(Config{Listen: me, Peer: peer, Key: key(), Priority: 100, Services: []Service{{netip.MustParsePrefix("192.0.2.100/24"), "x"}},
 			Heartbeat: 20 * time.Millisecond, DeadAfter: 60 * time.Millisecond, CheckpointPackets: 1000, CheckpointInterval: 50 * time.Millisecond,
-			Net: &fakeNet{id: id, holder: holder}, Context: c, Counters: counters})
+			Net: fn, Probe: fn.probe, Context: c, Counters: counters})
 		if err != nil {
 			t.Fatal(err)
 		}

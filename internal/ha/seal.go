@@ -143,8 +143,8 @@ func (s *sealer) readFrame(r io.Reader, buf []byte) (Frame, []byte, error) {
 	}
 	pt, err := s.aead.Open(ct[:0], s.nonce(), ct, hdr[:])
 	if err != nil {
-		return Frame{}, buf, ErrAuth
+		return Frame{}, ct, ErrAuth
 	}
 	f, err := Decode(pt)
-	return f, buf, err
+	return f, ct, err // len(ct): the frame's size on the wire, less its 4-byte length
 }

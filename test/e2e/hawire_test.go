@@ -1,0 +1,266 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roamsec/roamsec/test/netns"
+	"github.com/roamsec/roamsec/test/rig"
+)
+
+// Issue 12, part C: the pair of gateway daemons (test/netns/ha.go) with
+// the IKE context (ike ExportSA/ImportSA) as the replicated records. A
+// road warrior's tunnel carries a 100 Hz echo to the active gateway's
+// inner address; kill -9 of the active and the standby carries the same
+// SAs on (same SPIs, no IKE_SA_INIT, no Child SA rekey), the killed one
+// rejoins as standby and gets the state, a takeover back works, and a
+// planned switchover loses nothing.
+
+// haTrafficGW is haGWConfig with an inner address (the echo answers on
+// it) and the road warrior's route into the tunnel.
+const haTrafficGW = `role: gateway
+log: {level: debug}
+control_socket: %[1]s/%[2]s.sock
+tun:
+  name: roamsec0
+  table: 220
+  bypass_rule: {mark: 0x5253}
+  addresses: [203.0.113.1/32]
+  routes:
+    - {dst: 192.0.2.2/32, src: 203.0.113.1}
+ike:
+  id: gw.roamsec.example
+  local_ts: [203.0.113.0/24]
+  dpd: 2s
+  peers:
+    - {id: rw1@roamsec.example, psk_file: psk, addresses: [192.0.2.0/24]}
+ha:
+  listen: %[3]s
+  peer: %[4]s
+  cluster_key: cluster.key
+  priority: %[5]d
+  heartbeat: 50ms
+  checkpoint_packets: 64
+  checkpoint_interval: 200ms
+  service_addresses:
+    - {prefix: 192.0.2.100/24, interface: rsb-lan}
+    - {prefix: "2001:db8:1::100/64", interface: rsb-lan}
+`
+
+var haInner = netip.MustParseAddr("203.0.113.1")
+
+// haTraffic is a pair with the roamsec road warrior up through the
+// active (A) and the echo stream running.
+type haTraffic struct {
+	*haPair
+	stream  *rig.Stream
+	stopCap func() string
+}
+
+func startHATraffic(t *testing.T) *haTraffic {
+	t.Helper()
+	p := newHAPair(t)
+	for name, prio := range map[string]int{"a": 200, "b": 100} {
+		me, peer := netns.HASyncGA, netns.HASyncGB
+		if name == "b" {
+			me, peer = peer, me
+		}
+		if err := os.WriteFile(filepath.Join(p.dir, name+".yaml"), []byte(fmt.Sprintf(haTrafficGW, p.dir, name, me, peer, prio)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bed := p.bed
+	for _, ns := range []*netns.NS{bed.GA, bed.GB} {
+		stop, err := rig.EchoIn(ns, netip.IPv4Unspecified())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(stop)
+	}
+	h := &haTraffic{haPair: p}
+	stopCap, err := rig.Capture(bed.CL, t.TempDir(), netns.IfLAN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.stopCap = stopCap
+	t.Cleanup(func() { stopCap() })
+	p.gwA = p.start(t, bed.GA, p.cfgA)
+	waitHA(t, "gateway A active", 10*time.Second, func() bool { return roleOf(p.cfgA) == "active" }, p.gwA)
+	p.gwB = p.start(t, bed.GB, p.cfgB)
+	h.waitStandby(t, p.cfgB, 0)
+	rw, err := rig.Start(bed.CL, filepath.Join(bin, "roadwarrior"), 20*time.Second, "-config", p.cfgRW)
+	if err != nil {
+		t.Fatalf("%v\n--- A:\n%s", err, tail(p.gwA.Log(), 30))
+	}
+	p.rw = rw
+	t.Cleanup(func() { rw.Stop(5 * time.Second) })
+	waitHA(t, "the road warrior's Child SA", 15*time.Second, func() bool { return strings.Contains(rw.Log(), "Child SA installed") }, p.gwA, rw)
+	if h.stream, err = rig.StartStreamIn(bed.CL, haInner, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.stream.Close)
+	h.waitTraffic(t, time.Now(), "through A", p.gwA)
+	h.waitStandby(t, p.cfgB, 1)
+	return h
+}
+
+// waitStandby waits for cfg's gateway to be a connected standby holding
+// records IKE SA records.
+func (h *haTraffic) waitStandby(t *testing.T, cfg string, records int) {
+	t.Helper()
+	waitHA(t, fmt.Sprintf("%s standby with %d records", filepath.Base(cfg), records), 15*time.Second, func() bool {
+		st := haStatus(cfg)
+		return st != nil && st.HA.Role == "standby" && st.HA.Connected && st.HA.PeerRole == "active" && st.HA.Records == records
+	}, h.gwA, h.gwB, h.rw)
+}
+
+func (h *haTraffic) waitTraffic(t *testing.T, after time.Time, what string, logs ...*rig.Proc) time.Time {
+	t.Helper()
+	var got time.Time
+	waitHA(t, "echo answered "+what, 15*time.Second, func() bool {
+		got = h.stream.FirstReplyAfter(after)
+		return !got.IsZero()
+	}, append(logs, h.rw)...)
+	return got
+}
+
+var haChildRE = regexp.MustCompile(`Child SA (?:installed|rekeyed).*spi_in=(0x[0-9a-f]+) spi_out=(0x[0-9a-f]+)`)
+
+// gwSPIs are the gateway-side (in/out) SPIs of the Child SAs a log shows.
+func gwSPIs(log string) []string {
+	var out []string
+	for _, m := range haChildRE.FindAllStringSubmatch(log, -1) {
+		out = append(out, m[1]+"/"+m[2])
+	}
+	return out
+}
+
+// killOver kills the active (from) with SIGKILL and returns the outage:
+// kill to the first echo answered through to.
+func (h *haTraffic) killOver(t *testing.T, from, to *rig.Proc, toCfg string) time.Duration {
+	t.Helper()
+	spis := gwSPIs(from.Log())
+	rwChildren := strings.Count(h.rw.Log(), "Child SA installed") + strings.Count(h.rw.Log(), "Child SA rekeyed")
+	killed := time.Now()
+	from.Kill()
+	first := h.waitTraffic(t, killed, "after the kill", to)
+	outage := first.Sub(killed)
+	waitHA(t, "the survivor active", 5*time.Second, func() bool { return roleOf(toCfg) == "active" }, to)
+	// The same SAs: the survivor installed exactly the Child SAs the
+	// killed one had last (imported, by SPI), the road warrior none.
+	got := gwSPIs(to.Log())
+	if len(spis) == 0 || len(got) == 0 || got[len(got)-1] != spis[len(spis)-1] {
+		t.Fatalf("Child SA SPIs: killed gateway %v, survivor %v", spis, got)
+	}
+	if !strings.Contains(to.Log(), "IKE SA imported") {
+		t.Fatalf("the survivor imported no IKE SA:\n%s", tail(to.Log(), 30))
+	}
+	if n := strings.Count(h.rw.Log(), "Child SA installed") + strings.Count(h.rw.Log(), "Child SA rekeyed"); n != rwChildren {
+		t.Fatalf("the road warrior negotiated a Child SA during the takeover:\n%s", tail(h.rw.Log(), 30))
+	}
+	return outage
+}
+
+// TestHATakeoverCarriesTheSAs: see the file's comment.
+func TestHATakeoverCarriesTheSAs(t *testing.T) {
+	h := startHATraffic(t)
+	p, bed := h.haPair, h.bed
+	time.Sleep(time.Second) // sequence numbers past a few checkpoints
+	st := haStatus(p.cfgB)
+	t.Logf("standby holds 1 IKE SA: record %d bytes, %d bytes received so far", st.HA.RecordBytes, st.HA.ReceivedBytes)
+
+	killedA := time.Now()
+	outage := h.killOver(t, p.gwA, p.gwB, p.cfgB)
+	t.Logf("kill -9 A: first echo through B after %v", outage.Round(time.Millisecond))
+
+	// A comes back as standby, drops nothing it holds (it holds none) and
+	// receives B's state: the road warrior's IKE SA.
+	p.gwA = p.start(t, bed.GA, p.cfgA)
+	h.waitStandby(t, p.cfgA, 1)
+	if holds(t, bed.GA) {
+		t.Fatal("the rejoining gateway took the service addresses")
+	}
+	time.Sleep(500 * time.Millisecond)
+	outage2 := h.killOver(t, p.gwB, p.gwA, p.cfgA)
+	t.Logf("kill -9 B: first echo through A after %v", outage2.Round(time.Millisecond))
+
+	// B rejoins; a planned switchover to it loses nothing.
+	p.gwB = p.start(t, bed.GB, p.cfgB)
+	h.waitStandby(t, p.cfgB, 1)
+	time.Sleep(500 * time.Millisecond)
+	before := time.Now()
+	out, code, err := rig.Run(context.Background(), nil, filepath.Join(bin, "gateway"), "ha", "switchover", "-config", p.cfgA)
+	if err != nil || code != 0 {
+		t.Fatalf("gateway ha switchover: exit %d %v\n%s", code, err, out)
+	}
+	waitHA(t, "B active after the switchover", 5*time.Second, func() bool { return roleOf(p.cfgB) == "active" }, p.gwA, p.gwB)
+	after := h.waitTraffic(t, time.Now(), "after the switchover", p.gwB)
+	time.Sleep(500 * time.Millisecond)
+	lost := h.stream.LostBetween(before.Add(-200*time.Millisecond), after)
+	t.Logf("switchover A → B: %d echoes lost", lost)
+	if lost > 0 {
+		t.Errorf("the planned switchover lost %d echoes", lost)
+	}
+	h.stream.Close()
+	sent, got := h.stream.Counts()
+	checkHAWire(t, h.stopCap(), killedA)
+	for _, g := range []*rig.Proc{p.gwA, p.gwB} {
+		if strings.Contains(g.Log(), "IKE SA established") {
+			t.Errorf("%s established a new IKE SA:\n%s", g.Name, tail(g.Log(), 30))
+		}
+	}
+	load, _ := os.ReadFile("/proc/loadavg")
+	t.Logf("stream: %d sent, %d answered; outages %v, %v; load %s", sent, got, outage.Round(time.Millisecond), outage2.Round(time.Millisecond), strings.TrimSpace(string(load)))
+}
+
+// checkHAWire reads the LAN capture: no ESP (SPI, sequence number) sent
+// twice by the gateway side (the service address; RFC 4303 §3.3.3, a
+// nonce reused under AES-GCM), and no IKE_SA_INIT (exchange 34) after
+// the first kill.
+func checkHAWire(t *testing.T, file string, after time.Time) {
+	t.Helper()
+	out, err := exec.Command("tshark", "-n", "-r", file, "-Y", "esp or isakmp", "-T", "fields", "-E", "separator=|",
+		"-e", "frame.time_epoch", "-e", "ip.src", "-e", "esp.spi", "-e", "esp.sequence", "-e", "isakmp.exchangetype").Output()
+	if err != nil {
+		t.Fatalf("tshark: %v", err)
+	}
+	seen := map[string]bool{}
+	var fromGW int
+	var seqs []int
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Split(l, "|")
+		if len(f) < 5 {
+			continue
+		}
+		var sec float64
+		fmt.Sscan(f[0], &sec)
+		if strings.Contains(f[4], "34") && time.Unix(0, int64(sec*1e9)).After(after) {
+			t.Fatalf("IKE_SA_INIT on the wire after the kill: %q", l)
+		}
+		if f[2] == "" || f[1] != netns.HAService4.Addr().String() {
+			continue
+		}
+		fromGW++
+		key := f[2] + "/" + f[3]
+		if seen[key] {
+			t.Fatalf("ESP (SPI, sequence number) %s sent twice by the gateway side", key)
+		}
+		seen[key] = true
+		var seq int
+		fmt.Sscan(f[3], &seq)
+		seqs = append(seqs, seq)
+	}
+	if fromGW < 100 {
+		t.Fatalf("capture: only %d ESP packets from the gateway side", fromGW)
+	}
+	t.Logf("wire: %d ESP packets from the gateway side, none twice; highest sequence number %d", fromGW, slices.Max(seqs))
+}
