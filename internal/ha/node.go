@@ -108,6 +108,7 @@ type Node struct {
 	changedMu      sync.Mutex
 	changed        map[uint64]bool
 	renewedAt      time.Time           // main loop only
+	handingOver    time.Time           // a switchover keeps the addresses since (main loop only)
 	streamed       map[uint64][32]byte // active: a hash of each record last sent (main loop only)
 
 	mu        sync.Mutex
@@ -325,6 +326,9 @@ func (n *Node) loop(ctx context.Context, wg *sync.WaitGroup) {
 			n.streamChanged() // any whose wake was dropped
 			n.sendHeartbeat()
 			n.renew(now)
+			if !n.handingOver.IsZero() && now.Sub(n.handingOver) > n.cfg.DeadAfter+time.Second {
+				n.finishHandover("the peer did not say it is active")
+			}
 			n.act(ctx, wg, n.locked(func(m *Machine) Action { return m.Tick(now) }), false)
 			n.checkpoint(false)
 			continue
@@ -333,6 +337,9 @@ func (n *Node) loop(ctx context.Context, wg *sync.WaitGroup) {
 		switch w.kind {
 		case wakeHeartbeat:
 			n.act(ctx, wg, n.locked(func(m *Machine) Action { return m.Heartbeat(w.at, w.role, w.prio, w.epoch) }), false)
+			if !n.handingOver.IsZero() && w.role == RoleActive {
+				n.finishHandover("the peer is active")
+			}
 		case wakeHandover:
 			n.act(ctx, wg, n.locked(func(m *Machine) Action { return m.Handover(w.at, w.epoch) }), true)
 		case wakeProbe:

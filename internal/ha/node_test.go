@@ -183,12 +183,12 @@ func TestPairReplicatesAndTakesOver(t *testing.T) {
 	if to := A.Status().LastTakeover; to == nil || !to.Planned {
 		t.Fatalf("A's takeover %+v, want planned", to)
 	}
-	ctxB.mu.Lock()
-	dropped := ctxB.dropped
-	ctxB.mu.Unlock()
-	if dropped == 0 {
-		t.Fatal("B became standby without dropping its IKE SAs")
-	}
+	// B keeps its SAs until A says it is active, then drops them.
+	waitFor(t, "B dropping its IKE SAs once A is active", func() bool {
+		ctxB.mu.Lock()
+		defer ctxB.mu.Unlock()
+		return ctxB.dropped > 0
+	})
 }
 
 func freePort(t *testing.T) uint16 {

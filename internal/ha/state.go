@@ -182,8 +182,8 @@ func (n *Node) checkpoint(force bool) {
 	n.lastCPAt = now
 }
 
-// takeOver adds the service addresses, announces them, then imports
-// every record with its sequence numbers jumped past the checkpoints.
+// takeOver imports every record with its sequence numbers jumped past the
+// checkpoints, then adds the service addresses and announces them.
 func (n *Node) takeOver(planned bool) {
 	start := time.Now()
 	n.mu.Lock()
@@ -194,14 +194,6 @@ func (n *Node) takeOver(planned bool) {
 	if ever {
 		to.silence = start.Sub(heard)
 	}
-	if err := n.cfg.Net.Add(n.cfg.Services); err != nil {
-		n.log.Error("ha: adding the service addresses", "err", err)
-	}
-	to.addrUp = time.Since(start)
-	if err := n.cfg.Net.Announce(n.cfg.Services); err != nil {
-		n.log.Error("ha: announcing the service addresses", "err", err)
-	}
-	to.announced = time.Since(start)
 	n.mu.Lock()
 	recs, cps, rate := n.records, n.cps, n.peakRate
 	n.records, n.cps, n.cpSeen, n.pending, n.resyncing = map[uint64][]byte{}, map[cpKey]uint64{}, map[cpKey]time.Time{}, nil, false
@@ -227,6 +219,17 @@ func (n *Node) takeOver(planned bool) {
 		}
 		clear(recs[spi])
 	}
+	// The SAs first, the addresses after: nothing reaches us for an SA
+	// not yet installed (a packet the GARP draws in before the import
+	// would be lost).
+	if err := n.cfg.Net.Add(n.cfg.Services); err != nil {
+		n.log.Error("ha: adding the service addresses", "err", err)
+	}
+	to.addrUp = time.Since(start)
+	if err := n.cfg.Net.Announce(n.cfg.Services); err != nil {
+		n.log.Error("ha: announcing the service addresses", "err", err)
+	}
+	to.announced = time.Since(start)
 	jump := floors.Jump
 	n.mu.Lock()
 	n.lastTO, n.imported = to, imported
@@ -244,29 +247,39 @@ func (n *Node) takeOver(planned bool) {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// switchover is the planned handover on the active: release the
-// addresses (no new traffic reaches us), flush a final checkpoint, then
-// tell the standby, which takes over without probing.
+// switchover is the planned handover on the active: flush a final
+// checkpoint, tell the standby, which takes over without probing, and
+// keep the addresses and SAs until it says it is active (finishHandover):
+// what is on its way to us meanwhile still goes through, and what we
+// send is far below its jump. Nothing is lost.
 func (n *Node) switchover() error {
 	n.mu.Lock()
-	a, err := n.m.Switchover(time.Now())
+	_, err := n.m.Switchover(time.Now())
 	epoch := n.m.Epoch()
 	n.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	if a == ActRelease {
-		if err := n.cfg.Net.Remove(n.cfg.Services); err != nil {
-			n.log.Error("ha: releasing the service addresses", "err", err)
-		}
-	}
 	n.forceCheckpoint()
 	if err := n.out.send(&Frame{Type: FrameHandover, Epoch: epoch}); err != nil {
+		n.finishHandover("the sync link failed")
 		return err
 	}
-	n.dropAll()
+	n.handingOver = time.Now()
 	n.log.Info("ha: switchover: handed over to the peer", "epoch", epoch)
 	return nil
+}
+
+// finishHandover releases the addresses and drops the SAs a switchover
+// kept: the peer is active, or it did not say so in time (the addresses'
+// lifetime would end them anyway).
+func (n *Node) finishHandover(why string) {
+	n.handingOver = time.Time{}
+	if err := n.cfg.Net.Remove(n.cfg.Services); err != nil {
+		n.log.Error("ha: releasing the service addresses", "err", err)
+	}
+	n.dropAll()
+	n.log.Info("ha: switchover done: addresses released", "why", why)
 }
 
 // forceCheckpoint flushes every moved SA's state regardless of role (the
