@@ -15,6 +15,7 @@ import (
 
 	"github.com/roamsec/roamsec/test/netns"
 	"github.com/roamsec/roamsec/test/rig"
+	"github.com/roamsec/roamsec/test/strongswan"
 )
 
 // Issue 12, part C: the pair of gateway daemons (test/netns/ha.go) with
@@ -36,13 +37,13 @@ tun:
   bypass_rule: {mark: 0x5253}
   addresses: [203.0.113.1/32]
   routes:
-    - {dst: 192.0.2.2/32, src: 203.0.113.1}
+    - {dst: %[6]s, src: 203.0.113.1}
 ike:
   id: gw.roamsec.example
   local_ts: [203.0.113.0/24]
   dpd: 2s
   peers:
-    - {id: rw1@roamsec.example, psk_file: psk, addresses: [192.0.2.0/24]}
+    - {id: rw1@roamsec.example, psk_file: psk, %[7]s}
 ha:
   listen: %[3]s
   peer: %[4]s
@@ -58,23 +59,65 @@ ha:
 
 var haInner = netip.MustParseAddr("203.0.113.1")
 
-// haTraffic is a pair with the roamsec road warrior up through the
-// active (A) and the echo stream running.
+// haTraffic is a pair with a road warrior up through the active (A)
+// and the echo stream running.
 type haTraffic struct {
 	*haPair
 	stream  *rig.Stream
 	stopCap func() string
+	swan    *strongswan.Charon // the strongSwan road warrior, or nil: ours (h.rw)
 }
 
-func startHATraffic(t *testing.T) *haTraffic {
+// haSwanConf is the strongSwan 5.9 road warrior: virtual address, DPD
+// every 2 s, no rekey within the test.
+const haSwanConf = `connections {
+	home {
+		version = 2
+		remote_addrs = 192.0.2.100
+		vips = 0.0.0.0
+		proposals = aes256gcm16-prfsha256-ecp256
+		rekey_time = 0
+		dpd_delay = 2s
+		local {
+			auth = psk
+			id = %[1]s
+		}
+		remote {
+			auth = psk
+			id = %[2]s
+		}
+		children {
+			home {
+				remote_ts = 203.0.113.0/24
+				esp_proposals = aes256gcm16
+				rekey_time = 0
+			}
+		}
+	}
+}
+secrets {
+	ike-1 {
+		id-1 = %[1]s
+		id-2 = %[2]s
+		secret = "%[3]s"
+	}
+}
+`
+
+func startHATraffic(t *testing.T, swan bool) *haTraffic {
 	t.Helper()
 	p := newHAPair(t)
+	route, peer := "192.0.2.2/32", "addresses: [192.0.2.0/24]"
+	if swan {
+		route, peer = "100.64.0.0/24", "virtual_pool: 100.64.0.0/24"
+	}
 	for name, prio := range map[string]int{"a": 200, "b": 100} {
-		me, peer := netns.HASyncGA, netns.HASyncGB
+		me, other := netns.HASyncGA, netns.HASyncGB
 		if name == "b" {
-			me, peer = peer, me
+			me, other = other, me
 		}
-		if err := os.WriteFile(filepath.Join(p.dir, name+".yaml"), []byte(fmt.Sprintf(haTrafficGW, p.dir, name, me, peer, prio)), 0o600); err != nil {
+		cfg := fmt.Sprintf(haTrafficGW, p.dir, name, me, other, prio, route, peer)
+		if err := os.WriteFile(filepath.Join(p.dir, name+".yaml"), []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -97,13 +140,17 @@ func startHATraffic(t *testing.T) *haTraffic {
 	waitHA(t, "gateway A active", 10*time.Second, func() bool { return roleOf(p.cfgA) == "active" }, p.gwA)
 	p.gwB = p.start(t, bed.GB, p.cfgB)
 	h.waitStandby(t, p.cfgB, 0)
-	rw, err := rig.Start(bed.CL, filepath.Join(bin, "roadwarrior"), 20*time.Second, "-config", p.cfgRW)
-	if err != nil {
-		t.Fatalf("%v\n--- A:\n%s", err, tail(p.gwA.Log(), 30))
+	if swan {
+		h.startSwan(t)
+	} else {
+		rw, err := rig.Start(bed.CL, filepath.Join(bin, "roadwarrior"), 20*time.Second, "-config", p.cfgRW)
+		if err != nil {
+			t.Fatalf("%v\n--- A:\n%s", err, tail(p.gwA.Log(), 30))
+		}
+		p.rw = rw
+		t.Cleanup(func() { rw.Stop(5 * time.Second) })
+		waitHA(t, "the road warrior's Child SA", 15*time.Second, func() bool { return strings.Contains(rw.Log(), "Child SA installed") }, p.gwA, rw)
 	}
-	p.rw = rw
-	t.Cleanup(func() { rw.Stop(5 * time.Second) })
-	waitHA(t, "the road warrior's Child SA", 15*time.Second, func() bool { return strings.Contains(rw.Log(), "Child SA installed") }, p.gwA, rw)
 	if h.stream, err = rig.StartStreamIn(bed.CL, haInner, 10*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
@@ -113,6 +160,52 @@ func startHATraffic(t *testing.T) *haTraffic {
 	return h
 }
 
+func (h *haTraffic) startSwan(t *testing.T) {
+	t.Helper()
+	h.swan = startSwan(t, h.bed.CL, "rw", fmt.Sprintf(haSwanConf, rwID, gwID, testPSK), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.swan.Initiate(ctx, "home", "home"); err != nil {
+		t.Fatalf("strongSwan initiate: %v\nA:\n%s", err, tail(h.gwA.Log(), 30))
+	}
+	if _, err := h.swan.WaitSA(ctx, 10*time.Second, strongswan.ChildInstalled("home")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// peerSAs is the road warrior's view of its SAs: ours, how many Child
+// SAs it installed or rekeyed; strongSwan's, its IKE and Child SA SPIs
+// (swanctl --list-sas).
+func (h *haTraffic) peerSAs(t *testing.T) string {
+	t.Helper()
+	if h.swan == nil {
+		l := h.rw.Log()
+		return fmt.Sprintf("%d Child SAs installed or rekeyed", strings.Count(l, "Child SA installed")+strings.Count(l, "Child SA rekeyed"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sas, err := h.swan.SAs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, s := range sas {
+		fmt.Fprintf(&b, "IKE %s %s_%s:", s.State, s.SPIi, s.SPIr)
+		for _, c := range s.Children {
+			fmt.Fprintf(&b, " child %s %s/%s", c.State, c.SPIIn, c.SPIOut)
+		}
+		b.WriteString("; ")
+	}
+	return b.String()
+}
+
+func (h *haTraffic) peerLog() string {
+	if h.swan != nil {
+		return h.swan.Tail(40)
+	}
+	return tail(h.rw.Log(), 40)
+}
+
 // waitStandby waits for cfg's gateway to be a connected standby holding
 // records IKE SA records.
 func (h *haTraffic) waitStandby(t *testing.T, cfg string, records int) {
@@ -120,7 +213,7 @@ func (h *haTraffic) waitStandby(t *testing.T, cfg string, records int) {
 	waitHA(t, fmt.Sprintf("%s standby with %d records", filepath.Base(cfg), records), 15*time.Second, func() bool {
 		st := haStatus(cfg)
 		return st != nil && st.HA.Role == "standby" && st.HA.Connected && st.HA.PeerRole == "active" && st.HA.Records == records
-	}, h.gwA, h.gwB, h.rw)
+	}, h.gwA, h.gwB)
 }
 
 func (h *haTraffic) waitTraffic(t *testing.T, after time.Time, what string, logs ...*rig.Proc) time.Time {
@@ -129,7 +222,7 @@ func (h *haTraffic) waitTraffic(t *testing.T, after time.Time, what string, logs
 	waitHA(t, "echo answered "+what, 15*time.Second, func() bool {
 		got = h.stream.FirstReplyAfter(after)
 		return !got.IsZero()
-	}, append(logs, h.rw)...)
+	}, logs...)
 	return got
 }
 
@@ -149,7 +242,7 @@ func gwSPIs(log string) []string {
 func (h *haTraffic) killOver(t *testing.T, from, to *rig.Proc, toCfg string) time.Duration {
 	t.Helper()
 	spis := gwSPIs(from.Log())
-	rwChildren := strings.Count(h.rw.Log(), "Child SA installed") + strings.Count(h.rw.Log(), "Child SA rekeyed")
+	peerBefore := h.peerSAs(t)
 	killed := time.Now()
 	from.Kill()
 	first := h.waitTraffic(t, killed, "after the kill", to)
@@ -164,15 +257,26 @@ func (h *haTraffic) killOver(t *testing.T, from, to *rig.Proc, toCfg string) tim
 	if !strings.Contains(to.Log(), "IKE SA imported") {
 		t.Fatalf("the survivor imported no IKE SA:\n%s", tail(to.Log(), 30))
 	}
-	if n := strings.Count(h.rw.Log(), "Child SA installed") + strings.Count(h.rw.Log(), "Child SA rekeyed"); n != rwChildren {
-		t.Fatalf("the road warrior negotiated a Child SA during the takeover:\n%s", tail(h.rw.Log(), 30))
+	if after := h.peerSAs(t); after != peerBefore {
+		t.Fatalf("the road warrior's SAs changed in the takeover: before %s\nafter %s\n%s", peerBefore, after, h.peerLog())
 	}
 	return outage
 }
 
-// TestHATakeoverCarriesTheSAs: see the file's comment.
+// TestHATakeoverCarriesTheSAs: see the file's comment; road warriors:
+// ours (its DPD 1 s) and strongSwan 5.9 (virtual address, DPD 2 s).
 func TestHATakeoverCarriesTheSAs(t *testing.T) {
-	h := startHATraffic(t)
+	t.Run("roamsec", func(t *testing.T) { haTakeoverRun(t, false) })
+	t.Run("strongswan", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root")
+		}
+		haTakeoverRun(t, true)
+	})
+}
+
+func haTakeoverRun(t *testing.T, swan bool) {
+	h := startHATraffic(t, swan)
 	p, bed := h.haPair, h.bed
 	time.Sleep(time.Second) // sequence numbers past a few checkpoints
 	st := haStatus(p.cfgB)
