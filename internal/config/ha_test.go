@@ -2,6 +2,7 @@ package config
 
 import (
 	"os"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -93,6 +94,17 @@ func TestHACheckHost(t *testing.T) {
 	err = c.CheckHost(StaticHost(nil, []string{"eth0"}))
 	if err == nil || !strings.Contains(err.Error(), "gw.yaml:4: ha.listen: 192.0.2.11 is not an address") || !strings.Contains(err.Error(), "no network interface is named \"lan0\"") {
 		t.Fatalf("err %v", err)
+	}
+	// A service address in transport.listen is the active's only: the
+	// standby starts without it.
+	y2 := strings.Replace(y, "ha:\n", "transport: {listen: [192.0.2.100]}\nha:\n", 1)
+	c2, err := Parse(filepath.Join(dir, "gw.yaml"), []byte(y2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Wipe()
+	if err := c2.CheckHost(StaticHost([]netip.Addr{netip.MustParseAddr("192.0.2.11")}, []string{"lan0"})); err != nil {
+		t.Fatalf("a standby without the service address it listens on: %v", err)
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/roamsec/roamsec/internal/ha"
 )
 
 // Host is what CheckHost asks of the machine the daemon will run on.
@@ -92,9 +94,14 @@ func (c *Config) CheckHost(h Host) error {
 		}
 	}
 	gw := c.Role == RoleGateway
+	isService := func(a netip.Addr) bool {
+		return c.HA != nil && slices.ContainsFunc(c.HA.Services, func(s ha.Service) bool { return s.Prefix.Addr() == a })
+	}
 	for i, a := range c.Transport.Listen {
 		switch {
 		case h.HasAddr(a) || onTUN(a):
+		case gw && isService(a):
+			// An HA pair's service address: only the active holds it.
 		case gw:
 			fail(c.listPath("transport.listen", i, len(c.Transport.Listen)), "%s is not an address of this host: a gateway's outer addresses must be there when it starts", a)
 		default:

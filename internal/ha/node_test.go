@@ -209,3 +209,32 @@ func (netListen) listen() (interface {
 }, error) {
 	return net.Listen("tcp", "127.0.0.1:0")
 }
+
+// TestSeqJumpRule: the jump covers checkpoint_packets plus what the
+// fastest SA sends in a heartbeat and dead_after, at least at MinRate,
+// doubled (ARCHITECTURE.md, the seq-jump rule).
+func TestSeqJumpRule(t *testing.T) {
+	c := Config{Heartbeat: 50 * time.Millisecond, DeadAfter: 150 * time.Millisecond, CheckpointPackets: 10000}
+	for _, tc := range []struct {
+		name string
+		rate float64
+		want uint64
+	}{
+		{"IdleSAsStillAssumeMinRate", 0, 2 * (10000 + MinRate/5)},
+		{"SlowSAsAssumeMinRate", 1000, 2 * (10000 + MinRate/5)},
+		{"AFasterSARaisesIt", 1e6, 2 * (10000 + 200000)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := c.SeqJump(tc.rate); got != tc.want {
+				t.Fatalf("SeqJump(%v) = %d, want %d", tc.rate, got, tc.want)
+			}
+		})
+	}
+	// Whatever the rate, more than a heartbeat's packets past the
+	// checkpoint threshold.
+	for _, r := range []float64{0, 5e4, 3e5, 2e6} {
+		if j := c.SeqJump(r); j < c.CheckpointPackets+uint64(max(r, MinRate)*c.Heartbeat.Seconds()) {
+			t.Fatalf("rate %v: jump %d does not cover a heartbeat", r, j)
+		}
+	}
+}
