@@ -429,8 +429,11 @@ func (r *Running) serve(ctx context.Context, cfg datapath.Config, ir *ikeRun, me
 			wg.Go(func() { r.connect(helpers, ir) })
 		}
 	}
+	// The HA node outlives ctx: a stopping active hands over first.
+	haCtx, stopHA := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHA()
 	if r.ha != nil {
-		wg.Go(func() { r.runHA(helpers) })
+		wg.Go(func() { r.runHA(haCtx) })
 	}
 	if s.Mobility != nil {
 		wg.Go(func() {
@@ -447,6 +450,7 @@ func (r *Running) serve(ctx context.Context, cfg datapath.Config, ir *ikeRun, me
 		case fatalErr = <-fatal:
 		case <-ctx.Done():
 			if ep != nil {
+				r.handOverOnStop()
 				ep.Close() // DELETE the IKE SAs while the data path still runs
 			}
 		case <-dctx.Done(): // the data path failed
@@ -456,6 +460,7 @@ func (r *Running) serve(ctx context.Context, cfg datapath.Config, ir *ikeRun, me
 	err := r.Datapath.Run(dctx)
 	stopDP()
 	stopHelpers()
+	stopHA()
 	wg.Wait()
 	if fatalErr != nil {
 		return fatalErr

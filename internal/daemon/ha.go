@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/roamsec/roamsec/ike"
 	"github.com/roamsec/roamsec/ike/ikectx"
@@ -93,6 +94,23 @@ func (c ikeContext) ImportSA(data []byte, f *ha.SeqFloors) error {
 		return err
 	}
 	return c.ep.ImportSA(b, f.Jump) // zeroes b
+}
+
+// handOverOnStop: an active gateway of a pair that stops hands over to
+// the standby first and forgets its IKE SAs, so Close sends no DELETE
+// that would end them on the standby too. Without a live standby (or a
+// pair) Close deletes them as a single gateway does.
+func (r *Running) handOverOnStop() {
+	if r.ha == nil || r.ha.Status().Role != ha.RoleActive.String() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := r.ha.HandOver(ctx); err != nil {
+		r.setup.Log.Warn("ha: stopping without a handover: the IKE SAs are deleted", "err", err)
+		return
+	}
+	r.setup.Log.Info("ha: stopping: handed over to the standby")
 }
 
 // runHA runs the node until ctx ends (serve's helper).

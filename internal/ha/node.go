@@ -109,6 +109,7 @@ type Node struct {
 	changed        map[uint64]bool
 	renewedAt      time.Time           // main loop only
 	handingOver    time.Time           // a switchover keeps the addresses since (main loop only)
+	released       atomic.Uint64       // switchovers finished (HandOver waits for one)
 	streamed       map[uint64][32]byte // active: a hash of each record last sent (main loop only)
 
 	mu        sync.Mutex
@@ -271,6 +272,26 @@ func (n *Node) Switchover(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// HandOver is a switchover that returns once it is done: the peer is
+// active and this node has released the addresses and dropped its SAs.
+// A stopping active calls it so that its peers' SAs live on (no DELETE).
+func (n *Node) HandOver(ctx context.Context) error {
+	before := n.released.Load()
+	if err := n.Switchover(ctx); err != nil {
+		return err
+	}
+	t := time.NewTicker(n.cfg.Heartbeat / 2)
+	defer t.Stop()
+	for n.released.Load() == before {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 // Run runs the node until ctx ends: the sync listener, the dial loop and

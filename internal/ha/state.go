@@ -279,6 +279,7 @@ func (n *Node) finishHandover(why string) {
 		n.log.Error("ha: releasing the service addresses", "err", err)
 	}
 	n.dropAll()
+	n.released.Add(1)
 	n.log.Info("ha: switchover done: addresses released", "why", why)
 }
 

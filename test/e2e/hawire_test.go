@@ -241,10 +241,16 @@ func gwSPIs(log string) []string {
 // kill to the first echo answered through to.
 func (h *haTraffic) killOver(t *testing.T, from, to *rig.Proc, toCfg string) time.Duration {
 	t.Helper()
+	return h.moveOver(t, from, to, toCfg, from.Kill)
+}
+
+// moveOver is killOver with stop in place of the kill.
+func (h *haTraffic) moveOver(t *testing.T, from, to *rig.Proc, toCfg string, stop func()) time.Duration {
+	t.Helper()
 	spis := gwSPIs(from.Log())
 	peerBefore := h.peerSAs(t)
 	killed := time.Now()
-	from.Kill()
+	stop()
 	first := h.waitTraffic(t, killed, "after the kill", to)
 	outage := first.Sub(killed)
 	waitHA(t, "the survivor active", 5*time.Second, func() bool { return roleOf(toCfg) == "active" }, to)
@@ -314,6 +320,16 @@ func haTakeoverRun(t *testing.T, swan bool) {
 	if lost > 0 {
 		t.Errorf("the planned switchover lost %d echoes", lost)
 	}
+	// A clean stop (SIGTERM) of the active B hands over to A first: no
+	// DELETE ends the road warrior's SAs.
+	time.Sleep(300 * time.Millisecond)
+	beforeStop := time.Now()
+	h.moveOver(t, p.gwB, p.gwA, p.cfgA, func() { p.gwB.Stop(10 * time.Second) })
+	if !strings.Contains(p.gwB.Log(), "ha: stopping: handed over to the standby") {
+		t.Fatalf("B stopped without a handover:\n%s", tail(p.gwB.Log(), 30))
+	}
+	time.Sleep(300 * time.Millisecond)
+	t.Logf("SIGTERM of the active: %d echoes lost", h.stream.LostBetween(beforeStop.Add(-200*time.Millisecond), time.Now().Add(-100*time.Millisecond)))
 	h.stream.Close()
 	sent, got := h.stream.Counts()
 	checkHAWire(t, h.stopCap(), killedA)
