@@ -14,7 +14,7 @@ import (
 
 // HA is the ha section.
 type HA struct {
-	ClusterKey string // absolute path of the key file
+	KeyFile string // cluster_key: the absolute path of the key file (the name hapair's section uses)
 }
 
 // ha parses the ha section (called from config).
@@ -41,5 +41,5 @@ func (p *parser) ha(top *fields, c *Config) {
 		p.errf(vn.Line, "ha.cluster_key", "%v (gateway ha keygen %s writes one)", err, path)
 		return
 	}
-	c.HA = &HA{ClusterKey: path}
+	c.HA = &HA{KeyFile: path}
 }

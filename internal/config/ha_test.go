@@ -24,7 +24,7 @@ func TestHAClusterKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.HA == nil || c.HA.ClusterKey != filepath.Join(dir, "cluster.key") {
+	if c.HA == nil || c.HA.KeyFile != filepath.Join(dir, "cluster.key") {
 		t.Fatalf("ha section %+v", c.HA)
 	}
 	for _, tc := range []struct{ name, yaml, want string }{
