@@ -14,7 +14,7 @@ import (
 
 // HA is the ha section.
 type HA struct {
-	KeyFile string // cluster_key: the absolute path of the key file (the name hapair's section uses)
+	KeyFile string // cluster_key, absolute
 }
 
 // ha parses the ha section (called from config).
