@@ -290,12 +290,6 @@ func (a *Assoc) Err() error {
 // Malformed counts notifications that failed to decode (and were dropped).
 func (a *Assoc) Malformed() uint64 { return a.malformed.Load() }
 
-// AssocID is the kernel's association id.
-func (a *Assoc) AssocID() int32 { return a.id }
-
-// PeerPort is the peer's SCTP port.
-func (a *Assoc) PeerPort() int { return int(a.peerPort) }
-
 func (a *Assoc) peer(addr netip.Addr) netip.AddrPort {
 	if !addr.IsValid() {
 		return netip.AddrPort{}
@@ -415,11 +409,6 @@ func (a *Assoc) RTOInfo() (r RTOInfo, err error) {
 		return
 	})
 	return
-}
-
-// SetRTOInfo sets the association's SCTP_RTOINFO; zero fields are left as they are.
-func (a *Assoc) SetRTOInfo(r RTOInfo) error {
-	return a.control(func(fd int) error { return setRTOInfo(fd, a.id, r) })
 }
 
 // PeerAddrParams reads SCTP_PEER_ADDR_PARAMS for addr, or the association's

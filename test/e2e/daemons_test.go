@@ -18,6 +18,9 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
+	if code, ok := inPrivateRun(); ok {
+		os.Exit(code)
+	}
 	dir, err := os.MkdirTemp("", "roamsec-e2e-")
 	if err != nil {
 		panic(err)
