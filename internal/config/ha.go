@@ -20,13 +20,13 @@ import (
 //	  peer: 192.0.2.12
 //	  service_addresses: [{prefix: 192.0.2.100/24, interface: lan0}]
 type HA struct {
-	Pair       bool           // listen/peer/service_addresses given: run the HA node
-	Listen     netip.AddrPort // our sync address
-	Peer       netip.AddrPort // the other gateway's
-	ClusterKey string         // absolute path of the key file
-	Key        Secret         // the cluster key, 32 bytes; zeroed by Wipe
-	Priority   uint8
-	Services   []ha.Service
+	Pair     bool           // listen/peer/service_addresses given: run the HA node
+	Listen   netip.AddrPort // our sync address
+	Peer     netip.AddrPort // the other gateway's
+	KeyFile  string         // cluster_key: absolute path of the key file
+	Key      Secret         // the cluster key, 32 bytes; zeroed by Wipe
+	Priority uint8
+	Services []ha.Service
 	// Heartbeat on the sync link; DeadAfter without one (and no answer
 	// on the service network) makes the standby take over.
 	Heartbeat          time.Duration
@@ -110,10 +110,10 @@ func (p *parser) haKey(f *fields, h *HA) {
 	if !ok {
 		return
 	}
-	h.ClusterKey = p.abs(v)
-	k, err := hactx.Load(h.ClusterKey)
+	h.KeyFile = p.abs(v)
+	k, err := hactx.Load(h.KeyFile)
 	if err != nil {
-		p.errf(vn.Line, "ha.cluster_key", "%v (gateway ha keygen %s writes one)", err, h.ClusterKey)
+		p.errf(vn.Line, "ha.cluster_key", "%v (gateway ha keygen %s writes one)", err, h.KeyFile)
 		return
 	}
 	h.Key = Secret(k.Raw())

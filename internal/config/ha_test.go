@@ -1,8 +1,8 @@
 package config
 
 import (
-	"os"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -120,7 +120,7 @@ func TestHAClusterKeyAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Wipe()
-	if c.HA == nil || c.HA.Pair || c.HA.ClusterKey != filepath.Join(dir, "gen.key") || len(c.HA.Key) != hactx.KeyLen {
+	if c.HA == nil || c.HA.Pair || c.HA.KeyFile != filepath.Join(dir, "gen.key") || len(c.HA.Key) != hactx.KeyLen {
 		t.Fatalf("ha section %+v", c.HA)
 	}
 }

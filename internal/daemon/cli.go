@@ -317,7 +317,7 @@ func prepareOn(role, cfgPath string, stderr io.Writer, quiet, offline bool) (*pr
 		s.Metrics = c.Metrics.Listen
 	}
 	if c.HA != nil {
-		s.ClusterKey = c.HA.ClusterKey
+		s.ClusterKey = c.HA.KeyFile
 	}
 	if r := b.TUN.BypassRule; r != nil {
 		s.Rule = &Rule{Mark: r.Mark, Table: r.Table, Priority: r.Priority}
