@@ -6,7 +6,7 @@ GO ?= go
 # report its own deadline as a failure (golang/go#75804, fixed in 1.27).
 FUZZTIME ?= 20000x
 
-.PHONY: deps demo test fuzz bench bench-esp bench-ike bench-otk bench-flood bench-failover bench-reconnect bench-matrix bench-strongswan bench-outer bench-scale bench-eap deb docker build vet
+.PHONY: deps demo test fuzz bench bench-esp bench-ike bench-otk bench-flood bench-failover bench-reconnect bench-matrix bench-strongswan bench-outer bench-scale bench-eap bench-ha deb docker build vet
 
 deps:
 	@bash scripts/deps.sh
@@ -105,6 +105,12 @@ bench-otk: deps
 # next to the same run with one peer and no attack.
 bench-flood: deps
 	$(GO) run ./test/floodbench
+
+# The HA pair (issue 12): outage after kill -9 of the active (first answered
+# 100 Hz echo through the standby), median of 10, 50 ms heartbeats; sync bytes
+# per established road warrior.
+bench-ha: deps
+	HA_OUTAGE_TRIALS=10 $(GO) test -count=1 -v -timeout 10m -run '^TestHAOutageBench$$' ./test/e2e
 
 # Go benchmarks of the ESP core (figures in the issue notes come from here).
 bench-esp: deps

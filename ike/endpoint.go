@@ -34,7 +34,11 @@ type Endpoint struct {
 	// byPeer: the established IKE SAs by peer identity (peerKey), for
 	// INITIAL_CONTACT; an SA leaves it when it dies.
 	byPeer map[string]*ikeSA // the first of a list through ikeSA.byPeer
-	half   halfOpenTable     // responder: IKE SAs not yet authenticated (halfopen.go)
+	// byInit: the established IKE SAs by initiator SPI (ExportSA, which a
+	// standby calls on every Change); the initiator picks it, so two peers
+	// may share one (initIndex).
+	byInit map[uint64][]*ikeSA
+	half   halfOpenTable // responder: IKE SAs not yet authenticated (halfopen.go)
 	// fragBytes is the RFC 7383 reassembly memory all SAs hold.
 	fragBytes int
 	leases    map[string]netip.Addr // virtual addresses by identity
@@ -85,6 +89,7 @@ func New(cfg Config) (*Endpoint, error) {
 		return nil, err
 	}
 	e := &Endpoint{cfg: cfg, sas: map[uint64]*ikeSA{}, spisIn: map[uint32]struct{}{}, byPeer: map[string]*ikeSA{},
+		byInit: map[uint64][]*ikeSA{},
 		half:   halfOpenTable{byKey: map[initKey]*ikeSA{}, perSrc: map[netip.Addr]int{}},
 		leases: map[string]netip.Addr{}, leased: map[netip.Addr]string{}}
 	copy(e.secret[:], randomBytes(32))
@@ -249,6 +254,24 @@ func (e *Endpoint) endAll(reason DownReason) {
 		}
 		s.destroy(reason)
 	}
+}
+
+// DropAll forgets every IKE SA and removes their Child SAs without a
+// word to the peers: a gateway of an HA pair that becomes standby does
+// this, the other gateway carries the SAs on with the same SPIs, so a
+// DELETE (RFC 7296 §1.4.1) would end them there too. It returns how many
+// IKE SAs were dropped.
+func (e *Endpoint) DropAll() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, s := range e.sas {
+		if s.state == stEstablished {
+			n++
+		}
+		s.destroy(DownHandedOver)
+	}
+	return n
 }
 
 // Alive reports whether an IKE SA of line gen exists (half-open or up).

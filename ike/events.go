@@ -63,12 +63,14 @@ const (
 	DownRekeyed                    // replaced by its rekey (§2.18): the line goes on
 	DownPolicyChanged              // SetPeers: the peer's policy was removed or no longer covers the SA
 	DownSessionTimeout             // the AAA server's Session-Timeout ran out (eap.go)
+	DownHandedOver                 // DropAll: another gateway of the pair carries it on, no DELETE
 )
 
 var downNames = [...]string{DownNone: "", DownShutdown: "shutdown", DownReset: "reset (reconnecting)", DownPeerDead: "peer dead",
 	DownPeerDeleted: "deleted by the peer", DownReplaced: "replaced (INITIAL_CONTACT)", DownNegotiation: "negotiation failed",
 	DownHalfOpenTimeout: "IKE_AUTH never came", DownRekeyed: "rekeyed",
-	DownPolicyChanged: "peer policy removed or changed (reload)", DownSessionTimeout: "session timeout (RADIUS)"}
+	DownPolicyChanged: "peer policy removed or changed (reload)", DownSessionTimeout: "session timeout (RADIUS)",
+	DownHandedOver: "handed over (HA: the other gateway carries it on)"}
 
 func (r DownReason) String() string {
 	if int(r) < len(downNames) {

@@ -31,6 +31,8 @@ var (
 	// ErrBusy: a Child SA exchange is in flight; its answer could not be
 	// handled elsewhere. Try again once it completed.
 	ErrBusy = errors.New("a CREATE_CHILD_SA exchange is in flight")
+	// ErrAmbiguous: two IKE SAs here share that initiator SPI.
+	ErrAmbiguous = errors.New("two IKE SAs share that initiator SPI")
 	// ErrNoPolicy: this endpoint has no ike.peers entry for the SA's peer,
 	// or no pool for its virtual address.
 	ErrNoPolicy = errors.New("no policy here for the IKE SA's peer")
@@ -53,9 +55,9 @@ type ExportedSA struct {
 func (e *Endpoint) ExportSA(spiI uint64) ([]byte, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	s := e.bySPIi(spiI)
-	if s == nil {
-		return nil, fmt.Errorf("ike: %016x: %w", spiI, ErrNoSuchSA)
+	s, err := e.bySPIi(spiI)
+	if err != nil {
+		return nil, err
 	}
 	return s.encode(time.Now())
 }
@@ -82,17 +84,31 @@ func (e *Endpoint) ExportAll() ([]ExportedSA, error) {
 	return out, errors.Join(errs...)
 }
 
-// bySPIi finds an established IKE SA by its initiator SPI. Under e.mu.
-func (e *Endpoint) bySPIi(spiI uint64) *ikeSA {
-	if s := e.sas[spiI]; s != nil && s.initiator && s.state == stEstablished {
-		return s
+// bySPIi finds the established IKE SA with initiator SPI spiI. Under
+// e.mu. Two peers may have picked the same SPIi (the initiator's choice,
+// RFC 7296 §2.6; a malicious one on purpose): then neither is ExportSA's
+// to pick, and the error says so.
+func (e *Endpoint) bySPIi(spiI uint64) (*ikeSA, error) {
+	switch l := e.byInit[spiI]; len(l) {
+	case 0:
+		return nil, fmt.Errorf("ike: %016x: %w", spiI, ErrNoSuchSA)
+	case 1:
+		return l[0], nil
 	}
-	for _, s := range e.sas {
-		if s.spiI == spiI && s.state == stEstablished {
-			return s
-		}
+	return nil, fmt.Errorf("ike: %016x: %w", spiI, ErrAmbiguous)
+}
+
+// initIndex files s under its SPIi (add) or takes it out. Under e.mu.
+func (e *Endpoint) initIndex(s *ikeSA, add bool) {
+	l := slices.DeleteFunc(e.byInit[s.spiI], func(x *ikeSA) bool { return x == s })
+	if add {
+		l = append(l, s)
 	}
-	return nil
+	if len(l) == 0 {
+		delete(e.byInit, s.spiI)
+		return
+	}
+	e.byInit[s.spiI] = l
 }
 
 func (s *ikeSA) encode(now time.Time) ([]byte, error) {
@@ -180,8 +196,13 @@ func (e *Endpoint) ImportSA(data []byte, seqJump uint64) error {
 		return errors.New("ike: endpoint closed")
 	case e.cfg.Initiator || rec.Initiator:
 		return errors.New("ike: only a gateway takes over a road warrior's IKE SA (the original responder's side)")
-	case e.sas[rec.SPIr] != nil:
+	case e.sas[rec.SPIr] != nil || len(e.byInit[rec.SPIi]) > 0:
 		return fmt.Errorf("ike: IKE SA %016x_%016x: %w", rec.SPIi, rec.SPIr, ErrSAExists)
+	}
+	if len(e.cfg.LocalAddrs) > 0 && !slices.Contains(e.cfg.LocalAddrs, rec.Local) {
+		// The peer sends IKE and ESP to this address: the service
+		// addresses move with the context, or the tunnel does not.
+		return fmt.Errorf("ike: the IKE SA runs on %v, not one of this gateway's addresses %v: %w", rec.Local, e.cfg.LocalAddrs, ErrNoPolicy)
 	}
 	for _, c := range rec.Children {
 		if e.spiTaken(c.SPIIn) {
@@ -339,6 +360,7 @@ func (s *ikeSA) goLive(rec *ikectx.SA) {
 	s.state = stEstablished
 	s.resync = true
 	e.indexPeer(s)
+	e.initIndex(s, true)
 	s.armDPD()
 	if d := rec.IKERekeyIn; d > 0 {
 		s.armIKERekey(d)

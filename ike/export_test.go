@@ -197,15 +197,28 @@ func TestImportRefusals(t *testing.T) {
 		want error
 	}{
 		{"already here", p.gw, data, ErrSAExists},
+		{"another IKE SA with this SPIi here", p.gw, mut(func(r *ikectx.SA) { r.SPIr++; r.Children[0].SPIIn++ }), ErrSAExists},
 		{"no policy for the peer", nil, data, ErrNoPolicy},
 		{"virtual address outside the pool", p.gw, mut(func(r *ikectx.SA) {
+			r.SPIi++
 			r.SPIr++
 			r.Children[0].SPIIn++
 			r.VIP = []netip.Addr{netip.MustParseAddr("100.64.9.9")}
 		}), ErrNoPolicy},
+		{"on an address this gateway does not have", p.gw, mut(func(r *ikectx.SA) {
+			r.SPIi++
+			r.SPIr++
+			r.Children[0].SPIIn++
+			r.Local = netip.MustParseAddr("203.0.113.77")
+		}), ErrNoPolicy},
 		{"road warrior's side", p.gw, mut(func(r *ikectx.SA) { r.Initiator = true }), nil},
-		{"unknown cipher", p.gw, mut(func(r *ikectx.SA) { r.SPIr++; r.Children[0].SPIIn++; r.Encr = 12 }), nil},
-		{"ESP key of the wrong length", p.gw, mut(func(r *ikectx.SA) { r.SPIr++; r.Children[0].SPIIn++; r.Children[0].KeyIn = r.Children[0].KeyIn[1:] }), nil},
+		{"unknown cipher", p.gw, mut(func(r *ikectx.SA) { r.SPIi++; r.SPIr++; r.Children[0].SPIIn++; r.Encr = 12 }), nil},
+		{"ESP key of the wrong length", p.gw, mut(func(r *ikectx.SA) {
+			r.SPIi++
+			r.SPIr++
+			r.Children[0].SPIIn++
+			r.Children[0].KeyIn = r.Children[0].KeyIn[1:]
+		}), nil},
 		{"not a record", p.gw, []byte(`{"v":2}`), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -408,4 +421,54 @@ func TestImportResyncsPeerMessageIDs_RFC6311(t *testing.T) {
 		}
 	}
 	gw2.mu.Unlock()
+}
+
+// TestChangesNameEverySAChange: what a standby hears (Config.Changed) for
+// each step of an IKE SA's life, always with the SPIi ExportSA takes.
+func TestChangesNameEverySAChange(t *testing.T) {
+	rw, gw := pskConfigs(t, ModeVirtual)
+	var mu sync.Mutex
+	var got []Change
+	gw.Changed = func(c Change) { mu.Lock(); got = append(got, c); mu.Unlock() }
+	p := newPair(t, rw, gw)
+	p.connect(t)
+	checkPaired(t, p, 1)
+	var spiI uint64
+	p.rwSA(t, func(s *ikeSA) { spiI = s.spiI })
+	seen := func(want Change) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range got {
+			if c == want {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, "created", func() bool { return seen(Change{ChangeCreated, spiI}) })
+	if _, err := p.gw.ExportSA(spiI); err != nil {
+		t.Fatalf("ExportSA of the SPI the change named: %v", err)
+	}
+	p.inform(t, rwAddr)
+	waitFor(t, "message ID", func() bool { return seen(Change{ChangeMessageID, spiI}) })
+	mu.Lock()
+	got = nil
+	mu.Unlock()
+	p.rw.Rekey(false)
+	waitFor(t, "child rekeyed", func() bool { return seen(Change{ChangeChild, spiI}) })
+	p.rw.Rekey(true)
+	var newSPI uint64
+	waitFor(t, "IKE SA rekeyed", func() bool {
+		n := p.rw.ikeSPIs()
+		if len(n) == 1 && n[0] != spiI {
+			newSPI = n[0]
+		}
+		return newSPI != 0 && seen(Change{ChangeCreated, newSPI}) && seen(Change{ChangeDeleted, spiI})
+	})
+	if _, err := p.gw.ExportSA(newSPI); err != nil {
+		t.Fatalf("ExportSA after the IKE rekey: %v", err)
+	}
+	if _, err := p.gw.ExportSA(spiI); !errors.Is(err, ErrNoSuchSA) {
+		t.Fatalf("ExportSA of the rekeyed-away SA: %v", err)
+	}
 }

@@ -433,6 +433,7 @@ func encryptedOf(m *message.Message) *message.Encrypted {
 func (s *ikeSA) established() {
 	s.state = stEstablished
 	s.e.indexPeer(s)
+	s.e.initIndex(s, true)
 	if s.authenticated.IsZero() {
 		s.authenticated = time.Now()
 	}
@@ -543,6 +544,7 @@ func (s *ikeSA) destroy(why DownReason) {
 	}
 	s.state = stDead
 	s.e.unindexPeer(s)
+	s.e.initIndex(s, false)
 	for _, t := range []*time.Timer{s.dpdTimer, s.ikeRekeyTimer} {
 		if t != nil {
 			t.Stop()

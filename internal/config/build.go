@@ -22,6 +22,9 @@ type Built struct {
 	IKE *IKE
 	// RADIUS, if set, is the AAA servers; its secrets are the daemon's.
 	RADIUS *RADIUS
+	// HA, if set, is this gateway's half of a pair; its key is the
+	// daemon's to zero.
+	HA *HA
 
 	// SPD: the extra policies in file order, then one PROTECT entry per
 	// SA, bound to its outbound SA.
@@ -84,6 +87,7 @@ func (c *Config) Build() (b *Built, err error) {
 		Mobility:      c.Mobility,
 		IKE:           c.IKE.clone(),
 		RADIUS:        c.RADIUS.clone(),
+		HA:            c.HA.clone(),
 		SPD:           new(tunnel.SPD),
 		SAD:           new(tunnel.SAD),
 		Warnings:      slices.Clone(c.Warnings),
@@ -172,6 +176,9 @@ func (c *Config) Wipe() {
 		c.IKE.Wipe()
 	}
 	c.RADIUS.Wipe()
+	if c.HA != nil {
+		c.HA.Key.Wipe()
+	}
 	for i := range c.SAs {
 		c.SAs[i].Outbound.Key.Wipe()
 		c.SAs[i].Inbound.Key.Wipe()

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/roamsec/roamsec/internal/ha"
 )
 
 // Host is what CheckHost asks of the machine the daemon will run on.
@@ -94,9 +96,14 @@ func (c *Config) CheckHost(h Host) error {
 		}
 	}
 	gw := c.Role == RoleGateway
+	isService := func(a netip.Addr) bool {
+		return c.HA != nil && slices.ContainsFunc(c.HA.Services, func(s ha.Service) bool { return s.Prefix.Addr() == a })
+	}
 	for i, a := range c.Transport.Listen {
 		switch {
 		case h.HasAddr(a) || onTUN(a):
+		case gw && isService(a):
+			// An HA pair's service address: only the active holds it.
 		case gw:
 			fail(c.listPath("transport.listen", i, len(c.Transport.Listen)), "%s is not an address of this host: a gateway's outer addresses must be there when it starts", a)
 		default:
@@ -127,6 +134,16 @@ func (c *Config) CheckHost(h Host) error {
 			}
 			if st, err := os.Stat(filepath.Dir(f.file)); err != nil || !st.IsDir() {
 				fail(f.path, "the directory of %s does not exist on this host (create it, mode 0700)", f.file)
+			}
+		}
+	}
+	if h2 := c.HA; h2 != nil {
+		if h2.Listen.IsValid() && !h.HasAddr(h2.Listen.Addr()) {
+			fail("ha.listen", "%s is not an address of this host: the sync link binds it", h2.Listen.Addr())
+		}
+		for i, s := range h2.Services {
+			if s.Link != "" && !h.HasInterface(s.Link) {
+				fail(c.listPath("ha.service_addresses", i, len(h2.Services))+".interface", "no network interface is named %s on this host", show(s.Link))
 			}
 		}
 	}

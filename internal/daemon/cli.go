@@ -121,6 +121,7 @@ Flags (daemon):
        gateway context get [-config FILE] NAME|-all > FILE
        gateway context put [-config FILE] [-seq-jump N] FILE
        gateway ha keygen FILE
+       gateway ha switchover [-config FILE]
        gateway version
 
 roamsec %s gateway. Without a command it runs as the daemon: it creates the
@@ -140,6 +141,9 @@ Commands:
               -addr ADDR|PREFIX (inner or outer address), -state active|idle|
               expired (Child SAs that carried packets, none yet, or past their
               hard lifetime)
+  ha switchover  (the active of a hot-standby pair, ha section) release the
+              service addresses, send a final checkpoint and hand over to the
+              standby, which takes over at once; this gateway becomes standby
   init        write a fresh pre-shared key, roadwarrior.psk (mode 0600), into
               /etc/roamsec (-dir), which the shipped gateway.yaml uses, and
               print the road warrior's init command line with it
@@ -181,11 +185,14 @@ func Main(role string, args []string, stdout, stderr io.Writer) int {
 		case "context":
 			return contextCmd(role, args[1:], stdout, stderr)
 		case "ha":
-			if len(args) < 2 || args[1] != "keygen" {
-				fmt.Fprintf(stderr, "%s ha: want \"ha keygen FILE\" (see %s -help)\n", role, role)
-				return ExitUsage
+			switch {
+			case len(args) >= 2 && args[1] == "keygen":
+				return haKeygenCmd(role, args[2:], stdout, stderr)
+			case len(args) >= 2 && args[1] == "switchover" && role == string(config.RoleGateway):
+				return switchoverCmd(role, args[2:], stdout, stderr)
 			}
-			return haKeygenCmd(role, args[2:], stdout, stderr)
+			fmt.Fprintf(stderr, "%s ha: want \"ha keygen FILE\" or \"gateway ha switchover\" (see %s -help)\n", role, role)
+			return ExitUsage
 		case "disconnect":
 			if role != string(config.RoleRoadWarrior) {
 				fmt.Fprintf(stderr, "gateway: disconnect is a road-warrior command; stop the gateway with systemctl stop roamsec-gateway\n")
@@ -326,13 +333,13 @@ func prepareLoaded(role, cfgPath string, c *config.Config, stderr io.Writer, qui
 		UDPPort: b.Transport.UDPPort, KeepAlive: b.Transport.NATKeepalive,
 		SPD: b.SPD, SAD: b.SAD, Outbound: b.Outbound, Log: log,
 		Mobility: b.Mobility, ControlSocket: b.ControlSocket, Role: role,
-		IKE: b.IKE, RADIUS: b.RADIUS, Listen: b.Transport.Listen, ControlGroup: c.ControlGroup,
+		IKE: b.IKE, RADIUS: b.RADIUS, Listen: b.Transport.Listen, ControlGroup: c.ControlGroup, HA: b.HA,
 	}
 	if c.Metrics != nil {
 		s.Metrics = c.Metrics.Listen
 	}
 	if c.HA != nil {
-		s.ClusterKey = c.HA.ClusterKey
+		s.ClusterKey = c.HA.KeyFile
 	}
 	if r := b.TUN.BypassRule; r != nil {
 		s.Rule = &Rule{Mark: r.Mark, Table: r.Table, Priority: r.Priority}
@@ -560,6 +567,23 @@ func disconnectCmd(role string, args []string, stdout, stderr io.Writer) int {
 		time.Sleep(50 * time.Millisecond)
 	}
 	fmt.Fprintf(stdout, "disconnected: process %d deleted its IKE SA and exited\n", r.PID)
+	return ExitOK
+}
+
+// switchoverCmd asks the active gateway of a pair to hand over.
+func switchoverCmd(role string, args []string, stdout, stderr io.Writer) int {
+	fs, cfgPath, _ := cmdFlags(role, "ha switchover", stderr, false)
+	if pos, err := parseArgs(fs, args); err != nil || len(pos) > 0 {
+		if err == nil {
+			fmt.Fprintf(stderr, "%s ha switchover: unexpected argument %q\n", role, pos[0])
+		}
+		return usageCode(err)
+	}
+	var r SwitchoverReply
+	if code := query(role, cmdSwitchover, *cfgPath, &r, stderr); code != ExitOK {
+		return code
+	}
+	fmt.Fprintf(stdout, "handed over to %s (epoch %d): this gateway is now %s\n", r.Peer, r.Epoch, r.Role)
 	return ExitOK
 }
 

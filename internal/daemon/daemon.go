@@ -18,6 +18,7 @@ import (
 	"github.com/roamsec/roamsec/ike"
 	"github.com/roamsec/roamsec/internal/config"
 	"github.com/roamsec/roamsec/internal/datapath"
+	"github.com/roamsec/roamsec/internal/ha"
 	"github.com/roamsec/roamsec/radius"
 	"github.com/roamsec/roamsec/tun"
 	"github.com/roamsec/roamsec/tunnel"
@@ -74,6 +75,8 @@ type Setup struct {
 	// FailFast (connect): a failure before the first Child SA is up ends
 	// Run with that error, instead of retrying with backoff.
 	FailFast bool
+	// HA, if set, makes this gateway one of a hot-standby pair.
+	HA *config.HA
 
 	ike *ikeState
 	aaa *radius.Client // the RADIUS client's counters, for status
@@ -86,6 +89,7 @@ type Running struct {
 	setup    *Setup
 	mob      *mobilityState
 	started  time.Time
+	ha       *ha.Node // nil: no ha section
 }
 
 // Run brings the tunnel up and runs it until ctx ends. It returns after
@@ -123,6 +127,17 @@ func Run(ctx context.Context, s Setup) error {
 	r := &Running{Device: dev, Datapath: dp, setup: &s, started: time.Now()}
 	if s.Mobility != nil {
 		r.mob = new(mobilityState)
+	}
+	if s.HA != nil && !s.HA.Pair {
+		s.HA.Key.Wipe() // cluster_key alone: context get/put reads the file when asked
+	}
+	if s.HA != nil && s.HA.Pair {
+		if r.ha, err = r.newHA(); err != nil {
+			return err
+		}
+		if ir != nil {
+			s.ike.onChange.Store(r.ha)
+		}
 	}
 	err = r.serve(ctx, cfg, ir, metricsLn)
 	r.logCounters()
@@ -291,8 +306,16 @@ func startIKE(cl *cleanups, s *Setup, dev *tun.Device, cfg *datapath.Config) (*i
 		return nil, err
 	}
 	icfg.Send = socks.send
+	icfg.Changed = func(c ike.Change) {
+		if n := st.onChange.Load(); n != nil {
+			n.Changed(c.SPI) // the standby's copy of this IKE SA must follow (ha)
+		}
+	}
 	icfg.Progress = func(p ike.Progress) {
 		st.track.progress(p)
+		if n := st.onChange.Load(); n != nil {
+			n.Refresh() // an IKE SA or Child SA came, went or changed: stream it to the standby
+		}
 		if s.Progress != nil {
 			s.Progress(p)
 		}
@@ -420,6 +443,12 @@ func (r *Running) serve(ctx context.Context, cfg datapath.Config, ir *ikeRun, me
 			wg.Go(func() { r.connect(helpers, ir) })
 		}
 	}
+	// The HA node outlives ctx: a stopping active hands over first.
+	haCtx, stopHA := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHA()
+	if r.ha != nil {
+		wg.Go(func() { r.runHA(haCtx) })
+	}
 	if s.Mobility != nil {
 		wg.Go(func() {
 			if err := runMobility(helpers, *s, r.Device, r.mob, ep); err != nil {
@@ -435,6 +464,7 @@ func (r *Running) serve(ctx context.Context, cfg datapath.Config, ir *ikeRun, me
 		case fatalErr = <-fatal:
 		case <-ctx.Done():
 			if ep != nil {
+				r.handOverOnStop()
 				ep.Close() // DELETE the IKE SAs while the data path still runs
 			}
 		case <-dctx.Done(): // the data path failed
@@ -444,6 +474,7 @@ func (r *Running) serve(ctx context.Context, cfg datapath.Config, ir *ikeRun, me
 	err := r.Datapath.Run(dctx)
 	stopDP()
 	stopHelpers()
+	stopHA()
 	wg.Wait()
 	if fatalErr != nil {
 		return fatalErr

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/roamsec/roamsec/eap"
@@ -15,6 +16,7 @@ import (
 	"github.com/roamsec/roamsec/internal/config"
 	"github.com/roamsec/roamsec/internal/datapath"
 	"github.com/roamsec/roamsec/internal/enroll"
+	"github.com/roamsec/roamsec/internal/ha"
 	"github.com/roamsec/roamsec/mobility"
 	"github.com/roamsec/roamsec/tun"
 	"github.com/roamsec/roamsec/tunnel"
@@ -49,6 +51,9 @@ type ikeState struct {
 	track ikeTrack
 	// oneTime (gateway, ike.one_time): the one-time keys' Target.
 	oneTime *enroll.Target
+	// onChange, if set, is told of every IKE event (the HA node streams
+	// the changed IKE SAs to the standby).
+	onChange atomic.Pointer[ha.Node]
 }
 
 // outbound is the current outbound SAs of the negotiated Child SAs.

@@ -17,6 +17,7 @@ import (
 	"github.com/roamsec/roamsec/internal/control"
 	"github.com/roamsec/roamsec/internal/datapath"
 	"github.com/roamsec/roamsec/internal/enroll"
+	"github.com/roamsec/roamsec/internal/ha"
 	"github.com/roamsec/roamsec/internal/metrics"
 	"github.com/roamsec/roamsec/internal/version"
 	"github.com/roamsec/roamsec/mobility"
@@ -43,6 +44,9 @@ type Status struct {
 	// Summary is set when the status was asked for with a filter, a limit
 	// or as a summary (the CLI always asks so since lists can be long).
 	Summary *Summary `json:"summary,omitempty"`
+	// HA is a gateway pair member's role, peer, sync lag and last
+	// takeover (internal/ha).
+	HA *ha.Status `json:"ha,omitempty"`
 }
 
 // DatapathStatus is the data path's counters, with its drops that belong
@@ -315,6 +319,7 @@ func (r *Running) status(role string, started time.Time, mob *mobilityState) Sta
 	if mob != nil {
 		st.Mobility = mob.status()
 	}
+	st.HA = r.haStatus()
 	if ik := r.setup.ike; ik != nil {
 		st.Children = ik.childStatus()
 		st.IKE = ik.track.status(r.setup.IKE, ik.initiator, st.Children)
@@ -355,11 +360,45 @@ func radiusStatus(c *radius.Client, s ike.Stats) *RADIUSStatus {
 		BadResponses: c.Stats.BadResponses.Load(), AccountingLost: c.Stats.AccountingLost.Load()}
 }
 
+// printHA is status's HA line.
+func printHA(w io.Writer, h *ha.Status) {
+	fmt.Fprintf(w, "HA: %s (epoch %d, priority %d), peer %s", strings.ToUpper(h.Role), h.Epoch, h.Priority, h.Peer)
+	if h.PeerRole != "" {
+		fmt.Fprintf(w, " %s, heard %.0f ms ago", h.PeerRole, h.PeerHeardMs)
+	}
+	if !h.Connected {
+		fmt.Fprint(w, ", sync link down")
+	}
+	if h.Isolated {
+		fmt.Fprint(w, ", sync link silent but the active answers on the service network")
+	}
+	fmt.Fprintf(w, "\n  sync lag %d frames (%.0f ms), %d records (%d bytes), %d checkpoints, sent %s, received %s\n",
+		h.SyncLagFrames, h.SyncLagMs, h.Records, h.RecordBytes, h.Checkpoints, humanBytes(h.SentBytes), humanBytes(h.ReceivedBytes))
+	if t := h.LastTakeover; t != nil {
+		kind := "takeover"
+		if t.Planned {
+			kind = "switchover"
+		}
+		fmt.Fprintf(w, "  last %s %s: active silent %.0f ms, addresses up in %.1f ms, announced in %.1f ms, %d SAs imported",
+			kind, t.At.Format(time.TimeOnly), t.SilenceMs, t.AddrUpMs, t.AnnouncedMs, t.Imported)
+		if t.ImportError != "" {
+			fmt.Fprintf(w, " (import: %s)", t.ImportError)
+		}
+		fmt.Fprintln(w)
+	}
+	if len(h.Drops) > 0 {
+		fmt.Fprintf(w, "  sync drops: %s\n", dropsText(h.Drops))
+	}
+}
+
 // PrintStatus writes st for people.
 func PrintStatus(w io.Writer, st Status) {
 	fmt.Fprintf(w, "roamsec %s %s, up %s, TUN %s (MTU %d)\n", st.Daemon, st.Version, time.Since(st.Started).Round(time.Second), st.TUN, st.MTU)
 	if s := st.Summary; s != nil {
 		printSummary(w, st.Daemon, s)
+	}
+	if h := st.HA; h != nil {
+		printHA(w, h)
 	}
 	if k := st.IKE; k != nil {
 		if k.Role == "initiator" {
@@ -639,13 +678,21 @@ const (
 	cmdStatus     = "status"
 	cmdSAList     = "sa list"
 	cmdDisconnect = "disconnect"
+	cmdSwitchover = "ha switchover"
 )
+
+// SwitchoverReply is the answer to ha switchover.
+type SwitchoverReply struct {
+	Role  string `json:"role"` // ours, after
+	Peer  string `json:"peer"`
+	Epoch uint64 `json:"epoch"`
+}
 
 // serveControl answers the control socket until ctx ends; disconnect
 // ends the run.
 func (r *Running) serveControl(ctx context.Context, disconnect func()) error {
 	s := r.setup
-	o := control.Options{Group: control.NoGroup, Privileged: []string{cmdDisconnect, "context"},
+	o := control.Options{Group: control.NoGroup, Privileged: []string{cmdDisconnect, "context", cmdSwitchover},
 		Warn:         func(msg string) { s.Log.Warn("control socket", "problem", msg) },
 		Body:         r.contextPut,
 		BodyCommands: []string{cmdContextPut}, MaxBody: maxContextBody}
@@ -664,6 +711,17 @@ func (r *Running) serveControl(ctx context.Context, disconnect func()) error {
 			return r.Status(), nil
 		case cmdSAList:
 			return r.setup.ike.childStatus(), nil
+		case cmdSwitchover:
+			if r.ha == nil {
+				return nil, fmt.Errorf("this gateway has no ha section")
+			}
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if err := r.ha.Switchover(ctx); err != nil {
+				return nil, err
+			}
+			h := r.ha.Status()
+			return SwitchoverReply{Role: h.Role, Peer: h.Peer, Epoch: h.Epoch}, nil
 		case cmdDisconnect:
 			if s.Role != string(config.RoleRoadWarrior) {
 				return nil, fmt.Errorf("a gateway does not disconnect: stop the daemon instead (systemctl stop roamsec-gateway)")
@@ -671,7 +729,7 @@ func (r *Running) serveControl(ctx context.Context, disconnect func()) error {
 			s.Log.Info("disconnect asked for over the control socket: deleting the IKE SA and stopping")
 			return control.Then{Data: DisconnectReply{PID: os.Getpid()}, After: disconnect}, nil
 		}
-		return nil, fmt.Errorf("unknown command %q (want %s, %s or %s)", cmd, cmdStatus, cmdSAList, cmdDisconnect)
+		return nil, fmt.Errorf("unknown command %q (want %s, %s, %s or %s)", cmd, cmdStatus, cmdSAList, cmdDisconnect, cmdSwitchover)
 	})
 }
 

@@ -100,6 +100,28 @@ func Parse(b []byte) (*Key, error) {
 	return k, nil
 }
 
+// FromBytes makes a key of a copy of b (KeyLen bytes: a key that was
+// loaded, handed on as bytes).
+func FromBytes(b []byte) (*Key, error) {
+	if len(b) != KeyLen {
+		return nil, fmt.Errorf("%w: %d bytes, want %d", ErrKeyFile, len(b), KeyLen)
+	}
+	k := new(Key)
+	copy(k.k[:], b)
+	return k, nil
+}
+
+// Raw returns a copy of the key's bytes; the caller zeroes it.
+func (k *Key) Raw() []byte { return append([]byte(nil), k.k[:]...) }
+
+// Derive is HKDF-SHA256 (RFC 5869) of the cluster key with salt and info:
+// every key made from the cluster key comes from here, each with its own
+// info (the label of its use), so none serves two uses. The caller zeroes
+// the result.
+func (k *Key) Derive(salt []byte, info string, n int) ([]byte, error) {
+	return hkdf.Key(sha256.New, k.k[:], salt, info, n)
+}
+
 // Wipe zeroes the key.
 func (k *Key) Wipe() { clear(k.k[:]) }
 
@@ -119,7 +141,7 @@ const (
 const Overhead = overhead
 
 func (k *Key) aead(salt []byte, purpose string) (aeadSealer, error) {
-	dk, err := hkdf.Key(sha256.New, k.k[:], salt, Label+"\x00"+purpose, chacha20poly1305.KeySize)
+	dk, err := k.Derive(salt, Label+"\x00"+purpose, chacha20poly1305.KeySize)
 	if err != nil {
 		return nil, err
 	}

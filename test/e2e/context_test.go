@@ -150,6 +150,10 @@ func contextTakeover(t *testing.T, bed *netns.Bed, gwCfg string, startPeer func(
 	}
 	time.Sleep(time.Second) // a hundred sequence numbers each way
 
+	// One IKE SA by its peer's identity.
+	if out, err := exec.Command(filepath.Join(bin, "gateway"), "context", "get", "-config", gwCfg, rwID).CombinedOutput(); err != nil || !bytes.Contains(out, []byte("gateway context get: 1 IKE SAs")) {
+		t.Fatalf("context get %s: %v\n%.300q", rwID, err, out)
+	}
 	file := filepath.Join(dir, "context.sealed")
 	get := exec.Command(filepath.Join(bin, "gateway"), "context", "get", "-all", "-config", gwCfg)
 	var stderr bytes.Buffer
@@ -186,6 +190,11 @@ func contextTakeover(t *testing.T, bed *netns.Bed, gwCfg string, startPeer func(
 		t.Fatalf("no traffic after context put\nrw:\n%s\ngw2:\n%s\n%s", rwLog(), gw2.Log(), netState(bed))
 	}
 	outage := s.FirstReplyAfter(tKill).Sub(tKill)
+	// The same file again: refused (the SAs are here), said, exit code.
+	again, err := exec.Command(filepath.Join(bin, "gateway"), "context", "put", "-config", gwCfg, file).CombinedOutput()
+	if err == nil || !strings.Contains(string(again), "already installed here") {
+		t.Errorf("a second context put of the same file: %v\n%s", err, again)
+	}
 	// The same Child SAs, by SPI, on the new gateway.
 	gw2Children := childSPIs(gw2.Log())
 	for spis := range gw1Children {

@@ -22,14 +22,23 @@ func EchoServer(bed *netns.Bed) error {
 }
 
 func echoOn(bed *netns.Bed, a netip.Addr) error {
+	_, err := EchoIn(bed.Srv, a)
+	return err
+}
+
+// EchoIn answers UDP datagrams on port 7 of a (unspecified: every
+// address) in ns until the returned stop is called.
+func EchoIn(ns *netns.NS, a netip.Addr) (stop func(), err error) {
 	var c *net.UDPConn
-	if err := bed.Srv.Do(func() (err error) {
+	if err := ns.Do(func() (err error) {
 		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a, 7)))
 		return err
 	}); err != nil {
-		return err
+		return nil, err
 	}
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		defer c.Close()
 		buf := make([]byte, 2048)
 		for {
@@ -40,7 +49,7 @@ func echoOn(bed *netns.Bed, a netip.Addr) error {
 			c.WriteToUDPAddrPort(buf[:n], from)
 		}
 	}()
-	return nil
+	return func() { c.Close(); <-done }, nil
 }
 
 type answer struct{ sent, got time.Time }
@@ -66,12 +75,17 @@ func StartStream(bed *netns.Bed, interval time.Duration) (*Stream, error) {
 
 // StartStreamTo is StartStream to the server address srv (IPv4 or IPv6).
 func StartStreamTo(bed *netns.Bed, srv netip.Addr, interval time.Duration) (*Stream, error) {
+	return StartStreamIn(bed.RW, srv, interval)
+}
+
+// StartStreamIn is StartStreamTo from namespace ns (any bed).
+func StartStreamIn(ns *netns.NS, srv netip.Addr, interval time.Duration) (*Stream, error) {
 	s := &Stream{sent: map[uint32]time.Time{}, stop: make(chan struct{})}
 	network := "udp6"
 	if srv.Is4() {
 		network = "udp4"
 	}
-	if err := bed.RW.Do(func() (err error) {
+	if err := ns.Do(func() (err error) {
 		s.conn, err = net.ListenUDP(network, nil)
 		return err
 	}); err != nil {
@@ -177,4 +191,22 @@ func (s *Stream) Counts() (sent, answered int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.sent), len(s.replies)
+}
+
+// LostBetween counts the datagrams sent between from and to that no
+// answer came back for.
+func (s *Stream) LostBetween(from, to time.Time) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	answered := map[time.Time]bool{}
+	for _, r := range s.replies {
+		answered[r.sent] = true
+	}
+	lost := 0
+	for _, at := range s.sent {
+		if at.After(from) && at.Before(to) && !answered[at] {
+			lost++
+		}
+	}
+	return lost
 }

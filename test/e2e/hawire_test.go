@@ -1,0 +1,443 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roamsec/roamsec/test/netns"
+	"github.com/roamsec/roamsec/test/rig"
+	"github.com/roamsec/roamsec/test/strongswan"
+)
+
+// Issue 12, part C: the pair of gateway daemons (test/netns/ha.go) with
+// the IKE context (ike ExportSA/ImportSA) as the replicated records. A
+// road warrior's tunnel carries a 100 Hz echo to the active gateway's
+// inner address; kill -9 of the active and the standby carries the same
+// SAs on (same SPIs, no IKE_SA_INIT, no Child SA rekey), the killed one
+// rejoins as standby and gets the state, a takeover back works, and a
+// planned switchover loses nothing.
+
+// haTrafficGW is haGWConfig with an inner address (the echo answers on
+// it) and the road warrior's route into the tunnel.
+const haTrafficGW = `role: gateway
+log: {level: debug}
+control_socket: %[1]s/%[2]s.sock
+tun:
+  name: roamsec0
+  table: 220
+  bypass_rule: {mark: 0x5253}
+  addresses: [203.0.113.1/32]
+  routes:
+    - {dst: %[6]s, src: 203.0.113.1}
+ike:
+  id: gw.roamsec.example
+  local_ts: [203.0.113.0/24]
+  dpd: 2s
+  peers:
+    - {id: rw1@roamsec.example, psk_file: psk, %[7]s}
+ha:
+  listen: %[3]s
+  peer: %[4]s
+  cluster_key: cluster.key
+  priority: %[5]d
+  heartbeat: 50ms
+  checkpoint_packets: 64
+  checkpoint_interval: 200ms
+  service_addresses:
+    - {prefix: 192.0.2.100/24, interface: rsb-lan}
+    - {prefix: "2001:db8:1::100/64", interface: rsb-lan}
+`
+
+var haInner = netip.MustParseAddr("203.0.113.1")
+
+// haTraffic is a pair with a road warrior up through the active (A)
+// and the echo stream running.
+type haTraffic struct {
+	*haPair
+	stream  *rig.Stream
+	stopCap func() string
+	swan    *strongswan.Charon // the strongSwan road warrior, or nil: ours (h.rw)
+}
+
+// haSwanConf is the strongSwan 5.9 road warrior: virtual address, DPD
+// every 2 s, no rekey within the test.
+const haSwanConf = `connections {
+	home {
+		version = 2
+		remote_addrs = 192.0.2.100
+		vips = 0.0.0.0
+		proposals = aes256gcm16-prfsha256-ecp256
+		rekey_time = 0
+		dpd_delay = 2s
+		local {
+			auth = psk
+			id = %[1]s
+		}
+		remote {
+			auth = psk
+			id = %[2]s
+		}
+		children {
+			home {
+				remote_ts = 203.0.113.0/24
+				esp_proposals = aes256gcm16
+				rekey_time = 0
+			}
+		}
+	}
+}
+secrets {
+	ike-1 {
+		id-1 = %[1]s
+		id-2 = %[2]s
+		secret = "%[3]s"
+	}
+}
+`
+
+func startHATraffic(t *testing.T, swan bool) *haTraffic {
+	t.Helper()
+	p := newHAPair(t)
+	route, peer := "192.0.2.2/32", "addresses: [192.0.2.0/24]"
+	if swan {
+		route, peer = "100.64.0.0/24", "virtual_pool: 100.64.0.0/24"
+	}
+	for name, prio := range map[string]int{"a": 200, "b": 100} {
+		me, other := netns.HASyncGA, netns.HASyncGB
+		if name == "b" {
+			me, other = other, me
+		}
+		cfg := fmt.Sprintf(haTrafficGW, p.dir, name, me, other, prio, route, peer)
+		if err := os.WriteFile(filepath.Join(p.dir, name+".yaml"), []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bed := p.bed
+	for _, ns := range []*netns.NS{bed.GA, bed.GB} {
+		stop, err := rig.EchoIn(ns, netip.IPv4Unspecified())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(stop)
+	}
+	h := &haTraffic{haPair: p}
+	stopCap, err := rig.Capture(bed.CL, t.TempDir(), netns.IfLAN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.stopCap = stopCap
+	t.Cleanup(func() { stopCap() })
+	p.gwA = p.start(t, bed.GA, p.cfgA)
+	waitHA(t, "gateway A active", 10*time.Second, func() bool { return roleOf(p.cfgA) == "active" }, p.gwA)
+	p.gwB = p.start(t, bed.GB, p.cfgB)
+	h.waitStandby(t, p.cfgB, 0)
+	if swan {
+		h.startSwan(t)
+	} else {
+		rw, err := rig.Start(bed.CL, filepath.Join(bin, "roadwarrior"), 20*time.Second, "-config", p.cfgRW)
+		if err != nil {
+			t.Fatalf("%v\n--- A:\n%s", err, tail(p.gwA.Log(), 30))
+		}
+		p.rw = rw
+		t.Cleanup(func() { rw.Stop(5 * time.Second) })
+		waitHA(t, "the road warrior's Child SA", 15*time.Second, func() bool { return strings.Contains(rw.Log(), "Child SA installed") }, p.gwA, rw)
+	}
+	if h.stream, err = rig.StartStreamIn(bed.CL, haInner, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.stream.Close)
+	h.waitTraffic(t, time.Now(), "through A", p.gwA)
+	h.waitStandby(t, p.cfgB, 1)
+	return h
+}
+
+func (h *haTraffic) startSwan(t *testing.T) {
+	t.Helper()
+	h.swan = startSwan(t, h.bed.CL, "rw", fmt.Sprintf(haSwanConf, rwID, gwID, testPSK), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.swan.Initiate(ctx, "home", "home"); err != nil {
+		t.Fatalf("strongSwan initiate: %v\nA:\n%s", err, tail(h.gwA.Log(), 30))
+	}
+	if _, err := h.swan.WaitSA(ctx, 10*time.Second, strongswan.ChildInstalled("home")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// peerSAs is the road warrior's view of its SAs: ours, how many Child
+// SAs it installed or rekeyed; strongSwan's, its IKE and Child SA SPIs
+// (swanctl --list-sas).
+func (h *haTraffic) peerSAs(t *testing.T) string {
+	t.Helper()
+	if h.swan == nil {
+		l := h.rw.Log()
+		return fmt.Sprintf("%d Child SAs installed or rekeyed", strings.Count(l, "Child SA installed")+strings.Count(l, "Child SA rekeyed"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sas, err := h.swan.SAs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, s := range sas {
+		fmt.Fprintf(&b, "IKE %s %s_%s:", s.State, s.SPIi, s.SPIr)
+		for _, c := range s.Children {
+			fmt.Fprintf(&b, " child %s %s/%s", c.State, c.SPIIn, c.SPIOut)
+		}
+		b.WriteString("; ")
+	}
+	return b.String()
+}
+
+func (h *haTraffic) peerLog() string {
+	if h.swan != nil {
+		return h.swan.Tail(40)
+	}
+	return tail(h.rw.Log(), 40)
+}
+
+// waitStandby waits for cfg's gateway to be a connected standby holding
+// records IKE SA records.
+func (h *haTraffic) waitStandby(t *testing.T, cfg string, records int) {
+	t.Helper()
+	waitHA(t, fmt.Sprintf("%s standby with %d records", filepath.Base(cfg), records), 15*time.Second, func() bool {
+		st := haStatus(cfg)
+		return st != nil && st.HA.Role == "standby" && st.HA.Connected && st.HA.PeerRole == "active" && st.HA.Records == records
+	}, h.gwA, h.gwB)
+}
+
+func (h *haTraffic) waitTraffic(t *testing.T, after time.Time, what string, logs ...*rig.Proc) time.Time {
+	t.Helper()
+	var got time.Time
+	waitHA(t, "echo answered "+what, 15*time.Second, func() bool {
+		got = h.stream.FirstReplyAfter(after)
+		return !got.IsZero()
+	}, logs...)
+	return got
+}
+
+var haChildRE = regexp.MustCompile(`Child SA (?:installed|rekeyed).*spi_in=(0x[0-9a-f]+) spi_out=(0x[0-9a-f]+)`)
+
+// gwSPIs are the gateway-side (in/out) SPIs of the Child SAs a log shows.
+func gwSPIs(log string) []string {
+	var out []string
+	for _, m := range haChildRE.FindAllStringSubmatch(log, -1) {
+		out = append(out, m[1]+"/"+m[2])
+	}
+	return out
+}
+
+// killOver kills the active (from) with SIGKILL and returns the outage:
+// kill to the first echo answered through to.
+func (h *haTraffic) killOver(t *testing.T, from, to *rig.Proc, toCfg string) time.Duration {
+	t.Helper()
+	return h.moveOver(t, from, to, toCfg, from.Kill)
+}
+
+// moveOver is killOver with stop in place of the kill.
+func (h *haTraffic) moveOver(t *testing.T, from, to *rig.Proc, toCfg string, stop func()) time.Duration {
+	t.Helper()
+	spis := gwSPIs(from.Log())
+	peerBefore := h.peerSAs(t)
+	killed := time.Now()
+	stop()
+	first := h.waitTraffic(t, killed, "after the kill", to)
+	outage := first.Sub(killed)
+	waitHA(t, "the survivor active", 5*time.Second, func() bool { return roleOf(toCfg) == "active" }, to)
+	// The same SAs: the survivor installed exactly the Child SAs the
+	// killed one had last (imported, by SPI), the road warrior none.
+	got := gwSPIs(to.Log())
+	if len(spis) == 0 || len(got) == 0 || got[len(got)-1] != spis[len(spis)-1] {
+		t.Fatalf("Child SA SPIs: killed gateway %v, survivor %v", spis, got)
+	}
+	if !strings.Contains(to.Log(), "IKE SA imported") {
+		t.Fatalf("the survivor imported no IKE SA:\n%s", tail(to.Log(), 30))
+	}
+	if after := h.peerSAs(t); after != peerBefore {
+		t.Fatalf("the road warrior's SAs changed in the takeover: before %s\nafter %s\n%s", peerBefore, after, h.peerLog())
+	}
+	return outage
+}
+
+// TestHATakeoverCarriesTheSAs: see the file's comment; road warriors:
+// ours (its DPD 1 s) and strongSwan 5.9 (virtual address, DPD 2 s).
+func TestHATakeoverCarriesTheSAs(t *testing.T) {
+	t.Run("roamsec", func(t *testing.T) { haTakeoverRun(t, false) })
+	t.Run("strongswan", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root")
+		}
+		haTakeoverRun(t, true)
+	})
+}
+
+func haTakeoverRun(t *testing.T, swan bool) {
+	h := startHATraffic(t, swan)
+	p, bed := h.haPair, h.bed
+	time.Sleep(time.Second) // sequence numbers past a few checkpoints
+	st := haStatus(p.cfgB)
+	t.Logf("standby holds 1 IKE SA: record %d bytes, %d bytes received so far", st.HA.RecordBytes, st.HA.ReceivedBytes)
+
+	killedA := time.Now()
+	outage := h.killOver(t, p.gwA, p.gwB, p.cfgB)
+	t.Logf("kill -9 A: first echo through B after %v", outage.Round(time.Millisecond))
+
+	// A comes back as standby, drops nothing it holds (it holds none) and
+	// receives B's state: the road warrior's IKE SA.
+	p.gwA = p.start(t, bed.GA, p.cfgA)
+	h.waitStandby(t, p.cfgA, 1)
+	if holds(t, bed.GA) {
+		t.Fatal("the rejoining gateway took the service addresses")
+	}
+	time.Sleep(500 * time.Millisecond)
+	outage2 := h.killOver(t, p.gwB, p.gwA, p.cfgA)
+	t.Logf("kill -9 B: first echo through A after %v", outage2.Round(time.Millisecond))
+
+	// B rejoins; a planned switchover to it loses nothing.
+	p.gwB = p.start(t, bed.GB, p.cfgB)
+	h.waitStandby(t, p.cfgB, 1)
+	time.Sleep(500 * time.Millisecond)
+	before := time.Now()
+	out, code, err := rig.Run(context.Background(), nil, filepath.Join(bin, "gateway"), "ha", "switchover", "-config", p.cfgA)
+	if err != nil || code != 0 {
+		t.Fatalf("gateway ha switchover: exit %d %v\n%s", code, err, out)
+	}
+	waitHA(t, "B active after the switchover", 5*time.Second, func() bool { return roleOf(p.cfgB) == "active" }, p.gwA, p.gwB)
+	after := h.waitTraffic(t, time.Now(), "after the switchover", p.gwB)
+	time.Sleep(500 * time.Millisecond)
+	lost := h.stream.LostBetween(before.Add(-200*time.Millisecond), after)
+	t.Logf("switchover A → B: %d echoes lost", lost)
+	if lost > 0 {
+		t.Errorf("the planned switchover lost %d echoes", lost)
+	}
+	// A clean stop (SIGTERM) of the active B hands over to A first: no
+	// DELETE ends the road warrior's SAs.
+	time.Sleep(300 * time.Millisecond)
+	beforeStop := time.Now()
+	h.moveOver(t, p.gwB, p.gwA, p.cfgA, func() { p.gwB.Stop(10 * time.Second) })
+	if !strings.Contains(p.gwB.Log(), "ha: stopping: handed over to the standby") {
+		t.Fatalf("B stopped without a handover:\n%s", tail(p.gwB.Log(), 30))
+	}
+	time.Sleep(300 * time.Millisecond)
+	t.Logf("SIGTERM of the active: %d echoes lost", h.stream.LostBetween(beforeStop.Add(-200*time.Millisecond), time.Now().Add(-100*time.Millisecond)))
+	h.stream.Close()
+	sent, got := h.stream.Counts()
+	checkHAWire(t, h.stopCap(), killedA)
+	for _, g := range []*rig.Proc{p.gwA, p.gwB} {
+		if strings.Contains(g.Log(), "IKE SA established") {
+			t.Errorf("%s established a new IKE SA:\n%s", g.Name, tail(g.Log(), 30))
+		}
+	}
+	load, _ := os.ReadFile("/proc/loadavg")
+	t.Logf("stream: %d sent, %d answered; outages %v, %v; load %s", sent, got, outage.Round(time.Millisecond), outage2.Round(time.Millisecond), strings.TrimSpace(string(load)))
+}
+
+// checkHAWire reads the LAN capture: no ESP (SPI, sequence number) sent
+// twice by the gateway side (the service address; RFC 4303 §3.3.3, a
+// nonce reused under AES-GCM), and no IKE_SA_INIT (exchange 34) after
+// the first kill.
+func checkHAWire(t *testing.T, file string, after time.Time) {
+	t.Helper()
+	out, err := exec.Command("tshark", "-n", "-r", file, "-Y", "esp or isakmp", "-T", "fields", "-E", "separator=|",
+		"-e", "frame.time_epoch", "-e", "ip.src", "-e", "esp.spi", "-e", "esp.sequence", "-e", "isakmp.exchangetype").Output()
+	if err != nil {
+		t.Fatalf("tshark: %v", err)
+	}
+	seen := map[string]bool{}
+	var fromGW int
+	var seqs []int
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Split(l, "|")
+		if len(f) < 5 {
+			continue
+		}
+		var sec float64
+		fmt.Sscan(f[0], &sec)
+		if strings.Contains(f[4], "34") && time.Unix(0, int64(sec*1e9)).After(after) {
+			t.Fatalf("IKE_SA_INIT on the wire after the kill: %q", l)
+		}
+		if f[2] == "" || f[1] != netns.HAService4.Addr().String() {
+			continue
+		}
+		fromGW++
+		key := f[2] + "/" + f[3]
+		if seen[key] {
+			t.Fatalf("ESP (SPI, sequence number) %s sent twice by the gateway side", key)
+		}
+		seen[key] = true
+		var seq int
+		fmt.Sscan(f[3], &seq)
+		seqs = append(seqs, seq)
+	}
+	if fromGW < 100 {
+		t.Fatalf("capture: only %d ESP packets from the gateway side", fromGW)
+	}
+	t.Logf("wire: %d ESP packets from the gateway side, none twice; highest sequence number %d", fromGW, slices.Max(seqs))
+}
+
+// TestHAOutageBench is make bench-ha: HA_OUTAGE_TRIALS kills of the
+// active (SIGKILL) with the roamsec road warrior's 100 Hz echo through
+// the pair, 50 ms heartbeats (dead after 150 ms), alternating sides; the
+// outage is the kill to the first echo answered through the survivor.
+// Also the sync link's bytes for the established road warrior: its
+// record, and the standby's receive rate with it and its traffic less
+// the rate before it came (heartbeats). Reports, asserts only behaviour;
+// skipped unless HA_OUTAGE_TRIALS is set (TestHATakeoverCarriesTheSAs
+// covers the behaviour in make test).
+func TestHAOutageBench(t *testing.T) {
+	trials := envInt("HA_OUTAGE_TRIALS", 0)
+	if trials == 0 {
+		t.Skip("set HA_OUTAGE_TRIALS (make bench-ha)")
+	}
+	h := startHATraffic(t, false)
+	p := h.haPair
+	rate := func(cfg string, d time.Duration) (float64, int) {
+		st0 := haStatus(cfg)
+		time.Sleep(d)
+		st1 := haStatus(cfg)
+		return float64(st1.HA.ReceivedBytes-st0.HA.ReceivedBytes) / d.Seconds(), st1.HA.RecordBytes
+	}
+	withRW, record := rate(p.cfgB, 5*time.Second)
+	side := map[string]struct {
+		ns   *netns.NS
+		cfg  string
+		proc **rig.Proc
+	}{"a": {h.bed.GA, p.cfgA, &p.gwA}, "b": {h.bed.GB, p.cfgB, &p.gwB}}
+	active, standby := "a", "b"
+	var outages []time.Duration
+	for i := range trials {
+		o := h.killOver(t, *side[active].proc, *side[standby].proc, side[standby].cfg)
+		outages = append(outages, o)
+		t.Logf("trial %d: kill -9 %s, first echo through %s after %v", i+1, active, standby, o.Round(time.Millisecond))
+		*side[active].proc = p.start(t, side[active].ns, side[active].cfg)
+		h.waitStandby(t, side[active].cfg, 1)
+		time.Sleep(300 * time.Millisecond)
+		active, standby = standby, active
+	}
+	// The heartbeats alone: the road warrior gone (its IKE SA deleted on
+	// both), the standby's receive rate.
+	h.stream.Close()
+	h.rw.Stop(5 * time.Second)
+	waitHA(t, "the standby without records", 10*time.Second, func() bool {
+		st := haStatus(side[standby].cfg)
+		return st != nil && st.HA.Records == 0
+	}, p.gwA, p.gwB)
+	idle, _ := rate(side[standby].cfg, 5*time.Second)
+	slices.Sort(outages)
+	load, _ := os.ReadFile("/proc/loadavg")
+	t.Logf("outage after kill -9 (first answered 100 Hz echo), %d trials: median %v, min %v, max %v; load %s", len(outages),
+		outages[len(outages)/2].Round(time.Millisecond), outages[0].Round(time.Millisecond), outages[len(outages)-1].Round(time.Millisecond),
+		strings.TrimSpace(string(load)))
+	t.Logf("sync link, standby's side: record of the established road warrior %d bytes; %.0f B/s with it and its 100 Hz echo, %.0f B/s heartbeats alone: %.0f B/s for the road warrior",
+		record, withRW, idle, withRW-idle)
+}
