@@ -518,27 +518,7 @@ func TestEAPRoamsecRoadWarrior(t *testing.T) {
 	}
 	rw := func(password string) (*rig.Proc, string) {
 		writeCfg(t, dir, "eap.password", password+"\n")
-		cfg := writeCfg(t, dir, "rw.yaml", fmt.Sprintf(`role: roadwarrior
-log: {level: debug}
-control_socket: %s/rw.sock
-tun:
-  name: roamsec0
-  table: 220
-  bypass_rule: {mark: 0x5253}
-  routes:
-    - {dst: 203.0.113.0/24}
-transport:
-  listen: [192.0.2.2]
-ike:
-  id: %s
-  gateway: 192.0.2.1
-  gateway_id: %s
-  mode: virtual
-  remote_ts: [203.0.113.0/24]
-  eap_password_file: eap.password
-  cas: [%s]
-  retransmit_timeout: 500ms
-`, dir, eapUser, gwID, caPath))
+		cfg := eapRoadWarriorConfig(t, dir, caPath, "  retransmit_timeout: 500ms\n")
 		p, err := rig.Start(b.bed.RW, filepath.Join(bin, "roadwarrior"), 15*time.Second, "-config", cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -638,7 +618,27 @@ secrets {
 		t.Fatal(err)
 	}
 	writeCfg(t, dir, "eap.password", eapPassword+"\n")
-	cfg := writeCfg(t, dir, "rw.yaml", fmt.Sprintf(`role: roadwarrior
+	cfg := eapRoadWarriorConfig(t, dir, caPath, "")
+	rw, err := rig.Start(bed.RW, filepath.Join(bin, "roadwarrior"), 15*time.Second, "-config", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rw.Stop(5 * time.Second) })
+	if !rig.WaitFor(20*time.Second, func() bool { return strings.Contains(rw.Log(), "virtual address installed") }) {
+		t.Fatalf("no tunnel\nroad warrior:\n%s\nstrongSwan:\n%s", rw.Log(), swan.Tail(60))
+	}
+	if !strings.Contains(swan.Log(), "EAP-MS-CHAPv2 succeeded") && !strings.Contains(swan.Log(), "EAP method EAP_MSCHAPV2 succeeded") {
+		t.Errorf("strongSwan did not run EAP-MSCHAPv2\n%s", swan.Tail(60))
+	}
+	pingThrough(t, bed, "our EAP road warrior, strongSwan gateway", func() string { return "road warrior:\n" + rw.Log() + "\nstrongSwan:\n" + swan.Tail(60) })
+}
+
+// eapRoadWarriorConfig writes our road warrior's config for EAP-MSCHAPv2
+// (its password in dir/eap.password, the gateway's CA at caPath), with
+// extra lines appended to its ike section.
+func eapRoadWarriorConfig(t *testing.T, dir, caPath, extra string) string {
+	t.Helper()
+	return writeCfg(t, dir, "rw.yaml", fmt.Sprintf(`role: roadwarrior
 log: {level: debug}
 control_socket: %s/rw.sock
 tun:
@@ -657,17 +657,5 @@ ike:
   remote_ts: [203.0.113.0/24]
   eap_password_file: eap.password
   cas: [%s]
-`, dir, eapUser, gwID, caPath))
-	rw, err := rig.Start(bed.RW, filepath.Join(bin, "roadwarrior"), 15*time.Second, "-config", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rw.Stop(5 * time.Second) })
-	if !rig.WaitFor(20*time.Second, func() bool { return strings.Contains(rw.Log(), "virtual address installed") }) {
-		t.Fatalf("no tunnel\nroad warrior:\n%s\nstrongSwan:\n%s", rw.Log(), swan.Tail(60))
-	}
-	if !strings.Contains(swan.Log(), "EAP-MS-CHAPv2 succeeded") && !strings.Contains(swan.Log(), "EAP method EAP_MSCHAPV2 succeeded") {
-		t.Errorf("strongSwan did not run EAP-MSCHAPv2\n%s", swan.Tail(60))
-	}
-	pingThrough(t, bed, "our EAP road warrior, strongSwan gateway", func() string { return "road warrior:\n" + rw.Log() + "\nstrongSwan:\n" + swan.Tail(60) })
+`, dir, eapUser, gwID, caPath)+extra)
 }
