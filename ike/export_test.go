@@ -286,21 +286,7 @@ func many(t testing.TB, one []byte, n int) [][]byte {
 // import into a fresh gateway.
 func BenchmarkContextGetPut1000(b *testing.B) {
 	const n = 1000
-	rw, gw := pskConfigs(b, ModeRFC3554)
-	rw.HostToHost = true
-	src := newPair(b, rw, gw)
-	if _, err := src.rw.Connect(rwAddr, netip.AddrPortFrom(gwAddr, 500)); err != nil {
-		b.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); len(src.gp.snapshot()) < 2; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			b.Fatal("no IKE SA")
-		}
-	}
-	all, err := src.gw.ExportAll()
-	if err != nil || len(all) != 1 {
-		b.Fatal(all, err)
-	}
+	all, gw := oneExported(b)
 	recs := many(b, all[0].Data, n)
 	key, _ := hactx.Parse([]byte(strings.Repeat("42", 32)))
 	full := newBenchGW(b, gw)
@@ -352,21 +338,7 @@ func BenchmarkContextGetPut1000(b *testing.B) {
 // real export, changed. Malformed or inconsistent input is an error,
 // never a panic, and a refusal leaves nothing behind.
 func FuzzImportSA(f *testing.F) {
-	rw, gw := pskConfigs(f, ModeRFC3554)
-	rw.HostToHost = true
-	src := newPair(f, rw, gw)
-	if _, err := src.rw.Connect(rwAddr, netip.AddrPortFrom(gwAddr, 500)); err != nil {
-		f.Fatal(err)
-	}
-	for deadline := time.Now().Add(10 * time.Second); len(src.gp.snapshot()) < 2; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			f.Fatal("no IKE SA")
-		}
-	}
-	all, err := src.gw.ExportAll()
-	if err != nil || len(all) != 1 {
-		f.Fatal(all, err)
-	}
+	all, gw := oneExported(f)
 	f.Add(all[0].Data)
 	f.Add([]byte(`{"v":1}`))
 	to := newBenchGW(f, gw)
@@ -471,4 +443,27 @@ func TestChangesNameEverySAChange(t *testing.T) {
 	if _, err := p.gw.ExportSA(spiI); !errors.Is(err, ErrNoSuchSA) {
 		t.Fatalf("ExportSA of the rekeyed-away SA: %v", err)
 	}
+}
+
+// oneExported connects a road warrior (RFC 3554 mode, with its
+// host-to-host Child SA) and returns the gateway's export of its IKE SA
+// and the gateway's config.
+func oneExported(t testing.TB) ([]ExportedSA, Config) {
+	t.Helper()
+	rw, gw := pskConfigs(t, ModeRFC3554)
+	rw.HostToHost = true
+	src := newPair(t, rw, gw)
+	if _, err := src.rw.Connect(rwAddr, netip.AddrPortFrom(gwAddr, 500)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(src.gp.snapshot()) < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no IKE SA")
+		}
+	}
+	all, err := src.gw.ExportAll()
+	if err != nil || len(all) != 1 {
+		t.Fatal(all, err)
+	}
+	return all, gw
 }
