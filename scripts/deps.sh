@@ -31,6 +31,9 @@ want debootstrap debootstrap
 # test/install's boot test runs that root under its own systemd.
 want systemd-nspawn systemd-container
 want buildah buildah
+# internal/enroll and test/e2e: the one-time key Host's etcd backend is
+# tested against a real etcd (issue 13).
+want etcd etcd-server
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	echo "deps: apt-get install ${need_pkgs[*]}"
 	export DEBIAN_FRONTEND=noninteractive

@@ -15,7 +15,7 @@ import (
 // same process, its database shared with other gateways through the
 // file's lock): an ike.OneTimeAuthority.
 type Target struct {
-	Host    *Host
+	Host    Store
 	Acct    *Accounting // nil: no accounting log
 	Gateway string      // our name in the database and the log
 	// The authorization: where admitted keys' virtual addresses come from.

@@ -1,0 +1,170 @@
+package enroll
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	etcdtest "github.com/roamsec/roamsec/test/etcd"
+	"github.com/roamsec/roamsec/test/netns"
+)
+
+// startEtcd is a real etcd in a fresh network namespace, listening on
+// the namespace's loopback; nil if etcd is not installed or we are not
+// root (the file backend's tests still run).
+func startEtcd(t testing.TB) *etcdtest.Server {
+	t.Helper()
+	if _, err := exec.LookPath("etcd"); err != nil || os.Geteuid() != 0 {
+		t.Log("no etcd (package etcd-server) or not root: the etcd backend is not tested")
+		return nil
+	}
+	return etcdtest.Start(t, netns.NewNS(t), netip.MustParseAddr("127.0.0.1"))
+}
+
+func mustEtcd(t testing.TB) *etcdtest.Server {
+	t.Helper()
+	srv := startEtcd(t)
+	if srv == nil {
+		t.Skip("needs etcd (etcd-server) and root")
+	}
+	return srv
+}
+
+// openEtcd is a client of srv of its own (its own connection), the keys
+// under prefix.
+func openEtcd(t testing.TB, srv *etcdtest.Server, prefix string) *EtcdHost {
+	t.Helper()
+	h, err := OpenEtcdHost(EtcdConfig{Endpoints: srv.Endpoints, Prefix: prefix, Dial: srv.Dial, Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+// Issue 13: gateways on different machines share the Host through etcd;
+// of 16 gateways (each its own client, its own connection) racing on one
+// key, the compare-and-swap on the key's ModRevision lets exactly one
+// admit it, and the others are refused "used". Five keys, five races.
+func TestEtcdRacingGatewaysAdmitExactlyOne(t *testing.T) {
+	srv := mustEtcd(t)
+	const gateways = 16
+	hosts := make([]*EtcdHost, gateways)
+	for i := range hosts {
+		hosts[i] = openEtcd(t, srv, "/race/")
+	}
+	for round := range 5 {
+		k := issue(t, hosts[0], "alice", 0)
+		var ok, used atomic.Int32
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i, h := range hosts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				q := request(k)
+				q.Gateway = fmt.Sprintf("gw-%d", i)
+				<-start
+				_, err := h.Admit(q)
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case ReasonOf(err) == ReasonUsed:
+					used.Add(1)
+				default:
+					t.Errorf("unexpected refusal: %v", err)
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		if ok.Load() != 1 || used.Load() != gateways-1 {
+			t.Fatalf("round %d: admitted %d, refused as used %d; want 1 and %d", round, ok.Load(), used.Load(), gateways-1)
+		}
+	}
+}
+
+// A revoke racing an admission: the key ends either used (and is not
+// reported revoked) or revoked (and was not admitted), never both.
+func TestEtcdRevokeRacingAdmitIsOneOrTheOther(t *testing.T) {
+	srv := mustEtcd(t)
+	a, b := openEtcd(t, srv, "/revoke/"), openEtcd(t, srv, "/revoke/")
+	for round := range 10 {
+		k := issue(t, a, fmt.Sprintf("user%d", round), 0)
+		var admitErr, revokeErr error
+		var revoked []Record
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); _, admitErr = a.Admit(request(k)) }()
+		go func() { defer wg.Done(); revoked, revokeErr = b.Revoke(k.User) }()
+		wg.Wait()
+		if (admitErr == nil) == (revokeErr == nil && len(revoked) == 1) {
+			t.Fatalf("round %d: admit %v, revoke %v (%d revoked): want exactly one to win", round, admitErr, revokeErr, len(revoked))
+		}
+		if admitErr != nil && ReasonOf(admitErr) != ReasonRevoked {
+			t.Fatalf("round %d: admission lost with %v, want revoked", round, admitErr)
+		}
+	}
+}
+
+// Issue writes many keys in transactions below etcd's --max-txn-ops; a
+// down server is a store error, not a hang.
+func TestEtcdIssueManyAndServerDown(t *testing.T) {
+	srv := mustEtcd(t)
+	h := openEtcd(t, srv, "/many/")
+	keys, _, err := h.Issue("bob", 250, ObjectiveStrict, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := h.List()
+	if err != nil || len(recs) != 250 {
+		t.Fatalf("list: %d keys, %v; want 250", len(recs), err)
+	}
+	for _, r := range recs {
+		if r.Secret != nil || r.State != StateValid || r.Objective != ObjectiveStrict {
+			t.Fatalf("listed %+v", r)
+		}
+	}
+	down, err := OpenEtcdHost(EtcdConfig{Endpoints: []string{"http://127.0.0.1:1"}, Dial: srv.Dial, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer down.Close()
+	if _, err := down.Admit(request(keys[0])); ReasonOf(err) != ReasonStore {
+		t.Fatalf("server down: %v, want a store error", err)
+	}
+}
+
+// BenchmarkEtcdAdmit is the Host's share of one admission through etcd
+// (one client, etcd in a namespace on this machine): a range read, the
+// signature check, and the compare-and-swap transaction (etcd's fsync of
+// its WAL included).
+func BenchmarkEtcdAdmit(b *testing.B) {
+	srv := mustEtcd(b)
+	h := openEtcd(b, srv, "/bench/")
+	keys, _, err := h.Issue("alice", 1000, ObjectiveESP, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	i := 0
+	for b.Loop() {
+		if i == len(keys) {
+			b.StopTimer()
+			keys, _, err = h.Issue("alice", 1000, ObjectiveESP, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			i = 0
+			b.StartTimer()
+		}
+		if _, err := h.Admit(request(keys[i])); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
