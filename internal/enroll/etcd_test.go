@@ -1,6 +1,9 @@
 package enroll
 
 import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -10,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roamsec/roamsec/ike/auth"
 	etcdtest "github.com/roamsec/roamsec/test/etcd"
 	"github.com/roamsec/roamsec/test/netns"
 )
@@ -167,4 +171,29 @@ func BenchmarkEtcdAdmit(b *testing.B) {
 		}
 		i++
 	}
+}
+
+// What etcd holds under the prefix may be written by anyone with access:
+// whatever the value, decoding and judging it is an error or a decision,
+// never a panic.
+func FuzzEtcdRecord(f *testing.F) {
+	k, _ := auth.GenerateOneTime("alice")
+	good, _ := json.Marshal(&Record{KeyID: hex.EncodeToString(k.KeyID()), User: "alice", PublicKey: k.PublicKey(), State: StateValid})
+	f.Add(good)
+	f.Add([]byte(`{"key_id":"00","user":"alice","public_key":"AAAA","state":"used"}`))
+	f.Add([]byte(`{"user":"alice","state":"valid","expires":"not a time"}`))
+	f.Add([]byte(`[`))
+	q := request(k)
+	f.Fuzz(func(t *testing.T, v []byte) {
+		r, err := decode([]byte("/x/key"), bytes.Clone(v))
+		if err != nil {
+			if ReasonOf(err) != ReasonStore {
+				t.Fatalf("decode error %v is not a store error", err)
+			}
+			return
+		}
+		if err := judge(r, q, "key", time.Now()); err == nil && r.State != StateUsed {
+			t.Fatalf("admitted without marking used: %+v", r)
+		}
+	})
 }
