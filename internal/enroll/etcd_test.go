@@ -2,12 +2,14 @@ package enroll
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/roamsec/roamsec/ike/auth"
 	etcdtest "github.com/roamsec/roamsec/test/etcd"
 	"github.com/roamsec/roamsec/test/netns"
+	"github.com/roamsec/roamsec/test/pki"
 )
 
 // startEtcd is a real etcd in a fresh network namespace, listening on
@@ -229,4 +232,53 @@ func BenchmarkEtcdAdmitParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// ike.one_time.etcd's TLS files: etcd serving https and wanting client
+// certificates admits through a client with the CA, certificate and key;
+// without a client certificate the store refuses to work (a store
+// error), and a CA file that is not there is an error at open.
+func TestEtcdOverTLSWithClientCertificates(t *testing.T) {
+	if _, err := exec.LookPath("etcd"); err != nil || os.Geteuid() != 0 {
+		t.Skip("needs etcd (etcd-server) and root")
+	}
+	dir := t.TempDir()
+	ca, err := pki.NewCA("etcd CA", pki.ECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile, _ := ca.Write(dir, "ca")
+	lo := netip.MustParseAddr("127.0.0.1")
+	srvLeaf, err := ca.IssueWith(pki.Options{CN: "etcd", Alg: pki.ECDSAP256, IPs: []netip.Addr{lo}, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliLeaf, err := ca.IssueWith(pki.Options{CN: "gw-a", Alg: pki.ECDSAP256, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, srvKey, _ := srvLeaf.Write(dir, "server")
+	cliCert, cliKey, _ := cliLeaf.Write(dir, "client")
+	srv := etcdtest.StartTLS(t, netns.NewNS(t), caFile, srvCert, srvKey, lo)
+	h, err := OpenEtcdHost(EtcdConfig{Endpoints: srv.Endpoints, CAFile: caFile, CertFile: cliCert, KeyFile: cliKey, Dial: srv.Dial, Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	k := issue(t, h, "alice", 0)
+	if _, err := h.Admit(request(k)); err != nil {
+		t.Fatalf("admit over TLS: %v", err)
+	}
+	anon, err := OpenEtcdHost(EtcdConfig{Endpoints: srv.Endpoints, CAFile: caFile, Dial: srv.Dial, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anon.Close()
+	if _, err := anon.List(); ReasonOf(err) != ReasonStore {
+		t.Fatalf("without a client certificate: %v, want a store error", err)
+	}
+	if _, err := OpenEtcdHost(EtcdConfig{Endpoints: srv.Endpoints, CAFile: filepath.Join(dir, "none.crt")}); err == nil {
+		t.Fatal("a missing CA file was accepted")
+	}
 }

@@ -35,21 +35,35 @@ type Server struct {
 // t.Cleanup. It skips the test if etcd is not installed.
 func Start(t testing.TB, ns *netns.NS, addrs ...netip.Addr) *Server {
 	t.Helper()
+	return start(t, ns, "http", nil, addrs)
+}
+
+// StartTLS is Start serving https: certFile and keyFile are the server's
+// (the addresses among its IP SANs), and clients must present a
+// certificate caFile signed (--client-cert-auth).
+func StartTLS(t testing.TB, ns *netns.NS, caFile, certFile, keyFile string, addrs ...netip.Addr) *Server {
+	t.Helper()
+	return start(t, ns, "https", []string{"--cert-file", certFile, "--key-file", keyFile, "--trusted-ca-file", caFile, "--client-cert-auth"}, addrs)
+}
+
+func start(t testing.TB, ns *netns.NS, scheme string, extra []string, addrs []netip.Addr) *Server {
+	t.Helper()
 	bin, err := exec.LookPath("etcd")
 	if err != nil {
 		t.Skip("etcd: not installed (Debian package etcd-server; scripts/deps.sh installs it)")
 	}
 	s := &Server{NS: ns}
 	for _, a := range addrs {
-		s.Endpoints = append(s.Endpoints, "http://"+netip.AddrPortFrom(a, Port).String())
+		s.Endpoints = append(s.Endpoints, scheme+"://"+netip.AddrPortFrom(a, Port).String())
 	}
 	urls := strings.Join(s.Endpoints, ",")
 	dir := t.TempDir()
-	s.proc, err = rig.Launch(ns, bin, "--name", "test", "--data-dir", dir+"/data",
+	args := append([]string{"--name", "test", "--data-dir", dir + "/data",
 		"--listen-client-urls", urls, "--advertise-client-urls", urls,
 		"--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
 		"--initial-cluster", "test=http://127.0.0.1:2380", "--initial-cluster-state", "new",
-		"--log-outputs", "stderr", "--logger", "zap")
+		"--log-outputs", "stderr", "--logger", "zap"}, extra...)
+	s.proc, err = rig.Launch(ns, bin, args...)
 	if err != nil {
 		t.Fatalf("etcd: %v", err)
 	}
