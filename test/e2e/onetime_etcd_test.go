@@ -35,7 +35,7 @@ func TestOneTimeKeyRacingGatewaysOnTwoMachinesShareEtcd(t *testing.T) {
 	urlA, urlB := srv.Endpoints[0], srv.Endpoints[1]
 
 	dir := t.TempDir()
-	out, errOut, code := runCLI(t, bedA.GW, "gateway", "enroll", "issue", "bob", "-etcd", urlA, "-json")
+	out, errOut, code := runCLI(t, bedA.GW, "gateway", "enroll", "issue", "bob", "-count", "2", "-etcd", urlA, "-json")
 	if code != 0 {
 		t.Fatalf("enroll issue -etcd: exit %d: %s\n%s", code, errOut, srv.Log())
 	}
@@ -78,8 +78,12 @@ func TestOneTimeKeyRacingGatewaysOnTwoMachinesShareEtcd(t *testing.T) {
 	}
 	// The Host's view, from the other machine: the key is used, by the
 	// gateway that won.
+	// Revoked from the other machine: the unused key only.
+	if out, errOut, code := runCLI(t, bedB.GW, "gateway", "enroll", "revoke", "bob", "-etcd", urlB); code != 0 || strings.Count(out, "revoked key") != 1 || !strings.Contains(out, keys[1].KeyID) {
+		t.Fatalf("enroll revoke -etcd: exit %d: %s%s", code, out, errOut)
+	}
 	out, errOut, code = runCLI(t, bedB.GW, "gateway", "enroll", "list", "-etcd", urlB, "-json")
-	if code != 0 || !strings.Contains(out, `"status": "used"`) || !strings.Contains(out, `"used_by": "gw-`) {
+	if code != 0 || !strings.Contains(out, `"status": "used"`) || !strings.Contains(out, `"status": "revoked"`) || !strings.Contains(out, `"used_by": "gw-`) {
 		t.Fatalf("enroll list -etcd: exit %d: %s%s", code, out, errOut)
 	}
 }
