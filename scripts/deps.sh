@@ -34,6 +34,9 @@ want buildah buildah
 # test/freeradius: the AAA server of the EAP tests (test/e2e/eap_test.go),
 # run with its own configuration directory in a namespace.
 want freeradius freeradius
+# internal/enroll and test/e2e: the one-time key Host's etcd backend is
+# tested against a real etcd (issue 13).
+want etcd etcd-server
 if [ ${#need_pkgs[@]} -gt 0 ]; then
 	echo "deps: apt-get install ${need_pkgs[*]}"
 	export DEBIAN_FRONTEND=noninteractive

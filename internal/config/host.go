@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -134,6 +135,16 @@ func (c *Config) CheckHost(h Host) error {
 			}
 			if st, err := os.Stat(filepath.Dir(f.file)); err != nil || !st.IsDir() {
 				fail(f.path, "the directory of %s does not exist on this host (create it, mode 0700)", f.file)
+			}
+		}
+		if e := o.Etcd; e != nil {
+			for _, f := range []struct{ path, file string }{{"ike.one_time.etcd.ca", e.CAFile}, {"ike.one_time.etcd.cert", e.CertFile}, {"ike.one_time.etcd.key", e.KeyFile}} {
+				if f.file == "" {
+					continue
+				}
+				if _, err := os.ReadFile(f.file); err != nil {
+					fail(f.path, "cannot read %s: %v", f.file, errors.Unwrap(err))
+				}
 			}
 		}
 	}

@@ -184,3 +184,22 @@ func TestCheckHostOneTimeDirectories(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// -check reads ike.one_time.etcd's TLS files: one that is not there is
+// reported at its field; one that is passes.
+func TestCheckHostOneTimeEtcdTLSFiles(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "ca.pem"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	yml := "role: gateway\nike:\n  id: gw.example\n  one_time:\n    etcd: {endpoints: [https://192.0.2.10:2379], ca: ca.pem, cert: c.pem, key: c.key}\n    virtual_pool: [100.64.1.0/24]\n"
+	c, err := Parse(filepath.Join(dir, "gw.yaml"), []byte(yml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.CheckHost(&staticHost{})
+	if err == nil || !strings.Contains(err.Error(), "gw.yaml:5: ike.one_time.etcd.cert: cannot read") || !strings.Contains(err.Error(), "ike.one_time.etcd.key") ||
+		strings.Contains(err.Error(), "ike.one_time.etcd.ca") {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -81,12 +82,20 @@ const DefaultIKEQueue = 1024
 // shares with other gateway processes, the accounting log, and what an
 // admitted key is authorized for.
 type OneTime struct {
-	Database     string
-	Accounting   string // "": no accounting log
-	Name         string // this gateway in the database and the log
+	Database     string       // the file Host (gateways on one machine); "" with Etcd
+	Etcd         *OneTimeEtcd // the Host in etcd (gateways on several machines)
+	Accounting   string       // "": no accounting log
+	Name         string       // this gateway in the database and the log
 	VirtualPool  netip.Prefix
 	VirtualPool6 netip.Prefix
 	DNS          []netip.Addr
+}
+
+// OneTimeEtcd is ike.one_time.etcd: where the keys are in etcd.
+type OneTimeEtcd struct {
+	Endpoints                 []string // http:// or https:// URLs
+	Prefix                    string
+	CAFile, CertFile, KeyFile string // optional TLS
 }
 
 // IKEPeer is one gateway peers entry.
@@ -464,10 +473,15 @@ func initCommand(r Role) string {
 
 // oneTime reads ike.one_time.
 func (p *parser) oneTime(parent *fields) *OneTime {
-	f := p.fields(parent.get("one_time"), parent.lineOf("one_time"), "ike.one_time", "database", "accounting", "name", "virtual_pool", "dns")
+	f := p.fields(parent.get("one_time"), parent.lineOf("one_time"), "ike.one_time", "database", "etcd", "accounting", "name", "virtual_pool", "dns")
 	o := &OneTime{Database: p.path(f, "database"), Accounting: p.path(f, "accounting"), Name: f.str("name", "")}
-	if o.Database == "" {
-		f.missing("database", ": the one-time key database (gateway enroll issue -db writes it)")
+	if f.has("etcd") {
+		o.Etcd = p.oneTimeEtcd(f)
+		if f.has("database") {
+			f.forbid("database", "give database (gateways on this machine) or etcd (gateways on several), not both")
+		}
+	} else if o.Database == "" {
+		f.missing("database", ": the one-time key database (gateway enroll issue -db writes it), or etcd: {endpoints: [...]}")
 	}
 	if o.Name == "" {
 		o.Name, _ = os.Hostname()
@@ -487,4 +501,38 @@ func (p *parser) oneTime(parent *fields) *OneTime {
 	}
 	o.DNS, _ = f.addrs("dns")
 	return o
+}
+
+// oneTimeEtcd reads ike.one_time.etcd.
+func (p *parser) oneTimeEtcd(parent *fields) *OneTimeEtcd {
+	f := p.fields(parent.get("etcd"), parent.lineOf("etcd"), "ike.one_time.etcd", "endpoints", "prefix", "ca", "cert", "key")
+	e := &OneTimeEtcd{Prefix: f.str("prefix", "/roamsec/onetime/"), CAFile: p.path(f, "ca"), CertFile: p.path(f, "cert"), KeyFile: p.path(f, "key")}
+	for i, n := range f.list("endpoints") {
+		path := f.itemPath("endpoints", i)
+		v, ok := p.scalar(n, path)
+		if !ok {
+			continue
+		}
+		u, err := url.Parse(strings.TrimSpace(v))
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https"):
+			p.errf(n.Line, path, "want an http:// or https:// URL, e.g. https://192.0.2.10:2379, got %s", show(v))
+		case u.Port() == "" || u.Hostname() == "" || (u.Path != "" && u.Path != "/"):
+			p.errf(n.Line, path, "want scheme://HOST:PORT, e.g. https://192.0.2.10:2379, got %s", show(v))
+		default:
+			e.Endpoints = append(e.Endpoints, u.Scheme+"://"+u.Host)
+		}
+	}
+	if !f.has("endpoints") {
+		f.missing("endpoints", ": etcd's client URLs, e.g. [https://192.0.2.10:2379]")
+	}
+	// The prefix is part of every key's name: keys of other prefixes
+	// (other applications, other gateway fleets) are never read.
+	if !strings.HasPrefix(e.Prefix, "/") || !strings.HasSuffix(e.Prefix, "/") {
+		p.errf(f.lineOf("prefix"), f.path2("prefix"), "want a path that starts and ends with /, e.g. /roamsec/onetime/, got %s", show(e.Prefix))
+	}
+	if (e.CertFile == "") != (e.KeyFile == "") {
+		p.errf(f.line, f.path+".cert", "cert and key go together (the client certificate and its key)")
+	}
+	return e
 }

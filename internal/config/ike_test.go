@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +68,13 @@ func TestIKEConfigErrors(t *testing.T) {
 		{"one-time keys without a database", "role: gateway\nike:\n  id: gw.example\n  one_time:\n    virtual_pool: [100.64.1.0/24]\n", "x.yaml:5: ike.one_time.database: missing"},
 		{"one-time keys without a pool", "role: gateway\nike:\n  id: gw.example\n  one_time:\n    database: keys.json\n", "x.yaml:5: ike.one_time.virtual_pool: missing"},
 		{"one-time keys on a road warrior", "role: roadwarrior\nike:\n  id: a@b.example\n  gateway: 192.0.2.1\n  remote_ts: [10.0.0.0/8]\n  psk_file: good.psk\n  one_time: {database: keys.json}\n", "x.yaml:7: ike.one_time"},
+		{"one-time keys in a file and in etcd", "role: gateway\nike:\n  id: gw.example\n  one_time:\n    virtual_pool: [100.64.1.0/24]\n    database: keys.json\n    etcd: {endpoints: [http://192.0.2.10:2379]}\n", "x.yaml:6: ike.one_time.database: give database"},
+		{"etcd without endpoints", "role: gateway\nike:\n  id: gw.example\n  one_time:\n    virtual_pool: [100.64.1.0/24]\n    etcd: {prefix: /x/}\n", "x.yaml:6: ike.one_time.etcd.endpoints: missing"},
+		{"etcd endpoint not a URL", "role: gateway\nike:\n  id: gw.example\n  one_time:\n    virtual_pool: [100.64.1.0/24]\n    etcd:\n      endpoints:\n        - 192.0.2.10:2379\n", "x.yaml:8: ike.one_time.etcd.endpoints[0]: want"},
+		{"etcd endpoint without a port", "role: gateway\nike:\n  id: gw.example\n  one_time:\n    virtual_pool: [100.64.1.0/24]\n    etcd: {endpoints: [https://192.0.2.10]}\n", "x.yaml:6: ike.one_time.etcd.endpoints[0]: want scheme://HOST:PORT"},
+		{"etcd prefix not a directory", "role: gateway\nike:\n  id: gw.example\n  one_time:\n    virtual_pool: [100.64.1.0/24]\n    etcd: {endpoints: [https://192.0.2.10:2379], prefix: roamsec}\n", "x.yaml:6: ike.one_time.etcd.prefix: want a path"},
+		{"etcd cert without key", "role: gateway\nike:\n  id: gw.example\n  one_time:\n    virtual_pool: [100.64.1.0/24]\n    etcd: {endpoints: [https://192.0.2.10:2379], cert: c.pem}\n", "ike.one_time.etcd.cert: cert and key go together"},
+		{"etcd unknown field", "role: gateway\nike:\n  id: gw.example\n  one_time:\n    virtual_pool: [100.64.1.0/24]\n    etcd: {endpoints: [https://192.0.2.10:2379], password: x}\n", "x.yaml:6: ike.one_time.etcd.password"},
 		{"bad identity", "role: gateway\nike:\n  id: \"CN=\"\n  peers: []\n", "ike.id"},
 		{"path monitoring off with paths", "role: roadwarrior\ntransport: {listen: [192.0.2.2, 198.51.100.2]}\nike:\n  id: a@b.example\n  gateway: 192.0.2.1\n  remote_ts: [203.0.113.0/24]\n  psk_file: good.psk\n  mode: virtual\n  host_to_host: false\n" +
 			"mobility:\n  paths:\n    - {name: primary, local: 192.0.2.2, peer: 192.0.2.1}\n    - {name: secondary, local: 198.51.100.2, peer: 198.51.100.1}\n", "x.yaml:9: ike.host_to_host: false leaves every mobility path unmonitored"},
@@ -120,5 +128,21 @@ func TestIKELimitsDefaultsAndSet(t *testing.T) {
 	want = IKELimits{CookieThreshold: -1, HalfOpenMax: 500, HalfOpenPerSource: 5, HalfOpenTimeout: 10 * time.Second, FragmentMemory: 1 << 20, FragmentMemoryPerSA: 32 << 10, Queue: 256}
 	if c.IKE.Limits != want {
 		t.Fatalf("set %+v, want %+v", c.IKE.Limits, want)
+	}
+}
+
+// Gateways on several machines share the Host through etcd: no database
+// file, the endpoints and the TLS files as given (paths relative to the
+// configuration).
+func TestIKEOneTimeEtcd(t *testing.T) {
+	dir := t.TempDir()
+	c, err := Parse(filepath.Join(dir, "x.yaml"), []byte("role: gateway\nike:\n  id: gw.example\n  one_time:\n    etcd:\n      endpoints: [https://192.0.2.10:2379, \"https://[2001:db8::10]:2379/\"]\n      ca: ca.pem\n      cert: c.pem\n      key: c.key\n    virtual_pool: [100.64.1.0/24]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.IKE.OneTime
+	if o.Database != "" || o.Etcd == nil || !slices.Equal(o.Etcd.Endpoints, []string{"https://192.0.2.10:2379", "https://[2001:db8::10]:2379"}) ||
+		o.Etcd.Prefix != "/roamsec/onetime/" || o.Etcd.CAFile != filepath.Join(dir, "ca.pem") || o.Etcd.KeyFile != filepath.Join(dir, "c.key") {
+		t.Fatalf("one_time: %+v etcd %+v", o, o.Etcd)
 	}
 }

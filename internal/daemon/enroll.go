@@ -21,7 +21,8 @@ import (
 const enrollUsage = `Usage: gateway enroll issue USER [-count N] [-objective LEVEL] [-expires D] [-o FILE] [-qr] [-json]
        gateway enroll revoke KEYID|USER
        gateway enroll list [-json]
-  (each also takes -db FILE -accounting FILE, else ike.one_time of -config FILE)
+  (each also takes -db FILE or -etcd URL,... and -accounting FILE, else
+  ike.one_time of -config FILE)
 
 One-time key pairs (seed 002's Host): issue makes N Ed25519 key pairs for
 USER, stores their public halves in the database and prints one code per
@@ -48,6 +49,7 @@ func enrollCmd(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() { fmt.Fprint(stderr, enrollUsage, "\nFlags:\n"); fs.PrintDefaults() }
 	cfgPath := fs.String("config", "/etc/roamsec/gateway.yaml", "the gateway's configuration, for ike.one_time")
 	dbPath := fs.String("db", "", "the one-time key database (default: ike.one_time.database)")
+	etcdURLs := fs.String("etcd", "", "the one-time keys in etcd at these client URLs, comma-separated (default: ike.one_time.etcd); prefix /roamsec/onetime/, no TLS")
 	acctPath := fs.String("accounting", "", "the accounting log (default: ike.one_time.accounting)")
 	asJSON := fs.Bool("json", false, "JSON output")
 	count := fs.Int("count", 1, "issue: how many key pairs")
@@ -64,17 +66,29 @@ func enrollCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, enrollUsage)
 		return ExitUsage
 	}
-	if *dbPath == "" {
-		db, acct, code := oneTimeFromConfig(*cfgPath, stderr)
-		if code != ExitOK {
+	if *dbPath != "" && *etcdURLs != "" {
+		fmt.Fprintln(stderr, "gateway enroll: -db (a file) or -etcd (etcd), not both")
+		return ExitUsage
+	}
+	o := &config.OneTime{Database: *dbPath}
+	if *etcdURLs != "" {
+		o = &config.OneTime{Etcd: &config.OneTimeEtcd{Endpoints: strings.Split(*etcdURLs, ","), Prefix: enroll.DefaultEtcdPrefix}}
+	}
+	if *dbPath == "" && *etcdURLs == "" {
+		var code int
+		if o, code = oneTimeFromConfig(*cfgPath, stderr); code != ExitOK {
 			return code
 		}
-		*dbPath = db
-		if *acctPath == "" {
-			*acctPath = acct
-		}
 	}
-	h := enroll.OpenHost(*dbPath)
+	if *acctPath == "" {
+		*acctPath = o.Accounting
+	}
+	h, err := openOneTimeStore(o)
+	if err != nil {
+		fmt.Fprintf(stderr, "gateway enroll: %v\n", err)
+		return ExitRuntime
+	}
+	defer h.Close()
 	var acct *enroll.Accounting
 	if *acctPath != "" && sub != "list" {
 		if acct, err = enroll.OpenAccounting(*acctPath); err != nil {
@@ -106,20 +120,19 @@ func enrollCmd(args []string, stdout, stderr io.Writer) int {
 	return enrollList(h, *asJSON, stdout, stderr)
 }
 
-// oneTimeFromConfig finds ike.one_time's files in the gateway's
-// configuration.
-func oneTimeFromConfig(path string, stderr io.Writer) (db, acct string, code int) {
+// oneTimeFromConfig finds ike.one_time in the gateway's configuration.
+func oneTimeFromConfig(path string, stderr io.Writer) (*config.OneTime, int) {
 	c, err := config.Load(path)
 	if err != nil {
-		fmt.Fprintf(stderr, "gateway enroll: no -db, and %s cannot be read for ike.one_time: %v\n", path, err)
-		return "", "", ExitConfig
+		fmt.Fprintf(stderr, "gateway enroll: no -db or -etcd, and %s cannot be read for ike.one_time: %v\n", path, err)
+		return nil, ExitConfig
 	}
 	defer c.Wipe()
 	if c.IKE == nil || c.IKE.OneTime == nil {
-		fmt.Fprintf(stderr, "gateway enroll: no -db, and %s has no ike.one_time section\n", path)
-		return "", "", ExitConfig
+		fmt.Fprintf(stderr, "gateway enroll: no -db or -etcd, and %s has no ike.one_time section\n", path)
+		return nil, ExitConfig
 	}
-	return c.IKE.OneTime.Database, c.IKE.OneTime.Accounting, ExitOK
+	return c.IKE.OneTime, ExitOK
 }
 
 type issuedKey struct {
@@ -130,7 +143,7 @@ type issuedKey struct {
 	Expires   time.Time        `json:"expires,omitzero"`
 }
 
-func enrollIssue(h *enroll.Host, acct *enroll.Accounting, user string, n int, obj enroll.Objective, ttl time.Duration,
+func enrollIssue(h enroll.Store, acct *enroll.Accounting, user string, n int, obj enroll.Objective, ttl time.Duration,
 	outPath string, qr, asJSON bool, stdout, stderr io.Writer) int {
 	keys, recs, err := h.Issue(user, n, obj, ttl)
 	if err != nil {
@@ -176,7 +189,7 @@ func enrollIssue(h *enroll.Host, acct *enroll.Accounting, user string, n int, ob
 	return ExitOK
 }
 
-func enrollList(h *enroll.Host, asJSON bool, stdout, stderr io.Writer) int {
+func enrollList(h enroll.Store, asJSON bool, stdout, stderr io.Writer) int {
 	recs, err := h.List()
 	if err != nil {
 		fmt.Fprintf(stderr, "gateway enroll list: %v\n", err)

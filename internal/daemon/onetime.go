@@ -26,7 +26,12 @@ func startOneTime(cl *cleanups, s *Setup, icfg *ike.Config, st *ikeState) error 
 	if o == nil || icfg.Initiator {
 		return nil
 	}
-	t := &enroll.Target{Host: enroll.OpenHost(o.Database), Gateway: o.Name, VirtualPool: o.VirtualPool,
+	h, err := openOneTimeStore(o)
+	if err != nil {
+		return fmt.Errorf("ike.one_time: %w", err)
+	}
+	cl.push(func() { h.Close() })
+	t := &enroll.Target{Host: h, Gateway: o.Name, VirtualPool: o.VirtualPool,
 		VirtualPool6: o.VirtualPool6, DNS: o.DNS, Log: s.Log}
 	if o.Accounting != "" {
 		a, err := enroll.OpenAccounting(o.Accounting)
@@ -37,7 +42,11 @@ func startOneTime(cl *cleanups, s *Setup, icfg *ike.Config, st *ikeState) error 
 		cl.push(func() { a.Close() })
 	}
 	if _, err := t.Host.List(); err != nil {
-		return fmt.Errorf("ike.one_time.database: %w", err)
+		field := "ike.one_time.database"
+		if o.Etcd != nil {
+			field = "ike.one_time.etcd"
+		}
+		return fmt.Errorf("%s: %w", field, err)
 	}
 	icfg.OneTime, st.oneTime = t, t
 	install, remove := icfg.Install, icfg.Remove
@@ -53,6 +62,16 @@ func startOneTime(cl *cleanups, s *Setup, icfg *ike.Config, st *ikeState) error 
 		remove(c)
 	}
 	return nil
+}
+
+// openOneTimeStore is the Host's database ike.one_time names: the file,
+// or etcd for gateways on several machines.
+func openOneTimeStore(o *config.OneTime) (enroll.Store, error) {
+	if e := o.Etcd; e != nil {
+		return enroll.OpenEtcdHost(enroll.EtcdConfig{Endpoints: e.Endpoints, Prefix: e.Prefix,
+			CAFile: e.CAFile, CertFile: e.CertFile, KeyFile: e.KeyFile})
+	}
+	return enroll.OpenHost(o.Database), nil
 }
 
 // oneTimeFlags are connect's -one-time flags.

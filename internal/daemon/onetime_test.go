@@ -123,3 +123,12 @@ func TestOneTimeCodeFromStandardInput(t *testing.T) {
 		t.Fatalf("empty standard input: exit %d", code)
 	}
 }
+
+// The Host is a file or etcd, never both at once.
+func TestEnrollDbAndEtcdTogetherIsAUsageError(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := Main("gateway", []string{"enroll", "list", "-db", t.TempDir() + "/keys.json", "-etcd", "http://192.0.2.10:2379"}, &out, &errb)
+	if code != ExitUsage || !strings.Contains(errb.String(), "not both") {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+}

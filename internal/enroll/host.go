@@ -233,28 +233,11 @@ func (d *db) find(keyID string) *Record {
 // until used or revoked), and stores their public halves. The keys are
 // returned for printing; the caller zeroes them.
 func (h *Host) Issue(user string, n int, obj Objective, ttl time.Duration) ([]*auth.OneTimeKey, []Record, error) {
-	if n < 1 || n > 10000 {
-		return nil, nil, fmt.Errorf("count %d: want 1 to 10000", n)
-	}
-	if _, err := obj.ESPProposals(); err != nil {
+	keys, recs, err := newKeys(user, n, obj, ttl, h.Now().UTC())
+	if err != nil {
 		return nil, nil, err
 	}
-	var keys []*auth.OneTimeKey
-	var recs []Record
-	now := h.Now().UTC()
-	for range n {
-		k, err := auth.GenerateOneTime(user)
-		if err != nil {
-			return nil, nil, err
-		}
-		r := Record{KeyID: hex.EncodeToString(k.KeyID()), User: user, Objective: obj, PublicKey: k.PublicKey(),
-			Secret: k.GatewaySecret(), State: StateValid, Issued: now}
-		if ttl > 0 {
-			r.Expires = now.Add(ttl)
-		}
-		keys, recs = append(keys, k), append(recs, r)
-	}
-	err := h.update(func(d *db) (bool, error) {
+	err = h.update(func(d *db) (bool, error) {
 		for i := range recs {
 			if d.find(recs[i].KeyID) != nil {
 				return false, fmt.Errorf("key ID %s already issued (a 1 in 2^64 collision): issue again", recs[i].KeyID)
@@ -265,6 +248,41 @@ func (h *Host) Issue(user string, n int, obj Objective, ttl time.Duration) ([]*a
 		}
 		return true, nil
 	})
+	return issued(keys, recs, err)
+}
+
+// newKeys generates n key pairs and their records (with the gateway
+// secrets: issued zeroes them).
+func newKeys(user string, n int, obj Objective, ttl time.Duration, now time.Time) ([]*auth.OneTimeKey, []Record, error) {
+	if n < 1 || n > 10000 {
+		return nil, nil, fmt.Errorf("count %d: want 1 to 10000", n)
+	}
+	if _, err := obj.ESPProposals(); err != nil {
+		return nil, nil, err
+	}
+	var keys []*auth.OneTimeKey
+	var recs []Record
+	for range n {
+		k, err := auth.GenerateOneTime(user)
+		if err != nil {
+			for _, k := range keys {
+				k.Zero()
+			}
+			return nil, nil, err
+		}
+		r := Record{KeyID: hex.EncodeToString(k.KeyID()), User: user, Objective: obj, PublicKey: k.PublicKey(),
+			Secret: k.GatewaySecret(), State: StateValid, Issued: now}
+		if ttl > 0 {
+			r.Expires = now.Add(ttl)
+		}
+		keys, recs = append(keys, k), append(recs, r)
+	}
+	return keys, recs, nil
+}
+
+// issued zeroes the records' secrets (the store has its copies) and, if
+// err, the keys too.
+func issued(keys []*auth.OneTimeKey, recs []Record, err error) ([]*auth.OneTimeKey, []Record, error) {
 	for i := range recs {
 		clear(recs[i].Secret)
 		recs[i].Secret = nil
@@ -337,39 +355,8 @@ func (h *Host) Admit(q AdmitRequest) (Record, error) {
 		if r == nil {
 			return false, &Refusal{ReasonUnknownKey, "key ID " + id + " was never issued here"}
 		}
-		if r.User != q.User {
-			return false, &Refusal{ReasonWrongUser, fmt.Sprintf("key %s is %s's, the request says %q", id, r.User, q.User)}
-		}
-		pub := ed25519.PublicKey(r.PublicKey)
-		if len(pub) != ed25519.PublicKeySize {
-			return false, &Refusal{ReasonStore, "key " + id + ": malformed public key in the database"}
-		}
-		if q.RawKey != nil {
-			sent, err := auth.ParseRawPublicKey(q.RawKey)
-			if err != nil {
-				return false, &Refusal{ReasonKeyMismatch, "key " + id + ": " + err.Error()}
-			}
-			if !pub.Equal(sent) {
-				return false, &Refusal{ReasonKeyMismatch, "key " + id + ": the raw public key sent is not the one issued"}
-			}
-		}
-		if q.Verify == nil {
-			return false, &Refusal{ReasonBadSignature, "no signature to check"}
-		}
-		if err := q.Verify(pub); err != nil {
-			return false, &Refusal{ReasonBadSignature, err.Error()}
-		}
-		switch now := h.Now().UTC(); {
-		case r.State == StateUsed:
-			return false, &Refusal{ReasonUsed, fmt.Sprintf("key %s was used at %s by %s from %s", id, r.Used.Format(time.RFC3339), r.UsedBy, r.UsedFrom)}
-		case r.State == StateRevoked:
-			return false, &Refusal{ReasonRevoked, fmt.Sprintf("key %s was revoked at %s", id, r.Revoked.Format(time.RFC3339))}
-		case r.State != StateValid:
-			return false, &Refusal{ReasonStore, fmt.Sprintf("key %s: unknown state %q", id, r.State)}
-		case r.Expired(now):
-			return false, &Refusal{ReasonExpired, fmt.Sprintf("key %s expired at %s", id, r.Expires.Format(time.RFC3339))}
-		default:
-			r.State, r.Used, r.UsedBy, r.UsedFrom = StateUsed, now, q.Gateway, q.Remote
+		if err := judge(r, q, id, h.Now().UTC()); err != nil {
+			return false, err
 		}
 		out = *r
 		out.Secret = bytes.Clone(r.Secret)
@@ -381,3 +368,63 @@ func (h *Host) Admit(q AdmitRequest) (Record, error) {
 	}
 	return out, nil
 }
+
+// judge is seed 002 step 3 for the key r, the same for every store:
+// the request's user and raw key must be the key's, its signature must
+// verify (before the state is looked at, so a forger learns nothing and
+// burns nothing), and the key must be valid and unexpired; then r is
+// marked used, for the store to write back.
+func judge(r *Record, q AdmitRequest, id string, now time.Time) error {
+	if r.User != q.User {
+		return &Refusal{ReasonWrongUser, fmt.Sprintf("key %s is %s's, the request says %q", id, r.User, q.User)}
+	}
+	pub := ed25519.PublicKey(r.PublicKey)
+	if len(pub) != ed25519.PublicKeySize {
+		return &Refusal{ReasonStore, "key " + id + ": malformed public key in the database"}
+	}
+	if q.RawKey != nil {
+		sent, err := auth.ParseRawPublicKey(q.RawKey)
+		if err != nil {
+			return &Refusal{ReasonKeyMismatch, "key " + id + ": " + err.Error()}
+		}
+		if !pub.Equal(sent) {
+			return &Refusal{ReasonKeyMismatch, "key " + id + ": the raw public key sent is not the one issued"}
+		}
+	}
+	if q.Verify == nil {
+		return &Refusal{ReasonBadSignature, "no signature to check"}
+	}
+	if err := q.Verify(pub); err != nil {
+		return &Refusal{ReasonBadSignature, err.Error()}
+	}
+	switch {
+	case r.State == StateUsed:
+		return &Refusal{ReasonUsed, fmt.Sprintf("key %s was used at %s by %s from %s", id, r.Used.Format(time.RFC3339), r.UsedBy, r.UsedFrom)}
+	case r.State == StateRevoked:
+		return &Refusal{ReasonRevoked, fmt.Sprintf("key %s was revoked at %s", id, r.Revoked.Format(time.RFC3339))}
+	case r.State != StateValid:
+		return &Refusal{ReasonStore, fmt.Sprintf("key %s: unknown state %q", id, r.State)}
+	case r.Expired(now):
+		return &Refusal{ReasonExpired, fmt.Sprintf("key %s expired at %s", id, r.Expires.Format(time.RFC3339))}
+	default:
+		r.State, r.Used, r.UsedBy, r.UsedFrom = StateUsed, now, q.Gateway, q.Remote
+	}
+	return nil
+}
+
+// Close is Store's: the file is opened per operation.
+func (h *Host) Close() error { return nil }
+
+// Store is the Host's key database, whatever keeps it: the file (Host,
+// gateways on one machine) or etcd (EtcdHost, gateways on several). Its
+// Admit must be atomic: of gateways racing on one key, exactly one gets
+// nil.
+type Store interface {
+	Issue(user string, n int, obj Objective, ttl time.Duration) ([]*auth.OneTimeKey, []Record, error)
+	Revoke(sel string) ([]Record, error)
+	List() ([]Record, error)
+	Admit(q AdmitRequest) (Record, error)
+	Close() error
+}
+
+var _ Store = (*Host)(nil)

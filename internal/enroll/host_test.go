@@ -24,7 +24,7 @@ func request(k *auth.OneTimeKey) AdmitRequest {
 		Verify: func(pub crypto.PublicKey) error { return auth.Verify(auth.MethodDigitalSignature, sig, msg, pub) }}
 }
 
-func issue(t *testing.T, h *Host, user string, ttl time.Duration) *auth.OneTimeKey {
+func issue(t testing.TB, h Store, user string, ttl time.Duration) *auth.OneTimeKey {
 	t.Helper()
 	keys, _, err := h.Issue(user, 1, ObjectiveESP, ttl)
 	if err != nil {
@@ -40,72 +40,103 @@ func TestSeed002HostStateTransitions(t *testing.T) {
 	other, _ := auth.GenerateOneTime("alice")
 	tests := []struct {
 		name   string
-		setup  func(h *Host, k *auth.OneTimeKey) AdmitRequest
+		setup  func(h Store, k *auth.OneTimeKey) AdmitRequest
 		want   Reason // "" admitted
 		after  State
 		expire time.Duration
 	}{
-		{name: "ValidKeyIsAdmittedAndBecomesUsed", setup: func(h *Host, k *auth.OneTimeKey) AdmitRequest { return request(k) }, after: StateUsed},
-		{name: "UsedKeyIsRefused", setup: func(h *Host, k *auth.OneTimeKey) AdmitRequest {
+		{name: "ValidKeyIsAdmittedAndBecomesUsed", setup: func(h Store, k *auth.OneTimeKey) AdmitRequest { return request(k) }, after: StateUsed},
+		{name: "UsedKeyIsRefused", setup: func(h Store, k *auth.OneTimeKey) AdmitRequest {
 			if _, err := h.Admit(request(k)); err != nil {
 				t.Fatal(err)
 			}
 			return request(k)
 		}, want: ReasonUsed, after: StateUsed},
-		{name: "RevokedKeyIsRefused", setup: func(h *Host, k *auth.OneTimeKey) AdmitRequest {
+		{name: "RevokedKeyIsRefused", setup: func(h Store, k *auth.OneTimeKey) AdmitRequest {
 			if _, err := h.Revoke(k.User); err != nil {
 				t.Fatal(err)
 			}
 			return request(k)
 		}, want: ReasonRevoked, after: StateRevoked},
-		{name: "ExpiredKeyIsRefusedAndStaysUnused", expire: time.Hour, setup: func(h *Host, k *auth.OneTimeKey) AdmitRequest {
-			h.Now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+		{name: "ExpiredKeyIsRefusedAndStaysUnused", expire: time.Hour, setup: func(h Store, k *auth.OneTimeKey) AdmitRequest {
+			setNow(h, func() time.Time { return time.Now().Add(2 * time.Hour) })
 			return request(k)
 		}, want: ReasonExpired, after: StateValid},
-		{name: "UnknownKeyIsRefused", setup: func(h *Host, k *auth.OneTimeKey) AdmitRequest { return request(other) }, want: ReasonUnknownKey, after: StateValid},
-		{name: "OtherUserInTheRequestIsRefused", setup: func(h *Host, k *auth.OneTimeKey) AdmitRequest {
+		{name: "UnknownKeyIsRefused", setup: func(h Store, k *auth.OneTimeKey) AdmitRequest { return request(other) }, want: ReasonUnknownKey, after: StateValid},
+		{name: "OtherUserInTheRequestIsRefused", setup: func(h Store, k *auth.OneTimeKey) AdmitRequest {
 			r := request(k)
 			r.User = "mallory"
 			return r
 		}, want: ReasonWrongUser, after: StateValid},
-		{name: "ForgedSignatureIsRefusedAndDoesNotBurnTheKey", setup: func(h *Host, k *auth.OneTimeKey) AdmitRequest {
+		{name: "ForgedSignatureIsRefusedAndDoesNotBurnTheKey", setup: func(h Store, k *auth.OneTimeKey) AdmitRequest {
 			r := request(other)
 			r.KeyID, r.User, r.RawKey = k.KeyID(), k.User, nil
 			return r
 		}, want: ReasonBadSignature, after: StateValid},
-		{name: "SwappedRawKeyIsRefused", setup: func(h *Host, k *auth.OneTimeKey) AdmitRequest {
+		{name: "SwappedRawKeyIsRefused", setup: func(h Store, k *auth.OneTimeKey) AdmitRequest {
 			r := request(k)
 			r.RawKey, _ = auth.RawPublicKey(other.PublicKey())
 			return r
 		}, want: ReasonKeyMismatch, after: StateValid},
-		{name: "GarbledRawKeyIsRefused", setup: func(h *Host, k *auth.OneTimeKey) AdmitRequest {
+		{name: "GarbledRawKeyIsRefused", setup: func(h Store, k *auth.OneTimeKey) AdmitRequest {
 			r := request(k)
 			r.RawKey = []byte{0x30, 0x00}
 			return r
 		}, want: ReasonKeyMismatch, after: StateValid},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			h := OpenHost(filepath.Join(t.TempDir(), "keys.json"))
-			k := issue(t, h, "alice", tt.expire)
-			rec, err := h.Admit(tt.setup(h, k))
-			switch {
-			case tt.want == "" && err != nil:
-				t.Fatalf("refused: %v", err)
-			case tt.want == "" && len(rec.Secret) == 0:
-				t.Fatal("admitted without the gateway secret")
-			case tt.want != "" && ReasonOf(err) != tt.want:
-				t.Fatalf("got %v, want reason %s", err, tt.want)
-			}
-			recs, _ := h.List()
-			if len(recs) != 1 || recs[0].State != tt.after {
-				t.Fatalf("state after: %+v, want %s", recs, tt.after)
-			}
-			if recs[0].Secret != nil {
-				t.Fatal("List returned the gateway secret")
-			}
-		})
+	for _, st := range stores(t) {
+		for _, tt := range tests {
+			t.Run(st.name+"/"+tt.name, func(t *testing.T) {
+				h := st.open(t)
+				k := issue(t, h, "alice", tt.expire)
+				rec, err := h.Admit(tt.setup(h, k))
+				switch {
+				case tt.want == "" && err != nil:
+					t.Fatalf("refused: %v", err)
+				case tt.want == "" && len(rec.Secret) == 0:
+					t.Fatal("admitted without the gateway secret")
+				case tt.want != "" && ReasonOf(err) != tt.want:
+					t.Fatalf("got %v, want reason %s", err, tt.want)
+				}
+				recs, _ := h.List()
+				if len(recs) != 1 || recs[0].State != tt.after {
+					t.Fatalf("state after: %+v, want %s", recs, tt.after)
+				}
+				if recs[0].Secret != nil {
+					t.Fatal("List returned the gateway secret")
+				}
+			})
+		}
 	}
+}
+
+// setNow sets a store's clock.
+func setNow(h Store, now func() time.Time) {
+	switch h := h.(type) {
+	case *Host:
+		h.Now = now
+	case *EtcdHost:
+		h.Now = now
+	}
+}
+
+type store struct {
+	name string
+	open func(t *testing.T) Store // a fresh, empty database
+}
+
+// stores are the backends every Host test runs on: the file, and etcd if
+// it is installed and we may make a network namespace for it.
+func stores(t *testing.T) []store {
+	out := []store{{"file", func(t *testing.T) Store { return OpenHost(filepath.Join(t.TempDir(), "keys.json")) }}}
+	if srv := startEtcd(t); srv != nil {
+		n := 0
+		out = append(out, store{"etcd", func(t *testing.T) Store {
+			n++
+			return openEtcd(t, srv, fmt.Sprintf("/test/%s/%d/", t.Name(), n))
+		}})
+	}
+	return out
 }
 
 // Seed 002: a key pair creates a tunnel exactly once, whoever races for it:

@@ -13,9 +13,10 @@ import (
 
 // Target is the gateway's side (seed 002 steps 2–4 with the Host in the
 // same process, its database shared with other gateways through the
-// file's lock): an ike.OneTimeAuthority.
+// file's lock or through etcd's compare-and-swap): an
+// ike.OneTimeAuthority.
 type Target struct {
-	Host    *Host
+	Host    Store
 	Acct    *Accounting // nil: no accounting log
 	Gateway string      // our name in the database and the log
 	// The authorization: where admitted keys' virtual addresses come from.
