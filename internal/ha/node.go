@@ -263,17 +263,32 @@ func (n *Node) Run(ctx context.Context) error {
 	n.mu.Lock()
 	n.m = NewMachine(time.Now(), n.cfg.DeadAfter, n.cfg.Priority, n.cfg.tiebreak())
 	n.mu.Unlock()
+	// The sync link outlives ctx by the hand-over below.
+	links, stopLinks := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Go(func() { n.acceptLoop(ctx, ln) })
-	wg.Go(func() { n.dialLoop(ctx) })
+	defer stopLinks() // before wg.Wait: deferred calls run newest first
+	wg.Go(func() { n.acceptLoop(links, ln) })
+	wg.Go(func() { n.dialLoop(links) })
 	n.loop(ctx, &wg)
 	if n.role() == RoleActive {
-		if err := n.cfg.Net.Remove(n.cfg.Services); err != nil {
-			n.log.Warn("ha: releasing the service addresses", "err", err)
-		}
+		n.stopActive()
 	}
 	return nil
+}
+
+// stopActive: an active that stops (SIGTERM) hands over as a planned
+// switchover would, so the standby takes over at once instead of after
+// dead_after and a probe; without a live standby it just releases.
+func (n *Node) stopActive() {
+	err := n.switchover()
+	if err == nil {
+		return
+	}
+	n.log.Info("ha: stopping as the active without a standby to hand over to", "err", err)
+	if err := n.cfg.Net.Remove(n.cfg.Services); err != nil {
+		n.log.Warn("ha: releasing the service addresses", "err", err)
+	}
 }
 
 func (n *Node) role() Role {

@@ -302,6 +302,18 @@ func TestHAPairTakeoverRejoinAndSwitchover(t *testing.T) {
 	if out, code, _ := rig.Run(context.Background(), nil, filepath.Join(bin, "gateway"), "ha", "switchover", "-config", p.cfgB); code == 0 || !strings.Contains(out, "not active") {
 		t.Fatalf("switchover on the standby: exit %d: %s", code, out)
 	}
+
+	// SIGTERM of the active hands over like a switchover.
+	stopped := time.Now()
+	if err := p.gwA.Stop(10 * time.Second); err != nil {
+		t.Fatalf("A: %v\n%s", err, tail(p.gwA.Log(), 20))
+	}
+	waitHA(t, "B active after A's SIGTERM", 5*time.Second, func() bool { return roleOf(p.cfgB) == "active" }, p.gwB)
+	at, planned := lastTakeover(t, p.gwB.Log())
+	if !planned || !holds(t, bed.GB) {
+		t.Fatalf("B's takeover after A's SIGTERM: planned %v, holds %v\n%s", planned, holds(t, bed.GB), tail(p.gwB.Log(), 20))
+	}
+	t.Logf("SIGTERM of the active to the standby's addresses up and announced: %v", at.Sub(stopped).Round(time.Millisecond))
 }
 
 // A split sync link: heartbeats stop both ways, but the active still
