@@ -318,7 +318,12 @@ func (n *Node) loop(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		switch w.kind {
 		case wakeHeartbeat:
-			n.act(ctx, wg, n.locked(func(m *Machine) Action { return m.Heartbeat(w.at, w.role, w.prio, w.epoch) }), false)
+			var was Role
+			a := n.locked(func(m *Machine) Action { was, _, _ = m.Peer(); return m.Heartbeat(w.at, w.role, w.prio, w.epoch) })
+			n.act(ctx, wg, a, false)
+			if was == RoleActive && w.role != RoleActive && n.role() == RoleActive {
+				n.resync() // two actives met and the other yielded: it has none of our state
+			}
 		case wakeHandover:
 			n.act(ctx, wg, n.locked(func(m *Machine) Action { return m.Handover(w.at, w.epoch) }), true)
 		case wakeProbe:
