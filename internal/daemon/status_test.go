@@ -103,7 +103,7 @@ func TestStatusTextShowsHA(t *testing.T) {
 	st.HA = &ha.Status{Role: "active", Epoch: 3, Priority: 200, Peer: "198.51.100.12:4501", PeerRole: "standby", PeerHeardMs: 12,
 		Connected: true, SyncLagFrames: 2, SyncLagMs: 4, Records: 5, RecordBytes: 1500, SentBytes: 4096, Takeovers: 1,
 		LastTakeover: &ha.TakeoverStatus{SilenceMs: 151, AddrUpMs: 2.1, AnnouncedMs: 4.5, ImportError: "boom"},
-		Drops: map[string]uint64{"auth": 2}}
+		Drops:        map[string]uint64{"auth": 2}}
 	var b strings.Builder
 	PrintStatus(&b, st)
 	for _, want := range []string{"HA: ACTIVE (epoch 3, priority 200), peer 198.51.100.12:4501 standby, heard 12 ms ago",
