@@ -81,6 +81,7 @@ type Node struct {
 	changedMu      sync.Mutex
 	changed        map[uint64]bool
 	renewedAt      time.Time           // main loop only
+	announceAgain  time.Time           // main loop only: the second announcement (RFC 5227 §2.3); zero: none due
 	streamed       map[uint64][32]byte // active: a hash of each record last sent (main loop only)
 
 	mu        sync.Mutex
@@ -349,12 +350,22 @@ func (n *Node) loop(ctx context.Context, wg *sync.WaitGroup) {
 // renew extends the service addresses' lifetime while we are active
 // (AddrLifetime), twice a lifetime at least.
 func (n *Node) renew(now time.Time) {
-	if n.role() != RoleActive || now.Sub(n.renewedAt) < AddrLifetime*time.Second/4 {
+	if n.role() != RoleActive {
+		n.announceAgain = time.Time{}
+		return
+	}
+	if now.Sub(n.renewedAt) < AddrLifetime*time.Second/4 {
 		return
 	}
 	n.renewedAt = now
 	if err := n.cfg.Net.Add(n.cfg.Services); err != nil {
 		n.log.Error("ha: renewing the service addresses", "err", err)
+	}
+	if !n.announceAgain.IsZero() && !now.Before(n.announceAgain) {
+		n.announceAgain = time.Time{}
+		if err := n.cfg.Net.Announce(n.cfg.Services); err != nil {
+			n.log.Warn("ha: announcing the service addresses again", "err", err)
+		}
 	}
 }
 

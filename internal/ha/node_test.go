@@ -125,7 +125,8 @@ func TestPairReplicatesAndTakesOver(t *testing.T) {
 	}
 	stop1()
 	<-done1
-	waitFor(t, "B active", func() bool { return B.Status().Role == "active" })
+	// The takeover is done (records imported) once status shows it.
+	waitFor(t, "B's takeover done", func() bool { return B.Status().LastTakeover != nil })
 	ctxB.mu.Lock()
 	got := fmt.Sprint(ctxB.imported)
 	ctxB.mu.Unlock()
@@ -148,7 +149,9 @@ func TestPairReplicatesAndTakesOver(t *testing.T) {
 	if err := B.Switchover(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "A active again, B standby", func() bool { return A.Status().Role == "active" && B.Status().Role == "standby" })
+	waitFor(t, "A active again, B standby", func() bool {
+		return A.Status().Role == "active" && A.Status().LastTakeover != nil && B.Status().Role == "standby"
+	})
 	if holder.Load() != 1 {
 		t.Fatalf("address held by %d, want A", holder.Load())
 	}

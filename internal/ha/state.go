@@ -196,6 +196,9 @@ func (n *Node) takeOver(planned bool) {
 		n.log.Error("ha: announcing the service addresses", "err", err)
 	}
 	to.announced = time.Since(start)
+	// RFC 5227 §2.3: ANNOUNCE_NUM = 2 announcements, ANNOUNCE_INTERVAL = 2 s
+	// apart: one lost GARP/NA must not leave a neighbour on the old MAC.
+	n.announceAgain = start.Add(announceInterval)
 	n.mu.Lock()
 	recs, cps := n.records, n.cps
 	n.records, n.cps, n.pending, n.resyncing = map[uint64][]byte{}, map[cpKey]uint64{}, nil, false
@@ -234,6 +237,8 @@ func (n *Node) takeOver(planned bool) {
 		"records", len(recs), "imported", imported, "import_failed", failed, "checkpoints", len(cps), "seq_jump", jump, "import_err", lastErr)
 	n.resync()
 }
+
+const announceInterval = 2 * time.Second
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
