@@ -251,7 +251,7 @@ func (n *Node) Run(ctx context.Context) error {
 	defer clear(n.cfg.Key[:])
 	// The wildcard: the peer reaches us on the sync address, probes on
 	// the service addresses (serveIn tells them apart).
-	var lc net.ListenConfig
+	lc := net.ListenConfig{Control: n.userTimeout} // accepted connections inherit it
 	ln, err := lc.Listen(ctx, "tcp", fmt.Sprintf(":%d", n.cfg.Listen.Port()))
 	if err != nil {
 		return fmt.Errorf("ha: sync listen %v: %w", n.cfg.Listen, err)

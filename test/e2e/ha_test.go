@@ -343,13 +343,16 @@ func TestHASplitSyncLinkKeepsOneActive(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	up := time.Now()
 	if err := bed.GB.LinkUp(netns.IfSync); err != nil {
 		t.Fatal(err)
 	}
+
 	waitHA(t, "B synced again", 10*time.Second, func() bool {
 		st := haStatus(p.cfgB)
 		return st != nil && st.HA.Connected && !st.HA.Isolated && st.HA.Role == "standby"
 	}, p.gwA, p.gwB)
+	t.Logf("sync link back to B synced again: %v", time.Since(up).Round(time.Millisecond))
 	if roleOf(p.cfgA) != "active" || !holds(t, bed.GA) {
 		t.Fatal("A lost the service after the sync link came back")
 	}
