@@ -197,6 +197,15 @@ func takeoverAfter(t *testing.T, what, cfg string, since time.Time, procs ...*ri
 func TestHAPairTakeoverRejoinAndSwitchover(t *testing.T) {
 	p := newHAPair(t)
 	bed := p.bed
+	// -check validates the ha section against the host: A's file is
+	// right in A's namespace, wrong in B's (the sync address is A's).
+	if out, code, err := rig.Run(context.Background(), bed.GA, filepath.Join(bin, "gateway"), "-check", "-config", p.cfgA); err != nil || code != 0 {
+		t.Fatalf("-check in A: exit %d %v\n%s", code, err, out)
+	}
+	if out, _, _ := rig.Run(context.Background(), bed.GB, filepath.Join(bin, "gateway"), "-check", "-config", p.cfgA); !strings.Contains(out, "a.yaml:") ||
+		!strings.Contains(out, "ha.listen: 198.51.100.11 is not an address of this host") {
+		t.Fatalf("-check of A's file in B:\n%s", out)
+	}
 	p.gwA = p.start(t, bed.GA, p.cfgA)
 	waitHA(t, "gateway A active", 10*time.Second, func() bool { return roleOf(p.cfgA) == "active" }, p.gwA)
 	p.gwB = p.start(t, bed.GB, p.cfgB)
