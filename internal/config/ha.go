@@ -12,6 +12,9 @@ import (
 // HA is the ha section: this gateway's half of a hot-standby pair (issue
 // 12; internal/ha).
 type HA struct {
+	// Pair: peer, listen and service_addresses are given; without them
+	// the section only names the cluster key.
+	Pair     bool
 	Listen   netip.AddrPort // our sync address
 	Peer     netip.AddrPort // the other gateway's
 	KeyFile  string         // absolute
@@ -51,6 +54,19 @@ func (p *parser) ha(top *fields, c *Config) {
 		p.errf(top.lineOf("ha"), "ha", "only a gateway has a standby")
 	}
 	h := &HA{}
+	p.haKey(f, h)
+	// Without peer, listen and service_addresses the section only names
+	// the cluster key (context get/put between gateways, no pair).
+	if !f.has("peer") && !f.has("listen") && !f.has("service_addresses") {
+		for _, k := range []string{"priority", "heartbeat", "dead_after", "checkpoint_packets", "checkpoint_interval"} {
+			if f.has(k) {
+				p.errf(f.lineOf(k), "ha."+k, "belongs to a pair: give peer, listen and service_addresses too")
+			}
+		}
+		c.HA = h
+		return
+	}
+	h.Pair = true
 	h.Listen = p.haAddrPort(f, "listen")
 	h.Peer = p.haAddrPort(f, "peer")
 	if h.Listen.IsValid() && h.Peer.IsValid() && h.Listen == h.Peer {
@@ -59,19 +75,10 @@ func (p *parser) ha(top *fields, c *Config) {
 	if h.Listen.IsValid() && h.Peer.IsValid() && h.Listen.Addr().Is4() != h.Peer.Addr().Is4() {
 		p.errf(f.lineOf("peer"), "ha.peer", "%v and listen %v are of different families", h.Peer, h.Listen)
 	}
-	if v, vn, ok := f.scalar("cluster_key"); ok {
-		path := v
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(p.dir, path)
-		}
-		h.KeyFile = path
-		if k, err := ha.LoadKey(path); err != nil {
-			p.errf(vn.Line, "ha.cluster_key", "%v", err)
-		} else {
-			h.Key = Secret(k[:])
-		}
-	} else if vn == nil {
-		f.missing("cluster_key", ": a file with 64 hex digits, the same on both gateways (head -c 32 /dev/urandom | xxd -p -c 64)")
+	if h.Listen.IsValid() && h.Peer.IsValid() && h.Listen.Port() != h.Peer.Port() {
+		// The standby probes the active at the service addresses on its own
+		// port (internal/ha: probe).
+		p.errf(f.lineOf("peer"), "ha.peer", "port %d differs from listen's %d: both gateways use one port", h.Peer.Port(), h.Listen.Port())
 	}
 	pr, _ := f.uint("priority", DefaultHAPriority, 0, 255)
 	h.Priority = uint8(pr)
@@ -91,6 +98,28 @@ func (p *parser) ha(top *fields, c *Config) {
 		p.errf(f.lineOf("checkpoint_interval"), "ha.checkpoint_interval", "%v: want between one heartbeat (%v) and %d heartbeats", h.CheckpointInterval, h.Heartbeat, maxCheckpointIntervalFactor)
 	}
 	c.HA = h
+}
+
+// haKey loads the cluster key (so -check sees a bad file).
+func (p *parser) haKey(f *fields, h *HA) {
+	v, vn, ok := f.scalar("cluster_key")
+	if vn == nil {
+		f.missing("cluster_key", ": a file with 64 hex digits, the same on both gateways (head -c 32 /dev/urandom | xxd -p -c 64)")
+		return
+	}
+	if !ok {
+		return
+	}
+	path := v
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(p.dir, path)
+	}
+	h.KeyFile = path
+	if k, err := ha.LoadKey(path); err != nil {
+		p.errf(vn.Line, "ha.cluster_key", "%v", err)
+	} else {
+		h.Key = Secret(k[:]) // the Secret is the key's only copy; Wipe zeroes it
+	}
 }
 
 // haAddrPort reads address:port, or an address with the default port.

@@ -120,7 +120,7 @@ func Run(ctx context.Context, s Setup) error {
 	if s.Mobility != nil {
 		r.mob = new(mobilityState)
 	}
-	if s.HA != nil {
+	if s.HA != nil && s.HA.Pair {
 		if r.ha, err = r.newHA(); err != nil {
 			return err
 		}

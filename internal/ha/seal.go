@@ -27,6 +27,13 @@ const Label = "roamsec ha sync v1"
 // error. (internal/hactx, issue 12 part A, brings the shared loader; the
 // lead unifies the two.)
 func LoadKey(path string) (*[KeyLen]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("cluster key: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("cluster key %s is mode %#o: it must be the owner's only (chmod 600)", path, st.Mode().Perm())
+	}
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("cluster key: %w", err)
