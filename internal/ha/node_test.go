@@ -141,7 +141,8 @@ func TestPairReplicatesAndTakesOver(t *testing.T) {
 	}
 	stop1()
 	<-done1
-	waitFor(t, "B active", func() bool { return B.Status().Role == "active" })
+	// The takeover is done (records imported) once status shows it.
+	waitFor(t, "B's takeover done", func() bool { return B.Status().LastTakeover != nil })
 	ctxB.mu.Lock()
 	got := fmt.Sprint(ctxB.imported)
 	ctxB.mu.Unlock()
@@ -176,7 +177,9 @@ func TestPairReplicatesAndTakesOver(t *testing.T) {
 	if err := B.Switchover(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "A active again, B standby", func() bool { return A.Status().Role == "active" && B.Status().Role == "standby" })
+	waitFor(t, "A active again, B standby", func() bool {
+		return A.Status().Role == "active" && A.Status().LastTakeover != nil && B.Status().Role == "standby"
+	})
 	if holder.Load() != 1 {
 		t.Fatalf("address held by %d, want A", holder.Load())
 	}
@@ -236,5 +239,41 @@ func TestSeqJumpRule(t *testing.T) {
 		if j := c.SeqJump(r); j < c.CheckpointPackets+uint64(max(r, MinRate)*c.Heartbeat.Seconds()) {
 			t.Fatalf("rate %v: jump %d does not cover a heartbeat", r, j)
 		}
+	}
+}
+
+// TestWrongClusterKeyIsCountedNotApplied: a peer with another cluster key
+// gets no record in and its heartbeats do not count (the standby has heard
+// no peer: only the service network keeps it from taking over); the
+// refusals are counted.
+func TestWrongClusterKeyIsCountedNotApplied(t *testing.T) {
+	holder := new(atomic.Int32)
+	p1, p2 := freePort(t), freePort(t)
+	lo := netip.MustParseAddr("127.0.0.1")
+	mk := func(id int32, me, peer uint16, keyByte byte, c *fakeCtx) *Node {
+		raw := make([]byte, hactx.KeyLen)
+		raw[0] = keyByte
+		k, _ := hactx.FromBytes(raw)
+		fn := &fakeNet{id: id, holder: holder}
+		n, err := New(Config{Listen: netip.AddrPortFrom(lo, me), Peer: netip.AddrPortFrom(lo, peer), Key: k, Priority: 100,
+			Heartbeat: 20 * time.Millisecond, DeadAfter: 60 * time.Millisecond, CheckpointPackets: 1000, CheckpointInterval: time.Second,
+			Net: fn, Probe: fn.probe, Context: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	A := mk(1, p1, p2, 1, &fakeCtx{recs: map[uint64][]byte{9: []byte("secret state")}, imported: map[string]uint64{}})
+	B := mk(2, p2, p1, 2, &fakeCtx{recs: map[uint64][]byte{}, imported: map[string]uint64{}})
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { A.Run(ctx) })
+	waitFor(t, "A active", func() bool { return A.Status().Role == "active" })
+	wg.Go(func() { B.Run(ctx) })
+	defer func() { stop(); wg.Wait() }()
+	waitFor(t, "auth drops counted on both", func() bool { return A.Status().Drops["auth"] > 0 && B.Status().Drops["auth"] > 0 })
+	waitFor(t, "B isolated: no heartbeat authenticated, A seen on the service network", func() bool { return B.Status().Isolated })
+	if s := B.Status(); s.Records != 0 || s.PeerRole != "" || s.Role == "active" {
+		t.Fatalf("B applied something from a peer with another key: %+v", s)
 	}
 }
