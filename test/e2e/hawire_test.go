@@ -263,6 +263,9 @@ func (h *haTraffic) moveOver(t *testing.T, from, to *rig.Proc, toCfg string, sto
 	if !strings.Contains(to.Log(), "IKE SA imported") {
 		t.Fatalf("the survivor imported no IKE SA:\n%s", tail(to.Log(), 30))
 	}
+	if st := haStatus(toCfg); st == nil || st.HA.LastTakeover == nil || st.HA.LastTakeover.Imported != 1 || st.HA.LastTakeover.ImportError != "" {
+		t.Fatalf("the survivor's status after the takeover: %+v", st)
+	}
 	if after := h.peerSAs(t); after != peerBefore {
 		t.Fatalf("the road warrior's SAs changed in the takeover: before %s\nafter %s\n%s", peerBefore, after, h.peerLog())
 	}
