@@ -80,16 +80,17 @@ const MinRate = 200000
 // its last checkpoint: what the old active may have sent that the
 // standby never heard of. An SA checkpoints once it has moved
 // CheckpointPackets (checked every heartbeat: up to rate × Heartbeat
-// more by then), and the checkpoints of the active's last DeadAfter may
-// have died with it on the way (rate × DeadAfter); rate is the fastest
-// SA's highest rate seen between checkpoints, at least MinRate. Twice
-// that is the margin: the jump costs nothing but sequence space, a
+// more by then), and nothing sent since the sync link last delivered a
+// frame (silence: at least DeadAfter for a dead active, longer after a
+// split sync link) reached the standby: rate × silence more. rate is the
+// fastest SA's highest rate seen between checkpoints, at least MinRate.
+// Twice that is the margin: the jump costs nothing but sequence space, a
 // number sent twice under one key is a nonce reused (RFC 4303 §3.3.3,
 // RFC 4106 §3.1). CheckpointInterval bounds how stale a slow SA's
 // checkpoint is, not the jump: CheckpointPackets bounds both cases.
-func (c *Config) SeqJump(rate float64) uint64 {
+func (c *Config) SeqJump(rate float64, silence time.Duration) uint64 {
 	rate = max(rate, MinRate)
-	window := (c.Heartbeat + c.DeadAfter).Seconds()
+	window := (c.Heartbeat + max(c.DeadAfter, silence)).Seconds()
 	return 2 * (c.CheckpointPackets + uint64(rate*window))
 }
 

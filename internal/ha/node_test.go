@@ -150,7 +150,7 @@ func TestPairReplicatesAndTakesOver(t *testing.T) {
 	// the peak rate seen (at least MinRate) over a heartbeat and
 	// dead_after (80 ms), doubled.
 	B.mu.Lock()
-	jump := B.cfg.SeqJump(B.peakRate)
+	jump := B.cfg.SeqJump(B.peakRate, B.lastTO.silence)
 	B.mu.Unlock()
 	if want := fmt.Sprint(map[string]uint64{"sa-two": jump, "sa-three": jump}); got != want || jump < 2*(1000+uint64(MinRate*0.08)) {
 		t.Fatalf("imported %s, want %s (at least the MinRate bound)", got, want)
@@ -214,21 +214,25 @@ func (netListen) listen() (interface {
 }
 
 // TestSeqJumpRule: the jump covers checkpoint_packets plus what the
-// fastest SA sends in a heartbeat and dead_after, at least at MinRate,
-// doubled (ARCHITECTURE.md, the seq-jump rule).
+// fastest SA sends in a heartbeat and the sync link's silence (at least
+// dead_after), at least at MinRate, doubled (ARCHITECTURE.md, the
+// seq-jump rule).
 func TestSeqJumpRule(t *testing.T) {
 	c := Config{Heartbeat: 50 * time.Millisecond, DeadAfter: 150 * time.Millisecond, CheckpointPackets: 10000}
 	for _, tc := range []struct {
-		name string
-		rate float64
-		want uint64
+		name    string
+		rate    float64
+		silence time.Duration
+		want    uint64
 	}{
-		{"IdleSAsStillAssumeMinRate", 0, 2 * (10000 + MinRate/5)},
-		{"SlowSAsAssumeMinRate", 1000, 2 * (10000 + MinRate/5)},
-		{"AFasterSARaisesIt", 1e6, 2 * (10000 + 200000)},
+		{"IdleSAsStillAssumeMinRate", 0, 150 * time.Millisecond, 2 * (10000 + MinRate/5)},
+		{"SlowSAsAssumeMinRate", 1000, 150 * time.Millisecond, 2 * (10000 + MinRate/5)},
+		{"AFasterSARaisesIt", 1e6, 150 * time.Millisecond, 2 * (10000 + 200000)},
+		{"SilenceBelowDeadAfterCountsAsDeadAfter", 0, 10 * time.Millisecond, 2 * (10000 + MinRate/5)},
+		{"ASplitSyncLinksSilenceCounts", 0, 10 * time.Second, 2 * (10000 + MinRate*10.05)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := c.SeqJump(tc.rate); got != tc.want {
+			if got := c.SeqJump(tc.rate, tc.silence); got != tc.want {
 				t.Fatalf("SeqJump(%v) = %d, want %d", tc.rate, got, tc.want)
 			}
 		})
@@ -236,7 +240,7 @@ func TestSeqJumpRule(t *testing.T) {
 	// Whatever the rate, more than a heartbeat's packets past the
 	// checkpoint threshold.
 	for _, r := range []float64{0, 5e4, 3e5, 2e6} {
-		if j := c.SeqJump(r); j < c.CheckpointPackets+uint64(max(r, MinRate)*c.Heartbeat.Seconds()) {
+		if j := c.SeqJump(r, 0); j < c.CheckpointPackets+uint64(max(r, MinRate)*c.Heartbeat.Seconds()) {
 			t.Fatalf("rate %v: jump %d does not cover a heartbeat", r, j)
 		}
 	}

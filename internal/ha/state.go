@@ -198,7 +198,7 @@ func (n *Node) takeOver(planned bool) {
 	recs, cps, rate := n.records, n.cps, n.peakRate
 	n.records, n.cps, n.cpSeen, n.pending, n.resyncing = map[uint64][]byte{}, map[cpKey]uint64{}, map[cpKey]time.Time{}, nil, false
 	n.mu.Unlock()
-	floors := &SeqFloors{Out: map[uint32]uint64{}, In: map[uint32]uint64{}, Jump: n.cfg.SeqJump(rate)}
+	floors := &SeqFloors{Out: map[uint32]uint64{}, In: map[uint32]uint64{}, Jump: n.cfg.SeqJump(rate, to.silence)}
 	for k, v := range cps {
 		if k.out {
 			floors.Out[k.spi] = v
