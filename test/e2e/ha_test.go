@@ -21,9 +21,8 @@ import (
 // (test/netns/ha.go): leadership, the service addresses moving with
 // gratuitous ARP / unsolicited NA, IKE SA records replicated over the
 // sealed sync channel, kill -9 and the takeover, the killed one rejoining
-// as standby, a planned switchover. When part A (ike ExportSA/ImportSA)
-// is wired into internal/daemon/ha.go, the road warrior's SA continues
-// through the takeover: extend haPair's checks with traffic then.
+// as standby, a planned switchover. The road warrior's SAs carrying
+// traffic through all of it: hawire_test.go.
 
 const haGWConfig = `role: gateway
 log: {level: debug}
