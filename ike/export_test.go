@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -466,4 +467,35 @@ func oneExported(t testing.TB) ([]ExportedSA, Config) {
 		t.Fatal(all, err)
 	}
 	return all, gw
+}
+
+// TestDropAllSendsNoDelete: a gateway that becomes an HA pair's standby
+// forgets its IKE SAs and their Child SAs without a DELETE (RFC 7296
+// §1.4.1 would end them at the peer, which the other gateway now
+// serves); the peer's SAs stay up.
+func TestDropAllSendsNoDelete(t *testing.T) {
+	rw, gw := pskConfigs(t, ModeRFC3554)
+	p := newPair(t, rw, gw)
+	p.connect(t)
+	checkPaired(t, p, 1)
+	var sent atomic.Int32
+	p.gw.mu.Lock()
+	send := p.gw.cfg.Send
+	p.gw.cfg.Send = func(msg []byte, local netip.Addr, remote netip.AddrPort, natT bool) error {
+		sent.Add(1)
+		return send(msg, local, remote, natT)
+	}
+	p.gw.mu.Unlock()
+	if n := p.gw.DropAll(); n != 1 {
+		t.Fatalf("DropAll dropped %d IKE SAs, want 1", n)
+	}
+	if n := sent.Load(); n != 0 {
+		t.Fatalf("DropAll sent %d messages, want none", n)
+	}
+	if c := p.gp.snapshot(); len(c) != 0 || len(p.gw.SAs()) != 0 {
+		t.Fatalf("after DropAll: %d Child SAs installed, %d IKE SAs", len(c), len(p.gw.SAs()))
+	}
+	if len(p.rw.SAs()) != 1 || len(p.rp.snapshot()) == 0 {
+		t.Fatal("the road warrior lost its SAs: something reached it")
+	}
 }

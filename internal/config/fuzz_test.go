@@ -24,6 +24,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("tun: &t {name: x}\nlog: *t\n"))
 	f.Add([]byte("a: [\n"))
 	f.Add([]byte("role: gateway\nike:\n  id: gw.example\n  one_time:\n    etcd: {endpoints: [https://192.0.2.10:2379, http://[2001:db8::1]:2379], prefix: /r/, ca: ca.pem}\n    virtual_pool: [100.64.1.0/24]\n"))
+	f.Add([]byte("role: gateway\nha:\n  listen: 192.0.2.11\n  peer: \"[2001:db8::2]:4501\"\n  cluster_key: /nonexistent\n  priority: 7\n  heartbeat: 20ms\n  service_addresses: [{prefix: 192.0.2.100/24, interface: eth0}]\n"))
 	f.Add([]byte(""))
 	f.Add([]byte(strings.Replace(base, "0x1001", "0x1000", 1) + "    lifetimes: {soft: {time: 1h}, hard: {time: 2h}}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {

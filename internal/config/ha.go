@@ -80,6 +80,11 @@ func (p *parser) ha(top *fields, c *Config) {
 	if h.Listen.IsValid() && h.Peer.IsValid() && h.Listen.Addr().Is4() != h.Peer.Addr().Is4() {
 		p.errf(f.lineOf("peer"), "ha.peer", "%v and listen %v are of different families", h.Peer, h.Listen)
 	}
+	if h.Listen.IsValid() && h.Peer.IsValid() && h.Listen.Port() != h.Peer.Port() {
+		// The standby probes the active at the service addresses on its own
+		// port (internal/ha: probe).
+		p.errf(f.lineOf("peer"), "ha.peer", "port %d differs from listen's %d: both gateways use one port", h.Peer.Port(), h.Listen.Port())
+	}
 	pr, _ := f.uint("priority", DefaultHAPriority, 0, 255)
 	h.Priority = uint8(pr)
 	p.haServices(f, h)

@@ -17,7 +17,7 @@ func haFiles(t *testing.T) string {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "cluster.key"), []byte(strings.Repeat("ab", 32)+"\n"), 0o600)
 	os.WriteFile(filepath.Join(dir, "short.key"), []byte("abcd\n"), 0o600)
-	os.WriteFile(filepath.Join(dir, "open.key"), []byte(strings.Repeat("ab", 32)), 0o644)
+	os.WriteFile(filepath.Join(dir, "open.key"), []byte(strings.Repeat("ab", 32)+"\n"), 0o644)
 	return dir
 }
 
@@ -25,14 +25,14 @@ func haFiles(t *testing.T) string {
 // dead after 3), the default port, the key loaded and wiped by Build.
 func TestHASectionDefaults(t *testing.T) {
 	dir := haFiles(t)
-	y := haGateway + "  listen: 192.0.2.11\n  peer: 192.0.2.12:4600\n  cluster_key: cluster.key\n" +
+	y := haGateway + "  listen: 192.0.2.11:4600\n  peer: 192.0.2.12:4600\n  cluster_key: cluster.key\n" +
 		"  service_addresses: [{prefix: 192.0.2.100/24, interface: lan0}, {prefix: \"2001:db8:1::100/64\", interface: lan0}]\n"
 	c, err := Parse(filepath.Join(dir, "gw.yaml"), []byte(y))
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := c.HA
-	if h.Listen.String() != "192.0.2.11:4501" || h.Peer.String() != "192.0.2.12:4600" || h.Heartbeat != 50*time.Millisecond ||
+	if !h.Pair || h.Listen.String() != "192.0.2.11:4600" || h.Peer.String() != "192.0.2.12:4600" || h.Heartbeat != 50*time.Millisecond ||
 		h.DeadAfter != 150*time.Millisecond || h.Priority != DefaultHAPriority || len(h.Services) != 2 || len(h.Key) != 32 || h.Key[0] != 0xab ||
 		h.CheckpointPackets != DefaultCheckpointPackets || h.CheckpointInterval != time.Second {
 		t.Fatalf("ha section %+v", h)
@@ -43,6 +43,20 @@ func TestHASectionDefaults(t *testing.T) {
 	}
 	if b.HA == nil || b.HA.Key[0] != 0xab || c.HA.Key[0] != 0 {
 		t.Fatal("Build must hand the key on and wipe the Config's copy")
+	}
+}
+
+// TestHAClusterKeyOnly: a section with the cluster key alone is valid
+// (context get/put between gateways) and is no pair.
+func TestHAClusterKeyOnly(t *testing.T) {
+	dir := haFiles(t)
+	c, err := Parse(filepath.Join(dir, "gw.yaml"), []byte(haGateway+"  cluster_key: cluster.key\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Wipe()
+	if c.HA == nil || c.HA.Pair || len(c.HA.Key) != 32 || c.HA.KeyFile != filepath.Join(dir, "cluster.key") {
+		t.Fatalf("ha section %+v", c.HA)
 	}
 }
 
@@ -68,6 +82,9 @@ func TestHAConfigErrors(t *testing.T) {
 		{"CheckpointPacketsBounded", haGateway + ok + "  checkpoint_packets: 3\n", "ha.checkpoint_packets"},
 		{"CheckpointIntervalAtLeastAHeartbeat", haGateway + ok + "  checkpoint_interval: 10ms\n", "ha.checkpoint_interval: 10ms"},
 		{"UnknownField", haGateway + ok + "  prio: 3\n", "ha.prio: unknown field"},
+		{"KeyReadableByOthers", haGateway + strings.Replace(ok, "cluster.key", "open.key", 1), "chmod 600"},
+		{"OnePortForBoth", haGateway + strings.Replace(ok, "peer: 192.0.2.12", "peer: 192.0.2.12:4600", 1), "port 4600 differs from listen's 4501"},
+		{"PairFieldWithoutAPair", haGateway + "  cluster_key: cluster.key\n  heartbeat: 50ms\n", "ha.heartbeat: is a pair's setting"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse(filepath.Join(dir, "gw.yaml"), []byte(tc.yaml))

@@ -7,6 +7,7 @@ import (
 
 	"github.com/roamsec/roamsec/ike"
 	"github.com/roamsec/roamsec/internal/datapath"
+	"github.com/roamsec/roamsec/internal/ha"
 	"github.com/roamsec/roamsec/tunnel"
 )
 
@@ -92,5 +93,23 @@ func TestStatusTextPrintsDropsReadably(t *testing.T) {
 	}
 	if strings.Contains(out, "map[") {
 		t.Errorf("status prints a Go map:\n%s", out)
+	}
+}
+
+// The HA line of the text status: role, peer, sync lag, the last
+// takeover and its import error, the sync drops by reason.
+func TestStatusTextShowsHA(t *testing.T) {
+	st := statusWithDrops()
+	st.HA = &ha.Status{Role: "active", Epoch: 3, Priority: 200, Peer: "198.51.100.12:4501", PeerRole: "standby", PeerHeardMs: 12,
+		Connected: true, SyncLagFrames: 2, SyncLagMs: 4, Records: 5, RecordBytes: 1500, SentBytes: 4096, Takeovers: 1,
+		LastTakeover: &ha.TakeoverStatus{SilenceMs: 151, AddrUpMs: 2.1, AnnouncedMs: 4.5, ImportError: "boom"},
+		Drops:        map[string]uint64{"auth": 2}}
+	var b strings.Builder
+	PrintStatus(&b, st)
+	for _, want := range []string{"HA: ACTIVE (epoch 3, priority 200), peer 198.51.100.12:4501 standby, heard 12 ms ago",
+		"sync lag 2 frames (4 ms), 5 records (1500 bytes)", "last takeover", "active silent 151 ms", "(import: boom)", "sync drops: auth"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status text lacks %q:\n%s", want, b.String())
+		}
 	}
 }

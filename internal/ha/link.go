@@ -10,7 +10,10 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // outLink is our dialled connection to the peer: it carries our frames
@@ -68,7 +71,8 @@ func (l *outLink) close() {
 // dialLoop keeps a connection to the peer, calling up on each new one
 // (before any other frame goes out on it), until ctx ends.
 func (n *Node) dialLoop(ctx context.Context) {
-	d := net.Dialer{Timeout: max(n.cfg.DeadAfter, 200*time.Millisecond), LocalAddr: &net.TCPAddr{IP: n.cfg.Listen.Addr().AsSlice()}}
+	d := net.Dialer{Timeout: max(n.cfg.DeadAfter, 200*time.Millisecond), LocalAddr: &net.TCPAddr{IP: n.cfg.Listen.Addr().AsSlice()},
+		Control: n.userTimeout}
 	var lastErr string // logged once per outage, not once per heartbeat
 	for ctx.Err() == nil {
 		c, err := d.DialContext(ctx, "tcp", n.cfg.Peer.String())
@@ -119,6 +123,17 @@ func (n *Node) runOut(ctx context.Context, c net.Conn) error {
 			n.ackedAt.Store(time.Now().UnixNano())
 		}
 	}
+}
+
+// userTimeout sets TCP_USER_TIMEOUT (RFC 5482) to 4 × dead_after: a
+// connection whose frames go unacknowledged that long (a cut sync link)
+// is aborted by the kernel, so the dial loop makes a new one as soon as
+// the link is back, instead of after TCP's retransmission back-off.
+func (n *Node) userTimeout(_, _ string, rc syscall.RawConn) error {
+	ms := int(4 * n.cfg.DeadAfter / time.Millisecond)
+	var serr error
+	err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, ms) })
+	return errors.Join(err, serr)
 }
 
 // acceptLoop takes the peer's connections to us until ctx ends; each is

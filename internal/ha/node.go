@@ -80,16 +80,17 @@ const MinRate = 200000
 // its last checkpoint: what the old active may have sent that the
 // standby never heard of. An SA checkpoints once it has moved
 // CheckpointPackets (checked every heartbeat: up to rate × Heartbeat
-// more by then), and the checkpoints of the active's last DeadAfter may
-// have died with it on the way (rate × DeadAfter); rate is the fastest
-// SA's highest rate seen between checkpoints, at least MinRate. Twice
-// that is the margin: the jump costs nothing but sequence space, a
+// more by then), and nothing sent since the sync link last delivered a
+// frame (silence: at least DeadAfter for a dead active, longer after a
+// split sync link) reached the standby: rate × silence more. rate is the
+// fastest SA's highest rate seen between checkpoints, at least MinRate.
+// Twice that is the margin: the jump costs nothing but sequence space, a
 // number sent twice under one key is a nonce reused (RFC 4303 §3.3.3,
 // RFC 4106 §3.1). CheckpointInterval bounds how stale a slow SA's
 // checkpoint is, not the jump: CheckpointPackets bounds both cases.
-func (c *Config) SeqJump(rate float64) uint64 {
+func (c *Config) SeqJump(rate float64, silence time.Duration) uint64 {
 	rate = max(rate, MinRate)
-	window := (c.Heartbeat + c.DeadAfter).Seconds()
+	window := (c.Heartbeat + max(c.DeadAfter, silence)).Seconds()
 	return 2 * (c.CheckpointPackets + uint64(rate*window))
 }
 
@@ -110,6 +111,7 @@ type Node struct {
 	renewedAt      time.Time           // main loop only
 	handingOver    time.Time           // a switchover keeps the addresses since (main loop only)
 	released       atomic.Uint64       // switchovers finished (HandOver waits for one)
+	announceAgain  time.Time           // main loop only: the second announcement (RFC 5227 §2.3); zero: none due
 	streamed       map[uint64][32]byte // active: a hash of each record last sent (main loop only)
 
 	mu        sync.Mutex
@@ -301,7 +303,7 @@ func (n *Node) Run(ctx context.Context) error {
 	defer n.cfg.Key.Wipe()
 	// The wildcard: the peer reaches us on the sync address, probes on
 	// the service addresses (serveIn tells them apart).
-	var lc net.ListenConfig
+	lc := net.ListenConfig{Control: n.userTimeout} // accepted connections inherit it
 	ln, err := lc.Listen(ctx, "tcp", fmt.Sprintf(":%d", n.cfg.Listen.Port()))
 	if err != nil {
 		return fmt.Errorf("ha: sync listen %v: %w", n.cfg.Listen, err)
@@ -314,17 +316,33 @@ func (n *Node) Run(ctx context.Context) error {
 	n.mu.Lock()
 	n.m = NewMachine(time.Now(), n.cfg.DeadAfter, n.cfg.Priority, n.cfg.tiebreak())
 	n.mu.Unlock()
+	// The sync link outlives ctx by the hand-over below.
+	links, stopLinks := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Go(func() { n.acceptLoop(ctx, ln) })
-	wg.Go(func() { n.dialLoop(ctx) })
+	defer stopLinks() // before wg.Wait: deferred calls run newest first
+	wg.Go(func() { n.acceptLoop(links, ln) })
+	wg.Go(func() { n.dialLoop(links) })
 	n.loop(ctx, &wg)
 	if n.role() == RoleActive {
-		if err := n.cfg.Net.Remove(n.cfg.Services); err != nil {
-			n.log.Warn("ha: releasing the service addresses", "err", err)
-		}
+		n.stopActive()
 	}
 	return nil
+}
+
+// stopActive: an active that stops (SIGTERM) hands over as a planned
+// switchover would, so the standby takes over at once instead of after
+// dead_after and a probe; without a live standby it just releases.
+func (n *Node) stopActive() {
+	err := n.switchover()
+	if err == nil {
+		n.finishHandover("stopping") // no loop left to wait for the peer's word
+		return
+	}
+	n.log.Info("ha: stopping as the active without a standby to hand over to", "err", err)
+	if err := n.cfg.Net.Remove(n.cfg.Services); err != nil {
+		n.log.Warn("ha: releasing the service addresses", "err", err)
+	}
 }
 
 func (n *Node) role() Role {
@@ -357,7 +375,12 @@ func (n *Node) loop(ctx context.Context, wg *sync.WaitGroup) {
 		}
 		switch w.kind {
 		case wakeHeartbeat:
-			n.act(ctx, wg, n.locked(func(m *Machine) Action { return m.Heartbeat(w.at, w.role, w.prio, w.epoch) }), false)
+			var was Role
+			a := n.locked(func(m *Machine) Action { was, _, _ = m.Peer(); return m.Heartbeat(w.at, w.role, w.prio, w.epoch) })
+			n.act(ctx, wg, a, false)
+			if was == RoleActive && w.role != RoleActive && n.role() == RoleActive {
+				n.resync() // two actives met and the other yielded: it has none of our state
+			}
 			if !n.handingOver.IsZero() && w.role == RoleActive {
 				n.finishHandover("the peer is active")
 			}
@@ -386,12 +409,22 @@ func (n *Node) loop(ctx context.Context, wg *sync.WaitGroup) {
 // renew extends the service addresses' lifetime while we are active
 // (AddrLifetime), twice a lifetime at least.
 func (n *Node) renew(now time.Time) {
-	if n.role() != RoleActive || now.Sub(n.renewedAt) < AddrLifetime*time.Second/4 {
+	if n.role() != RoleActive {
+		n.announceAgain = time.Time{}
+		return
+	}
+	if now.Sub(n.renewedAt) < AddrLifetime*time.Second/4 {
 		return
 	}
 	n.renewedAt = now
 	if err := n.cfg.Net.Add(n.cfg.Services); err != nil {
 		n.log.Error("ha: renewing the service addresses", "err", err)
+	}
+	if !n.announceAgain.IsZero() && !now.Before(n.announceAgain) {
+		n.announceAgain = time.Time{}
+		if err := n.cfg.Net.Announce(n.cfg.Services); err != nil {
+			n.log.Warn("ha: announcing the service addresses again", "err", err)
+		}
 	}
 }
 

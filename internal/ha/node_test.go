@@ -141,7 +141,8 @@ func TestPairReplicatesAndTakesOver(t *testing.T) {
 	}
 	stop1()
 	<-done1
-	waitFor(t, "B active", func() bool { return B.Status().Role == "active" })
+	// The takeover is done (records imported) once status shows it.
+	waitFor(t, "B's takeover done", func() bool { return B.Status().LastTakeover != nil })
 	ctxB.mu.Lock()
 	got := fmt.Sprint(ctxB.imported)
 	ctxB.mu.Unlock()
@@ -149,7 +150,7 @@ func TestPairReplicatesAndTakesOver(t *testing.T) {
 	// the peak rate seen (at least MinRate) over a heartbeat and
 	// dead_after (80 ms), doubled.
 	B.mu.Lock()
-	jump := B.cfg.SeqJump(B.peakRate)
+	jump := B.cfg.SeqJump(B.peakRate, B.lastTO.silence)
 	B.mu.Unlock()
 	if want := fmt.Sprint(map[string]uint64{"sa-two": jump, "sa-three": jump}); got != want || jump < 2*(1000+uint64(MinRate*0.08)) {
 		t.Fatalf("imported %s, want %s (at least the MinRate bound)", got, want)
@@ -176,7 +177,9 @@ func TestPairReplicatesAndTakesOver(t *testing.T) {
 	if err := B.Switchover(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "A active again, B standby", func() bool { return A.Status().Role == "active" && B.Status().Role == "standby" })
+	waitFor(t, "A active again, B standby", func() bool {
+		return A.Status().Role == "active" && A.Status().LastTakeover != nil && B.Status().Role == "standby"
+	})
 	if holder.Load() != 1 {
 		t.Fatalf("address held by %d, want A", holder.Load())
 	}
@@ -211,21 +214,25 @@ func (netListen) listen() (interface {
 }
 
 // TestSeqJumpRule: the jump covers checkpoint_packets plus what the
-// fastest SA sends in a heartbeat and dead_after, at least at MinRate,
-// doubled (ARCHITECTURE.md, the seq-jump rule).
+// fastest SA sends in a heartbeat and the sync link's silence (at least
+// dead_after), at least at MinRate, doubled (ARCHITECTURE.md, the
+// seq-jump rule).
 func TestSeqJumpRule(t *testing.T) {
 	c := Config{Heartbeat: 50 * time.Millisecond, DeadAfter: 150 * time.Millisecond, CheckpointPackets: 10000}
 	for _, tc := range []struct {
-		name string
-		rate float64
-		want uint64
+		name    string
+		rate    float64
+		silence time.Duration
+		want    uint64
 	}{
-		{"IdleSAsStillAssumeMinRate", 0, 2 * (10000 + MinRate/5)},
-		{"SlowSAsAssumeMinRate", 1000, 2 * (10000 + MinRate/5)},
-		{"AFasterSARaisesIt", 1e6, 2 * (10000 + 200000)},
+		{"IdleSAsStillAssumeMinRate", 0, 150 * time.Millisecond, 2 * (10000 + MinRate/5)},
+		{"SlowSAsAssumeMinRate", 1000, 150 * time.Millisecond, 2 * (10000 + MinRate/5)},
+		{"AFasterSARaisesIt", 1e6, 150 * time.Millisecond, 2 * (10000 + 200000)},
+		{"SilenceBelowDeadAfterCountsAsDeadAfter", 0, 10 * time.Millisecond, 2 * (10000 + MinRate/5)},
+		{"ASplitSyncLinksSilenceCounts", 0, 10 * time.Second, 2 * (10000 + MinRate*10.05)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := c.SeqJump(tc.rate); got != tc.want {
+			if got := c.SeqJump(tc.rate, tc.silence); got != tc.want {
 				t.Fatalf("SeqJump(%v) = %d, want %d", tc.rate, got, tc.want)
 			}
 		})
@@ -233,8 +240,44 @@ func TestSeqJumpRule(t *testing.T) {
 	// Whatever the rate, more than a heartbeat's packets past the
 	// checkpoint threshold.
 	for _, r := range []float64{0, 5e4, 3e5, 2e6} {
-		if j := c.SeqJump(r); j < c.CheckpointPackets+uint64(max(r, MinRate)*c.Heartbeat.Seconds()) {
+		if j := c.SeqJump(r, 0); j < c.CheckpointPackets+uint64(max(r, MinRate)*c.Heartbeat.Seconds()) {
 			t.Fatalf("rate %v: jump %d does not cover a heartbeat", r, j)
 		}
+	}
+}
+
+// TestWrongClusterKeyIsCountedNotApplied: a peer with another cluster key
+// gets no record in and its heartbeats do not count (the standby has heard
+// no peer: only the service network keeps it from taking over); the
+// refusals are counted.
+func TestWrongClusterKeyIsCountedNotApplied(t *testing.T) {
+	holder := new(atomic.Int32)
+	p1, p2 := freePort(t), freePort(t)
+	lo := netip.MustParseAddr("127.0.0.1")
+	mk := func(id int32, me, peer uint16, keyByte byte, c *fakeCtx) *Node {
+		raw := make([]byte, hactx.KeyLen)
+		raw[0] = keyByte
+		k, _ := hactx.FromBytes(raw)
+		fn := &fakeNet{id: id, holder: holder}
+		n, err := New(Config{Listen: netip.AddrPortFrom(lo, me), Peer: netip.AddrPortFrom(lo, peer), Key: k, Priority: 100,
+			Heartbeat: 20 * time.Millisecond, DeadAfter: 60 * time.Millisecond, CheckpointPackets: 1000, CheckpointInterval: time.Second,
+			Net: fn, Probe: fn.probe, Context: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	A := mk(1, p1, p2, 1, &fakeCtx{recs: map[uint64][]byte{9: []byte("secret state")}, imported: map[string]uint64{}})
+	B := mk(2, p2, p1, 2, &fakeCtx{recs: map[uint64][]byte{}, imported: map[string]uint64{}})
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { A.Run(ctx) })
+	waitFor(t, "A active", func() bool { return A.Status().Role == "active" })
+	wg.Go(func() { B.Run(ctx) })
+	defer func() { stop(); wg.Wait() }()
+	waitFor(t, "auth drops counted on both", func() bool { return A.Status().Drops["auth"] > 0 && B.Status().Drops["auth"] > 0 })
+	waitFor(t, "B isolated: no heartbeat authenticated, A seen on the service network", func() bool { return B.Status().Isolated })
+	if s := B.Status(); s.Records != 0 || s.PeerRole != "" || s.Role == "active" {
+		t.Fatalf("B applied something from a peer with another key: %+v", s)
 	}
 }

@@ -198,7 +198,7 @@ func (n *Node) takeOver(planned bool) {
 	recs, cps, rate := n.records, n.cps, n.peakRate
 	n.records, n.cps, n.cpSeen, n.pending, n.resyncing = map[uint64][]byte{}, map[cpKey]uint64{}, map[cpKey]time.Time{}, nil, false
 	n.mu.Unlock()
-	floors := &SeqFloors{Out: map[uint32]uint64{}, In: map[uint32]uint64{}, Jump: n.cfg.SeqJump(rate)}
+	floors := &SeqFloors{Out: map[uint32]uint64{}, In: map[uint32]uint64{}, Jump: n.cfg.SeqJump(rate, to.silence)}
 	for k, v := range cps {
 		if k.out {
 			floors.Out[k.spi] = v
@@ -230,6 +230,9 @@ func (n *Node) takeOver(planned bool) {
 		n.log.Error("ha: announcing the service addresses", "err", err)
 	}
 	to.announced = time.Since(start)
+	// RFC 5227 §2.3: ANNOUNCE_NUM = 2 announcements, ANNOUNCE_INTERVAL = 2 s
+	// apart: one lost GARP/NA must not leave a neighbour on the old MAC.
+	n.announceAgain = start.Add(announceInterval)
 	jump := floors.Jump
 	n.mu.Lock()
 	n.lastTO, n.imported = to, imported
@@ -244,6 +247,8 @@ func (n *Node) takeOver(planned bool) {
 		"records", len(recs), "imported", imported, "import_failed", failed, "checkpoints", len(cps), "seq_jump", jump, "import_err", lastErr)
 	n.resync()
 }
+
+const announceInterval = 2 * time.Second
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 

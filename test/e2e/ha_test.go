@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -22,9 +21,8 @@ import (
 // (test/netns/ha.go): leadership, the service addresses moving with
 // gratuitous ARP / unsolicited NA, IKE SA records replicated over the
 // sealed sync channel, kill -9 and the takeover, the killed one rejoining
-// as standby, a planned switchover. When part A (ike ExportSA/ImportSA)
-// is wired into internal/daemon/ha.go, the road warrior's SA continues
-// through the takeover: extend haPair's checks with traffic then.
+// as standby, a planned switchover. The road warrior's SAs carrying
+// traffic through all of it: hawire_test.go.
 
 const haGWConfig = `role: gateway
 log: {level: debug}
@@ -177,25 +175,36 @@ func neighMAC(t *testing.T, cl *netns.NS, a netip.Addr) string {
 	return ""
 }
 
-var tookOver = regexp.MustCompile(`msg="ha: took over" .*?planned=(\w+) .*?announced_at=(\S+)`)
-
-// lastTakeover is the announced_at of the gateway's last logged takeover.
-func lastTakeover(t *testing.T, log string) (time.Time, bool) {
+// takeoverAfter waits until the gateway's status shows a takeover decided
+// after since, done (addresses up and announced), and returns when it
+// announced them and whether it was planned.
+func takeoverAfter(t *testing.T, what, cfg string, since time.Time, procs ...*rig.Proc) (time.Time, bool) {
 	t.Helper()
-	m := tookOver.FindAllStringSubmatch(log, -1)
-	if len(m) == 0 {
-		return time.Time{}, false
-	}
-	at, err := time.Parse(time.RFC3339Nano, m[len(m)-1][2])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return at, m[len(m)-1][1] == "true"
+	var to *daemon.Status
+	waitHA(t, what, 5*time.Second, func() bool {
+		st := haStatus(cfg)
+		if st == nil || st.HA.LastTakeover == nil || !st.HA.LastTakeover.At.After(since) || st.HA.Role != "active" {
+			return false
+		}
+		to = st
+		return true
+	}, procs...)
+	lt := to.HA.LastTakeover
+	return lt.At.Add(time.Duration(lt.AnnouncedMs * float64(time.Millisecond))), lt.Planned
 }
 
 func TestHAPairTakeoverRejoinAndSwitchover(t *testing.T) {
 	p := newHAPair(t)
 	bed := p.bed
+	// -check validates the ha section against the host: A's file is
+	// right in A's namespace, wrong in B's (the sync address is A's).
+	if out, code, err := rig.Run(context.Background(), bed.GA, filepath.Join(bin, "gateway"), "-check", "-config", p.cfgA); err != nil || code != 0 {
+		t.Fatalf("-check in A: exit %d %v\n%s", code, err, out)
+	}
+	if out, _, _ := rig.Run(context.Background(), bed.GB, filepath.Join(bin, "gateway"), "-check", "-config", p.cfgA); !strings.Contains(out, "a.yaml:") ||
+		!strings.Contains(out, "ha.listen: 198.51.100.11 is not an address of this host") {
+		t.Fatalf("-check of A's file in B:\n%s", out)
+	}
 	p.gwA = p.start(t, bed.GA, p.cfgA)
 	waitHA(t, "gateway A active", 10*time.Second, func() bool { return roleOf(p.cfgA) == "active" }, p.gwA)
 	p.gwB = p.start(t, bed.GB, p.cfgB)
@@ -233,19 +242,22 @@ func TestHAPairTakeoverRejoinAndSwitchover(t *testing.T) {
 	}
 	t.Logf("replicated: 1 IKE SA, record %d bytes; sync so far: A sent %d bytes, B received %d, lag %d frames",
 		stB.HA.RecordBytes, stA.HA.SentBytes, stB.HA.ReceivedBytes, stA.HA.SyncLagFrames)
+	time.Sleep(time.Second) // steady state: heartbeats, and checkpoints of SAs that moved
+	if st := haStatus(p.cfgA); st != nil {
+		t.Logf("steady-state sync, active to standby, one idle road warrior: %d bytes/s", st.HA.SentBytes-stA.HA.SentBytes)
+	}
 
 	// kill -9 the active: the standby takes the addresses and announces
 	// them; the client's neighbour entries follow without a new lookup.
 	killed := time.Now()
 	p.gwA.Kill()
-	waitHA(t, "B active after A's kill", 5*time.Second, func() bool { return roleOf(p.cfgB) == "active" }, p.gwB)
-	if !holds(t, bed.GB) {
-		t.Fatal("B active without the service addresses")
-	}
-	if at, planned := lastTakeover(t, p.gwB.Log()); planned || at.IsZero() {
-		t.Fatalf("B's log has no unplanned takeover:\n%s", tail(p.gwB.Log(), 30))
+	if at, planned := takeoverAfter(t, "B's takeover after A's kill", p.cfgB, killed, p.gwB); planned {
+		t.Fatal("B's takeover after a kill -9 says planned")
 	} else {
 		t.Logf("kill -9 to addresses up and GARP/NA sent: %v", at.Sub(killed).Round(time.Millisecond))
+	}
+	if !holds(t, bed.GB) {
+		t.Fatal("B active without the service addresses")
 	}
 	waitHA(t, "the client's neighbour entries on B's MAC (GARP/NA)", 3*time.Second, func() bool {
 		return neighMAC(t, bed.CL, netns.HAService4.Addr()) == macB && neighMAC(t, bed.CL, netns.HAService6.Addr()) == macB
@@ -279,6 +291,7 @@ func TestHAPairTakeoverRejoinAndSwitchover(t *testing.T) {
 	}, p.gwA, p.gwB, rw)
 
 	// Planned switchover back to A.
+	switched := time.Now()
 	out, code, err := rig.Run(context.Background(), nil, filepath.Join(bin, "gateway"), "ha", "switchover", "-config", p.cfgB)
 	if err != nil || code != 0 {
 		t.Fatalf("gateway ha switchover: exit %d %v\n%s", code, err, out)
@@ -286,14 +299,11 @@ func TestHAPairTakeoverRejoinAndSwitchover(t *testing.T) {
 	if !strings.Contains(out, "this gateway is now standby") {
 		t.Fatalf("switchover said: %s", out)
 	}
-	waitHA(t, "A active, B standby after the switchover", 5*time.Second, func() bool {
-		return roleOf(p.cfgA) == "active" && roleOf(p.cfgB) == "standby"
-	}, p.gwA, p.gwB)
-	if !holds(t, bed.GA) || holds(t, bed.GB) {
-		t.Fatal("after the switchover A must hold the addresses, B not")
+	if _, planned := takeoverAfter(t, "A's takeover on the switchover", p.cfgA, switched, p.gwA, p.gwB); !planned {
+		t.Fatal("A's takeover on a switchover is not planned")
 	}
-	if _, planned := lastTakeover(t, p.gwA.Log()); !planned {
-		t.Fatalf("A's takeover is not logged as planned:\n%s", tail(p.gwA.Log(), 30))
+	if roleOf(p.cfgB) != "standby" || !holds(t, bed.GA) || holds(t, bed.GB) {
+		t.Fatal("after the switchover A must hold the addresses, B be standby without them")
 	}
 	waitHA(t, "the client's neighbour entry back on A's MAC", 3*time.Second, func() bool {
 		return neighMAC(t, bed.CL, netns.HAService4.Addr()) == macA
@@ -302,6 +312,17 @@ func TestHAPairTakeoverRejoinAndSwitchover(t *testing.T) {
 	if out, code, _ := rig.Run(context.Background(), nil, filepath.Join(bin, "gateway"), "ha", "switchover", "-config", p.cfgB); code == 0 || !strings.Contains(out, "not active") {
 		t.Fatalf("switchover on the standby: exit %d: %s", code, out)
 	}
+
+	// SIGTERM of the active hands over like a switchover.
+	stopped := time.Now()
+	if err := p.gwA.Stop(10 * time.Second); err != nil {
+		t.Fatalf("A: %v\n%s", err, tail(p.gwA.Log(), 20))
+	}
+	at, planned := takeoverAfter(t, "B's takeover after A's SIGTERM", p.cfgB, stopped, p.gwB)
+	if !planned || !holds(t, bed.GB) {
+		t.Fatalf("B's takeover after A's SIGTERM: planned %v, holds %v\n%s", planned, holds(t, bed.GB), tail(p.gwB.Log(), 20))
+	}
+	t.Logf("SIGTERM of the active to the standby's addresses up and announced: %v", at.Sub(stopped).Round(time.Millisecond))
 }
 
 // A split sync link: heartbeats stop both ways, but the active still
@@ -330,13 +351,16 @@ func TestHASplitSyncLinkKeepsOneActive(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	up := time.Now()
 	if err := bed.GB.LinkUp(netns.IfSync); err != nil {
 		t.Fatal(err)
 	}
+
 	waitHA(t, "B synced again", 10*time.Second, func() bool {
 		st := haStatus(p.cfgB)
 		return st != nil && st.HA.Connected && !st.HA.Isolated && st.HA.Role == "standby"
 	}, p.gwA, p.gwB)
+	t.Logf("sync link back to B synced again: %v", time.Since(up).Round(time.Millisecond))
 	if roleOf(p.cfgA) != "active" || !holds(t, bed.GA) {
 		t.Fatal("A lost the service after the sync link came back")
 	}
@@ -367,11 +391,10 @@ func TestHATakeoverTimes(t *testing.T) {
 		time.Sleep(200 * time.Millisecond) // a few heartbeats in the steady state
 		killed := time.Now()
 		procs[active].Kill()
-		waitHA(t, "takeover", 5*time.Second, func() bool {
-			at, planned := lastTakeover(t, procs[standby].Log())
-			return !planned && at.After(killed)
-		}, procs[standby])
-		at, _ := lastTakeover(t, procs[standby].Log())
+		at, planned := takeoverAfter(t, "takeover", side[standby].cfg, killed, procs[standby])
+		if planned {
+			t.Fatal("a takeover after kill -9 says planned")
+		}
 		times = append(times, at.Sub(killed))
 		t.Logf("trial %d: kill -9 %s, %s announced after %v", i+1, active, standby, at.Sub(killed).Round(time.Millisecond))
 		procs[active] = p.start(t, side[active].ns, side[active].cfg)

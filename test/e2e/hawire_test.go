@@ -35,9 +35,8 @@ tun:
   name: roamsec0
   table: 220
   bypass_rule: {mark: 0x5253}
-  addresses: [203.0.113.1/32]
   routes:
-    - {dst: %[6]s, src: 203.0.113.1}
+    - {dst: %[6]s}
 ike:
   id: gw.roamsec.example
   local_ts: [203.0.113.0/24]
@@ -55,9 +54,8 @@ ha:
   service_addresses:
     - {prefix: 192.0.2.100/24, interface: rsb-lan}
     - {prefix: "2001:db8:1::100/64", interface: rsb-lan}
+    - {prefix: 203.0.113.1/24, interface: rsb-srv}
 `
-
-var haInner = netip.MustParseAddr("203.0.113.1")
 
 // haTraffic is a pair with a road warrior up through the active (A)
 // and the echo stream running.
@@ -66,6 +64,8 @@ type haTraffic struct {
 	stream  *rig.Stream
 	stopCap func() string
 	swan    *strongswan.Charon // the strongSwan road warrior, or nil: ours (h.rw)
+	srv     *netns.NS          // the server behind the pair (echo, TCP)
+	tcp     *rig.TCPStream
 }
 
 // haSwanConf is the strongSwan 5.9 road warrior: virtual address, DPD
@@ -122,14 +122,12 @@ func startHATraffic(t *testing.T, swan bool) *haTraffic {
 		}
 	}
 	bed := p.bed
-	for _, ns := range []*netns.NS{bed.GA, bed.GB} {
-		stop, err := rig.EchoIn(ns, netip.IPv4Unspecified())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(stop)
+	h := &haTraffic{haPair: p, srv: bed.AddServer(t)}
+	stop, err := rig.EchoIn(h.srv, netns.HASrv4)
+	if err != nil {
+		t.Fatal(err)
 	}
-	h := &haTraffic{haPair: p}
+	t.Cleanup(stop)
 	stopCap, err := rig.Capture(bed.CL, t.TempDir(), netns.IfLAN)
 	if err != nil {
 		t.Fatal(err)
@@ -151,10 +149,15 @@ func startHATraffic(t *testing.T, swan bool) *haTraffic {
 		t.Cleanup(func() { rw.Stop(5 * time.Second) })
 		waitHA(t, "the road warrior's Child SA", 15*time.Second, func() bool { return strings.Contains(rw.Log(), "Child SA installed") }, p.gwA, rw)
 	}
-	if h.stream, err = rig.StartStreamIn(bed.CL, haInner, 10*time.Millisecond); err != nil {
+	if h.stream, err = rig.StartStreamIn(bed.CL, netns.HASrv4, 10*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.stream.Close)
+	// A TCP connection through the tunnel to the server: 1 KB every 10 ms.
+	if h.tcp, err = rig.StartTCPStreamIn(bed.CL, h.srv, netip.IPv4Unspecified(), netns.HASrv4, 1024, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.tcp.Close)
 	h.waitTraffic(t, time.Now(), "through A", p.gwA)
 	h.waitStandby(t, p.cfgB, 1)
 	return h
@@ -263,6 +266,9 @@ func (h *haTraffic) moveOver(t *testing.T, from, to *rig.Proc, toCfg string, sto
 	if !strings.Contains(to.Log(), "IKE SA imported") {
 		t.Fatalf("the survivor imported no IKE SA:\n%s", tail(to.Log(), 30))
 	}
+	if st := haStatus(toCfg); st == nil || st.HA.LastTakeover == nil || st.HA.LastTakeover.Imported != 1 || st.HA.LastTakeover.ImportError != "" {
+		t.Fatalf("the survivor's status after the takeover: %+v", st)
+	}
 	if after := h.peerSAs(t); after != peerBefore {
 		t.Fatalf("the road warrior's SAs changed in the takeover: before %s\nafter %s\n%s", peerBefore, after, h.peerLog())
 	}
@@ -330,6 +336,14 @@ func haTakeoverRun(t *testing.T, swan bool) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	t.Logf("SIGTERM of the active: %d echoes lost", h.stream.LostBetween(beforeStop.Add(-200*time.Millisecond), time.Now().Add(-100*time.Millisecond)))
+	// The TCP connection lived through it all.
+	n0 := h.tcp.Received()
+	waitHA(t, "TCP bytes after the last move", 10*time.Second, func() bool { return h.tcp.Received() > n0 }, p.gwA)
+	if err := h.tcp.Err(); err != nil {
+		t.Fatalf("the TCP connection through the pair broke: %v", err)
+	}
+	t.Logf("TCP through every move: %d bytes, longest stall %v", h.tcp.Received(), h.tcp.Stall(killedA, time.Now()).Round(time.Millisecond))
+	h.tcp.Close()
 	h.stream.Close()
 	sent, got := h.stream.Counts()
 	checkHAWire(t, h.stopCap(), killedA)

@@ -36,12 +36,18 @@ const tcpStreamPort = "5202"
 // StartTCPStream connects from the road warrior's address local to the
 // server (port 5202) and starts the stream: chunk bytes every interval.
 func StartTCPStream(bed *netns.Bed, local netip.Addr, chunk int, interval time.Duration) (*TCPStream, error) {
-	s := &TCPStream{srv: make(chan net.Conn, 1), stop: make(chan struct{})}
 	srvAddr := netns.Srv4
 	if local.Is6() {
 		srvAddr = netns.Srv6
 	}
-	if err := bed.Srv.Do(func() (err error) {
+	return StartTCPStreamIn(bed.RW, bed.Srv, local, srvAddr, chunk, interval)
+}
+
+// StartTCPStreamIn is StartTCPStream between namespaces cl and srv (any
+// bed), to the server's address srvAddr.
+func StartTCPStreamIn(cl, srv *netns.NS, local, srvAddr netip.Addr, chunk int, interval time.Duration) (*TCPStream, error) {
+	s := &TCPStream{srv: make(chan net.Conn, 1), stop: make(chan struct{})}
+	if err := srv.Do(func() (err error) {
 		s.ln, err = net.Listen("tcp", net.JoinHostPort(srvAddr.String(), tcpStreamPort))
 		return err
 	}); err != nil {
@@ -56,7 +62,7 @@ func StartTCPStream(bed *netns.Bed, local netip.Addr, chunk int, interval time.D
 		s.write(c, chunk, interval)
 	})
 	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(local, 0)), Timeout: 10 * time.Second}
-	if err := bed.RW.Do(func() (err error) {
+	if err := cl.Do(func() (err error) {
 		s.cli, err = d.Dial("tcp", net.JoinHostPort(srvAddr.String(), tcpStreamPort))
 		return err
 	}); err != nil {
