@@ -17,6 +17,7 @@ import (
 
 	"github.com/roamsec/roamsec/ike"
 	"github.com/roamsec/roamsec/ike/auth"
+	"go.yaml.in/yaml/v3"
 )
 
 // IKE is the ike section: the IKEv2 connection that negotiates the SAs
@@ -128,24 +129,7 @@ func (p *parser) ike(top *fields, c *Config) {
 		"cookie_threshold", "half_open_max", "half_open_per_source", "half_open_timeout", "fragment_memory", "fragment_memory_per_sa", "queue",
 		"one_time")
 	k := &IKE{}
-	id := func(ff *fields, name string, required bool) auth.Identity {
-		v, vn, ok := ff.scalar(name)
-		if vn == nil {
-			if required {
-				ff.missing(name, `: e.g. "gw.example", "rw1@example.org", "192.0.2.1" or "CN=rw1,O=example"`)
-			}
-			return auth.Identity{}
-		}
-		if !ok {
-			return auth.Identity{}
-		}
-		i, err := auth.ParseIdentity(v)
-		if err != nil {
-			p.errf(vn.Line, ff.path2(name), "%v", err)
-		}
-		return i
-	}
-	k.ID = id(f, "id", true)
+	k.ID = p.identity(f, "id", true)
 	mode, _ := f.enum("mode", "rfc3554", "rfc3554", "virtual")
 	if mode == "virtual" {
 		k.Mode = ike.ModeVirtual
@@ -159,29 +143,40 @@ func (p *parser) ike(top *fields, c *Config) {
 		// monitored, and failover never happens.
 		p.errf(f.lineOf("host_to_host"), "ike.host_to_host", "false leaves every mobility path unmonitored (path monitoring rides the host-to-host Child SA): remove it, or remove mobility")
 	}
-	if c.Role == RoleRoadWarrior {
-		k.Gateway = f.str("gateway", "")
-		if k.Gateway == "" {
-			f.missing("gateway", ": the gateway's name or address")
-		}
-		k.GatewayID = id(f, "gateway_id", false)
-		if len(k.RemoteTS) == 0 {
-			f.missing("remote_ts", ": the networks behind the gateway, e.g. [203.0.113.0/24]")
-		}
-		if k.Mode == ike.ModeRFC3554 && len(k.LocalTS) == 0 {
-			// RFC 3554 mode: our own uplink addresses are the inner ones.
-			for _, a := range c.Transport.Listen {
-				k.LocalTS = append(k.LocalTS, netip.PrefixFrom(a, a.BitLen()))
-			}
-			if len(k.LocalTS) == 0 {
-				f.missing("local_ts", ": in rfc3554 mode our own addresses (or transport.listen)")
-			}
-		}
-	} else {
-		for _, name := range []string{"gateway", "gateway_id", "mode", "remote_ts", "host_to_host"} {
-			f.forbid(name, "a gateway answers; this is for road warriors")
+	p.ikeRole(f, c, k)
+	p.ikeCredentials(f, c, k)
+	for i, pn := range f.list("peers") {
+		k.Peers = append(k.Peers, p.ikePeer(pn, i, k))
+	}
+	if f.has("one_time") {
+		if c.Role != RoleGateway {
+			f.forbid("one_time", "a gateway admits one-time keys; a road warrior uses one with connect -one-time")
+		} else {
+			k.OneTime = p.oneTime(f)
 		}
 	}
+	if c.Role == RoleGateway && len(k.Peers) == 0 && k.OneTime == nil {
+		f.missing("peers", ": the road warriors this gateway accepts")
+	}
+	p.ikeProposals(f, k)
+	k.PFS = f.boolean("pfs", true)
+	k.IKELifetime, _ = f.duration("ike_lifetime", 4*time.Hour)
+	k.ChildLifetime, _ = f.duration("child_lifetime", time.Hour)
+	k.DPD, _ = f.duration("dpd", 30*time.Second)
+	k.RetransmitTimeout, _ = f.duration("retransmit_timeout", time.Second)
+	tries, _ := f.uint("retransmit_tries", 5, 1, 20)
+	k.RetransmitTries = int(tries)
+	frag, _ := f.uint("fragment_size", 1280, 512, 65535)
+	k.FragmentSize = int(frag)
+	port, _ := f.uint("port", 500, 1, 65535)
+	k.Port = uint16(port)
+	k.Limits = p.ikeLimits(f)
+	c.IKE = k
+}
+
+// ikeCredentials reads our own credentials (PSK, certificate and key,
+// CAs, a road warrior's EAP password) and checks a road warrior has one.
+func (p *parser) ikeCredentials(f *fields, c *Config, k *IKE) {
 	if f.has("psk_file") {
 		k.PSK = p.pskFile(f, "psk_file")
 	}
@@ -215,58 +210,103 @@ func (p *parser) ike(top *fields, c *Config) {
 	if c.Role == RoleRoadWarrior && k.PSK == nil && k.CertFile == "" && !f.has("eap_password_file") && !p.oneTimeClient {
 		p.errf(f.line, "ike", "no credentials: give psk_file, eap_password_file, or cert and key")
 	}
-	for i, pn := range f.list("peers") {
-		path := elem("ike.peers", i)
-		pf := p.fields(pn, pn.Line, path, "id", "psk_file", "addresses", "virtual_pool", "dns", "auth", "eap_only", "eap_ask_identity")
-		var peer IKEPeer
-		peer.ID = id(pf, "id", false)
-		method, _ := pf.enum("auth", "", "psk", "pubkey", "eap-radius")
-		peer.EAP, peer.authLine = method == "eap-radius", pf.lineOf("auth")
-		peer.EAPOnly = pf.boolean("eap_only", false)
-		peer.EAPAskIdentity = pf.boolean("eap_ask_identity", false)
-		for _, f := range []string{"eap_only", "eap_ask_identity"} {
-			if pf.has(f) && !peer.EAP {
-				p.errf(pf.lineOf(f), pf.path2(f), "needs auth: eap-radius")
-			}
+}
+
+// identity reads an IKE identity (RFC 7296 §3.5) at ff's name.
+func (p *parser) identity(ff *fields, name string, required bool) auth.Identity {
+	v, vn, ok := ff.scalar(name)
+	if vn == nil {
+		if required {
+			ff.missing(name, `: e.g. "gw.example", "rw1@example.org", "192.0.2.1" or "CN=rw1,O=example"`)
 		}
-		if peer.EAP {
-			pf.forbid("psk_file", "auth: eap-radius: the RADIUS server authenticates this peer")
-			if k.Credential == nil && !peer.EAPOnly {
-				p.errf(pf.lineOf("auth"), pf.path2("auth"), "EAP needs the gateway's certificate (ike.cert, ike.key), or eap_only: true")
-			}
-		} else if pf.has("psk_file") {
-			peer.PSK = p.pskFile(pf, "psk_file")
-			if len(peer.ID.Data) == 0 {
-				pf.missing("id", ": a pre-shared key belongs to one identity")
-			}
-		} else if len(k.CAFiles) == 0 {
-			p.errf(pn.Line, path, "no psk_file, and ike.cas is empty: this peer could never authenticate")
-		}
-		peer.Addresses = p.prefixes(pf, "addresses")
-		// One pool per family: INTERNAL_IP4_ADDRESS and _IP6_ADDRESS.
-		for i, vp := range p.prefixes(pf, "virtual_pool") {
-			slot := &peer.VirtualPool
-			if vp.Addr().Is6() {
-				slot = &peer.VirtualPool6
-			}
-			if slot.IsValid() {
-				p.errf(pf.lineOf("virtual_pool"), pf.itemPath("virtual_pool", i), "one pool per address family")
-			}
-			*slot = vp.Masked()
-		}
-		peer.DNS, _ = pf.addrs("dns")
-		k.Peers = append(k.Peers, peer)
+		return auth.Identity{}
 	}
-	if f.has("one_time") {
-		if c.Role != RoleGateway {
-			f.forbid("one_time", "a gateway admits one-time keys; a road warrior uses one with connect -one-time")
-		} else {
-			k.OneTime = p.oneTime(f)
+	if !ok {
+		return auth.Identity{}
+	}
+	i, err := auth.ParseIdentity(v)
+	if err != nil {
+		p.errf(vn.Line, ff.path2(name), "%v", err)
+	}
+	return i
+}
+
+// ikeRole reads what only one role has: a road warrior's gateway and
+// selectors; a gateway refuses them.
+func (p *parser) ikeRole(f *fields, c *Config, k *IKE) {
+	if c.Role == RoleRoadWarrior {
+		k.Gateway = f.str("gateway", "")
+		if k.Gateway == "" {
+			f.missing("gateway", ": the gateway's name or address")
+		}
+		k.GatewayID = p.identity(f, "gateway_id", false)
+		if len(k.RemoteTS) == 0 {
+			f.missing("remote_ts", ": the networks behind the gateway, e.g. [203.0.113.0/24]")
+		}
+		if k.Mode == ike.ModeRFC3554 && len(k.LocalTS) == 0 {
+			// RFC 3554 mode: our own uplink addresses are the inner ones.
+			for _, a := range c.Transport.Listen {
+				k.LocalTS = append(k.LocalTS, netip.PrefixFrom(a, a.BitLen()))
+			}
+			if len(k.LocalTS) == 0 {
+				f.missing("local_ts", ": in rfc3554 mode our own addresses (or transport.listen)")
+			}
+		}
+	} else {
+		for _, name := range []string{"gateway", "gateway_id", "mode", "remote_ts", "host_to_host"} {
+			f.forbid(name, "a gateway answers; this is for road warriors")
 		}
 	}
-	if c.Role == RoleGateway && len(k.Peers) == 0 && k.OneTime == nil {
-		f.missing("peers", ": the road warriors this gateway accepts")
+}
+
+// ikePeer reads ike.peers[i]: who a gateway accepts and how it
+// authenticates them (k: the gateway's own credentials and CAs).
+func (p *parser) ikePeer(pn *yaml.Node, i int, k *IKE) IKEPeer {
+	path := elem("ike.peers", i)
+	pf := p.fields(pn, pn.Line, path, "id", "psk_file", "addresses", "virtual_pool", "dns", "auth", "eap_only", "eap_ask_identity")
+	var peer IKEPeer
+	peer.ID = p.identity(pf, "id", false)
+	method, _ := pf.enum("auth", "", "psk", "pubkey", "eap-radius")
+	peer.EAP, peer.authLine = method == "eap-radius", pf.lineOf("auth")
+	peer.EAPOnly = pf.boolean("eap_only", false)
+	peer.EAPAskIdentity = pf.boolean("eap_ask_identity", false)
+	for _, f := range []string{"eap_only", "eap_ask_identity"} {
+		if pf.has(f) && !peer.EAP {
+			p.errf(pf.lineOf(f), pf.path2(f), "needs auth: eap-radius")
+		}
 	}
+	if peer.EAP {
+		pf.forbid("psk_file", "auth: eap-radius: the RADIUS server authenticates this peer")
+		if k.Credential == nil && !peer.EAPOnly {
+			p.errf(pf.lineOf("auth"), pf.path2("auth"), "EAP needs the gateway's certificate (ike.cert, ike.key), or eap_only: true")
+		}
+	} else if pf.has("psk_file") {
+		peer.PSK = p.pskFile(pf, "psk_file")
+		if len(peer.ID.Data) == 0 {
+			pf.missing("id", ": a pre-shared key belongs to one identity")
+		}
+	} else if len(k.CAFiles) == 0 {
+		p.errf(pn.Line, path, "no psk_file, and ike.cas is empty: this peer could never authenticate")
+	}
+	peer.Addresses = p.prefixes(pf, "addresses")
+	// One pool per family: INTERNAL_IP4_ADDRESS and _IP6_ADDRESS.
+	for i, vp := range p.prefixes(pf, "virtual_pool") {
+		slot := &peer.VirtualPool
+		if vp.Addr().Is6() {
+			slot = &peer.VirtualPool6
+		}
+		if slot.IsValid() {
+			p.errf(pf.lineOf("virtual_pool"), pf.itemPath("virtual_pool", i), "one pool per address family")
+		}
+		*slot = vp.Masked()
+	}
+	peer.DNS, _ = pf.addrs("dns")
+	return peer
+}
+
+// ikeProposals reads ike.proposals and ike.esp_proposals (strongSwan's
+// syntax; nil keeps the defaults).
+func (p *parser) ikeProposals(f *fields, k *IKE) {
 	for i, pn := range f.list("proposals") {
 		if v, ok := p.scalar(pn, f.itemPath("proposals", i)); ok {
 			pr, err := ike.ParseIKEProposal(v)
@@ -285,19 +325,6 @@ func (p *parser) ike(top *fields, c *Config) {
 			k.ESPProposals = append(k.ESPProposals, pr)
 		}
 	}
-	k.PFS = f.boolean("pfs", true)
-	k.IKELifetime, _ = f.duration("ike_lifetime", 4*time.Hour)
-	k.ChildLifetime, _ = f.duration("child_lifetime", time.Hour)
-	k.DPD, _ = f.duration("dpd", 30*time.Second)
-	k.RetransmitTimeout, _ = f.duration("retransmit_timeout", time.Second)
-	tries, _ := f.uint("retransmit_tries", 5, 1, 20)
-	k.RetransmitTries = int(tries)
-	frag, _ := f.uint("fragment_size", 1280, 512, 65535)
-	k.FragmentSize = int(frag)
-	port, _ := f.uint("port", 500, 1, 65535)
-	k.Port = uint16(port)
-	k.Limits = p.ikeLimits(f)
-	c.IKE = k
 }
 
 // ikeLimits reads the bounds on unauthenticated state (RFC 7296 §2.6).
