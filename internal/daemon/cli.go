@@ -729,17 +729,8 @@ type Event struct {
 
 // connectCmd runs the road warrior in the foreground and tells, step by
 // step, how the connection comes up.
-func connectCmd(args []string, stdout, stderr io.Writer) int {
-	const role = "roadwarrior"
-	fs := flag.NewFlagSet(role+" connect", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "/etc/roamsec/"+role+".yaml", "the profile (configuration file, YAML)")
-	asJSON := fs.Bool("json", false, "print one JSON object per step, then the final status")
-	verbose := fs.Bool("v", false, "show the daemon's log on stderr (else warnings and errors only)")
-	var ot oneTimeFlags
-	ot.register(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, `Usage: roadwarrior connect [GATEWAY] [-config FILE] [-json] [-v]
+// connectUsage is connect's -help (%s: the exit codes).
+const connectUsage = `Usage: roadwarrior connect [GATEWAY] [-config FILE] [-json] [-v]
        roadwarrior connect GATEWAY -one-time CODE|- [-remote-ts PREFIX,...] [-json] [-v]
 
 Connects with the profile's ike section and shows each step: the gateway's
@@ -758,7 +749,77 @@ RFC 7670 raw public key), and the key is zeroed after IKE_AUTH.
 
 %s
 Flags:
-`, exitCodesHelp)
+`
+
+// resolve finds the gateway's address (GATEWAY, else ike.gateway), tells
+// the user, and points the profile (s.IKE, a copy) at it.
+func (ui *connectUI) resolve(ctx context.Context, s *Setup, pos []string, fc *failureContext) error {
+	name := s.IKE.Gateway
+	if len(pos) == 1 {
+		name = pos[0]
+	}
+	fc.gwName = name
+	addr, err := resolveGateway(ctx, name, true)
+	if err != nil {
+		return err
+	}
+	ui.gwName, ui.gwAddr = name, addr
+	msg := fmt.Sprintf("gateway %s", addr)
+	if name != addr.String() {
+		msg = fmt.Sprintf("resolving %s → %s", name, addr)
+	}
+	ui.emit(Event{Event: "resolved", Gateway: name, Addr: addr.String(), Message: msg})
+	k := *s.IKE
+	k.Gateway = addr.String()
+	s.IKE = &k
+	if m := s.Mobility; m != nil && len(m.Paths) > 0 {
+		pr := m.Paths[m.Primary]
+		msg := fmt.Sprintf("mobility: %d paths; connecting over the primary, %s (%s → %s)", len(m.Paths), pr.Name, pr.Local, pr.Peer)
+		if pr.Peer != addr {
+			msg += fmt.Sprintf("; the paths name the gateway's addresses, not %s", addr)
+		}
+		ui.emit(Event{Event: "paths", Message: msg})
+	}
+	return nil
+}
+
+// endOnSignals ends ctx (stop) on every signal a terminal session can send
+// and records its name in how; the returned function stops listening.
+// SIGHUP (the terminal closed) and SIGPIPE (whoever read our output left:
+// `connect | head -3`) end it like Ctrl-C. Notify for SIGPIPE also turns
+// the runtime's default (die on a write to a broken stdout, leaving the
+// rules and the peer's IKE SA behind) into EPIPE.
+func endOnSignals(ctx context.Context, stop func(), how *atomic.Value) func() {
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, exitSignals...)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case sig := <-sigc:
+			how.Store(signalName(sig))
+			stop()
+		case <-ctx.Done():
+		}
+	}()
+	return func() {
+		signal.Stop(sigc)
+		stop()
+		<-done
+	}
+}
+
+func connectCmd(args []string, stdout, stderr io.Writer) int {
+	const role = "roadwarrior"
+	fs := flag.NewFlagSet(role+" connect", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "/etc/roamsec/"+role+".yaml", "the profile (configuration file, YAML)")
+	asJSON := fs.Bool("json", false, "print one JSON object per step, then the final status")
+	verbose := fs.Bool("v", false, "show the daemon's log on stderr (else warnings and errors only)")
+	var ot oneTimeFlags
+	ot.register(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, connectUsage, exitCodesHelp)
 		fs.PrintDefaults()
 	}
 	pos, err := parseArgs(fs, args)
@@ -812,51 +873,13 @@ Flags:
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	sigc := make(chan os.Signal, 1)
-	// Every signal a terminal session can send ends the connection
-	// cleanly: SIGHUP (the terminal closed) and SIGPIPE (whoever read our
-	// output left: `connect | head -3`) like Ctrl-C. Notify for SIGPIPE
-	// also turns the runtime's default (die on a write to a broken
-	// stdout, leaving the rules and the peer's IKE SA behind) into EPIPE.
-	signal.Notify(sigc, exitSignals...)
-	defer signal.Stop(sigc)
 	var how atomic.Value // what ended it
 	how.Store("roadwarrior disconnect")
-	go func() {
-		select {
-		case sig := <-sigc:
-			how.Store(signalName(sig))
-			stop()
-		case <-ctx.Done():
-		}
-	}()
+	defer endOnSignals(ctx, stop, &how)()
 
 	// The name first, so a typo fails before anything is set up.
-	name := s.IKE.Gateway
-	if len(pos) == 1 {
-		name = pos[0]
-	}
-	fc.gwName = name
-	addr, err := resolveGateway(ctx, name, true)
-	if err != nil {
+	if err := ui.resolve(ctx, s, pos, &fc); err != nil {
 		return fail(classify(err, fc))
-	}
-	ui.gwName, ui.gwAddr = name, addr
-	if name != addr.String() {
-		ui.emit(Event{Event: "resolved", Gateway: name, Addr: addr.String(), Message: fmt.Sprintf("resolving %s → %s", name, addr)})
-	} else {
-		ui.emit(Event{Event: "resolved", Gateway: name, Addr: addr.String(), Message: fmt.Sprintf("gateway %s", addr)})
-	}
-	k := *s.IKE
-	k.Gateway = addr.String()
-	s.IKE = &k
-	if m := s.Mobility; m != nil && len(m.Paths) > 0 {
-		pr := m.Paths[m.Primary]
-		msg := fmt.Sprintf("mobility: %d paths; connecting over the primary, %s (%s → %s)", len(m.Paths), pr.Name, pr.Local, pr.Peer)
-		if pr.Peer != addr {
-			msg += fmt.Sprintf("; the paths name the gateway's addresses, not %s", addr)
-		}
-		ui.emit(Event{Event: "paths", Message: msg})
 	}
 
 	runCtx, cancelRun := context.WithCancelCause(ctx)
