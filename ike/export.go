@@ -36,6 +36,12 @@ var (
 	// ErrNoPolicy: this endpoint has no ike.peers entry for the SA's peer,
 	// or no pool for its virtual address.
 	ErrNoPolicy = errors.New("no policy here for the IKE SA's peer")
+	// ErrNotTransferable: a one-time key's IKE SA (seed 002) stays where
+	// it was admitted. Its policy was made for it alone by the one-time
+	// authority and is in no other gateway's ike.peers, so an importer
+	// would refuse it, or, beside a wildcard certificate peer, give it
+	// that peer's policy instead of the key's objective.
+	ErrNotTransferable = errors.New("a one-time key's IKE SA is not transferred (its policy is its own)")
 )
 
 // ivJump is how far an imported IKE SA's SK IV counter goes past the
@@ -75,6 +81,9 @@ func (e *Endpoint) ExportAll() ([]ExportedSA, error) {
 			continue
 		}
 		b, err := s.encode(now)
+		if errors.Is(err, ErrNotTransferable) {
+			continue
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", s.name(), err))
 			continue
@@ -122,6 +131,9 @@ func (s *ikeSA) encode(now time.Time) ([]byte, error) {
 
 // export copies the SA's context (keys included, as copies). Under e.mu.
 func (s *ikeSA) export(now time.Time) (*ikectx.SA, error) {
+	if s.peer != nil && s.peer.OneTime {
+		return nil, ErrNotTransferable
+	}
 	if s.out != nil && s.out.exch == message.CREATE_CHILD_SA ||
 		slices.ContainsFunc(s.queue, func(r *request) bool { return r.exch == message.CREATE_CHILD_SA }) {
 		return nil, ErrBusy

@@ -214,3 +214,30 @@ func BenchmarkOneTimeHandshake(b *testing.B) {
 	rw.Close()
 	gw.Close()
 }
+
+// Seed 002 and 004 together: a one-time key's IKE SA is not exported
+// (ErrNotTransferable) and ExportAll leaves it out without an error; its
+// policy exists only where the key was admitted.
+func TestOneTimeKeySANotTransferred(t *testing.T) {
+	rw, gw, _, _ := oneTimeConfigs(t)
+	gw.Peers = []Peer{{VirtualPool: netip.MustParsePrefix("100.64.0.0/24")}} // a wildcard an importer could mistake it for
+	p := newPair(t, rw, gw)
+	p.connect(t)
+	checkPaired(t, p, 1)
+	sas := p.gw.SAs()
+	if len(sas) != 1 {
+		t.Fatalf("%d IKE SAs", len(sas))
+	}
+	p.gw.mu.Lock()
+	var spiI uint64
+	for _, s := range p.gw.sas {
+		spiI = s.spiI
+	}
+	p.gw.mu.Unlock()
+	if _, err := p.gw.ExportSA(spiI); !errors.Is(err, ErrNotTransferable) {
+		t.Fatalf("ExportSA: %v, want ErrNotTransferable", err)
+	}
+	if all, err := p.gw.ExportAll(); err != nil || len(all) != 0 {
+		t.Fatalf("ExportAll: %d records, %v; want none and no error", len(all), err)
+	}
+}

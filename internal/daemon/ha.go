@@ -66,7 +66,8 @@ func (c ikeContext) ExportAll() ([]ha.Record, error) {
 
 func (c ikeContext) ExportSA(spi uint64) ([]byte, error) {
 	b, err := c.ep.ExportSA(spi)
-	if errors.Is(err, ike.ErrNoSuchSA) {
+	if errors.Is(err, ike.ErrNoSuchSA) || errors.Is(err, ike.ErrNotTransferable) {
+		// Gone, or never the standby's to hold (a one-time key's tunnel).
 		return nil, fmt.Errorf("%w: %w", ha.ErrGone, err)
 	}
 	return b, err
