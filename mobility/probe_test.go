@@ -239,7 +239,10 @@ func TestOneLossAfterRecoveryIsNotWorse(t *testing.T) {
 		f.drop(pri)
 		f.step(50 * time.Millisecond)
 	}
-	f.keepAlive(300*time.Millisecond, pri) // back
+	f.keepAlive(2*time.Second, pri) // back, and confirmed active again
+	if st := f.pr.timer[0].state; st != Active {
+		t.Fatalf("not active again after the recovery: %v", st)
+	}
 	f.missOne(pri)
 	f.keepAlive(time.Second, pri) // the lost one is past RTOMax: counted
 	last := f.events[len(f.events)-1]
