@@ -238,47 +238,15 @@ func childSPIs(log string) map[string]bool {
 // (exchange 34) after the kill.
 func checkContextWire(t *testing.T, file string, tKill time.Time) {
 	t.Helper()
-	out, err := exec.Command("tshark", "-n", "-r", file, "-Y", "esp or isakmp", "-T", "fields", "-E", "separator=|",
-		"-e", "frame.time_epoch", "-e", "ip.src", "-e", "esp.spi", "-e", "esp.sequence", "-e", "isakmp.exchangetype").Output()
-	if err != nil {
-		t.Fatalf("tshark: %v", err)
-	}
-	seen := map[string]bool{}
-	var esp, fromGW, afterKill, maxBefore int
+	esp, gw := checkGatewayWire(t, file, tKill, func(src string) bool { return src == "192.0.2.1" || src == "198.51.100.1" })
+	fromGW, afterKill, maxBefore := len(gw), 0, 0
 	jumped := false
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		f := strings.Split(l, "|")
-		if len(f) < 5 {
-			continue
-		}
-		var sec float64
-		fmt.Sscan(f[0], &sec)
-		at := time.Unix(0, int64(sec*1e9))
-		if strings.Contains(f[4], "34") && at.After(tKill) {
-			t.Fatalf("IKE_SA_INIT on the wire after the kill: %q", l)
-		}
-		if f[2] == "" {
-			continue
-		}
-		esp++
-		if f[1] != "192.0.2.1" && f[1] != "198.51.100.1" {
-			continue
-		}
-		fromGW++
-		key := f[2] + "/" + f[3]
-		if seen[key] {
-			t.Fatalf("ESP (SPI, sequence number) %s sent twice by the gateway side (RFC 4303 §3.3.3; a nonce reused under AES-GCM)", key)
-		}
-		seen[key] = true
-		var seq int
-		fmt.Sscan(f[3], &seq)
-		if at.After(tKill) {
+	for _, p := range gw {
+		if p.at.After(tKill) {
 			afterKill++
-			if seq > contextSeqJump {
-				jumped = true
-			}
+			jumped = jumped || p.seq > contextSeqJump
 		} else {
-			maxBefore = max(maxBefore, seq)
+			maxBefore = max(maxBefore, p.seq)
 		}
 	}
 	if fromGW == 0 || afterKill == 0 || !jumped {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -362,41 +361,15 @@ func haTakeoverRun(t *testing.T, swan bool) {
 // the first kill.
 func checkHAWire(t *testing.T, file string, after time.Time) {
 	t.Helper()
-	out, err := exec.Command("tshark", "-n", "-r", file, "-Y", "esp or isakmp", "-T", "fields", "-E", "separator=|",
-		"-e", "frame.time_epoch", "-e", "ip.src", "-e", "esp.spi", "-e", "esp.sequence", "-e", "isakmp.exchangetype").Output()
-	if err != nil {
-		t.Fatalf("tshark: %v", err)
-	}
-	seen := map[string]bool{}
-	var fromGW int
-	var seqs []int
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		f := strings.Split(l, "|")
-		if len(f) < 5 {
-			continue
-		}
-		var sec float64
-		fmt.Sscan(f[0], &sec)
-		if strings.Contains(f[4], "34") && time.Unix(0, int64(sec*1e9)).After(after) {
-			t.Fatalf("IKE_SA_INIT on the wire after the kill: %q", l)
-		}
-		if f[2] == "" || f[1] != netns.HAService4.Addr().String() {
-			continue
-		}
-		fromGW++
-		key := f[2] + "/" + f[3]
-		if seen[key] {
-			t.Fatalf("ESP (SPI, sequence number) %s sent twice by the gateway side", key)
-		}
-		seen[key] = true
-		var seq int
-		fmt.Sscan(f[3], &seq)
-		seqs = append(seqs, seq)
+	_, gw := checkGatewayWire(t, file, after, func(src string) bool { return src == netns.HAService4.Addr().String() })
+	fromGW, maxSeq := len(gw), 0
+	for _, p := range gw {
+		maxSeq = max(maxSeq, p.seq)
 	}
 	if fromGW < 100 {
 		t.Fatalf("capture: only %d ESP packets from the gateway side", fromGW)
 	}
-	t.Logf("wire: %d ESP packets from the gateway side, none twice; highest sequence number %d", fromGW, slices.Max(seqs))
+	t.Logf("wire: %d ESP packets from the gateway side, none twice; highest sequence number %d", fromGW, maxSeq)
 }
 
 // TestHAOutageBench is make bench-ha: HA_OUTAGE_TRIALS kills of the
