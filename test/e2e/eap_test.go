@@ -211,20 +211,7 @@ func TestEAPMSCHAPv2ThroughRADIUS(t *testing.T) {
 	logs := func() string { return "roamsec:\n" + b.gw.Log() + "\nstrongSwan:\n" + swan.Tail(60) }
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-
-	start := time.Now()
-	if err := swan.Initiate(ctx, "home", "home"); err != nil {
-		t.Fatalf("initiate: %v\n%s", err, logs())
-	}
-	sas, err := swan.WaitSA(ctx, 20*time.Second, strongswan.ChildInstalled("home"))
-	if err != nil {
-		t.Fatalf("%v\n%s", err, logs())
-	}
-	t.Logf("EAP-MSCHAPv2 through RADIUS (one silent server first): connected in %v", time.Since(start).Round(time.Millisecond))
-	ike, _ := strongswan.FindIKE(sas, "home")
-	if len(ike.LocalVIPs) != 1 || ike.LocalVIPs[0] != eapVIP {
-		t.Errorf("virtual address %v, want Framed-IP-Address %s", ike.LocalVIPs, eapVIP)
-	}
+	ike := connectHomeVIP(ctx, t, swan, "EAP-MSCHAPv2", logs)
 	if ike.ReauthTime <= 0 || ike.ReauthTime > eapSession {
 		t.Errorf("strongSwan's reauthentication in %d s, want within the Session-Timeout %d s (AUTH_LIFETIME)", ike.ReauthTime, eapSession)
 	}
@@ -402,19 +389,7 @@ func TestEAPTLSThroughRADIUS(t *testing.T) {
 	logs := func() string { return "roamsec:\n" + b.gw.Log() + "\nstrongSwan:\n" + swan.Tail(60) }
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	start := time.Now()
-	if err := swan.Initiate(ctx, "home", "home"); err != nil {
-		t.Fatalf("initiate: %v\n%s", err, logs())
-	}
-	sas, err := swan.WaitSA(ctx, 20*time.Second, strongswan.ChildInstalled("home"))
-	if err != nil {
-		t.Fatalf("%v\n%s", err, logs())
-	}
-	t.Logf("EAP-TLS through RADIUS (one silent server first): connected in %v", time.Since(start).Round(time.Millisecond))
-	ike, _ := strongswan.FindIKE(sas, "home")
-	if len(ike.LocalVIPs) != 1 || ike.LocalVIPs[0] != eapVIP {
-		t.Errorf("virtual address %v, want Framed-IP-Address %s", ike.LocalVIPs, eapVIP)
-	}
+	connectHomeVIP(ctx, t, swan, "EAP-TLS", logs)
 	if !strings.Contains(swan.Log(), "EAP_TLS") {
 		t.Errorf("strongSwan did not run EAP-TLS\n%s", logs())
 	}
@@ -658,4 +633,25 @@ ike:
   eap_password_file: eap.password
   cas: [%s]
 `, dir, eapUser, gwID, caPath)+extra)
+}
+
+// connectHomeVIP initiates strongSwan's "home" connection, waits for its
+// Child SA and checks that the RADIUS server's Framed-IP-Address became
+// its virtual address; it returns strongSwan's IKE SA.
+func connectHomeVIP(ctx context.Context, t *testing.T, swan *strongswan.Charon, method string, logs func() string) strongswan.IKESA {
+	t.Helper()
+	start := time.Now()
+	if err := swan.Initiate(ctx, "home", "home"); err != nil {
+		t.Fatalf("initiate: %v\n%s", err, logs())
+	}
+	sas, err := swan.WaitSA(ctx, 20*time.Second, strongswan.ChildInstalled("home"))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, logs())
+	}
+	t.Logf("%s through RADIUS (one silent server first): connected in %v", method, time.Since(start).Round(time.Millisecond))
+	ike, _ := strongswan.FindIKE(sas, "home")
+	if len(ike.LocalVIPs) != 1 || ike.LocalVIPs[0] != eapVIP {
+		t.Errorf("virtual address %v, want Framed-IP-Address %s", ike.LocalVIPs, eapVIP)
+	}
+	return ike
 }
