@@ -40,10 +40,11 @@ import (
 //     TestVirtualIKEFailover (virtual_ike_test.go) — UDP and established
 //     TCP, no new IKE SA.
 // Both modes' link down for UDP and SPIs (RFC 3554) is also in
-// TestIKEFailoverKeepsTheNegotiatedSA; the longer-than-DPD cells (both
-// paths dead, gateway SIGKILL, road-warrior SIGSTOP) are
-// TestReconnectAfterLongOutage's. Not in this matrix: the lossy primary
-// (the detector's hysteresis is another branch's work).
+// TestIKEFailoverKeepsTheNegotiatedSA. The cells past DPD (both paths
+// dead, gateway SIGKILL and restart, road-warrior SIGSTOP then SIGCONT:
+// longTrial) renegotiate, exactly once, and the TCP stream must survive
+// that too; in RFC 3554 mode TestReconnectAfterLongOutage runs them in the
+// normal suite. The lossy primary (lossyTrial) runs in both modes.
 
 // matrixTrials is ROAMSEC_MATRIX_TRIALS (measuring mode) or 0.
 func matrixTrials() int {
@@ -86,21 +87,41 @@ type matrixCell struct {
 	// mode: to the road warrior's other address, once it sees the
 	// primary's path dead) and the road warrior need not switch.
 	oneWay bool
+	// long: a fault that outlasts DPD (longTrial: the SAs are
+	// renegotiated, exactly once); lossy: a primary that only loses
+	// (lossyTrial: nothing dies, nothing may move to a worse path).
+	long  *fault
+	lossy bool
+}
+
+// name is the cell's row in the table.
+func (m matrixCell) name() string {
+	if m.long != nil {
+		return m.long.name
+	}
+	return m.death.Name
 }
 
 func matrixCells(bed *netns.Bed) []matrixCell {
 	gwDrop, rwDrop := silentDropAt(bed.GW), silentDropAt(bed.RW)
 	gwDrop.Name, rwDrop.Name = "silent drop, gateway side", "silent drop, road-warrior side"
-	return []matrixCell{
-		{gwDrop, map[string]string{"rfc3554": "TestOuterTCPToPrimarySurvivesGatewaySideDrop"}, false},
-		{rwDrop, nil, false},
+	cells := []matrixCell{
+		{gwDrop, map[string]string{"rfc3554": "TestOuterTCPToPrimarySurvivesGatewaySideDrop"}, false, nil, false},
+		{rwDrop, nil, false, nil, false},
 		{rig.Death{Name: "one way: gateway to road warrior dropped",
 			Kill:    func() error { return bed.RW.BlockIngress(netns.IfPrimary) },
-			Restore: func() error { return bed.RW.UnblockIngress(netns.IfPrimary) }}, nil, true},
+			Restore: func() error { return bed.RW.UnblockIngress(netns.IfPrimary) }}, nil, true, nil, false},
 		{rig.Death{Name: "primary link down",
 			Kill:    func() error { return bed.RW.LinkDown(netns.IfPrimary) },
-			Restore: func() error { return bed.RW.LinkUp(netns.IfPrimary) }}, map[string]string{"virtual": "TestVirtualIKEFailover"}, false},
+			Restore: func() error { return bed.RW.LinkUp(netns.IfPrimary) }}, map[string]string{"virtual": "TestVirtualIKEFailover"}, false, nil, false},
+		{death: rig.Death{Name: lossyCellName}, lossy: true},
 	}
+	// The faults longer than DPD; in RFC 3554 mode TestReconnectAfterLongOutage
+	// runs them in the normal suite.
+	for _, f := range faults() {
+		cells = append(cells, matrixCell{long: &f, covered: map[string]string{"rfc3554": "TestReconnectAfterLongOutage"}})
+	}
+	return cells
 }
 
 // matrixResult is one trial of one cell.
@@ -262,7 +283,7 @@ func matrixTrial(t *testing.T, c *reconnectCase, d rig.Death, tcp *rig.TCPStream
 
 // TestFailoverMatrix runs the cells in both modes, one trial each (the
 // cells already covered elsewhere are skipped); ROAMSEC_MATRIX_TRIALS=N
-// runs every cell N times and logs a table per mode.
+// runs every cell N times and logs a table per mode (make bench-matrix).
 func TestFailoverMatrix(t *testing.T) {
 	trials := matrixTrials()
 	measuring := trials > 0
@@ -273,82 +294,126 @@ func TestFailoverMatrix(t *testing.T) {
 		name    string
 		configs func(t *testing.T) (gwCfg, rwCfg string)
 	}{
-		{"rfc3554", func(t *testing.T) (string, string) { return ikeConfigs(t, "192.0.2.2, 198.51.100.2", "1h") }},
-		{"virtual", virtualIKEConfigs},
+		// Short DPD in both modes (2 s, 3 retransmissions from 250 ms):
+		// the faults longer than DPD stay under 10 s each.
+		{"rfc3554", reconnectConfigs},
+		{"virtual", func(t *testing.T) (string, string) {
+			gw, rw := virtualIKEConfigs(t)
+			withFastDPD(t, "  dpd: 10s\n", gw, rw)
+			return gw, rw
+		}},
 	}
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
 			bed := netns.New(t)
 			gwCfg, rwCfg := mode.configs(t)
 			gw, rw := up(t, bed, gwCfg, rwCfg)
-			c := &reconnectCase{bed: bed, gw: gw, rw: rw, gwCfg: gwCfg, rwCfg: rwCfg}
+			c := &reconnectCase{bed: bed, gw: gw, rw: rw, gwCfg: gwCfg, rwCfg: rwCfg, owner: t}
 			waitOneConnection(t, c, 30*time.Second)
 			if err := rig.EchoServer(bed); err != nil {
 				t.Fatal(err)
 			}
-			// The TCP stream is bound to the address the road warrior's
-			// traffic comes from: its primary address (RFC 3554: the
-			// hard case, the gateway's outer destination is that
-			// address) or its virtual address.
-			local := netns.RWPrimary4
-			if mode.name == "virtual" {
-				vip := status(t, "roadwarrior", rwCfg).IKE.VirtualIP
-				if len(vip) != 1 {
-					t.Fatalf("virtual addresses %v, want one", vip)
-				}
-				local = netip.MustParseAddr(vip[0])
-			}
-			dial := func() *rig.TCPStream {
-				tcp, err := rig.StartTCPStream(bed, local, 1400, 5*time.Millisecond)
-				if err != nil {
-					t.Fatalf("%v\nrw:\n%s\ngw:\n%s", err, rw.Log(), gw.Log())
-				}
-				return tcp
-			}
-			tcp := dial()
-			defer func() { tcp.Close() }()
+			m := &matrixMode{name: mode.name, c: c, trials: trials}
+			defer m.closeTCP()
 			var rows []string
 			for _, cell := range matrixCells(bed) {
 				if by := cell.covered[mode.name]; by != "" && !measuring {
-					t.Logf("%s: covered by %s, skipped (ROAMSEC_MATRIX_TRIALS=N runs it)", cell.death.Name, by)
+					t.Logf("%s: covered by %s, skipped (ROAMSEC_MATRIX_TRIALS=N runs it)", cell.name(), by)
 					continue
 				}
 				var results []matrixResult
-				t.Run(strings.ReplaceAll(cell.death.Name, " ", "_"), func(t *testing.T) {
-					for i := range trials {
-						r := matrixTrial(t, c, cell.death, tcp)
-						results = append(results, r)
-						t.Logf("trial %d: outage %v, resumed %v, SPIs kept %v, TCP moved during the outage %v (stall %v), survived %v, switches logged %d counted %d",
-							i+1, r.outage.Round(time.Millisecond), r.resumed, r.spisKept, r.tcpMoved, r.tcpStall.Round(time.Millisecond), r.tcpOK, r.logged, r.counted)
-						if r.err != nil {
-							t.Errorf("trial %d: %v", i+1, r.err)
-						}
-						if !r.spisKept {
-							t.Errorf("trial %d: the failover renegotiated: %s", i+1, r.spiChanges)
-						}
-						if r.logged != r.counted {
-							t.Errorf("trial %d: %d path switches logged, %d counted", i+1, r.logged, r.counted)
-						}
-						if r.logged == 0 && !cell.oneWay {
-							t.Errorf("trial %d: no path switch logged", i+1)
-						}
-						if !r.tcpOK {
-							// The next trial needs a connection that flows.
-							tcp.Close()
-							tcp = dial()
-						}
-					}
-					if t.Failed() {
-						t.Logf("rw:\n%s\ngw:\n%s", rw.Log(), gw.Log())
-					}
-				})
-				rows = append(rows, matrixRow(cell.death.Name, results))
+				t.Run(strings.ReplaceAll(cell.name(), " ", "_"), func(t *testing.T) { m.runCell(t, cell, &results) })
+				rows = append(rows, matrixRow(cell.name(), results))
 			}
 			if measuring {
-				t.Logf("failover matrix, %s mode, IKEv2, %d trials per cell:\n%-40s | %-26s | %-9s | %-30s | %s\n%s",
-					mode.name, trials, "cell", "outage median (min-max)", "SPIs kept", "TCP moved/survived, stall med", "switches logged/counted", strings.Join(rows, "\n"))
+				t.Logf("failover matrix, %s mode, IKEv2, %d trials per cell (outage: death to first echo answered; after a fault past DPD: its end to the first; lossy: longest gap):\n%-40s | %-26s | %-17s | %-30s | %s\n%s",
+					mode.name, trials, "cell", "outage median (min-max)", "SPIs", "TCP moved/survived, stall med", "switches logged/counted", strings.Join(rows, "\n"))
 			}
 		})
+	}
+}
+
+// matrixMode is one mode's bed while its cells run: the connection and
+// the established TCP stream every cell carries (dialled again when a
+// cell broke it).
+type matrixMode struct {
+	name   string
+	c      *reconnectCase
+	trials int
+	tcp    *rig.TCPStream
+}
+
+func (m *matrixMode) closeTCP() {
+	if m.tcp != nil {
+		m.tcp.Close()
+		m.tcp = nil
+	}
+}
+
+// dial starts the TCP stream, bound to the address the road warrior's
+// traffic comes from: its primary address (RFC 3554: the hard case, the
+// gateway's outer destination is that address) or its virtual address
+// (read again: a reconnect may lease another one).
+func (m *matrixMode) dial(t *testing.T) {
+	m.closeTCP()
+	local := netns.RWPrimary4
+	if m.name == "virtual" {
+		vip := status(t, "roadwarrior", m.c.rwCfg).IKE.VirtualIP
+		if len(vip) != 1 {
+			t.Fatalf("virtual addresses %v, want one", vip)
+		}
+		local = netip.MustParseAddr(vip[0])
+	}
+	tcp, err := rig.StartTCPStream(m.c.bed, local, 1400, 5*time.Millisecond)
+	if err != nil {
+		t.Fatalf("%v\nrw:\n%s\ngw:\n%s", err, m.c.rw.Log(), m.c.gw.Log())
+	}
+	m.tcp = tcp
+}
+
+// runCell runs a cell's trials and checks each, appending to results as
+// it goes (a trial that ends the subtest keeps the ones before it).
+func (m *matrixMode) runCell(t *testing.T, cell matrixCell, results *[]matrixResult) {
+	c := m.c
+	for i := range m.trials {
+		if m.tcp == nil {
+			m.dial(t)
+		}
+		var r matrixResult
+		switch {
+		case cell.long != nil:
+			r = longTrial(t, c, cell.long, m.tcp)
+		case cell.lossy:
+			r = lossyTrial(t, c, m.tcp)
+		default:
+			r = matrixTrial(t, c, cell.death, m.tcp)
+		}
+		*results = append(*results, r)
+		t.Logf("trial %d: outage %v, resumed %v, SPIs kept %v, TCP moved %v (stall %v), survived %v, switches logged %d counted %d",
+			i+1, r.outage.Round(time.Millisecond), r.resumed, r.spisKept, r.tcpMoved, r.tcpStall.Round(time.Millisecond), r.tcpOK, r.logged, r.counted)
+		if r.err != nil {
+			t.Errorf("trial %d: %v", i+1, r.err)
+		}
+		// A failover moves the SAs (RFC 3554 §3); only a fault past DPD
+		// renegotiates them (the gateway deleted them, RFC 7296 §2.4).
+		if !r.spisKept && cell.long == nil {
+			t.Errorf("trial %d: the failover renegotiated: %s", i+1, r.spiChanges)
+		}
+		if cell.long != nil {
+			t.Logf("trial %d: SAs %s", i+1, r.spiChanges)
+		}
+		if r.logged != r.counted {
+			t.Errorf("trial %d: %d path switches logged, %d counted", i+1, r.logged, r.counted)
+		}
+		if r.logged == 0 && !cell.oneWay && cell.long == nil && !cell.lossy {
+			t.Errorf("trial %d: no path switch logged", i+1)
+		}
+		if !r.tcpOK {
+			m.closeTCP() // the next trial needs a connection that flows
+		}
+	}
+	if t.Failed() {
+		t.Logf("rw:\n%s\ngw:\n%s", c.rw.Log(), c.gw.Log())
 	}
 }
 
@@ -387,5 +452,6 @@ func matrixRow(cell string, rs []matrixResult) string {
 	}
 	slices.Sort(stalls)
 	tcpCol := fmt.Sprintf("%d/%d moved, %d/%d survived, %s", moved, len(rs), tcp, len(rs), ms(stalls[len(stalls)/2]))
-	return fmt.Sprintf("%-40s | %-26s | %-9s | %-30s | %d/%d", cell, out, fmt.Sprintf("%d/%d", kept, len(rs)), tcpCol, logged, counted)
+	spis := fmt.Sprintf("kept %d, new %d", kept, len(rs)-kept)
+	return fmt.Sprintf("%-40s | %-26s | %-17s | %-30s | %d/%d", cell, out, spis, tcpCol, logged, counted)
 }

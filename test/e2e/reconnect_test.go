@@ -30,19 +30,25 @@ const fastDPD = "  dpd: 2s\n  retransmit_timeout: 250ms\n  retransmit_tries: 3\n
 func reconnectConfigs(t *testing.T) (gwCfg, rwCfg string) {
 	t.Helper()
 	gwCfg, rwCfg = ikeConfigs(t, "192.0.2.2, 198.51.100.2", "1h")
-	for _, p := range []string{gwCfg, rwCfg} {
+	withFastDPD(t, "  dpd: 2s\n", gwCfg, rwCfg)
+	return gwCfg, rwCfg
+}
+
+// withFastDPD replaces the dpd line old of each config with fastDPD.
+func withFastDPD(t *testing.T, old string, cfgs ...string) {
+	t.Helper()
+	for _, p := range cfgs {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(string(b), "  dpd: 2s\n") {
-			t.Fatalf("%s: no dpd line to replace", p)
+		if !strings.Contains(string(b), old) {
+			t.Fatalf("%s: no dpd line %q to replace", p, old)
 		}
-		if err := os.WriteFile(p, []byte(strings.Replace(string(b), "  dpd: 2s\n", fastDPD, 1)), 0o600); err != nil {
+		if err := os.WriteFile(p, []byte(strings.Replace(string(b), old, fastDPD, 1)), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return gwCfg, rwCfg
 }
 
 // fault is one way to break the connection for longer than DPD and end
@@ -58,11 +64,12 @@ type reconnectCase struct {
 	bed          *netns.Bed
 	gw, rw       *rig.Proc
 	gwCfg, rwCfg string
+	owner        *testing.T // stops a restarted gateway (nil: the fault's t)
 }
 
 func faults() []fault {
 	return []fault{
-		{"both paths dead for 9 s", func(t *testing.T, c *reconnectCase) {
+		{"both paths dead 9 s, past DPD", func(t *testing.T, c *reconnectCase) {
 			for _, l := range []string{netns.IfPrimary, netns.IfSecondary} {
 				if err := c.bed.Blackhole(l); err != nil {
 					t.Fatal(err)
@@ -88,10 +95,14 @@ func faults() []fault {
 				t.Fatal(err)
 			}
 			c.gw = gw
-			t.Cleanup(func() { gw.Stop(5 * time.Second) })
+			owner := t
+			if c.owner != nil {
+				owner = c.owner // the daemon outlives this trial
+			}
+			owner.Cleanup(func() { gw.Stop(5 * time.Second) })
 			return time.Now()
 		}},
-		{"road warrior SIGSTOP for 9 s", func(t *testing.T, c *reconnectCase) {
+		{"road warrior SIGSTOP 9 s, SIGCONT", func(t *testing.T, c *reconnectCase) {
 			if err := c.rw.Send(syscall.SIGSTOP); err != nil {
 				t.Fatal(err)
 			}
