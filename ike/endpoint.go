@@ -52,6 +52,8 @@ type Endpoint struct {
 	wg     sync.WaitGroup
 	// freeze notices that this process did not run (see checkFreeze).
 	freeze *time.Timer
+	// lastInvalidSPI: our last INVALID_IKE_SPI answer (answerUnknownSPI).
+	lastInvalidSPI time.Time
 	// scr is the lock-free cookie path's state (Screen, screen.go).
 	scr screen
 
@@ -64,7 +66,10 @@ type Stats struct {
 	Dropped       uint64 // malformed, unknown SPI, out of window, failed integrity
 	Retransmitted uint64 // requests we sent again
 	Answered      uint64 // retransmitted requests answered from the cache
-	Cookies       uint64 // IKE_SA_INIT requests answered with a COOKIE
+	// InvalidSPIAnswered: requests for IKE SAs we do not hold answered
+	// with INVALID_IKE_SPI (§2.21.4).
+	InvalidSPIAnswered uint64
+	Cookies            uint64 // IKE_SA_INIT requests answered with a COOKIE
 	// CookieMode: cookies are demanded now (CookieThreshold half-open SAs
 	// or more); CookieSwitches counts its changes, on and off.
 	CookieMode     bool
@@ -121,6 +126,64 @@ func (e *Endpoint) watchFreeze(last time.Time) {
 	})
 }
 
+// answerUnknownSPI answers a request for an IKE SA we do not hold with
+// an unprotected INVALID_IKE_SPI (RFC 7296 §2.21.4: "this may be the
+// result of a recent crash of the node"; the response goes where the
+// request came from, with its SPIs and Message ID): a road warrior whose
+// liveness check gets it connects again at once instead of sending into
+// Child SAs we no longer have until its retransmissions run out. Only a
+// responder (a gateway) answers, at most one answer per
+// invalidSPIInterval (the answer is smaller than the request: no
+// amplification, and a flood of requests gets few answers). Under e.mu.
+func (e *Endpoint) answerUnknownSPI(h message.Header, local netip.Addr, remote netip.AddrPort, natT bool) {
+	if e.cfg.Initiator || h.IsResponse() || h.SPIr == 0 {
+		return
+	}
+	now := time.Now()
+	if now.Sub(e.lastInvalidSPI) < invalidSPIInterval {
+		return
+	}
+	e.lastInvalidSPI = now
+	flags := uint8(message.FlagResponse)
+	if !h.IsInitiator() {
+		flags |= message.FlagInitiator // we were the original initiator of that SA
+	}
+	r := &message.Message{Header: message.Header{SPIi: h.SPIi, SPIr: h.SPIr, Version: 0x20, Exchange: h.Exchange, Flags: flags, MsgID: h.MsgID},
+		Payloads: []message.Payload{notify(message.INVALID_IKE_SPI, nil)}}
+	e.Stats.InvalidSPIAnswered++
+	e.cfg.Send(r.Encode(), local, remote, natT)
+}
+
+// invalidSPIInterval spaces our INVALID_IKE_SPI answers (at most 100/s).
+const invalidSPIInterval = 10 * time.Millisecond
+
+// CheckLiveness starts a liveness check (§2.4) now on every established
+// IKE SA of an initiator with no request in flight, instead of after DPD
+// of silence: the owner has reason to doubt the peer still holds them
+// (every path went silent). A peer that answers keeps them; one that
+// answers INVALID_IKE_SPI, or not at all, ends them.
+func (e *Endpoint) CheckLiveness() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.checkLiveness()
+}
+
+func (e *Endpoint) checkLiveness() {
+	if !e.cfg.Initiator || e.closed {
+		return
+	}
+	for _, s := range e.sas {
+		if s.state == stEstablished && s.initiator && s.out == nil {
+			s.checkLiveness()
+		}
+	}
+}
+
+// wakeGap: a gap this long in our own running (a short SIGSTOP or
+// suspend, shorter than our own liveness limit) starts a liveness check
+// at once: the peer's DPD may be shorter than ours.
+const wakeGap = 2 * time.Second
+
 // checkFreeze ends an initiator's IKE SAs when the process did not run
 // (SIGSTOP, a suspended laptop) between last and now for longer than a
 // liveness check takes to give up (DPD plus every retransmission): a peer
@@ -133,6 +196,11 @@ func (e *Endpoint) watchFreeze(last time.Time) {
 func (e *Endpoint) checkFreeze(last, now time.Time) {
 	gap := now.Sub(last) - freezeTick
 	if gap <= e.freezeLimit() {
+		if gap >= wakeGap {
+			e.cfg.Log.Info("IKE: this process did not run for a while (suspended?): checking that the peer still holds the IKE SA",
+				"gap", gap.Round(time.Millisecond).String())
+			e.checkLiveness()
+		}
 		return
 	}
 	for _, s := range e.sas {
@@ -188,6 +256,7 @@ func (e *Endpoint) Handle(b []byte, local netip.Addr, remote netip.AddrPort, nat
 	s := e.sas[spi]
 	if s == nil {
 		e.logDrop("unknown IKE SPI", remote, nil)
+		e.answerUnknownSPI(h, local, remote, natT)
 		return
 	}
 	if (h.IsInitiator() && s.initiator) || (!h.IsInitiator() && !s.initiator) {
@@ -200,6 +269,9 @@ func (e *Endpoint) Handle(b []byte, local netip.Addr, remote netip.AddrPort, nat
 	}
 	if perr != nil {
 		e.logDrop("malformed message", remote, perr)
+		return
+	}
+	if h.NextPayload == message.PayloadNotify && s.initiator && s.lostSA(h, m) {
 		return
 	}
 	if h.Exchange == message.IKE_SA_INIT {

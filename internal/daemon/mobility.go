@@ -118,6 +118,9 @@ type pathMonitor struct {
 	wg     *sync.WaitGroup
 	events chan mobility.Event
 	errc   chan error
+	// silent: every path of every family was inactive at the last event
+	// (a liveness check went out on that edge).
+	silent bool
 	up     mobility.State // the state a path that comes up is given
 	probe  sync.Once      // the prober starts at most once
 	// prober, once started, is told about adopted addresses.
@@ -193,6 +196,7 @@ func (pm *pathMonitor) loop(ctx context.Context) error {
 				}
 				pm.apply(f, o.Switch, o.Switched)
 			}
+			pm.checkSilence()
 		case now := <-tick.C:
 			for _, f := range pm.fams {
 				sw, ok := f.set.Tick(now)
@@ -213,6 +217,28 @@ func (pm *pathMonitor) apply(f pathFamily, sw mobility.Switch, ok bool) {
 		// IKE follows the path too (MOBIKE with peers that speak it).
 		pm.wg.Go(func() { pm.ep.Move(sw.To.Local, sw.To.Peer) })
 	}
+}
+
+// checkSilence: when every path has gone inactive (none answers), IKE
+// checks liveness at once rather than after DPD of silence. A gateway
+// that restarted, or deleted our IKE SA, answers INVALID_IKE_SPI (RFC
+// 7296 §2.21.4) and the road warrior connects again at once; a gateway
+// that still holds it answers and nothing changes; no answer at all ends
+// it after the retransmissions, as DPD would. Once per silence (edge).
+func (pm *pathMonitor) checkSilence() {
+	silent := true
+	for _, f := range pm.fams {
+		for _, p := range f.set.Status() {
+			if p.State != mobility.Inactive {
+				silent = false
+			}
+		}
+	}
+	if silent && !pm.silent && pm.ep != nil {
+		pm.s.Log.Warn("mobility: no path answers: checking that the gateway still holds the IKE SA")
+		pm.wg.Go(pm.ep.CheckLiveness)
+	}
+	pm.silent = silent
 }
 
 // adopt: a path adopted a new local address (netlink): the prober probes

@@ -82,6 +82,9 @@ type IKECounters struct {
 	Retransmitted uint64 `json:"retransmitted"`
 	Answered      uint64 `json:"answered_from_cache"`
 	Cookies       uint64 `json:"cookies"`
+	// InvalidSPI: requests for IKE SAs we do not hold, answered with
+	// INVALID_IKE_SPI (RFC 7296 §2.21.4).
+	InvalidSPI uint64 `json:"invalid_ike_spi_answered"`
 	// The bounds on unauthenticated state (RFC 7296 §2.6): half-open IKE
 	// SAs now, whether cookies are demanded now and how often that
 	// switched, the RFC 7383 fragments held, and the IKE messages dropped
@@ -96,7 +99,7 @@ type IKECounters struct {
 // ikeCounters turns the endpoint's counters, and the IKE queue's drops,
 // into status.
 func ikeCounters(c ike.Stats, queueDrops uint64) *IKECounters {
-	out := &IKECounters{Dropped: c.Dropped, Retransmitted: c.Retransmitted, Answered: c.Answered, Cookies: c.Cookies,
+	out := &IKECounters{Dropped: c.Dropped, Retransmitted: c.Retransmitted, Answered: c.Answered, Cookies: c.Cookies, InvalidSPI: c.InvalidSPIAnswered,
 		HalfOpen: c.HalfOpen, CookieMode: c.CookieMode, CookieSwitches: c.CookieSwitches, FragmentBytes: c.FragmentBytes}
 	c.Drops[ike.DropQueueFull] += queueDrops
 	for _, r := range ike.DropReasons() {

@@ -1,0 +1,100 @@
+package ike
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/roamsec/roamsec/ike/message"
+)
+
+// §2.21.4: a gateway that lost the IKE SA (restarted, or deleted it while
+// the road warrior was frozen) answers the road warrior's liveness check
+// with an unprotected INVALID_IKE_SPI, and the road warrior ends the IKE
+// SA at once (ErrPeerLostSA) instead of sending into Child SAs nobody
+// holds until its retransmissions run out (here 10 s of them).
+func TestLivenessCheckToAPeerThatLostTheSAEndsIt_RFC7296_2_21_4(t *testing.T) {
+	rw, gw := pskConfigs(t, ModeVirtual)
+	rw.RetransmitTimeout, rw.RetransmitTries = 5*time.Second, 1
+	p := newPair(t, rw, gw)
+	gen, err := p.rw.Connect(rwAddr, netip.AddrPortFrom(gwAddr, 500))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPaired(t, p, 1)
+	if n := p.gw.DropAll(); n != 1 { // the gateway forgets it, no word to the road warrior
+		t.Fatalf("gateway dropped %d IKE SAs, want 1", n)
+	}
+	asked := time.Now()
+	p.rw.CheckLiveness()
+	failedWith(t, p, ErrPeerLostSA)
+	if d := time.Since(asked); d > 4*time.Second {
+		t.Errorf("the IKE SA ended %v after the check: the retransmission, not the answer", d)
+	}
+	if p.rw.Alive(gen) {
+		t.Error("the IKE SA is still alive")
+	}
+	if c := p.gw.Counters(); c.InvalidSPIAnswered == 0 {
+		t.Errorf("gateway counters %+v: no INVALID_IKE_SPI answered", c)
+	}
+}
+
+// The unprotected INVALID_IKE_SPI counts only as the answer to our own
+// liveness check in flight, with its Message ID: one that answers nothing
+// (forged, or stale) is dropped and the SA stays.
+func TestUnsolicitedInvalidIKESPIIsDropped_RFC7296_2_21_4(t *testing.T) {
+	rw, gw := pskConfigs(t, ModeVirtual)
+	p := newPair(t, rw, gw)
+	gen, err := p.rw.Connect(rwAddr, netip.AddrPortFrom(gwAddr, 500))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPaired(t, p, 1)
+	var spiI, spiR uint64
+	var msgID uint32
+	p.rwSA(t, func(s *ikeSA) { spiI, spiR, msgID = s.spiI, s.spiR, s.nextID })
+	for _, id := range []uint32{msgID, msgID - 1} {
+		m := &message.Message{Header: message.Header{SPIi: spiI, SPIr: spiR, Version: 0x20, Exchange: message.INFORMATIONAL,
+			Flags: message.FlagResponse, MsgID: id}, Payloads: []message.Payload{notify(message.INVALID_IKE_SPI, nil)}}
+		p.rw.Handle(m.Encode(), rwAddr, netip.AddrPortFrom(gwAddr, 4500), true)
+	}
+	if !p.rw.Alive(gen) {
+		t.Fatal("an INVALID_IKE_SPI that answered no liveness check ended the IKE SA")
+	}
+	// The gateway still holds the SA: a liveness check gets its answer.
+	p.rw.CheckLiveness()
+	time.Sleep(200 * time.Millisecond)
+	if !p.rw.Alive(gen) {
+		t.Fatal("a liveness check answered by the peer ended the IKE SA")
+	}
+}
+
+// A freeze shorter than our own liveness limit (a short SIGSTOP or
+// suspend) but longer than wakeGap starts a liveness check at once: a
+// peer with a shorter DPD than ours has deleted the SA meanwhile.
+func TestWakeChecksLiveness_RFC7296_2_4(t *testing.T) {
+	rw, gw := pskConfigs(t, ModeVirtual)
+	rw.DPD, rw.RetransmitTimeout, rw.RetransmitTries = time.Hour, 5*time.Second, 1
+	p := newPair(t, rw, gw)
+	if _, err := p.rw.Connect(rwAddr, netip.AddrPortFrom(gwAddr, 500)); err != nil {
+		t.Fatal(err)
+	}
+	checkPaired(t, p, 1)
+	p.gw.DropAll()
+	now := time.Now().Round(0)
+	p.rw.mu.Lock()
+	p.rw.checkFreeze(now.Add(-freezeTick-wakeGap/2), now) // too short: nothing
+	p.rw.mu.Unlock()
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case pr := <-p.prog:
+		if pr.Kind == EvFailed {
+			t.Fatalf("a gap shorter than wakeGap ended the SA: %v", pr)
+		}
+	default:
+	}
+	p.rw.mu.Lock()
+	p.rw.checkFreeze(now.Add(-freezeTick-2*wakeGap), now)
+	p.rw.mu.Unlock()
+	failedWith(t, p, ErrPeerLostSA)
+}
