@@ -101,6 +101,9 @@ type childOffer struct {
 	ni         []byte
 	dh         *dhKey
 	rekeys     *Child
+	// readdresses: the path-monitoring Child SA this one replaces after
+	// our addresses changed (Readdress); deleted once this one is in.
+	readdresses *Child
 	// The offered TSi (our side) and TSr.
 	ltsi, ltsr []message.TrafficSelector
 }
@@ -252,6 +255,12 @@ func (s *ikeSA) buildChild(esp espSuite, spiIn, spiOut uint32, i2r, r2i []byte, 
 	virtual := len(vip) > 0
 	if !s.initiator && !virtual {
 		pool = append(pool, s.authority...)
+	}
+	if hostToHost {
+		// Outer = inner (RFC 3554 §2, end hosts): the peer's addresses its
+		// selectors name, also when its IKE address and announced ones no
+		// longer list them all (after a move, or our own readdress).
+		pool = append(pool, tsPrefixes(remoteTS)...)
 	}
 	if s.natThere {
 		// Behind a NAT the outer source is the NAT's, which the peer
@@ -693,6 +702,10 @@ func (s *ikeSA) createChild(c *childOffer) {
 			if old := c.rekeys; old != nil {
 				old.replaced = true
 				s.deleteChild(old, "rekeyed")
+			}
+			if old := c.readdresses; old != nil && slices.Contains(s.children, old) {
+				old.replaced = true
+				s.deleteChild(old, "our addresses changed")
 			}
 		},
 		onFail: s.failed})

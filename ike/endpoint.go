@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -467,6 +468,46 @@ func (e *Endpoint) Move(local, remote netip.Addr) {
 		if s.peerMOBIKE {
 			s.updateAddresses()
 		}
+	}
+}
+
+// Readdress: our address old went away and new took its place on the
+// same link (mobility's address adoption, e.g. a DHCP lease changed). Our
+// address list follows; a MOBIKE peer learns it (RFC 4555 §3.6: the
+// additional addresses of UPDATE_SA_ADDRESSES); and the path-monitoring
+// Child SA, whose selectors are our outer addresses (outer = inner), is
+// replaced by a new one that names the new address, so the adopted path's
+// heartbeats ride an SA again and can confirm it; the old one is deleted
+// once the new one is in. The IKE SA moves if it used old.
+func (e *Endpoint) Readdress(old, new netip.Addr) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	i := slices.Index(e.cfg.LocalAddrs, old)
+	if i < 0 || slices.Contains(e.cfg.LocalAddrs, new) || e.closed {
+		return
+	}
+	e.cfg.LocalAddrs = slices.Clone(e.cfg.LocalAddrs)
+	e.cfg.LocalAddrs[i] = new
+	for _, s := range e.sas {
+		if s.state != stEstablished || !s.initiator {
+			continue
+		}
+		if s.local == old {
+			s.local = new
+			s.changed(ChangeMoved)
+		}
+		if s.peerMOBIKE {
+			s.updateAddresses()
+		}
+		for _, c := range slices.Clone(s.children) {
+			if c.HostToHost && !c.replaced {
+				o := s.newChildOffer(true)
+				// The gateway's side stays what it was: only ours changed.
+				o.ltsr, o.readdresses = c.remoteTS, c
+				s.createChild(o)
+			}
+		}
+		e.cfg.Log.Info("IKE: our address changed", "ike", s.name(), "old", old, "new", new)
 	}
 }
 

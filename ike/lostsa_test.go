@@ -98,3 +98,37 @@ func TestWakeChecksLiveness_RFC7296_2_4(t *testing.T) {
 	p.rw.mu.Unlock()
 	failedWith(t, p, ErrPeerLostSA)
 }
+
+// An adopted address (our secondary's lease changed): the path-monitoring
+// Child SA is replaced by one whose selectors name the new address (outer
+// = inner, RFC 3554 §2), the gateway authorizes it (MOBIKE told it the
+// address, RFC 4555 §3.6), both sides hold only the new one, and its
+// inbound SA takes packets from every address the peer's selectors name.
+func TestReaddressReplacesThePathMonitoringSA_RFC3554_2(t *testing.T) {
+	rw, gw := pskConfigs(t, ModeVirtual)
+	rw.HostToHost = true
+	p := newPair(t, rw, gw)
+	newAddr := netip.MustParseAddr("198.51.100.77")
+	p.w.owners[newAddr] = p.rw
+	p.connect(t)
+	checkPaired(t, p, 2)
+	p.rw.Readdress(rwAddr2, newAddr)
+	hostsWith := func(cs []*Child, a netip.Addr) bool {
+		for _, c := range cs {
+			if c.HostToHost {
+				return c.Selector.Local.Contains(a) || c.Selector.Remote.Contains(a)
+			}
+		}
+		return false
+	}
+	waitFor(t, "a path-monitoring Child SA naming the new address on both sides", func() bool {
+		rs, gs := p.rp.snapshot(), p.gp.snapshot()
+		return len(rs) == 2 && len(gs) == 2 && hostsWith(rs, newAddr) && hostsWith(gs, newAddr) && !hostsWith(rs, rwAddr2) && !hostsWith(gs, rwAddr2)
+	})
+	checkPaired(t, p, 2)
+	for _, c := range p.rp.snapshot() {
+		if c.HostToHost && (!c.In.PeerAddrs.Contains(gwAddr) || !c.In.PeerAddrs.Contains(gwAddr2)) {
+			t.Errorf("the road warrior's path-monitoring inbound SA does not take the gateway's addresses: %v", c.In.PeerAddrs)
+		}
+	}
+}

@@ -101,9 +101,14 @@ func (st *ikeState) install(c *ike.Child) error {
 		st.log.Info("virtual address installed", "addr", a, "tun", st.dev.Name())
 	}
 	st.track.installed(c, st.policies[c.Name] != nil)
-	if p := st.policies[c.Name]; p != nil {
+	if p := st.policies[c.Name]; p != nil && (!c.HostToHost || sameSelector(p.Selector, c.Selector)) {
 		p.SA.Store(c.Out) // a rekey: the policy moves to the new SA at once
 	} else {
+		if p != nil {
+			// A path-monitoring Child SA for changed addresses (an
+			// adopted address): its policy takes the new selectors.
+			st.spd.Remove(p)
+		}
 		p = &tunnel.Policy{Name: c.Name, Action: tunnel.Protect, Selector: c.Selector}
 		p.SA.Store(c.Out)
 		if c.HostToHost {
@@ -465,3 +470,6 @@ func movedRule(movers []*mobility.Mover) func(tunnel.OuterRule) tunnel.OuterRule
 		return r
 	}
 }
+
+// sameSelector: a and b cover the same traffic (compared by their text).
+func sameSelector(a, b tunnel.Selector) bool { return fmt.Sprint(a) == fmt.Sprint(b) }

@@ -255,8 +255,16 @@ func (pm *pathMonitor) adopt(f pathFamily, a mobility.Adoption) {
 	if err := f.mover.Readdress(a, inUse); err != nil {
 		pm.s.Log.Error("path address", "err", err)
 	}
-	if inUse && pm.ep != nil {
-		pm.wg.Go(func() { pm.ep.Move(a.Path.Local, a.Path.Peer) })
+	if pm.ep != nil {
+		pm.wg.Go(func() {
+			// IKE: our address list, the path-monitoring Child SA's
+			// selectors (the adopted path's heartbeats need them) and,
+			// if the path is in use, the IKE SA (MOBIKE).
+			pm.ep.Readdress(a.Old, a.Path.Local)
+			if inUse {
+				pm.ep.Move(a.Path.Local, a.Path.Peer)
+			}
+		})
 	}
 }
 
