@@ -112,9 +112,10 @@ func lossyPrimary(bed *netns.Bed) rig.Death {
 // lossyTrial makes the primary lossy for 20 s under a UDP echo stream and
 // the established TCP stream. A lossy path is not a dead one (RFC 4960
 // §8.3: a late or lost heartbeat is not a failure by itself): the clean
-// secondary is never suspected, traffic stays on the primary or moves
-// once to the clean secondary (never to a worse path, never back and
-// forth), the SAs stay, and every switch is logged once and counted once.
+// secondary is never taken for dead, traffic stays on the primary or
+// moves once to the clean secondary (never to a worse path, never back
+// and forth), the SAs stay, and every switch is logged once and counted
+// once.
 // The outage column is the longest gap between echo answers.
 func lossyTrial(t *testing.T, c *reconnectCase, tcp *rig.TCPStream) (r matrixResult) {
 	if !rig.WaitFor(30*time.Second, func() bool { return pathsActive(t, c.rwCfg) == 2 && primaryInUse(t, c.rwCfg) }) {
@@ -164,14 +165,22 @@ func lossyTrial(t *testing.T, c *reconnectCase, tcp *rig.TCPStream) (r matrixRes
 	switches := pl.switches[len(pl0.switches):]
 	var secondary []string
 	for _, st := range pl.states[len(pl0.states):] {
+		// A late answer under load may make the clean secondary
+		// potentially failed for a moment (RFC 7829: no traffic moves
+		// for that alone, and none may move to the lossy primary for
+		// it, checked below); it must never be taken for dead.
 		if strings.HasPrefix(st, "secondary:") {
 			secondary = append(secondary, st)
+			if strings.Contains(st, "inactive") && r.err == nil {
+				r.err = fmt.Errorf("the clean secondary was taken for dead under a lossy primary: %v", st)
+			}
 		}
+	}
+	if len(secondary) > 0 {
+		t.Logf("the clean secondary's transitions under a lossy primary: %v", secondary)
 	}
 	switch {
 	case r.err != nil:
-	case len(secondary) > 0:
-		r.err = fmt.Errorf("the clean secondary changed state under a lossy primary: %v", secondary)
 	case len(switches) > 2 || len(switches) > 0 && switches[0] != "primary->secondary":
 		r.err = fmt.Errorf("flapping or a move to a worse path: %v", switches)
 	}
