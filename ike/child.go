@@ -453,7 +453,7 @@ func (s *ikeSA) acceptChild(ps []message.Payload, ni, nr []byte, ke *message.KE,
 			if !pool.IsValid() {
 				continue
 			}
-			a, err := s.e.lease(s.peerID.String(), pool)
+			a, err := s.e.lease(s.peerID.String(), pool, askedFor(want))
 			if err != nil {
 				return nil, &childErr{message.INTERNAL_ADDRESS_FAILURE, err.Error()}
 			}
@@ -1078,4 +1078,18 @@ func (d *dhDone) wipe() {
 	if d != nil {
 		clear(d.shared)
 	}
+}
+
+// askedFor is the address a CP request's INTERNAL_IP4/6_ADDRESS names, if
+// any (RFC 7296 §3.15.1: empty asks for any address).
+func askedFor(a message.CPAttr) netip.Addr {
+	v := a.Value
+	if a.Type == message.INTERNAL_IP6_ADDRESS && len(v) == 17 {
+		v = v[:16]
+	}
+	if len(v) != 4 && len(v) != 16 {
+		return netip.Addr{}
+	}
+	ip, _ := netip.AddrFromSlice(v)
+	return ip
 }

@@ -44,6 +44,9 @@ type Endpoint struct {
 	fragBytes int
 	leases    map[string]netip.Addr // virtual addresses by identity
 	leased    map[netip.Addr]string
+	// lastVIP: an initiator's virtual addresses of its last IKE SA, asked
+	// for again when it connects again (RFC 7296 §3.15.1).
+	lastVIP []netip.Addr
 	secret    [32]byte // cookie secret (RFC 7296 §2.6)
 	closed    bool
 	seq       int
@@ -422,10 +425,21 @@ func (e *Endpoint) cookie(ni []byte, remote netip.AddrPort, spiI uint64) []byte 
 }
 
 // lease hands identity id an address from pool, the same one while the
-// lease lasts (RFC 7296 §2.19: a stable inner address).
-func (e *Endpoint) lease(id string, pool netip.Prefix) (netip.Addr, error) {
+// lease lasts (RFC 7296 §2.19: a stable inner address). want, if valid,
+// is the address the peer asked for (§3.15.1: the one it had before a
+// reconnect, e.g. after we restarted): it gets it if it holds no lease
+// here and nobody else holds that address, so its established
+// connections on that address survive the reconnect.
+func (e *Endpoint) lease(id string, pool netip.Prefix, want netip.Addr) (netip.Addr, error) {
 	if a, ok := e.leases[id+"|"+pool.String()]; ok {
 		return a, nil
+	}
+	if want.IsValid() && pool.Contains(want) && want != pool.Masked().Addr() && (!want.Is4() || pool.Contains(want.Next())) {
+		if _, taken := e.leased[want]; !taken {
+			e.leases[id+"|"+pool.String()] = want
+			e.leased[want] = id
+			return want, nil
+		}
 	}
 	a := pool.Masked().Addr().Next() // skip the network address
 	for ; a.IsValid() && pool.Contains(a); a = a.Next() {

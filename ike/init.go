@@ -351,9 +351,19 @@ func (s *ikeSA) sendAuth() {
 	c := s.newChildOffer(false)
 	if cfg.Mode == ModeVirtual {
 		cp := &message.CP{CfgType: 1}
-		cp.Attrs = append(cp.Attrs, message.CPAttr{Type: message.INTERNAL_IP4_ADDRESS})
+		// §3.15.1: ask for the address we had (a reconnect), so that
+		// established connections on it survive; empty asks for any.
+		v4, v6 := message.CPAttr{Type: message.INTERNAL_IP4_ADDRESS}, message.CPAttr{Type: message.INTERNAL_IP6_ADDRESS}
+		for _, a := range s.e.lastVIP {
+			if a.Is4() {
+				v4.Value = a.AsSlice()
+			} else {
+				v6.Value = append(a.AsSlice(), 128)
+			}
+		}
+		cp.Attrs = append(cp.Attrs, v4)
 		if slices.ContainsFunc(cfg.RemoteTS, func(p netip.Prefix) bool { return p.Addr().Is6() }) {
-			cp.Attrs = append(cp.Attrs, message.CPAttr{Type: message.INTERNAL_IP6_ADDRESS})
+			cp.Attrs = append(cp.Attrs, v6)
 		}
 		cp.Attrs = append(cp.Attrs, message.CPAttr{Type: message.INTERNAL_IP4_DNS})
 		ps = append(ps, cp)
@@ -427,6 +437,7 @@ func (s *ikeSA) authEstablished(ps []message.Payload, c *childOffer, pid auth.Id
 			case a.Type == message.INTERNAL_IP4_ADDRESS && len(a.Value) == 4, a.Type == message.INTERNAL_IP6_ADDRESS && len(a.Value) == 17:
 				ip, _ := netip.AddrFromSlice(a.Value[:len(a.Value)-len(a.Value)%4])
 				s.vip = append(s.vip, ip)
+				s.e.lastVIP = slices.Clone(s.vip)
 			case a.Type == message.INTERNAL_IP4_DNS && len(a.Value) == 4, a.Type == message.INTERNAL_IP6_DNS && len(a.Value) == 16:
 				ip, _ := netip.AddrFromSlice(a.Value)
 				s.dns = append(s.dns, ip)

@@ -132,3 +132,44 @@ func TestReaddressReplacesThePathMonitoringSA_RFC3554_2(t *testing.T) {
 		}
 	}
 }
+
+// §3.15.1: a road warrior connecting again asks for the virtual address
+// it had; a gateway that holds no lease for it (it restarted) and where
+// nobody else holds that address gives it back, so connections
+// established on it survive the reconnect. Here the first free address
+// of the pool is another one, which a request for "any" would get.
+func TestReconnectAsksForTheSameVirtualAddress_RFC7296_3_15_1(t *testing.T) {
+	rw, gw := pskConfigs(t, ModeVirtual)
+	p := newPair(t, rw, gw)
+	first := netip.MustParseAddr("100.64.0.1")
+	p.gw.mu.Lock()
+	p.gw.leased[first] = "someone else"
+	p.gw.mu.Unlock()
+	vipOf := func() netip.Addr {
+		for _, c := range p.rp.snapshot() {
+			if len(c.VirtualIP) == 1 {
+				return c.VirtualIP[0]
+			}
+		}
+		return netip.Addr{}
+	}
+	p.connect(t)
+	waitFor(t, "a virtual address", func() bool { return vipOf().IsValid() })
+	had := vipOf()
+	if had == first {
+		t.Fatalf("got %v, which another identity holds", had)
+	}
+	// The gateway restarts: no IKE SA, no lease; the pool's first address is free.
+	p.gw.DropAll()
+	p.gw.mu.Lock()
+	clear(p.gw.leases)
+	clear(p.gw.leased)
+	p.gw.mu.Unlock()
+	p.rw.Reset()
+	waitFor(t, "the old Child SAs gone", func() bool { return len(p.rp.snapshot()) == 0 })
+	p.connect(t)
+	waitFor(t, "a virtual address again", func() bool { return vipOf().IsValid() })
+	if got := vipOf(); got != had {
+		t.Fatalf("virtual address %v after the reconnect, want the one it had (%v)", got, had)
+	}
+}
