@@ -124,6 +124,12 @@ type Config struct {
 	IKELifetime   time.Duration // rekey the IKE SA after this; 0: never
 	ChildLifetime time.Duration // rekey Child SAs after this; 0: never
 	DPD           time.Duration // liveness check after this much silence; 0: off
+	// NoInvalidSPI: a responder does not answer requests for IKE SAs it
+	// does not hold with INVALID_IKE_SPI (§2.21.4): its IKE SAs may come
+	// later by import (an HA pair, `context put` after a restart), and
+	// the answer would make the road warrior drop an SA about to be
+	// carried on.
+	NoInvalidSPI bool
 
 	RetransmitTimeout time.Duration // first retransmission; doubles each time (default 1s)
 	RetransmitTries   int           // retransmissions before giving up (default 5)

@@ -140,7 +140,7 @@ func (e *Endpoint) watchFreeze(last time.Time) {
 // invalidSPIInterval (the answer is smaller than the request: no
 // amplification, and a flood of requests gets few answers). Under e.mu.
 func (e *Endpoint) answerUnknownSPI(h message.Header, local netip.Addr, remote netip.AddrPort, natT bool) {
-	if e.cfg.Initiator || h.IsResponse() || h.SPIr == 0 {
+	if e.cfg.Initiator || e.cfg.NoInvalidSPI || h.IsResponse() || h.SPIr == 0 {
 		return
 	}
 	now := time.Now()

@@ -173,3 +173,27 @@ func TestReconnectAsksForTheSameVirtualAddress_RFC7296_3_15_1(t *testing.T) {
 		t.Fatalf("virtual address %v after the reconnect, want the one it had (%v)", got, had)
 	}
 }
+
+// A gateway whose IKE SAs may come by import (NoInvalidSPI: an HA pair,
+// context put after a restart) stays silent to requests for SAs it does
+// not hold: the road warrior keeps its SA until its own check runs out.
+func TestNoInvalidSPIWhileSAsMayBeImported_RFC7296_2_21_4(t *testing.T) {
+	rw, gw := pskConfigs(t, ModeVirtual)
+	rw.RetransmitTimeout, rw.RetransmitTries = 5*time.Second, 1
+	gw.NoInvalidSPI = true
+	p := newPair(t, rw, gw)
+	gen, err := p.rw.Connect(rwAddr, netip.AddrPortFrom(gwAddr, 500))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPaired(t, p, 1)
+	p.gw.DropAll()
+	p.rw.CheckLiveness()
+	time.Sleep(300 * time.Millisecond)
+	if !p.rw.Alive(gen) {
+		t.Fatal("the IKE SA ended: the gateway answered INVALID_IKE_SPI")
+	}
+	if c := p.gw.Counters(); c.InvalidSPIAnswered != 0 {
+		t.Fatalf("gateway answered %d INVALID_IKE_SPI", c.InvalidSPIAnswered)
+	}
+}
