@@ -136,10 +136,10 @@ var (
 	// ErrSuspended: we did not run for longer than a liveness check
 	// takes (SIGSTOP, suspend); the peer has most likely deleted the SA.
 	ErrSuspended = errors.New("silent for longer than a liveness check takes (suspended?): the peer has most likely deleted the IKE SA")
-	// ErrPeerLostSA: the peer answered our liveness check with an
+	// ErrPeerLostSA: the peer answered our request with an
 	// unprotected INVALID_IKE_SPI (RFC 7296 §2.21.4): it holds no such IKE
 	// SA any more (it restarted, or deleted it while we were away).
-	ErrPeerLostSA = errors.New("the peer answered our liveness check with INVALID_IKE_SPI: it no longer holds the IKE SA (restarted, or deleted it)")
+	ErrPeerLostSA = errors.New("the peer answered our request with INVALID_IKE_SPI: it no longer holds the IKE SA (restarted, or deleted it)")
 	// ErrAuthRefused is the gateway's AUTHENTICATION_FAILED.
 	ErrAuthRefused = errors.New("the gateway refused our authentication (AUTHENTICATION_FAILED): check the identity and the PSK or certificate")
 	// ErrPeerAuth: the gateway did not prove the identity we expect.

@@ -130,7 +130,6 @@ type request struct {
 	tries    int
 	timer    *time.Timer
 	plain    bool           // IKE_SA_INIT
-	liveness bool           // an empty INFORMATIONAL: INVALID_IKE_SPI may answer it
 	to       netip.AddrPort // where to send it; zero: the peer's current address
 	onReply  func(m *message.Message, ps []message.Payload)
 	onFail   func(err error)
@@ -512,7 +511,7 @@ func (s *ikeSA) armDPD() {
 // retransmissions ends the SA, and so does an unprotected INVALID_IKE_SPI
 // answer (lostSA).
 func (s *ikeSA) checkLiveness() {
-	s.start(&request{exch: message.INFORMATIONAL, liveness: true,
+	s.start(&request{exch: message.INFORMATIONAL,
 		onReply: func(*message.Message, []message.Payload) { s.armDPD() },
 		onFail:  s.failed,
 	})
@@ -522,9 +521,10 @@ func (s *ikeSA) checkLiveness() {
 // RFC 7296 §2.21.4: a node that receives a request for an IKE SA it does
 // not know (it restarted, or deleted it) MAY answer with an unprotected
 // INVALID_IKE_SPI, same SPIs, the Message ID copied. Being unprotected,
-// it is taken only as the answer to our own liveness check in flight,
-// with its Message ID: forging it takes an on-path attacker who reads our
-// SPIs and Message ID, who could drop the check's packets just as well.
+// it is taken only as the answer to our own request in flight (a liveness
+// check, or a MOBIKE update sent when the path moved), with its Message
+// ID: forging it takes an on-path attacker who reads our SPIs and Message
+// ID, who could drop the request's packets just as well.
 // Then the peer has no IKE SA for these Child SAs: sending into them
 // until the retransmissions run out would only blackhole traffic, so the
 // SA ends at once and the owner connects again. Anything else is
@@ -537,13 +537,13 @@ func (s *ikeSA) lostSA(h message.Header, m *message.Message) bool {
 	if !ok || n.NotifyType != message.INVALID_IKE_SPI {
 		return false
 	}
-	if s.state != stEstablished || s.out == nil || !s.out.liveness || h.MsgID != s.out.msgID {
-		s.e.logDrop("unprotected INVALID_IKE_SPI not answering our liveness check", s.remote, nil)
+	if s.state != stEstablished || s.out == nil || h.MsgID != s.out.msgID {
+		s.e.logDrop("unprotected INVALID_IKE_SPI not answering our request in flight", s.remote, nil)
 		return true
 	}
 	s.out.timer.Stop()
 	s.out = nil
-	s.e.cfg.Log.Warn("IKE: the peer no longer holds the IKE SA (INVALID_IKE_SPI to our liveness check): reconnecting",
+	s.e.cfg.Log.Warn("IKE: the peer no longer holds the IKE SA (INVALID_IKE_SPI to our request): reconnecting",
 		"ike", s.name(), "peer", s.remote)
 	s.fail(DownPeerDead, ErrPeerLostSA)
 	return true
