@@ -172,7 +172,13 @@ func TestStrongSwanProposalsShippedGateway(t *testing.T) {
 			"esp_proposals = "+c.esp+"\nrekey_time = 0"))
 	}
 	conns = append(conns, swanInitConn("modp", "proposals = aes256gcm16-prfsha256-ecp256\nrekey_time = 0",
-		"esp_proposals = aes256gcm16-modp2048\nrekey_time = 0"))
+		"esp_proposals = aes256gcm16-modp2048\nrekey_time = 0"),
+		// KE with MODP-2048 first, ECP-256 also offered: INVALID_KE_PAYLOAD
+		// naming ECP-256, then established (RFC 7296 §1.2).
+		swanInitConn("invalidke", "proposals = aes256gcm16-prfsha256-modp2048-ecp256\nrekey_time = 0", "rekey_time = 0"),
+		// Nothing we implement (AES-CBC, SHA-1, MODP-2048): refused, and
+		// the refusal says what was offered and what we allow.
+		swanInitConn("nothing", "proposals = aes128-sha1-modp2048\nrekey_time = 0", "rekey_time = 0"))
 	bed := netns.New(t)
 	gw, _, psk := startInitGateway(t, bed)
 	swan := startSwan(t, bed.RW, "rw", swanInitConf(psk, conns...), nil)
@@ -186,6 +192,47 @@ func TestStrongSwanProposalsShippedGateway(t *testing.T) {
 		}
 	}
 	t.Run("rekey with MODP-2048 refused", func(t *testing.T) { modpRekeyRefused(t, bed, gw, swan, logs) })
+	t.Run("INVALID_KE_PAYLOAD names an offered group", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := swan.Initiate(ctx, "invalidke", "invalidke"); err != nil {
+			t.Fatalf("initiate: %v\n%s", err, logs())
+		}
+		sas, err := swan.WaitSA(ctx, 10*time.Second, strongswan.ChildInstalled("invalidke"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ike, _ := strongswan.FindIKE(sas, "invalidke"); ike.DH != "ECP_256" {
+			t.Errorf("IKE SA's group %q, want ECP_256 (the offered group we implement)", ike.DH)
+		}
+		if !strings.Contains(swan.Log(), "peer didn't accept DH group MODP_2048, it requested ECP_256") {
+			t.Errorf("strongSwan did not get INVALID_KE_PAYLOAD naming ECP_256\n%s", logs())
+		}
+		pingInit(t, bed, "after INVALID_KE_PAYLOAD", logs)
+		if err := swan.TerminateWait(ctx, "invalidke"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("refusal logs the offer and what we allow", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := swan.Initiate(ctx, "nothing", "nothing"); err == nil {
+			t.Fatalf("a proposal with nothing we implement was accepted\n%s", logs())
+		}
+		if !strings.Contains(swan.Log(), "NO_PROPOSAL_CHOSEN") {
+			t.Errorf("strongSwan saw no NO_PROPOSAL_CHOSEN\n%s", logs())
+		}
+		var line string
+		for _, l := range strings.Split(gw.Log(), "\n") {
+			if strings.Contains(l, "IKE_SA_INIT refused: no proposal in common") {
+				line = l
+			}
+		}
+		if !strings.Contains(line, "offered=") || !strings.Contains(line, "MODP") || !strings.Contains(line, "allowed=") || !strings.Contains(line, "gcm") {
+			t.Errorf("the refusal does not log what strongSwan offered and what we allow: %q\n%s", line, gw.Log())
+		}
+		t.Logf("%s", line)
+	})
 }
 
 // proposalCell connects one strongSwan connection, pings, rekeys its
