@@ -234,7 +234,6 @@ func natUplinks(t *testing.T, bed *netns.Bed) (client *netns.NS, links []uplink,
 			t.Fatalf("%v: %s", err, out)
 		}
 	}
-	run(client, "sysctl", "-qw", "net.ipv4.conf.all.promote_secondaries=1")
 	run(bed.RW, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	run(bed.RW, "ip", "addr", "add", "192.0.2.3/24", "dev", netns.IfPrimary)
 	run(bed.RW, "ip", "addr", "add", "198.51.100.3/24", "dev", netns.IfSecondary)
@@ -382,6 +381,13 @@ func newMOBIKEBed(t *testing.T, mode mobikeMode, swanGateway bool) *mobikeBed {
 		{name: netns.IfSecondary, net4: netns.SecondaryNet4, net6: netns.SecondaryNet6}}
 	if mode.nat {
 		b.rw, b.links, b.rebind = natUplinks(t, b.bed)
+	}
+	// An address change deletes the old address after adding the new
+	// one on the same network: without promotion the kernel deletes the
+	// new (secondary) one with it, and strongSwan is left without an
+	// address on that network.
+	if out, err := b.rw.Run("sysctl", "-qw", "net.ipv4.conf.all.promote_secondaries=1"); err != nil {
+		t.Fatalf("%v: %s", err, out)
 	}
 	b.startMOBIKEGateway(t, swanGateway)
 	if mode.rfc3554 {
