@@ -367,3 +367,44 @@ func TestStrongSwanCrashReconnectReplacesOldSA(t *testing.T) {
 	t.Logf("old IKE SA replaced %v after the new charon initiated (DPD would take up to %v)", time.Since(start).Round(time.Millisecond), 2*30*time.Second+63*time.Second)
 	pingThrough(t, b.bed, "after the reconnect", b.gw.Log, func() string { return again.Tail(60) })
 }
+
+// TestStrongSwanDeadRoadWarriorGoneWithinBound: a strongSwan road warrior
+// killed with SIGKILL (no DELETE, never back) is gone from the gateway,
+// IKE SA and Child SAs, within the configured bound (RFC 7296 §2.4: DPD
+// plus the check's retransmissions, ike.Config.PeerGoneWithin): here dpd
+// 2 s, retransmit_timeout 200 ms, 2 retransmissions: 2 x 2 s + 0.2 s x
+// (2^3 - 1) = 5.4 s. The wait allows 3 s more for a loaded machine's
+// timers and the status polling.
+func TestStrongSwanDeadRoadWarriorGoneWithinBound(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	const bound = 5400 * time.Millisecond
+	bed := netns.New(t)
+	gw, cfg := startShippedGateway(t, bed, "  dpd: 30s", "  dpd: 2s\n  retransmit_timeout: 200ms\n  retransmit_tries: 2\n ")
+	swan := startSwan(t, bed.RW, "rw", swanRoadWarriorConf(swanRoadWarriorConn("home", "dpd_delay = 0", "")), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := swan.Initiate(ctx, "home", "home"); err != nil {
+		t.Fatalf("initiate: %v\n%s", err, gw.Log())
+	}
+	if _, err := swan.WaitSA(ctx, 10*time.Second, strongswan.ChildInstalled("home")); err != nil {
+		t.Fatal(err)
+	}
+	if st := status(t, "gateway", cfg); st.IKE == nil || len(st.IKE.SAs) != 1 || len(st.Children) != 1 {
+		t.Fatalf("gateway before the kill: %+v, %d Child SAs", st.IKE, len(st.Children))
+	}
+	if err := swan.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	var st daemon.Status
+	if !rig.WaitFor(bound+3*time.Second, func() bool {
+		st = status(t, "gateway", cfg)
+		return (st.IKE == nil || len(st.IKE.SAs) == 0) && len(st.Children) == 0
+	}) {
+		t.Fatalf("the dead road warrior's SAs are still on the gateway %v after the kill (bound %v): %+v, %d Child SAs\n%s",
+			time.Since(killed).Round(time.Millisecond), bound, st.IKE, len(st.Children), gw.Log())
+	}
+	t.Logf("gone %v after the kill (bound %v)", time.Since(killed).Round(time.Millisecond), bound)
+}
