@@ -6,7 +6,7 @@ GO ?= go
 # report its own deadline as a failure (golang/go#75804, fixed in 1.27).
 FUZZTIME ?= 20000x
 
-.PHONY: deps demo test fuzz bench bench-esp bench-ike bench-otk bench-flood bench-failover bench-reconnect bench-matrix bench-strongswan bench-outer bench-scale bench-eap bench-ha deb docker build vet
+.PHONY: deps demo test fuzz bench bench-esp bench-ike bench-otk bench-flood bench-failover bench-reconnect bench-matrix bench-strongswan bench-outer bench-scale bench-eap bench-ha bench-mobike deb docker build vet
 
 deps:
 	@bash scripts/deps.sh
@@ -71,6 +71,13 @@ docker: deps
 # Outages after faults longer than DPD (IKEv2 reconnect) and IKEv2 virtual-mode failover: median of 5.
 bench-reconnect: deps
 	ROAMSEC_BENCH_RECONNECT=5 ROAMSEC_BENCH_VIRTUAL=5 $(GO) test -count=1 -v -timeout 30m -run 'TestReconnectAfterLongOutage|TestVirtualIKEFailover' ./test/e2e
+
+# Issue 10's MOBIKE matrix: a strongSwan road warrior roaming (link down, address
+# change, NAT rebinding, a move during a Child SA rekey; virtual address, RFC 3554,
+# behind a NAT), 5 trials per cell on our gateway and on a strongSwan gateway in the
+# same bed; the table of median outages is the last thing printed.
+bench-mobike: deps
+	ROAMSEC_MOBIKE_TRIALS=5 $(GO) test -count=1 -v -timeout 40m -run '^TestStrongSwanMOBIKEMatrix$$' ./test/e2e
 
 # The issue 16 failover matrix (IKEv2, both modes, every cell: silent drop either side, one way, link down,
 # lossy primary, both paths dead past DPD, gateway SIGKILL+restart, road-warrior SIGSTOP): a table per mode, 5 trials per cell.

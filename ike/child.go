@@ -593,10 +593,9 @@ func (s *ikeSA) childResponse(ps []message.Payload, c *childOffer, nr []byte) er
 	}
 	var dh dhGroup
 	var shared []byte
-	if c.dh != nil {
-		ke := message.Find[*message.KE](ps)
-		if ke == nil || dhGroup(ke.Group) != c.dh.group {
-			return errors.New("CREATE_CHILD_SA response without the KE we asked for (PFS)")
+	if ke := message.Find[*message.KE](ps); c.dh != nil && ke != nil {
+		if dhGroup(ke.Group) != c.dh.group {
+			return errors.New("CREATE_CHILD_SA response with a KE of another group than ours")
 		}
 		var err error
 		if shared, err = c.dh.shared(ke.Data); err != nil {

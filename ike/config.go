@@ -97,8 +97,10 @@ type Config struct {
 
 	IKEProposals []IKEProposal // nil: DefaultIKEProposals
 	ESPProposals []ESPProposal // nil: DefaultESPProposals
-	// PFS: rekeyed Child SAs get a fresh DH exchange (the ESP proposals'
-	// groups; the first IKE proposal's group where they name none).
+	// PFS: our Child SA rekeys offer a fresh DH exchange (the ESP
+	// proposals' groups; the first IKE proposal's group where they name
+	// none), and NONE last: a peer without PFS may decline it (RFC 7296
+	// §3.3.3), and then answers without KE.
 	PFS bool
 
 	Mode Mode

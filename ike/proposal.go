@@ -297,8 +297,16 @@ func ikeSAPayload(ps []IKEProposal, spi []byte) *message.SA {
 
 // espSAPayload is our offer for a Child SA. pfs, if not 0, is the KE group
 // we send (CREATE_CHILD_SA with PFS): each proposal then offers its
-// groups, that one first; the first Child SA, created with IKE_AUTH,
-// offers none (RFC 7296 §1.2).
+// groups, that one first, and NONE last; the first Child SA, created with
+// IKE_AUTH, offers none (RFC 7296 §1.2).
+//
+// NONE last makes PFS preferred but optional (RFC 7296 §3.3.3: "the
+// initiator ... includes a D-H transform with value NONE" to make it
+// optional; §1.3 lets the responder pick NONE and send no KE). The first
+// Child SA came up without any group, so nothing tells us the peer does
+// PFS: a strongSwan road warrior with its default esp_proposals (no
+// group) refuses a rekey that requires one with NO_PROPOSAL_CHOSEN, and
+// its Child SA then expires.
 func espSAPayload(ps []ESPProposal, spi uint32, pfs dhGroup) *message.SA {
 	sa := new(message.SA)
 	spib := []byte{byte(spi >> 24), byte(spi >> 16), byte(spi >> 8), byte(spi)}
@@ -314,6 +322,7 @@ func espSAPayload(ps []ESPProposal, spi uint32, pfs dhGroup) *message.SA {
 					ts = append(ts, message.Transform{Type: message.TransformDH, ID: uint16(g)})
 				}
 			}
+			ts = append(ts, message.Transform{Type: message.TransformDH, ID: 0})
 		}
 		for _, e := range p.esn {
 			ts = append(ts, message.Transform{Type: message.TransformESN, ID: esnID(e)})
@@ -539,7 +548,12 @@ func acceptESP(ours []ESPProposal, sa *message.SA, dh dhGroup, how espChoice) (e
 		return espSuite{}, 0, err
 	}
 	got, want, ok := chooseESP(ours, sa, dh, how)
-	if !ok || got.dh != dh || len(p.Transforms) != len(want.Transforms) {
+	// A DH transform NONE in the answer is "no PFS", as no DH transform.
+	n := len(p.Transforms)
+	if offersID(p, message.TransformDH, 0) {
+		n--
+	}
+	if !ok || got.dh != dh || n != len(want.Transforms) {
 		return espSuite{}, 0, fmt.Errorf("responder chose a Child SA proposal we did not offer: %s", offerString(sa))
 	}
 	s := p.SPI

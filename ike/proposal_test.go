@@ -286,3 +286,40 @@ func FuzzParseProposals(f *testing.F) {
 		}
 	})
 }
+
+// TestRekeyPFSOptional_RFC7296_3_3_3: our CREATE_CHILD_SA offer with PFS
+// lists DH NONE after our groups (PFS preferred, optional), and an answer
+// that chose no group (no DH transform: strongSwan's default
+// esp_proposals; or NONE) is accepted with no DH; one with a group we did
+// not send a KE for is not.
+func TestRekeyPFSOptional_RFC7296_3_3_3(t *testing.T) {
+	offer := espSAPayload(DefaultESPProposals, 0x1234, dhCurve25519)
+	for _, p := range offer.Proposals {
+		var dhs []uint16
+		for _, x := range p.Transforms {
+			if x.Type == message.TransformDH {
+				dhs = append(dhs, x.ID)
+			}
+		}
+		if len(dhs) < 2 || dhs[0] != uint16(dhCurve25519) || dhs[len(dhs)-1] != 0 {
+			t.Fatalf("PFS offer's groups %v: want ours first (curve25519), NONE last", dhs)
+		}
+	}
+	if first := espSAPayload(DefaultESPProposals, 0x1234, 0); offersID(&first.Proposals[0], message.TransformDH, 0) {
+		t.Fatal("the IKE_AUTH offer names a DH group (NONE)")
+	}
+	for _, c := range []struct {
+		name string
+		ts   []message.Transform
+		ok   bool
+	}{
+		{"no DH transform: no PFS", []message.Transform{gcm256, tESN(message.ESN_NO)}, true},
+		{"DH NONE: no PFS", []message.Transform{gcm256, tDH(0), tESN(message.ESN_NO)}, true},
+		{"a group without its KE", []message.Transform{gcm256, tDH(message.DH_CURVE25519), tESN(message.ESN_NO)}, false},
+	} {
+		got, _, err := acceptESP(DefaultESPProposals, peerSA(message.ProtoESP, c.ts), 0, inCreate)
+		if (err == nil) != c.ok || err == nil && got.dh != 0 {
+			t.Errorf("%s: accepted %v (%v), want ok=%v", c.name, got, err, c.ok)
+		}
+	}
+}
