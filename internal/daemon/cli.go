@@ -621,7 +621,6 @@ type failure struct {
 // classify turns an error into an exit code and a message that says what
 // to do.
 func classify(err error, fc failureContext) failure {
-	text := err.Error()
 	gw := fc.gwName
 	if fc.gwAddr != "" {
 		host := fc.gwAddr
@@ -660,9 +659,9 @@ func classify(err error, fc failureContext) failure {
 			}
 		}
 		return failure{ExitNameUnknown, fmt.Sprintf("cannot resolve the gateway's name %s: %s: check the name (ike.gateway in %s, or the GATEWAY argument) and that DNS works here", fc.gwName, why, fc.cfgPath)}
-	case errors.Is(err, fs.ErrPermission) || strings.Contains(text, "operation not permitted") || strings.Contains(text, "permission denied"):
+	case errors.Is(err, fs.ErrPermission): // EPERM, EACCES
 		what := fmt.Sprintf("no permission (%v)", err)
-		if strings.Contains(text, "TUN device") {
+		if te := (*TUNError)(nil); errors.As(err, &te) {
 			what = "no permission to create the TUN device (/dev/net/tun: operation not permitted)"
 		}
 		return failure{ExitPermission, fmt.Sprintf("%s: run as root (sudo %s), or give the binary CAP_NET_ADMIN, CAP_NET_RAW and CAP_NET_BIND_SERVICE", what, fc.role)}

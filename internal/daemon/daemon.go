@@ -185,7 +185,7 @@ func (s *Setup) closeSAs() {
 func openDevice(cl *cleanups, s *Setup) (*tun.Device, error) {
 	dev, err := tun.Open(s.TUN)
 	if err != nil {
-		return nil, fmt.Errorf("open TUN device %q: %w (is /dev/net/tun there, and do we have CAP_NET_ADMIN?)", s.TUN.Name, err)
+		return nil, &TUNError{Name: s.TUN.Name, Err: err}
 	}
 	cl.push(func() { dev.Close() })
 	cl.push(func() {
@@ -210,6 +210,19 @@ func openDevice(cl *cleanups, s *Setup) (*tun.Device, error) {
 	}
 	return dev, nil
 }
+
+// TUNError: the TUN device could not be created. The CLI gives its
+// advice by this type (and fs.ErrPermission in Err), not by the words.
+type TUNError struct {
+	Name string
+	Err  error
+}
+
+func (e *TUNError) Error() string {
+	return fmt.Sprintf("open TUN device %q: %v (is /dev/net/tun there, and do we have CAP_NET_ADMIN?)", e.Name, e.Err)
+}
+
+func (e *TUNError) Unwrap() error { return e.Err }
 
 // markable is what openTransports opens: a socket that can carry the
 // bypass mark.
