@@ -342,6 +342,18 @@ func startIKE(cl *cleanups, s *Setup, dev *tun.Device, cfg *datapath.Config) (*i
 	}
 	st.ep = ir.ep
 	cl.push(ir.ep.Close) // after a fatal error or a data path failure too
+	if err := listenIKE(cl, s, ir.ep, &socks, cfg); err != nil {
+		return nil, err
+	}
+	return ir, nil
+}
+
+// listenIKE opens UDP 500 (IPv4, and IPv6 where there is one) and routes
+// IKE from it and from the data path's UDP 4500 sockets into one bounded
+// queue served by IKE goroutines of their own; the readers and the queue
+// are joined on cleanup, after their sockets are closed.
+func listenIKE(cl *cleanups, s *Setup, ep *ike.Endpoint, socks *ikeSockets, cfg *datapath.Config) error {
+	st := s.ike
 	if u, ok := cfg.UDP4.(*transport.UDPConn); ok {
 		socks.p4500[0] = u
 	}
@@ -357,15 +369,15 @@ func startIKE(cl *cleanups, s *Setup, dev *tun.Device, cfg *datapath.Config) (*i
 	// themselves (ike.Endpoint.Screen), so what reaches these goroutines is
 	// bounded by the queue and the half-open caps.
 	q := datapath.NewIKEQueue(s.IKE.Limits.Queue, runtime.GOMAXPROCS(0))
-	q.Screen = ir.ep.Screen // RFC 7296 §2.6 cookies in the reading goroutine, before the queue
+	q.Screen = ep.Screen // RFC 7296 §2.6 cookies in the reading goroutine, before the queue
 	st.queue = q
-	readers.Go(func() { q.Run(ir.ep.Handle) })
+	readers.Go(func() { q.Run(ep.Handle) })
 	cl.push(q.Close)
 	for i, any := range []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
 		c, err := transport.ListenIKE(netip.AddrPortFrom(any, s.IKE.Port))
 		if err != nil {
 			if i == 0 {
-				return nil, fmt.Errorf("IKE port %d: %w (needs CAP_NET_BIND_SERVICE)", s.IKE.Port, err)
+				return fmt.Errorf("IKE port %d: %w (needs CAP_NET_BIND_SERVICE)", s.IKE.Port, err)
 			}
 			s.Log.Warn("no IPv6 IKE socket", "err", err)
 			continue
@@ -373,14 +385,14 @@ func startIKE(cl *cleanups, s *Setup, dev *tun.Device, cfg *datapath.Config) (*i
 		cl.push(func() { c.Close() })
 		if s.Rule != nil {
 			if err := c.SetMark(s.Rule.Mark); err != nil {
-				return nil, err
+				return err
 			}
 		}
 		socks.p500[i] = c
 		readers.Go(func() { readIKE(c, q) })
 	}
 	cfg.OnIKE = func(msg []byte, local netip.Addr, remote netip.AddrPort) { q.Push(msg, local, remote, true) }
-	return ir, nil
+	return nil
 }
 
 func listenMetrics(cl *cleanups, addr string) (net.Listener, error) {
