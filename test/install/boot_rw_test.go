@@ -86,7 +86,7 @@ func TestSystemdBootRoadWarrior(t *testing.T) {
 		t.Fatalf("with the gateway's name unresolvable: %s, %s restarts; want active, 0\n%s", st, n, ct.status())
 	}
 	hosts := filepath.Join(root, "etc/hosts")
-	f, err := os.OpenFile(hosts, os.O_APPEND|os.O_WRONLY, 0)
+	f, err := os.OpenFile(hosts, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644) // minbase has none
 	if err != nil {
 		t.Fatal(err)
 	}
