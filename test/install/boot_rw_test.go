@@ -117,11 +117,17 @@ func TestSystemdBootRoadWarrior(t *testing.T) {
 	// connect | head -3: head leaves after three lines, connect's next line
 	// raises SIGPIPE; then the unit starts again and serves.
 	ct.run("systemctl", "stop", "roamsec-roadwarrior")
+	deletes := strings.Count(gw.Log(), "deleted by the peer")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	out, err := ct.outputCtx(ctx, "sh", "-c", "roamsec-roadwarrior connect "+lateName+" | head -3; sleep 2; echo end")
+	// connect's own exit status goes to stderr (not into head).
+	out, err := ct.outputCtx(ctx, "sh", "-c", "(roamsec-roadwarrior connect "+lateName+"; echo \"connect exit $?\" >&2) | head -3; echo end")
 	cancel()
-	if err != nil || !strings.HasSuffix(strings.TrimSpace(out), "end") {
-		t.Fatalf("connect | head -3: %v\n%s", err, out)
+	if err != nil || !strings.HasSuffix(strings.TrimSpace(out), "end") || !strings.Contains(out, "connect exit 0") {
+		t.Fatalf("connect | head -3: %v; want connect to end with exit 0 once head left\n%s", err, out)
+	}
+	// It ended as on Ctrl-C: DELETE to the gateway (not killed by SIGPIPE).
+	if !waitFor(10*time.Second, func() bool { return strings.Count(gw.Log(), "deleted by the peer") > deletes }) {
+		t.Fatalf("connect | head -3: the gateway got no DELETE\n%s\ngw:\n%s", out, gw.Log())
 	}
 	if !waitFor(20*time.Second, func() bool {
 		ps, _ := ct.output("sh", "-c", "for p in /proc/[0-9]*; do cat $p/comm; echo; done")
