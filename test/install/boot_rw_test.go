@@ -117,7 +117,6 @@ func TestSystemdBootRoadWarrior(t *testing.T) {
 	// connect | head -3: head leaves after three lines, connect's next line
 	// raises SIGPIPE; then the unit starts again and serves.
 	ct.run("systemctl", "stop", "roamsec-roadwarrior")
-	deletes := strings.Count(gw.Log(), "deleted by the peer")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	// connect's own exit status goes to stderr (not into head).
 	out, err := ct.outputCtx(ctx, "sh", "-c", "(roamsec-roadwarrior connect "+lateName+"; echo \"connect exit $?\" >&2) | head -3; echo end")
@@ -125,9 +124,17 @@ func TestSystemdBootRoadWarrior(t *testing.T) {
 	if err != nil || !strings.HasSuffix(strings.TrimSpace(out), "end") || !strings.Contains(out, "connect exit 0") {
 		t.Fatalf("connect | head -3: %v; want connect to end with exit 0 once head left\n%s", err, out)
 	}
-	// It ended as on Ctrl-C: DELETE to the gateway (not killed by SIGPIPE).
-	if !waitFor(10*time.Second, func() bool { return strings.Count(gw.Log(), "deleted by the peer") > deletes }) {
-		t.Fatalf("connect | head -3: the gateway got no DELETE\n%s\ngw:\n%s", out, gw.Log())
+	if strings.Contains(out, "IKE_AUTH") {
+		t.Fatalf("head passed more than three lines:\n%s", out)
+	}
+	// It ended as on Ctrl-C, not killed: nothing of it left in the kernel.
+	// (head leaves after "IKE_SA_INIT to …", so connect stops during its
+	// IKE_AUTH: the gateway may hold the IKE SA it answered until DPD or
+	// the unit's INITIAL_CONTACT below; no DELETE is expected here.)
+	links, _ := bed.RW.Run("ip", "-br", "link")
+	rules, _ := bed.RW.Run("ip", "rule")
+	if strings.Contains(links, "roamsec0") || strings.Contains(rules, "fwmark") {
+		t.Fatalf("connect | head -3 left kernel state:\n%s\n%s", links, rules)
 	}
 	if !waitFor(20*time.Second, func() bool {
 		ps, _ := ct.output("sh", "-c", "for p in /proc/[0-9]*; do cat $p/comm; echo; done")
@@ -143,8 +150,8 @@ func TestSystemdBootRoadWarrior(t *testing.T) {
 	}
 
 	ct.run("dpkg", "--purge", "roamsec-roadwarrior")
-	links, _ := bed.RW.Run("ip", "-br", "link")
-	rules, _ := bed.RW.Run("ip", "rule")
+	links, _ = bed.RW.Run("ip", "-br", "link")
+	rules, _ = bed.RW.Run("ip", "rule")
 	if strings.Contains(links, "roamsec0") || strings.Contains(rules, "fwmark") {
 		t.Errorf("purge left kernel state:\n%s\n%s", links, rules)
 	}
