@@ -6,7 +6,7 @@ GO ?= go
 # report its own deadline as a failure (golang/go#75804, fixed in 1.27).
 FUZZTIME ?= 20000x
 
-.PHONY: deps demo test fuzz bench bench-esp bench-ike bench-otk bench-flood bench-failover bench-reconnect bench-matrix bench-strongswan bench-outer bench-scale bench-eap bench-ha bench-mobike deb docker build vet
+.PHONY: deps demo test fuzz bench bench-esp bench-ike bench-otk bench-flood bench-failover bench-reconnect bench-matrix bench-strongswan bench-outer bench-scale bench-eap bench-ha bench-mobike bench-crash deb docker build vet
 
 deps:
 	@bash scripts/deps.sh
@@ -119,6 +119,12 @@ bench-flood: deps
 # per established road warrior.
 bench-ha: deps
 	HA_OUTAGE_TRIALS=10 $(GO) test -count=1 -v -timeout 10m -run '^TestHAOutageBench$$' ./test/e2e
+
+# Crash safety (issue 15): SIGKILL at random moments (start-up, connected,
+# during a rekey, during a failover) of the road warrior (40 times) and the
+# gateway (12 restarts), each restart timed to traffic; make test runs 8 and 3.
+bench-crash: deps
+	ROAMSEC_CRASH_KILLS=40 ROAMSEC_CRASH_GATEWAY_KILLS=12 $(GO) test -count=1 -v -timeout 30m -run '^TestSIGKILLAtRandomMomentsThenServe$$' ./test/e2e
 
 # Go benchmarks of the ESP core (figures in the issue notes come from here).
 bench-esp: deps

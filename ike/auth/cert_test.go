@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
+	"errors"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -467,6 +468,14 @@ func TestLoadCredential(t *testing.T) {
 			_, err := LoadCredential(tc.cert, tc.key)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want one saying %q", err, tc.want)
+			}
+			// Which file failed is typed (config names its field by it).
+			want := PartKey
+			if strings.Contains(tc.name, "certificate") && !strings.Contains(tc.name, "key of another") {
+				want = PartCert
+			}
+			if ce := (*CredentialFileError)(nil); !errors.As(err, &ce) || ce.Part != want {
+				t.Fatalf("err %v: part %v, want %v", err, ce, want)
 			}
 			if strings.Contains(err.Error(), keyBody[20:40]) {
 				t.Fatalf("error shows key material: %v", err)

@@ -51,26 +51,56 @@ func NewCredential(key crypto.Signer, chain []*x509.Certificate) (*Credential, e
 // "EC PRIVATE KEY" or PKCS#1 "RSA PRIVATE KEY"; unencrypted). Errors name the
 // file and what is wrong with it, never key material.
 func LoadCredential(certPEMPath, keyPEMPath string) (*Credential, error) {
-	certPEM, err := os.ReadFile(certPEMPath)
+	chain, err := loadChain(certPEMPath)
+	if err != nil {
+		return nil, &CredentialFileError{Part: PartCert, Err: err}
+	}
+	key, err := loadKey(keyPEMPath)
+	if err != nil {
+		return nil, &CredentialFileError{Part: PartKey, Err: err}
+	}
+	c, err := NewCredential(key, chain)
+	if err != nil {
+		// The key does not match the certificate: the key is what the
+		// operator named wrong as often as not, but the pair is one fault.
+		return nil, &CredentialFileError{Part: PartKey, Err: fmt.Errorf("%w (key %s, certificate %s)", err, keyPEMPath, certPEMPath)}
+	}
+	return c, nil
+}
+
+// CredentialPart is which file of a credential an error is about.
+type CredentialPart int
+
+const (
+	PartCert CredentialPart = iota // the certificate (chain) file
+	PartKey                        // the private key file, or the pair
+)
+
+// CredentialFileError is LoadCredential's error: which file failed, so
+// that a caller (config's file:line: field errors) names the right field
+// without reading the message; a combined PEM file given as both is
+// ambiguous by path.
+type CredentialFileError struct {
+	Part CredentialPart
+	Err  error
+}
+
+func (e *CredentialFileError) Error() string { return e.Err.Error() }
+func (e *CredentialFileError) Unwrap() error { return e.Err }
+
+func loadChain(path string) ([]*x509.Certificate, error) {
+	certPEM, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("auth: certificate: %w", err)
 	}
-	chain, err := parseCertsPEM(certPEMPath, certPEM)
+	chain, err := parseCertsPEM(path, certPEM)
 	if err != nil {
 		return nil, err
 	}
 	if len(chain) == 0 {
-		return nil, fmt.Errorf("auth: %s: no CERTIFICATE PEM block", certPEMPath)
+		return nil, fmt.Errorf("auth: %s: no CERTIFICATE PEM block", path)
 	}
-	key, err := loadKey(keyPEMPath)
-	if err != nil {
-		return nil, err
-	}
-	c, err := NewCredential(key, chain)
-	if err != nil {
-		return nil, fmt.Errorf("%w (key %s, certificate %s)", err, keyPEMPath, certPEMPath)
-	}
-	return c, nil
+	return chain, nil
 }
 
 // parseCertsPEM returns the CERTIFICATE blocks of a PEM file in order,

@@ -48,6 +48,9 @@ func TestCredentialsLoadedAtParse(t *testing.T) {
 		{"missing key is refused", gw(certPath, filepath.Join(dir, "none.key"), caPath), "ike.key: ", 5},
 		{"garbage key is refused", gw(certPath, filepath.Join(dir, "garbage.pem"), caPath), "ike.key: ", 5},
 		{"key of another certificate is refused", gw(certPath, keyPath+"x", caPath), "ike.key: ", 5},
+		// One garbage file named as both (a combined PEM): the certificate
+		// is what fails first, and its field is named, whatever the words.
+		{"garbage combined file is refused at cert", gw(filepath.Join(dir, "garbage.pem"), filepath.Join(dir, "garbage.pem"), caPath), "ike.cert: ", 4},
 		{"missing CA is refused", gw(certPath, keyPath, filepath.Join(dir, "none.pem")), "ike.cas[0]: ", 6},
 		{"garbage CA is refused", gw(certPath, keyPath, filepath.Join(dir, "garbage.pem")), "ike.cas[0]: ", 6},
 		{"missing PSK file says to run init", "role: roadwarrior\nike:\n  id: a@b.example\n  gateway: 192.0.2.1\n  remote_ts: [10.0.0.0/8]\n  local_ts: [192.0.2.2/32]\n  psk_file: none.psk\n", "ike.psk_file: PSK file", 7},

@@ -367,7 +367,7 @@ func (p *parser) credentials(f *fields, k *IKE) {
 		cred, err := auth.LoadCredential(k.CertFile, k.KeyFile)
 		if err != nil {
 			field := "cert"
-			if strings.Contains(err.Error(), k.KeyFile) || strings.Contains(err.Error(), "private key") {
+			if ce := (*auth.CredentialFileError)(nil); errors.As(err, &ce) && ce.Part == auth.PartKey {
 				field = "key"
 			}
 			p.errf(f.lineOf(field), f.path2(field), "%s", credMsg(err))

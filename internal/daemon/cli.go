@@ -172,45 +172,10 @@ func Main(role string, args []string, stdout, stderr io.Writer) int {
 			args = []string{"-version"}
 		case "help":
 			args = []string{"-help"}
-		case "status":
-			return statusCmd(role, args[1:], stdout, stderr)
-		case "init":
-			return initCmd(role, args[1:], os.Stdin, stdout, stderr)
-		case "sa":
-			if len(args) < 2 || args[1] != "list" {
-				fmt.Fprintf(stderr, "%s sa: want \"sa list\" (see %s -help)\n", role, role)
-				return ExitUsage
+		default:
+			if code, ok := subcommand(role, args, stdout, stderr); ok {
+				return code
 			}
-			return saListCmd(role, args[2:], stdout, stderr)
-		case "context":
-			return contextCmd(role, args[1:], stdout, stderr)
-		case "ha":
-			switch {
-			case len(args) >= 2 && args[1] == "keygen":
-				return haKeygenCmd(role, args[2:], stdout, stderr)
-			case len(args) >= 2 && args[1] == "switchover" && role == string(config.RoleGateway):
-				return switchoverCmd(role, args[2:], stdout, stderr)
-			}
-			fmt.Fprintf(stderr, "%s ha: want \"ha keygen FILE\" or \"gateway ha switchover\" (see %s -help)\n", role, role)
-			return ExitUsage
-		case "disconnect":
-			if role != string(config.RoleRoadWarrior) {
-				fmt.Fprintf(stderr, "gateway: disconnect is a road-warrior command; stop the gateway with systemctl stop roamsec-gateway\n")
-				return ExitUsage
-			}
-			return disconnectCmd(role, args[1:], stdout, stderr)
-		case "enroll":
-			if role != string(config.RoleGateway) {
-				fmt.Fprintf(stderr, "roadwarrior: enroll is a gateway command (the Host issues one-time keys)\n")
-				return ExitUsage
-			}
-			return enrollCmd(args[1:], stdout, stderr)
-		case "connect":
-			if role != string(config.RoleRoadWarrior) {
-				fmt.Fprintf(stderr, "gateway: connect is a road-warrior command\n")
-				return ExitUsage
-			}
-			return connectCmd(args[1:], stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet(role, flag.ContinueOnError)
@@ -249,6 +214,54 @@ func Main(role string, args []string, stdout, stderr io.Writer) int {
 	}
 
 	return runDaemon(role, *cfgPath, p, stderr)
+}
+
+// subcommand runs args[0] when it names a command (status, init, sa list,
+// context, ha, disconnect, enroll, connect); ok is false when it names
+// none (the daemon's flags follow).
+func subcommand(role string, args []string, stdout, stderr io.Writer) (code int, ok bool) {
+	switch args[0] {
+	case "status":
+		return statusCmd(role, args[1:], stdout, stderr), true
+	case "init":
+		return initCmd(role, args[1:], os.Stdin, stdout, stderr), true
+	case "sa":
+		if len(args) < 2 || args[1] != "list" {
+			fmt.Fprintf(stderr, "%s sa: want \"sa list\" (see %s -help)\n", role, role)
+			return ExitUsage, true
+		}
+		return saListCmd(role, args[2:], stdout, stderr), true
+	case "context":
+		return contextCmd(role, args[1:], stdout, stderr), true
+	case "ha":
+		switch {
+		case len(args) >= 2 && args[1] == "keygen":
+			return haKeygenCmd(role, args[2:], stdout, stderr), true
+		case len(args) >= 2 && args[1] == "switchover" && role == string(config.RoleGateway):
+			return switchoverCmd(role, args[2:], stdout, stderr), true
+		}
+		fmt.Fprintf(stderr, "%s ha: want \"ha keygen FILE\" or \"gateway ha switchover\" (see %s -help)\n", role, role)
+		return ExitUsage, true
+	case "disconnect":
+		if role != string(config.RoleRoadWarrior) {
+			fmt.Fprintf(stderr, "gateway: disconnect is a road-warrior command; stop the gateway with systemctl stop roamsec-gateway\n")
+			return ExitUsage, true
+		}
+		return disconnectCmd(role, args[1:], stdout, stderr), true
+	case "enroll":
+		if role != string(config.RoleGateway) {
+			fmt.Fprintf(stderr, "roadwarrior: enroll is a gateway command (the Host issues one-time keys)\n")
+			return ExitUsage, true
+		}
+		return enrollCmd(args[1:], stdout, stderr), true
+	case "connect":
+		if role != string(config.RoleRoadWarrior) {
+			fmt.Fprintf(stderr, "gateway: connect is a road-warrior command\n")
+			return ExitUsage, true
+		}
+		return connectCmd(args[1:], stdout, stderr), true
+	}
+	return 0, false
 }
 
 // prepared is a loaded, built configuration turned into a Setup.
@@ -621,7 +634,6 @@ type failure struct {
 // classify turns an error into an exit code and a message that says what
 // to do.
 func classify(err error, fc failureContext) failure {
-	text := err.Error()
 	gw := fc.gwName
 	if fc.gwAddr != "" {
 		host := fc.gwAddr
@@ -660,9 +672,9 @@ func classify(err error, fc failureContext) failure {
 			}
 		}
 		return failure{ExitNameUnknown, fmt.Sprintf("cannot resolve the gateway's name %s: %s: check the name (ike.gateway in %s, or the GATEWAY argument) and that DNS works here", fc.gwName, why, fc.cfgPath)}
-	case errors.Is(err, fs.ErrPermission) || strings.Contains(text, "operation not permitted") || strings.Contains(text, "permission denied"):
+	case errors.Is(err, fs.ErrPermission): // EPERM, EACCES
 		what := fmt.Sprintf("no permission (%v)", err)
-		if strings.Contains(text, "TUN device") {
+		if te := (*TUNError)(nil); errors.As(err, &te) {
 			what = "no permission to create the TUN device (/dev/net/tun: operation not permitted)"
 		}
 		return failure{ExitPermission, fmt.Sprintf("%s: run as root (sudo %s), or give the binary CAP_NET_ADMIN, CAP_NET_RAW and CAP_NET_BIND_SERVICE", what, fc.role)}
@@ -856,6 +868,13 @@ func connectCmd(args []string, stdout, stderr io.Writer) int {
 		return ExitConfig
 	}
 	ui.k, ui.mob = s.IKE, s.Mobility
+	return ui.run(s, pos, otk, stderr)
+}
+
+// run connects with the prepared profile s until a signal, disconnect or
+// a failure before the tunnel is up; it returns the exit code.
+func (ui *connectUI) run(s *Setup, pos []string, otk *oneTimeClient, stderr io.Writer) int {
+	const role = "roadwarrior"
 	fc := failureContext{role: role + " connect", cfgPath: ui.cfgPath, ike: s.IKE, oneTime: otk != nil}
 	fail := func(f failure) int {
 		if !ui.json {
@@ -1065,140 +1084,23 @@ const (
 	phaseConnected
 )
 
+// printer is the state of connect's output while it runs: the phase, the
+// paths and Child SAs already shown. Only loop's goroutine uses it.
+type printer struct {
+	u          *connectUI
+	phase      int
+	pathsUntil time.Time
+	shown      map[string]string // path name -> state and use shown
+	seen       map[string]bool   // Child SA names installed
+	lastSwitch time.Time
+	wantHosts  bool
+}
+
 func (u *connectUI) loop() {
 	defer close(u.done)
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
-	phase := phaseIKE
-	var pathsUntil time.Time
-	shown := map[string]string{} // path name -> state and use shown
-	seen := map[string]bool{}    // Child SA names installed
-	var lastSwitch time.Time
-	wantHosts := u.k.HostToHost
-	snapshot := func() {
-		if st, ok := u.status(); ok {
-			u.setFinal(&st)
-		}
-	}
-	connected := func() {
-		phase = phaseConnected
-		u.mu.Lock()
-		u.connected = true
-		u.mu.Unlock()
-		ev := Event{Event: "connected", Message: "connected — Ctrl-C to disconnect"}
-		if st, ok := u.status(); ok {
-			ev.Status = &st
-		}
-		u.emit(ev)
-	}
-	afterChild := func() {
-		switch {
-		case phase == phaseIKE && wantHosts:
-			phase = phaseHosts
-		case phase <= phaseHosts && u.mob != nil && len(u.mob.Paths) > 0:
-			phase = phasePaths
-			wait := 3*time.Second + 10*u.mob.Heartbeat.Interval
-			pathsUntil = time.Now().Add(min(wait, 10*time.Second))
-		case phase <= phaseHosts:
-			connected()
-		}
-	}
-	paths := func() {
-		st, ok := u.status()
-		if !ok || st.Mobility == nil {
-			return
-		}
-		u.setFinal(&st)
-		m := st.Mobility
-		settled := true
-		for _, p := range m.Paths {
-			if p.State == mobility.Unconfirmed.String() && phase == phasePaths {
-				settled = false
-				continue
-			}
-			key := fmt.Sprint(p.State, p.InUse)
-			if shown[p.Name] == key {
-				continue
-			}
-			shown[p.Name] = key
-			pp := p
-			u.emit(Event{Event: "path", Path: &pp, Message: pathLine(p, phase == phaseConnected)})
-		}
-		if s := m.LastSwitch; s != nil && s.At.After(lastSwitch) {
-			u.emit(Event{Event: "switch", Message: fmt.Sprintf("switched from %s to %s (%s), applied %.1f ms after the detector's event", s.From, s.To, s.Reason, s.TookMs)})
-			lastSwitch = s.At
-		}
-		if phase == phasePaths && (settled || time.Now().After(pathsUntil)) {
-			for _, p := range m.Paths {
-				if _, ok := shown[p.Name]; !ok {
-					shown[p.Name] = fmt.Sprint(p.State, p.InUse)
-					pp := p
-					u.emit(Event{Event: "path", Path: &pp, Message: pathLine(p, false)})
-				}
-			}
-			connected()
-		}
-	}
-	handle := func(p ike.Progress) {
-		ev := Event{Event: p.Kind.String(), Peer: p.Peer.String(), Info: p.String()}
-		switch p.Kind {
-		case ike.EvIKESAInit:
-			u.mu.Lock()
-			u.peer = p.Peer
-			u.mu.Unlock()
-			ev.Message = fmt.Sprintf("IKE_SA_INIT to %s: proposing %s", p.Peer, p.Proposal)
-			u.emit(ev)
-		case ike.EvIKEAuth:
-			how := map[bool]string{true: "certificate", false: "pre-shared key"}[p.Cert]
-			if u.cfgPath == "-one-time" {
-				how = "one-time key, RFC 7427 Ed25519 over an RFC 7670 raw public key"
-			}
-			ev.Message = fmt.Sprintf("IKE_AUTH as %v (%s) to %s", p.ID, how, p.Peer)
-			u.emit(ev)
-		case ike.EvIKEEstablished:
-			ev.Message = fmt.Sprintf("IKE SA established with %v at %s: %s", p.ID, p.Peer, p.Proposal)
-			u.emit(ev)
-		case ike.EvChildInstalled:
-			u.childInstalled(ev, p.Child, seen, phase == phaseHosts, afterChild)
-		case ike.EvChildFailed, ike.EvFailed:
-			u.mu.Lock()
-			fatal := phase == phaseIKE && u.first == nil
-			if fatal {
-				u.first = p.Err
-			}
-			u.mu.Unlock()
-			if fatal {
-				snapshot()
-				u.cancel(p.Err)
-				return
-			}
-			ev.Error = fmt.Sprint(p.Err)
-			switch {
-			case p.Kind == ike.EvChildFailed && (phase == phaseHosts || phase == phasePaths):
-				ev.Message = fmt.Sprintf("the path-monitoring SA failed (%v): failover detection is limited", p.Err)
-			case p.Kind == ike.EvFailed && phase == phaseConnected:
-				ev.Message = fmt.Sprintf("connection lost: IKE SA failed (%v); reconnecting", p.Err)
-			default:
-				ev.Message = fmt.Sprintf("failed: %v", p.Err)
-			}
-			u.emit(ev)
-			if phase == phaseHosts && p.Kind == ike.EvChildFailed {
-				afterChild()
-			}
-		case ike.EvDeleted:
-			switch {
-			case p.Reason == ike.DownShutdown: // our own: Ctrl-C, SIGTERM or disconnect
-				ev.Message = fmt.Sprintf("disconnecting: DELETE sent to %s", p.Peer)
-				u.emit(ev)
-			case phase == phaseConnected && p.Reason != ike.DownReset:
-				ev.Message = fmt.Sprintf("connection lost: IKE SA deleted (%s); reconnecting", p.Reason)
-				u.emit(ev)
-			}
-		default:
-			ev.Message = fmt.Sprintf("%s %s", p.Kind, p)
-			u.emit(ev)
-		}
-	}
+	pr := &printer{u: u, phase: phaseIKE, shown: map[string]string{}, seen: map[string]bool{}, wantHosts: u.k.HostToHost}
 	for {
 		select {
 		case <-u.quit:
@@ -1214,15 +1116,160 @@ func (u *connectUI) loop() {
 					return
 				default:
 				}
-				handle(p)
+				pr.handle(p)
 			}
 		case <-tick.C:
-			if phase >= phasePaths {
-				paths()
-			} else if phase > phaseIKE {
-				snapshot()
+			if pr.phase >= phasePaths {
+				pr.paths()
+			} else if pr.phase > phaseIKE {
+				pr.snapshot()
 			}
 		}
+	}
+}
+
+func (pr *printer) snapshot() {
+	if st, ok := pr.u.status(); ok {
+		pr.u.setFinal(&st)
+	}
+}
+
+func (pr *printer) connected() {
+	u := pr.u
+	pr.phase = phaseConnected
+	u.mu.Lock()
+	u.connected = true
+	u.mu.Unlock()
+	ev := Event{Event: "connected", Message: "connected — Ctrl-C to disconnect"}
+	if st, ok := u.status(); ok {
+		ev.Status = &st
+	}
+	u.emit(ev)
+}
+
+// afterChild moves connect on once a new Child SA is up: to the
+// path-monitoring SA, to the paths, or connected.
+func (pr *printer) afterChild() {
+	switch {
+	case pr.phase == phaseIKE && pr.wantHosts:
+		pr.phase = phaseHosts
+	case pr.phase <= phaseHosts && pr.u.mob != nil && len(pr.u.mob.Paths) > 0:
+		pr.phase = phasePaths
+		wait := 3*time.Second + 10*pr.u.mob.Heartbeat.Interval
+		pr.pathsUntil = time.Now().Add(min(wait, 10*time.Second))
+	case pr.phase <= phaseHosts:
+		pr.connected()
+	}
+}
+
+// paths shows each path whose state changed and the last switch; while
+// waiting for the paths, connected once they settled (or the wait ended).
+func (pr *printer) paths() {
+	u := pr.u
+	st, ok := u.status()
+	if !ok || st.Mobility == nil {
+		return
+	}
+	u.setFinal(&st)
+	m := st.Mobility
+	settled := true
+	for _, p := range m.Paths {
+		if p.State == mobility.Unconfirmed.String() && pr.phase == phasePaths {
+			settled = false
+			continue
+		}
+		key := fmt.Sprint(p.State, p.InUse)
+		if pr.shown[p.Name] == key {
+			continue
+		}
+		pr.shown[p.Name] = key
+		pp := p
+		u.emit(Event{Event: "path", Path: &pp, Message: pathLine(p, pr.phase == phaseConnected)})
+	}
+	if s := m.LastSwitch; s != nil && s.At.After(pr.lastSwitch) {
+		u.emit(Event{Event: "switch", Message: fmt.Sprintf("switched from %s to %s (%s), applied %.1f ms after the detector's event", s.From, s.To, s.Reason, s.TookMs)})
+		pr.lastSwitch = s.At
+	}
+	if pr.phase == phasePaths && (settled || time.Now().After(pr.pathsUntil)) {
+		for _, p := range m.Paths {
+			if _, ok := pr.shown[p.Name]; !ok {
+				pr.shown[p.Name] = fmt.Sprint(p.State, p.InUse)
+				pp := p
+				u.emit(Event{Event: "path", Path: &pp, Message: pathLine(p, false)})
+			}
+		}
+		pr.connected()
+	}
+}
+
+// handle shows one IKE event; it switches on the event's kind, never on
+// its text.
+func (pr *printer) handle(p ike.Progress) {
+	u := pr.u
+	ev := Event{Event: p.Kind.String(), Peer: p.Peer.String(), Info: p.String()}
+	switch p.Kind {
+	case ike.EvIKESAInit:
+		u.mu.Lock()
+		u.peer = p.Peer
+		u.mu.Unlock()
+		ev.Message = fmt.Sprintf("IKE_SA_INIT to %s: proposing %s", p.Peer, p.Proposal)
+	case ike.EvIKEAuth:
+		how := map[bool]string{true: "certificate", false: "pre-shared key"}[p.Cert]
+		if u.cfgPath == "-one-time" {
+			how = "one-time key, RFC 7427 Ed25519 over an RFC 7670 raw public key"
+		}
+		ev.Message = fmt.Sprintf("IKE_AUTH as %v (%s) to %s", p.ID, how, p.Peer)
+	case ike.EvIKEEstablished:
+		ev.Message = fmt.Sprintf("IKE SA established with %v at %s: %s", p.ID, p.Peer, p.Proposal)
+	case ike.EvChildInstalled:
+		u.childInstalled(ev, p.Child, pr.seen, pr.phase == phaseHosts, pr.afterChild)
+		return
+	case ike.EvChildFailed, ike.EvFailed:
+		pr.failed(ev, p)
+		return
+	case ike.EvDeleted:
+		switch {
+		case p.Reason == ike.DownShutdown: // our own: Ctrl-C, SIGTERM or disconnect
+			ev.Message = fmt.Sprintf("disconnecting: DELETE sent to %s", p.Peer)
+		case pr.phase == phaseConnected && p.Reason != ike.DownReset:
+			ev.Message = fmt.Sprintf("connection lost: IKE SA deleted (%s); reconnecting", p.Reason)
+		default:
+			return
+		}
+	default:
+		ev.Message = fmt.Sprintf("%s %s", p.Kind, p)
+	}
+	u.emit(ev)
+}
+
+// failed: a failure before the tunnel is up ends connect with it (the
+// first one is what classify turns into the exit code); later ones are
+// shown and connect goes on.
+func (pr *printer) failed(ev Event, p ike.Progress) {
+	u := pr.u
+	u.mu.Lock()
+	fatal := pr.phase == phaseIKE && u.first == nil
+	if fatal {
+		u.first = p.Err
+	}
+	u.mu.Unlock()
+	if fatal {
+		pr.snapshot()
+		u.cancel(p.Err)
+		return
+	}
+	ev.Error = fmt.Sprint(p.Err)
+	switch {
+	case p.Kind == ike.EvChildFailed && (pr.phase == phaseHosts || pr.phase == phasePaths):
+		ev.Message = fmt.Sprintf("the path-monitoring SA failed (%v): failover detection is limited", p.Err)
+	case p.Kind == ike.EvFailed && pr.phase == phaseConnected:
+		ev.Message = fmt.Sprintf("connection lost: IKE SA failed (%v); reconnecting", p.Err)
+	default:
+		ev.Message = fmt.Sprintf("failed: %v", p.Err)
+	}
+	u.emit(ev)
+	if pr.phase == phaseHosts && p.Kind == ike.EvChildFailed {
+		pr.afterChild()
 	}
 }
 

@@ -34,7 +34,7 @@ func TestCLIClassify(t *testing.T) {
 		{fmt.Errorf("%w: gw.example: %w", ErrNameNotFound, &net.DNSError{Err: "no such host", Name: "gw.example", IsNotFound: true}), ExitNameUnknown, "cannot resolve the gateway's name gw.example: no such host"},
 		{ike.ErrAuthRefused, ExitAuthRefused, "refused our authentication as rw1@example.org: check ike.id and the pre-shared key"},
 		{fmt.Errorf("%w: gw.example: bad AUTH", ike.ErrPeerAuth), ExitAuthRefused, "did not prove its identity"},
-		{fmt.Errorf("open TUN device %q: %w", "roamsec0", syscall.EPERM), ExitPermission, "no permission to create the TUN device (/dev/net/tun: operation not permitted): run as root (sudo roadwarrior connect)"},
+		{&TUNError{Name: "roamsec0", Err: syscall.EPERM}, ExitPermission, "no permission to create the TUN device (/dev/net/tun: operation not permitted): run as root (sudo roadwarrior connect)"},
 		{fmt.Errorf("IKE port 500: %w", &os.SyscallError{Syscall: "bind", Err: syscall.EACCES}), ExitPermission, "run as root"},
 		{&ike.NotifyError{Type: message.TS_UNACCEPTABLE}, ExitTSRefused, "the gateway refused the addresses we asked for (TS_UNACCEPTABLE: 192.0.2.2/32 <=> 203.0.113.0/24)"},
 		{ike.ErrNoVirtualAddress, ExitTSRefused, "no virtual address for us"},
@@ -67,6 +67,15 @@ func TestCLIExitCodeNotFromText(t *testing.T) {
 		{&ike.NotifyError{Exchange: message.IKE_SA_INIT, Type: message.NO_PROPOSAL_CHOSEN}, ExitNoProposal},
 		{ike.ErrNoProposal, ExitNoProposal},
 	}
+	// Permission: the errno, not the words "operation not permitted"; the
+	// TUN device's advice by the error's type, not "TUN device" in it.
+	typed = append(typed, struct {
+		err  error
+		code int
+	}{fmt.Errorf("add route: %w", syscall.EPERM), ExitPermission}, struct {
+		err  error
+		code int
+	}{fmt.Errorf("bind: %w", &os.SyscallError{Syscall: "bind", Err: syscall.EACCES}), ExitPermission})
 	for _, c := range typed {
 		reworded := fmt.Errorf("quite different words entirely: %w", c.err)
 		if got := classify(reworded, fc).code; got != c.code {
@@ -75,6 +84,19 @@ func TestCLIExitCodeNotFromText(t *testing.T) {
 		if got := classify(errors.New(c.err.Error()), fc).code; got == c.code {
 			t.Errorf("untyped %q: exit %d from its text alone", c.err, got)
 		}
+	}
+}
+
+// The TUN device's advice follows the error's type: a TUNError under
+// other words gets it, a message that only mentions a TUN device does not.
+func TestCLITUNAdviceFromType(t *testing.T) {
+	fc := failureContext{role: "roadwarrior connect", cfgPath: "rw.yaml"}
+	const tunAdvice = "no permission to create the TUN device"
+	if f := classify(fmt.Errorf("quite different words: %w", &TUNError{Name: "x", Err: syscall.EPERM}), fc); f.code != ExitPermission || !strings.Contains(f.msg, tunAdvice) {
+		t.Errorf("typed TUNError reworded: %d %q", f.code, f.msg)
+	}
+	if f := classify(fmt.Errorf("TUN device route: %w", syscall.EPERM), fc); f.code != ExitPermission || strings.Contains(f.msg, tunAdvice) {
+		t.Errorf("untyped error mentioning a TUN device: %d %q", f.code, f.msg)
 	}
 }
 

@@ -185,7 +185,7 @@ func (s *Setup) closeSAs() {
 func openDevice(cl *cleanups, s *Setup) (*tun.Device, error) {
 	dev, err := tun.Open(s.TUN)
 	if err != nil {
-		return nil, fmt.Errorf("open TUN device %q: %w (is /dev/net/tun there, and do we have CAP_NET_ADMIN?)", s.TUN.Name, err)
+		return nil, &TUNError{Name: s.TUN.Name, Err: err}
 	}
 	cl.push(func() { dev.Close() })
 	cl.push(func() {
@@ -210,6 +210,19 @@ func openDevice(cl *cleanups, s *Setup) (*tun.Device, error) {
 	}
 	return dev, nil
 }
+
+// TUNError: the TUN device could not be created. The CLI gives its
+// advice by this type (and fs.ErrPermission in Err), not by the words.
+type TUNError struct {
+	Name string
+	Err  error
+}
+
+func (e *TUNError) Error() string {
+	return fmt.Sprintf("open TUN device %q: %v (is /dev/net/tun there, and do we have CAP_NET_ADMIN?)", e.Name, e.Err)
+}
+
+func (e *TUNError) Unwrap() error { return e.Err }
 
 // markable is what openTransports opens: a socket that can carry the
 // bypass mark.
@@ -332,6 +345,18 @@ func startIKE(cl *cleanups, s *Setup, dev *tun.Device, cfg *datapath.Config) (*i
 	}
 	st.ep = ir.ep
 	cl.push(ir.ep.Close) // after a fatal error or a data path failure too
+	if err := listenIKE(cl, s, ir.ep, &socks, cfg); err != nil {
+		return nil, err
+	}
+	return ir, nil
+}
+
+// listenIKE opens UDP 500 (IPv4, and IPv6 where there is one) and routes
+// IKE from it and from the data path's UDP 4500 sockets into one bounded
+// queue served by IKE goroutines of their own; the readers and the queue
+// are joined on cleanup, after their sockets are closed.
+func listenIKE(cl *cleanups, s *Setup, ep *ike.Endpoint, socks *ikeSockets, cfg *datapath.Config) error {
+	st := s.ike
 	if u, ok := cfg.UDP4.(*transport.UDPConn); ok {
 		socks.p4500[0] = u
 	}
@@ -347,15 +372,15 @@ func startIKE(cl *cleanups, s *Setup, dev *tun.Device, cfg *datapath.Config) (*i
 	// themselves (ike.Endpoint.Screen), so what reaches these goroutines is
 	// bounded by the queue and the half-open caps.
 	q := datapath.NewIKEQueue(s.IKE.Limits.Queue, runtime.GOMAXPROCS(0))
-	q.Screen = ir.ep.Screen // RFC 7296 §2.6 cookies in the reading goroutine, before the queue
+	q.Screen = ep.Screen // RFC 7296 §2.6 cookies in the reading goroutine, before the queue
 	st.queue = q
-	readers.Go(func() { q.Run(ir.ep.Handle) })
+	readers.Go(func() { q.Run(ep.Handle) })
 	cl.push(q.Close)
 	for i, any := range []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
 		c, err := transport.ListenIKE(netip.AddrPortFrom(any, s.IKE.Port))
 		if err != nil {
 			if i == 0 {
-				return nil, fmt.Errorf("IKE port %d: %w (needs CAP_NET_BIND_SERVICE)", s.IKE.Port, err)
+				return fmt.Errorf("IKE port %d: %w (needs CAP_NET_BIND_SERVICE)", s.IKE.Port, err)
 			}
 			s.Log.Warn("no IPv6 IKE socket", "err", err)
 			continue
@@ -363,14 +388,14 @@ func startIKE(cl *cleanups, s *Setup, dev *tun.Device, cfg *datapath.Config) (*i
 		cl.push(func() { c.Close() })
 		if s.Rule != nil {
 			if err := c.SetMark(s.Rule.Mark); err != nil {
-				return nil, err
+				return err
 			}
 		}
 		socks.p500[i] = c
 		readers.Go(func() { readIKE(c, q) })
 	}
 	cfg.OnIKE = func(msg []byte, local netip.Addr, remote netip.AddrPort) { q.Push(msg, local, remote, true) }
-	return ir, nil
+	return nil
 }
 
 func listenMetrics(cl *cleanups, addr string) (net.Listener, error) {

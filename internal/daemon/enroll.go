@@ -66,19 +66,9 @@ func enrollCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, enrollUsage)
 		return ExitUsage
 	}
-	if *dbPath != "" && *etcdURLs != "" {
-		fmt.Fprintln(stderr, "gateway enroll: -db (a file) or -etcd (etcd), not both")
-		return ExitUsage
-	}
-	o := &config.OneTime{Database: *dbPath}
-	if *etcdURLs != "" {
-		o = &config.OneTime{Etcd: &config.OneTimeEtcd{Endpoints: strings.Split(*etcdURLs, ","), Prefix: enroll.DefaultEtcdPrefix}}
-	}
-	if *dbPath == "" && *etcdURLs == "" {
-		var code int
-		if o, code = oneTimeFromConfig(*cfgPath, stderr); code != ExitOK {
-			return code
-		}
+	o, code := enrollSource(*cfgPath, *dbPath, *etcdURLs, stderr)
+	if code != ExitOK {
+		return code
 	}
 	if *acctPath == "" {
 		*acctPath = o.Accounting
@@ -106,18 +96,39 @@ func enrollCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		return enrollIssue(h, acct, pos[0], *count, obj, time.Duration(expires), *out, *qr, *asJSON, stdout, stderr)
 	case "revoke":
-		recs, err := h.Revoke(pos[0])
-		if err != nil {
-			fmt.Fprintf(stderr, "gateway enroll revoke: %v\n", err)
-			return ExitRuntime
-		}
-		for _, r := range recs {
-			acct.Log(enroll.Event{Event: enroll.EvRevoked, KeyID: r.KeyID, User: r.User, Objective: r.Objective})
-			fmt.Fprintf(stdout, "revoked key %s of %s\n", r.KeyID, r.User)
-		}
-		return ExitOK
+		return enrollRevoke(h, acct, pos[0], stdout, stderr)
 	}
 	return enrollList(h, *asJSON, stdout, stderr)
+}
+
+// enrollSource is the key database enroll works on: -db, -etcd, or the
+// configuration's ike.one_time.
+func enrollSource(cfgPath, dbPath, etcdURLs string, stderr io.Writer) (*config.OneTime, int) {
+	if dbPath != "" && etcdURLs != "" {
+		fmt.Fprintln(stderr, "gateway enroll: -db (a file) or -etcd (etcd), not both")
+		return nil, ExitUsage
+	}
+	if etcdURLs != "" {
+		return &config.OneTime{Etcd: &config.OneTimeEtcd{Endpoints: strings.Split(etcdURLs, ","), Prefix: enroll.DefaultEtcdPrefix}}, ExitOK
+	}
+	if dbPath != "" {
+		return &config.OneTime{Database: dbPath}, ExitOK
+	}
+	return oneTimeFromConfig(cfgPath, stderr)
+}
+
+// enrollRevoke revokes what id names (a key ID or a user's keys).
+func enrollRevoke(h enroll.Store, acct *enroll.Accounting, id string, stdout, stderr io.Writer) int {
+	recs, err := h.Revoke(id)
+	if err != nil {
+		fmt.Fprintf(stderr, "gateway enroll revoke: %v\n", err)
+		return ExitRuntime
+	}
+	for _, r := range recs {
+		acct.Log(enroll.Event{Event: enroll.EvRevoked, KeyID: r.KeyID, User: r.User, Objective: r.Objective})
+		fmt.Fprintf(stdout, "revoked key %s of %s\n", r.KeyID, r.User)
+	}
+	return ExitOK
 }
 
 // oneTimeFromConfig finds ike.one_time in the gateway's configuration.

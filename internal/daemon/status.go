@@ -404,42 +404,7 @@ func PrintStatus(w io.Writer, st Status) {
 		printHA(w, h)
 	}
 	if k := st.IKE; k != nil {
-		if k.Role == "initiator" {
-			fmt.Fprintf(w, "IKE SA: %s since %s, as %s to %s", strings.ToUpper(k.State), k.Since.Format(time.TimeOnly), k.LocalID, k.Gateway)
-			if k.Peer != "" {
-				fmt.Fprintf(w, " (%s)", k.Peer)
-			}
-			fmt.Fprintf(w, ", mode %s\n", k.Mode)
-			if k.State == "established" {
-				fmt.Fprintf(w, "  gateway %s, proposal %s", k.PeerID, k.Proposal)
-				if len(k.VirtualIP) > 0 {
-					fmt.Fprintf(w, ", virtual address %s", strings.Join(k.VirtualIP, ", "))
-				}
-				fmt.Fprintln(w)
-			}
-		} else {
-			fmt.Fprintf(w, "IKE: responder as %s: %d IKE SAs up, %d established since start\n", k.LocalID, k.IKESAs, k.Established)
-		}
-		for _, sa := range k.SAs {
-			fmt.Fprintf(w, "  IKE SA %s: SPIs %s/%s, %s <-> %s, %s, %d IKE rekeys", sa.Name, sa.SPIi, sa.SPIr, sa.Local, sa.Remote, sa.Proposal, sa.Rekeys)
-			if sa.NAT {
-				fmt.Fprint(w, ", NAT (ESP in UDP)")
-			}
-			if sa.MOBIKE {
-				fmt.Fprint(w, ", MOBIKE")
-			}
-			fmt.Fprintln(w)
-		}
-		if k.LastError != "" {
-			fmt.Fprintf(w, "  last error: %s\n", k.LastError)
-		}
-		fmt.Fprintf(w, "Child SAs (%d rekeys since start):\n", k.ChildRekeys)
-		var b strings.Builder
-		PrintSAList(&b, st.Children)
-		for _, l := range strings.SplitAfter(strings.TrimSuffix(b.String(), "\n"), "\n") {
-			fmt.Fprint(w, "  ", l)
-		}
-		fmt.Fprintln(w)
+		printIKE(w, k, st.Children)
 	}
 	fmt.Fprintf(w, "SAs:\n")
 	for _, sa := range st.SAs {
@@ -454,6 +419,56 @@ func PrintStatus(w io.Writer, st Status) {
 	}
 	d := st.Datapath
 	fmt.Fprintf(w, "Data path: TUN %d read, %d written; ESP %d sent, %d received; drops outside any SA: %s\n", d.TunRead, d.TunWritten, d.ESPSent, d.ESPReceived, dropsText(d.Drops))
+	printCounters(w, st)
+	if m := st.Mobility; m != nil {
+		printMobility(w, m)
+	}
+}
+
+// printIKE is the IKE side: our IKE SA (road warrior) or the responder's
+// count, each IKE SA, the Child SAs.
+func printIKE(w io.Writer, k *IKEStatus, children []ChildStatus) {
+	if k.Role == "initiator" {
+		fmt.Fprintf(w, "IKE SA: %s since %s, as %s to %s", strings.ToUpper(k.State), k.Since.Format(time.TimeOnly), k.LocalID, k.Gateway)
+		if k.Peer != "" {
+			fmt.Fprintf(w, " (%s)", k.Peer)
+		}
+		fmt.Fprintf(w, ", mode %s\n", k.Mode)
+		if k.State == "established" {
+			fmt.Fprintf(w, "  gateway %s, proposal %s", k.PeerID, k.Proposal)
+			if len(k.VirtualIP) > 0 {
+				fmt.Fprintf(w, ", virtual address %s", strings.Join(k.VirtualIP, ", "))
+			}
+			fmt.Fprintln(w)
+		}
+	} else {
+		fmt.Fprintf(w, "IKE: responder as %s: %d IKE SAs up, %d established since start\n", k.LocalID, k.IKESAs, k.Established)
+	}
+	for _, sa := range k.SAs {
+		fmt.Fprintf(w, "  IKE SA %s: SPIs %s/%s, %s <-> %s, %s, %d IKE rekeys", sa.Name, sa.SPIi, sa.SPIr, sa.Local, sa.Remote, sa.Proposal, sa.Rekeys)
+		if sa.NAT {
+			fmt.Fprint(w, ", NAT (ESP in UDP)")
+		}
+		if sa.MOBIKE {
+			fmt.Fprint(w, ", MOBIKE")
+		}
+		fmt.Fprintln(w)
+	}
+	if k.LastError != "" {
+		fmt.Fprintf(w, "  last error: %s\n", k.LastError)
+	}
+	fmt.Fprintf(w, "Child SAs (%d rekeys since start):\n", k.ChildRekeys)
+	var b strings.Builder
+	PrintSAList(&b, children)
+	for _, l := range strings.SplitAfter(strings.TrimSuffix(b.String(), "\n"), "\n") {
+		fmt.Fprint(w, "  ", l)
+	}
+	fmt.Fprintln(w)
+}
+
+// printCounters: the IKE endpoint's counters and bounds, one-time keys,
+// RADIUS.
+func printCounters(w io.Writer, st Status) {
 	if k := st.IKE; k != nil && k.Counters != nil {
 		c := k.Counters
 		fmt.Fprintf(w, "IKE messages: %d dropped, %d requests retransmitted, %d answered from the cache, %d cookies sent\n", c.Dropped, c.Retransmitted, c.Answered, c.Cookies)
@@ -471,26 +486,27 @@ func PrintStatus(w io.Writer, st Status) {
 		fmt.Fprintf(w, "RADIUS: EAP %d accepted, %d rejected; %d requests, %d retransmitted, %d server timeouts, %d failovers, %d bad answers dropped, %d accounting requests lost\n",
 			r.EAPAccepted, r.EAPRejected, r.Requests, r.Retransmits, r.Timeouts, r.Failovers, r.BadResponses, r.AccountingLost)
 	}
-	if m := st.Mobility; m != nil {
-		fmt.Fprintf(w, "Path failure detector: %s (kernel SCTP: %s)\n", m.Detector, m.KernelSCTP)
-		for _, p := range m.Paths {
-			mark := " "
-			if p.InUse {
-				mark = "*"
-			}
-			extra := ""
-			if p.Primary {
-				extra = " (primary)"
-			}
-			if p.Loss != nil && p.RTTMs != nil {
-				extra += fmt.Sprintf("  loss %.1f%% rtt %.1f ms", 100**p.Loss, *p.RTTMs)
-			}
-			fmt.Fprintf(w, "  %s %-10s %s -> %s  %s since %s%s\n", mark, p.Name, p.Local, p.Peer, p.State, p.Since.Format("15:04:05.000"), extra)
+}
+
+func printMobility(w io.Writer, m *MobilityStatus) {
+	fmt.Fprintf(w, "Path failure detector: %s (kernel SCTP: %s)\n", m.Detector, m.KernelSCTP)
+	for _, p := range m.Paths {
+		mark := " "
+		if p.InUse {
+			mark = "*"
 		}
-		if s := m.LastSwitch; s != nil {
-			fmt.Fprintf(w, "Last switch: %s -> %s at %s (%s), applied %.1f ms after that; %d switches in all\n",
-				s.From, s.To, s.At.Format(time.TimeOnly), s.Reason, s.TookMs, m.Switches)
+		extra := ""
+		if p.Primary {
+			extra = " (primary)"
 		}
+		if p.Loss != nil && p.RTTMs != nil {
+			extra += fmt.Sprintf("  loss %.1f%% rtt %.1f ms", 100**p.Loss, *p.RTTMs)
+		}
+		fmt.Fprintf(w, "  %s %-10s %s -> %s  %s since %s%s\n", mark, p.Name, p.Local, p.Peer, p.State, p.Since.Format("15:04:05.000"), extra)
+	}
+	if s := m.LastSwitch; s != nil {
+		fmt.Fprintf(w, "Last switch: %s -> %s at %s (%s), applied %.1f ms after that; %d switches in all\n",
+			s.From, s.To, s.At.Format(time.TimeOnly), s.Reason, s.TookMs, m.Switches)
 	}
 }
 

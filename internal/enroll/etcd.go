@@ -2,19 +2,12 @@ package enroll
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"time"
-
-	"go.etcd.io/etcd/client/pkg/v3/transport"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
 
 	"github.com/roamsec/roamsec/ike/auth"
 )
@@ -48,7 +41,7 @@ const etcdTxnOps = 100
 // the key's ModRevision is still the one read: etcd's compare-and-swap,
 // so of racing gateways exactly one admits and the others read "used".
 type EtcdHost struct {
-	cli     *clientv3.Client
+	kv      EtcdKV
 	prefix  string
 	timeout time.Duration
 	Now     func() time.Time
@@ -56,41 +49,56 @@ type EtcdHost struct {
 
 var _ Store = (*EtcdHost)(nil)
 
-// OpenEtcdHost connects to etcd (lazily: a server that is down is an
-// error of the first operation, not of this call).
+// EtcdKV is what EtcdHost needs of etcd's client (internal/etcdkv): this
+// package does not import etcd's client, so the road warrior, which links
+// it through internal/daemon, does not link etcd, gRPC and protobuf.
+type EtcdKV interface {
+	// CreateAll puts every key in one transaction if none exists.
+	CreateAll(ctx context.Context, keys, values []string) (bool, error)
+	Delete(ctx context.Context, key string) error
+	// Get is the value and ModRevision; found false: no such key.
+	Get(ctx context.Context, key string) (value []byte, rev int64, found bool, err error)
+	// PutIfRevision writes if the key's ModRevision is still rev.
+	PutIfRevision(ctx context.Context, key, value string, rev int64) (bool, error)
+	// List is every key under prefix, sorted by key.
+	List(ctx context.Context, prefix string) (keys, values [][]byte, revs []int64, err error)
+	Close() error
+}
+
+// EtcdDialer connects to etcd; the gateway's main sets it (to
+// internal/etcdkv). Nil in a binary without etcd's client.
+var EtcdDialer func(EtcdConfig) (EtcdKV, error)
+
+// ErrNoEtcd: this binary does not link etcd's client (EtcdDialer nil).
+var ErrNoEtcd = errors.New("etcd: not built into this program (only the gateway links etcd's client)")
+
+// OpenEtcdHost connects to etcd through EtcdDialer (lazily: a server that
+// is down is an error of the first operation, not of this call).
 func OpenEtcdHost(c EtcdConfig) (*EtcdHost, error) {
+	if EtcdDialer == nil {
+		return nil, ErrNoEtcd
+	}
 	if len(c.Endpoints) == 0 {
 		return nil, errors.New("etcd: no endpoints")
-	}
-	var tc *tls.Config
-	if c.CAFile != "" || c.CertFile != "" {
-		var err error
-		info := transport.TLSInfo{CertFile: c.CertFile, KeyFile: c.KeyFile, TrustedCAFile: c.CAFile}
-		if tc, err = info.ClientConfig(); err != nil {
-			return nil, fmt.Errorf("etcd TLS: %w", err)
-		}
 	}
 	timeout := c.Timeout
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	cc := clientv3.Config{Endpoints: c.Endpoints, TLS: tc, DialTimeout: timeout, Logger: zap.NewNop()}
-	if c.Dial != nil {
-		cc.DialOptions = []grpc.DialOption{grpc.WithContextDialer(c.Dial)}
-	}
-	cli, err := clientv3.New(cc)
+	c.Timeout = timeout
+	kv, err := EtcdDialer(c)
 	if err != nil {
-		return nil, fmt.Errorf("etcd %s: %w", strings.Join(c.Endpoints, ","), err)
+		return nil, err
 	}
 	prefix := c.Prefix
 	if prefix == "" {
 		prefix = DefaultEtcdPrefix
 	}
-	return &EtcdHost{cli: cli, prefix: prefix, timeout: timeout, Now: time.Now}, nil
+	return &EtcdHost{kv: kv, prefix: prefix, timeout: timeout, Now: time.Now}, nil
 }
 
 // Close closes the client.
-func (h *EtcdHost) Close() error { return h.cli.Close() }
+func (h *EtcdHost) Close() error { return h.kv.Close() }
 
 func (h *EtcdHost) key(id string) string { return h.prefix + id }
 
@@ -136,39 +144,34 @@ func (h *EtcdHost) Issue(user string, n int, obj Objective, ttl time.Duration) (
 	}
 	var done []string
 	for lo := 0; lo < len(recs) && err == nil; lo += etcdTxnOps {
-		var cmps []clientv3.Cmp
-		var puts []clientv3.Op
+		var ks, vs []string
 		for i := lo; i < min(lo+etcdTxnOps, len(recs)); i++ {
-			k := h.key(recs[i].KeyID)
 			v, eerr := encode(&recs[i])
 			if eerr != nil {
 				err = eerr
 				break
 			}
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
-			puts = append(puts, clientv3.OpPut(k, v))
+			ks, vs = append(ks, h.key(recs[i].KeyID)), append(vs, v)
 		}
 		if err != nil {
 			break
 		}
 		ctx, cancel := h.ctx()
-		resp, terr := h.cli.Txn(ctx).If(cmps...).Then(puts...).Commit()
+		ok, terr := h.kv.CreateAll(ctx, ks, vs)
 		cancel()
 		switch {
 		case terr != nil:
 			err = storeErr(terr)
-		case !resp.Succeeded:
+		case !ok:
 			err = errors.New("a key ID already issued (a 1 in 2^64 collision): issue again")
 		default:
-			for _, p := range puts {
-				done = append(done, string(p.KeyBytes()))
-			}
+			done = append(done, ks...)
 		}
 	}
 	if err != nil {
 		for _, k := range done {
 			ctx, cancel := h.ctx()
-			h.cli.Delete(ctx, k)
+			h.kv.Delete(ctx, k)
 			cancel()
 		}
 	}
@@ -179,16 +182,16 @@ func (h *EtcdHost) Issue(user string, n int, obj Objective, ttl time.Duration) (
 func (h *EtcdHost) get(id string) (*Record, int64, error) {
 	ctx, cancel := h.ctx()
 	defer cancel()
-	resp, err := h.cli.Get(ctx, h.key(id))
+	k := h.key(id)
+	v, rev, found, err := h.kv.Get(ctx, k)
 	if err != nil {
 		return nil, 0, storeErr(err)
 	}
-	if len(resp.Kvs) == 0 {
+	if !found {
 		return nil, 0, nil
 	}
-	kv := resp.Kvs[0]
-	r, err := decode(kv.Key, kv.Value)
-	return r, kv.ModRevision, err
+	r, err := decode([]byte(k), v)
+	return r, rev, err
 }
 
 // cas writes r over the key if its ModRevision is still rev.
@@ -200,11 +203,11 @@ func (h *EtcdHost) cas(r *Record, rev int64) (bool, error) {
 	}
 	ctx, cancel := h.ctx()
 	defer cancel()
-	resp, err := h.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).Then(clientv3.OpPut(k, v)).Commit()
+	ok, err := h.kv.PutIfRevision(ctx, k, v, rev)
 	if err != nil {
 		return false, storeErr(err)
 	}
-	return resp.Succeeded, nil
+	return ok, nil
 }
 
 // casTries bounds Admit's and Revoke's retries after a lost
@@ -248,20 +251,19 @@ func (h *EtcdHost) Admit(q AdmitRequest) (Record, error) {
 func (h *EtcdHost) scan() ([]Record, []int64, error) {
 	ctx, cancel := h.ctx()
 	defer cancel()
-	resp, err := h.cli.Get(ctx, h.prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	keys, values, revs, err := h.kv.List(ctx, h.prefix)
 	if err != nil {
 		return nil, nil, storeErr(err)
 	}
 	var out []Record
-	var revs []int64
-	for _, kv := range resp.Kvs {
-		r, err := decode(kv.Key, kv.Value)
+	for i := range keys {
+		r, err := decode(keys[i], values[i])
 		if err != nil {
 			return nil, nil, err
 		}
 		clear(r.Secret)
 		r.Secret = nil
-		out, revs = append(out, *r), append(revs, kv.ModRevision)
+		out = append(out, *r)
 	}
 	return out, revs, nil
 }

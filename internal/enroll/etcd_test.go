@@ -16,10 +16,24 @@ import (
 	"time"
 
 	"github.com/roamsec/roamsec/ike/auth"
+	"github.com/roamsec/roamsec/internal/etcdkv"
 	etcdtest "github.com/roamsec/roamsec/test/etcd"
 	"github.com/roamsec/roamsec/test/netns"
 	"github.com/roamsec/roamsec/test/pki"
 )
+
+// The tests' etcd client: internal/etcdkv's, as the gateway's main
+// installs it. (etcdkv imports this package, so its Dialer cannot be used
+// from this package's own tests.)
+func init() {
+	EtcdDialer = func(c EtcdConfig) (EtcdKV, error) {
+		kv, err := etcdkv.Open(etcdkv.Config{Endpoints: c.Endpoints, CAFile: c.CAFile, CertFile: c.CertFile, KeyFile: c.KeyFile, DialTimeout: c.Timeout, Dial: c.Dial})
+		if err != nil {
+			return nil, err
+		}
+		return kv, nil
+	}
+}
 
 // startEtcd is a real etcd in a fresh network namespace, listening on
 // the namespace's loopback; nil if etcd is not installed or we are not

@@ -38,10 +38,12 @@ type crashPhase struct {
 // each time: the new instance must replace what the dead one left in the
 // kernel (the RFC 3554 bypass rules), negotiate again (INITIAL_CONTACT
 // replaces the gateway's old IKE SA), and carry traffic. At the end a
-// clean stop leaves nothing behind. ROAMSEC_CRASH_KILLS sets the number
+// clean stop leaves nothing behind. The gateway is killed the same way
+// (serving, during its start-up, right after a rekey) and must be up
+// again within the bound each time. ROAMSEC_CRASH_KILLS sets the number
 // of road-warrior kills (default 8), ROAMSEC_CRASH_GATEWAY_KILLS the
-// gateway's (default 2); the seed is logged (ROAMSEC_CRASH_SEED repeats a
-// run).
+// gateway's restarts (default 3: one per phase); `make bench-crash` runs
+// 40 and 12. The seed is logged (ROAMSEC_CRASH_SEED repeats a run).
 func TestSIGKILLAtRandomMomentsThenServe(t *testing.T) {
 	kills := envInt("ROAMSEC_CRASH_KILLS", 8)
 	seed := uint64(time.Now().UnixNano())
@@ -108,26 +110,34 @@ func TestSIGKILLAtRandomMomentsThenServe(t *testing.T) {
 			ph.after(bed)
 		}
 	}
-	// The gateway killed too: its restart is up at once; the road
-	// warrior's traffic resumes once its DPD (2 s) has found the old IKE
-	// SA dead and it has connected again.
-	gwKills := envInt("ROAMSEC_CRASH_GATEWAY_KILLS", 2)
-	var resume []time.Duration
+	// The gateway killed too, at random moments of its own: serving,
+	// during its start-up (a second instance killed before or just after
+	// its tunnel is up), right after a Child SA rekey. Each restart must be
+	// up (its sockets and TUN device: "tunnel up") within crashServeBound;
+	// the road warrior's traffic resumes once its DPD (2 s) has found the
+	// old IKE SA dead and it has connected again.
+	gwKills := envInt("ROAMSEC_CRASH_GATEWAY_KILLS", 3)
+	var resume, gwUp []time.Duration
+	killed := 0
 	for i := range gwKills {
-		d := time.Duration(rnd.Int64N(int64(time.Second)))
-		time.Sleep(d)
-		gw.Kill()
+		what := killGatewayAt(t, bed, gw, gwCfg, i%3, rnd, &killed)
 		t0 := time.Now()
-		gw, err = rig.Start(bed.GW, filepath.Join(bin, "gateway"), 15*time.Second, "-config", gwCfg)
+		gw, err = rig.Start(bed.GW, filepath.Join(bin, "gateway"), crashServeBound, "-config", gwCfg)
 		if err != nil {
-			t.Fatalf("gateway restart %d: %v", i, err)
+			t.Fatalf("gateway restart %d (after: %s): %v", i, what, err)
 		}
 		up := time.Since(t0)
+		gwUp = append(gwUp, up)
 		if !rig.WaitFor(30*time.Second, func() bool { return !s.FirstReplyAfter(t0).IsZero() }) {
-			t.Fatalf("gateway restart %d: no traffic within 30 s\nrw:\n%s\ngw:\n%s", i, rw.Log(), gw.Log())
+			t.Fatalf("gateway restart %d (after: %s): no traffic within 30 s\nrw:\n%s\ngw:\n%s", i, what, rw.Log(), gw.Log())
 		}
 		resume = append(resume, s.FirstReplyAfter(t0).Sub(t0))
-		fmt.Fprintf(&log, "gateway: SIGKILL %v after serving; restarted, tunnel up after %v; traffic again after %v\n", d.Round(time.Millisecond), up.Round(time.Millisecond), resume[i].Round(time.Millisecond))
+		fmt.Fprintf(&log, "gateway: %s; restarted, tunnel up after %v; traffic again after %v\n", what, up.Round(time.Millisecond), resume[i].Round(time.Millisecond))
+	}
+	if len(gwUp) > 0 {
+		sort.Slice(gwUp, func(a, b int) bool { return gwUp[a] < gwUp[b] })
+		t.Logf("gateway: %d SIGKILLs over %d restarts; start → tunnel up min %v median %v max %v",
+			killed, gwKills, gwUp[0].Round(time.Millisecond), gwUp[len(gwUp)/2].Round(time.Millisecond), gwUp[len(gwUp)-1].Round(time.Millisecond))
 	}
 	if err := rw.Stop(10 * time.Second); err != nil {
 		t.Fatalf("clean stop after %d kills: %v\n%s", kills, err, rw.Log())
@@ -150,6 +160,44 @@ func TestSIGKILLAtRandomMomentsThenServe(t *testing.T) {
 		t.Logf("%d kills, %d restarts that had to serve: start → first answer through the tunnel min %v median %v max %v; %d over 1 s",
 			kills, len(serve), serve[0].Round(time.Millisecond), serve[len(serve)/2].Round(time.Millisecond), serve[len(serve)-1].Round(time.Millisecond), over)
 	}
+}
+
+// killGatewayAt SIGKILLs the running gateway gw at a random moment of
+// phase 0 (serving), 1 (then a new instance during its start-up, killed
+// too) or 2 (right after a Child SA rekey), counting kills; it returns
+// what it did.
+func killGatewayAt(t *testing.T, bed *netns.Bed, gw *rig.Proc, cfg string, phase int, rnd *rand.Rand, killed *int) string {
+	t.Helper()
+	switch phase {
+	case 2:
+		n := strings.Count(gw.Log(), "Child SA rekeyed")
+		if !rig.WaitFor(10*time.Second, func() bool { return strings.Count(gw.Log(), "Child SA rekeyed") > n }) {
+			t.Fatalf("gateway: no Child SA rekey within 10 s:\n%s", gw.Log())
+		}
+		d := time.Duration(rnd.Int64N(int64(20 * time.Millisecond)))
+		time.Sleep(d)
+		gw.Kill()
+		*killed++
+		return fmt.Sprintf("SIGKILL %v after a Child SA rekey (rekey)", d.Round(time.Millisecond))
+	}
+	d := time.Duration(rnd.Int64N(int64(time.Second)))
+	time.Sleep(d)
+	gw.Kill()
+	*killed++
+	what := fmt.Sprintf("SIGKILL %v after serving", d.Round(time.Millisecond))
+	if phase == 0 {
+		return what
+	}
+	p, err := rig.Launch(bed.GW, filepath.Join(bin, "gateway"), "-config", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d = time.Duration(rnd.Int64N(int64(150 * time.Millisecond)))
+	time.Sleep(d)
+	up := strings.Contains(p.Log(), "tunnel up")
+	p.Kill()
+	*killed++
+	return fmt.Sprintf("%s, then its next instance SIGKILLed %v after its start (start-up; tunnel up: %v)", what, d.Round(time.Millisecond), up)
 }
 
 func crashPhases() []crashPhase {

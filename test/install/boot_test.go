@@ -252,11 +252,18 @@ func TestSystemdBoot(t *testing.T) {
 // booted system's /tmp is a fresh tmpfs) and returns its path inside.
 func stageGateway(t *testing.T, root string, debs map[string]string) string {
 	t.Helper()
-	data, err := os.ReadFile(debs["gateway"])
+	return stageDeb(t, root, debs["gateway"])
+}
+
+// stageDeb copies a .deb into the root's /var/tmp and returns its path
+// inside.
+func stageDeb(t *testing.T, root, deb string) string {
+	t.Helper()
+	data, err := os.ReadFile(deb)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := "/var/tmp/" + filepath.Base(debs["gateway"])
+	p := "/var/tmp/" + filepath.Base(deb)
 	if err := os.WriteFile(filepath.Join(root, p), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +295,15 @@ func waitFor(d time.Duration, cond func() bool) bool {
 // container is a booted systemd-nspawn container.
 type container struct {
 	t    *testing.T
-	init int // PID of its systemd, in our PID namespace
+	init int    // PID of its systemd, in our PID namespace
+	unit string // the unit prop and status look at; "" is the gateway's
+}
+
+func (c *container) unitName() string {
+	if c.unit == "" {
+		return "roamsec-gateway"
+	}
+	return c.unit
 }
 
 // boot starts systemd in root, in ns, and waits until it is up.
@@ -399,6 +414,10 @@ func descends(pid, ancestor int) bool {
 func (c *container) output(name string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	return c.outputCtx(ctx, name, args...)
+}
+
+func (c *container) outputCtx(ctx context.Context, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", strconv.Itoa(c.init), "-a", name}, args...)...)
 	cmd.Env = []string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -419,13 +438,13 @@ func (c *container) run(name string, args ...string) string {
 
 // prop is one property of the gateway's unit.
 func (c *container) prop(name string) string {
-	out, _ := c.output("systemctl", "show", "-p", name, "--value", "roamsec-gateway")
+	out, _ := c.output("systemctl", "show", "-p", name, "--value", c.unitName())
 	return strings.TrimSpace(out)
 }
 
 // status is systemctl status and the unit's journal, for messages.
 func (c *container) status() string {
-	s, _ := c.output("systemctl", "status", "--no-pager", "-l", "-n", "0", "roamsec-gateway")
-	j, _ := c.output("journalctl", "-q", "--no-pager", "-u", "roamsec-gateway", "-n", "40")
+	s, _ := c.output("systemctl", "status", "--no-pager", "-l", "-n", "0", c.unitName())
+	j, _ := c.output("journalctl", "-q", "--no-pager", "-u", c.unitName(), "-n", "40")
 	return s + "\n" + j
 }
