@@ -93,6 +93,7 @@ type result struct {
 	stop              time.Duration
 	stopErr           error
 	counters          *daemon.IKECounters
+	rcvbuf            [2]int64 // the gateway namespace's UDP datagrams received, and dropped for a full socket buffer, during the measurement
 	attack            string
 	load              string
 }
@@ -181,6 +182,7 @@ func run(bin string, o options, attack bool) (r result, err error) {
 		time.Sleep(o.warm)
 	}
 	r.load = uptime()
+	udp0 := udpCounters(bed)
 	sample := sampleGateway(gw)
 	r.mbits, r.retrans, err = iperfTCP(bed, o.iperf)
 	if err != nil {
@@ -198,6 +200,8 @@ func run(bin string, o options, attack bool) (r result, err error) {
 		p.Stop(5 * time.Second)
 	}
 	r.rssMax, r.cpu = sample()
+	udp1 := udpCounters(bed)
+	r.rcvbuf = [2]int64{udp1[0] - udp0[0], udp1[1] - udp0[1]}
 	st, err := status(bed, bin, gp)
 	if err == nil {
 		r.counters = st.IKE.Counters
@@ -280,6 +284,36 @@ func sampleGateway(gw *rig.Proc) func() (int64, float64) {
 	}
 }
 
+// udpCounters reads the gateway namespace's UDP InDatagrams and
+// RcvbufErrors (/proc/net/snmp): what the kernel dropped because a
+// socket's reader did not keep up never reaches the IKE queue's fairness.
+func udpCounters(bed *netns.Bed) [2]int64 {
+	out, err := bed.GW.Command("cat", "/proc/net/snmp").Output()
+	if err != nil {
+		return [2]int64{}
+	}
+	var names, vals []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) > 0 && f[0] == "Udp:" {
+			if names == nil {
+				names = f
+			} else {
+				vals = f
+			}
+		}
+	}
+	var c [2]int64
+	for i := range min(len(names), len(vals)) {
+		switch names[i] {
+		case "InDatagrams":
+			c[0], _ = strconv.ParseInt(vals[i], 10, 64)
+		case "RcvbufErrors":
+			c[1], _ = strconv.ParseInt(vals[i], 10, 64)
+		}
+	}
+	return c
+}
+
 func cpuTicks(pid int) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -349,6 +383,7 @@ func report(rows []result) {
 			fmt.Printf("gateway IKE: %d half-open, cookie mode %v (%d switches), %d cookies, %d fragment bytes held, drops %v\n",
 				c.HalfOpen, c.CookieMode, c.CookieSwitches, c.Cookies, c.FragmentBytes, c.Drops)
 		}
+		fmt.Printf("gateway UDP: %d datagrams received, %d dropped by the kernel (socket buffer full)\n", r.rcvbuf[0], r.rcvbuf[1])
 		fmt.Printf("SIGTERM to exit: %v (err %v)\n", r.stop.Round(time.Millisecond), r.stopErr)
 	}
 }
