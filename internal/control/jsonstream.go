@@ -7,23 +7,26 @@ import (
 	"net"
 	"reflect"
 	"strings"
+	"sync"
 	"time"
 )
 
 // writeJSON writes v as encoding/json would marshal it (the same bytes,
-// no trailing newline), but a slice or array one element at a time and a
-// struct one field at a time, so no buffer ever holds the whole document:
+// no trailing newline), but a slice one element at a time and a struct
+// that holds one (hasList) one field at a time, so no buffer holds more
+// than one element:
 // a gateway's status with 10,000 Child SAs, SAs and IKE SAs goes to the
 // socket through w's buffer instead of being built in one (that buffer,
 // pooled by encoding/json, is what kept the daemon's heap large after a
-// status call). Values with their own marshalling, maps and scalars are
-// marshalled whole.
+// status call). Everything else (a list's element, a struct without a
+// list, a map, a scalar) is marshalled whole: one encoding/json call per
+// element, not per field.
 func writeJSON(w *bufio.Writer, v reflect.Value) error {
 	if !v.IsValid() {
 		_, err := w.WriteString("null")
 		return err
 	}
-	if ownMarshal(v) {
+	if ownMarshal(v) || v.Kind() != reflect.Interface && !hasList(v.Type()) {
 		return writeWhole(w, v)
 	}
 	switch v.Kind() {
@@ -40,14 +43,50 @@ func writeJSON(w *bufio.Writer, v reflect.Value) error {
 			_, err := w.WriteString("null")
 			return err
 		}
-		if v.Type().Elem().Kind() == reflect.Uint8 {
-			return writeWhole(w, v) // []byte: base64
-		}
-		return writeList(w, v)
-	case reflect.Array:
-		return writeList(w, v)
+		return writeList(w, v) // hasList: not []byte
 	}
 	return writeWhole(w, v)
+}
+
+var listTypes sync.Map // reflect.Type → bool
+
+// hasList says whether values of t may hold a slice (not []byte) that
+// encoding/json would walk: through struct fields, pointers and
+// interfaces (which may hold anything).
+func hasList(t reflect.Type) bool {
+	if v, ok := listTypes.Load(t); ok {
+		return v.(bool)
+	}
+	r := findList(t, map[reflect.Type]bool{})
+	listTypes.Store(t, r)
+	return r
+}
+
+func findList(t reflect.Type, seen map[reflect.Type]bool) bool {
+	if seen[t] {
+		return false
+	}
+	seen[t] = true
+	if t.Implements(marshalerType) || t.Implements(textMarshalerType) ||
+		t.Kind() != reflect.Pointer && t.Kind() != reflect.Interface &&
+			(reflect.PointerTo(t).Implements(marshalerType) || reflect.PointerTo(t).Implements(textMarshalerType)) {
+		return false
+	}
+	switch t.Kind() {
+	case reflect.Interface:
+		return true
+	case reflect.Slice:
+		return t.Elem().Kind() != reflect.Uint8
+	case reflect.Pointer, reflect.Array:
+		return findList(t.Elem(), seen)
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if f := t.Field(i); f.IsExported() && findList(f.Type, seen) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 var (
@@ -81,13 +120,15 @@ func writeWhole(w *bufio.Writer, v reflect.Value) error {
 	return err
 }
 
+// writeList writes v's elements one at a time, each marshalled whole (an
+// element is one Child SA, one SA: small).
 func writeList(w *bufio.Writer, v reflect.Value) error {
 	w.WriteByte('[')
 	for i := range v.Len() {
 		if i > 0 {
 			w.WriteByte(',')
 		}
-		if err := writeJSON(w, v.Index(i)); err != nil {
+		if err := writeWhole(w, v.Index(i)); err != nil {
 			return err
 		}
 	}
