@@ -93,7 +93,7 @@ type result struct {
 	stop              time.Duration
 	stopErr           error
 	counters          *daemon.IKECounters
-	rcvbuf            [2]int64 // the gateway namespace's UDP datagrams received, and dropped for a full socket buffer, during the measurement
+	rcvbuf            [2]int64      // the gateway namespace's UDP datagrams received, and dropped for a full socket buffer, during the measurement
 	portDrops         map[int]int64 // the gateway's UDP sockets' drops by local port, since it started
 	attack            string
 	load              string
