@@ -206,7 +206,7 @@ func serveOne(c net.Conn, h Handler, o Options) {
 	if err != nil {
 		r.Error = err.Error()
 	}
-	json.NewEncoder(c).Encode(r)
+	sendReply(c, r)
 	if after != nil {
 		c.Close()
 		after()

@@ -392,7 +392,15 @@ func listenIKE(cl *cleanups, s *Setup, ep *ike.Endpoint, socks *ikeSockets, cfg 
 			}
 		}
 		socks.p500[i] = c
-		readers.Go(func() { readIKE(c, q) })
+		// One reader per core: a reader screens what it read (an HMAC and a
+		// cookie answer per spoofed IKE_SA_INIT, RFC 7296 §2.6) outside
+		// the socket's read lock, so under a spoofed flood the screening
+		// runs on every core while the kernel's buffer keeps draining.
+		// Two readers may queue one IKE SA's retransmissions out of order,
+		// which its window (§2.3) already takes.
+		for range runtime.GOMAXPROCS(0) {
+			readers.Go(func() { readIKE(c, q) })
+		}
 	}
 	cfg.OnIKE = func(msg []byte, local netip.Addr, remote netip.AddrPort) { q.Push(msg, local, remote, true) }
 	return nil

@@ -30,8 +30,8 @@ type IKEQueue struct {
 	// there), which then takes no slot.
 	Screen func(msg []byte, local netip.Addr, remote netip.AddrPort, natT bool) bool
 
-	init    lane   // new IKE_SA_INIT requests, for any worker
-	sa      []lane // messages of existing IKE SAs, one lane per worker
+	init    initLane // new IKE_SA_INIT requests, for any worker, fair between sources
+	sa      []lane   // messages of existing IKE SAs, one lane per worker
 	seed    maphash.Seed
 	dropped atomic.Uint64
 	done    chan struct{}
@@ -50,7 +50,7 @@ type ikeMsg struct {
 	local  netip.Addr
 	remote netip.AddrPort
 	natT   bool
-	at     time.Time // queued
+	at     time.Time // queued (new IKE_SA_INIT requests only)
 }
 
 // initMaxWait is how long a new IKE_SA_INIT request may wait in its lane:
@@ -70,7 +70,7 @@ const initMaxWait = 250 * time.Millisecond
 const ikeSlot = 2048
 
 // NewIKEQueue makes a queue for workers IKE goroutines: n slots for new
-// IKE_SA_INIT requests, shared, and n slots for the messages of existing
+// IKE_SA_INIT requests, shared (fair between sources: initLane), and n slots for the messages of existing
 // IKE SAs, split among the workers (at least minSlots each); each lane
 // holds at most its slots × 2 KiB of messages.
 func NewIKEQueue(n, workers int) *IKEQueue {
@@ -117,15 +117,18 @@ func (q *IKEQueue) worker(msg []byte) int {
 // Push copies msg into the queue (or lets Screen take it); it never
 // blocks. False: dropped and counted (queue full).
 func (q *IKEQueue) Push(msg []byte, local netip.Addr, remote netip.AddrPort, natT bool) bool {
-	var l *lane
 	if isInit(msg) {
 		if q.Screen != nil && q.Screen(msg, local, remote, natT) {
 			return true
 		}
-		l = &q.init
-	} else {
-		l = &q.sa[q.worker(msg)]
+		ok, dropped := q.init.push(msg, local, remote, natT)
+		if !ok {
+			dropped++
+		}
+		q.dropped.Add(uint64(dropped))
+		return ok
 	}
+	l := &q.sa[q.worker(msg)]
 	if l.queued.Add(int64(len(msg))) > l.maxBytes {
 		l.queued.Add(-int64(len(msg)))
 		q.dropped.Add(1)
@@ -141,9 +144,6 @@ func (q *IKEQueue) Push(msg []byte, local netip.Addr, remote netip.AddrPort, nat
 	}
 	m.buf = append(m.buf[:0], msg...)
 	m.local, m.remote, m.natT = local, remote, natT
-	if l == &q.init {
-		m.at = time.Now()
-	}
 	l.work <- m // never blocks: there are as many slots as free buffers
 	return true
 }
@@ -171,7 +171,6 @@ func (q *IKEQueue) Run(handle func(msg []byte, local netip.Addr, remote netip.Ad
 func (q *IKEQueue) serve(own *lane, handle func([]byte, netip.Addr, netip.AddrPort, bool)) {
 	for {
 		var m *ikeMsg
-		l := own
 		select {
 		case <-q.done:
 			return
@@ -181,21 +180,33 @@ func (q *IKEQueue) serve(own *lane, handle func([]byte, netip.Addr, netip.AddrPo
 			case <-q.done:
 				return
 			case m = <-own.work:
-			case m = <-q.init.work:
-				l = &q.init
+			case <-q.init.ready:
+				q.serveInit(handle)
+				continue
 			}
 		}
-		if l == &q.init && time.Since(m.at) > initMaxWait {
-			q.dropped.Add(1) // stale (initMaxWait)
-		} else {
-			handle(m.buf, m.local, m.remote, m.natT)
-		}
-		l.queued.Add(-int64(len(m.buf)))
+		handle(m.buf, m.local, m.remote, m.natT)
+		own.queued.Add(-int64(len(m.buf)))
 		if cap(m.buf) > ikeSlot {
 			m.buf = make([]byte, 0, ikeSlot)
 		}
-		l.free <- m
+		own.free <- m
 	}
+}
+
+// serveInit handles the next new IKE_SA_INIT request (initLane.pop), or
+// drops it, counted, if it waited over initMaxWait.
+func (q *IKEQueue) serveInit(handle func([]byte, netip.Addr, netip.AddrPort, bool)) {
+	m := q.init.pop()
+	if m == nil {
+		return // a spare wake-up: its message was dropped to make room
+	}
+	if time.Since(m.at) > initMaxWait {
+		q.dropped.Add(1) // stale (initMaxWait)
+	} else {
+		handle(m.buf, m.local, m.remote, m.natT)
+	}
+	q.init.done(m)
 }
 
 // Close stops Run's goroutines; messages still queued are dropped.

@@ -173,8 +173,8 @@ func TestIKEQueueScreenTakesNoSlot(t *testing.T) {
 	auth := make([]byte, 300)
 	auth[8], auth[18] = 1, 35
 	q.Push(auth, netip.Addr{}, ikeFrom, true)
-	if screened != 100 || q.Dropped() != 0 || len(q.init.work) != 0 || len(q.sa[0].work) != 1 {
-		t.Fatalf("screened %d, dropped %d, init lane %d, SA lane %d", screened, q.Dropped(), len(q.init.work), len(q.sa[0].work))
+	if screened != 100 || q.Dropped() != 0 || q.init.queued() != 0 || len(q.sa[0].work) != 1 {
+		t.Fatalf("screened %d, dropped %d, init lane %d, SA lane %d", screened, q.Dropped(), q.init.queued(), len(q.sa[0].work))
 	}
 }
 
@@ -332,5 +332,172 @@ func TestIKEQueueStaleInitSkipped(t *testing.T) {
 	wg.Wait()
 	if string(handled) != "\x00sf" || q.Dropped() != 10 {
 		t.Fatalf("handled %q, dropped %d; want the blocker, the IKE SA's message and the fresh request, 10 stale dropped", handled, q.Dropped())
+	}
+}
+
+// initFrom is an IKE_SA_INIT request from addr whose last byte is tag.
+func initFrom(q *IKEQueue, addr string, tag byte) bool {
+	m := initMsg()
+	m[299] = tag
+	return q.Push(m, netip.Addr{}, netip.MustParseAddrPort(addr+":500"), false)
+}
+
+// stuckQueue is a one-worker queue whose worker holds the first message
+// until release; handled lists the tags of the messages handled after it.
+type stuckQueue struct {
+	q       *IKEQueue
+	release chan struct{}
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	handled []byte
+}
+
+func newStuckQueue(t *testing.T, slots int) *stuckQueue {
+	s := &stuckQueue{q: NewIKEQueue(slots, 1), release: make(chan struct{})}
+	first := make(chan struct{})
+	var once sync.Once
+	s.wg.Go(func() {
+		s.q.Run(func(msg []byte, _ netip.Addr, _ netip.AddrPort, _ bool) {
+			stuck := false
+			once.Do(func() { close(first); stuck = true })
+			if stuck {
+				<-s.release
+				return
+			}
+			s.mu.Lock()
+			s.handled = append(s.handled, msg[299])
+			s.mu.Unlock()
+		})
+	})
+	if !initFrom(s.q, "192.0.2.250", 'x') {
+		t.Fatal("the first message was refused")
+	}
+	<-first
+	return s
+}
+
+// drain releases the worker and waits until n messages were handled after
+// the stuck one.
+func (s *stuckQueue) drain(t *testing.T, n int) string {
+	close(s.release)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		got := len(s.handled)
+		s.mu.Unlock()
+		if got >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d messages handled", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	s.q.Close()
+	s.wg.Wait()
+	return string(s.handled)
+}
+
+// TestIKEQueueInitNewSourceServedBeforeAFlood: 400 addresses flooding at
+// 8 IKE_SA_INIT a second each (cookies answered: real addresses, RFC 7296
+// §2.6) for 10 s, against a gateway that handles 200 a second, keep the
+// lane full; a request from a new address is neither dropped nor queued
+// behind them: its bucket is full, the flood's are spent, so it takes a
+// flood message's slot and is served first.
+func TestIKEQueueInitNewSourceServedBeforeAFlood(t *testing.T) {
+	const slots = 64
+	var l initLane
+	l.make(slots)
+	now := time.Unix(1e9, 0)
+	l.clock = func() time.Time { return now }
+	msg := initMsg()
+	dropped, handled := 0, 0
+	for range 80 { // 10 s
+		for range min(25, l.queued()) { // 200/s
+			l.done(l.pop())
+			handled++
+		}
+		for i := range 400 {
+			ok, d := l.push(msg, netip.Addr{}, netip.AddrPortFrom(netip.AddrFrom4([4]byte{100, 64, byte(i >> 8), byte(i)}), 500), false)
+			dropped += d
+			if !ok {
+				dropped++
+			}
+		}
+		now = now.Add(125 * time.Millisecond)
+	}
+	if n := l.queued(); n != slots || dropped != 80*400-slots-handled {
+		t.Fatalf("%d queued, %d dropped, %d handled; want the lane full (%d), the rest dropped", n, dropped, handled, slots)
+	}
+	newcomer := netip.MustParseAddrPort("198.51.100.9:500")
+	if ok, d := l.push(msg, netip.Addr{}, newcomer, false); !ok || d != 1 {
+		t.Fatalf("the new source's request: queued %v, dropped %d for it; want queued in a flood message's slot", ok, d)
+	}
+	if m := l.pop(); m == nil || m.remote != newcomer {
+		t.Fatalf("served %v first, want the new source", m)
+	}
+}
+
+// TestIKEQueueInitRoundRobinBetweenSources: sources of one class are
+// served in turn, one message each: a source with many queued delays
+// another by at most one message.
+func TestIKEQueueInitRoundRobinBetweenSources(t *testing.T) {
+	s := newStuckQueue(t, 64)
+	for _, tag := range []byte("abc") {
+		initFrom(s.q, "203.0.113.1", tag)
+	}
+	initFrom(s.q, "203.0.113.2", 'X')
+	initFrom(s.q, "203.0.113.3", 'Y')
+	if got := s.drain(t, 5); got != "aXYbc" {
+		t.Fatalf("served %q, want aXYbc (one message per source per turn)", got)
+	}
+}
+
+// TestIKEQueueInitPerSourceCapKeepsNewest: one source has at most
+// initPerSource requests queued per class; its oldest go (the newest is
+// its retransmission, RFC 7296 §2.1), counted, and take no other source's
+// slot.
+func TestIKEQueueInitPerSourceCapKeepsNewest(t *testing.T) {
+	s := newStuckQueue(t, 64)
+	// 192.0.2.250 spent one token on the stuck message: 3 more fresh,
+	// then bulk.
+	for i := range 20 {
+		initFrom(s.q, "192.0.2.250", byte('a'+i))
+	}
+	if s.q.init.queued() != 2*initPerSource-1 {
+		t.Fatalf("%d queued from one source, want %d (fresh and bulk caps)", s.q.init.queued(), 2*initPerSource-1)
+	}
+	if d := s.q.Dropped(); d != 20-(2*initPerSource-1) {
+		t.Fatalf("%d dropped, want %d", d, 20-(2*initPerSource-1))
+	}
+	got := s.drain(t, 2*initPerSource-1)
+	if got != "abcqrst" {
+		t.Fatalf("served %q, want the 3 fresh ones then the newest 4 bulk ones", got)
+	}
+}
+
+// TestIKEQueueInitRateTableBounded: the per-source rate table forgets
+// addresses (they start fresh again) rather than growing with them.
+func TestIKEQueueInitRateTableBounded(t *testing.T) {
+	var r rateTable
+	now := time.Now()
+	for i := range 3 * initTracked {
+		r.take(netip.AddrFrom4([4]byte{100, 64 + byte(i>>16), byte(i >> 8), byte(i)}), now)
+	}
+	if n := len(r.cur) + len(r.prev); n > 2*initTracked {
+		t.Fatalf("rate table holds %d addresses, bound %d", n, 2*initTracked)
+	}
+	a := netip.MustParseAddr("198.51.100.1")
+	want := []uint8{classNew, classFresh, classFresh, classFresh, classBulk}
+	for i, w := range want {
+		if c := r.take(a, now); c != w {
+			t.Fatalf("request %d of a burst: class %d, want %d", i, c, w)
+		}
+	}
+	if c := r.take(a, now.Add(time.Duration(float64(time.Second)/initRate))); c != classFresh {
+		t.Fatalf("after 1/initRate: class %d, want fresh (one token back)", c)
+	}
+	if c := r.take(a, now.Add(10*time.Second)); c != classNew {
+		t.Fatalf("after 10 s of silence: class %d, want new (full bucket)", c)
 	}
 }

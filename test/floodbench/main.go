@@ -93,6 +93,8 @@ type result struct {
 	stop              time.Duration
 	stopErr           error
 	counters          *daemon.IKECounters
+	rcvbuf            [2]int64      // the gateway namespace's UDP datagrams received, and dropped for a full socket buffer, during the measurement
+	portDrops         map[int]int64 // the gateway's UDP sockets' drops by local port, since it started
 	attack            string
 	load              string
 }
@@ -181,6 +183,7 @@ func run(bin string, o options, attack bool) (r result, err error) {
 		time.Sleep(o.warm)
 	}
 	r.load = uptime()
+	udp0 := udpCounters(bed)
 	sample := sampleGateway(gw)
 	r.mbits, r.retrans, err = iperfTCP(bed, o.iperf)
 	if err != nil {
@@ -198,6 +201,9 @@ func run(bin string, o options, attack bool) (r result, err error) {
 		p.Stop(5 * time.Second)
 	}
 	r.rssMax, r.cpu = sample()
+	udp1 := udpCounters(bed)
+	r.rcvbuf = [2]int64{udp1[0] - udp0[0], udp1[1] - udp0[1]}
+	r.portDrops = socketDrops(bed)
 	st, err := status(bed, bin, gp)
 	if err == nil {
 		r.counters = st.IKE.Counters
@@ -280,6 +286,59 @@ func sampleGateway(gw *rig.Proc) func() (int64, float64) {
 	}
 }
 
+// udpCounters reads the gateway namespace's UDP InDatagrams and
+// RcvbufErrors (/proc/net/snmp): what the kernel dropped because a
+// socket's reader did not keep up never reaches the IKE queue's fairness.
+func udpCounters(bed *netns.Bed) [2]int64 {
+	out, err := bed.GW.Command("cat", "/proc/net/snmp").Output()
+	if err != nil {
+		return [2]int64{}
+	}
+	var names, vals []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) > 0 && f[0] == "Udp:" {
+			if names == nil {
+				names = f
+			} else {
+				vals = f
+			}
+		}
+	}
+	var c [2]int64
+	for i := range min(len(names), len(vals)) {
+		switch names[i] {
+		case "InDatagrams":
+			c[0], _ = strconv.ParseInt(vals[i], 10, 64)
+		case "RcvbufErrors":
+			c[1], _ = strconv.ParseInt(vals[i], 10, 64)
+		}
+	}
+	return c
+}
+
+// socketDrops sums the drops column of /proc/net/udp and udp6 in the
+// gateway's namespace by local port (500: IKE; 4500: ESP and NAT-T IKE).
+func socketDrops(bed *netns.Bed) map[int]int64 {
+	d := map[int]int64{}
+	for _, f := range []string{"/proc/net/udp", "/proc/net/udp6"} {
+		out, err := bed.GW.Command("cat", f).Output()
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(out), "\n")[1:] {
+			fs := strings.Fields(l)
+			if len(fs) < 13 {
+				continue
+			}
+			_, port, _ := strings.Cut(fs[1], ":")
+			p, _ := strconv.ParseInt(port, 16, 32)
+			n, _ := strconv.ParseInt(fs[len(fs)-1], 10, 64)
+			d[int(p)] += n
+		}
+	}
+	return d
+}
+
 func cpuTicks(pid int) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -349,6 +408,7 @@ func report(rows []result) {
 			fmt.Printf("gateway IKE: %d half-open, cookie mode %v (%d switches), %d cookies, %d fragment bytes held, drops %v\n",
 				c.HalfOpen, c.CookieMode, c.CookieSwitches, c.Cookies, c.FragmentBytes, c.Drops)
 		}
+		fmt.Printf("gateway UDP: %d datagrams received, %d dropped by the kernel (socket buffer full); drops by local port since start: %v\n", r.rcvbuf[0], r.rcvbuf[1], r.portDrops)
 		fmt.Printf("SIGTERM to exit: %v (err %v)\n", r.stop.Round(time.Millisecond), r.stopErr)
 	}
 }
