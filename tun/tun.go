@@ -23,7 +23,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/songgao/water"
 	"github.com/vishvananda/netlink"
@@ -275,20 +274,6 @@ func (d *Device) Write(bufs [][]byte, offset int) (int, error) {
 }
 
 var errBadArgs = errors.New("tun: offset below tun.Offset, no buffers, or sizes shorter than bufs")
-
-// SyscallConn gives access to the device's file descriptor without
-// changing its mode (it stays non-blocking, in Go's poller): the data path
-// waits for readability on it (datapath's waiter) before Read.
-func (d *Device) SyscallConn() (syscall.RawConn, error) {
-	var f any = d.water
-	if d.wg != nil {
-		f = d.wg.File()
-	}
-	if sc, ok := f.(syscall.Conn); ok {
-		return sc.SyscallConn()
-	}
-	return nil, errors.New("tun: no file descriptor")
-}
 
 // Close destroys the device; blocked Reads return. It is safe to call more
 // than once.

@@ -84,10 +84,6 @@ type Datapath struct {
 	// reader that sees none processes a small batch itself.
 	outInFlight atomic.Int64
 	outFlight   int // outbound batches
-
-	// wakeR, wakeW: the pipe that wakes readers waiting in ppoll on
-	// shutdown (waiter); -1 when none. Set by Run.
-	wakeR, wakeW int
 }
 
 // paddedCounter is an atomic counter alone on its (64-byte) cache line.
@@ -118,7 +114,6 @@ func New(cfg Config) (*Datapath, error) {
 		outFlight: cfg.InFlight,
 		outWork:   make(chan *outBatch, cfg.InFlight*4),
 		inWork:    make(chan *inBatch, cfg.InFlight*4),
-		wakeR:     -1, wakeW: -1,
 	}
 	d.gro = make(map[transport.Conn]bool)
 	for _, c := range []transport.Conn{cfg.ESP4, cfg.ESP6, cfg.UDP4, cfg.UDP6} {
@@ -156,11 +151,9 @@ func (d *Datapath) Run(ctx context.Context) error {
 	errc := make(chan error, 1+len(d.conns()))
 	stop := make(chan struct{})
 	var stopOnce sync.Once
-	d.openWake()
 	shutdown := func() {
 		stopOnce.Do(func() {
 			close(stop)
-			d.wake()
 			d.cfg.TUN.Close()
 			for _, c := range d.conns() {
 				c.Close()
@@ -212,7 +205,6 @@ func (d *Datapath) Run(ctx context.Context) error {
 	shutdown()
 	readers.Wait()
 	rest.Wait()
-	d.closeWake()
 	return first
 }
 

@@ -89,7 +89,6 @@ func (d *Datapath) newInPipe(c transport.Conn) *inPipe {
 
 func (d *Datapath) readESP(stop <-chan struct{}, p *inPipe) error {
 	defer close(p.q)
-	w := d.newWaiter(p.c)
 	var b *inBatch
 	for {
 		if b == nil {
@@ -101,9 +100,6 @@ func (d *Datapath) readESP(stop <-chan struct{}, p *inPipe) error {
 		}
 		for i, buf := range b.bases {
 			b.msgs[i] = transport.Datagram{Buf: buf} // the rest is room for the packets of coalesced reads
-		}
-		if w.wait(); stopping(stop) {
-			return errStopped
 		}
 		n, err := p.c.ReadBatch(b.msgs)
 		if err != nil {

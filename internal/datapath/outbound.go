@@ -50,7 +50,6 @@ var _ = [1]struct{}{}[tun.Offset-tunnel.HeaderLen]
 func (d *Datapath) readTUN(stop <-chan struct{}, free, q chan *outBatch) error {
 	defer close(q)
 	inline := d.newSender()
-	w := d.newWaiter(d.cfg.TUN)
 	var b *outBatch
 	for {
 		if b == nil {
@@ -59,9 +58,6 @@ func (d *Datapath) readTUN(stop <-chan struct{}, free, q chan *outBatch) error {
 			case <-stop:
 				return errStopped
 			}
-		}
-		if w.wait(); stopping(stop) {
-			return errStopped
 		}
 		n, err := d.cfg.TUN.Read(b.bufs, b.sizes, tun.Offset)
 		if err != nil && !errors.Is(err, tun.ErrTooManySegments) {

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -29,15 +27,13 @@ func (e *pathEnv) profileEnv(role string) []string {
 // profiles. wireguard-go gets the perf profile only.
 func profileRun(ctx context.Context, bed *netns.Bed, s *setup, o options, id string, pps float64) error {
 	perfData := filepath.Join(o.profile, id+".perf.data")
-	var perf *exec.Cmd
-	var perfOut bytes.Buffer
+	var perf *daemon
 	if bin, err := lookPath("perf"); err == nil {
 		secs := strconv.FormatFloat(o.profileDuration.Seconds()+1, 'f', 1, 64)
-		perf = command(ctx, nil, bin, "record", "-F", "1999", "-g", "-o", perfData,
+		perf, err = startDaemon(ctx, nil, nil, bin, "record", "-F", "1999", "-g", "-o", perfData,
 			"-p", fmt.Sprintf("%d,%d", s.rw.pid(), s.gw.pid()), "--", "sleep", secs)
-		perf.Stdout, perf.Stderr = &perfOut, &perfOut
-		if err := perf.Start(); err != nil {
-			return fmt.Errorf("perf: %w", err)
+		if err != nil {
+			return err
 		}
 	}
 	roamsec := id == "b" || id == "d"
@@ -51,8 +47,9 @@ func profileRun(ctx context.Context, bed *netns.Bed, s *setup, o options, id str
 	p, err := udpRun(ctx, bed, o.profileDuration, pps)
 	toggle()
 	if perf != nil {
-		if perr := perf.Wait(); perr != nil {
-			err = errors.Join(err, fmt.Errorf("perf: %w: %s", perr, oneLine(perfOut.String())))
+		<-perf.done
+		if perf.err != nil {
+			err = errors.Join(err, fmt.Errorf("perf: %w: %s", perf.err, perf.out.String()))
 		}
 	}
 	if err == nil {

@@ -744,11 +744,6 @@ func putPktinfo6(oob []byte, src netip.Addr) int {
 // BatchSize implements Conn.
 func (c *batchConn) BatchSize() int { return batchSize }
 
-// SyscallConn gives access to the socket's file descriptor (still
-// non-blocking, in Go's poller): the data path waits for readability on it
-// before ReadBatch.
-func (c *batchConn) SyscallConn() (syscall.RawConn, error) { return c.rc, nil }
-
 // Close implements Conn. Blocked ReadBatch and WriteBatch calls return
 // an error wrapping net.ErrClosed.
 func (c *batchConn) Close() error { return c.pc.Close() }
