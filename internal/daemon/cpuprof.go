@@ -34,25 +34,10 @@ func cpuProfiles(ctx context.Context, prefix string, log *slog.Logger) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGUSR2)
 	defer signal.Stop(sig)
-	var cpu *os.File
-	stop := func() {
-		pprof.StopCPUProfile()
-		err := cpu.Close()
-		cpu = nil
-		for _, name := range []string{"block", "mutex"} {
-			err = errors.Join(err, writeProfile(name, prefix+"."+name))
-		}
-		runtime.SetBlockProfileRate(0)
-		runtime.SetMutexProfileFraction(0)
-		if err != nil {
-			log.Warn("profiles", "prefix", prefix, "err", err)
-			return
-		}
-		log.Info("profiles written", "prefix", prefix)
-	}
+	p := &profiler{prefix: prefix, log: log}
 	defer func() {
-		if cpu != nil {
-			stop()
+		if p.cpu != nil {
+			p.toggle()
 		}
 	}()
 	for {
@@ -60,26 +45,55 @@ func cpuProfiles(ctx context.Context, prefix string, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case <-sig:
+			p.toggle()
 		}
-		if cpu != nil {
-			stop()
-			continue
-		}
-		f, err := os.Create(prefix + ".cpu")
-		if err == nil {
-			if err = pprof.StartCPUProfile(f); err != nil {
-				f.Close()
-			}
-		}
-		if err != nil {
-			log.Warn("CPU profile", "prefix", prefix, "err", err)
-			continue
-		}
-		cpu = f
-		runtime.SetBlockProfileRate(blockRate)
-		runtime.SetMutexProfileFraction(mutexFraction)
-		log.Info("profiling", "prefix", prefix)
 	}
+}
+
+// profiler is ProfileEnv's state: cpu is the open CPU profile while one
+// runs.
+type profiler struct {
+	prefix string
+	log    *slog.Logger
+	cpu    *os.File
+}
+
+// toggle starts the profiles, or stops them and writes them out.
+func (p *profiler) toggle() {
+	if p.cpu != nil {
+		p.stop()
+		return
+	}
+	f, err := os.Create(p.prefix + ".cpu")
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		p.log.Warn("CPU profile", "prefix", p.prefix, "err", err)
+		return
+	}
+	p.cpu = f
+	runtime.SetBlockProfileRate(blockRate)
+	runtime.SetMutexProfileFraction(mutexFraction)
+	p.log.Info("profiling", "prefix", p.prefix)
+}
+
+func (p *profiler) stop() {
+	pprof.StopCPUProfile()
+	err := p.cpu.Close()
+	p.cpu = nil
+	for _, name := range []string{"block", "mutex"} {
+		err = errors.Join(err, writeProfile(name, p.prefix+"."+name))
+	}
+	runtime.SetBlockProfileRate(0)
+	runtime.SetMutexProfileFraction(0)
+	if err != nil {
+		p.log.Warn("profiles", "prefix", p.prefix, "err", err)
+		return
+	}
+	p.log.Info("profiles written", "prefix", p.prefix)
 }
 
 func writeProfile(name, path string) error {
