@@ -38,6 +38,9 @@ func runDaemon(role, cfgPath string, p *prepared, stderr io.Writer) int {
 	if path := os.Getenv(HeapProfileEnv); path != "" {
 		wg.Go(func() { heapProfiles(helpers, path, p.log) })
 	}
+	if prefix := os.Getenv(ProfileEnv); prefix != "" {
+		wg.Go(func() { cpuProfiles(helpers, prefix, p.log) })
+	}
 	runDone := make(chan struct{})
 	wg.Go(func() {
 		select {

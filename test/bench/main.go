@@ -42,21 +42,23 @@ import (
 const goal = 1.25
 
 type options struct {
-	paths       []string
-	duration    time.Duration
-	runs        int
-	jsonOut     bool
-	bin         string
-	build       bool
-	udp         bool
-	udpDuration time.Duration
-	udpProbes   int
-	verbose     bool
-	streams     int     // parallel TCP streams of the extra TCP row; 0 or 1: none
-	peers       int     // road warriors of the several-peers row (roamsec paths); 0 or 1: none
-	udpCPURate  float64 // 64-byte UDP rate at which the tunnel's CPU per packet is measured; 0: not
-	idleWait    time.Duration
-	srcDir      string // module root, for go build and packaging/examples
+	paths           []string
+	duration        time.Duration
+	runs            int
+	jsonOut         bool
+	bin             string
+	build           bool
+	udp             bool
+	udpDuration     time.Duration
+	udpProbes       int
+	verbose         bool
+	streams         int     // parallel TCP streams of the extra TCP row; 0 or 1: none
+	peers           int     // road warriors of the several-peers row (roamsec paths); 0 or 1: none
+	udpCPURate      float64 // 64-byte UDP rate at which the tunnel's CPU per packet is measured; 0: not
+	idleWait        time.Duration
+	srcDir          string // module root, for go build and packaging/examples
+	profileDuration time.Duration
+	profile         string // directory for profiles under the 64-byte load; "": none
 }
 
 func main() {
@@ -76,6 +78,8 @@ func main() {
 	flag.IntVar(&o.streams, "streams", 4, "also measure TCP with this many parallel streams (iperf3 -P); 0 or 1 skips it")
 	flag.Float64Var(&o.udpCPURate, "udp-cpu-rate", 10000, "also measure the tunnel processes' CPU per 64-byte packet at this fixed rate (pps); 0 skips it")
 	flag.BoolVar(&o.verbose, "v", false, "log every step to stderr")
+	flag.StringVar(&o.profile, "profile", "", "after the 64-byte search, profile the tunnel processes for -profile-duration at the loss-free rate and write the profiles to this directory: perf record (if installed) of both, and roamsec's own CPU, block and mutex profiles (SIGUSR2, daemon.ProfileEnv)")
+	flag.DurationVar(&o.profileDuration, "profile-duration", 10*time.Second, "length of the profiled 64-byte run (-profile)")
 	flag.Parse()
 	for _, p := range strings.Split(paths, ",") {
 		p = strings.TrimSpace(p)
@@ -135,6 +139,14 @@ func run(ctx context.Context, o options) error {
 	}
 	if o.bin, err = filepath.Abs(o.bin); err != nil {
 		return err
+	}
+	if o.profile != "" {
+		if o.profile, err = filepath.Abs(o.profile); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			return err
+		}
 	}
 	work, err := os.MkdirTemp("", "roamsec-bench-")
 	if err != nil {

@@ -65,7 +65,11 @@ func measurePath(ctx context.Context, o options, id, work string) (r pathResult)
 			progress("%s: bed teardown: %v", id, err)
 		}
 	}()
-	s, err := starters[id](&pathEnv{ctx: ctx, bed: bed, bin: o.bin, dir: dir, src: o.srcDir, peers: o.peers})
+	env := &pathEnv{ctx: ctx, bed: bed, bin: o.bin, dir: dir, src: o.srcDir, peers: o.peers}
+	if o.profile != "" {
+		env.profile = filepath.Join(o.profile, id)
+	}
+	s, err := starters[id](env)
 	if err != nil {
 		return fail(err)
 	}
@@ -147,6 +151,15 @@ func measurePath(ctx context.Context, o options, id, work string) (r pathResult)
 		}
 		if err := s.alive(); err != nil {
 			return fail(err)
+		}
+	}
+	if o.profile != "" && s.rw != nil {
+		rate := o.udpCPURate
+		if r.UDP64 != nil && r.UDP64.PPS > 0 {
+			rate = r.UDP64.PPS
+		}
+		if err := profileRun(ctx, bed, s, o, id, rate); err != nil {
+			progress("%s %s: profile: %v", id, r.Name, err)
 		}
 	}
 	if o.udpCPURate > 0 && s.rw != nil {

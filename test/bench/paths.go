@@ -28,6 +28,8 @@ type pathEnv struct {
 	// peers: road warriors for the several-peers row; paths that support
 	// it set up peers 2… (setup.peers), others ignore it.
 	peers int
+	// profile: a path prefix for the daemons' profiles (-profile), or "".
+	profile string
 }
 
 // setup is a running path: the tunnel endpoint processes, whose CPU time is

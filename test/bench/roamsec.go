@@ -60,11 +60,11 @@ func startRoamsec(env *pathEnv, encap string) (_ *setup, err error) {
 			s.stop()
 		}
 	}()
-	if s.gw, err = startDaemon(env.ctx, env.bed.GW, nil, gwBin, "-config", gwConf); err != nil {
+	if s.gw, err = startDaemon(env.ctx, env.bed.GW, env.profileEnv("gw"), gwBin, "-config", gwConf); err != nil {
 		return nil, err
 	}
 	ds = append(ds, s.gw)
-	if s.rw, err = startDaemon(env.ctx, env.bed.RW, nil, rwBin, "-config", rwConf); err != nil {
+	if s.rw, err = startDaemon(env.ctx, env.bed.RW, env.profileEnv("rw"), rwBin, "-config", rwConf); err != nil {
 		return nil, err
 	}
 	ds = append(ds, s.rw)
