@@ -147,6 +147,7 @@ func (s *ikeSA) export(now time.Time) (*ikectx.SA, error) {
 		PeerIDType: uint8(s.peerID.Type), PeerID: c(s.peerID.Data), PSKAuth: s.pskAuth,
 		Authority: slices.Clone(s.authority), CertAddrs: slices.Clone(s.certAddrs),
 		PeerFrag: s.peerFrag, PeerMOBIKE: s.peerMOBIKE, PeerAddrs: slices.Clone(s.peerAddrs),
+		PeerMIDSync: s.peerMIDSync, PeerReplaySync: s.peerReplaySync,
 		Proven: slices.Clone(s.proven), ESPPeer: s.espPeer, VIP: slices.Clone(s.vip), DNS: slices.Clone(s.dns),
 		NextID: s.nextID, PeerNext: s.peerNext, HaveCached: s.haveCached, CachedID: s.cachedID,
 		Rekeys: s.rekeys, Authenticated: s.authenticated, SilentFor: max(now.Sub(s.lastHeard), 0)}
@@ -246,6 +247,7 @@ func (e *Endpoint) restore(rec *ikectx.SA) (*ikeSA, error) {
 		keys:   ikeKeys{d: c(rec.SKd), ei: c(rec.SKei), er: c(rec.SKer), pi: c(rec.SKpi), pr: c(rec.SKpr)},
 		peerID: auth.Identity{Type: auth.IDType(rec.PeerIDType), Data: c(rec.PeerID)}, pskAuth: rec.PSKAuth,
 		authority: rec.Authority, certAddrs: rec.CertAddrs, peerFrag: rec.PeerFrag, peerMOBIKE: rec.PeerMOBIKE,
+		peerMIDSync: rec.PeerMIDSync && e.syncAnnouncement() != nil, peerReplaySync: rec.PeerReplaySync && e.syncAnnouncement() != nil,
 		peerAddrs: rec.PeerAddrs, proven: rec.Proven, espPeer: rec.ESPPeer, vip: rec.VIP, dns: rec.DNS,
 		nextID: rec.NextID, peerNext: rec.PeerNext, haveCached: rec.HaveCached, cachedID: rec.CachedID,
 		rekeys: rec.Rekeys, authenticated: rec.Authenticated, created: time.Now(),
@@ -333,6 +335,7 @@ func (s *ikeSA) restoreChildren(rec *ikectx.SA, seqJump uint64) error {
 		ch.Name, ch.ours, ch.nonceMin, ch.Created = s.name()+"/"+kind, x.Ours, bytes.Clone(x.NonceMin), x.Created
 		ch.Out.SkipSeq(sat(x.SeqOut, seqJump))
 		ch.In.RaiseReplayFloor(x.ReplayTop)
+		ch.importedTop = x.ReplayTop
 		s.aimChild(ch)
 		rekeyIn := x.RekeyIn
 		if rekeyIn == 0 && s.e.cfg.ChildLifetime > 0 {
@@ -370,7 +373,7 @@ func (s *ikeSA) goLive(rec *ikectx.SA) {
 	e := s.e
 	e.sas[s.spiR] = s
 	s.state = stEstablished
-	s.resync = true
+	s.resync, s.syncPending = true, true
 	e.indexPeer(s)
 	e.initIndex(s, true)
 	s.armDPD()
@@ -382,7 +385,7 @@ func (s *ikeSA) goLive(rec *ikectx.SA) {
 	if len(rec.Outstanding) > 0 {
 		// The exporter's request in flight, the same bytes and ID; its
 		// answer only needs to arrive (liveness, DELETE, MOBIKE).
-		r := &request{exch: message.ExchangeType(rec.OutExchange), msgID: rec.NextID,
+		r := &request{exch: message.ExchangeType(rec.OutExchange), msgID: rec.NextID, imported: true,
 			onReply: func(*message.Message, []message.Payload) { s.armDPD() }, onFail: s.failed}
 		for _, p := range rec.Outstanding {
 			r.pkts = append(r.pkts, bytes.Clone(p))

@@ -78,10 +78,13 @@ type SA struct {
 	PeerHashes []uint16       `json:"peer_hashes,omitempty"`
 	// MOBIKE (RFC 4555): support, the peer's additional addresses, the
 	// endpoints it proved it receives at and the one ESP goes to.
-	PeerMOBIKE bool             `json:"peer_mobike"`
-	PeerAddrs  []netip.Addr     `json:"peer_addrs,omitempty"`
-	Proven     []netip.AddrPort `json:"proven,omitempty"`
-	ESPPeer    netip.AddrPort   `json:"esp_peer"`
+	PeerMOBIKE bool `json:"peer_mobike"`
+	// RFC 6311 §3: both sides announced message-ID / replay counter sync.
+	PeerMIDSync    bool             `json:"peer_mid_sync,omitempty"`
+	PeerReplaySync bool             `json:"peer_replay_sync,omitempty"`
+	PeerAddrs      []netip.Addr     `json:"peer_addrs,omitempty"`
+	Proven         []netip.AddrPort `json:"proven,omitempty"`
+	ESPPeer        netip.AddrPort   `json:"esp_peer"`
 	// VIP: the virtual addresses leased to the peer (responder) or to us.
 	VIP []netip.Addr `json:"vip,omitempty"`
 	DNS []netip.Addr `json:"dns,omitempty"`

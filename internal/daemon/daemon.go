@@ -293,6 +293,7 @@ func startIKE(cl *cleanups, s *Setup, dev *tun.Device, cfg *datapath.Config) (*i
 	if err != nil {
 		return nil, fmt.Errorf("ike: %w", err)
 	}
+	icfg.HASync = s.HA != nil && s.HA.Pair
 	st := &ikeState{spd: s.SPD, sad: s.SAD, dev: dev, log: s.Log, policies: map[string]*tunnel.Policy{},
 		children: map[string]*ike.Child{}, vips: map[netip.Addr]bool{}, up: make(chan struct{}), initiator: icfg.Initiator}
 	s.ike = st
