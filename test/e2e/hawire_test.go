@@ -296,6 +296,7 @@ func haTakeoverRun(t *testing.T, swan bool) {
 	killedA := time.Now()
 	outage := h.killOver(t, p.gwA, p.gwB, p.cfgB)
 	t.Logf("kill -9 A: first echo through B after %v", outage.Round(time.Millisecond))
+	h.checkSynced(t, p.gwB)
 
 	// A comes back as standby, drops nothing it holds (it holds none) and
 	// receives B's state: the road warrior's IKE SA.
@@ -354,6 +355,29 @@ func haTakeoverRun(t *testing.T, swan bool) {
 	load, _ := os.ReadFile("/proc/loadavg")
 	t.Logf("stream: %d sent, %d answered; outages %v, %v; load %s", sent, got, outage.Round(time.Millisecond), outage2.Round(time.Millisecond), strings.TrimSpace(string(load)))
 }
+
+// checkSynced: the survivor of a takeover resynchronised the road
+// warrior's message IDs with RFC 6311 (both announced it in IKE_AUTH),
+// and strongSwan's log (ike_mid_sync.c) shows it accepted the sync.
+func (h *haTraffic) checkSynced(t *testing.T, gw *rig.Proc) {
+	t.Helper()
+	waitHA(t, "RFC 6311 sync answered", 10*time.Second, func() bool {
+		return strings.Contains(gw.Log(), "RFC 6311: message IDs synchronised")
+	}, gw)
+	if h.swan == nil {
+		if !strings.Contains(h.rw.Log(), "RFC 6311: the peer's cluster synchronised message IDs") {
+			t.Fatalf("the road warrior did not log the sync:\n%s", tail(h.rw.Log(), 30))
+		}
+		return
+	}
+	if m := swanSyncRE.FindStringSubmatch(h.swan.Log()); m == nil {
+		t.Fatalf("strongSwan did not accept the sync:\n%s", h.swan.Tail(40))
+	}
+}
+
+// swanSyncRE is strongSwan's ike_mid_sync.c accepting a sync: its next
+// request ID [before], the next it expects from us [before].
+var swanSyncRE = regexp.MustCompile(`responder requested MID sync: initiating (\d+)\[(\d+)\], responding (\d+)\[(\d+)\]`)
 
 // checkHAWire reads the LAN capture: no ESP (SPI, sequence number) sent
 // twice by the gateway side (the service address; RFC 4303 §3.3.3, a
@@ -427,4 +451,80 @@ func TestHAOutageBench(t *testing.T) {
 		strings.TrimSpace(string(load)))
 	t.Logf("sync link, standby's side: record of the established road warrior %d bytes; %.0f B/s with it and its 100 Hz echo, %.0f B/s heartbeats alone: %.0f B/s for the road warrior",
 		record, withRW, idle, withRW-idle)
+}
+
+// swanReqRE is strongSwan parsing a request of ours (the gateway's
+// liveness checks): its message ID.
+var swanReqRE = regexp.MustCompile(`parsed INFORMATIONAL request (\d+) \[`)
+
+// TestHAStaleRecordSyncedWithStrongSwan_RFC6311 is the limit the import
+// alone leaves (ARCHITECTURE.md): the active sends a request (a DPD)
+// after the standby's last record, here because B's sync link is down
+// (B stays standby: A answers its probes on the service network), and
+// the strongSwan road warrior answers it. A is killed, the link comes
+// back, B takes over with a record one request or more behind. Without
+// RFC 6311 B's next request reuses an ID strongSwan has seen and is
+// dropped; with it strongSwan accepts the sync (ike_mid_sync.c) and
+// parses B's next request under the synced ID, and nothing it received
+// is ignored as out of window.
+func TestHAStaleRecordSyncedWithStrongSwan_RFC6311(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	h := startHATraffic(t, true)
+	p, bed := h.haPair, h.bed
+	time.Sleep(500 * time.Millisecond)
+	if err := bed.GB.LinkDown(netns.IfSync); err != nil {
+		t.Fatal(err)
+	}
+	waitHA(t, "B isolated, standby", 5*time.Second, func() bool {
+		st := haStatus(p.cfgB)
+		return st != nil && st.HA.Isolated && st.HA.Role == "standby"
+	}, p.gwA, p.gwB)
+	seen := len(swanReqRE.FindAllStringSubmatch(h.swan.Log(), -1))
+	waitHA(t, "a DPD of A answered by strongSwan while B hears nothing", 10*time.Second, func() bool {
+		return len(swanReqRE.FindAllStringSubmatch(h.swan.Log(), -1)) > seen
+	}, p.gwA)
+	reqs := swanReqRE.FindAllStringSubmatch(h.swan.Log(), -1)
+	lastOfA := reqs[len(reqs)-1][1]
+	outage := h.moveOver(t, p.gwA, p.gwB, p.cfgB, func() {
+		p.gwA.Kill()
+		if err := bed.GB.LinkUp(netns.IfSync); err != nil {
+			t.Error(err)
+		}
+	})
+	t.Logf("kill -9 A with B's record behind (A's last request %s): first echo through B after %v", lastOfA, outage.Round(time.Millisecond))
+	h.checkSynced(t, p.gwB)
+	log := h.swan.Log()
+	m := swanSyncRE.FindStringSubmatch(log)
+	syncAt := strings.Index(log, m[0])
+	// strongSwan's next expected request ID from us moved past A's last.
+	if atoi(t, m[3]) <= atoi(t, lastOfA) {
+		t.Fatalf("strongSwan expects request %s after the sync, A's last was %s", m[3], lastOfA)
+	}
+	waitHA(t, "B's next request parsed by strongSwan under the synced ID", 15*time.Second, func() bool {
+		for _, r := range swanReqRE.FindAllStringSubmatch(h.swan.Log()[syncAt:], -1) {
+			if atoi(t, r[1]) >= atoi(t, m[3]) {
+				return true
+			}
+		}
+		return false
+	}, p.gwB)
+	after := h.swan.Log()[syncAt:]
+	if strings.Contains(after, "ignored") || strings.Contains(after, "retransmit") {
+		t.Fatalf("strongSwan ignored or retransmitted after the sync:\n%s", after)
+	}
+	if strings.Contains(p.gwB.Log(), "request out of window") || strings.Contains(p.gwB.Log(), "unexpected response") {
+		t.Fatalf("B dropped strongSwan's messages:\n%s", tail(p.gwB.Log(), 40))
+	}
+	t.Logf("strongSwan: %s; then B's request %s", m[0], swanReqRE.FindStringSubmatch(after)[1])
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	var n int
+	if _, err := fmt.Sscanf(s, "%d", &n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
