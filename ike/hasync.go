@@ -53,7 +53,17 @@ func (s *ikeSA) noteSyncSupport(ps []message.Payload) {
 }
 
 // SyncPeers starts RFC 6311's synchronisation on every IKE SA imported
-// since the last call whose peer supports it, and returns how many. delta
+// since the last call whose peer supports it, and returns how many.
+//
+// Except toward a peer that announced message-ID sync alone after we sent
+// it a request: strongSwan (5.9 to this day, the one such peer we know)
+// derives an AEAD IKE SA's IV from the message ID (iv_gen_seq, ID << 32),
+// each ID usable twice and in increasing order, so once it answered our
+// request 0 it cannot seal the answer to a sync (message ID 0 a third
+// time) and destroys the IKE SA ("encrypting encrypted payload failed,
+// no IV or padding"). roamsec's IKE suites are all AEAD. Such a peer is
+// left to the import's resync (resyncs), which covers its own requests,
+// not the ones the old active sent after its last record. delta
 // (the takeover's sequence jump) goes in IPSEC_REPLAY_COUNTER_SYNC to the
 // peers that support that too. Call it once the service addresses are up:
 // the requests go out at once.
@@ -66,10 +76,16 @@ func (e *Endpoint) SyncPeers(delta uint64) int {
 			continue
 		}
 		s.syncPending = false
-		if s.peerMIDSync && !s.initiator {
-			s.startMIDSync(delta)
-			n++
+		if !s.peerMIDSync || s.initiator {
+			continue
 		}
+		if !s.peerReplaySync && s.nextID > 0 {
+			s.e.cfg.Log.Info("RFC 6311: sync not sent: the peer may not seal an answer with message ID 0 once it answered one of our requests",
+				"ike", s.name(), "next_request", s.nextID)
+			continue
+		}
+		s.startMIDSync(delta)
+		n++
 	}
 	return n
 }
@@ -198,6 +214,7 @@ func (s *ikeSA) answerMIDSync(m *message.Message, remote netip.AddrPort) bool {
 		return true
 	}
 	s.lastHeard = time.Now()
+	was := s.peerNext
 	s.peerNext = req.Send
 	send, resealed := s.syncOurRequests(req.Recv)
 	resp := message.MIDSync{Nonce: req.Nonce, Send: send, Recv: s.peerNext}
@@ -209,7 +226,7 @@ func (s *ikeSA) answerMIDSync(m *message.Message, remote netip.AddrPort) bool {
 	delta := s.replayDelta(ps, req.Nonce)
 	e.Stats.Synced++
 	e.cfg.Log.Info("RFC 6311: the peer's cluster synchronised message IDs", "ike", s.name(), "next_request", send,
-		"peer_next_request", s.peerNext, "replay_delta", delta)
+		"peer_next_request", s.peerNext, "peer_next_was", was, "replay_delta", delta)
 	s.changed(ChangeMessageID)
 	if resealed {
 		s.transmit(s.out) // under its new ID, after the answer
