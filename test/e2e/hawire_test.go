@@ -386,9 +386,11 @@ func (h *haTraffic) checkSynced(t *testing.T, gw *rig.Proc) bool {
 		}
 		return true
 	}
-	if m := swanSyncRE.FindStringSubmatch(h.swan.Log()); m == nil || strings.Contains(h.swan.Log(), "no IV or padding") {
+	m := swanSyncRE.FindStringSubmatch(h.swan.Log())
+	if m == nil || strings.Contains(h.swan.Log(), "no IV or padding") {
 		t.Fatalf("strongSwan did not accept the sync:\n%s", h.swan.Tail(40))
 	}
+	t.Logf("strongSwan: %s", m[0])
 	return true
 }
 
