@@ -65,6 +65,9 @@ type haTraffic struct {
 	swan    *strongswan.Charon // the strongSwan road warrior, or nil: ours (h.rw)
 	srv     *netns.NS          // the server behind the pair (echo, TCP)
 	tcp     *rig.TCPStream
+	// swanConf and swanCharon: strongSwan's swanctl.conf and charon lines.
+	swanConf   string
+	swanCharon []string
 }
 
 // haSwanConf is the strongSwan 5.9 road warrior: virtual address, DPD
@@ -111,6 +114,13 @@ func startHATraffic(t *testing.T, swan bool) *haTraffic {
 // startHATrafficDPD is startHATraffic with the gateways' DPD interval.
 func startHATrafficDPD(t *testing.T, swan bool, dpd string) *haTraffic {
 	t.Helper()
+	return startHATrafficSwan(t, swan, dpd, haSwanConf)
+}
+
+// startHATrafficSwan is startHATrafficDPD with strongSwan's swanctl.conf
+// (haSwanConf's three verbs) and extra charon lines.
+func startHATrafficSwan(t *testing.T, swan bool, dpd, swanConf string, charon ...string) *haTraffic {
+	t.Helper()
 	p := newHAPair(t)
 	route, peer := "192.0.2.2/32", "addresses: [192.0.2.0/24]"
 	if swan {
@@ -127,7 +137,7 @@ func startHATrafficDPD(t *testing.T, swan bool, dpd string) *haTraffic {
 		}
 	}
 	bed := p.bed
-	h := &haTraffic{haPair: p, srv: bed.AddServer(t)}
+	h := &haTraffic{haPair: p, srv: bed.AddServer(t), swanConf: swanConf, swanCharon: charon}
 	stop, err := rig.EchoIn(h.srv, netns.HASrv4)
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +180,7 @@ func startHATrafficDPD(t *testing.T, swan bool, dpd string) *haTraffic {
 
 func (h *haTraffic) startSwan(t *testing.T) {
 	t.Helper()
-	h.swan = startSwan(t, h.bed.CL, "rw", fmt.Sprintf(haSwanConf, rwID, gwID, testPSK), nil)
+	h.swan = startSwan(t, h.bed.CL, "rw", fmt.Sprintf(h.swanConf, rwID, gwID, testPSK), nil, h.swanCharon...)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := h.swan.Initiate(ctx, "home", "home"); err != nil {
@@ -470,6 +480,61 @@ func TestHAOutageBench(t *testing.T) {
 		strings.TrimSpace(string(load)))
 	t.Logf("sync link, standby's side: record of the established road warrior %d bytes; %.0f B/s with it and its 100 Hz echo, %.0f B/s heartbeats alone: %.0f B/s for the road warrior",
 		record, withRW, idle, withRW-idle)
+}
+
+// TestHANoHASwanBench is bench-ha's comparison row: the same kill -9 in
+// the same bed with the strongSwan road warrior, but no standby holding
+// its state: one gateway runs at a time, the other starts (cold, alone,
+// so active with no records) when the first is killed. strongSwan's ESP
+// then meets an unknown SPI; its DPD (dpd_delay = 2s, dpd_action =
+// restart; charon retransmit_timeout = 1 s, retransmit_tries = 2) gives
+// the gateway up and it negotiates a new IKE SA with the survivor. The
+// outage is the kill to the first echo answered through the new SA.
+// Skipped unless HA_NOHA_TRIALS is set (make bench-ha).
+func TestHANoHASwanBench(t *testing.T) {
+	trials := envInt("HA_NOHA_TRIALS", 0)
+	if trials == 0 {
+		t.Skip("set HA_NOHA_TRIALS (make bench-ha)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	conf := strings.Replace(haSwanConf, "dpd_delay = 2s", "dpd_delay = 2s\n\t\tdpd_action = restart", 1)
+	h := startHATrafficSwan(t, true, "2s", conf, "retransmit_timeout = 1", "retransmit_tries = 2")
+	p := h.haPair
+	p.gwB.Stop(5 * time.Second) // the standby goes: A alone holds the SA
+	side := map[string]struct {
+		ns   *netns.NS
+		cfg  string
+		proc **rig.Proc
+	}{"a": {h.bed.GA, p.cfgA, &p.gwA}, "b": {h.bed.GB, p.cfgB, &p.gwB}}
+	active, cold := "a", "b"
+	var outages []time.Duration
+	for i := range trials {
+		before := h.peerSAs(t)
+		time.Sleep(time.Second)
+		killed := time.Now()
+		(*side[active].proc).Kill()
+		*side[cold].proc = p.start(t, side[cold].ns, side[cold].cfg)
+		var first time.Time
+		waitHA(t, "echo through a new IKE SA", 90*time.Second, func() bool {
+			first = h.stream.FirstReplyAfter(killed)
+			return !first.IsZero()
+		}, *side[cold].proc)
+		o := first.Sub(killed)
+		outages = append(outages, o)
+		after := h.peerSAs(t)
+		if after == before || !strings.Contains((*side[cold].proc).Log(), "IKE SA established") {
+			t.Fatalf("trial %d: no new IKE SA with the cold gateway: before %s, after %s", i+1, before, after)
+		}
+		t.Logf("trial %d: kill -9 %s, strongSwan renegotiated with %s: first echo after %v", i+1, active, cold, o.Round(time.Millisecond))
+		active, cold = cold, active
+	}
+	slices.Sort(outages)
+	load, _ := os.ReadFile("/proc/loadavg")
+	t.Logf("without HA (strongSwan DPD 2 s, retransmit 1 s x 2, restart), outage after kill -9, %d trials: median %v, min %v, max %v; load %s",
+		len(outages), outages[len(outages)/2].Round(time.Millisecond), outages[0].Round(time.Millisecond), outages[len(outages)-1].Round(time.Millisecond),
+		strings.TrimSpace(string(load)))
 }
 
 // rwSyncRE is our road warrior answering a cluster's sync: the request
