@@ -154,6 +154,7 @@ func (s *ikeSA) export(now time.Time) (*ikectx.SA, error) {
 	for _, h := range s.peerHashes {
 		r.PeerHashes = append(r.PeerHashes, uint16(h))
 	}
+	r.AAA = s.exportAAA(now)
 	for _, p := range s.cached {
 		r.Cached = append(r.Cached, c(p))
 	}
@@ -184,6 +185,36 @@ func (s *ikeSA) export(now time.Time) (*ikectx.SA, error) {
 		r.Children = append(r.Children, x)
 	}
 	return r, nil
+}
+
+// exportAAA is the AAA server's authorization with the time left to its
+// Session-Timeout, or nil.
+func (s *ikeSA) exportAAA(now time.Time) *ikectx.AAA {
+	a := s.aaa
+	if a == nil {
+		return nil
+	}
+	x := &ikectx.AAA{User: a.User, VirtualIP4: a.VirtualIP4, SessionID: a.SessionID, Peer: a.Peer, Local: a.Local, Timeout: a.SessionTimeout}
+	for _, c := range a.Class {
+		x.Class = append(x.Class, bytes.Clone(c))
+	}
+	if a.SessionTimeout > 0 && !s.sessionEnd.IsZero() {
+		x.SessionLeft = min(max(s.sessionEnd.Sub(now), time.Millisecond), a.SessionTimeout)
+	}
+	return x
+}
+
+// importAAA restores the authorization; its Session-Timeout runs on from
+// where the exporter left it (goLive arms it).
+func importAAA(x *ikectx.AAA) *Authorization {
+	if x == nil {
+		return nil
+	}
+	a := &Authorization{User: x.User, VirtualIP4: x.VirtualIP4, SessionID: x.SessionID, Peer: x.Peer, Local: x.Local, SessionTimeout: x.Timeout}
+	for _, c := range x.Class {
+		a.Class = append(a.Class, bytes.Clone(c))
+	}
+	return a
 }
 
 // ImportSA installs an exported IKE SA and its Child SAs: into the data
@@ -250,7 +281,7 @@ func (e *Endpoint) restore(rec *ikectx.SA) (*ikeSA, error) {
 		peerMIDSync: rec.PeerMIDSync && e.syncAnnouncement() != nil, peerReplaySync: rec.PeerReplaySync && e.syncAnnouncement() != nil,
 		peerAddrs: rec.PeerAddrs, proven: rec.Proven, espPeer: rec.ESPPeer, vip: rec.VIP, dns: rec.DNS,
 		nextID: rec.NextID, peerNext: rec.PeerNext, haveCached: rec.HaveCached, cachedID: rec.CachedID,
-		rekeys: rec.Rekeys, authenticated: rec.Authenticated, created: time.Now(),
+		rekeys: rec.Rekeys, authenticated: rec.Authenticated, created: time.Now(), aaa: importAAA(rec.AAA),
 		lastHeard: time.Now().Add(-rec.SilentFor), state: stInitDone}
 	for _, h := range rec.PeerHashes {
 		s.peerHashes = append(s.peerHashes, auth.HashAlg(h))
@@ -293,6 +324,16 @@ func (s *ikeSA) wipeKeys() {
 func (e *Endpoint) restoreLeases(s *ikeSA) error {
 	id := s.peerID.String()
 	for _, a := range s.vip {
+		if s.aaaAddr(a) {
+			// RADIUS Framed-IP-Address: leased to the user, not from a
+			// pool (child.go's CP reply).
+			owner := "user " + s.aaa.User
+			if who, ok := e.leased[a]; ok && who != owner {
+				return fmt.Errorf("ike: Framed-IP-Address %v is leased to %s here: %w", a, who, ErrSAExists)
+			}
+			e.leased[a] = owner
+			continue
+		}
 		var pool netip.Prefix
 		for _, p := range []netip.Prefix{s.peer.VirtualPool, s.peer.VirtualPool6} {
 			if p.IsValid() && p.Contains(a) {
@@ -355,7 +396,7 @@ func (s *ikeSA) undoImport() {
 	}
 	id := s.peerID.String()
 	for _, a := range s.vip {
-		if s.e.leased[a] == id {
+		if s.e.leased[a] == id || s.aaaAddr(a) && s.e.leased[a] == "user "+s.aaa.User {
 			delete(s.e.leased, a)
 			for k, v := range s.e.leases {
 				if v == a {
@@ -377,6 +418,10 @@ func (s *ikeSA) goLive(rec *ikectx.SA) {
 	e.indexPeer(s)
 	e.initIndex(s, true)
 	s.armDPD()
+	if x := rec.AAA; x != nil && x.SessionLeft > 0 {
+		s.boundSession(x.SessionLeft) // RADIUS Session-Timeout: the deadline moves with the SA
+		s.authLifetime = x.Timeout
+	}
 	if d := rec.IKERekeyIn; d > 0 {
 		s.armIKERekey(d)
 	} else if d := e.cfg.IKELifetime; d > 0 {

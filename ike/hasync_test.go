@@ -1,8 +1,10 @@
 package ike
 
 import (
+	"bytes"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/roamsec/roamsec/ike/message"
 )
@@ -245,4 +247,49 @@ func TestAnswerMIDSyncRules_RFC6311_5_1(t *testing.T) {
 	if out.LastSeq() != seqBefore+100 {
 		t.Errorf("outbound counter %d after a replay sync of 100, want %d", out.LastSeq(), seqBefore+100)
 	}
+}
+
+// TestContextCarriesAAA_Seed004: an EAP peer's RADIUS authorization moves
+// with its IKE SA: User-Name, Class, Acct-Session-Id, the
+// Framed-IP-Address (outside the policy's pool: leased to the user, which
+// the import without it refused as "not in its pool"), and the
+// Session-Timeout's deadline, which runs on rather than restarting.
+func TestContextCarriesAAA_Seed004(t *testing.T) {
+	msk := append(bytes.Repeat([]byte{0x5a}, 32), make([]byte, 32)...)
+	framed := netip.MustParseAddr("100.64.1.77")
+	back := &toyBackend{msk: msk[:32], authz: Authorization{VirtualIP4: framed, Class: [][]byte{[]byte("gold")},
+		SessionID: "acct-0001", SessionTimeout: time.Hour}}
+	rw, gw := eapConfigs(t, back, func() *toyMethod { return &toyMethod{msk: msk} })
+	p := newPair(t, rw, gw)
+	p.connect(t)
+	checkPaired(t, p, 1)
+	var end time.Time
+	saOf(t, p.gw, func(s *ikeSA) { end = s.sessionEnd })
+	all, err := p.gw.ExportAll()
+	if err != nil || len(all) != 1 {
+		t.Fatal(all, err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	gw2, pl2 := p.standby(t, gw)
+	if err := gw2.ImportSA(all[0].Data, 100); err != nil {
+		t.Fatal(err)
+	}
+	p.takeOver(gw2)
+	p.gp = pl2
+	checkPaired(t, p, 1)
+	a := pl2.snapshot()[0].AAA
+	if a == nil || a.User != "rw1@roamsec.example" || a.VirtualIP4 != framed || len(a.Class) != 1 || string(a.Class[0]) != "gold" ||
+		a.SessionID != "acct-0001" || a.SessionTimeout != time.Hour {
+		t.Fatalf("imported Child SA's authorization %+v", a)
+	}
+	saOf(t, gw2, func(s *ikeSA) {
+		// The deadline is the exporter's (to the millisecond of the
+		// record), not an hour from the import.
+		if d := s.sessionEnd.Sub(end); d < -5*time.Millisecond || d > 5*time.Millisecond {
+			t.Errorf("Session-Timeout deadline moved by %v in the import", d)
+		}
+		if who := gw2.leased[framed]; who != "user rw1@roamsec.example" {
+			t.Errorf("Framed-IP-Address %v leased to %q on the importer", framed, who)
+		}
+	})
 }

@@ -79,6 +79,7 @@ type ikeSA struct {
 	eapPeer      EAPMethod // initiator: our EAP method while IKE_AUTH runs (eappeer.go)
 	aaa          *Authorization
 	authLifetime time.Duration
+	sessionEnd   time.Time // when the Session-Timeout deletes the SA (boundSession)
 	dns          []netip.Addr
 
 	// Requests we send: window size 1 (§2.3), the rest queued.

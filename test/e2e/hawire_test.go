@@ -499,7 +499,7 @@ func TestHANoHASwanBench(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	conf := strings.Replace(haSwanConf, "dpd_delay = 2s", "dpd_delay = 2s\n\t\tdpd_action = restart", 1)
+	conf := strings.Replace(haSwanConf, "esp_proposals = aes256gcm16", "esp_proposals = aes256gcm16\n\t\t\t\tdpd_action = restart", 1)
 	h := startHATrafficSwan(t, true, "2s", conf, "retransmit_timeout = 1", "retransmit_tries = 2")
 	p := h.haPair
 	p.gwB.Stop(5 * time.Second) // the standby goes: A alone holds the SA
