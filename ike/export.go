@@ -298,7 +298,14 @@ func (e *Endpoint) restore(rec *ikectx.SA) (*ikeSA, error) {
 		return nil, fmt.Errorf("ike: imported IKE keys: %w", err)
 	}
 	s.sendKey.iv = sat(rec.SendIV, ivJump)
-	if s.peer = e.findPeer(s.peerID, s.pskAuth); s.peer == nil {
+	if s.aaa != nil {
+		// Authenticated with EAP (only EAP fills aaa): its policy is an
+		// EAP entry, which findPeer leaves out.
+		s.peer = e.findEAPPeer(s.peerID)
+	} else {
+		s.peer = e.findPeer(s.peerID, s.pskAuth)
+	}
+	if s.peer == nil {
 		s.wipeKeys()
 		return nil, fmt.Errorf("ike: %v: %w (ike.peers)", s.peerID, ErrNoPolicy)
 	}
@@ -419,7 +426,12 @@ func (s *ikeSA) goLive(rec *ikectx.SA) {
 	e.initIndex(s, true)
 	s.armDPD()
 	if x := rec.AAA; x != nil && x.SessionLeft > 0 {
-		s.boundSession(x.SessionLeft) // RADIUS Session-Timeout: the deadline moves with the SA
+		// RADIUS Session-Timeout: the exporter's deadline, not a new one
+		// (a standby's record may be old: it is sent again only when the
+		// SA changes). The pair's clocks agree (ExportedAt); one in the
+		// future counts as now.
+		age := max(time.Since(rec.ExportedAt), 0)
+		s.boundSession(max(x.SessionLeft-age, time.Millisecond))
 		s.authLifetime = x.Timeout
 	}
 	if d := rec.IKERekeyIn; d > 0 {
