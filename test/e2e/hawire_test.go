@@ -455,6 +455,10 @@ func TestHAOutageBench(t *testing.T) {
 	}{"a": {h.bed.GA, p.cfgA, &p.gwA}, "b": {h.bed.GB, p.cfgB, &p.gwB}}
 	active, standby := "a", "b"
 	var outages []time.Duration
+	// iperf3 TCP through the road warrior across every kill: a trial
+	// takes about 3 s here; the stream outlasts them.
+	ip := startIperf(t, h.srv, h.bed.CL, netns.HASrv4, trials*4+10, "10M")
+	time.Sleep(2 * time.Second)
 	for i := range trials {
 		o := h.killOver(t, *side[active].proc, *side[standby].proc, side[standby].cfg)
 		outages = append(outages, o)
@@ -463,6 +467,12 @@ func TestHAOutageBench(t *testing.T) {
 		h.waitStandby(t, side[active].cfg, 1)
 		time.Sleep(300 * time.Millisecond)
 		active, standby = standby, active
+	}
+	ipr := ip.wait(t)
+	t.Logf("iperf3 TCP (10 Mbit/s, server to road warrior) across the %d kills: %d bytes received, %d retransmits by the sender, longest stall %v, error %q",
+		trials, ipr.Received, ipr.Retransmits, ipr.Stall, ipr.Err)
+	if ipr.Err != "" || ipr.Received == 0 {
+		t.Errorf("the iperf3 stream did not survive the takeovers: %+v", ipr)
 	}
 	// The heartbeats alone: the road warrior gone (its IKE SA deleted on
 	// both), the standby's receive rate.
