@@ -401,6 +401,15 @@ func (h *haTraffic) checkSynced(t *testing.T, gw *rig.Proc) bool {
 		t.Fatalf("strongSwan did not accept the sync:\n%s", h.swan.Tail(40))
 	}
 	t.Logf("strongSwan: %s", m[0])
+	// The gateway's next request (its DPD, 2 s of IKE silence) carries
+	// the synced ID and strongSwan takes it; nothing is ignored after.
+	next := fmt.Sprintf("parsed INFORMATIONAL request %s [", m[3])
+	waitHA(t, "strongSwan parsing the gateway's request "+m[3], 10*time.Second, func() bool { return strings.Contains(h.swan.Log(), next) }, gw)
+	after := h.swan.Log()[strings.Index(h.swan.Log(), m[0]):]
+	if strings.Contains(after, "ignored") {
+		t.Fatalf("strongSwan ignored a message after the sync:\n%s", after)
+	}
+	t.Logf("strongSwan: %s]", next)
 	return true
 }
 
