@@ -41,9 +41,12 @@ type Child struct {
 	replaced bool
 	ours     bool   // created by an exchange we initiated
 	nonceMin []byte // the lowest nonce of the exchange that created it (§2.8.1)
-	timer    *time.Timer
-	rekeyAt  time.Time // when timer fires (ExportSA)
-	esp      espSuite  // what was negotiated (ExportSA)
+	// importedTop: an imported inbound SA's replay edge at the import,
+	// which RFC 6311's replay counter sync raises the floor past.
+	importedTop uint64
+	timer       *time.Timer
+	rekeyAt     time.Time // when timer fires (ExportSA)
+	esp         espSuite  // what was negotiated (ExportSA)
 }
 
 // Sibling is, while Remove runs for c, another Child SA of the same name

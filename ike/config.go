@@ -176,6 +176,12 @@ type Config struct {
 	// never block or call back into the endpoint. Apart from Progress so
 	// that it never crowds a connection's events out.
 	Changed func(Change)
+	// HASync (a gateway of a hot-standby pair) announces RFC 6311 support
+	// in IKE_AUTH (IKEV2_MESSAGE_ID_SYNC_SUPPORTED and
+	// IKEV2_REPLAY_COUNTER_SYNC_SUPPORTED), so that after a takeover
+	// SyncPeers may resynchronise the peers that announced it too. An
+	// initiator always announces it (it answers a cluster's sync, §4).
+	HASync bool
 
 	Log *slog.Logger
 }

@@ -83,6 +83,10 @@ type Stats struct {
 	FragmentBytes int
 	// EAPAccepted and EAPRejected count the AAA server's verdicts (eap.go).
 	EAPAccepted, EAPRejected uint64
+	// Synced counts RFC 6311 message-ID syncs completed (a gateway's
+	// answered, a peer's answered by us); SyncRefused answers that were
+	// not one (hasync.go).
+	Synced, SyncRefused uint64
 	// Drops counts what the endpoint refused to keep, by reason.
 	Drops [numDropReasons]uint64
 }

@@ -147,12 +147,14 @@ func (s *ikeSA) export(now time.Time) (*ikectx.SA, error) {
 		PeerIDType: uint8(s.peerID.Type), PeerID: c(s.peerID.Data), PSKAuth: s.pskAuth,
 		Authority: slices.Clone(s.authority), CertAddrs: slices.Clone(s.certAddrs),
 		PeerFrag: s.peerFrag, PeerMOBIKE: s.peerMOBIKE, PeerAddrs: slices.Clone(s.peerAddrs),
+		PeerMIDSync: s.peerMIDSync, PeerReplaySync: s.peerReplaySync,
 		Proven: slices.Clone(s.proven), ESPPeer: s.espPeer, VIP: slices.Clone(s.vip), DNS: slices.Clone(s.dns),
 		NextID: s.nextID, PeerNext: s.peerNext, HaveCached: s.haveCached, CachedID: s.cachedID,
 		Rekeys: s.rekeys, Authenticated: s.authenticated, SilentFor: max(now.Sub(s.lastHeard), 0)}
 	for _, h := range s.peerHashes {
 		r.PeerHashes = append(r.PeerHashes, uint16(h))
 	}
+	r.AAA = s.exportAAA(now)
 	for _, p := range s.cached {
 		r.Cached = append(r.Cached, c(p))
 	}
@@ -183,6 +185,36 @@ func (s *ikeSA) export(now time.Time) (*ikectx.SA, error) {
 		r.Children = append(r.Children, x)
 	}
 	return r, nil
+}
+
+// exportAAA is the AAA server's authorization with the time left to its
+// Session-Timeout, or nil.
+func (s *ikeSA) exportAAA(now time.Time) *ikectx.AAA {
+	a := s.aaa
+	if a == nil {
+		return nil
+	}
+	x := &ikectx.AAA{User: a.User, VirtualIP4: a.VirtualIP4, SessionID: a.SessionID, Peer: a.Peer, Local: a.Local, Timeout: a.SessionTimeout}
+	for _, c := range a.Class {
+		x.Class = append(x.Class, bytes.Clone(c))
+	}
+	if a.SessionTimeout > 0 && !s.sessionEnd.IsZero() {
+		x.SessionLeft = min(max(s.sessionEnd.Sub(now), time.Millisecond), a.SessionTimeout)
+	}
+	return x
+}
+
+// importAAA restores the authorization; its Session-Timeout runs on from
+// where the exporter left it (goLive arms it).
+func importAAA(x *ikectx.AAA) *Authorization {
+	if x == nil {
+		return nil
+	}
+	a := &Authorization{User: x.User, VirtualIP4: x.VirtualIP4, SessionID: x.SessionID, Peer: x.Peer, Local: x.Local, SessionTimeout: x.Timeout}
+	for _, c := range x.Class {
+		a.Class = append(a.Class, bytes.Clone(c))
+	}
+	return a
 }
 
 // ImportSA installs an exported IKE SA and its Child SAs: into the data
@@ -246,9 +278,10 @@ func (e *Endpoint) restore(rec *ikectx.SA) (*ikeSA, error) {
 		keys:   ikeKeys{d: c(rec.SKd), ei: c(rec.SKei), er: c(rec.SKer), pi: c(rec.SKpi), pr: c(rec.SKpr)},
 		peerID: auth.Identity{Type: auth.IDType(rec.PeerIDType), Data: c(rec.PeerID)}, pskAuth: rec.PSKAuth,
 		authority: rec.Authority, certAddrs: rec.CertAddrs, peerFrag: rec.PeerFrag, peerMOBIKE: rec.PeerMOBIKE,
+		peerMIDSync: rec.PeerMIDSync && e.syncAnnouncement() != nil, peerReplaySync: rec.PeerReplaySync && e.syncAnnouncement() != nil,
 		peerAddrs: rec.PeerAddrs, proven: rec.Proven, espPeer: rec.ESPPeer, vip: rec.VIP, dns: rec.DNS,
 		nextID: rec.NextID, peerNext: rec.PeerNext, haveCached: rec.HaveCached, cachedID: rec.CachedID,
-		rekeys: rec.Rekeys, authenticated: rec.Authenticated, created: time.Now(),
+		rekeys: rec.Rekeys, authenticated: rec.Authenticated, created: time.Now(), aaa: importAAA(rec.AAA),
 		lastHeard: time.Now().Add(-rec.SilentFor), state: stInitDone}
 	for _, h := range rec.PeerHashes {
 		s.peerHashes = append(s.peerHashes, auth.HashAlg(h))
@@ -265,7 +298,14 @@ func (e *Endpoint) restore(rec *ikectx.SA) (*ikeSA, error) {
 		return nil, fmt.Errorf("ike: imported IKE keys: %w", err)
 	}
 	s.sendKey.iv = sat(rec.SendIV, ivJump)
-	if s.peer = e.findPeer(s.peerID, s.pskAuth); s.peer == nil {
+	if s.aaa != nil {
+		// Authenticated with EAP (only EAP fills aaa): its policy is an
+		// EAP entry, which findPeer leaves out.
+		s.peer = e.findEAPPeer(s.peerID)
+	} else {
+		s.peer = e.findPeer(s.peerID, s.pskAuth)
+	}
+	if s.peer == nil {
 		s.wipeKeys()
 		return nil, fmt.Errorf("ike: %v: %w (ike.peers)", s.peerID, ErrNoPolicy)
 	}
@@ -291,6 +331,16 @@ func (s *ikeSA) wipeKeys() {
 func (e *Endpoint) restoreLeases(s *ikeSA) error {
 	id := s.peerID.String()
 	for _, a := range s.vip {
+		if s.aaaAddr(a) {
+			// RADIUS Framed-IP-Address: leased to the user, not from a
+			// pool (child.go's CP reply).
+			owner := "user " + s.aaa.User
+			if who, ok := e.leased[a]; ok && who != owner {
+				return fmt.Errorf("ike: Framed-IP-Address %v is leased to %s here: %w", a, who, ErrSAExists)
+			}
+			e.leased[a] = owner
+			continue
+		}
 		var pool netip.Prefix
 		for _, p := range []netip.Prefix{s.peer.VirtualPool, s.peer.VirtualPool6} {
 			if p.IsValid() && p.Contains(a) {
@@ -333,6 +383,7 @@ func (s *ikeSA) restoreChildren(rec *ikectx.SA, seqJump uint64) error {
 		ch.Name, ch.ours, ch.nonceMin, ch.Created = s.name()+"/"+kind, x.Ours, bytes.Clone(x.NonceMin), x.Created
 		ch.Out.SkipSeq(sat(x.SeqOut, seqJump))
 		ch.In.RaiseReplayFloor(x.ReplayTop)
+		ch.importedTop = x.ReplayTop
 		s.aimChild(ch)
 		rekeyIn := x.RekeyIn
 		if rekeyIn == 0 && s.e.cfg.ChildLifetime > 0 {
@@ -352,7 +403,7 @@ func (s *ikeSA) undoImport() {
 	}
 	id := s.peerID.String()
 	for _, a := range s.vip {
-		if s.e.leased[a] == id {
+		if s.e.leased[a] == id || s.aaaAddr(a) && s.e.leased[a] == "user "+s.aaa.User {
 			delete(s.e.leased, a)
 			for k, v := range s.e.leases {
 				if v == a {
@@ -370,10 +421,19 @@ func (s *ikeSA) goLive(rec *ikectx.SA) {
 	e := s.e
 	e.sas[s.spiR] = s
 	s.state = stEstablished
-	s.resync = true
+	s.resync, s.syncPending = true, true
 	e.indexPeer(s)
 	e.initIndex(s, true)
 	s.armDPD()
+	if x := rec.AAA; x != nil && x.SessionLeft > 0 {
+		// RADIUS Session-Timeout: the exporter's deadline, not a new one
+		// (a standby's record may be old: it is sent again only when the
+		// SA changes). The pair's clocks agree (ExportedAt); one in the
+		// future counts as now.
+		age := max(time.Since(rec.ExportedAt), 0)
+		s.boundSession(max(x.SessionLeft-age, time.Millisecond))
+		s.authLifetime = x.Timeout
+	}
 	if d := rec.IKERekeyIn; d > 0 {
 		s.armIKERekey(d)
 	} else if d := e.cfg.IKELifetime; d > 0 {
@@ -382,7 +442,7 @@ func (s *ikeSA) goLive(rec *ikectx.SA) {
 	if len(rec.Outstanding) > 0 {
 		// The exporter's request in flight, the same bytes and ID; its
 		// answer only needs to arrive (liveness, DELETE, MOBIKE).
-		r := &request{exch: message.ExchangeType(rec.OutExchange), msgID: rec.NextID,
+		r := &request{exch: message.ExchangeType(rec.OutExchange), msgID: rec.NextID, imported: true,
 			onReply: func(*message.Message, []message.Payload) { s.armDPD() }, onFail: s.failed}
 		for _, p := range rec.Outstanding {
 			r.pkts = append(r.pkts, bytes.Clone(p))

@@ -371,6 +371,7 @@ func (s *ikeSA) sendAuth() {
 	ps = append(ps, s.offerSA(c), c.tsi(), c.tsr())
 	ps = append(ps, notify(message.INITIAL_CONTACT, nil), notify(message.MOBIKE_SUPPORTED, nil))
 	ps = append(ps, addrNotifies(cfg.LocalAddrs, s.local)...)
+	ps = append(ps, s.e.syncAnnouncement()...)
 	s.emit(Progress{Kind: EvIKEAuth, ID: cfg.LocalID, Cert: cfg.Credential != nil})
 	s.start(&request{exch: message.IKE_AUTH, payloads: ps,
 		onReply: func(m *message.Message, rps []message.Payload) {
@@ -427,6 +428,7 @@ func (s *ikeSA) authEstablished(ps []message.Payload, c *childOffer, pid auth.Id
 	s.peerID = pid.Clone() // not a slice of the decrypted message, which it would keep whole
 	s.peerMOBIKE = len(filterNotify(ps, message.MOBIKE_SUPPORTED)) > 0
 	s.peerAddrs = readAddrNotifies(ps)
+	s.noteSyncSupport(ps)
 	s.established()
 	cfg.Log.Info("IKE SA established", "ike", s.name(), "local", netip.AddrPortFrom(s.local, s.localPort()), "remote", s.remote,
 		"proposal", s.prop.String(), "nat", s.natHere || s.natThere, "mobike", s.peerMOBIKE)
@@ -754,6 +756,7 @@ func (s *ikeSA) finishAuth(msgID uint32, ps []message.Payload, idr *message.ID, 
 		binary.BigEndian.PutUint32(b[:], uint32(s.authLifetime/time.Second))
 		out = append(out, notify(message.AUTH_LIFETIME, b[:]))
 	}
+	s.noteSyncSupport(ps)
 	s.established()
 	cfg.Log.Info("IKE SA established", "ike", s.name(), "local", s.local, "remote", s.remote, "proposal", s.prop.String(),
 		"nat", s.natHere || s.natThere, "mobike", s.peerMOBIKE)
@@ -767,5 +770,6 @@ func (s *ikeSA) finishAuth(msgID uint32, ps []message.Payload, idr *message.ID, 
 	}
 	out = append(out, notify(message.MOBIKE_SUPPORTED, nil))
 	out = append(out, addrNotifies(cfg.LocalAddrs, s.local)...)
+	out = append(out, s.e.syncAnnouncement()...)
 	s.respond(message.IKE_AUTH, msgID, out)
 }

@@ -79,6 +79,7 @@ type ikeSA struct {
 	eapPeer      EAPMethod // initiator: our EAP method while IKE_AUTH runs (eappeer.go)
 	aaa          *Authorization
 	authLifetime time.Duration
+	sessionEnd   time.Time // when the Session-Timeout deletes the SA (boundSession)
 	dns          []netip.Addr
 
 	// Requests we send: window size 1 (§2.3), the rest queued.
@@ -101,10 +102,16 @@ type ikeSA struct {
 	dpdTimer, ikeRekeyTimer *time.Timer
 	ikeRekeyAt              time.Time // when ikeRekeyTimer fires (ExportSA hands the rest over)
 	replacedBy              *ikeSA
-	resync                  bool      // imported: see resyncs
-	downErr                 error     // the failure that ends the SA (its EvFailed)
-	rekeys                  int       // IKE SA rekeys this SA descends from
-	authenticated           time.Time // when the first of the line authenticated
+	resync                  bool // imported: see resyncs
+	// RFC 6311 (hasync.go): the peer announced message-ID and replay
+	// counter sync and so did we; an imported SA not yet synced; the
+	// last sync we answered.
+	peerMIDSync, peerReplaySync bool
+	syncPending                 bool
+	lastSync                    *syncAnswer
+	downErr                     error     // the failure that ends the SA (its EvFailed)
+	rekeys                      int       // IKE SA rekeys this SA descends from
+	authenticated               time.Time // when the first of the line authenticated
 }
 
 func (s *ikeSA) name() string {
@@ -130,6 +137,7 @@ type request struct {
 	tries    int
 	timer    *time.Timer
 	plain    bool           // IKE_SA_INIT
+	imported bool           // the exporter's request in flight: its bytes only (goLive)
 	to       netip.AddrPort // where to send it; zero: the peer's current address
 	onReply  func(m *message.Message, ps []message.Payload)
 	onFail   func(err error)
@@ -304,6 +312,9 @@ func (s *ikeSA) handleEncrypted(m *message.Message, local netip.Addr, remote net
 	}
 	// Message-ID window first (§2.3): a retransmitted request gets the
 	// cached response, anything else out of window is dropped.
+	if !h.IsResponse() && h.MsgID == 0 && h.Exchange == message.INFORMATIONAL && s.answerMIDSync(m, remote) {
+		return // RFC 6311 §4.1: outside the window, before the cache check
+	}
 	if !h.IsResponse() {
 		if s.haveCached && h.MsgID == s.cachedID {
 			if enc := encryptedOf(m); enc != nil && (!enc.Fragment || enc.FragNum == 1) {

@@ -78,13 +78,19 @@ type SA struct {
 	PeerHashes []uint16       `json:"peer_hashes,omitempty"`
 	// MOBIKE (RFC 4555): support, the peer's additional addresses, the
 	// endpoints it proved it receives at and the one ESP goes to.
-	PeerMOBIKE bool             `json:"peer_mobike"`
-	PeerAddrs  []netip.Addr     `json:"peer_addrs,omitempty"`
-	Proven     []netip.AddrPort `json:"proven,omitempty"`
-	ESPPeer    netip.AddrPort   `json:"esp_peer"`
+	PeerMOBIKE bool `json:"peer_mobike"`
+	// RFC 6311 §3: both sides announced message-ID / replay counter sync.
+	PeerMIDSync    bool             `json:"peer_mid_sync,omitempty"`
+	PeerReplaySync bool             `json:"peer_replay_sync,omitempty"`
+	PeerAddrs      []netip.Addr     `json:"peer_addrs,omitempty"`
+	Proven         []netip.AddrPort `json:"proven,omitempty"`
+	ESPPeer        netip.AddrPort   `json:"esp_peer"`
 	// VIP: the virtual addresses leased to the peer (responder) or to us.
 	VIP []netip.Addr `json:"vip,omitempty"`
 	DNS []netip.Addr `json:"dns,omitempty"`
+
+	// AAA: what the AAA server authorized an EAP peer (RADIUS), if it did.
+	AAA *AAA `json:"aaa,omitempty"`
 
 	// Message IDs both ways (§2.3) and the last response, for a
 	// retransmitted request (§2.1).
@@ -132,6 +138,21 @@ type Child struct {
 	UDPEncap  bool          `json:"udp_encap"` // RFC 3948
 	PeerPort  uint16        `json:"peer_port"`
 	RekeyIn   time.Duration `json:"rekey_in"` // 0: no rekey timer
+}
+
+// AAA is the AAA server's authorization of an EAP peer (RADIUS: User-Name,
+// Framed-IP-Address, Class, Acct-Session-Id) and the time left to its
+// Session-Timeout (RFC 2865 §5.27; zero: none), so the importer keeps the
+// address, the accounting identity and the deadline, not a fresh one.
+type AAA struct {
+	User        string         `json:"user"`
+	VirtualIP4  netip.Addr     `json:"vip4,omitzero"`
+	Class       [][]byte       `json:"class,omitempty"`
+	SessionID   string         `json:"session_id,omitempty"`
+	Peer        netip.AddrPort `json:"peer"`
+	Local       netip.Addr     `json:"local"`
+	Timeout     time.Duration  `json:"timeout,omitempty"`
+	SessionLeft time.Duration  `json:"session_left,omitempty"`
 }
 
 // Encode writes sa in the current version. The result holds keys: the
@@ -244,6 +265,10 @@ func (sa *SA) Check() error {
 		return fmt.Errorf("ikectx: %d Child SAs, more than %d", len(sa.Children), MaxChildren)
 	case sa.Rekeys < 0 || sa.IKERekeyIn < 0 || sa.SilentFor < 0:
 		return errors.New("ikectx: negative count or duration")
+	case sa.AAA != nil && (sa.AAA.Timeout < 0 || sa.AAA.SessionLeft < 0 || sa.AAA.SessionLeft > sa.AAA.Timeout):
+		return errors.New("ikectx: AAA session time left negative or beyond its Session-Timeout")
+	case sa.AAA != nil && (len(sa.AAA.Class) > MaxList || len(sa.AAA.User) > 1024 || len(sa.AAA.SessionID) > 1024):
+		return errors.New("ikectx: AAA attributes beyond the bounds")
 	}
 	for _, k := range [][]byte{sa.SKd, sa.SKei, sa.SKer, sa.SKpi, sa.SKpr} {
 		if len(k) > MaxKeyLen {

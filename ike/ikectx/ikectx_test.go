@@ -28,6 +28,9 @@ func sample() *SA {
 		PeerAddrs: []netip.Addr{netip.MustParseAddr("198.51.100.2")}, Proven: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.2:4500")},
 		ESPPeer: netip.MustParseAddrPort("192.0.2.2:4500"), NextID: 3, PeerNext: 4, HaveCached: true, CachedID: 3, Cached: [][]byte{{1, 2, 3}},
 		Rekeys: 1, Authenticated: time.Unix(1700000000, 0).UTC(), IKERekeyIn: time.Hour, SilentFor: time.Second,
+		PeerMIDSync: true, PeerReplaySync: true,
+		AAA: &AAA{User: "rw1", VirtualIP4: netip.MustParseAddr("100.64.1.7"), Class: [][]byte{[]byte("gold")}, SessionID: "acct-1",
+			Peer: netip.MustParseAddrPort("192.0.2.2:4500"), Local: netip.MustParseAddr("192.0.2.1"), Timeout: time.Hour, SessionLeft: time.Minute},
 		Children: []Child{{Name: "rw1#1/net", Created: time.Unix(1700000001, 0).UTC(), Ours: false, NonceMin: k(32, 9),
 			Encr: 20, EncrBits: 256, ESN: true, LocalTS: ts("203.0.113.1"), RemoteTS: ts("192.0.2.2"),
 			SPIIn: 0x1000, SPIOut: 0x2000, KeyIn: k(36, 6), KeyOut: k(36, 7), SeqOut: 1 << 33, ReplayTop: 99, UDPEncap: true, PeerPort: 4500, RekeyIn: time.Minute}}}
@@ -73,6 +76,8 @@ func TestDecodeRefusals(t *testing.T) {
 		{"key block cut short", good[:len(good)-1]},
 		{"JSON length past the end", append([]byte{0xff, 0xff, 0xff, 0xff}, good[4:]...)},
 		{"no responder SPI (RFC 7296 §3.1)", with(func(s *SA) { s.SPIr = 0 })},
+		{"AAA time left beyond its Session-Timeout", with(func(s *SA) { s.AAA.SessionLeft = 2 * time.Hour })},
+		{"AAA time left negative", with(func(s *SA) { s.AAA.SessionLeft = -time.Second })},
 		{"reserved ESP SPI (RFC 4303 §2.1)", with(func(s *SA) { s.Children[0].SPIIn = 255 })},
 		{"sequence past 2^32 without ESN", with(func(s *SA) { s.Children[0].ESN = false })},
 		{"inbound SPI twice", with(func(s *SA) { s.Children = append(s.Children, s.Children[0]) })},

@@ -309,6 +309,7 @@ func startIKE(cl *cleanups, s *Setup, dev *tun.Device, cfg *datapath.Config) (*i
 	// With an ha section our IKE SAs may arrive by import (the pair, or
 	// context put after a restart): no INVALID_IKE_SPI meanwhile.
 	icfg.NoInvalidSPI = s.HA != nil
+	icfg.HASync = s.HA != nil && s.HA.Pair
 	st := &ikeState{spd: s.SPD, sad: s.SAD, dev: dev, log: s.Log, policies: map[string]*tunnel.Policy{},
 		children: map[string]*ike.Child{}, vips: map[netip.Addr]bool{}, up: make(chan struct{}), initiator: icfg.Initiator}
 	s.ike = st

@@ -75,6 +75,9 @@ func (c ikeContext) ExportSA(spi uint64) ([]byte, error) {
 
 func (c ikeContext) DropAll() int { return c.ep.DropAll() }
 
+// SyncPeers is ha.PeerSyncer: RFC 6311 toward the peers that support it.
+func (c ikeContext) SyncPeers(delta uint64) int { return c.ep.SyncPeers(delta) }
+
 // ImportSA raises the record's sequence state to the checkpoints before
 // the endpoint installs it: the data path must never carry a packet of
 // the SA below them (ImportSA then adds the jump to every outbound one).

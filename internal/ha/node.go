@@ -35,6 +35,15 @@ type Context interface {
 	DropAll() int
 }
 
+// PeerSyncer is a Context that resynchronises its peers after a takeover
+// (RFC 6311: the message IDs the old active used after its last record,
+// and the peers' outbound ESP counters by delta, the takeover's jump).
+// The node calls it once the service addresses are up; it returns how
+// many peers it asked.
+type PeerSyncer interface {
+	SyncPeers(delta uint64) int
+}
+
 // SeqFloors is what a takeover knows of the sequence numbers: the last
 // checkpoint of each ESP SA, by SPI, and the jump (Config.SeqJump). An
 // imported outbound SA starts past max(record, checkpoint) + Jump; an

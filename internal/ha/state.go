@@ -230,6 +230,10 @@ func (n *Node) takeOver(planned bool) {
 		n.log.Error("ha: announcing the service addresses", "err", err)
 	}
 	to.announced = time.Since(start)
+	synced := 0
+	if ps, ok := n.cfg.Context.(PeerSyncer); ok {
+		synced = ps.SyncPeers(floors.Jump)
+	}
 	// RFC 5227 §2.3: ANNOUNCE_NUM = 2 announcements, ANNOUNCE_INTERVAL = 2 s
 	// apart: one lost GARP/NA must not leave a neighbour on the old MAC.
 	n.announceAgain = start.Add(announceInterval)
@@ -244,7 +248,7 @@ func (n *Node) takeOver(planned bool) {
 	n.mu.Unlock()
 	n.log.Info("ha: took over", "planned", planned, "epoch", epoch, "silence_ms", ms(to.silence), "addr_up_ms", ms(to.addrUp),
 		"announced_ms", ms(to.announced), "announced_at", start.Add(to.announced).Format(time.RFC3339Nano),
-		"records", len(recs), "imported", imported, "import_failed", failed, "checkpoints", len(cps), "seq_jump", jump, "import_err", lastErr)
+		"records", len(recs), "imported", imported, "import_failed", failed, "rfc6311_syncs", synced, "checkpoints", len(cps), "seq_jump", jump, "import_err", lastErr)
 	n.resync()
 }
 
