@@ -26,12 +26,7 @@ const lossyCellName = "lossy primary, 3 % each way, 20 s"
 // while status looks healthy: issue 16 item 1).
 func longTrial(t *testing.T, c *reconnectCase, f *fault, tcp *rig.TCPStream) (r matrixResult) {
 	waitOneConnection(t, c, 30*time.Second)
-	before, err := bothIdentities(c)
-	if err != nil {
-		r.err = err
-		return r
-	}
-	logged0, counted0, err := switchesLoggedCounted(c)
+	base, err := takeBaseline(c)
 	if err != nil {
 		r.err = err
 		return r
@@ -70,17 +65,8 @@ func longTrial(t *testing.T, c *reconnectCase, f *fault, tcp *rig.TCPStream) (r 
 		r.err = fmt.Errorf("the established TCP stream did not survive (error %v)", tcp.Err())
 	}
 	time.Sleep(500 * time.Millisecond)
-	after, err := bothIdentities(c)
-	if err != nil && r.err == nil {
-		r.err = err
-	}
-	r.spisKept = err == nil && after == before
-	r.spiChanges = fmt.Sprintf("before %s, after %s", before, after)
-	logged1, counted1, err := switchesLoggedCounted(c)
-	if err != nil && r.err == nil {
-		r.err = err
-	}
-	r.logged, r.counted = logged1-logged0, counted1-counted0
+	base.spis(c, &r)
+	base.switches(c, &r)
 	return r
 }
 
@@ -122,12 +108,7 @@ func lossyTrial(t *testing.T, c *reconnectCase, tcp *rig.TCPStream) (r matrixRes
 		r.err = fmt.Errorf("not on an active primary with both paths active before the trial")
 		return r
 	}
-	before, err := bothIdentities(c)
-	if err != nil {
-		r.err = err
-		return r
-	}
-	logged0, counted0, err := switchesLoggedCounted(c)
+	base, err := takeBaseline(c)
 	if err != nil {
 		r.err = err
 		return r
@@ -154,11 +135,7 @@ func lossyTrial(t *testing.T, c *reconnectCase, tcp *rig.TCPStream) (r matrixRes
 	r.outage, r.resumed = s.LongestGap(t0, end), true
 	r.tcpStall = tcp.Stall(t0, end)
 	pl := readPathLog(t, c.rw.Log())
-	logged1, counted1, err := switchesLoggedCounted(c)
-	if err != nil {
-		r.err = err
-	}
-	r.logged, r.counted = logged1-logged0, counted1-counted0
+	base.switches(c, &r)
 	if err := d.Restore(); err != nil && r.err == nil {
 		r.err = err
 	}
@@ -192,13 +169,6 @@ func lossyTrial(t *testing.T, c *reconnectCase, tcp *rig.TCPStream) (r matrixRes
 	if !rig.WaitFor(30*time.Second, func() bool { return primaryInUse(t, c.rwCfg) }) && r.err == nil {
 		r.err = fmt.Errorf("not back on the primary within 30 s of the loss's end")
 	}
-	after, err := bothIdentities(c)
-	if err != nil && r.err == nil {
-		r.err = err
-	}
-	r.spisKept = err == nil && after == before
-	if !r.spisKept {
-		r.spiChanges = fmt.Sprintf("before %s, after %s", before, after)
-	}
+	base.spis(c, &r)
 	return r
 }

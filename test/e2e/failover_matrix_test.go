@@ -179,6 +179,43 @@ func switchesLoggedCounted(c *reconnectCase) (logged, counted int, err error) {
 	return strings.Count(c.rw.Log(), `msg="path switch"`), st.Mobility.Switches, nil
 }
 
+// baseline is what a trial compares against afterwards: both daemons'
+// SA identities and the road warrior's switches logged and counted.
+type baseline struct {
+	ids             string
+	logged, counted int
+}
+
+func takeBaseline(c *reconnectCase) (baseline, error) {
+	ids, err := bothIdentities(c)
+	if err != nil {
+		return baseline{}, err
+	}
+	logged, counted, err := switchesLoggedCounted(c)
+	return baseline{ids, logged, counted}, err
+}
+
+// switches fills r's switch columns with what came since b.
+func (b baseline) switches(c *reconnectCase, r *matrixResult) {
+	logged, counted, err := switchesLoggedCounted(c)
+	if err != nil && r.err == nil {
+		r.err = err
+	}
+	r.logged, r.counted = logged-b.logged, counted-b.counted
+}
+
+// spis fills r's SPI columns: kept, or what changed since b.
+func (b baseline) spis(c *reconnectCase, r *matrixResult) {
+	after, err := bothIdentities(c)
+	if err != nil && r.err == nil {
+		r.err = err
+	}
+	r.spisKept = err == nil && after == b.ids
+	if !r.spisKept {
+		r.spiChanges = fmt.Sprintf("before %s, after %s", b.ids, after)
+	}
+}
+
 // grows reports whether s receives another 64 KiB within d, and when it
 // had (zero if not).
 func grows(s *rig.TCPStream, d time.Duration) (bool, time.Time) {
@@ -200,12 +237,7 @@ func matrixTrial(t *testing.T, c *reconnectCase, d rig.Death, tcp *rig.TCPStream
 		r.err = fmt.Errorf("not on an active primary with both paths active before the trial: %+v", status(t, "roadwarrior", c.rwCfg).Mobility)
 		return r
 	}
-	before, err := bothIdentities(c)
-	if err != nil {
-		r.err = err
-		return r
-	}
-	logged0, counted0, err := switchesLoggedCounted(c)
+	base, err := takeBaseline(c)
 	if err != nil {
 		r.err = err
 		return r
@@ -265,19 +297,8 @@ func matrixTrial(t *testing.T, c *reconnectCase, d rig.Death, tcp *rig.TCPStream
 	}
 	// Let a switch in flight land in both the log and the count.
 	time.Sleep(500 * time.Millisecond)
-	after, err := bothIdentities(c)
-	if err != nil && r.err == nil {
-		r.err = err
-	}
-	r.spisKept = err == nil && after == before
-	if !r.spisKept {
-		r.spiChanges = fmt.Sprintf("before %s, after %s", before, after)
-	}
-	logged1, counted1, err := switchesLoggedCounted(c)
-	if err != nil && r.err == nil {
-		r.err = err
-	}
-	r.logged, r.counted = logged1-logged0, counted1-counted0
+	base.spis(c, &r)
+	base.switches(c, &r)
 	return r
 }
 
