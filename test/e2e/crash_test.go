@@ -241,13 +241,6 @@ func crashPhases() []crashPhase {
 	}
 }
 
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v >= 0 {
-		return v
-	}
-	return def
-}
-
 // TestConnectCLIEndsCleanlyOnSIGPIPEAndSIGHUP: `roadwarrior connect gw |
 // head -3` — once the reader has left, the next line written raises
 // SIGPIPE; and closing the terminal sends SIGHUP. Either ends the

@@ -3,9 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -47,12 +45,7 @@ import (
 // normal suite. The lossy primary (lossyTrial) runs in both modes.
 
 // matrixTrials is ROAMSEC_MATRIX_TRIALS (measuring mode) or 0.
-func matrixTrials() int {
-	if n, err := strconv.Atoi(os.Getenv("ROAMSEC_MATRIX_TRIALS")); err == nil && n > 0 {
-		return n
-	}
-	return 0
-}
+func matrixTrials() int { return envTrials("ROAMSEC_MATRIX_TRIALS", 0) }
 
 // silentDropAt drops everything on ns's end of the primary link, both
 // ways (netdev ingress and egress hooks); the link stays up and nothing

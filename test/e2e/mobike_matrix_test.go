@@ -608,12 +608,7 @@ func (c mobikeCell) String() string {
 	return s
 }
 
-func mobikeTrials() int {
-	if n, err := strconv.Atoi(os.Getenv("ROAMSEC_MOBIKE_TRIALS")); err == nil && n > 0 {
-		return n
-	}
-	return 1
-}
+func mobikeTrials() int { return envTrials("ROAMSEC_MOBIKE_TRIALS", 1) }
 
 // TestStrongSwanMOBIKEMatrix: a strongSwan 5.9 road warrior (MOBIKE)
 // roams while connected to the roamsec gateway, in every cell of issue

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -64,12 +63,7 @@ func pathsAsSeen(st daemon.Status, want map[string]bool) error {
 // runs: 1 in the normal suite; ROAMSEC_OUTER_TRIALS=5 measures a median
 // (bench mode, `make bench-outer`), and then also measures stalls that
 // last longer than the outage instead of failing.
-func outerTrials() int {
-	if n, err := strconv.Atoi(os.Getenv("ROAMSEC_OUTER_TRIALS")); err == nil && n > 0 {
-		return n
-	}
-	return 1
-}
+func outerTrials() int { return envTrials("ROAMSEC_OUTER_TRIALS", 1) }
 
 // TestOuterTCPToPrimarySurvivesGatewaySideDrop: an established TCP
 // connection bound to the road warrior's primary address (RFC 3554 mode,

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -120,10 +119,7 @@ func faults() []fault {
 // N times, and logs the median outage; ROAMSEC_DEBUG_LOGS=DIR keeps both
 // daemons' logs there).
 func TestReconnectAfterLongOutage(t *testing.T) {
-	trials := 1
-	if n, err := strconv.Atoi(os.Getenv("ROAMSEC_BENCH_RECONNECT")); err == nil && n > 0 {
-		trials = n
-	}
+	trials := envTrials("ROAMSEC_BENCH_RECONNECT", 1)
 	for _, f := range faults() {
 		t.Run(strings.ReplaceAll(f.name, " ", "_"), func(t *testing.T) {
 			bed := netns.New(t)

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -99,10 +98,7 @@ func virtualIKEConfigs(t *testing.T) (gwCfg, rwCfg string) {
 // TCP connection (data checked) through it. ROAMSEC_BENCH_VIRTUAL=N runs N
 // trials of each and logs the median outage.
 func TestVirtualIKEFailover(t *testing.T) {
-	trials := 1
-	if n, err := strconv.Atoi(os.Getenv("ROAMSEC_BENCH_VIRTUAL")); err == nil && n > 0 {
-		trials = n
-	}
+	trials := envTrials("ROAMSEC_BENCH_VIRTUAL", 1)
 	bed := netns.New(t)
 	gwCfg, rwCfg := virtualIKEConfigs(t)
 	gw, rw := up(t, bed, gwCfg, rwCfg)
