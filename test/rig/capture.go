@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
@@ -27,7 +29,9 @@ func Capture(ns *netns.NS, dir string, ifnames ...string) (stop func() string, e
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var handles []*pcapgo.EthernetHandle
+	var frames atomic.Int64
 	closeAll := func() {
+		drained(&frames, captureQuiet, captureDrainMax)
 		for _, h := range handles {
 			h.Close()
 		}
@@ -50,6 +54,7 @@ func Capture(ns *netns.NS, dir string, ifnames ...string) (stop func() string, e
 				mu.Lock()
 				w.WritePacket(ci, data)
 				mu.Unlock()
+				frames.Add(1)
 			}
 		})
 	}
@@ -58,4 +63,26 @@ func Capture(ns *netns.NS, dir string, ifnames ...string) (stop func() string, e
 		once.Do(closeAll)
 		return file
 	}, nil
+}
+
+// Closing an AF_PACKET socket discards the frames still queued on it, and
+// on a loaded machine a reader may be that far behind the last packets a
+// test sent just before stop (a test that then finds them missing is
+// flaky). stop therefore first waits until no frame has been read for
+// captureQuiet (at most captureDrainMax).
+const (
+	captureQuiet    = 300 * time.Millisecond
+	captureDrainMax = 3 * time.Second
+)
+
+// drained returns once n has not changed for quiet, or after max.
+func drained(n *atomic.Int64, quiet, max time.Duration) {
+	deadline := time.Now().Add(max)
+	last, since := n.Load(), time.Now()
+	for time.Now().Before(deadline) && time.Since(since) < quiet {
+		time.Sleep(quiet / 6)
+		if v := n.Load(); v != last {
+			last, since = v, time.Now()
+		}
+	}
 }
