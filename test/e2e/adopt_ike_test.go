@@ -33,13 +33,7 @@ func TestAddressAdoptedOnPrimaryUplinkIKEv2(t *testing.T) {
 		t.Fatalf("paths never both active\n%s", rw.Log())
 	}
 	const newAddr = "192.0.2.77"
-	changed := time.Now()
-	if out, err := bed.RW.Run("ip", "addr", "del", netns.RWPrimary4.String()+"/24", "dev", netns.IfPrimary); err != nil {
-		t.Fatalf("%v: %s", err, out)
-	}
-	if out, err := bed.RW.Run("ip", "addr", "add", newAddr+"/24", "dev", netns.IfPrimary); err != nil {
-		t.Fatalf("%v: %s", err, out)
-	}
+	changed := renumberPrimary(t, bed, newAddr)
 	if !rig.WaitFor(15*time.Second, func() bool { return !s.FirstReplyAfter(changed).IsZero() }) {
 		t.Fatalf("no traffic after the address change\n%s", rw.Log())
 	}

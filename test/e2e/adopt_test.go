@@ -86,16 +86,7 @@ func TestAddressAdoptedOnPrimaryUplink(t *testing.T) {
 	spisBefore := spisOf(status(t, "roadwarrior", rwCfg))
 
 	const newAddr = "192.0.2.77"
-	// Old address first: deleting an IPv4 primary address also deletes the
-	// secondaries of its subnet (unless promote_secondaries is set), so a
-	// lease change is a delete and then an add.
-	changed := time.Now()
-	if out, err := bed.RW.Run("ip", "addr", "del", netns.RWPrimary4.String()+"/24", "dev", netns.IfPrimary); err != nil {
-		t.Fatalf("%v: %s", err, out)
-	}
-	if out, err := bed.RW.Run("ip", "addr", "add", newAddr+"/24", "dev", netns.IfPrimary); err != nil {
-		t.Fatalf("%v: %s", err, out)
-	}
+	changed := renumberPrimary(t, bed, newAddr)
 	if !rig.WaitFor(10*time.Second, func() bool { return !s.FirstReplyAfter(changed).IsZero() }) {
 		t.Fatalf("no traffic after the address change\n%s\n%s", rw.Log(), netState(bed))
 	}
@@ -134,4 +125,21 @@ func TestAddressAdoptedOnPrimaryUplink(t *testing.T) {
 	sent, answered := s.Counts()
 	t.Logf("address change on the primary uplink: traffic resumed after %v (over the secondary), back on the primary from %s after %v (switch_back 1s); UDP stream %d/%d answered",
 		resumed.Round(time.Millisecond), newAddr, back.Round(time.Millisecond), answered, sent)
+}
+
+// renumberPrimary gives the road warrior's primary uplink addr/24 in place
+// of its address, as a new DHCP lease would, and returns when it began.
+// Old address first: deleting an IPv4 primary address also deletes the
+// secondaries of its subnet (unless promote_secondaries is set), so a
+// lease change is a delete and then an add.
+func renumberPrimary(t *testing.T, bed *netns.Bed, addr string) time.Time {
+	t.Helper()
+	changed := time.Now()
+	if out, err := bed.RW.Run("ip", "addr", "del", netns.RWPrimary4.String()+"/24", "dev", netns.IfPrimary); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if out, err := bed.RW.Run("ip", "addr", "add", addr+"/24", "dev", netns.IfPrimary); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	return changed
 }
