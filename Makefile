@@ -119,7 +119,7 @@ bench-flood: deps
 # per established road warrior; and the row without HA: the same kill with the
 # strongSwan road warrior renegotiating after its DPD with a cold gateway.
 bench-ha: deps
-	HA_OUTAGE_TRIALS=10 HA_NOHA_TRIALS=10 $(GO) test -count=1 -v -timeout 20m -run '^(TestHAOutageBench|TestHANoHASwanBench)$$' ./test/e2e
+	HA_OUTAGE_TRIALS=10 HA_NOHA_TRIALS=10 HA_SWAN_TRIALS=10 $(GO) test -count=1 -v -timeout 30m -run '^(TestHAOutageBench|TestHANoHASwanBench|TestHASwanIperfBench)$$' ./test/e2e
 
 # Crash safety (issue 15): SIGKILL at random moments (start-up, connected,
 # during a rekey, during a failover) of the road warrior (40 times) and the
