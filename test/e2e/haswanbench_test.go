@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/roamsec/roamsec/test/netns"
-	"github.com/roamsec/roamsec/test/rig"
 )
 
 // TestHASwanIperfBench is bench-ha's strongSwan row (issue 12: "a 100 Hz
@@ -29,32 +28,13 @@ func TestHASwanIperfBench(t *testing.T) {
 		t.Skip("needs root")
 	}
 	h := startHATraffic(t, true)
-	p := h.haPair
 	var per []float64
 	for range 3 {
 		per = append(per, h.syncPer1000(t, 10000))
 	}
 	slices.Sort(per)
 	t.Logf("sync link per 1,000 ESP packets, %d bursts: median %.0f bytes, min %.0f, max %.0f", len(per), per[len(per)/2], per[0], per[len(per)-1])
-	side := map[string]struct {
-		ns   *netns.NS
-		cfg  string
-		proc **rig.Proc
-	}{"a": {h.bed.GA, p.cfgA, &p.gwA}, "b": {h.bed.GB, p.cfgB, &p.gwB}}
-	active, standby := "a", "b"
-	var outages []time.Duration
-	ip := startIperf(t, h.srv, h.bed.CL, netns.HASrv4, trials*4+10, "10M")
-	time.Sleep(2 * time.Second)
-	for i := range trials {
-		o := h.killOver(t, *side[active].proc, *side[standby].proc, side[standby].cfg)
-		outages = append(outages, o)
-		t.Logf("trial %d: kill -9 %s, first echo through %s after %v", i+1, active, standby, o.Round(time.Millisecond))
-		*side[active].proc = p.start(t, side[active].ns, side[active].cfg)
-		h.waitStandby(t, side[active].cfg, 1)
-		time.Sleep(300 * time.Millisecond)
-		active, standby = standby, active
-	}
-	ipr := ip.wait(t)
+	outages, ipr, _ := h.killsUnderIperf(t, trials)
 	slices.Sort(outages)
 	load, _ := os.ReadFile("/proc/loadavg")
 	t.Logf("strongSwan road warrior: iperf3 TCP (10 Mbit/s, server to road warrior) across the %d kills: %d bytes received, %d retransmits by the sender, longest stall %v, error %q",

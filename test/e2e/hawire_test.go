@@ -457,27 +457,7 @@ func TestHAOutageBench(t *testing.T) {
 		return float64(st1.HA.ReceivedBytes-st0.HA.ReceivedBytes) / d.Seconds(), st1.HA.RecordBytes
 	}
 	withRW, record := rate(p.cfgB, 5*time.Second)
-	side := map[string]struct {
-		ns   *netns.NS
-		cfg  string
-		proc **rig.Proc
-	}{"a": {h.bed.GA, p.cfgA, &p.gwA}, "b": {h.bed.GB, p.cfgB, &p.gwB}}
-	active, standby := "a", "b"
-	var outages []time.Duration
-	// iperf3 TCP through the road warrior across every kill: a trial
-	// takes about 3 s here; the stream outlasts them.
-	ip := startIperf(t, h.srv, h.bed.CL, netns.HASrv4, trials*4+10, "10M")
-	time.Sleep(2 * time.Second)
-	for i := range trials {
-		o := h.killOver(t, *side[active].proc, *side[standby].proc, side[standby].cfg)
-		outages = append(outages, o)
-		t.Logf("trial %d: kill -9 %s, first echo through %s after %v", i+1, active, standby, o.Round(time.Millisecond))
-		*side[active].proc = p.start(t, side[active].ns, side[active].cfg)
-		h.waitStandby(t, side[active].cfg, 1)
-		time.Sleep(300 * time.Millisecond)
-		active, standby = standby, active
-	}
-	ipr := ip.wait(t)
+	outages, ipr, standbyCfg := h.killsUnderIperf(t, trials)
 	t.Logf("iperf3 TCP (10 Mbit/s, server to road warrior) across the %d kills: %d bytes received, %d retransmits by the sender, longest stall %v, error %q",
 		trials, ipr.Received, ipr.Retransmits, ipr.Stall, ipr.Err)
 	if ipr.Err != "" || ipr.Received == 0 {
@@ -488,10 +468,10 @@ func TestHAOutageBench(t *testing.T) {
 	h.stream.Close()
 	h.rw.Stop(5 * time.Second)
 	waitHA(t, "the standby without records", 10*time.Second, func() bool {
-		st := haStatus(side[standby].cfg)
+		st := haStatus(standbyCfg)
 		return st != nil && st.HA.Records == 0
 	}, p.gwA, p.gwB)
-	idle, _ := rate(side[standby].cfg, 5*time.Second)
+	idle, _ := rate(standbyCfg, 5*time.Second)
 	slices.Sort(outages)
 	load, _ := os.ReadFile("/proc/loadavg")
 	t.Logf("outage after kill -9 (first answered 100 Hz echo), %d trials: median %v, min %v, max %v; load %s", len(outages),
@@ -624,4 +604,32 @@ func atoi(t *testing.T, s string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// killsUnderIperf kills the active gateway trials times, the two taking
+// turns (the killed one started again as the standby each time), while an
+// iperf3 TCP stream (10 Mbit/s, server to road warrior) runs through the
+// pair: a trial takes about 3 s here, and the stream outlasts them. It
+// returns each kill's outage (to the first answered echo), the stream's
+// result and the standby's configuration at the end.
+func (h *haTraffic) killsUnderIperf(t *testing.T, trials int) (outages []time.Duration, ipr iperfResult, standbyCfg string) {
+	p := h.haPair
+	side := map[string]struct {
+		ns   *netns.NS
+		cfg  string
+		proc **rig.Proc
+	}{"a": {h.bed.GA, p.cfgA, &p.gwA}, "b": {h.bed.GB, p.cfgB, &p.gwB}}
+	active, standby := "a", "b"
+	ip := startIperf(t, h.srv, h.bed.CL, netns.HASrv4, trials*4+10, "10M")
+	time.Sleep(2 * time.Second)
+	for i := range trials {
+		o := h.killOver(t, *side[active].proc, *side[standby].proc, side[standby].cfg)
+		outages = append(outages, o)
+		t.Logf("trial %d: kill -9 %s, first echo through %s after %v", i+1, active, standby, o.Round(time.Millisecond))
+		*side[active].proc = p.start(t, side[active].ns, side[active].cfg)
+		h.waitStandby(t, side[active].cfg, 1)
+		time.Sleep(300 * time.Millisecond)
+		active, standby = standby, active
+	}
+	return outages, ip.wait(t), side[standby].cfg
 }
