@@ -110,7 +110,7 @@ func (d *Datapath) readESP(stop <-chan struct{}, p *inPipe) error {
 		}
 		d.espReceived.Add(uint64(n))
 		b.n = n
-		if inlineRead(b.msgs[:n]) && p.inFlight.Load() == 0 {
+		if handledInline(b.msgs[:n], datagramLen) && p.inFlight.Load() == 0 {
 			// As readTUN: nothing ahead of this batch, so it is opened
 			// and written here, without waking two other goroutines.
 			d.open(b)
@@ -127,19 +127,7 @@ func (d *Datapath) readESP(stop <-chan struct{}, p *inPipe) error {
 	}
 }
 
-// inlineRead is inlineSizes for a transport read.
-func inlineRead(msgs []transport.Datagram) bool {
-	if len(msgs) <= inlineMax {
-		return true
-	}
-	total := 0
-	for i := range msgs {
-		if total += len(msgs[i].Buf); total > inlineBytes {
-			return false
-		}
-	}
-	return true
-}
+func datagramLen(m *transport.Datagram) int { return len(m.Buf) }
 
 func (d *Datapath) open(b *inBatch) {
 	b.out = b.out[:0]

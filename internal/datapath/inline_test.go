@@ -30,10 +30,10 @@ func TestReadsSmallInPacketsOrBytesAreHandledInline(t *testing.T) {
 			for i := range sizes {
 				sizes[i], msgs[i].Buf = tc.len, buf
 			}
-			if got := inlineSizes(tc.n, sizes); got != tc.inline {
+			if got := handledInline(sizes, intLen); got != tc.inline {
 				t.Errorf("outbound: inline = %v, want %v", got, tc.inline)
 			}
-			if got := inlineRead(msgs); got != tc.inline {
+			if got := handledInline(msgs, datagramLen); got != tc.inline {
 				t.Errorf("inbound: inline = %v, want %v", got, tc.inline)
 			}
 		})

@@ -68,7 +68,7 @@ func (d *Datapath) readTUN(stop <-chan struct{}, free, q chan *outBatch) error {
 		}
 		d.tunRead.Add(uint64(n))
 		b.n = n
-		if inlineSizes(n, b.sizes[:n]) && d.outInFlight.Load() == 0 {
+		if handledInline(b.sizes[:n], intLen) && d.outInFlight.Load() == 0 {
 			// Nothing queued ahead of this batch, so sending it from here
 			// keeps the order; it saves the two goroutine wake-ups of the
 			// hand-off, which cost more than sealing a few packets.
@@ -119,20 +119,23 @@ const (
 	maxCoalesce = 128
 )
 
-// inlineSizes reports whether a read of n packets of the given sizes is
-// handled by its reader (inlineMax, inlineBytes).
-func inlineSizes(n int, sizes []int) bool {
-	if n <= inlineMax {
+// handledInline reports whether a read (TUN packet sizes, or transport
+// datagrams) is handled by its reader: at most inlineMax packets, or at
+// most inlineBytes in all. One rule for both directions.
+func handledInline[T any](read []T, size func(*T) int) bool {
+	if len(read) <= inlineMax {
 		return true
 	}
 	total := 0
-	for _, sz := range sizes {
-		if total += sz; total > inlineBytes {
+	for i := range read {
+		if total += size(&read[i]); total > inlineBytes {
 			return false
 		}
 	}
 	return true
 }
+
+func intLen(n *int) int { return *n }
 
 // sender groups consecutive packets that go through the same socket into
 // one sendmmsg. Each goroutine that sends owns one.
