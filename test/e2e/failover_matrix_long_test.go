@@ -31,16 +31,12 @@ func longTrial(t *testing.T, c *reconnectCase, f *fault, tcp *rig.TCPStream) (r 
 		r.err = err
 		return r
 	}
-	s, err := rig.StartStream(c.bed, 10*time.Millisecond)
+	s, err := trialStream(c, tcp, "fault")
 	if err != nil {
 		r.err = err
 		return r
 	}
 	defer s.Close()
-	if ok, _ := grows(tcp, 10*time.Second); !ok {
-		r.err = fmt.Errorf("no TCP traffic before the fault")
-		return r
-	}
 	f.start(t, c)
 	over := f.end(t, c)
 	watch := watchRoadWarriorIKESAs(c.rwCfg)
@@ -114,16 +110,12 @@ func lossyTrial(t *testing.T, c *reconnectCase, tcp *rig.TCPStream) (r matrixRes
 		return r
 	}
 	pl0 := readPathLog(t, c.rw.Log())
-	s, err := rig.StartStream(c.bed, 10*time.Millisecond)
+	s, err := trialStream(c, tcp, "loss")
 	if err != nil {
 		r.err = err
 		return r
 	}
 	defer s.Close()
-	if ok, _ := grows(tcp, 10*time.Second); !ok {
-		r.err = fmt.Errorf("no TCP traffic before the loss")
-		return r
-	}
 	d := lossyPrimary(c.bed)
 	if err := d.Kill(); err != nil {
 		r.err = err

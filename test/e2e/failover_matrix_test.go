@@ -209,6 +209,20 @@ func (b baseline) spis(c *reconnectCase, r *matrixResult) {
 	}
 }
 
+// trialStream starts a trial's 10 ms UDP echo stream and checks that the
+// established TCP stream flows before the fault (named in the error).
+func trialStream(c *reconnectCase, tcp *rig.TCPStream, fault string) (*rig.Stream, error) {
+	s, err := rig.StartStream(c.bed, 10*time.Millisecond)
+	if err != nil {
+		return nil, err
+	}
+	if ok, _ := grows(tcp, 10*time.Second); !ok {
+		s.Close()
+		return nil, fmt.Errorf("no TCP traffic before the %s", fault)
+	}
+	return s, nil
+}
+
 // grows reports whether s receives another 64 KiB within d, and when it
 // had (zero if not).
 func grows(s *rig.TCPStream, d time.Duration) (bool, time.Time) {
@@ -235,14 +249,14 @@ func matrixTrial(t *testing.T, c *reconnectCase, d rig.Death, tcp *rig.TCPStream
 		r.err = err
 		return r
 	}
-	s, err := rig.StartStream(c.bed, 10*time.Millisecond)
+	s, err := trialStream(c, tcp, "death")
 	if err != nil {
 		r.err = err
 		return r
 	}
 	defer s.Close()
-	if ok, _ := grows(tcp, 10*time.Second); !ok || !rig.WaitFor(10*time.Second, func() bool { return !s.FirstReplyAfter(time.Time{}).IsZero() }) {
-		r.err = fmt.Errorf("no UDP or TCP traffic before the death")
+	if !rig.WaitFor(10*time.Second, func() bool { return !s.FirstReplyAfter(time.Time{}).IsZero() }) {
+		r.err = fmt.Errorf("no UDP traffic before the death")
 		return r
 	}
 	time.Sleep(300 * time.Millisecond)
