@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -414,6 +415,43 @@ func TestMTU(t *testing.T) {
 				t.Errorf("MTU() = %d after external change to %d", d.MTU(), newMTU)
 			}
 		})
+	}
+}
+
+// TestTxQueueLenDefaultsToAnEthernetQueue checks the device's transmit
+// queue, where the kernel holds packets for our reader: Ethernet's 1,000 by
+// default (the tun driver's own 500 lost bursts of small packets), or what
+// the configuration says.
+func TestTxQueueLenDefaultsToAnEthernetQueue(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  int
+		want string
+	}{
+		{"default", 0, "qlen 1000"},
+		{"configured", 4096, "qlen 4096"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := netns.NewNS(t)
+			var d *Device
+			if err := ns.Do(func() (err error) {
+				d, err = Open(Config{Name: tunName, TxQueueLen: tc.cfg})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			out, err := ns.Run("ip", "-o", "link", "show", "dev", tunName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(out, tc.want) {
+				t.Errorf("ip link: %s; want %q", out, tc.want)
+			}
+		})
+	}
+	if _, err := Open(Config{TxQueueLen: MaxTxQueueLen + 1}); err == nil {
+		t.Error("a transmit queue above MaxTxQueueLen accepted")
 	}
 }
 

@@ -92,7 +92,7 @@ func (c *Config) Build() (b *Built, err error) {
 		SAD:           new(tunnel.SAD),
 		Warnings:      slices.Clone(c.Warnings),
 		TUN: BuiltTUN{
-			Config:    tun.Config{Name: c.TUN.Name, MTU: c.TUNMTU(), Backend: c.TUN.Backend},
+			Config:    tun.Config{Name: c.TUN.Name, MTU: c.TUNMTU(), Backend: c.TUN.Backend, TxQueueLen: c.TUN.TxQueueLen},
 			Addresses: slices.Clone(c.TUN.Addresses),
 			Routes:    slices.Clone(c.TUN.Routes),
 		},

@@ -118,9 +118,11 @@ type TUN struct {
 	Backend tun.Backend
 	// MTU as configured; 0 means PathMTU minus the ESP overhead, see
 	// Config.TUNMTU for the value used.
-	MTU       int
-	PathMTU   int
-	Addresses []netip.Prefix
+	MTU     int
+	PathMTU int
+	// TxQueueLen is the device's transmit queue (tun.Config.TxQueueLen).
+	TxQueueLen int
+	Addresses  []netip.Prefix
 	// Routes into the TUN, each with Table set to the section's table.
 	Routes []tun.Route
 	// Table is the routing table the routes go into; 0 is main.
@@ -379,7 +381,7 @@ func (p *parser) transport(top *fields, c *Config) {
 }
 
 func (p *parser) tun(top *fields, c *Config) {
-	f := p.fields(top.get("tun"), top.lineOf("tun"), "tun", "name", "backend", "mtu", "path_mtu", "addresses", "routes", "table", "bypass_rule")
+	f := p.fields(top.get("tun"), top.lineOf("tun"), "tun", "name", "backend", "mtu", "path_mtu", "tx_queue_len", "addresses", "routes", "table", "bypass_rule")
 	t := &c.TUN
 	if v, n, ok := f.scalar("name"); ok {
 		// The kernel's dev_valid_name: below IFNAMSIZ, no '/', ':' or space.
@@ -398,6 +400,8 @@ func (p *parser) tun(top *fields, c *Config) {
 	t.MTU = int(mtu)
 	pmtu, _ := f.uint("path_mtu", DefaultPathMTU, 576, tun.MaxSegment)
 	t.PathMTU = int(pmtu)
+	qlen, _ := f.uint("tx_queue_len", tun.DefaultTxQueueLen, 1, tun.MaxTxQueueLen)
+	t.TxQueueLen = int(qlen)
 
 	for i, n := range f.list("addresses") {
 		if pf, ok := p.prefix(n, f.itemPath("addresses", i)); ok {

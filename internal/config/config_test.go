@@ -365,6 +365,7 @@ func TestBadConfigs(t *testing.T) {
 		{"udp port out of range", "", replace("transport:\n", "transport:\n  udp_port: 70000\n"), "udp_port", "transport.udp_port", "want a whole number from 1 to 65535"},
 		{"tun name too long", "", appendLines("tun: {name: roamsec-tunnel-zero}\n"), "tun:", "tun.name", "at most 15 characters"},
 		{"tun backend", "", appendLines("tun: {backend: tap}\n"), "tun:", "tun.backend", `want wireguard or water, got "tap"`},
+		{"tun transmit queue zero", "", appendLines("tun: {tx_queue_len: 0}\n"), "tun:", "tun.tx_queue_len", "want a whole number from 1 to 65536"},
 		{"bypass rule without table", "", appendLines("tun:\n  bypass_rule: {mark: 1}\n"), "bypass_rule", "tun.bypass_rule", "needs tun.table"},
 		{"bypass rule without mark", "", appendLines("tun:\n  table: 220\n  bypass_rule: {priority: 5}\n"), "bypass_rule", "tun.bypass_rule.mark", "missing"},
 		{"route src of another family", "", appendLines("tun:\n  routes:\n    - {dst: 203.0.113.0/24, src: \"2001:db8::2\"}\n"), "- {dst: 203.0.113.0/24, src:", "tun.routes[0].src", "different families"},
