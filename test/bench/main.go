@@ -59,6 +59,7 @@ type options struct {
 	srcDir          string // module root, for go build and packaging/examples
 	profileDuration time.Duration
 	profile         string // directory for profiles under the 64-byte load; "": none
+	wgTxQueue       int    // wireguard-go's TUN transmit queue; 0: its own (the tun driver's 500)
 }
 
 func main() {
@@ -80,6 +81,7 @@ func main() {
 	flag.BoolVar(&o.verbose, "v", false, "log every step to stderr")
 	flag.StringVar(&o.profile, "profile", "", "after the 64-byte search, profile the tunnel processes for -profile-duration at the loss-free rate and write the profiles to this directory: perf record (if installed) of both, and roamsec's own CPU, block and mutex profiles (SIGUSR2, daemon.ProfileEnv)")
 	flag.DurationVar(&o.profileDuration, "profile-duration", 10*time.Second, "length of the profiled 64-byte run (-profile)")
+	flag.IntVar(&o.wgTxQueue, "wg-txqueuelen", 0, "give wireguard-go's TUN devices this transmit queue (roamsec's default is tun.DefaultTxQueueLen); 0 leaves wireguard-go's own")
 	flag.Parse()
 	for _, p := range strings.Split(paths, ",") {
 		p = strings.TrimSpace(p)

@@ -65,7 +65,7 @@ func measurePath(ctx context.Context, o options, id, work string) (r pathResult)
 			progress("%s: bed teardown: %v", id, err)
 		}
 	}()
-	env := &pathEnv{ctx: ctx, bed: bed, bin: o.bin, dir: dir, src: o.srcDir, peers: o.peers}
+	env := &pathEnv{ctx: ctx, bed: bed, bin: o.bin, dir: dir, src: o.srcDir, peers: o.peers, wgTxQueue: o.wgTxQueue}
 	if o.profile != "" {
 		env.profile = filepath.Join(o.profile, id)
 	}

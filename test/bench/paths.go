@@ -30,6 +30,9 @@ type pathEnv struct {
 	peers int
 	// profile: a path prefix for the daemons' profiles (-profile), or "".
 	profile string
+	// wgTxQueue: if not 0, wireguard-go's TUN devices get this transmit
+	// queue (-wg-txqueuelen) instead of the tun driver's 500.
+	wgTxQueue int
 }
 
 // setup is a running path: the tunnel endpoint processes, whose CPU time is

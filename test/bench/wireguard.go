@@ -109,10 +109,11 @@ func startWireGuard(env *pathEnv) (_ *setup, err error) {
 
 	srvNet, rw, gw := netns.ServerNet4.String(), netns.RWPrimary4.String(), netns.GWPrimary4.String()
 	mark := strconv.Itoa(wgMark)
-	steps := []struct {
+	type step struct {
 		ns   *netns.NS
 		args []string
-	}{
+	}
+	steps := []step{
 		{bed.RW, []string{"wg", "set", s.rwIf, "listen-port", strconv.Itoa(wgPortRW), "private-key", keyRWFile,
 			"peer", pubGW, "endpoint", gw + ":" + strconv.Itoa(wgPortGW), "allowed-ips", srvNet}},
 		{bed.RW, []string{"ip", "link", "set", s.rwIf, "up"}},
@@ -123,6 +124,11 @@ func startWireGuard(env *pathEnv) (_ *setup, err error) {
 		{bed.GW, []string{"ip", "link", "set", s.gwIf, "up"}},
 		{bed.GW, []string{"ip", "route", "add", rw + "/32", "dev", s.gwIf, "table", mark}},
 		{bed.GW, []string{"ip", "rule", "add", "not", "fwmark", mark, "table", mark, "priority", "100"}},
+	}
+	if q := env.wgTxQueue; q != 0 {
+		steps = append(steps,
+			step{bed.RW, []string{"ip", "link", "set", s.rwIf, "txqueuelen", strconv.Itoa(q)}},
+			step{bed.GW, []string{"ip", "link", "set", s.gwIf, "txqueuelen", strconv.Itoa(q)}})
 	}
 	for _, st := range steps {
 		if _, err := runIn(ctx, st.ns, st.args[0], st.args[1:]...); err != nil {
