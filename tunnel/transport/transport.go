@@ -98,4 +98,7 @@ type Stats struct {
 	// Coalesced counts reads that held several packets (UDP GRO); their
 	// packets are counted in Received.
 	Coalesced uint64
+	// PacketSent counts the ESP packets of Sent that went out through the
+	// AF_PACKET socket (raw ESP, ESPConn.EnablePacketSend).
+	PacketSent uint64
 }
