@@ -21,8 +21,9 @@ import (
 //
 //   - Routing: the next hop (interface, gateway, preferred source) is looked
 //     up over netlink with the socket's mark (SO_MARK, SetMark) and cached
-//     per (local, remote) for nextHopTTL, so a route change reaches this
-//     path up to nextHopTTL late. A send error drops the entry at once.
+//     per (local, remote) for nextHopTTL (unresolvedTTL when unusable), so
+//     a route change reaches this path up to nextHopTTL late. A send error
+//     drops the entry at once.
 //   - Neighbours: the kernel does not see these packets, so it never moves a
 //     STALE entry on to DELAY and PROBE. A next hop found STALE sends its
 //     next packet through the raw socket, which does (RFC 1122 §2.3.2.1's
@@ -40,8 +41,13 @@ import (
 // TPACKET_V3 ring was measured and not used.
 
 // nextHopTTL bounds how long a cached next hop is used before netlink is
-// asked again.
-const nextHopTTL = time.Second
+// asked again; unresolvedTTL how long one without a usable neighbour
+// (being resolved through the raw socket's packets, or not Ethernet) sends
+// through the raw socket before netlink is asked again.
+const (
+	nextHopTTL    = time.Second
+	unresolvedTTL = 100 * time.Millisecond
+)
 
 // errNoNextHop: the packet goes through the raw socket.
 var errNoNextHop = errors.New("transport: no usable next hop for the packet socket")
@@ -240,6 +246,9 @@ func (p *packetSender) entry(d *Datagram, mark uint32, now int64) *nextHop {
 		}
 		*h = p.resolve(k, mark)
 		h.expires = now + int64(nextHopTTL)
+		if !h.ok {
+			h.expires = now + int64(unresolvedTTL)
+		}
 	}
 	return h
 }
