@@ -161,3 +161,39 @@ func TestPacketSendIsIPv4Only(t *testing.T) {
 		t.Fatalf("EnablePacketSend on IPv6: %v, packet sender %v; want an error and none", err, c.ps)
 	}
 }
+
+// RFC 791 §3.1: the header checksum is the 16-bit one's complement of the
+// one's complement sum of the header's 16-bit words, so summing a header
+// that carries it gives 0xffff. Length and ID are big-endian, DF is clear
+// (RFC 4301 §8.1, as the raw socket's IP_PMTUDISC_DONT), protocol 50.
+func TestIPv4HeaderFollowsRFC791(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		src, dst netip.Addr
+		n        int
+		id       uint16
+	}{
+		{"typical", addrA4[0], addrB4[0], 1400, 1},
+		{"sum carries twice", netip.MustParseAddr("255.255.255.254"), netip.MustParseAddr("255.255.255.255"), 65515, 0xffff},
+		{"zero ID, short", addrA4[1], addrB4[1], 8, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := make([]byte, ipv4HeaderLen)
+			ipv4Header(h, c.src, c.dst, c.n, c.id)
+			var sum uint32
+			for i := 0; i < len(h); i += 2 {
+				sum += uint32(h[i])<<8 | uint32(h[i+1])
+			}
+			for sum > 0xffff {
+				sum = sum&0xffff + sum>>16
+			}
+			if sum != 0xffff {
+				t.Errorf("checksum does not verify: sum %#x", sum)
+			}
+			if h[0] != 0x45 || int(h[2])<<8|int(h[3]) != ipv4HeaderLen+c.n || uint16(h[4])<<8|uint16(h[5]) != c.id ||
+				h[6]&0x40 != 0 || h[9] != 50 || netip.AddrFrom4([4]byte(h[12:16])) != c.src || netip.AddrFrom4([4]byte(h[16:20])) != c.dst {
+				t.Errorf("header % x", h)
+			}
+		})
+	}
+}

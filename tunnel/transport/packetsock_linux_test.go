@@ -13,7 +13,6 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -406,11 +405,9 @@ func BenchmarkRawESPReceive(b *testing.B) {
 		b.Run(rd.name, func(b *testing.B) {
 			read := rd.setup(b)
 			var received atomic.Int64
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			wg.Add(1)
+			stop, done := make(chan struct{}), make(chan struct{})
 			go func() {
-				defer wg.Done()
+				defer close(done)
 				msgs := make([]Datagram, len(bufs))
 				for {
 					for i := range msgs {
@@ -454,9 +451,15 @@ func BenchmarkRawESPReceive(b *testing.B) {
 			got := received.Load()
 			cpu := cpuNow() - c0
 			close(stop)
-			// Wake a blocked recvmmsg with one more packet.
-			for i := 0; i < 20 && !waitTimeout(&wg, 50*time.Millisecond); i++ {
+			// Wake a blocked recvmmsg with one more packet until the
+			// reader has returned.
+			for waiting := true; waiting; {
 				_, _ = tx.WriteBatch(out[:1])
+				select {
+				case <-done:
+					waiting = false
+				case <-time.After(50 * time.Millisecond):
+				}
 			}
 			if rs, ok := ringOf[rd.name]; ok {
 				st, err := unix.GetsockoptTpacketStatsV3(rs.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS)
@@ -470,16 +473,5 @@ func BenchmarkRawESPReceive(b *testing.B) {
 				b.ReportMetric(float64(cpu)/float64(got), "cpu-ns/pkt")
 			}
 		})
-	}
-}
-
-func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return true
-	case <-time.After(d):
-		return false
 	}
 }
