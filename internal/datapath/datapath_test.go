@@ -34,7 +34,6 @@ const (
 type end struct {
 	dp   *Datapath
 	udp4 transport.Conn // nil for raw ESP
-	esp4 transport.Conn // nil for ESP in UDP
 	sad  *tunnel.SAD
 	out  *tunnel.SA
 	in   *tunnel.SA
@@ -136,7 +135,6 @@ func startPair(t *testing.T, bed *netns.Bed, o pairOpts) (rw, gw *end) {
 				return err
 			}
 			cfg.ESP4, cfg.ESP6 = e4, e6
-			e.esp4 = e4
 			if err := e4.SetMark(testMark); err != nil {
 				return err
 			}
@@ -331,7 +329,7 @@ func TestWireCarriesOnlyESPAndFollowsRFC3554(t *testing.T) {
 			time.Sleep(250 * time.Millisecond)
 			var before [2]uint64
 			if !udp {
-				before = [2]uint64{rw.esp4.Stats().PacketSent, gw.esp4.Stats().PacketSent}
+				before = [2]uint64{rw.dp.Stats().ESPPacketSocket, gw.dp.Stats().ESPPacketSocket}
 			}
 			stop := capture(t, bed.GW, netns.IfPrimary, netns.IfSecondary)
 			if got := echoFrom(t, bed.RW, netns.RWPrimary4, netns.Srv4, 5); got != 5 {
@@ -382,8 +380,8 @@ func TestWireCarriesOnlyESPAndFollowsRFC3554(t *testing.T) {
 				// The wire above saw what the AF_PACKET socket sent: the
 				// next hops were found with the bypass mark (issue 14).
 				for i, e := range []*end{rw, gw} {
-					if s := e.esp4.Stats(); s.PacketSent == before[i] {
-						t.Errorf("%s: none of the captured ESP went through the packet socket (%d of %d in all)", []string{"road warrior", "gateway"}[i], s.PacketSent, s.Sent)
+					if s := e.dp.Stats(); s.ESPPacketSocket == before[i] {
+						t.Errorf("%s: none of the captured ESP went through the packet socket (%d of %d in all)", []string{"road warrior", "gateway"}[i], s.ESPPacketSocket, s.ESPSent)
 					}
 				}
 			}
