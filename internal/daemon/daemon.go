@@ -257,6 +257,12 @@ func openTransports(cl *cleanups, s *Setup, cfg *datapath.Config) error {
 		if err := opened(e4); err != nil {
 			return err
 		}
+		// After SetMark: the packet socket's route lookups use the mark.
+		// Without it raw ESP still works, at about twice the send cost
+		// (issue 14).
+		if err := e4.EnablePacketSend(); err != nil {
+			s.Log.Warn("raw ESP: no AF_PACKET send, raw socket only", "err", err)
+		}
 		if e6, err := transport.ListenRawESP(netip.IPv6Unspecified()); err == nil {
 			cfg.ESP6 = e6
 			if err := opened(e6); err != nil {

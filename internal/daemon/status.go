@@ -53,15 +53,18 @@ type Status struct {
 // to no SA labelled by reason (tunnel.DropReason names, plus no_transport,
 // send_error and ike_dropped), as the SAs' drops are.
 type DatapathStatus struct {
-	TunRead     uint64            `json:"tun_read"`
-	TunWritten  uint64            `json:"tun_written"`
-	ESPSent     uint64            `json:"esp_sent"`
-	ESPReceived uint64            `json:"esp_received"`
-	Drops       map[string]uint64 `json:"drops,omitempty"`
+	TunRead     uint64 `json:"tun_read"`
+	TunWritten  uint64 `json:"tun_written"`
+	ESPSent     uint64 `json:"esp_sent"`
+	ESPReceived uint64 `json:"esp_received"`
+	// ESPPacketSocket: of ESPSent, the raw ESP packets sent through the
+	// AF_PACKET socket rather than the raw IP socket (issue 14).
+	ESPPacketSocket uint64            `json:"esp_packet_socket,omitempty"`
+	Drops           map[string]uint64 `json:"drops,omitempty"`
 }
 
 func datapathStatus(s datapath.Stats) DatapathStatus {
-	d := DatapathStatus{TunRead: s.TunRead, TunWritten: s.TunWritten, ESPSent: s.ESPSent, ESPReceived: s.ESPReceived, Drops: s.OutDrops.DropsByName()}
+	d := DatapathStatus{TunRead: s.TunRead, TunWritten: s.TunWritten, ESPSent: s.ESPSent, ESPReceived: s.ESPReceived, ESPPacketSocket: s.ESPPacketSocket, Drops: s.OutDrops.DropsByName()}
 	for k, v := range map[string]uint64{"no_transport": s.NoTransport, "send_error": s.SendErrs, "ike_dropped": s.IKEDropped} {
 		if v != 0 {
 			d.Drops[k] = v

@@ -56,6 +56,9 @@ type Stats struct {
 	OutDrops              tunnel.CountersSnapshot // outbound drops that belong to no SA
 	NoTransport, SendErrs uint64
 	IKEDropped            uint64
+	// ESPPacketSocket counts the raw ESP packets of ESPSent that left
+	// through the AF_PACKET socket (transport.ESPConn.EnablePacketSend).
+	ESPPacketSocket uint64
 }
 
 // Datapath is a running tunnel data path.
@@ -141,8 +144,20 @@ func (d *Datapath) Stats() Stats {
 		ESPSent: d.espSent.Load(), ESPReceived: d.espReceived.Load(),
 		OutDrops:    d.outDrops.Snapshot(),
 		NoTransport: d.noTransport.Load(), SendErrs: d.sendErrs.Load(),
-		IKEDropped: d.ikeDropped.Load(),
+		IKEDropped:      d.ikeDropped.Load(),
+		ESPPacketSocket: d.packetSocketSent(),
 	}
+}
+
+// packetSocketSent sums the raw ESP transports' packet-socket sends.
+func (d *Datapath) packetSocketSent() uint64 {
+	var n uint64
+	for _, c := range []transport.Conn{d.cfg.ESP4, d.cfg.ESP6} {
+		if c != nil {
+			n += c.Stats().PacketSent
+		}
+	}
+	return n
 }
 
 // Run moves packets until ctx ends or the TUN device fails. On return the

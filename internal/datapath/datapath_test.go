@@ -138,6 +138,11 @@ func startPair(t *testing.T, bed *netns.Bed, o pairOpts) (rw, gw *end) {
 			if err := e4.SetMark(testMark); err != nil {
 				return err
 			}
+			// As the daemon does: IPv4 ESP through the AF_PACKET socket
+			// where the next hop is known, its route looked up with the mark.
+			if err := e4.EnablePacketSend(); err != nil {
+				return err
+			}
 			return e6.SetMark(testMark)
 		})
 		if err != nil {
@@ -304,7 +309,7 @@ func TestWireCarriesOnlyESPAndFollowsRFC3554(t *testing.T) {
 		name := map[bool]string{false: "raw-esp", true: "udp-4500"}[udp]
 		t.Run(name, func(t *testing.T) {
 			bed := netns.New(t)
-			startPair(t, bed, pairOpts{udp: udp})
+			rw, gw := startPair(t, bed, pairOpts{udp: udp})
 			udpEcho(t, bed.Srv, netns.Srv4)
 			// The secondary uplink carries packets to the gateway's primary
 			// address only if routed so: that is the host's business, the
@@ -314,6 +319,17 @@ func TestWireCarriesOnlyESPAndFollowsRFC3554(t *testing.T) {
 			}
 			if _, err := bed.GW.Run("ip", "route", "add", netns.RWSecondary4.String()+"/32", "dev", netns.IfSecondary); err != nil {
 				t.Fatal(err)
+			}
+			// One echo each way first: the first packets to a next hop
+			// without a neighbour entry go through the raw socket, which
+			// makes the kernel resolve it; the packet socket takes over
+			// once the unresolved entry is looked up again (issue 14).
+			echoFrom(t, bed.RW, netns.RWPrimary4, netns.Srv4, 1)
+			echoFrom(t, bed.RW, netns.RWSecondary4, netns.Srv4, 1)
+			time.Sleep(250 * time.Millisecond)
+			var before [2]uint64
+			if !udp {
+				before = [2]uint64{rw.dp.Stats().ESPPacketSocket, gw.dp.Stats().ESPPacketSocket}
 			}
 			stop := capture(t, bed.GW, netns.IfPrimary, netns.IfSecondary)
 			if got := echoFrom(t, bed.RW, netns.RWPrimary4, netns.Srv4, 5); got != 5 {
@@ -359,6 +375,15 @@ func TestWireCarriesOnlyESPAndFollowsRFC3554(t *testing.T) {
 			}
 			if fromSecondary != 5 || toSecondary != 5 {
 				t.Fatalf("RFC 3554: %d packets from and %d to the secondary address, want 5 and 5:\n%s", fromSecondary, toSecondary, strings.Join(all, "\n"))
+			}
+			if !udp {
+				// The wire above saw what the AF_PACKET socket sent: the
+				// next hops were found with the bypass mark (issue 14).
+				for i, e := range []*end{rw, gw} {
+					if s := e.dp.Stats(); s.ESPPacketSocket == before[i] {
+						t.Errorf("%s: none of the captured ESP went through the packet socket (%d of %d in all)", []string{"road warrior", "gateway"}[i], s.ESPPacketSocket, s.ESPSent)
+					}
+				}
 			}
 		})
 	}

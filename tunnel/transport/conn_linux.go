@@ -67,7 +67,12 @@ type batchConn struct {
 	gro bool
 	got []received
 
+	// mark is the socket's SO_MARK (SetMark), for the packet socket's
+	// route lookups (ESPConn.EnablePacketSend).
+	mark atomic.Uint32
+
 	received, sent, keepalives, malformed, ike atomic.Uint64
+	packetSent                                 atomic.Uint64 // through the AF_PACKET socket (ESPConn.EnablePacketSend)
 	groOverflow                                atomic.Uint64
 	gsoSends                                   atomic.Uint64 // segmented sends, for tests
 	coalesced                                  atomic.Uint64 // reads that held several packets (UDP GRO)
@@ -525,6 +530,11 @@ func pktinfoDst(oob []byte) netip.Addr {
 func (c *batchConn) WriteBatch(msgs []Datagram) (int, error) {
 	c.txMu.Lock()
 	defer c.txMu.Unlock()
+	return c.writeLocked(msgs)
+}
+
+// writeLocked is WriteBatch with txMu held.
+func (c *batchConn) writeLocked(msgs []Datagram) (int, error) {
 	sent := 0
 	for sent < len(msgs) {
 		chunk := msgs[sent:]
@@ -761,5 +771,6 @@ func (c *batchConn) Stats() Stats {
 		IKE:         c.ike.Load(),
 		GROOverflow: c.groOverflow.Load(),
 		Coalesced:   c.coalesced.Load(),
+		PacketSent:  c.packetSent.Load(),
 	}
 }

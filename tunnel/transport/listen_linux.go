@@ -13,7 +13,11 @@ import (
 )
 
 // ESPConn carries ESP directly over IP, protocol 50 (RFC 4303).
-type ESPConn struct{ batchConn }
+// WriteBatch may send through an AF_PACKET socket (EnablePacketSend).
+type ESPConn struct {
+	batchConn
+	ps *packetSender // nil: raw socket only; guarded by txMu
+}
 
 // UDPConn carries ESP in UDP and IKE behind the non-ESP marker (RFC 3948).
 type UDPConn struct{ batchConn }

@@ -21,5 +21,6 @@ func (c *batchConn) SetMark(mark uint32) error {
 	if serr != nil {
 		return fmt.Errorf("transport: SO_MARK %#x: %w", mark, serr)
 	}
+	c.mark.Store(mark)
 	return nil
 }

@@ -15,7 +15,10 @@
 // batch with the same addresses and size go out as one UDP_SEGMENT (GSO)
 // send where the kernel offers it. UDP_GRO is not enabled on receive: it
 // would coalesce datagrams into one buffer, and splitting them into the
-// caller's buffers would need a copy per packet.
+// caller's buffers would need a copy per packet. Raw IPv4 ESP can instead
+// leave through an AF_PACKET socket, its IPv4 header written in a separate
+// iovec (ESPConn.EnablePacketSend): the kernel has no GSO or GRO for raw
+// protocol 50, and skipping the IP output path halves the send cost.
 //
 // Fragmentation: sockets are set to IP_PMTUDISC_DONT / IPV6_PMTUDISC_DONT.
 // The outer IPv4 header carries no DF bit, and packets larger than the known
@@ -98,4 +101,7 @@ type Stats struct {
 	// Coalesced counts reads that held several packets (UDP GRO); their
 	// packets are counted in Received.
 	Coalesced uint64
+	// PacketSent counts the ESP packets of Sent that went out through the
+	// AF_PACKET socket (raw ESP, ESPConn.EnablePacketSend).
+	PacketSent uint64
 }
