@@ -146,6 +146,11 @@ type Transport struct {
 	Listen       []netip.Addr
 	UDPPort      uint16        // our UDP port for ESP in UDP
 	NATKeepalive time.Duration // RFC 3948 keep-alive interval; 0 is off
+	// PacketSend: raw ESP (IPv4) leaves through an AF_PACKET socket where
+	// the next hop is known (raw_esp_send: packet), at about half the send
+	// cost, bypassing netfilter's OUTPUT and POSTROUTING hooks; false keeps
+	// the raw IP socket for everything (raw_esp_send: socket, the default).
+	PacketSend bool
 	// Derived from the SAs and the bypass rule, not configured:
 	Mark   uint32 // SO_MARK for the sockets; 0 = none
 	RawESP bool   // some SA uses encap esp: open raw IP protocol 50 sockets
@@ -369,7 +374,7 @@ func (p *parser) log(top *fields) Log {
 }
 
 func (p *parser) transport(top *fields, c *Config) {
-	f := p.fields(top.get("transport"), top.lineOf("transport"), "transport", "listen", "udp_port", "nat_keepalive")
+	f := p.fields(top.get("transport"), top.lineOf("transport"), "transport", "listen", "udp_port", "nat_keepalive", "raw_esp_send")
 	t := &c.Transport
 	t.Listen, _ = f.addrs("listen")
 	port, _ := f.uint("udp_port", DefaultUDPPort, 1, 65535)
@@ -378,6 +383,10 @@ func (p *parser) transport(top *fields, c *Config) {
 	if d := t.NATKeepalive; d > 0 && d < time.Second {
 		p.errf(f.lineOf("nat_keepalive"), "transport.nat_keepalive", "%v is too often: want 0 (off) or at least 1s", d)
 	}
+	// Opt-in: an operator's nftables OUTPUT and POSTROUTING rules do not
+	// see what the packet socket sends (transport.ESPConn.EnablePacketSend).
+	send, _ := f.enum("raw_esp_send", "socket", "socket", "packet")
+	t.PacketSend = send == "packet"
 }
 
 func (p *parser) tun(top *fields, c *Config) {

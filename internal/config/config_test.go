@@ -106,7 +106,7 @@ func TestExamplesParseAndBuild(t *testing.T) {
 				}
 			}
 			if len(b.Transport.Listen) != 4 || b.Transport.UDPPort != 4500 || b.Transport.NATKeepalive.Seconds() != 20 ||
-				b.Transport.RawESP || !b.Transport.UDP {
+				b.Transport.RawESP || !b.Transport.UDP || b.Transport.PacketSend || b.TUN.Config.TxQueueLen != 1000 {
 				t.Fatalf("transport %+v", b.Transport)
 			}
 			if b.Log.Level != slog.LevelInfo || b.Log.Format != "text" {
@@ -365,6 +365,7 @@ func TestBadConfigs(t *testing.T) {
 		{"udp port out of range", "", replace("transport:\n", "transport:\n  udp_port: 70000\n"), "udp_port", "transport.udp_port", "want a whole number from 1 to 65535"},
 		{"tun name too long", "", appendLines("tun: {name: roamsec-tunnel-zero}\n"), "tun:", "tun.name", "at most 15 characters"},
 		{"tun backend", "", appendLines("tun: {backend: tap}\n"), "tun:", "tun.backend", `want wireguard or water, got "tap"`},
+		{"raw ESP send neither socket nor packet", "", replace("transport:\n", "transport:\n  raw_esp_send: xdp\n"), "raw_esp_send", "transport.raw_esp_send", `want socket or packet, got "xdp"`},
 		{"tun transmit queue zero", "", appendLines("tun: {tx_queue_len: 0}\n"), "tun:", "tun.tx_queue_len", "want a whole number from 1 to 65536"},
 		{"bypass rule without table", "", appendLines("tun:\n  bypass_rule: {mark: 1}\n"), "bypass_rule", "tun.bypass_rule", "needs tun.table"},
 		{"bypass rule without mark", "", appendLines("tun:\n  table: 220\n  bypass_rule: {priority: 5}\n"), "bypass_rule", "tun.bypass_rule.mark", "missing"},

@@ -35,6 +35,9 @@
 //	transport.listen        [address] our outer addresses (empty = any)
 //	transport.udp_port      1-65535 (4500)
 //	transport.nat_keepalive duration, 0 = off (20s)
+//	transport.raw_esp_send socket | packet: raw ESP over IPv4 through an AF_PACKET
+//	                socket where the next hop is known, bypassing nftables OUTPUT and
+//	                POSTROUTING (socket)
 //	sas[]                   one entry per SA pair (a roadwarrior needs one):
 //	  name          [A-Za-z0-9_.-], unique among SAs and policies (required)
 //	  transform     aes128gcm16 | aes256gcm16 | chacha20poly1305 (aes256gcm16)

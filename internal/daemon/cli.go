@@ -343,7 +343,7 @@ func prepareLoaded(role, cfgPath string, c *config.Config, stderr io.Writer, qui
 	}
 	s := Setup{
 		TUN: b.TUN.Config, Addrs: b.TUN.Addresses, Routes: b.TUN.Routes,
-		UDPPort: b.Transport.UDPPort, KeepAlive: b.Transport.NATKeepalive,
+		UDPPort: b.Transport.UDPPort, KeepAlive: b.Transport.NATKeepalive, PacketSend: b.Transport.PacketSend,
 		SPD: b.SPD, SAD: b.SAD, Outbound: b.Outbound, Log: log,
 		Mobility: b.Mobility, ControlSocket: b.ControlSocket, Role: role,
 		IKE: b.IKE, RADIUS: b.RADIUS, Listen: b.Transport.Listen, ControlGroup: c.ControlGroup, HA: b.HA,

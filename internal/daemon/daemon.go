@@ -47,8 +47,11 @@ type Setup struct {
 	Outbound []*tunnel.SA // the outbound SAs (inbound ones are in SAD)
 	// KeepAlive sends RFC 3948 NAT keep-alives on UDP SAs; 0 = off.
 	KeepAlive time.Duration
-	Rule      *Rule // nil: plain routes, unmarked sockets
-	Log       *slog.Logger
+	// PacketSend sends raw ESP (IPv4) through an AF_PACKET socket where it
+	// can (transport.raw_esp_send: packet).
+	PacketSend bool
+	Rule       *Rule // nil: plain routes, unmarked sockets
+	Log        *slog.Logger
 	// Mobility, if set, moves the outbound SAs between paths.
 	Mobility *config.Mobility
 	// ControlSocket, if set, serves status, sa list and disconnect there
@@ -260,8 +263,10 @@ func openTransports(cl *cleanups, s *Setup, cfg *datapath.Config) error {
 		// After SetMark: the packet socket's route lookups use the mark.
 		// Without it raw ESP still works, at about twice the send cost
 		// (issue 14).
-		if err := e4.EnablePacketSend(); err != nil {
-			s.Log.Warn("raw ESP: no AF_PACKET send, raw socket only", "err", err)
+		if s.PacketSend {
+			if err := e4.EnablePacketSend(); err != nil {
+				s.Log.Warn("raw ESP: no AF_PACKET send, raw socket only", "err", err)
+			}
 		}
 		if e6, err := transport.ListenRawESP(netip.IPv6Unspecified()); err == nil {
 			cfg.ESP6 = e6

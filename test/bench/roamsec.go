@@ -146,6 +146,7 @@ tun:
     - dst: {{.RW}}/32
 {{- end}}
 transport:
+  raw_esp_send: packet  # raw ESP path (d): the AF_PACKET send; no effect on encap udp
   listen: [{{.GWPrimary}}, {{.GWSecondary}}{{range .Extra}}, {{.GW}}{{end}}]
 sas:
   - name: bench-rw
@@ -193,6 +194,7 @@ tun:
     - dst: {{.ServerNet}}
       src: {{.RW}}
 transport:
+  raw_esp_send: packet  # raw ESP path (d): the AF_PACKET send; no effect on encap udp
   listen: [{{.RW}}]
 sas:
   - name: bench-gw
@@ -224,6 +226,7 @@ tun:
     - dst: {{.ServerNet}}
       src: {{.RWPrimary}}
 transport:
+  raw_esp_send: packet  # raw ESP path (d): the AF_PACKET send; no effect on encap udp
   listen: [{{.RWPrimary}}, {{.RWSecondary}}]
 sas:
   - name: bench-gw

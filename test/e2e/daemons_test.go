@@ -149,7 +149,8 @@ func netState(bed *netns.Bed) string {
 }
 
 // The other two switches a config offers, together: the water TUN backend
-// and raw ESP, IP protocol 50 (RFC 4303). Ping both families and move data.
+// and raw ESP, IP protocol 50 (RFC 4303), sent through the packet socket
+// (transport.raw_esp_send: packet). Ping both families and move data.
 func TestDaemonsWaterBackendAndRawESP(t *testing.T) {
 	bed := netns.New(t)
 	dir := t.TempDir()
@@ -160,7 +161,7 @@ func TestDaemonsWaterBackendAndRawESP(t *testing.T) {
 			t.Fatal(err)
 		}
 		s := string(data)
-		for from, to := range map[string]string{"backend: wireguard": "backend: water", "encap: udp": "encap: esp"} {
+		for from, to := range map[string]string{"backend: wireguard": "backend: water", "encap: udp": "encap: esp", "raw_esp_send: socket": "raw_esp_send: packet"} {
 			if !strings.Contains(s, from) {
 				t.Fatalf("%s no longer contains %q", name, from)
 			}
@@ -185,6 +186,13 @@ func TestDaemonsWaterBackendAndRawESP(t *testing.T) {
 	}
 	if _, err := rig.TCPTransfer(bed, 2<<20); err != nil {
 		t.Fatal(err)
+	}
+	// raw_esp_send: packet: IPv4 ESP left through the AF_PACKET socket on
+	// both ends once their next hops were resolved.
+	for i, role := range []string{"gateway", "roadwarrior"} {
+		if d := status(t, role, paths[i]).Datapath; d.ESPPacketSocket == 0 || d.ESPPacketSocket > d.ESPSent {
+			t.Errorf("%s: %d of %d ESP packets through the packet socket; want some", role, d.ESPPacketSocket, d.ESPSent)
+		}
 	}
 }
 
