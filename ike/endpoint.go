@@ -251,6 +251,9 @@ func (e *Endpoint) Handle(b []byte, local netip.Addr, remote netip.AddrPort, nat
 	// Parsed before the lock (it reads only b): the IKE goroutines
 	// parse in parallel.
 	m, perr := message.Parse(b)
+	if perr == nil {
+		e.deferredKeys(h)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {

@@ -324,3 +324,43 @@ func TestConcurrentIKEAuthOutsideLock(t *testing.T) {
 		t.Fatalf("%d half-open SAs left after every IKE_AUTH", st.HalfOpen)
 	}
 }
+
+// RFC 7296 §2.6: a responder's cost per IKE_SA_INIT from a real address is
+// its Diffie-Hellman. The answer carries only our public value; g^ir and
+// the keys wait for the SA's first encrypted message, so a half-open SA
+// that never sends one (a cookie-answering flood) costs no shared secret,
+// and one that does (here a fragment, RFC 7383) gets the keys the
+// initiator has.
+func TestHalfOpenDefersSharedSecret_RFC7296_2_6(t *testing.T) {
+	e, c := newResponder(t, nil)
+	from := src(1)
+	hc := halfOpen(t, e, c, from)
+	if hc == nil {
+		t.Fatal("no IKE_SA_INIT answer")
+	}
+	sa := func() *ikeSA {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.sas[hc.SPIr]
+	}
+	s := sa()
+	e.mu.Lock()
+	deferred, keyed := s.peerKE != nil, s.recvKey != nil
+	e.mu.Unlock()
+	if !deferred || keyed {
+		t.Fatalf("after IKE_SA_INIT: peer KE kept %v, keys %v; want the keys deferred", deferred, keyed)
+	}
+	frags, err := hc.Fragments(2, 1, 1, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Handle(frags[0], gwAddr, from, false)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s.recvKey == nil || s.peerKE != nil || s.dh != nil {
+		t.Fatalf("after the first encrypted message: keys %v, peer KE kept %v", s.recvKey != nil, s.peerKE != nil)
+	}
+	if e.fragBytes == 0 {
+		t.Fatalf("the fragment was not authenticated with the derived keys (dropped %d)", e.Stats.Dropped)
+	}
+}

@@ -491,36 +491,33 @@ func (e *Endpoint) respondInit(h message.Header, b []byte, local netip.Addr, rem
 		e.mu.Unlock()
 		return
 	}
-	prop, ni, nr, spiI, spiR := s.prop, s.ni, s.nr, s.spiI, s.spiR
+	prop := s.prop
 	e.mu.Unlock()
 
-	var keys ikeKeys
-	var send, recv *skCipher
+	// What IKE_SA_INIT from real addresses costs a responder is its
+	// Diffie-Hellman (RFC 7296 §2.6). The answer needs only our public
+	// value (a fixed-base multiplication); g^ir and the keys wait for the
+	// SA's first encrypted message (deferredKeys), which a half-open SA
+	// that never authenticates never sends. The peer's point is checked
+	// now (on the curve: no multiplication), so a bad KE is still
+	// answered with INVALID_SYNTAX.
 	dh, err := newDH(prop.dh)
-	var shared []byte
 	if err == nil {
-		shared, err = dh.shared(peerKE)
-	}
-	if err == nil {
-		keys = deriveIKE(prop.prf, prop.encr, 0, nil, shared, ni, nr, spiI, spiR)
-		clear(shared)
-		send, recv, err = newCiphers(prop, keys, false)
+		_, err = dh.peerKey(peerKE)
 	}
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if s.state == stDead { // expired, reset or closed meanwhile
-		keys.wipe()
 		return
 	}
 	if err != nil {
-		keys.wipe()
 		e.logDrop("bad KE", remote, err)
 		s.destroy(DownNegotiation)
 		e.sendPlain(h.SPIi, local, remote, natT, notify(message.INVALID_SYNTAX, nil))
 		return
 	}
-	s.keys, s.sendKey, s.recvKey = keys, send, recv
+	s.dh, s.peerKE = dh, bytes.Clone(peerKE)
 	ps := []message.Payload{&message.SA{Proposals: []message.Proposal{s.chosen}},
 		&message.KE{Group: uint16(prop.dh), Data: dh.public()}, &message.Nonce{Data: s.nr}}
 	ps = append(ps, natNotifies(s.spiI, s.spiR, netip.AddrPortFrom(local, s.localPort()), remote)...)
@@ -533,6 +530,50 @@ func (e *Endpoint) respondInit(h message.Header, b []byte, local netip.Addr, rem
 	s.msg2 = r.Encode()
 	s.chosen = message.Proposal{}
 	e.cfg.Send(s.msg2, local, remote, natT)
+}
+
+// deferredKeys derives the keys of a responder's SA that respondInit
+// answered without them, when its first message after IKE_SA_INIT (h)
+// comes: the scalar multiplication outside e.mu, as respondInit's was.
+// One IKE SA's messages are handled by one IKE goroutine
+// (datapath.IKEQueue), so two never derive the same keys at once; an SA
+// destroyed meanwhile gets none.
+func (e *Endpoint) deferredKeys(h message.Header) {
+	if !h.IsInitiator() || h.Exchange == message.IKE_SA_INIT {
+		return
+	}
+	e.mu.Lock()
+	s := e.sas[h.SPIr]
+	if s == nil || s.initiator || s.peerKE == nil || s.spiI != h.SPIi {
+		e.mu.Unlock()
+		return
+	}
+	dh, peerKE, prop, ni, nr := s.dh, s.peerKE, s.prop, s.ni, s.nr
+	e.mu.Unlock()
+
+	var keys ikeKeys
+	var send, recv *skCipher
+	shared, err := dh.shared(peerKE)
+	if err == nil {
+		keys = deriveIKE(prop.prf, prop.encr, 0, nil, shared, ni, nr, h.SPIi, h.SPIr)
+		clear(shared)
+		send, recv, err = newCiphers(prop, keys, false)
+	}
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s.state == stDead || s.peerKE == nil {
+		keys.wipe()
+		return
+	}
+	s.dh, s.peerKE = nil, nil
+	if err != nil { // an X25519 point of low order (RFC 8031 §2.1)
+		keys.wipe()
+		e.logDrop("bad KE", s.remote, err)
+		s.destroy(DownNegotiation)
+		return
+	}
+	s.keys, s.sendKey, s.recvKey = keys, send, recv
 }
 
 func (e *Endpoint) sendPlain(spiI uint64, local netip.Addr, remote netip.AddrPort, natT bool, ps ...message.Payload) {
