@@ -616,6 +616,14 @@ func (e *Endpoint) admitInit(h message.Header, b []byte, local netip.Addr, remot
 		e.logDrop("IKE_SA_INIT request too large", remote, nil)
 		return nil, nil
 	}
+	// An address at its share (admitHalfOpen) is refused before the
+	// request is parsed: under a flood from real addresses most requests
+	// end here, and cost a map lookup. Its count holds only SAs that
+	// passed the cookie, so a spoofed source cannot use up a real one's.
+	if e.half.perSrc[remote.Addr()] >= e.cfg.HalfOpenPerSource {
+		e.Stats.Drops[DropPerSourceCap]++
+		return nil, nil
+	}
 	m, err := message.Parse(b)
 	if err != nil {
 		e.logDrop("malformed IKE_SA_INIT", remote, err)
