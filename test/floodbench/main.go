@@ -39,7 +39,7 @@ import (
 type options struct {
 	spoof, cookies, natt, sources, fragSrc, fragRate, trials int
 	iperf, warm                                              time.Duration
-	memLimit, floods, profile                                string
+	memLimit, floods, profile, bin                           string
 }
 
 func main() {
@@ -55,6 +55,7 @@ func main() {
 	flag.DurationVar(&o.warm, "warm", 5*time.Second, "attack time before measuring")
 	flag.StringVar(&o.memLimit, "memlimit", "", "GOMEMLIMIT for the gateway (empty: none)")
 	flag.StringVar(&o.floods, "floods", "all", "runs under attack after the no-attack one, comma-separated: all (every flood at once), spoof, cookie, natt, frag")
+	flag.StringVar(&o.bin, "bin", "", "directory with gateway and roadwarrior binaries to run (empty: build this tree's), e.g. another commit's, for a before/after in one session")
 	flag.StringVar(&o.profile, "profile", "", "directory for the gateway's CPU profile of each run's iperf3 window (RUN.cpu)")
 	flag.Parse()
 	if o.memLimit != "" {
@@ -65,7 +66,9 @@ func main() {
 		fail(err)
 	}
 	defer os.RemoveAll(dir)
-	if err := rig.Build(dir); err != nil {
+	if o.bin != "" {
+		dir = o.bin
+	} else if err := rig.Build(dir); err != nil {
 		fail(err)
 	}
 	fmt.Printf("floodbench %s; load before: %s\n", time.Now().UTC().Format(time.RFC3339), uptime())
