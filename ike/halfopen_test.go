@@ -1,6 +1,7 @@
 package ike
 
 import (
+	"bytes"
 	"errors"
 	"net/netip"
 	"sync"
@@ -362,5 +363,42 @@ func TestHalfOpenDefersSharedSecret_RFC7296_2_6(t *testing.T) {
 	}
 	if e.fragBytes == 0 {
 		t.Fatalf("the fragment was not authenticated with the derived keys (dropped %d)", e.Stats.Dropped)
+	}
+}
+
+// RFC 7296 §2.12 lets a responder reuse its DH value across IKE SAs. While
+// cookies are demanded (a flood from real addresses) the gateway answers
+// IKE_SA_INIT with one value for a while, saving a multiplication per
+// half-open SA; otherwise every IKE SA gets its own (forward secrecy
+// between them). The initiator's keys still work with a reused value.
+func TestResponderReusesDHOnlyInCookieMode_RFC7296_2_12(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		threshold int
+		same      bool
+	}{
+		{"cookie mode: one DH value", -1, true},
+		{"no cookie mode: one each", 1000, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, c := newResponder(t, func(cfg *Config) { cfg.CookieThreshold = tc.threshold })
+			a, b := halfOpen(t, e, c, src(1)), halfOpen(t, e, c, src(2))
+			if a == nil || b == nil {
+				t.Fatal("no IKE_SA_INIT answer")
+			}
+			if same := bytes.Equal(a.peerKE, b.peerKE); same != tc.same {
+				t.Fatalf("the two answers' KE data equal: %v, want %v", same, tc.same)
+			}
+			frags, err := b.Fragments(2, 1, 1, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.Handle(frags[0], gwAddr, src(2), false)
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			if e.fragBytes == 0 {
+				t.Fatal("the second SA's fragment was not authenticated")
+			}
+		})
 	}
 }

@@ -492,16 +492,21 @@ func (e *Endpoint) respondInit(h message.Header, b []byte, local netip.Addr, rem
 		return
 	}
 	prop := s.prop
+	dh := e.reusedDH(prop.dh)
 	e.mu.Unlock()
 
 	// What IKE_SA_INIT from real addresses costs a responder is its
 	// Diffie-Hellman (RFC 7296 §2.6). The answer needs only our public
-	// value (a fixed-base multiplication); g^ir and the keys wait for the
-	// SA's first encrypted message (deferredKeys), which a half-open SA
-	// that never authenticates never sends. The peer's point is checked
-	// now (on the curve: no multiplication), so a bad KE is still
-	// answered with INVALID_SYNTAX.
-	dh, err := newDH(prop.dh)
+	// value (a fixed-base multiplication, none while cookies are demanded:
+	// reusedDH); g^ir and the keys wait for the SA's first encrypted
+	// message (deferredKeys), which a half-open SA that never
+	// authenticates never sends. The peer's point is checked now (on the
+	// curve: no multiplication), so a bad KE is still answered with
+	// INVALID_SYNTAX.
+	var err error
+	if dh == nil {
+		dh, err = newDH(prop.dh)
+	}
 	if err == nil {
 		_, err = dh.peerKey(peerKE)
 	}
@@ -518,6 +523,7 @@ func (e *Endpoint) respondInit(h message.Header, b []byte, local netip.Addr, rem
 		return
 	}
 	s.dh, s.peerKE = dh, bytes.Clone(peerKE)
+	e.keepDH(dh)
 	ps := []message.Payload{&message.SA{Proposals: []message.Proposal{s.chosen}},
 		&message.KE{Group: uint16(prop.dh), Data: dh.public()}, &message.Nonce{Data: s.nr}}
 	ps = append(ps, natNotifies(s.spiI, s.spiR, netip.AddrPortFrom(local, s.localPort()), remote)...)
@@ -530,6 +536,47 @@ func (e *Endpoint) respondInit(h message.Header, b []byte, local netip.Addr, rem
 	s.msg2 = r.Encode()
 	s.chosen = message.Proposal{}
 	e.cfg.Send(s.msg2, local, remote, natT)
+}
+
+// dhReuseFor is how long the responder answers IKE_SA_INIT with one DH
+// value while cookies are demanded (reusedDH).
+const dhReuseFor = time.Second
+
+// reusedDH is the DH value of group g to answer an IKE_SA_INIT with while
+// cookies are demanded: RFC 7296 §2.12 lets a responder reuse its DH
+// value across IKE SAs, and under a flood from real addresses that saves
+// a multiplication per half-open SA. It is used for at most dhReuseFor
+// (the SAs answered meanwhile share it: forward secrecy between them is
+// what that costs, and only under attack); nil: make a fresh one. Under
+// e.mu.
+func (e *Endpoint) reusedDH(g dhGroup) *dhKey {
+	r, ok := e.dhReuse[g]
+	if !ok || !e.Stats.CookieMode || time.Since(r.made) >= dhReuseFor {
+		return nil
+	}
+	return r.key
+}
+
+// keepDH offers k, just used in an IKE_SA_INIT answer, for reuse
+// (reusedDH) if cookies are demanded and the group has none in use. Under
+// e.mu.
+func (e *Endpoint) keepDH(k *dhKey) {
+	if !e.Stats.CookieMode {
+		clear(e.dhReuse)
+		return
+	}
+	if r, ok := e.dhReuse[k.group]; ok && time.Since(r.made) < dhReuseFor {
+		return
+	}
+	if e.dhReuse == nil {
+		e.dhReuse = map[dhGroup]reusedKey{}
+	}
+	e.dhReuse[k.group] = reusedKey{key: k, made: time.Now()}
+}
+
+type reusedKey struct {
+	key  *dhKey
+	made time.Time
 }
 
 // deferredKeys derives the keys of a responder's SA that respondInit
