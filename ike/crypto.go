@@ -245,6 +245,20 @@ func (k *dhKey) public() []byte {
 // point is on the curve (RFC 5903 §9 wants it) and refuses the all-zero
 // X25519 result (RFC 8031 §2.1).
 func (k *dhKey) shared(peer []byte) ([]byte, error) {
+	pub, err := k.peerKey(peer)
+	if err != nil {
+		return nil, err
+	}
+	s, err := k.priv.ECDH(pub)
+	if err != nil {
+		return nil, fmt.Errorf("DH %v: %v", k.group, err)
+	}
+	return s, nil
+}
+
+// peerKey parses the peer's KE data as a point of k's group (on the
+// curve: a few field operations, no scalar multiplication).
+func (k *dhKey) peerKey(peer []byte) (*ecdh.PublicKey, error) {
 	if k.group != dhCurve25519 {
 		peer = append([]byte{4}, peer...)
 	}
@@ -252,11 +266,7 @@ func (k *dhKey) shared(peer []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("invalid KE payload for %v: %v", k.group, err)
 	}
-	s, err := k.priv.ECDH(pub)
-	if err != nil {
-		return nil, fmt.Errorf("DH %v: %v", k.group, err)
-	}
-	return s, nil
+	return pub, nil
 }
 
 // ikeKeys are an IKE SA's keys (RFC 7296 §2.14).

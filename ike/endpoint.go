@@ -47,7 +47,8 @@ type Endpoint struct {
 	// lastVIP: an initiator's virtual addresses of its last IKE SA, asked
 	// for again when it connects again (RFC 7296 §3.15.1).
 	lastVIP []netip.Addr
-	secret  [32]byte // cookie secret (RFC 7296 §2.6)
+	secret  [32]byte              // cookie secret (RFC 7296 §2.6)
+	dhReuse map[dhGroup]reusedKey // the responder's DH values while cookies are demanded (reusedDH)
 	closed  bool
 	seq     int
 	// ctx ends at Close: the EAP relays (eap.go) give up; wg joins them.
@@ -251,6 +252,9 @@ func (e *Endpoint) Handle(b []byte, local netip.Addr, remote netip.AddrPort, nat
 	// Parsed before the lock (it reads only b): the IKE goroutines
 	// parse in parallel.
 	m, perr := message.Parse(b)
+	if perr == nil {
+		e.deferredKeys(h)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {

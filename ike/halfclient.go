@@ -2,6 +2,7 @@ package ike
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -23,6 +24,7 @@ type HalfOpenClient struct {
 	cookie     []byte
 	peerKE, nr []byte // from the response; the keys are derived when Fragments needs them
 	send       *skCipher
+	first      []byte // the request without a cookie, shared by Again's clients (SPIi at 0..8 patched)
 }
 
 // NewHalfOpenClient makes a client offering props (nil: the defaults).
@@ -37,8 +39,30 @@ func NewHalfOpenClient(props []IKEProposal) (*HalfOpenClient, error) {
 	return &HalfOpenClient{SPIi: randomSPI64(), props: props, dh: dh, ni: randomBytes(minNonceLen)}, nil
 }
 
+// Again is a new client, with a new SPI, that reuses c's Diffie-Hellman
+// key and nonce, as a real attacker would: RFC 7296 §2.12 lets an
+// initiator reuse its DH value, and nothing tells a responder that one
+// nonce is another's. So an attacker's cost per IKE_SA_INIT is a copy and
+// a send, not a key generation (the flood benchmarks show the attacker's
+// CPU beside the gateway's).
+func (c *HalfOpenClient) Again() *HalfOpenClient {
+	if c.first == nil {
+		c.first = c.encode()
+	}
+	return &HalfOpenClient{SPIi: randomSPI64(), props: c.props, dh: c.dh, ni: c.ni, first: c.first}
+}
+
 // Request is the IKE_SA_INIT request, with the cookie if one came.
 func (c *HalfOpenClient) Request() []byte {
+	if c.cookie == nil && c.first != nil {
+		b := bytes.Clone(c.first)
+		binary.BigEndian.PutUint64(b, c.SPIi)
+		return b
+	}
+	return c.encode()
+}
+
+func (c *HalfOpenClient) encode() []byte {
 	var ps []message.Payload
 	if c.cookie != nil {
 		ps = append(ps, notify(message.COOKIE, c.cookie))

@@ -1,6 +1,7 @@
 package ike
 
 import (
+	"bytes"
 	"errors"
 	"net/netip"
 	"sync"
@@ -322,5 +323,82 @@ func TestConcurrentIKEAuthOutsideLock(t *testing.T) {
 	}
 	if st := p.gw.Counters(); st.HalfOpen != 0 {
 		t.Fatalf("%d half-open SAs left after every IKE_AUTH", st.HalfOpen)
+	}
+}
+
+// RFC 7296 §2.6: a responder's cost per IKE_SA_INIT from a real address is
+// its Diffie-Hellman. The answer carries only our public value; g^ir and
+// the keys wait for the SA's first encrypted message, so a half-open SA
+// that never sends one (a cookie-answering flood) costs no shared secret,
+// and one that does (here a fragment, RFC 7383) gets the keys the
+// initiator has.
+func TestHalfOpenDefersSharedSecret_RFC7296_2_6(t *testing.T) {
+	e, c := newResponder(t, nil)
+	from := src(1)
+	hc := halfOpen(t, e, c, from)
+	if hc == nil {
+		t.Fatal("no IKE_SA_INIT answer")
+	}
+	sa := func() *ikeSA {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.sas[hc.SPIr]
+	}
+	s := sa()
+	e.mu.Lock()
+	deferred, keyed := s.peerKE != nil, s.recvKey != nil
+	e.mu.Unlock()
+	if !deferred || keyed {
+		t.Fatalf("after IKE_SA_INIT: peer KE kept %v, keys %v; want the keys deferred", deferred, keyed)
+	}
+	frags, err := hc.Fragments(2, 1, 1, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Handle(frags[0], gwAddr, from, false)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s.recvKey == nil || s.peerKE != nil || s.dh != nil {
+		t.Fatalf("after the first encrypted message: keys %v, peer KE kept %v", s.recvKey != nil, s.peerKE != nil)
+	}
+	if e.fragBytes == 0 {
+		t.Fatalf("the fragment was not authenticated with the derived keys (dropped %d)", e.Stats.Dropped)
+	}
+}
+
+// RFC 7296 §2.12 lets a responder reuse its DH value across IKE SAs. While
+// cookies are demanded (a flood from real addresses) the gateway answers
+// IKE_SA_INIT with one value for a while, saving a multiplication per
+// half-open SA; otherwise every IKE SA gets its own (forward secrecy
+// between them). The initiator's keys still work with a reused value.
+func TestResponderReusesDHOnlyInCookieMode_RFC7296_2_12(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		threshold int
+		same      bool
+	}{
+		{"cookie mode: one DH value", -1, true},
+		{"no cookie mode: one each", 1000, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, c := newResponder(t, func(cfg *Config) { cfg.CookieThreshold = tc.threshold })
+			a, b := halfOpen(t, e, c, src(1)), halfOpen(t, e, c, src(2))
+			if a == nil || b == nil {
+				t.Fatal("no IKE_SA_INIT answer")
+			}
+			if same := bytes.Equal(a.peerKE, b.peerKE); same != tc.same {
+				t.Fatalf("the two answers' KE data equal: %v, want %v", same, tc.same)
+			}
+			frags, err := b.Fragments(2, 1, 1, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.Handle(frags[0], gwAddr, src(2), false)
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			if e.fragBytes == 0 {
+				t.Fatal("the second SA's fragment was not authenticated")
+			}
+		})
 	}
 }

@@ -491,36 +491,39 @@ func (e *Endpoint) respondInit(h message.Header, b []byte, local netip.Addr, rem
 		e.mu.Unlock()
 		return
 	}
-	prop, ni, nr, spiI, spiR := s.prop, s.ni, s.nr, s.spiI, s.spiR
+	prop := s.prop
+	dh := e.reusedDH(prop.dh)
 	e.mu.Unlock()
 
-	var keys ikeKeys
-	var send, recv *skCipher
-	dh, err := newDH(prop.dh)
-	var shared []byte
-	if err == nil {
-		shared, err = dh.shared(peerKE)
+	// What IKE_SA_INIT from real addresses costs a responder is its
+	// Diffie-Hellman (RFC 7296 §2.6). The answer needs only our public
+	// value (a fixed-base multiplication, none while cookies are demanded:
+	// reusedDH); g^ir and the keys wait for the SA's first encrypted
+	// message (deferredKeys), which a half-open SA that never
+	// authenticates never sends. The peer's point is checked now (on the
+	// curve: no multiplication), so a bad KE is still answered with
+	// INVALID_SYNTAX.
+	var err error
+	if dh == nil {
+		dh, err = newDH(prop.dh)
 	}
 	if err == nil {
-		keys = deriveIKE(prop.prf, prop.encr, 0, nil, shared, ni, nr, spiI, spiR)
-		clear(shared)
-		send, recv, err = newCiphers(prop, keys, false)
+		_, err = dh.peerKey(peerKE)
 	}
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if s.state == stDead { // expired, reset or closed meanwhile
-		keys.wipe()
 		return
 	}
 	if err != nil {
-		keys.wipe()
 		e.logDrop("bad KE", remote, err)
 		s.destroy(DownNegotiation)
 		e.sendPlain(h.SPIi, local, remote, natT, notify(message.INVALID_SYNTAX, nil))
 		return
 	}
-	s.keys, s.sendKey, s.recvKey = keys, send, recv
+	s.dh, s.peerKE = dh, bytes.Clone(peerKE)
+	e.keepDH(dh)
 	ps := []message.Payload{&message.SA{Proposals: []message.Proposal{s.chosen}},
 		&message.KE{Group: uint16(prop.dh), Data: dh.public()}, &message.Nonce{Data: s.nr}}
 	ps = append(ps, natNotifies(s.spiI, s.spiR, netip.AddrPortFrom(local, s.localPort()), remote)...)
@@ -533,6 +536,91 @@ func (e *Endpoint) respondInit(h message.Header, b []byte, local netip.Addr, rem
 	s.msg2 = r.Encode()
 	s.chosen = message.Proposal{}
 	e.cfg.Send(s.msg2, local, remote, natT)
+}
+
+// dhReuseFor is how long the responder answers IKE_SA_INIT with one DH
+// value while cookies are demanded (reusedDH).
+const dhReuseFor = time.Second
+
+// reusedDH is the DH value of group g to answer an IKE_SA_INIT with while
+// cookies are demanded: RFC 7296 §2.12 lets a responder reuse its DH
+// value across IKE SAs, and under a flood from real addresses that saves
+// a multiplication per half-open SA. It is used for at most dhReuseFor
+// (the SAs answered meanwhile share it: forward secrecy between them is
+// what that costs, and only under attack); nil: make a fresh one. Under
+// e.mu.
+func (e *Endpoint) reusedDH(g dhGroup) *dhKey {
+	r, ok := e.dhReuse[g]
+	if !ok || !e.Stats.CookieMode || time.Since(r.made) >= dhReuseFor {
+		return nil
+	}
+	return r.key
+}
+
+// keepDH offers k, just used in an IKE_SA_INIT answer, for reuse
+// (reusedDH) if cookies are demanded and the group has none in use. Under
+// e.mu.
+func (e *Endpoint) keepDH(k *dhKey) {
+	if !e.Stats.CookieMode {
+		clear(e.dhReuse)
+		return
+	}
+	if r, ok := e.dhReuse[k.group]; ok && time.Since(r.made) < dhReuseFor {
+		return
+	}
+	if e.dhReuse == nil {
+		e.dhReuse = map[dhGroup]reusedKey{}
+	}
+	e.dhReuse[k.group] = reusedKey{key: k, made: time.Now()}
+}
+
+type reusedKey struct {
+	key  *dhKey
+	made time.Time
+}
+
+// deferredKeys derives the keys of a responder's SA that respondInit
+// answered without them, when its first message after IKE_SA_INIT (h)
+// comes: the scalar multiplication outside e.mu, as respondInit's was.
+// One IKE SA's messages are handled by one IKE goroutine
+// (datapath.IKEQueue), so two never derive the same keys at once; an SA
+// destroyed meanwhile gets none.
+func (e *Endpoint) deferredKeys(h message.Header) {
+	if !h.IsInitiator() || h.Exchange == message.IKE_SA_INIT {
+		return
+	}
+	e.mu.Lock()
+	s := e.sas[h.SPIr]
+	if s == nil || s.initiator || s.peerKE == nil || s.spiI != h.SPIi {
+		e.mu.Unlock()
+		return
+	}
+	dh, peerKE, prop, ni, nr := s.dh, s.peerKE, s.prop, s.ni, s.nr
+	e.mu.Unlock()
+
+	var keys ikeKeys
+	var send, recv *skCipher
+	shared, err := dh.shared(peerKE)
+	if err == nil {
+		keys = deriveIKE(prop.prf, prop.encr, 0, nil, shared, ni, nr, h.SPIi, h.SPIr)
+		clear(shared)
+		send, recv, err = newCiphers(prop, keys, false)
+	}
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s.state == stDead || s.peerKE == nil {
+		keys.wipe()
+		return
+	}
+	s.dh, s.peerKE = nil, nil
+	if err != nil { // an X25519 point of low order (RFC 8031 §2.1)
+		keys.wipe()
+		e.logDrop("bad KE", s.remote, err)
+		s.destroy(DownNegotiation)
+		return
+	}
+	s.keys, s.sendKey, s.recvKey = keys, send, recv
 }
 
 func (e *Endpoint) sendPlain(spiI uint64, local netip.Addr, remote netip.AddrPort, natT bool, ps ...message.Payload) {
@@ -573,6 +661,14 @@ func (e *Endpoint) admitInit(h message.Header, b []byte, local netip.Addr, remot
 	}
 	if len(b) > maxInitRequest {
 		e.logDrop("IKE_SA_INIT request too large", remote, nil)
+		return nil, nil
+	}
+	// An address at its share (admitHalfOpen) is refused before the
+	// request is parsed: under a flood from real addresses most requests
+	// end here, and cost a map lookup. Its count holds only SAs that
+	// passed the cookie, so a spoofed source cannot use up a real one's.
+	if e.half.perSrc[remote.Addr()] >= e.cfg.HalfOpenPerSource {
+		e.Stats.Drops[DropPerSourceCap]++
 		return nil, nil
 	}
 	m, err := message.Parse(b)

@@ -49,6 +49,7 @@ type ikeSA struct {
 	ni, nr     []byte
 	msg1, msg2 []byte // the IKE_SA_INIT request and response, for AUTH (§2.15)
 	dh         *dhKey
+	peerKE     []byte // responder: the peer's KE data until deferredKeys derives the keys
 	cookie     []byte
 	dhRetried  bool
 	chosen     message.Proposal // responder: the proposal chosen, until the IKE_SA_INIT response is built

@@ -1,7 +1,9 @@
 package ike
 
 import (
+	"bytes"
 	"errors"
+	"net/netip"
 	"testing"
 
 	"github.com/roamsec/roamsec/ike/auth"
@@ -146,5 +148,46 @@ func TestPeerIndexListExact_RFC7296_2_4(t *testing.T) {
 	e.unindexPeer(sas[3])
 	if len(e.byPeer) != 0 {
 		t.Fatalf("%d identities left", len(e.byPeer))
+	}
+}
+
+// The Screener (one per reading goroutine, answers sent in batches by the
+// caller) answers exactly as Screen does, the COOKIE answer byte for byte
+// what the message encoder makes of it (RFC 7296 §2.6, §3.10), for either
+// family, and allocates nothing per spoofed request.
+func TestScreenerAnswersAsScreen_RFC7296_2_6(t *testing.T) {
+	e, c := newResponder(t, func(cfg *Config) { cfg.CookieThreshold = -1 })
+	hc, err := NewHalfOpenClient(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := hc.Request()
+	sc := e.NewScreener()
+	for _, tc := range []struct {
+		name string
+		from netip.AddrPort
+	}{
+		{"IPv4 source", src(1)},
+		{"IPv6 source", netip.MustParseAddrPort("[2001:db8::7]:500")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			took, answer := sc.Screen(req, tc.from, nil)
+			if !took {
+				t.Fatal("the Screener did not take a request without a cookie")
+			}
+			if !e.Screen(req, gwAddr, tc.from, false) {
+				t.Fatal("Screen did not take it")
+			}
+			sent := c.take(tc.from)
+			want := (&message.Message{Header: message.Header{SPIi: hc.SPIi, Version: 0x20, Exchange: message.IKE_SA_INIT, Flags: message.FlagResponse},
+				Payloads: []message.Payload{notify(message.COOKIE, e.cookie(hc.ni, tc.from, hc.SPIi))}}).Encode()
+			if len(sent) != 1 || !bytes.Equal(sent[0], want) || !bytes.Equal(answer, want) {
+				t.Fatalf("answers differ:\nScreener %x\nScreen   %x\nencoder  %x", answer, sent, want)
+			}
+			buf := make([]byte, 0, 128)
+			if a := testing.AllocsPerRun(100, func() { sc.Screen(req, tc.from, buf[:0]) }); a != 0 {
+				t.Fatalf("%v allocations per screened request, want 0", a)
+			}
+		})
 	}
 }

@@ -411,7 +411,8 @@ func listenIKE(cl *cleanups, s *Setup, ep *ike.Endpoint, socks *ikeSockets, cfg 
 		// Two readers may queue one IKE SA's retransmissions out of order,
 		// which its window (§2.3) already takes.
 		for range runtime.GOMAXPROCS(0) {
-			readers.Go(func() { readIKE(c, q) })
+			sc := ep.NewScreener()
+			readers.Go(func() { readIKE(c, q, sc) })
 		}
 	}
 	cfg.OnIKE = func(msg []byte, local netip.Addr, remote netip.AddrPort) { q.Push(msg, local, remote, true) }

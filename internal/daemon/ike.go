@@ -226,12 +226,20 @@ func (k *ikeSockets) send(msg []byte, local netip.Addr, remote netip.AddrPort, n
 	return errors.New("no IKE socket of that family")
 }
 
-// readIKE hands port-500 messages to the IKE queue until the socket closes.
-func readIKE(c *transport.IKEConn, q *datapath.IKEQueue) {
+// readIKE hands port-500 messages to the IKE queue until the socket
+// closes. It screens them itself (sc, RFC 7296 §2.6 cookies) and sends
+// the COOKIE answers of a read together, one sendmmsg: under a spoofed
+// flood that is one system call per read, not one per request.
+func readIKE(c *transport.IKEConn, q *datapath.IKEQueue, sc *ike.Screener) {
 	msgs := make([]transport.Datagram, 8)
 	bufs := make([][]byte, len(msgs))
 	for i := range msgs {
 		bufs[i] = make([]byte, 65536)
+	}
+	answers := make([]transport.Datagram, len(msgs))
+	abufs := make([][]byte, len(msgs))
+	for i := range abufs {
+		abufs[i] = make([]byte, 0, cookieAnswerLen)
 	}
 	for {
 		for i := range msgs {
@@ -244,14 +252,28 @@ func readIKE(c *transport.IKEConn, q *datapath.IKEQueue) {
 			}
 			continue
 		}
+		k := 0
 		for _, m := range msgs[:n] {
-			q.Push(m.Buf, m.Local, m.Remote, false)
+			taken, answer := sc.Screen(m.Buf, m.Remote, abufs[k][:0])
+			if !taken {
+				q.PushScreened(m.Buf, m.Local, m.Remote, false)
+			} else if len(answer) > 0 {
+				answers[k] = transport.Datagram{Buf: answer, Local: m.Local, Remote: m.Remote, IKE: true}
+				k++
+			}
+		}
+		if k > 0 {
+			c.WriteBatch(answers[:k]) // a lost answer is a retransmission (§2.1)
 		}
 		for i := range msgs {
 			bufs[i] = msgs[i].Buf[:cap(msgs[i].Buf)]
 		}
 	}
 }
+
+// cookieAnswerLen fits an IKE_SA_INIT response with a COOKIE alone: the
+// header, the notification and our 33-byte cookie.
+const cookieAnswerLen = 28 + 8 + 64
 
 // resolveGateway finds the gateway's address: a literal, or a name looked
 // up now (the error says which, for the CLI).

