@@ -54,7 +54,7 @@ func ipv4Checksum(h []byte) uint16 {
 // It returns how many were sealed and handed to the socket. Road warriors
 // that are down are skipped.
 func (g *Gen) Blast(ctx context.Context, idx []int, dst netip.AddrPort, payload, count, senders int) uint64 {
-	return g.offer(ctx, idx, dst, payload, count, senders, 0)
+	return g.offer(ctx, idx, dst, payload, count, senders, 0, 1)
 }
 
 // BlastAt is Blast at an offered rate of pps datagrams per second in all
@@ -62,11 +62,11 @@ func (g *Gen) Blast(ctx context.Context, idx []int, dst netip.AddrPort, payload,
 // measures it without the flood's cost: a datagram the gateway's socket
 // drops has still cost the generator its sealing and the kernel its way
 // there, CPU both take from the gateway on a shared machine.
-func (g *Gen) BlastAt(ctx context.Context, idx []int, dst netip.AddrPort, payload, senders int, pps float64) uint64 {
-	return g.offer(ctx, idx, dst, payload, 0, senders, pps)
+func (g *Gen) BlastAt(ctx context.Context, idx []int, dst netip.AddrPort, payload, senders int, pps float64, burst int) uint64 {
+	return g.offer(ctx, idx, dst, payload, 0, senders, pps, burst)
 }
 
-func (g *Gen) offer(ctx context.Context, idx []int, dst netip.AddrPort, payload, count, senders int, pps float64) uint64 {
+func (g *Gen) offer(ctx context.Context, idx []int, dst netip.AddrPort, payload, count, senders int, pps float64, burst int) uint64 {
 	if len(idx) == 0 {
 		return 0
 	}
@@ -89,7 +89,7 @@ func (g *Gen) offer(ctx context.Context, idx []int, dst netip.AddrPort, payload,
 			if len(idx) >= senders {
 				share = idx[s*len(idx)/senders : (s+1)*len(idx)/senders]
 			}
-			sent.Add(g.blast(ctx, share, dst, payload, count, gap))
+			sent.Add(g.blast(ctx, share, dst, payload, count, gap, max(1, burst)))
 		})
 	}
 	wg.Wait()
@@ -120,7 +120,7 @@ func (p *pacer) wait(ctx context.Context, n int) {
 	}
 }
 
-func (g *Gen) blast(ctx context.Context, idx []int, dst netip.AddrPort, payload, count int, gap time.Duration) uint64 {
+func (g *Gen) blast(ctx context.Context, idx []int, dst netip.AddrPort, payload, count int, gap time.Duration, burst int) uint64 {
 	// A paced sender sends batches of about a millisecond's worth, so a
 	// slow rate still comes out as a steady stream.
 	batch := 64
@@ -155,18 +155,20 @@ func (g *Gen) blast(ctx context.Context, idx []int, dst netip.AddrPort, payload,
 				continue
 			}
 			up++
-			b := bufs[n][:cap(bufs[n])]
-			l := innerUDP(b[tunnel.HeaderLen:], rw.addr, dst, payload, uint32(i))
-			esp, err := sa.Seal(b, l)
-			if err != nil {
-				continue
-			}
-			msgs[n] = transport.Datagram{Buf: esp, Local: rw.addr, Remote: g.gw}
-			if n++; n == batch {
-				flush()
-				if ctx.Err() != nil {
+			for range burst {
+				b := bufs[n][:cap(bufs[n])]
+				l := innerUDP(b[tunnel.HeaderLen:], rw.addr, dst, payload, uint32(i))
+				esp, err := sa.Seal(b, l)
+				if err != nil {
 					break
 				}
+				msgs[n] = transport.Datagram{Buf: esp, Local: rw.addr, Remote: g.gw}
+				if n++; n == batch {
+					flush()
+				}
+			}
+			if ctx.Err() != nil {
+				break
 			}
 		}
 		if up == 0 {

@@ -42,6 +42,8 @@ func main() {
 	senders := flag.Int("senders", 2, "generator goroutines sealing ESP")
 	flag.IntVar(&probes, "probes", 7, "paced probes per traffic phase searching the highest rate carried with under 0.1% loss (0: the flood only)")
 	flag.DurationVar(&probeTime, "probe", 2*time.Second, "how long each paced probe sends")
+	flag.IntVar(&burst, "burst", 1, "datagrams in a row through each road warrior (1: each through the next)")
+	flag.Float64Var(&rate, "rate", 0, "packets per second the first send of each traffic phase (the one -profile profiles) offers; 0: a flood")
 	flag.StringVar(&heapOut, "heapprofile", "", "write the gateway's heap profile (daemon.HeapProfileEnv, SIGUSR1) here with every road warrior up, and print its top")
 	flag.BoolVar(&memOnly, "memonly", false, "stop after the memory figures (no traffic, idle, churn phases)")
 	flag.StringVar(&perfOut, "perf", "", "record the gateway with perf(1) into this file during the 2-core bring-up, and stop after it")
@@ -67,6 +69,8 @@ type bench struct {
 	senders int
 	probes  int
 	probe   time.Duration
+	rate    float64
+	burst   int
 }
 
 // perfOut, if set, is where perf(1) records the gateway's 2-core bring-up.
@@ -76,6 +80,8 @@ var perfOut string
 var (
 	probes    int
 	probeTime time.Duration
+	rate      float64
+	burst     int
 )
 
 // prebuilt, if set, is the gateway binary (no build inside the bench);
@@ -125,7 +131,7 @@ func startPerf(pid int) (stop func(), err error) {
 }
 
 func run(n, window int, dpd, idle, blast time.Duration, payload, senders int) error {
-	b := &bench{n: n, window: window, payload: payload, senders: senders, probes: probes, probe: probeTime}
+	b := &bench{n: n, window: window, payload: payload, senders: senders, probes: probes, probe: probeTime, rate: rate, burst: burst}
 	var err error
 	if b.bed, err = netns.NewStandalone(); err != nil {
 		return err
@@ -135,7 +141,7 @@ func run(n, window int, dpd, idle, blast time.Duration, payload, senders int) er
 		return err
 	}
 	defer os.RemoveAll(b.dir)
-	fmt.Printf("bench-scale: %d road warriors; load: %s\n", n, uptime())
+	fmt.Printf("bench-scale: %d road warriors; traffic in bursts of %d per road warrior; load: %s\n", n, burst, uptime())
 	t0 := time.Now()
 	addrs, err := b.bed.AddLoadAddrs(n)
 	if err != nil {

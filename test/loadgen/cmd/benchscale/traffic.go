@@ -44,17 +44,22 @@ func (b *bench) trafficPhase(gw *rig.Proc, set []int, echo bool, blast time.Dura
 	if err != nil {
 		return err
 	}
-	t, err := b.traffic(gw, set, echo, blast, 0)
+	t, err := b.traffic(gw, set, echo, blast, b.rate)
 	if perr := stopProf(); err == nil {
 		err = perr
 	}
 	if err != nil {
 		return err
 	}
-	fmt.Printf("traffic over %d SAs, %s, flood: %.0f packets/s, %.1f Mbit/s (payload %d; %d sent, %d arrived); CPU: gateway %.0f%%, generator %.0f%% of a core; load: %s\n",
-		len(set), what, t.delivered, t.delivered*float64(b.payload)*8/1e6, b.payload, t.sent, t.got,
+	how := "flood"
+	if b.rate > 0 {
+		how = fmt.Sprintf("offered %.0f/s", b.rate)
+	}
+	fmt.Printf("traffic over %d SAs, %s, %s: %.0f packets/s, %.1f Mbit/s (payload %d; %d sent, %d arrived); CPU: gateway %.0f%%, generator %.0f%% of a core; load: %s\n",
+		len(set), what, how, t.delivered, t.delivered*float64(b.payload)*8/1e6, b.payload, t.sent, t.got,
 		float64(t.gwCPU)/t.secs, float64(t.genCPU)/t.secs, uptime())
-	fmt.Printf("    gateway: %s; drops by the kernel: %s\n", datapathDelta(t.dp0, t.dp), t.drops)
+	fmt.Printf("    gateway: %s; drops by the kernel: %s; CPU per packet arrived: gateway %.1f µs, generator %.1f µs\n",
+		datapathDelta(t.dp0, t.dp), t.drops, 1e4*float64(t.gwCPU)/float64(max(t.got, 1)), 1e4*float64(t.genCPU)/float64(max(t.got, 1)))
 	if b.probes == 0 {
 		return nil
 	}
@@ -119,7 +124,7 @@ func (b *bench) traffic(gw *rig.Proc, set []int, echo bool, d time.Duration, pps
 	rx0 := b.gen.Stats().ESPReceived
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t0 := time.Now()
-	t.sent = b.gen.BlastAt(ctx, set, netip.AddrPortFrom(netns.Srv4, 9), b.payload, b.senders, pps)
+	t.sent = b.gen.BlastAt(ctx, set, netip.AddrPortFrom(netns.Srv4, 9), b.payload, b.senders, pps, b.burst)
 	cancel()
 	t.elapsed = time.Since(t0)
 	time.Sleep(drainWait)
