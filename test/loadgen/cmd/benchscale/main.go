@@ -71,6 +71,8 @@ type bench struct {
 	probe   time.Duration
 	rate    float64
 	burst   int
+	// idleGW, idleGen: each process's CPU in cores with no traffic.
+	idleGW, idleGen float64
 }
 
 // perfOut, if set, is where perf(1) records the gateway's 2-core bring-up.
@@ -264,6 +266,7 @@ func (b *bench) established(gw *rig.Proc, rss0 int, r loadgen.UpResult, dpd, idl
 	for i := range all {
 		all[i] = i
 	}
+	b.measureIdle(gw, 5*time.Second)
 	for _, echo := range []bool{false, true} {
 		for _, set := range [][]int{all, all[:1]} {
 			if err := b.trafficPhase(gw, set, echo, blast); err != nil {
