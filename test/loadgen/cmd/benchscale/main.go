@@ -43,6 +43,7 @@ func main() {
 	senders := flag.Int("senders", 2, "generator goroutines sealing ESP")
 	flag.IntVar(&probes, "probes", 7, "paced probes per traffic phase searching the highest rate carried with under 0.1% loss (0: the flood only)")
 	flag.DurationVar(&probeTime, "probe", 2*time.Second, "how long each paced probe sends")
+	flag.IntVar(&tunQLen, "tunqlen", 0, "set the gateway TUN's txqueuelen to this before the traffic (a diagnostic; 0: the device's default)")
 	flag.IntVar(&burst, "burst", 1, "datagrams in a row through each road warrior (1: each through the next)")
 	flag.Float64Var(&rate, "rate", 0, "packets per second the first send of each traffic phase (the one -profile profiles) offers; 0: a flood")
 	flag.StringVar(&heapOut, "heapprofile", "", "write the gateway's heap profile (daemon.HeapProfileEnv, SIGUSR1) here with every road warrior up, and print its top")
@@ -91,6 +92,7 @@ var (
 	probeTime time.Duration
 	rate      float64
 	burst     int
+	tunQLen   int
 )
 
 // prebuilt, if set, is the gateway binary (no build inside the bench);
@@ -272,6 +274,13 @@ func (b *bench) established(gw *rig.Proc, rss0 int, r loadgen.UpResult, dpd, idl
 	all := make([]int, b.n)
 	for i := range all {
 		all[i] = i
+	}
+	if tunQLen > 0 {
+		// A diagnostic: the echo phases lose packets at this queue (the
+		// kernel's, of packets routed into the TUN until the gateway reads them).
+		if out, err := b.bed.GW.Run("ip", "link", "set", "roamsec0", "txqueuelen", strconv.Itoa(tunQLen)); err != nil {
+			return fmt.Errorf("txqueuelen: %v: %s", err, out)
+		}
 	}
 	b.measureIdle(gw, 5*time.Second)
 	for _, echo := range []bool{false, true} {
