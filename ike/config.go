@@ -86,6 +86,13 @@ type Config struct {
 	EAPIdentity string
 	// CAs verify peers' certificates; their keys also fill our CERTREQ.
 	CAs []*x509.Certificate
+	// ChainCache, if set, remembers the peer chains CAs accepted
+	// (auth.ChainCache): endpoints that meet the same peer again and
+	// again, with the same CAs, may share one.
+	ChainCache *auth.ChainCache
+	// DHCache, if set, is where an initiator takes its DH values: shared
+	// across IKE SAs for a bounded time (RFC 7296 §2.12, DHCache).
+	DHCache *DHCache
 
 	Peers []Peer // responder
 	// EAP runs the EAP methods of the Peers that use EAP (a RADIUS

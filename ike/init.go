@@ -39,7 +39,7 @@ func (s *ikeSA) localPort() uint16 {
 func (s *ikeSA) startInit() error {
 	cfg := &s.e.cfg
 	if s.dh == nil {
-		dh, err := newDH(cfg.IKEProposals[0].dh[0])
+		dh, err := s.e.newInitiatorDH(cfg.IKEProposals[0].dh[0])
 		if err != nil {
 			return err
 		}
@@ -101,7 +101,7 @@ func (s *ikeSA) initResponse(m *message.Message, local netip.Addr, remote netip.
 		}
 		s.dhRetried = true
 		s.dh = nil
-		dh, err := newDH(g)
+		dh, err := s.e.newInitiatorDH(g)
 		if err != nil {
 			fail(err)
 			return
@@ -265,7 +265,7 @@ func (s *ikeSA) verifyPeer(ps []message.Payload, id *message.ID, octets, psk []b
 	for _, c := range cfg.CAs {
 		pool.AddCert(c)
 	}
-	v := &auth.Verifier{Roots: pool}
+	v := &auth.Verifier{Roots: pool, Cache: cfg.ChainCache}
 	cert, err := v.VerifyChain(der)
 	if err != nil {
 		return nil, err

@@ -21,6 +21,8 @@ type Verifier struct {
 	Roots *x509.CertPool
 	// Now is the validation time; nil means time.Now.
 	Now func() time.Time
+	// Cache, if set, remembers the chains accepted with these Roots.
+	Cache *ChainCache
 }
 
 // maxChain bounds the CERT payloads we look at.
@@ -44,6 +46,17 @@ func (v *Verifier) VerifyChain(der [][]byte) (*x509.Certificate, error) {
 	if len(der) > maxChain {
 		return nil, fmt.Errorf("auth: the peer sent %d certificates, at most %d are accepted", len(der), maxChain)
 	}
+	now := time.Now()
+	if v.Now != nil {
+		now = v.Now()
+	}
+	var key [32]byte
+	if v.Cache != nil {
+		key = chainKey(der)
+		if leaf := v.Cache.get(key, now); leaf != nil {
+			return leaf, nil
+		}
+	}
 	certs := make([]*x509.Certificate, len(der))
 	for i, d := range der {
 		c, err := x509.ParseCertificate(d)
@@ -59,10 +72,6 @@ func (v *Verifier) VerifyChain(der [][]byte) (*x509.Certificate, error) {
 	inter := x509.NewCertPool()
 	for _, c := range certs[1:] {
 		inter.AddCert(c)
-	}
-	now := time.Now()
-	if v.Now != nil {
-		now = v.Now()
 	}
 	chains, err := leaf.Verify(x509.VerifyOptions{
 		Roots:         v.Roots,
@@ -81,6 +90,9 @@ func (v *Verifier) VerifyChain(der [][]byte) (*x509.Certificate, error) {
 	for _, chain := range chains {
 		err := checkIPAddrBlocks(chain)
 		if err == nil {
+			if v.Cache != nil {
+				v.Cache.put(key, chain)
+			}
 			return leaf, nil
 		}
 		if first == nil {

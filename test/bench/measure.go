@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -387,14 +386,14 @@ func udpSearch(ctx context.Context, bed *netns.Bed, o options, say func(string, 
 	probe := func(pps float64) (udpProbe, error) {
 		var before map[string]uint64
 		if o.verbose {
-			before = drops(bed)
+			before = bed.Drops()
 		}
 		p, err := udpRun(ctx, bed, o.udpDuration, pps)
 		if err != nil {
 			return p, err
 		}
 		if o.verbose {
-			logDrops(before, drops(bed))
+			logf("drops during the probe: %s", netns.DropsSince(before, bed.Drops()))
 		}
 		r.Probes = append(r.Probes, p)
 		verdict := "ok"
@@ -578,69 +577,4 @@ func linkPackets(ns *netns.NS) (map[string]uint64, error) {
 		m[l.Ifname] = l.Stats.RX.Packets + l.Stats.TX.Packets
 	}
 	return m, nil
-}
-
-// drops collects, for -v, where packets get lost: UDP receive-buffer
-// overflows per namespace and interface drop counters.
-func drops(bed *netns.Bed) map[string]uint64 {
-	m := map[string]uint64{}
-	for _, ns := range []*netns.NS{bed.RW, bed.GW, bed.Srv} {
-		role := ns.Name[strings.LastIndexByte(ns.Name, '-')+1:]
-		var b []byte
-		if ns.Do(func() (err error) {
-			b, err = os.ReadFile("/proc/thread-self/net/snmp")
-			return err
-		}) == nil {
-			var hdr []string
-			for _, l := range strings.Split(string(b), "\n") {
-				f := strings.Fields(l)
-				if len(f) == 0 || f[0] != "Udp:" {
-					continue
-				}
-				if hdr == nil {
-					hdr = f
-					continue
-				}
-				for i, k := range hdr {
-					if (k == "RcvbufErrors" || k == "SndbufErrors" || k == "InErrors") && i < len(f) {
-						v, _ := strconv.ParseUint(f[i], 10, 64)
-						m[role+" udp "+k] = v
-					}
-				}
-			}
-		}
-		out, err := runOut(context.Background(), "ip", "-n", ns.Name, "-s", "-j", "link", "show")
-		if err != nil {
-			continue
-		}
-		var links []struct {
-			Ifname string `json:"ifname"`
-			Stats  struct {
-				RX struct {
-					Dropped uint64 `json:"dropped"`
-				} `json:"rx"`
-				TX struct {
-					Dropped uint64 `json:"dropped"`
-				} `json:"tx"`
-			} `json:"stats64"`
-		}
-		if json.Unmarshal([]byte(out), &links) == nil {
-			for _, l := range links {
-				m[role+" "+l.Ifname+" rx_dropped"] = l.Stats.RX.Dropped
-				m[role+" "+l.Ifname+" tx_dropped"] = l.Stats.TX.Dropped
-			}
-		}
-	}
-	return m
-}
-
-func logDrops(before, after map[string]uint64) {
-	var parts []string
-	for k, v := range after {
-		if d := v - before[k]; d > 0 {
-			parts = append(parts, fmt.Sprintf("%s +%d", k, d))
-		}
-	}
-	slices.Sort(parts)
-	logf("drops during the probe: %s", strings.Join(parts, ", "))
 }

@@ -143,10 +143,11 @@ func StartGateway(bed *netns.Bed, bin, cfg, cpus string) (*rig.Proc, error) {
 	}
 }
 
-// GatewayStatus is `gateway status -json`.
-func GatewayStatus(bed *netns.Bed, bin, cfg string) (daemon.Status, error) {
+// GatewayStatus is `gateway status -json` with the extra flags (-summary:
+// the counters without the lists).
+func GatewayStatus(bed *netns.Bed, bin, cfg string, extra ...string) (daemon.Status, error) {
 	var st daemon.Status
-	cmd := bed.GW.Command(bin, "status", "-json", "-config", cfg)
+	cmd := bed.GW.Command(bin, append([]string{"status", "-json", "-config", cfg}, extra...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
@@ -164,4 +165,11 @@ func BuildGateway(dir string) (string, error) {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}
 	return filepath.Join(dir, "gateway"), nil
+}
+
+// GatewayCounters is the gateway's data path counters (status -json
+// -summary: no lists built).
+func GatewayCounters(bed *netns.Bed, bin, cfg string) (daemon.DatapathStatus, error) {
+	st, err := GatewayStatus(bed, bin, cfg, "-summary")
+	return st.Datapath, err
 }

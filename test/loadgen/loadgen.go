@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/roamsec/roamsec/ike"
 	"github.com/roamsec/roamsec/ike/auth"
 	"github.com/roamsec/roamsec/tunnel"
 	"github.com/roamsec/roamsec/tunnel/transport"
@@ -68,6 +69,15 @@ type Gen struct {
 	ikeDrop atomic.Uint64
 	espBad  atomic.Uint64
 	espRx   atomic.Uint64
+
+	// chains: the road warriors all meet the same gateway, so they share
+	// its validated certificate chain (auth.ChainCache); each still
+	// verifies the gateway's AUTH signature, as any initiator must.
+	chains auth.ChainCache
+	// dh: their DH values, each reused across the fleet's IKE SAs for a
+	// minute (RFC 7296 §2.12), so a handshake costs the generator one DH
+	// computation, not two.
+	dh ike.DHCache
 
 	readers, workers sync.WaitGroup
 	once             sync.Once

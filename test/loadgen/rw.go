@@ -36,7 +36,7 @@ func (g *Gen) newRoadWarrior(i int, a netip.Addr) (*roadWarrior, error) {
 	}
 	rw := &roadWarrior{g: g, i: i, addr: a, note: make(chan ike.Progress, 8)}
 	rw.ep, err = ike.New(ike.Config{
-		Initiator: true, LocalID: id, RemoteID: g.cfg.GatewayID, Credential: cred, CAs: g.cfg.CAs,
+		Initiator: true, LocalID: id, RemoteID: g.cfg.GatewayID, Credential: cred, CAs: g.cfg.CAs, ChainCache: &g.chains, DHCache: &g.dh,
 		Mode: ike.ModeRFC3554, LocalTS: []netip.Prefix{netip.PrefixFrom(a, 32)}, RemoteTS: g.cfg.RemoteTS,
 		LocalAddrs: []netip.Addr{a}, UDPEncap: true,
 		DPD: g.cfg.DPD, ChildLifetime: g.cfg.ChildLifetime, IKELifetime: g.cfg.IKELifetime,

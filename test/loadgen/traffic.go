@@ -54,12 +54,30 @@ func ipv4Checksum(h []byte) uint16 {
 // It returns how many were sealed and handed to the socket. Road warriors
 // that are down are skipped.
 func (g *Gen) Blast(ctx context.Context, idx []int, dst netip.AddrPort, payload, count, senders int) uint64 {
+	return g.offer(ctx, idx, dst, payload, count, senders, 0, 1)
+}
+
+// BlastAt is Blast at an offered rate of pps datagrams per second in all
+// (0: as fast as it can), until ctx ends. A rate the gateway can carry
+// measures it without the flood's cost: a datagram the gateway's socket
+// drops has still cost the generator its sealing and the kernel its way
+// there, CPU both take from the gateway on a shared machine.
+func (g *Gen) BlastAt(ctx context.Context, idx []int, dst netip.AddrPort, payload, senders int, pps float64, burst int) uint64 {
+	return g.offer(ctx, idx, dst, payload, 0, senders, pps, burst)
+}
+
+func (g *Gen) offer(ctx context.Context, idx []int, dst netip.AddrPort, payload, count, senders int, pps float64, burst int) uint64 {
 	if len(idx) == 0 {
 		return 0
 	}
 	var sent atomic.Uint64
 	var wg sync.WaitGroup
 	senders = max(1, senders)
+	// Each sender paces its share of the rate: one datagram every gap.
+	var gap time.Duration
+	if pps > 0 {
+		gap = time.Duration(float64(senders) * float64(time.Second) / pps)
+	}
 	for s := range senders {
 		wg.Go(func() {
 			// Each sender owns a contiguous share of idx; with fewer road
@@ -71,54 +89,93 @@ func (g *Gen) Blast(ctx context.Context, idx []int, dst netip.AddrPort, payload,
 			if len(idx) >= senders {
 				share = idx[s*len(idx)/senders : (s+1)*len(idx)/senders]
 			}
-			sent.Add(g.blast(ctx, share, dst, payload, count))
+			sent.Add(g.blast(ctx, share, dst, payload, count, gap, max(1, burst)))
 		})
 	}
 	wg.Wait()
 	return sent.Load()
 }
 
-func (g *Gen) blast(ctx context.Context, idx []int, dst netip.AddrPort, payload, count int) uint64 {
-	const batch = 64
+// pacer holds a sender to one datagram every gap (0: no pacing): after
+// each batch it sleeps until the batch's time has come.
+type pacer struct {
+	gap  time.Duration
+	next time.Time
+}
+
+func (p *pacer) wait(ctx context.Context, n int) {
+	if p.gap == 0 || n == 0 {
+		return
+	}
+	now := time.Now()
+	if p.next.IsZero() || now.Sub(p.next) > 100*time.Millisecond {
+		p.next = now // start, or fell far behind: no burst to catch up
+	}
+	p.next = p.next.Add(time.Duration(n) * p.gap)
+	if d := p.next.Sub(now); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+	}
+}
+
+func (g *Gen) blast(ctx context.Context, idx []int, dst netip.AddrPort, payload, count int, gap time.Duration, burst int) uint64 {
+	// A paced sender sends batches of about a millisecond's worth, so a
+	// slow rate still comes out as a steady stream.
+	batch := 64
+	if gap > 0 {
+		batch = max(1, min(batch, int(time.Millisecond/gap)))
+	}
 	bufs := make([][]byte, batch)
 	for i := range bufs {
 		bufs[i] = make([]byte, tunnel.HeaderLen+ipv4UDPHeader+payload+tunnel.MaxTrailer)
 	}
 	msgs := make([]transport.Datagram, batch)
+	p := pacer{gap: gap}
 	var sent uint64
-	rounds := 0
-	for ctx.Err() == nil && (count == 0 || rounds < count) {
-		n := 0
-		flush := func() {
-			if n > 0 {
-				k, _ := g.udp.WriteBatch(msgs[:n])
-				sent += uint64(k)
-				n = 0
-			}
+	n := 0
+	flush := func() {
+		if n > 0 {
+			k, _ := g.udp.WriteBatch(msgs[:n])
+			sent += uint64(k)
+			p.wait(ctx, n)
+			n = 0
 		}
+	}
+	// A batch fills across rounds: with a share of fewer road warriors
+	// than a batch (one SA) a round still does not cost a system call of
+	// its own.
+	for rounds := 0; ctx.Err() == nil && (count == 0 || rounds < count); rounds++ {
+		up := 0
 		for _, i := range idx {
 			rw := g.rws[i]
 			sa := rw.out.Load()
 			if sa == nil {
 				continue
 			}
-			b := bufs[n][:cap(bufs[n])]
-			l := innerUDP(b[tunnel.HeaderLen:], rw.addr, dst, payload, uint32(i))
-			esp, err := sa.Seal(b, l)
-			if err != nil {
-				continue
-			}
-			msgs[n] = transport.Datagram{Buf: esp, Local: rw.addr, Remote: g.gw}
-			if n++; n == batch {
-				flush()
-				if ctx.Err() != nil {
+			up++
+			for range burst {
+				b := bufs[n][:cap(bufs[n])]
+				l := innerUDP(b[tunnel.HeaderLen:], rw.addr, dst, payload, uint32(i))
+				esp, err := sa.Seal(b, l)
+				if err != nil {
 					break
 				}
+				msgs[n] = transport.Datagram{Buf: esp, Local: rw.addr, Remote: g.gw}
+				if n++; n == batch {
+					flush()
+				}
+			}
+			if ctx.Err() != nil {
+				break
 			}
 		}
-		flush()
-		rounds++
+		if up == 0 {
+			break // nobody to send through
+		}
 	}
+	flush()
 	return sent
 }
 

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,10 +41,24 @@ func main() {
 	blast := flag.Duration("blast", 5*time.Second, "how long each traffic phase sends")
 	payload := flag.Int("payload", 1200, "UDP payload bytes of the traffic")
 	senders := flag.Int("senders", 2, "generator goroutines sealing ESP")
+	flag.IntVar(&probes, "probes", 7, "paced probes per traffic phase searching the highest rate carried with under 0.1% loss (0: the flood only)")
+	flag.DurationVar(&probeTime, "probe", 2*time.Second, "how long each paced probe sends")
+	flag.IntVar(&tunQLen, "tunqlen", 0, "set the gateway TUN's txqueuelen to this before the traffic (a diagnostic; 0: the device's default)")
+	flag.IntVar(&burst, "burst", 1, "datagrams in a row through each road warrior (1: each through the next)")
+	flag.Float64Var(&rate, "rate", 0, "packets per second the first send of each traffic phase (the one -profile profiles) offers; 0: a flood")
 	flag.StringVar(&heapOut, "heapprofile", "", "write the gateway's heap profile (daemon.HeapProfileEnv, SIGUSR1) here with every road warrior up, and print its top")
 	flag.BoolVar(&memOnly, "memonly", false, "stop after the memory figures (no traffic, idle, churn phases)")
 	flag.StringVar(&perfOut, "perf", "", "record the gateway with perf(1) into this file during the 2-core bring-up, and stop after it")
+	flag.StringVar(&profDir, "profile", "", "write both processes' CPU, block and mutex profiles of each bring-up and traffic phase into this directory (gw-PHASE.*, gen-PHASE.*)")
+	flag.StringVar(&prebuilt, "gateway", "", "the gateway binary to run (default: go build ./cmd/gateway)")
+	flag.BoolVar(&trafficOnly, "trafficonly", false, "stop after the traffic phases (no idle, churn, rekey storm)")
 	flag.Parse()
+	// The generator holds every road warrior's endpoint, certificate and
+	// SAs: a large live heap the collector would walk again and again
+	// while handshakes allocate (14 % of the generator's CPU in a 2-core
+	// bring-up profile). It shares the cores with the gateway it measures,
+	// so it trades memory for CPU, the default GOGC four times over.
+	debug.SetGCPercent(400)
 	if err := run(*n, *window, *dpd, *idle, *blast, *payload, *senders); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-scale:", err)
 		os.Exit(1)
@@ -60,10 +75,32 @@ type bench struct {
 	window  int
 	payload int
 	senders int
+	probes  int
+	probe   time.Duration
+	rate    float64
+	burst   int
+	// idleGW, idleGen: each process's CPU in cores with no traffic.
+	idleGW, idleGen float64
 }
 
 // perfOut, if set, is where perf(1) records the gateway's 2-core bring-up.
 var perfOut string
+
+// probes and probeTime shape the paced search of each traffic phase.
+var (
+	probes    int
+	probeTime time.Duration
+	rate      float64
+	burst     int
+	tunQLen   int
+)
+
+// prebuilt, if set, is the gateway binary (no build inside the bench);
+// trafficOnly stops after the traffic phases.
+var (
+	prebuilt    string
+	trafficOnly bool
+)
 
 // heapOut, if set, is where the gateway writes its heap profile once every
 // road warrior is up; memOnly stops there.
@@ -105,7 +142,7 @@ func startPerf(pid int) (stop func(), err error) {
 }
 
 func run(n, window int, dpd, idle, blast time.Duration, payload, senders int) error {
-	b := &bench{n: n, window: window, payload: payload, senders: senders}
+	b := &bench{n: n, window: window, payload: payload, senders: senders, probes: probes, probe: probeTime, rate: rate, burst: burst}
 	var err error
 	if b.bed, err = netns.NewStandalone(); err != nil {
 		return err
@@ -115,7 +152,7 @@ func run(n, window int, dpd, idle, blast time.Duration, payload, senders int) er
 		return err
 	}
 	defer os.RemoveAll(b.dir)
-	fmt.Printf("bench-scale: %d road warriors; load: %s\n", n, uptime())
+	fmt.Printf("bench-scale: %d road warriors; traffic in bursts of %d per road warrior; load: %s\n", n, burst, uptime())
 	t0 := time.Now()
 	addrs, err := b.bed.AddLoadAddrs(n)
 	if err != nil {
@@ -135,7 +172,12 @@ func run(n, window int, dpd, idle, blast time.Duration, payload, senders int) er
 	if b.cfg, err = p.WriteGatewayConfig(b.dir, loadgen.GatewayOptions{DPD: dpd}); err != nil {
 		return err
 	}
-	if b.bin, err = loadgen.BuildGateway(b.dir); err != nil {
+	if b.bin = prebuilt; b.bin == "" {
+		if b.bin, err = loadgen.BuildGateway(b.dir); err != nil {
+			return err
+		}
+	}
+	if err := profileSetup(); err != nil {
 		return err
 	}
 	t0 = time.Now()
@@ -166,8 +208,15 @@ func run(n, window int, dpd, idle, blast time.Duration, payload, senders int) er
 				return err
 			}
 		}
+		stopProf, err := phaseProfile(gw, "up-cpus"+strings.ReplaceAll(cpus, ",", ""))
+		if err != nil {
+			return err
+		}
 		r := b.gen.Up(context.Background(), nil, window, 30*time.Second)
 		stopPerf()
+		if err := stopProf(); err != nil {
+			return err
+		}
 		gwCPU, genCPU := cpuTicks(gw.PID())-gwCPU0, cpuTicks(os.Getpid())-genCPU0
 		rate := float64(r.Up) / r.Elapsed.Seconds()
 		// On a shared machine the rate follows the load; the gateway's CPU
@@ -226,19 +275,23 @@ func (b *bench) established(gw *rig.Proc, rss0 int, r loadgen.UpResult, dpd, idl
 	for i := range all {
 		all[i] = i
 	}
+	if tunQLen > 0 {
+		// A diagnostic: the echo phases lose packets at this queue (the
+		// kernel's, of packets routed into the TUN until the gateway reads them).
+		if out, err := b.bed.GW.Run("ip", "link", "set", "roamsec0", "txqueuelen", strconv.Itoa(tunQLen)); err != nil {
+			return fmt.Errorf("txqueuelen: %v: %s", err, out)
+		}
+	}
+	b.measureIdle(gw, 5*time.Second)
 	for _, echo := range []bool{false, true} {
 		for _, set := range [][]int{all, all[:1]} {
-			pps, mbit, err := b.traffic(set, echo, blast)
-			if err != nil {
+			if err := b.trafficPhase(gw, set, echo, blast); err != nil {
 				return err
 			}
-			what := "into the sink"
-			if echo {
-				what = "echoed back"
-			}
-			fmt.Printf("traffic over %d SAs, %s: %.0f packets/s, %.1f Mbit/s (payload %d); load: %s\n",
-				len(set), what, pps, mbit, b.payload, uptime())
 		}
+	}
+	if trafficOnly {
+		return nil
 	}
 
 	// Idle: DPD keeps the peers; the gateway's CPU over idle.
@@ -306,32 +359,6 @@ func (b *bench) churn(all []int) error {
 	fmt.Printf("rekey storm: %d of %d Child SAs rekeyed in %v; gateway: %d IKE SAs, %d Child SA rekeys since start, IKE counters %+v; generator %+v; load: %s\n",
 		done, len(all), time.Since(t0).Round(time.Millisecond), st.IKE.IKESAs, st.IKE.ChildRekeys, *st.IKE.Counters, b.gen.Stats(), uptime())
 	return nil
-}
-
-// traffic sends for d over set and counts what arrived: at a sink behind
-// the gateway, or (echo) back at the generator.
-func (b *bench) traffic(set []int, echo bool, d time.Duration) (pps, mbit float64, err error) {
-	var sink *loadgen.Sink
-	if err := b.bed.Srv.Do(func() (err error) {
-		sink, err = loadgen.ListenSink(netip.AddrPortFrom(netns.Srv4, 9), echo)
-		return err
-	}); err != nil {
-		return 0, 0, err
-	}
-	defer sink.Close()
-	rx0 := b.gen.Stats().ESPReceived
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t0 := time.Now()
-	b.gen.Blast(ctx, set, netip.AddrPortFrom(netns.Srv4, 9), b.payload, 0, b.senders)
-	cancel()
-	el := time.Since(t0)
-	time.Sleep(300 * time.Millisecond) // the queues drain
-	got := sink.Packets.Load()
-	if echo {
-		got = b.gen.Stats().ESPReceived - rx0
-	}
-	pps = float64(got) / el.Seconds()
-	return pps, pps * float64(b.payload) * 8 / 1e6, nil
 }
 
 func stop(gw *rig.Proc) error {
