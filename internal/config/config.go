@@ -112,6 +112,21 @@ func (l Log) Handler(w io.Writer) slog.Handler {
 	return slog.NewTextHandler(w, o)
 }
 
+// GatewayTxQueueLen is a gateway's default TUN transmit queue. A gateway's
+// TUN carries the flows of a fleet: with traffic spread over 10,000 road
+// warriors, consecutive packets belong to different flows, the kernel
+// coalesces none of them, and a queue of 500 or 1,000 overflowed while the
+// readers sealed the previous batch (make bench-scale's spread phase; 5,000
+// dropped none). A road warrior keeps tun.DefaultTxQueueLen.
+const GatewayTxQueueLen = 4096
+
+func defaultTxQueueLen(r Role) int {
+	if r == RoleGateway {
+		return GatewayTxQueueLen
+	}
+	return tun.DefaultTxQueueLen
+}
+
 // TUN is the tun section.
 type TUN struct {
 	Name    string // interface name; "" lets the kernel pick
@@ -409,7 +424,7 @@ func (p *parser) tun(top *fields, c *Config) {
 	t.MTU = int(mtu)
 	pmtu, _ := f.uint("path_mtu", DefaultPathMTU, 576, tun.MaxSegment)
 	t.PathMTU = int(pmtu)
-	qlen, _ := f.uint("tx_queue_len", tun.DefaultTxQueueLen, 1, tun.MaxTxQueueLen)
+	qlen, _ := f.uint("tx_queue_len", uint64(defaultTxQueueLen(p.role)), 1, tun.MaxTxQueueLen)
 	t.TxQueueLen = int(qlen)
 
 	for i, n := range f.list("addresses") {

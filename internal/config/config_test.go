@@ -10,9 +10,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/roamsec/roamsec/tun"
 	"github.com/roamsec/roamsec/tunnel"
 )
 
@@ -106,7 +108,7 @@ func TestExamplesParseAndBuild(t *testing.T) {
 				}
 			}
 			if len(b.Transport.Listen) != 4 || b.Transport.UDPPort != 4500 || b.Transport.NATKeepalive.Seconds() != 20 ||
-				b.Transport.RawESP || !b.Transport.UDP || b.Transport.PacketSend || b.TUN.Config.TxQueueLen != 1000 {
+				b.Transport.RawESP || !b.Transport.UDP || b.Transport.PacketSend {
 				t.Fatalf("transport %+v", b.Transport)
 			}
 			if b.Log.Level != slog.LevelInfo || b.Log.Format != "text" {
@@ -286,6 +288,36 @@ func lineOf(text, marker string) int {
 		}
 	}
 	panic("marker not found: " + marker)
+}
+
+// TestTxQueueLenDefaultPerRole: a gateway's TUN queues 4,096 packets for
+// its readers (a fleet's flows, which the kernel cannot coalesce), a road
+// warrior's 1,000; tun.tx_queue_len overrides either.
+func TestTxQueueLenDefaultPerRole(t *testing.T) {
+	for _, tc := range []struct {
+		file string
+		set  string // "" leaves tx_queue_len out
+		want int
+	}{
+		{"gateway.yaml", "", GatewayTxQueueLen},
+		{"roadwarrior.yaml", "", tun.DefaultTxQueueLen},
+		{"gateway.yaml", "  tx_queue_len: 300\n", 300},
+	} {
+		t.Run(tc.file+"/"+strings.TrimSpace(tc.set), func(t *testing.T) {
+			data, err := os.ReadFile(filepath.Join(examples, tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			text := regexp.MustCompile(`(?m)^  tx_queue_len: \d+\n`).ReplaceAllString(string(data), tc.set)
+			c, err := Parse(tc.file, []byte(text))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.TUN.TxQueueLen != tc.want {
+				t.Errorf("tx_queue_len %d, want %d", c.TUN.TxQueueLen, tc.want)
+			}
+		})
+	}
 }
 
 func TestBadConfigs(t *testing.T) {

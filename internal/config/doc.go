@@ -26,7 +26,7 @@
 //	tun.backend     wireguard | water (wireguard)
 //	tun.mtu         0 = path_mtu minus the ESP overhead, see Config.TUNMTU (0)
 //	tun.path_mtu    576-65535 (1500)
-//	tun.tx_queue_len 1-65536 packets the kernel queues for our reader (1000)
+//	tun.tx_queue_len 1-65536 packets the kernel queues for our reader (gateway 4096, road warrior 1000)
 //	tun.addresses   [prefix] installed on the TUN; a bare address is /32 or /128
 //	tun.table       routing table for the routes, 0 = main (0)
 //	tun.bypass_rule {mark: 1-2^32-1 (required), priority: 1-32765 (100)}:
