@@ -179,8 +179,8 @@ func (s *ikeSA) export(now time.Time) (*ikectx.SA, error) {
 			LocalTS: slices.Clone(ch.localTS), RemoteTS: slices.Clone(ch.remoteTS), VIP: slices.Clone(ch.VirtualIP),
 			SPIIn: ch.In.SPI, SPIOut: ch.Out.SPI, KeyIn: ch.In.KeyMaterial(), KeyOut: ch.Out.KeyMaterial(),
 			SeqOut: ch.Out.LastSeq(), ReplayTop: ch.In.LastSeq(), UDPEncap: ch.Out.UDPEncap, PeerPort: ch.Out.PeerPort}
-		if ch.timer != nil && !ch.rekeyAt.IsZero() {
-			x.RekeyIn = max(ch.rekeyAt.Sub(now), time.Millisecond)
+		if ch.timer != nil && ch.rekeyAt != 0 {
+			x.RekeyIn = max(ch.Created.Add(ch.rekeyAt).Sub(now), time.Millisecond)
 		}
 		r.Children = append(r.Children, x)
 	}
