@@ -42,6 +42,7 @@ func main() {
 	senders := flag.Int("senders", 2, "generator goroutines sealing ESP")
 	flag.StringVar(&heapOut, "heapprofile", "", "write the gateway's heap profile (daemon.HeapProfileEnv, SIGUSR1) here with every road warrior up, and print its top")
 	flag.BoolVar(&memOnly, "memonly", false, "stop after the memory figures (no traffic, idle, churn phases)")
+	flag.DurationVar(&settle, "settle", 0, "after the status, read the gateway's RSS again this much later (the Go runtime's forced GC every 2 minutes and its scavenger return what the status left)")
 	flag.StringVar(&perfOut, "perf", "", "record the gateway with perf(1) into this file during the 2-core bring-up, and stop after it")
 	flag.Parse()
 	if err := run(*n, *window, *dpd, *idle, *blast, *payload, *senders); err != nil {
@@ -70,6 +71,7 @@ var perfOut string
 var (
 	heapOut string
 	memOnly bool
+	settle  time.Duration
 )
 
 // heapProfile has the gateway write its heap profile to heapOut
@@ -213,6 +215,11 @@ func (b *bench) established(gw *rig.Proc, rss0 int, r loadgen.UpResult, dpd, idl
 	rss := rssKB(gw.PID())
 	fmt.Printf("gateway: status says %d IKE SAs, %d Child SAs; RSS %d KB before, %d KB after: %.1f KB per road warrior\n",
 		st.IKE.IKESAs, len(st.Children), rss0, rss, float64(rss-rss0)/float64(max(r.Up, 1)))
+	if settle > 0 {
+		time.Sleep(settle)
+		rss = rssKB(gw.PID())
+		fmt.Printf("gateway RSS %v after the status: %d KB: %.1f KB per road warrior\n", settle, rss, float64(rss-rss0)/float64(max(r.Up, 1)))
+	}
 	if heapOut != "" {
 		if err := heapProfile(gw, b.bin); err != nil {
 			return err
