@@ -14,10 +14,11 @@ import (
 // gateway's RSS per road warrior at 10,000 was about twice what the heap
 // profile held per road warrior). 50 keeps the headroom at half the live
 // state, for collections twice as frequent: each marks the live state, so
-// the collector's CPU is about twice the default's (make bench-scale's
-// gateway CPU per handshake at 10,000 stayed within its noise on a loaded
-// machine: 0.77-1.04 ms against 0.83-1.09 ms at 100). GOGC (or GOMEMLIMIT
-// with GOGC=off) in the environment overrides it.
+// the collector's CPU is about twice the default's. make bench-scale's
+// gateway CPU per handshake up to 10,000, at load 8-16, did not tell them
+// apart: 0.77-1.04 ms in 7 of 8 bring-ups at 50 (1.42 in one), 0.83-1.35
+// ms in 6 at 100. GOGC (or GOMEMLIMIT with GOGC=off) in the environment
+// overrides it.
 const gatewayGCPercent = 50
 
 // tuneGC applies gatewayGCPercent to a gateway whose environment names no
