@@ -15,7 +15,7 @@ import (
 // profile held per road warrior). 50 keeps the headroom at half the live
 // state, for collections twice as frequent: each marks the live state, so
 // the collector's CPU is about twice the default's. make bench-scale's
-// gateway CPU per handshake up to 10,000, at load 8-16, did not tell them
+// gateway CPU per handshake up to 10,000, at load 6-19, did not tell them
 // apart: 0.71-1.04 ms in 9 of 10 bring-ups at 50 (1.42 in one), 0.83-1.35
 // ms in 8 at 100. GOGC (or GOMEMLIMIT with GOGC=off) in the environment
 // overrides it.
