@@ -26,10 +26,8 @@ type Child struct {
 	// (install them on the TUN device); on a responder the peer's.
 	VirtualIP []netip.Addr
 	DNS       []netip.Addr
-	// HostToHost: outer = inner (RFC 3554 §2 case 1).
-	HostToHost bool
-	Created    time.Time
-	Proposal   string
+	Created   time.Time
+	Proposal  string
 	// AAA (gateway) is what the AAA server authorized for the peer's IKE
 	// SA line, nil without EAP; the same pointer for all its Child SAs.
 	AAA *Authorization
@@ -39,14 +37,16 @@ type Child struct {
 	remoteTS []message.TrafficSelector
 	rekeying bool
 	replaced bool
-	ours     bool   // created by an exchange we initiated
-	nonceMin []byte // the lowest nonce of the exchange that created it (§2.8.1)
+	ours     bool // created by an exchange we initiated
+	// HostToHost: outer = inner (RFC 3554 §2 case 1).
+	HostToHost bool
+	nonceMin   []byte // the lowest nonce of the exchange that created it (§2.8.1)
 	// importedTop: an imported inbound SA's replay edge at the import,
 	// which RFC 6311's replay counter sync raises the floor past.
 	importedTop uint64
 	timer       *time.Timer
-	rekeyAt     time.Time // when timer fires (ExportSA)
-	esp         espSuite  // what was negotiated (ExportSA)
+	rekeyAt     time.Duration // when timer fires, after Created (ExportSA)
+	esp         espSuite      // what was negotiated (ExportSA)
 }
 
 // Sibling is, while Remove runs for c, another Child SA of the same name
@@ -345,7 +345,7 @@ func (s *ikeSA) put(c *Child, rekey bool, rekeyIn time.Duration) error {
 	s.children = append(s.children, c)
 	s.e.spisIn[c.In.SPI] = struct{}{}
 	if rekeyIn > 0 {
-		c.rekeyAt = time.Now().Add(rekeyIn)
+		c.rekeyAt = time.Since(c.Created) + rekeyIn
 		c.timer = s.afterLocked(rekeyIn, func() { s.rekeyChild(c) })
 	}
 	verb := "Child SA installed"

@@ -345,7 +345,7 @@ func (s *ikeSA) finishEAP(msgID uint32, ps []message.Payload) {
 // SA line is deleted. Under e.mu.
 func (s *ikeSA) boundSession(d time.Duration) {
 	s.authLifetime = d
-	s.sessionEnd = time.Now().Add(d)
+	s.sessionEnd = time.Since(s.created) + d
 	gen := s.id
 	e := s.e
 	time.AfterFunc(d, func() {

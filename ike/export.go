@@ -167,8 +167,8 @@ func (s *ikeSA) export(now time.Time) (*ikectx.SA, error) {
 			r.Outstanding = append(r.Outstanding, c(p))
 		}
 	}
-	if s.ikeRekeyTimer != nil && !s.ikeRekeyAt.IsZero() {
-		r.IKERekeyIn = max(s.ikeRekeyAt.Sub(now), time.Millisecond)
+	if s.ikeRekeyTimer != nil && s.ikeRekeyAt != 0 {
+		r.IKERekeyIn = max(s.created.Add(s.ikeRekeyAt).Sub(now), time.Millisecond)
 	}
 	for _, ch := range s.children {
 		if ch.replaced || !ch.In.Alive() || !ch.Out.Alive() {
@@ -179,8 +179,8 @@ func (s *ikeSA) export(now time.Time) (*ikectx.SA, error) {
 			LocalTS: slices.Clone(ch.localTS), RemoteTS: slices.Clone(ch.remoteTS), VIP: slices.Clone(ch.VirtualIP),
 			SPIIn: ch.In.SPI, SPIOut: ch.Out.SPI, KeyIn: ch.In.KeyMaterial(), KeyOut: ch.Out.KeyMaterial(),
 			SeqOut: ch.Out.LastSeq(), ReplayTop: ch.In.LastSeq(), UDPEncap: ch.Out.UDPEncap, PeerPort: ch.Out.PeerPort}
-		if ch.timer != nil && !ch.rekeyAt.IsZero() {
-			x.RekeyIn = max(ch.rekeyAt.Sub(now), time.Millisecond)
+		if ch.timer != nil && ch.rekeyAt != 0 {
+			x.RekeyIn = max(ch.Created.Add(ch.rekeyAt).Sub(now), time.Millisecond)
 		}
 		r.Children = append(r.Children, x)
 	}
@@ -198,8 +198,8 @@ func (s *ikeSA) exportAAA(now time.Time) *ikectx.AAA {
 	for _, c := range a.Class {
 		x.Class = append(x.Class, bytes.Clone(c))
 	}
-	if a.SessionTimeout > 0 && !s.sessionEnd.IsZero() {
-		x.SessionLeft = min(max(s.sessionEnd.Sub(now), time.Millisecond), a.SessionTimeout)
+	if a.SessionTimeout > 0 && s.sessionEnd != 0 {
+		x.SessionLeft = min(max(s.created.Add(s.sessionEnd).Sub(now), time.Millisecond), a.SessionTimeout)
 	}
 	return x
 }

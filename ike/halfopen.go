@@ -32,9 +32,9 @@ type halfOpenTable struct {
 	reaping    bool // reaper armed or running
 }
 
-// halfOpenLink is an ikeSA's place in the table.
+// halfOpenLink is an ikeSA's place in the table, nil outside it: a
+// pointer, so an established SA does not carry it.
 type halfOpenLink struct {
-	in         bool
 	key        initKey
 	deadline   time.Time
 	prev, next *ikeSA
@@ -96,7 +96,7 @@ func (e *Endpoint) admitHalfOpen(src netip.Addr) bool {
 // expiring HalfOpenTimeout from now. Under e.mu.
 func (e *Endpoint) addHalfOpen(s *ikeSA, key initKey) {
 	t := &e.half
-	s.half = halfOpenLink{in: true, key: key, deadline: time.Now().Add(e.cfg.HalfOpenTimeout), prev: t.tail}
+	s.half = &halfOpenLink{key: key, deadline: time.Now().Add(e.cfg.HalfOpenTimeout), prev: t.tail}
 	if t.tail != nil {
 		t.tail.half.next = s
 	} else {
@@ -115,11 +115,11 @@ func (e *Endpoint) addHalfOpen(s *ikeSA, key initKey) {
 // removeHalfOpen takes s out of the table, in O(1) (authenticated or
 // destroyed). Under e.mu.
 func (e *Endpoint) removeHalfOpen(s *ikeSA) {
-	if !s.half.in {
+	if s.half == nil {
 		return
 	}
 	t := &e.half
-	l := &s.half
+	l := s.half
 	if l.prev != nil {
 		l.prev.half.next = l.next
 	} else {
@@ -137,7 +137,7 @@ func (e *Endpoint) removeHalfOpen(s *ikeSA) {
 	} else {
 		t.perSrc[src]--
 	}
-	*l = halfOpenLink{}
+	s.half = nil
 	e.cookieSwitch()
 }
 
@@ -201,7 +201,7 @@ func fragCharge(n int) int { return n + 64 }
 
 // sameSet says whether fragment header h belongs to the set s holds.
 func (f *fragments) sameSet(h message.Header) bool {
-	return f.parts != nil && f.msgID == h.MsgID && f.response == h.IsResponse()
+	return f != nil && f.parts != nil && f.msgID == h.MsgID && f.response == h.IsResponse()
 }
 
 // fragRoom says whether a fragment of n encrypted bytes fits s's and the
@@ -215,7 +215,7 @@ func (s *ikeSA) fragRoom(h message.Header, n int) bool {
 		held = s.frags.bytes
 	}
 	c := fragCharge(n)
-	if held+c > e.cfg.FragmentMemoryPerSA || e.fragBytes-s.frags.bytes+held+c > e.cfg.FragmentMemory {
+	if held+c > e.cfg.FragmentMemoryPerSA || e.fragBytes-s.frags.held()+held+c > e.cfg.FragmentMemory {
 		e.Stats.Drops[DropFragMemory]++
 		return false
 	}
@@ -227,11 +227,11 @@ func (s *ikeSA) fragRoom(h message.Header, n int) bool {
 // payload type. Under e.mu.
 func (s *ikeSA) addFragment(h message.Header, enc *message.Encrypted, pt []byte, remote netip.AddrPort) ([]byte, message.PayloadType, bool) {
 	e := s.e
-	f := &s.frags
-	if !f.sameSet(h) {
+	if !s.frags.sameSet(h) {
 		s.releaseFrags()
-		*f = fragments{msgID: h.MsgID, response: h.IsResponse(), parts: map[int][]byte{}}
+		s.frags = &fragments{msgID: h.MsgID, response: h.IsResponse(), parts: map[int][]byte{}}
 	}
+	f := s.frags
 	if enc.TotalFrags == 0 || enc.TotalFrags > maxFragments || enc.FragNum == 0 || enc.FragNum > enc.TotalFrags ||
 		(f.total != 0 && f.total != int(enc.TotalFrags)) {
 		e.logDrop("bad fragment numbers", remote, nil)
@@ -268,6 +268,14 @@ func (s *ikeSA) addFragment(h message.Header, enc *message.Encrypted, pt []byte,
 
 // releaseFrags frees s's reassembly buffer and its charge. Under e.mu.
 func (s *ikeSA) releaseFrags() {
-	s.e.fragBytes -= s.frags.bytes
-	s.frags = fragments{}
+	s.e.fragBytes -= s.frags.held()
+	s.frags = nil
+}
+
+// held is what f is charged, 0 for no set (nil).
+func (f *fragments) held() int {
+	if f == nil {
+		return 0
+	}
+	return f.bytes
 }

@@ -264,7 +264,7 @@ func TestContextCarriesAAA_Seed004(t *testing.T) {
 	p.connect(t)
 	checkPaired(t, p, 1)
 	var end time.Time
-	saOf(t, p.gw, func(s *ikeSA) { end = s.sessionEnd })
+	saOf(t, p.gw, func(s *ikeSA) { end = s.created.Add(s.sessionEnd) })
 	all, err := p.gw.ExportAll()
 	if err != nil || len(all) != 1 {
 		t.Fatal(all, err)
@@ -285,7 +285,7 @@ func TestContextCarriesAAA_Seed004(t *testing.T) {
 	saOf(t, gw2, func(s *ikeSA) {
 		// The deadline is the exporter's (to the millisecond of the
 		// record), not an hour from the import.
-		if d := s.sessionEnd.Sub(end); d < -5*time.Millisecond || d > 5*time.Millisecond {
+		if d := s.created.Add(s.sessionEnd).Sub(end); d < -5*time.Millisecond || d > 5*time.Millisecond {
 			t.Errorf("Session-Timeout deadline moved by %v in the import", d)
 		}
 		if who := gw2.leased[framed]; who != "user rw1@roamsec.example" {

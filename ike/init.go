@@ -524,7 +524,7 @@ func (e *Endpoint) respondInit(h message.Header, b []byte, local netip.Addr, rem
 	}
 	s.dh, s.peerKE = dh, bytes.Clone(peerKE)
 	e.keepDH(dh)
-	ps := []message.Payload{&message.SA{Proposals: []message.Proposal{s.chosen}},
+	ps := []message.Payload{&message.SA{Proposals: []message.Proposal{*s.chosen}},
 		&message.KE{Group: uint16(prop.dh), Data: dh.public()}, &message.Nonce{Data: s.nr}}
 	ps = append(ps, natNotifies(s.spiI, s.spiR, netip.AddrPortFrom(local, s.localPort()), remote)...)
 	if cr := e.certReq(); cr != nil {
@@ -534,7 +534,7 @@ func (e *Endpoint) respondInit(h message.Header, b []byte, local netip.Addr, rem
 		notify(message.SIGNATURE_HASH_ALGORITHMS, auth.EncodeHashAlgs(auth.SupportedHashAlgs)))
 	r := &message.Message{Header: message.Header{SPIi: s.spiI, SPIr: s.spiR, Version: 0x20, Exchange: message.IKE_SA_INIT, Flags: message.FlagResponse}, Payloads: ps}
 	s.msg2 = r.Encode()
-	s.chosen = message.Proposal{}
+	s.chosen = nil
 	e.cfg.Send(s.msg2, local, remote, natT)
 }
 
@@ -720,7 +720,7 @@ func (e *Endpoint) admitInit(h message.Header, b []byte, local netip.Addr, remot
 	s.spiI = h.SPIi
 	s.prop, s.ni, s.nr, s.msg1 = prop, bytes.Clone(ni.Data), randomBytes(minNonceLen), b
 	chosen.SPI = nil
-	s.chosen = chosen
+	s.chosen = &chosen
 	s.peerCaps(m)
 	if n := m.Notify(message.NAT_DETECTION_DESTINATION_IP); n != nil {
 		s.natHere = !bytes.Equal(n.Data, natHash(s.spiI, 0, netip.AddrPortFrom(local, s.localPort())))

@@ -176,8 +176,7 @@ func BenchmarkHandshake(b *testing.B) {
 				b.Fatalf("%d Child SAs for %d handshakes", rp.installs, b.N)
 			}
 			b.ReportMetric(float64(gwTime.Microseconds())/float64(b.N), "gw-µs/handshake")
-			rw.Close()
-			gw.Close()
+					gw.Close()
 		})
 	}
 }
@@ -189,7 +188,7 @@ func BenchmarkGatewayMemoryPerTunnel(b *testing.B) {
 	rwC, gwC := pskConfigs(t, ModeVirtual)
 	gwC.Peers[0].VirtualPool = netip.MustParsePrefix("100.64.0.0/8")
 	const n = 2000
-	w, rw, gw, _, gp := newSync(b, rwC, gwC)
+	w, rw, gw, rp, gp := newSync(b, rwC, gwC)
 	for i := 0; i < b.N; i++ {
 		var before, after runtime.MemStats
 		runtime.GC()
@@ -197,13 +196,19 @@ func BenchmarkGatewayMemoryPerTunnel(b *testing.B) {
 		for j := 0; j < n; j++ {
 			rw.Connect(rwAddr, netip.AddrPortFrom(gwAddr, 500))
 			w.pump(gw)
-			// Forget the initiator's side so only the gateway's state stays.
+			// Forget the initiator's side so only the gateway's state
+			// stays: its IKE SAs destroyed here, which stops their
+			// timers (those held them before), and the Child SAs its
+			// plane kept.
 			rw.mu.Lock()
-			for spi, s := range rw.sas {
-				s.children = nil
-				delete(rw.sas, spi)
+			for _, s := range rw.sas {
+				s.destroy(DownHandedOver) // no DELETE: the gateway's side stays up
 			}
 			rw.mu.Unlock()
+			rp.mu.Lock()
+			clear(rp.children)
+			rp.removed = nil
+			rp.mu.Unlock()
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
@@ -212,7 +217,7 @@ func BenchmarkGatewayMemoryPerTunnel(b *testing.B) {
 			b.Fatal("no tunnels")
 		}
 		gw.Close()
-		w, rw, gw, _, gp = newSync(b, rwC, gwC)
+		w, rw, gw, rp, gp = newSync(b, rwC, gwC)
 	}
 }
 

@@ -24,20 +24,15 @@ const (
 
 // ikeSA is one IKE SA and its Child SAs.
 type ikeSA struct {
-	e         *Endpoint
-	id        int
-	initiator bool // we are the original initiator (RFC 7296 §2.2)
-	spiI      uint64
-	spiR      uint64
-	local     netip.Addr
-	remote    netip.AddrPort
-	natT      bool // on UDP 4500
-	natHere   bool // a NAT in front of us
-	natThere  bool // a NAT in front of the peer
+	e      *Endpoint
+	id     int
+	spiI   uint64
+	spiR   uint64
+	local  netip.Addr
+	remote netip.AddrPort
 	// peerTrack (gateway) is where the peer has sent authenticated ESP
 	// from, shared by the Child SAs' outer rules (tunnel.PeerTracker).
 	peerTrack *tunnel.PeerTracker
-	state     saState
 	created   time.Time
 	lastHeard time.Time
 
@@ -51,28 +46,19 @@ type ikeSA struct {
 	dh         *dhKey
 	peerKE     []byte // responder: the peer's KE data until deferredKeys derives the keys
 	cookie     []byte
-	dhRetried  bool
-	chosen     message.Proposal // responder: the proposal chosen, until the IKE_SA_INIT response is built
-	authBusy   bool             // responder: checking IKE_AUTH's signatures without e.mu (respondAuth)
+	chosen     *message.Proposal // responder: the proposal chosen, until the IKE_SA_INIT response is built
 
-	peerFrag   bool
 	peerHashes []auth.HashAlg
-	peerMOBIKE bool
 	peerAddrs  []netip.Addr // ADDITIONAL_IP*_ADDRESS (RFC 4555 §3.6)
 	// MOBIKE responder (RFC 4555 §3.5, §3.7): the peer endpoints it has
 	// shown it receives at, and the one the ESP SAs send to.
 	proven    []netip.AddrPort
 	espPeer   netip.AddrPort
-	certReq   bool // the peer sent CERTREQ
 	peerID    auth.Identity
 	peer      *Peer
 	authority []netip.Prefix
 	certAddrs []netip.Prefix // the addresses the peer's certificate certifies
-	pskAuth   bool           // the peer authenticated with a PSK
-	// policyGone: SetPeers deleted this SA; a rekey that completes
-	// meanwhile must not let the replacement live on (handOver).
-	policyGone bool
-	vip        []netip.Addr // virtual addresses: assigned to us, or (responder) to the peer
+	vip       []netip.Addr   // virtual addresses: assigned to us, or (responder) to the peer
 	// eap (responder) is the EAP conversation until IKE_AUTH ends
 	// (eap.go); aaa what the AAA server authorized, kept by rekeys;
 	// authLifetime its Session-Timeout (RFC 4478 AUTH_LIFETIME).
@@ -80,39 +66,59 @@ type ikeSA struct {
 	eapPeer      EAPMethod // initiator: our EAP method while IKE_AUTH runs (eappeer.go)
 	aaa          *Authorization
 	authLifetime time.Duration
-	sessionEnd   time.Time // when the Session-Timeout deletes the SA (boundSession)
+	sessionEnd   time.Duration // when the Session-Timeout deletes the SA (boundSession), after created; 0: none
 	dns          []netip.Addr
 
 	// Requests we send: window size 1 (§2.3), the rest queued.
-	nextID uint32
-	out    *request
-	queue  []*request
+	out   *request
+	queue []*request
 	// Requests we answer: the next expected ID and the last response, sent
 	// again when its request is retransmitted (§2.1).
-	peerNext   uint32
-	cachedID   uint32
-	cached     [][]byte
-	haveCached bool
-	frags      fragments
-	half       halfOpenLink   // responder: its place among the half-open SAs (halfopen.go)
-	byPeer     peerLink       // established: its place in Endpoint.byPeer
-	replyTo    netip.AddrPort // where the request being answered came from
+	peerNext uint32
+	cachedID uint32
+	cached   [][]byte
+	frags    *fragments     // RFC 7383 reassembly, nil between sets
+	half     *halfOpenLink  // responder: its place among the half-open SAs (halfopen.go)
+	byPeer   peerLink       // established: its place in Endpoint.byPeer
+	replyTo  netip.AddrPort // where the request being answered came from
 
 	children []*Child
 
 	dpdTimer, ikeRekeyTimer *time.Timer
-	ikeRekeyAt              time.Time // when ikeRekeyTimer fires (ExportSA hands the rest over)
+	ikeRekeyAt              time.Duration // when ikeRekeyTimer fires, after created (ExportSA hands the rest over)
 	replacedBy              *ikeSA
-	resync                  bool // imported: see resyncs
+	// RFC 6311 (hasync.go): the last sync we answered.
+	lastSync      *syncAnswer
+	downErr       error     // the failure that ends the SA (its EvFailed)
+	rekeys        int       // IKE SA rekeys this SA descends from
+	authenticated time.Time // when the first of the line authenticated
+
+	// The flags, together: an established SA's size is what a gateway's
+	// fleet costs (BenchmarkGatewayMemoryPerTunnel), and a bool between
+	// wider fields costs a word.
+	initiator  bool // we are the original initiator (RFC 7296 §2.2)
+	natT       bool // on UDP 4500
+	natHere    bool // a NAT in front of us
+	natThere   bool // a NAT in front of the peer
+	dhRetried  bool
+	authBusy   bool // responder: checking IKE_AUTH's signatures without e.mu (respondAuth)
+	peerFrag   bool
+	peerMOBIKE bool
+	certReq    bool // the peer sent CERTREQ
+	pskAuth    bool // the peer authenticated with a PSK
+	// policyGone: SetPeers deleted this SA; a rekey that completes
+	// meanwhile must not let the replacement live on (handOver).
+	policyGone bool
+	haveCached bool
+	resync     bool // imported: see resyncs
 	// RFC 6311 (hasync.go): the peer announced message-ID and replay
-	// counter sync and so did we; an imported SA not yet synced; the
-	// last sync we answered.
+	// counter sync and so did we; an imported SA not yet synced.
 	peerMIDSync, peerReplaySync bool
 	syncPending                 bool
-	lastSync                    *syncAnswer
-	downErr                     error     // the failure that ends the SA (its EvFailed)
-	rekeys                      int       // IKE SA rekeys this SA descends from
-	authenticated               time.Time // when the first of the line authenticated
+	state                       saState
+	// Requests we send: the next message ID (window size 1, §2.3; out and
+	// queue above).
+	nextID uint32
 }
 
 func (s *ikeSA) name() string {
@@ -467,7 +473,7 @@ func (s *ikeSA) established() {
 
 // armIKERekey rekeys the IKE SA after d.
 func (s *ikeSA) armIKERekey(d time.Duration) {
-	s.ikeRekeyAt = time.Now().Add(d)
+	s.ikeRekeyAt = time.Since(s.created) + d
 	s.ikeRekeyTimer = s.afterLocked(d, func() { s.rekeyIKE() })
 }
 

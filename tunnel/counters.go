@@ -63,11 +63,15 @@ func (c *Counters) Snapshot() CountersSnapshot {
 	return s
 }
 
-// DropsByName is the snapshot's drops keyed by reason name, zeros left out.
+// DropsByName is the snapshot's drops keyed by reason name, zeros left out;
+// nil if there are none.
 func (s CountersSnapshot) DropsByName() map[string]uint64 {
-	m := map[string]uint64{}
+	var m map[string]uint64 // nil while nothing was dropped: a status of a whole fleet lists tens of thousands of SAs
 	for i, v := range s.Drops {
 		if v != 0 {
+			if m == nil {
+				m = map[string]uint64{}
+			}
 			m[DropReason(i).String()] = v
 		}
 	}

@@ -94,11 +94,10 @@ type SA struct {
 	Dir        Direction
 	Transform  Transform
 	ESN        bool
+	UDPEncap   bool
 	LocalAddrs AddrSet
 	PeerAddrs  AddrSet
 	Selector   Selector
-	UDPEncap   bool
-	PeerPort   uint16
 	Created    time.Time
 
 	Counters Counters
@@ -106,7 +105,6 @@ type SA struct {
 	keys        atomic.Pointer[saKeys] // nil once the SA is closed
 	outer       atomic.Pointer[OuterRule]
 	peer        *PeerTracker
-	peerMonitor bool
 	seq         atomic.Uint64 // last sequence number sent
 	maxSeq      uint64
 	replay      *replayWindow
@@ -114,9 +112,17 @@ type SA struct {
 	onLifetime  func(LifetimeEvent)
 	softFired   atomic.Bool
 	hardFired   atomic.Bool
-	timerMu     sync.Mutex // a timer may fire before NewSA has stored it
-	timers      []*time.Timer
+	timers      *saTimers // nil without a time lifetime (IKE's Child SAs: IKE rekeys them)
 	closeOnce   sync.Once
+	PeerPort    uint16
+	peerMonitor bool
+}
+
+// saTimers are an SA's time lifetimes (soft, hard), apart: most SAs (a
+// gateway's fleet of negotiated ones) have none, and each SA's size counts.
+type saTimers struct {
+	mu sync.Mutex // a timer may fire before NewSA has stored it
+	t  [2]*time.Timer
 }
 
 type saKeys struct {
@@ -171,13 +177,19 @@ func NewSA(cfg SAConfig) (*SA, error) {
 	}
 	sa.keys.Store(k)
 	sa.SetOuter(cfg.Outer)
-	sa.timerMu.Lock()
-	defer sa.timerMu.Unlock()
-	if d := cfg.Lifetimes.Soft.Time; d > 0 {
-		sa.timers = append(sa.timers, time.AfterFunc(d, func() { sa.fire(false, "time") }))
+	soft, hard := cfg.Lifetimes.Soft.Time, cfg.Lifetimes.Hard.Time
+	if soft <= 0 && hard <= 0 {
+		return sa, nil
 	}
-	if d := cfg.Lifetimes.Hard.Time; d > 0 {
-		sa.timers = append(sa.timers, time.AfterFunc(d, func() { sa.fire(true, "time") }))
+	tm := new(saTimers)
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	sa.timers = tm
+	if soft > 0 {
+		tm.t[0] = time.AfterFunc(soft, func() { sa.fire(false, "time") })
+	}
+	if hard > 0 {
+		tm.t[1] = time.AfterFunc(hard, func() { sa.fire(true, "time") })
 	}
 	return sa, nil
 }
@@ -200,11 +212,15 @@ func (sa *SA) Alive() bool { return sa.keys.Load() != nil && !sa.hardFired.Load(
 // becomes garbage with the AEAD.)
 func (sa *SA) Close() {
 	sa.closeOnce.Do(func() {
-		sa.timerMu.Lock()
-		for _, t := range sa.timers {
-			t.Stop()
+		if tm := sa.timers; tm != nil {
+			tm.mu.Lock()
+			for _, t := range tm.t {
+				if t != nil {
+					t.Stop()
+				}
+			}
+			tm.mu.Unlock()
 		}
-		sa.timerMu.Unlock()
 		if k := sa.keys.Swap(nil); k != nil {
 			clear(k.raw)
 		}

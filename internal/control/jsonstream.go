@@ -2,6 +2,7 @@ package control
 
 import (
 	"bufio"
+	"bytes"
 	"encoding"
 	"encoding/json"
 	"net"
@@ -112,13 +113,40 @@ func writeWhole(w *bufio.Writer, v reflect.Value) error {
 	if v.CanAddr() {
 		v = v.Addr() // encoding/json calls pointer methods of what it can address
 	}
-	b, err := json.Marshal(v.Interface())
-	if err != nil {
+	// An Encoder into a pooled buffer, not json.Marshal: Marshal returns a
+	// new slice per call, a list's worth of garbage per answer (10,000
+	// Child SAs: megabytes the daemon's heap then kept). Encode writes
+	// Marshal's bytes (HTML escaped too) and a newline, left out here.
+	e := wholePool.Get().(*wholeEnc)
+	defer func() {
+		if e.buf.Cap() <= maxPooledWhole { // a big one-off value's buffer goes with it
+			wholePool.Put(e)
+		}
+	}()
+	e.buf.Reset()
+	if err := e.enc.Encode(v.Interface()); err != nil {
 		return err
 	}
-	_, err = w.Write(b)
+	b := e.buf.Bytes()
+	_, err := w.Write(b[:len(b)-1])
 	return err
 }
+
+// maxPooledWhole bounds the buffer wholePool keeps: an element of a list
+// (a Child SA, an SA) is well under it.
+const maxPooledWhole = 64 << 10
+
+// wholeEnc is writeWhole's encoder and the buffer it encodes into.
+type wholeEnc struct {
+	buf bytes.Buffer
+	enc *json.Encoder
+}
+
+var wholePool = sync.Pool{New: func() any {
+	e := new(wholeEnc)
+	e.enc = json.NewEncoder(&e.buf)
+	return e
+}}
 
 // writeList writes v's elements one at a time, each marshalled whole (an
 // element is one Child SA, one SA: small).

@@ -26,6 +26,7 @@ import (
 // configuration on SIGHUP.
 func runDaemon(role, cfgPath string, p *prepared, stderr io.Writer) int {
 	signal.Ignore(syscall.SIGPIPE) // see signals.go
+	tuneGC(role)
 	ctx, stop := signal.NotifyContext(context.Background(), daemonSignals...)
 	defer stop()
 	d := &daemonRun{role: role, cfgPath: cfgPath, p: p, stderr: stderr, sections: sectionHashes(cfgPath)}

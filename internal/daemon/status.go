@@ -284,25 +284,32 @@ func saStatus(sa *tunnel.SA) SAStatus {
 }
 
 func outerString(r tunnel.OuterRule) string {
-	part := func(fromInner bool, as []netip.Addr) string {
+	// One buffer, one string: a fleet's status has one per outbound SA.
+	b := make([]byte, 0, 64)
+	part := func(fromInner bool, as []netip.Addr) {
 		if fromInner {
-			return "inner"
+			b = append(b, "inner"...)
+			return
 		}
-		s := make([]string, len(as))
 		for i, a := range as {
-			s[i] = a.String()
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = a.AppendTo(b)
 		}
-		return strings.Join(s, ",")
 	}
-	out := "src=" + part(r.SrcFromInner, r.Src) + " dst=" + part(r.DstFromInner, r.Dst)
+	b = append(b, "src="...)
+	part(r.SrcFromInner, r.Src)
+	b = append(b, " dst="...)
+	part(r.DstFromInner, r.Dst)
 	if r.FollowPeer != nil {
 		if a := r.FollowPeer.Addr(true); a.IsValid() {
-			out += " following=" + a.String()
+			b = a.AppendTo(append(b, " following="...))
 		} else {
-			out += " following=(not yet seen)"
+			b = append(b, " following=(not yet seen)"...)
 		}
 	}
-	return out
+	return string(b)
 }
 
 // Status is the daemon's status now (what the control socket's status
@@ -314,10 +321,14 @@ func (r *Running) Status() Status {
 func (r *Running) status(role string, started time.Time, mob *mobilityState) Status {
 	st := Status{Daemon: role, Version: version.Version, Started: started, PID: os.Getpid(), TUN: r.Device.Name(), MTU: r.Device.MTU(),
 		Datapath: datapathStatus(r.Datapath.Stats())}
-	for _, sa := range append(r.setup.Outbound[:len(r.setup.Outbound):len(r.setup.Outbound)], r.setup.ike.outbound()...) {
+	out := append(r.setup.Outbound[:len(r.setup.Outbound):len(r.setup.Outbound)], r.setup.ike.outbound()...)
+	in := r.setup.SAD.All()
+	if n := len(out) + len(in); n > 0 {
+		st.SAs = make([]SAStatus, 0, n) // sized once: a fleet's status lists tens of thousands
+	}
+	for _, sa := range out {
 		st.SAs = append(st.SAs, saStatus(sa))
 	}
-	in := r.setup.SAD.All()
 	sort.Slice(in, func(i, j int) bool { return in[i].SPI < in[j].SPI })
 	for _, sa := range in {
 		st.SAs = append(st.SAs, saStatus(sa))

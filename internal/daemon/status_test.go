@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"encoding/json"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -110,6 +111,26 @@ func TestStatusTextShowsHA(t *testing.T) {
 		"sync lag 2 frames (4 ms), 5 records (1500 bytes)", "last takeover", "active silent 151 ms", "(import: boom)", "sync drops: auth"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("status text lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+// TestOuterStringRFC3554_2_NamesEachCase: the outer rule as status shows
+// it, for each of RFC 3554 §2's sources of the outer addresses.
+func TestOuterStringRFC3554_2_NamesEachCase(t *testing.T) {
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::2")
+	for _, c := range []struct {
+		r    tunnel.OuterRule
+		want string
+	}{
+		{tunnel.OuterRule{Src: []netip.Addr{a}, Dst: []netip.Addr{b}}, "src=192.0.2.1 dst=2001:db8::2"},
+		{tunnel.OuterRule{Src: []netip.Addr{a, b}, DstFromInner: true}, "src=192.0.2.1,2001:db8::2 dst=inner"},
+		{tunnel.OuterRule{SrcFromInner: true, DstFromInner: true}, "src=inner dst=inner"},
+		{tunnel.OuterRule{Src: []netip.Addr{a}, Dst: []netip.Addr{b}, FollowPeer: new(tunnel.PeerTracker)}, "src=192.0.2.1 dst=2001:db8::2 following=(not yet seen)"},
+		{tunnel.OuterRule{}, "src= dst="},
+	} {
+		if got := outerString(c.r); got != c.want {
+			t.Errorf("outerString(%+v) = %q, want %q", c.r, got, c.want)
 		}
 	}
 }

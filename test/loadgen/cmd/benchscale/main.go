@@ -48,6 +48,7 @@ func main() {
 	flag.Float64Var(&rate, "rate", 0, "packets per second the first send of each traffic phase (the one -profile profiles) offers; 0: a flood")
 	flag.StringVar(&heapOut, "heapprofile", "", "write the gateway's heap profile (daemon.HeapProfileEnv, SIGUSR1) here with every road warrior up, and print its top")
 	flag.BoolVar(&memOnly, "memonly", false, "stop after the memory figures (no traffic, idle, churn phases)")
+	flag.DurationVar(&settle, "settle", 0, "after the status, read the gateway's RSS again this much later (the Go runtime's forced GC every 2 minutes and its scavenger return what the status left)")
 	flag.StringVar(&perfOut, "perf", "", "record the gateway with perf(1) into this file during the 2-core bring-up, and stop after it")
 	flag.StringVar(&profDir, "profile", "", "write both processes' CPU, block and mutex profiles of each bring-up and traffic phase into this directory (gw-PHASE.*, gen-PHASE.*)")
 	flag.StringVar(&prebuilt, "gateway", "", "the gateway binary to run (default: go build ./cmd/gateway)")
@@ -107,6 +108,7 @@ var (
 var (
 	heapOut string
 	memOnly bool
+	settle  time.Duration
 )
 
 // heapProfile has the gateway write its heap profile to heapOut
@@ -262,6 +264,11 @@ func (b *bench) established(gw *rig.Proc, rss0 int, r loadgen.UpResult, dpd, idl
 	rss := rssKB(gw.PID())
 	fmt.Printf("gateway: status says %d IKE SAs, %d Child SAs; RSS %d KB before, %d KB after: %.1f KB per road warrior\n",
 		st.IKE.IKESAs, len(st.Children), rss0, rss, float64(rss-rss0)/float64(max(r.Up, 1)))
+	if settle > 0 {
+		time.Sleep(settle)
+		rss = rssKB(gw.PID())
+		fmt.Printf("gateway RSS %v after the status: %d KB: %.1f KB per road warrior\n", settle, rss, float64(rss-rss0)/float64(max(r.Up, 1)))
+	}
 	if heapOut != "" {
 		if err := heapProfile(gw, b.bin); err != nil {
 			return err
