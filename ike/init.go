@@ -522,7 +522,8 @@ func (e *Endpoint) respondInit(h message.Header, b []byte, local netip.Addr, rem
 		e.sendPlain(h.SPIi, local, remote, natT, notify(message.INVALID_SYNTAX, nil))
 		return
 	}
-	s.dh, s.peerKE = dh, bytes.Clone(peerKE)
+	ke := bytes.Clone(peerKE)
+	s.dh, s.peerKE = dh, &ke
 	e.keepDH(dh)
 	ps := []message.Payload{&message.SA{Proposals: []message.Proposal{*s.chosen}},
 		&message.KE{Group: uint16(prop.dh), Data: dh.public()}, &message.Nonce{Data: s.nr}}
@@ -595,7 +596,7 @@ func (e *Endpoint) deferredKeys(h message.Header) {
 		e.mu.Unlock()
 		return
 	}
-	dh, peerKE, prop, ni, nr := s.dh, s.peerKE, s.prop, s.ni, s.nr
+	dh, peerKE, prop, ni, nr := s.dh, *s.peerKE, s.prop, s.ni, s.nr
 	e.mu.Unlock()
 
 	var keys ikeKeys

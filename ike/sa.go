@@ -44,7 +44,7 @@ type ikeSA struct {
 	ni, nr     []byte
 	msg1, msg2 []byte // the IKE_SA_INIT request and response, for AUTH (§2.15)
 	dh         *dhKey
-	peerKE     []byte // responder: the peer's KE data until deferredKeys derives the keys
+	peerKE     *[]byte // responder: the peer's KE data until deferredKeys derives the keys (a pointer: 8 bytes, not a slice's 24, keeps ikeSA in the 1,024-byte size class)
 	cookie     []byte
 	chosen     *message.Proposal // responder: the proposal chosen, until the IKE_SA_INIT response is built
 
