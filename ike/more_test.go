@@ -176,7 +176,7 @@ func BenchmarkHandshake(b *testing.B) {
 				b.Fatalf("%d Child SAs for %d handshakes", rp.installs, b.N)
 			}
 			b.ReportMetric(float64(gwTime.Microseconds())/float64(b.N), "gw-µs/handshake")
-					gw.Close()
+			gw.Close()
 		})
 	}
 }
