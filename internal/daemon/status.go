@@ -67,11 +67,11 @@ func datapathStatus(s datapath.Stats) DatapathStatus {
 	d := DatapathStatus{TunRead: s.TunRead, TunWritten: s.TunWritten, ESPSent: s.ESPSent, ESPReceived: s.ESPReceived, ESPPacketSocket: s.ESPPacketSocket, Drops: s.OutDrops.DropsByName()}
 	for k, v := range map[string]uint64{"no_transport": s.NoTransport, "send_error": s.SendErrs, "ike_dropped": s.IKEDropped} {
 		if v != 0 {
+			if d.Drops == nil { // DropsByName is nil without drops
+				d.Drops = map[string]uint64{}
+			}
 			d.Drops[k] = v
 		}
-	}
-	if len(d.Drops) == 0 {
-		d.Drops = nil
 	}
 	return d
 }

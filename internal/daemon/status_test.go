@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"encoding/json"
+	"maps"
 	"net/netip"
 	"strings"
 	"testing"
@@ -132,5 +133,27 @@ func TestOuterStringRFC3554_2_NamesEachCase(t *testing.T) {
 		if got := outerString(c.r); got != c.want {
 			t.Errorf("outerString(%+v) = %q, want %q", c.r, got, c.want)
 		}
+	}
+}
+
+// The data path's own drops (send errors, no transport, IKE dropped) are
+// labelled whether or not the outbound SAs dropped anything: their map is
+// nil then (tunnel.CountersSnapshot.DropsByName), and a road warrior whose
+// ESP send failed once must still answer status, not panic.
+func TestDatapathStatusLabelsItsDropsWithoutSADrops(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		stats datapath.Stats
+		want  map[string]uint64
+	}{
+		{"nothing dropped", datapath.Stats{}, nil},
+		{"send error only", datapath.Stats{SendErrs: 1}, map[string]uint64{"send_error": 1}},
+		{"no transport and IKE dropped", datapath.Stats{NoTransport: 2, IKEDropped: 3}, map[string]uint64{"no_transport": 2, "ike_dropped": 3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := datapathStatus(tc.stats).Drops; !maps.Equal(got, tc.want) || (got == nil) != (tc.want == nil) {
+				t.Errorf("drops %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
