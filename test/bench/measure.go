@@ -519,36 +519,11 @@ func (m *meter) snap() (counters, error) {
 // tcpSegments returns InSegs+OutSegs of the namespace's TCP MIB. With TSO
 // and GRO these still count wire-sized segments, not super-packets.
 func tcpSegments(ns *netns.NS) (uint64, error) {
-	var b []byte
-	if err := ns.Do(func() (err error) {
-		b, err = os.ReadFile("/proc/thread-self/net/snmp")
-		return err
-	}); err != nil {
+	tcp, err := ns.SNMP("Tcp")
+	if err != nil {
 		return 0, err
 	}
-	var hdr []string
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) == 0 || f[0] != "Tcp:" {
-			continue
-		}
-		if hdr == nil {
-			hdr = f
-			continue
-		}
-		var sum uint64
-		for i, k := range hdr {
-			if (k == "InSegs" || k == "OutSegs") && i < len(f) {
-				v, err := strconv.ParseUint(f[i], 10, 64)
-				if err != nil {
-					return 0, err
-				}
-				sum += v
-			}
-		}
-		return sum, nil
-	}
-	return 0, errors.New("no Tcp: line in /proc/net/snmp")
+	return tcp["InSegs"] + tcp["OutSegs"], nil
 }
 
 // linkPackets returns rx+tx packets of every interface in the namespace

@@ -19,38 +19,49 @@ func (b *Bed) Drops() map[string]uint64 {
 	m := map[string]uint64{}
 	for _, ns := range []*NS{b.RW, b.GW, b.Srv} {
 		role := ns.Name[strings.LastIndexByte(ns.Name, '-')+1:]
-		var snmp []byte
-		if ns.Do(func() (err error) {
-			snmp, err = os.ReadFile("/proc/thread-self/net/snmp")
-			return err
-		}) == nil {
-			udpErrors(snmp, role, m)
+		if udp, err := ns.SNMP("Udp"); err == nil {
+			for _, k := range []string{"RcvbufErrors", "SndbufErrors", "InErrors"} {
+				if v, ok := udp[k]; ok {
+					m[role+" udp "+k] = v
+				}
+			}
 		}
 		linkDrops(ns, role, m)
 	}
 	return m
 }
 
-// udpErrors adds the Udp: line's buffer overflows and errors of snmp.
-func udpErrors(snmp []byte, role string, m map[string]uint64) {
+// SNMP returns the counters of one protocol's lines in the namespace's
+// /proc/net/snmp ("Udp", "Tcp", "Ip", ...), by name.
+func (ns *NS) SNMP(proto string) (map[string]uint64, error) {
+	var snmp []byte
+	if err := ns.Do(func() (err error) {
+		snmp, err = os.ReadFile("/proc/thread-self/net/snmp")
+		return err
+	}); err != nil {
+		return nil, err
+	}
 	var hdr []string
 	for _, l := range strings.Split(string(snmp), "\n") {
 		f := strings.Fields(l)
-		if len(f) == 0 || f[0] != "Udp:" {
+		if len(f) == 0 || f[0] != proto+":" {
 			continue
 		}
 		if hdr == nil {
 			hdr = f
 			continue
 		}
-		for i, k := range hdr {
-			if (k == "RcvbufErrors" || k == "SndbufErrors" || k == "InErrors") && i < len(f) {
-				v, _ := strconv.ParseUint(f[i], 10, 64)
-				m[role+" udp "+k] = v
+		m := map[string]uint64{}
+		for i, k := range hdr[1:] {
+			if i+1 < len(f) {
+				if v, err := strconv.ParseUint(f[i+1], 10, 64); err == nil {
+					m[k] = v
+				}
 			}
 		}
-		return
+		return m, nil
 	}
+	return nil, fmt.Errorf("no %s: line in /proc/net/snmp", proto)
 }
 
 // linkDrops adds the interfaces' drop counters (ip -s -j link).
