@@ -14,7 +14,8 @@ import (
 // still gets its own nonces, so every IKE SA still has its own keys
 // (SKEYSEED covers Ni and Nr). For a fleet of initiators in one process
 // (a load generator); a road warrior daemon has one IKE SA at a time and
-// no use for it. Safe for concurrent use.
+// no use for it; a responder uses one, with a Lifetime of a second, while
+// cookies are demanded (respondInit). Safe for concurrent use.
 type DHCache struct {
 	// Lifetime bounds a value's reuse; 0: one minute.
 	Lifetime time.Duration

@@ -47,8 +47,8 @@ type Endpoint struct {
 	// lastVIP: an initiator's virtual addresses of its last IKE SA, asked
 	// for again when it connects again (RFC 7296 §3.15.1).
 	lastVIP []netip.Addr
-	secret  [32]byte              // cookie secret (RFC 7296 §2.6)
-	dhReuse map[dhGroup]reusedKey // the responder's DH values while cookies are demanded (reusedDH)
+	secret  [32]byte // cookie secret (RFC 7296 §2.6)
+	dhReuse *DHCache // the responder's DH values while cookies are demanded (respondInit), each for dhReuseFor
 	closed  bool
 	seq     int
 	// ctx ends at Close: the EAP relays (eap.go) give up; wg joins them.
@@ -105,7 +105,7 @@ func New(cfg Config) (*Endpoint, error) {
 	e := &Endpoint{cfg: cfg, sas: map[uint64]*ikeSA{}, spisIn: map[uint32]struct{}{}, byPeer: map[string]*ikeSA{},
 		byInit: map[uint64][]*ikeSA{},
 		half:   halfOpenTable{byKey: map[initKey]*ikeSA{}, perSrc: map[netip.Addr]int{}},
-		leases: map[string]netip.Addr{}, leased: map[netip.Addr]string{}}
+		leases: map[string]netip.Addr{}, leased: map[netip.Addr]string{}, dhReuse: &DHCache{Lifetime: dhReuseFor}}
 	copy(e.secret[:], randomBytes(32))
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.Stats.CookieMode = cfg.CookieThreshold <= 0 // cookies always

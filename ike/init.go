@@ -491,20 +491,25 @@ func (e *Endpoint) respondInit(h message.Header, b []byte, local netip.Addr, rem
 		e.mu.Unlock()
 		return
 	}
-	prop := s.prop
-	dh := e.reusedDH(prop.dh)
+	prop, reuse := s.prop, e.Stats.CookieMode
 	e.mu.Unlock()
 
 	// What IKE_SA_INIT from real addresses costs a responder is its
 	// Diffie-Hellman (RFC 7296 §2.6). The answer needs only our public
-	// value (a fixed-base multiplication, none while cookies are demanded:
-	// reusedDH); g^ir and the keys wait for the SA's first encrypted
+	// value (a fixed-base multiplication; while cookies are demanded one
+	// value per group for dhReuseFor, RFC 7296 §2.12: under a flood from
+	// real addresses that saves a multiplication per half-open SA, and the
+	// SAs answered meanwhile lose forward secrecy from each other, only
+	// under attack); g^ir and the keys wait for the SA's first encrypted
 	// message (deferredKeys), which a half-open SA that never
 	// authenticates never sends. The peer's point is checked now (on the
 	// curve: no multiplication), so a bad KE is still answered with
 	// INVALID_SYNTAX.
+	var dh *dhKey
 	var err error
-	if dh == nil {
+	if reuse {
+		dh, err = e.dhReuse.key(prop.dh)
+	} else {
 		dh, err = newDH(prop.dh)
 	}
 	if err == nil {
@@ -524,7 +529,6 @@ func (e *Endpoint) respondInit(h message.Header, b []byte, local netip.Addr, rem
 	}
 	ke := bytes.Clone(peerKE)
 	s.dh, s.peerKE = dh, &ke
-	e.keepDH(dh)
 	ps := []message.Payload{&message.SA{Proposals: []message.Proposal{*s.chosen}},
 		&message.KE{Group: uint16(prop.dh), Data: dh.public()}, &message.Nonce{Data: s.nr}}
 	ps = append(ps, natNotifies(s.spiI, s.spiR, netip.AddrPortFrom(local, s.localPort()), remote)...)
@@ -540,45 +544,8 @@ func (e *Endpoint) respondInit(h message.Header, b []byte, local netip.Addr, rem
 }
 
 // dhReuseFor is how long the responder answers IKE_SA_INIT with one DH
-// value while cookies are demanded (reusedDH).
+// value while cookies are demanded (respondInit).
 const dhReuseFor = time.Second
-
-// reusedDH is the DH value of group g to answer an IKE_SA_INIT with while
-// cookies are demanded: RFC 7296 §2.12 lets a responder reuse its DH
-// value across IKE SAs, and under a flood from real addresses that saves
-// a multiplication per half-open SA. It is used for at most dhReuseFor
-// (the SAs answered meanwhile share it: forward secrecy between them is
-// what that costs, and only under attack); nil: make a fresh one. Under
-// e.mu.
-func (e *Endpoint) reusedDH(g dhGroup) *dhKey {
-	r, ok := e.dhReuse[g]
-	if !ok || !e.Stats.CookieMode || time.Since(r.made) >= dhReuseFor {
-		return nil
-	}
-	return r.key
-}
-
-// keepDH offers k, just used in an IKE_SA_INIT answer, for reuse
-// (reusedDH) if cookies are demanded and the group has none in use. Under
-// e.mu.
-func (e *Endpoint) keepDH(k *dhKey) {
-	if !e.Stats.CookieMode {
-		clear(e.dhReuse)
-		return
-	}
-	if r, ok := e.dhReuse[k.group]; ok && time.Since(r.made) < dhReuseFor {
-		return
-	}
-	if e.dhReuse == nil {
-		e.dhReuse = map[dhGroup]reusedKey{}
-	}
-	e.dhReuse[k.group] = reusedKey{key: k, made: time.Now()}
-}
-
-type reusedKey struct {
-	key  *dhKey
-	made time.Time
-}
 
 // deferredKeys derives the keys of a responder's SA that respondInit
 // answered without them, when its first message after IKE_SA_INIT (h)
