@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// DHCache lets initiators reuse their Diffie-Hellman private value across
+// DHCache lets an endpoint reuse its Diffie-Hellman private value across
 // IKE SAs: RFC 7296 §2.12 allows it ("an implementation MAY choose to
 // reuse the same Diffie-Hellman exponential across multiple SAs"), at the
 // price of the SAs it is reused across losing perfect forward secrecy
