@@ -85,7 +85,7 @@ func (p *profiler) stop() {
 	err := p.cpu.Close()
 	p.cpu = nil
 	for _, name := range []string{"block", "mutex"} {
-		err = errors.Join(err, writeProfile(name, p.prefix+"."+name))
+		err = errors.Join(err, WriteProfile(name, p.prefix+"."+name))
 	}
 	runtime.SetBlockProfileRate(0)
 	runtime.SetMutexProfileFraction(0)
@@ -96,7 +96,9 @@ func (p *profiler) stop() {
 	p.log.Info("profiles written", "prefix", p.prefix)
 }
 
-func writeProfile(name, path string) error {
+// WriteProfile writes the runtime profile name (pprof.Lookup) to path:
+// the daemon's block and mutex profiles, and a load generator's own.
+func WriteProfile(name, path string) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err

@@ -80,7 +80,7 @@ func phaseProfile(gw *rig.Proc, phase string) (stop func() error, err error) {
 		pprof.StopCPUProfile()
 		err := f.Close()
 		for _, name := range []string{"block", "mutex"} {
-			if werr := writeProfile(name, filepath.Join(profDir, "gen-"+phase+"."+name)); err == nil {
+			if werr := daemon.WriteProfile(name, filepath.Join(profDir, "gen-"+phase+"."+name)); err == nil {
 				err = werr
 			}
 		}
@@ -116,16 +116,4 @@ func awaitGatewayProfiles(pre, phase string) error {
 		}
 	}
 	return nil
-}
-
-func writeProfile(name, path string) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	err = pprof.Lookup(name).WriteTo(f, 0)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
